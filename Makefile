@@ -1,0 +1,61 @@
+# BTC market-data platform: the two commands are `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+SOURCE ?= live
+export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help venv jars run stop status services-up services-down test test-fast bench evaluate lint clean-data
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt -c constraints.txt
+	@touch $@
+
+venv: $(VENV)/.installed ## create .venv and install the pinned dependencies (once)
+
+jars: venv ## resolve Kafka, Hadoop and the Spark Kafka connector from Maven Central (once)
+	$(PY) infra/jars.py
+
+run: venv jars ## start the whole platform locally (SOURCE=live|simulate|replay)
+	$(PY) infra/services.py run --source $(SOURCE)
+
+stop: venv ## stop everything `make run` started
+	$(PY) infra/services.py stop all
+
+status: venv ## show which local services run and whether they are healthy
+	$(PY) infra/services.py status all
+
+services-up: venv jars ## start Kafka and HDFS only
+	$(PY) infra/services.py start kafka hdfs
+
+services-down: venv ## stop Kafka and HDFS
+	$(PY) infra/services.py stop kafka hdfs
+
+test: venv jars ## install what is needed, run every test (tests start their own Kafka/HDFS/Airflow)
+	$(PY) -m pytest
+
+test-fast: venv ## unit tests only (no services, no Spark streaming, no training)
+	$(PY) -m pytest -m "not integration and not slow"
+
+bench: venv jars ## benchmarks that print figures
+	$(PY) bench/run_all.py
+
+DATA ?=
+evaluate: venv ## evaluate the LSTM on a candle file: make evaluate DATA=path/to/btc_usdt_1h.csv
+	@test -n "$(DATA)" || { echo "usage: make evaluate DATA=FILE_OR_URI [TEST_FROM=YYYY-MM-DD]"; exit 2; }
+	$(PY) -m models.cli evaluate --data "$(DATA)" $(if $(TEST_FROM),--test-from $(TEST_FROM),)
+
+lint: venv ## ruff (includes Airflow 3 AIR rules)
+	$(VENV)/bin/ruff check .
+
+clean-data: stop ## delete local data, logs and service state (keeps .venv and jars)
+	rm -rf .data

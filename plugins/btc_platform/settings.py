@@ -1,0 +1,228 @@
+"""The one settings object of the platform.
+
+Every host, port, topic, path and interval that the producer, the Spark jobs, the DAGs and the
+models use is read here, from environment variables prefixed ``BTC_`` (see ``.env.example``
+for the full list). Defaults run the platform locally without Docker; the compose stack
+overrides them through the same variable names.
+
+Usage::
+
+    from btc_platform.settings import get_settings
+    s = get_settings()
+    s.kafka_bootstrap_servers
+
+Nothing is read at import time: ``get_settings()`` builds (and caches) the object on first
+call, and ``get_settings.cache_clear()`` lets tests re-read a changed environment.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlparse
+
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "BTC_"
+
+#: Root of the repository (plugins/btc_platform/settings.py -> repo root).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+_STORAGE_SCHEMES = ("file", "hdfs")
+
+
+class SettingsError(ValueError):
+    """A setting has a value the platform cannot use; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    """Typed, validated platform settings (env prefix ``BTC_``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="ignore",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    # ---- local layout -------------------------------------------------------------------
+    data_dir: Path = Field(
+        default=PROJECT_ROOT / ".data",
+        description="Local working directory: service data, logs, status files.",
+    )
+    cache_dir: Path = Field(
+        default=PROJECT_ROOT / ".cache",
+        description="Where resolved JVM artifacts are kept (jars, Maven repository).",
+    )
+    storage_root: str = Field(
+        default="",
+        description="URI under which all datasets live (file:///... or hdfs://host:port/path). "
+        "Empty means file://<data_dir>/bitcoin.",
+    )
+
+    # ---- Kafka ----------------------------------------------------------------------------
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_topic: str = "cryptoTopic"
+    kafka_partitions: PositiveInt = 3
+    kafka_port: PositiveInt = 9092
+    kafka_controller_port: PositiveInt = 9093
+    kafka_heap: str = "512m"
+
+    # ---- HDFS (local single-node services) ------------------------------------------------
+    hdfs_namenode_port: PositiveInt = 8020
+    hdfs_namenode_http_port: PositiveInt = 9870
+    hdfs_datanode_port: PositiveInt = 9866
+    hdfs_datanode_http_port: PositiveInt = 9864
+    hdfs_datanode_ipc_port: PositiveInt = 9867
+    hdfs_heap: str = "512m"
+    hdfs_safemode_timeout_s: PositiveFloat = 120.0
+
+    # ---- Spark ------------------------------------------------------------------------------
+    spark_master: str = "local[2]"
+    spark_shuffle_partitions: PositiveInt = 2
+    spark_driver_memory: str = "1g"
+
+    # ---- Airflow ----------------------------------------------------------------------------
+    airflow_port: PositiveInt = 8080
+
+    # ---- Producer ---------------------------------------------------------------------------
+    binance_base_url: str = "https://api.binance.com"
+    binance_symbols: Annotated[tuple[str, ...], NoDecode] = ("BTCUSDT",)
+    binance_poll_interval_s: PositiveFloat = 1.0
+    binance_weight_limit_1m: PositiveInt = 6000
+    binance_weight_share: float = Field(default=0.5, gt=0, le=1)
+    coingecko_base_url: str = "https://api.coingecko.com"
+    coingecko_api_key: str = ""
+    coingecko_api_plan: Literal["demo", "pro"] = "demo"
+    coingecko_coin_id: str = "bitcoin"
+    coingecko_vs_currency: str = "usd"
+    coingecko_symbol: str = Field(
+        default="BTCUSDT",
+        description="Symbol (Kafka key) that CoinGecko messages carry, so that minute metrics "
+        "of that Binance symbol pick up the CoinGecko fields.",
+    )
+    coingecko_poll_interval_s: float = Field(default=60.0, ge=1.0)
+    coingecko_monthly_call_budget: PositiveInt = 10000
+    http_connect_timeout_s: PositiveFloat = 3.05
+    http_read_timeout_s: PositiveFloat = 10.0
+    http_max_retries: NonNegativeInt = 5
+    http_backoff_base_s: PositiveFloat = 0.5
+    http_backoff_max_s: PositiveFloat = 30.0
+    producer_status_interval_s: PositiveFloat = 5.0
+    producer_flush_timeout_s: PositiveFloat = 30.0
+
+    # ---- Streaming job ----------------------------------------------------------------------
+    stream_trigger_interval: str = "5 seconds"
+    stream_watermark_delay: str = "30 seconds"
+    stream_starting_offsets: str = "earliest"
+    stream_max_offsets_per_trigger: NonNegativeInt = Field(
+        default=0, description="0 means unlimited."
+    )
+    stream_fail_on_data_loss: bool = True
+
+    # ---- Supervision ------------------------------------------------------------------------
+    supervisor_producer_stale_s: PositiveFloat = 60.0
+    supervisor_stream_stale_s: PositiveFloat = 120.0
+    supervisor_max_lag_messages: PositiveInt = 100000
+
+    # ---- Validators -------------------------------------------------------------------------
+    @field_validator("binance_symbols", mode="before")
+    @classmethod
+    def _split_symbols(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, (list, tuple)):
+            if not value:
+                raise ValueError("at least one symbol is required")
+            return tuple(str(v).upper() for v in value)
+        return value
+
+    @field_validator("binance_base_url", "coingecko_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(f"expected an http(s) URL with a host, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _bootstrap(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _storage(self) -> "Settings":
+        uri = self.storage_root or f"file://{self.data_dir.resolve()}/bitcoin"
+        parsed = urlparse(uri)
+        if parsed.scheme not in _STORAGE_SCHEMES:
+            raise ValueError(
+                f"storage_root must be a file:// or hdfs:// URI, got {uri!r}"
+            )
+        if parsed.scheme == "hdfs" and not parsed.netloc:
+            raise ValueError(f"storage_root hdfs URI needs host:port, got {uri!r}")
+        if not parsed.path.startswith("/"):
+            raise ValueError(f"storage_root needs an absolute path, got {uri!r}")
+        object.__setattr__(self, "storage_root", uri.rstrip("/"))
+        return self
+
+    # ---- Derived values ---------------------------------------------------------------------
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def status_dir(self) -> Path:
+        return self.data_dir / "status"
+
+    @property
+    def producer_status_path(self) -> Path:
+        return self.status_dir / "producer.json"
+
+    @property
+    def stream_status_path(self) -> Path:
+        return self.status_dir / "stream.json"
+
+    @property
+    def jars_dir(self) -> Path:
+        return self.cache_dir / "jars"
+
+    @property
+    def hdfs_uri(self) -> str:
+        """URI of the local single-node HDFS started by infra/ (not necessarily the storage root)."""
+        return f"hdfs://127.0.0.1:{self.hdfs_namenode_port}"
+
+    def path(self, *parts: str) -> str:
+        """A URI under the storage root, e.g. ``s.path("raw_data")``."""
+        return "/".join([self.storage_root, *[p.strip("/") for p in parts]])
+
+    def spark_jars(self, group: str = "spark") -> list[str]:
+        """Jars resolved by infra/ for Spark (the Kafka connector and its dependencies)."""
+        folder = self.jars_dir / group
+        return sorted(str(p) for p in folder.glob("*.jar")) if folder.is_dir() else []
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Read the settings from the environment once (raise ``SettingsError`` if invalid)."""
+    return load_settings()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment plus explicit overrides, with a readable error."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            env = f"{ENV_PREFIX}{field.upper()}" if err["loc"] else "settings"
+            problems.append(f"{env}: {err['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from exc
