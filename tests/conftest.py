@@ -1,0 +1,49 @@
+"""Shared fixtures. Service fixtures (real Kafka / HDFS started from the Maven-resolved jars)
+live in tests/fixtures_services.py; Spark and settings fixtures are here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+for entry in (ROOT / "plugins", ROOT):
+    if str(entry) not in sys.path:
+        sys.path.insert(0, str(entry))
+
+
+@pytest.fixture
+def settings_env(monkeypatch, tmp_path):
+    """Isolated settings: BTC_DATA_DIR in a temp dir; returns a function to (re)load them."""
+    from btc_platform import settings as settings_mod
+
+    monkeypatch.setenv("BTC_DATA_DIR", str(tmp_path / "data"))
+    settings_mod.get_settings.cache_clear()
+
+    def load(**env):
+        for key, value in env.items():
+            monkeypatch.setenv(f"BTC_{key.upper()}", str(value))
+        settings_mod.get_settings.cache_clear()
+        return settings_mod.get_settings()
+
+    yield load
+    settings_mod.get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local[2] SparkSession for the whole run: UTC, UI off, 2 shuffle partitions,
+    with the Kafka connector jars when infra/jars.py has resolved them."""
+    from btc_platform.settings import load_settings
+    from btc_platform.spark import build_session
+
+    session = build_session(
+        "tests",
+        load_settings(),
+        master="local[2]",
+        extra_conf={"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2"},
+    )
+    yield session
+    session.stop()
