@@ -78,6 +78,14 @@ class Settings(BaseSettings):
     hdfs_datanode_ipc_port: PositiveInt = 9867
     hdfs_heap: str = "512m"
     hdfs_safemode_timeout_s: PositiveFloat = 120.0
+    webhdfs_url: str = Field(
+        default="",
+        description="WebHDFS base URL used by btc_platform.storage for hdfs:// URIs. Empty means "
+        "http://<host of storage_root>:<hdfs_namenode_http_port>.",
+    )
+    webhdfs_user: str = Field(
+        default="", description="user.name sent to WebHDFS; empty means the OS user running the code."
+    )
 
     # ---- Spark ------------------------------------------------------------------------------
     spark_master: str = "local[2]"
@@ -86,8 +94,17 @@ class Settings(BaseSettings):
 
     # ---- Airflow ----------------------------------------------------------------------------
     airflow_port: PositiveInt = 8080
+    airflow_parallelism: PositiveInt = Field(
+        default=4,
+        description="Task slots (LocalExecutor worker processes) of the local Airflow; small for 2-core machines.",
+    )
 
     # ---- Producer ---------------------------------------------------------------------------
+    producer_source: Literal["live", "simulate", "replay"] = Field(
+        default="live",
+        description="Where the producer gets data: live exchange APIs, the simulator, or a replay file "
+        "(`infra/services.py run --source` sets it).",
+    )
     binance_base_url: str = "https://api.binance.com"
     binance_symbols: Annotated[tuple[str, ...], NoDecode] = ("BTCUSDT",)
     binance_poll_interval_s: PositiveFloat = 1.0
@@ -112,6 +129,27 @@ class Settings(BaseSettings):
     http_backoff_max_s: PositiveFloat = 30.0
     producer_status_interval_s: PositiveFloat = 5.0
     producer_flush_timeout_s: PositiveFloat = 30.0
+    producer_message_timeout_s: PositiveFloat = Field(
+        default=300.0,
+        description="How long librdkafka keeps retrying an accepted message (e.g. Kafka down) before "
+        "reporting it failed (message.timeout.ms).",
+    )
+    producer_queue_max_messages: PositiveInt = Field(
+        default=500000, description="Local producer queue bound; when full the source waits (backpressure)."
+    )
+    producer_linger_ms: NonNegativeInt = Field(default=5, description="Batching delay (linger.ms).")
+    producer_compression: Literal["none", "lz4", "snappy", "gzip", "zstd"] = Field(
+        default="lz4", description="Kafka compression.type of the producer."
+    )
+    producer_replay_file: str = Field(
+        default="", description="Default --replay-file of the replay source (JSONL written by --record)."
+    )
+    producer_simulate_candles: str = Field(
+        default="", description="Default --candles CSV of the simulate source; empty means a random walk."
+    )
+    producer_speed: float = Field(
+        default=1.0, ge=0, description="Default --speed of simulate/replay (0 = as fast as possible)."
+    )
 
     # ---- Streaming job ----------------------------------------------------------------------
     stream_trigger_interval: str = "5 seconds"
@@ -121,11 +159,48 @@ class Settings(BaseSettings):
         default=0, description="0 means unlimited."
     )
     stream_fail_on_data_loss: bool = True
+    stream_checkpoint_root: str = Field(
+        default="",
+        description="URI holding the streaming checkpoints raw/, metrics/, quarantine/. "
+        "Empty means <storage_root>/checkpoints.",
+    )
 
     # ---- Supervision ------------------------------------------------------------------------
     supervisor_producer_stale_s: PositiveFloat = 60.0
     supervisor_stream_stale_s: PositiveFloat = 120.0
     supervisor_max_lag_messages: PositiveInt = 100000
+    supervisor_interval_s: PositiveFloat = Field(
+        default=60.0, description="How often the btc_stream_supervisor DAG checks producer and stream."
+    )
+    supervisor_stop_timeout_s: PositiveFloat = Field(
+        default=30.0, description="Grace after SIGTERM before a supervised process group gets SIGKILL."
+    )
+
+    # ---- Orchestration (Airflow DAGs) -------------------------------------------------------
+    schedule_start_date: str = Field(
+        default="",
+        description="UTC date/time (ISO) from which btc_hourly_consolidation catches up missed hours; "
+        "empty means the start of the current UTC day (`make run` pins it to its first start).",
+    )
+    retrain_schedule: str = Field(default="@daily", description="Cron/preset schedule of btc_retrain.")
+
+    # ---- Models (LSTM forecast) -------------------------------------------------------------
+    model_tf_threads: PositiveInt = Field(
+        default=2, description="TensorFlow intra/inter-op threads for training and prediction."
+    )
+    model_promotion_policy: Literal["beat_current_and_persistence", "beat_persistence"] = Field(
+        default="beat_current_and_persistence",
+        description="What a candidate must beat (overall RMSE on the latest test window) to become "
+        "the `current` model; a forced promotion bypasses it and is recorded.",
+    )
+
+    # ---- Batch jobs (consolidation, backfill, data quality) --------------------------------
+    dq_min_coverage: float = Field(
+        default=0.8,
+        ge=0,
+        le=1,
+        description="Data-quality warning when an hour's coverage (minutes present / 60) is below this.",
+    )
 
     # ---- Validators -------------------------------------------------------------------------
     @field_validator("binance_symbols", mode="before")
@@ -154,6 +229,26 @@ class Settings(BaseSettings):
             host, sep, port = server.strip().rpartition(":")
             if not sep or not host or not port.isdigit():
                 raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return value
+
+    @field_validator("storage_root")
+    @classmethod
+    def _storage_uri(cls, value: str) -> str:
+        """Check an explicit storage root here, so the error names BTC_STORAGE_ROOT."""
+        if not value:
+            return value
+        parsed = urlparse(value)
+        if parsed.scheme not in _STORAGE_SCHEMES:
+            raise ValueError(f"expected a file:// or hdfs:// URI, got {value!r}")
+        if parsed.scheme == "hdfs":
+            try:
+                port = parsed.port
+            except ValueError:
+                port = None
+            if not parsed.hostname or port is None:
+                raise ValueError(f"expected hdfs://host:port/path, got {value!r}")
+        if not parsed.path.startswith("/"):
+            raise ValueError(f"expected an absolute path in the URI, got {value!r}")
         return value
 
     @model_validator(mode="after")

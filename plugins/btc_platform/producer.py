@@ -1,0 +1,480 @@
+"""The producer: market data from a source (live APIs, replay file, simulator) into Kafka.
+
+Run it::
+
+    python -m btc_platform.producer --source live
+    python -m btc_platform.producer --source simulate --candles ../shared/data/btc_usdt_1m_2023-03_2023-05.csv --speed 60
+    python -m btc_platform.producer --source replay --replay-file captured.jsonl --speed 0
+
+Kafka: confluent-kafka ``Producer`` with ``enable.idempotence=true`` and ``acks=all``, key = symbol,
+value = ``schema.encode`` bytes. Delivery reports are counted (published / failed). If Kafka is
+down librdkafka keeps every accepted message queued and retries it for
+``producer_message_timeout_s``; when the local queue is full the source waits (backpressure),
+nothing is dropped. SIGTERM/SIGINT stop the source and flush, bounded by
+``producer_flush_timeout_s``; anything still unconfirmed then is logged and counted as failed.
+
+Health: a JSON status record (``btc_platform.status``) at ``producer_status_path``, rewritten
+every ``producer_status_interval_s`` and at exit: pid, source mode, started_at, updated_at,
+state, counters ``published``/``rejected``/``retried``/``failed``/``accepted``/``in_flight``,
+and per upstream (``binance``, ``coingecko``, ``simulated``, ...) the last successful poll and
+publish. Payloads that cannot become messages are counted as rejected, logged, and appended
+with the reason to ``<logs_dir>/producer_rejected.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from btc_platform.schema import format_ts
+from btc_platform.status import write_status
+
+log = logging.getLogger(__name__)
+
+REJECTED_FILE = "producer_rejected.jsonl"
+_LOG_EVERY_FAILURE = 20  # log the first N delivery failures individually, then every 1000th
+
+
+def _iso(epoch: float | None) -> str | None:
+    return None if epoch is None else format_ts(datetime.fromtimestamp(epoch, tz=UTC))
+
+
+class UpstreamHealth:
+    __slots__ = ("last_poll_ok", "last_publish", "published", "reported", "poll_errors", "last_error",
+                 "last_error_at")
+
+    def __init__(self):
+        self.last_poll_ok: float | None = None
+        self.last_publish: float | None = None
+        self.published = 0
+        self.reported = 0
+        self.poll_errors = 0
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "last_poll_ok_at": _iso(self.last_poll_ok),
+            "last_publish_at": _iso(self.last_publish),
+            "published": self.published,
+            "poll_errors": self.poll_errors,
+            "last_error": self.last_error,
+            "last_error_at": _iso(self.last_error_at),
+        }
+
+
+class ThrottledLog:
+    """Logger facade for librdkafka: the same kind of message at most once per ``every_s`` seconds
+    (a broker that is down is otherwise reported several times a second)."""
+
+    def __init__(self, logger: logging.Logger, every_s: float = 30.0):
+        self.logger = logger
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def _allow(self, kind: str) -> int | None:
+        now = time.monotonic()
+        if now - self._last.get(kind, -self.every_s) < self.every_s:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+            return None
+        self._last[kind] = now
+        return self._suppressed.pop(kind, 0)
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        kind = str(args[0]) if args else msg  # librdkafka passes (fac, name, message)
+        suppressed = self._allow(kind)
+        if suppressed is not None:
+            self.logger.log(level, msg + (" (%d similar suppressed)" if suppressed else ""),
+                            *args, *((suppressed,) if suppressed else ()))
+
+    def warning(self, msg: str, *args: Any) -> None:
+        self.log(logging.WARNING, msg, *args)
+
+    def error(self, msg: str, *args: Any) -> None:
+        self.log(logging.ERROR, msg, *args)
+
+
+def kafka_config(settings, **overrides: Any) -> dict[str, Any]:
+    """librdkafka configuration of the platform's producer."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "client.id": "btc-producer",
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": settings.producer_linger_ms,
+        "compression.type": settings.producer_compression,
+        "message.timeout.ms": int(settings.producer_message_timeout_s * 1000),
+        "queue.buffering.max.messages": settings.producer_queue_max_messages,
+        "queue.buffering.max.kbytes": 1048576,
+        "logger": ThrottledLog(logging.getLogger("librdkafka")),
+    }
+    config.update(overrides)
+    return config
+
+
+class FeedProducer:
+    """Publishes a source's messages to Kafka and keeps the status record; also the SourceContext."""
+
+    def __init__(
+        self,
+        settings,
+        *,
+        source_mode: str,
+        record_path: str | Path | None = None,
+        status_path: str | Path | None = None,
+        kafka_overrides: dict[str, Any] | None = None,
+        collect_latency: bool = False,
+    ):
+        from confluent_kafka import Producer
+
+        self.settings = settings
+        self.source_mode = source_mode
+        self.topic = settings.kafka_topic
+        self.status_path = Path(status_path or settings.producer_status_path)
+        self.rejected_path = settings.logs_dir / REJECTED_FILE
+        self.started_at = time.time()
+        self.accepted = self.published = self.failed = self.rejected = self.retried = 0
+        self.upstreams: dict[str, UpstreamHealth] = {}
+        self.latencies: list[float] | None = [] if collect_latency else None
+        self._callbacks: dict[str, Any] = {}
+        self._stop = threading.Event()
+        self._deadline: float | None = None
+        self._next_status = 0.0
+        self._state = "starting"
+        self._record = open(record_path, "ab") if record_path else None  # closed in close()
+        self._kafka_log = ThrottledLog(log)
+        self._kafka = Producer(kafka_config(settings, error_cb=self._on_kafka_error, **(kafka_overrides or {})))
+
+    # ---- SourceContext -----------------------------------------------------------------------
+    def stopping(self) -> bool:
+        if self._stop.is_set():
+            return True
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            log.info("duration reached, stopping")
+            self._stop.set()
+            return True
+        return False
+
+    def idle(self, seconds: float) -> bool:
+        """Wait ``seconds`` while serving delivery reports and the status; False once stopping."""
+        end = time.monotonic() + seconds
+        while not self.stopping():
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                return True
+            self._kafka.poll(min(remaining, 0.2))
+            self._service()
+        return False
+
+    def sleep(self, seconds: float) -> None:
+        """``sleep`` for the HTTP clients: a wait that keeps the producer serviced."""
+        self.idle(seconds)
+
+    def _upstream(self, name: str) -> UpstreamHealth:
+        health = self.upstreams.get(name)
+        if health is None:
+            health = self.upstreams[name] = UpstreamHealth()
+        return health
+
+    def poll_ok(self, source: str) -> None:
+        self._upstream(source).last_poll_ok = time.time()
+
+    def poll_failed(self, source: str, error: BaseException) -> None:
+        health = self._upstream(source)
+        health.poll_errors += 1
+        health.last_error = f"{type(error).__name__}: {error}"
+        health.last_error_at = time.time()
+
+    def set_retried(self, count: int) -> None:
+        self.retried = count
+
+    def reject(self, source: str, reason: str, payload: Any) -> None:
+        self.rejected += 1
+        log.warning("rejected %s payload: %s", source, reason)
+        if isinstance(payload, bytes):
+            payload = payload.decode("utf-8", errors="replace")
+        line = json.dumps({"rejected_at": _iso(time.time()), "source": source, "reason": reason,
+                           "payload": payload}, default=str)
+        self.rejected_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.rejected_path.open("a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+    # ---- Kafka -------------------------------------------------------------------------------
+    def _on_kafka_error(self, err) -> None:
+        from confluent_kafka import KafkaError
+
+        if err.fatal():
+            log.error("fatal Kafka producer error, stopping: %s", err)
+            self._stop.set()
+        elif err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            self._kafka_log.error(
+                "Kafka unreachable at %s (%s): accepted messages stay queued and are retried for up to %.0fs",
+                self.settings.kafka_bootstrap_servers, err.str(), self.settings.producer_message_timeout_s,
+            )
+        else:
+            self._kafka_log.warning("Kafka: %s", err)
+
+    def _callback(self, source: str):
+        callback = self._callbacks.get(source)
+        if callback is None:
+            health = self._upstream(source)
+
+            def callback(err, msg, _health=health):
+                if err is None:
+                    self.published += 1
+                    _health.published += 1
+                    if self.latencies is not None:
+                        self.latencies.append(msg.latency())
+                    if self._record is not None:
+                        self._record.write(msg.value() + b"\n")
+                else:
+                    self.failed += 1
+                    if self.failed <= _LOG_EVERY_FAILURE or self.failed % 1000 == 0:
+                        log.error("delivery failed (%d so far) for key %s: %s", self.failed, msg.key(), err)
+
+            self._callbacks[source] = callback
+        return callback
+
+    def publish(self, key: bytes, value: bytes, source: str) -> bool:
+        """Hand one message to librdkafka; wait (serving reports) while its queue is full.
+
+        Returns False only when a stop was requested while the queue stayed full past the flush
+        timeout: that message was never accepted, it is logged and counted as failed.
+        """
+        callback = self._callbacks.get(source) or self._callback(source)
+        try:
+            self._kafka.produce(self.topic, value, key, on_delivery=callback)
+            self.accepted += 1
+            return True
+        except BufferError:
+            pass
+        stop_seen: float | None = None
+        while True:
+            self._kafka.poll(0.05)
+            self._service()
+            try:
+                self._kafka.produce(self.topic, value, key, on_delivery=callback)
+                self.accepted += 1
+                return True
+            except BufferError:
+                if self._stop.is_set():
+                    stop_seen = stop_seen or time.monotonic()
+                    if time.monotonic() - stop_seen > self.settings.producer_flush_timeout_s:
+                        self.failed += 1
+                        log.error("stopping with the Kafka queue still full: message for %s not accepted", key)
+                        return False
+
+    # ---- status ------------------------------------------------------------------------------
+    def _service(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_status:
+            self._next_status = now + self.settings.producer_status_interval_s
+            self.write_status()
+
+    def status(self) -> dict[str, Any]:
+        now = time.time()
+        for health in self.upstreams.values():
+            if health.published != health.reported:
+                health.reported, health.last_publish = health.published, now
+        publishes = [h.last_publish for h in self.upstreams.values() if h.last_publish]
+        polls = [h.last_poll_ok for h in self.upstreams.values() if h.last_poll_ok]
+        return {
+            "pid": _pid(),
+            "source_mode": self.source_mode,
+            "state": self._state,
+            "started_at": _iso(self.started_at),
+            "updated_at": _iso(now),
+            "topic": self.topic,
+            "bootstrap_servers": self.settings.kafka_bootstrap_servers,
+            "accepted": self.accepted,
+            "published": self.published,
+            "failed": self.failed,
+            "rejected": self.rejected,
+            "retried": self.retried,
+            "in_flight": len(self._kafka),
+            "last_publish_at": _iso(max(publishes)) if publishes else None,
+            "last_poll_ok_at": _iso(max(polls)) if polls else None,
+            "sources": {name: h.as_dict() for name, h in sorted(self.upstreams.items())},
+        }
+
+    def write_status(self) -> None:
+        write_status(self.status_path, self.status())
+
+    # ---- run ---------------------------------------------------------------------------------
+    def request_stop(self, signum: int | None = None, _frame: Any = None) -> None:
+        if signum is not None:
+            log.info("received %s: stopping and flushing", signal.Signals(signum).name)
+        self._stop.set()
+
+    def run(self, source, *, max_messages: int | None = None, duration_s: float | None = None) -> int:
+        """Publish until the source ends, ``max_messages``, ``duration_s`` or a signal; return an exit code."""
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, self.request_stop)
+        if duration_s is not None:
+            self._deadline = time.monotonic() + duration_s
+        self._state = "running"
+        self.write_status()
+        log.info("producer started: source=%s topic=%s bootstrap=%s", self.source_mode, self.topic,
+                 self.settings.kafka_bootstrap_servers)
+        count = 0
+        iterator = source.messages(self)
+        produce, topic, callbacks = self._kafka.produce, self.topic, self._callbacks
+        try:
+            for key, value, src in iterator:
+                callback = callbacks.get(src) or self._callback(src)
+                try:  # fast path inline; publish() waits while the local queue is full
+                    produce(topic, value, key, on_delivery=callback)
+                    self.accepted += 1
+                except BufferError:
+                    if not self.publish(key, value, src):
+                        break
+                count += 1
+                if max_messages is not None and count >= max_messages:
+                    log.info("max messages (%d) reached", max_messages)
+                    break
+                if count & 255 == 0:
+                    self._kafka.poll(0)
+                    self._service()
+                    if self.stopping():
+                        break
+                elif self._stop.is_set():
+                    break
+        finally:
+            iterator.close()
+            self._state = "stopping"
+            remaining = self.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        ok = remaining == 0 and self.failed == 0
+        log.info("producer stopped: accepted=%d published=%d failed=%d rejected=%d retried=%d",
+                 self.accepted, self.published, self.failed, self.rejected, self.retried)
+        return 0 if ok else 1
+
+    def close(self) -> int:
+        """Flush (bounded by producer_flush_timeout_s), write the final status; return unconfirmed count."""
+        remaining = self._kafka.flush(self.settings.producer_flush_timeout_s)
+        if remaining:
+            self.failed += remaining
+            log.error("%d message(s) still unconfirmed after the %.0fs flush timeout: counted as failed",
+                      remaining, self.settings.producer_flush_timeout_s)
+        if self._record is not None:
+            self._record.close()
+            self._record = None
+        self._state = "stopped"
+        self.write_status()
+        return remaining
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+# ---- CLI -------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m btc_platform.producer",
+        description="Publish BTC market data to Kafka (topic, servers, intervals and paths come from BTC_* "
+        "settings, see .env.example).",
+    )
+    parser.add_argument("--source", choices=("live", "replay", "simulate"), default=None,
+                        help="live: Binance + CoinGecko APIs; replay: a JSONL file of captured messages; "
+                        "simulate: synthetic market (source=simulated). Default: BTC_PRODUCER_SOURCE (live).")
+    parser.add_argument("--record", metavar="FILE",
+                        help="append every message confirmed by Kafka to FILE as JSONL (replayable).")
+    parser.add_argument("--replay-file", metavar="FILE",
+                        help="JSONL file of messages for --source replay (default: BTC_PRODUCER_REPLAY_FILE).")
+    parser.add_argument("--candles", metavar="CSV",
+                        help="simulate: drive the price path by a 1-minute candle CSV "
+                        "(open_time_utc,open,high,low,close,volume); default: BTC_PRODUCER_SIMULATE_CANDLES, "
+                        "empty = random walk.")
+    parser.add_argument("--speed", type=float, default=None,
+                        help="simulate/replay: simulated seconds per real second; 0 = as fast as possible "
+                        "(default: BTC_PRODUCER_SPEED, 1).")
+    parser.add_argument("--tick-ms", type=int, default=1000,
+                        help="simulate: simulated milliseconds between book tickers, must divide 60000 "
+                        "(default 1000).")
+    parser.add_argument("--start-price", type=float, default=30000.0,
+                        help="simulate (random walk): starting price (default 30000).")
+    parser.add_argument("--seed", type=int, default=None, help="simulate: random seed (reproducible runs).")
+    parser.add_argument("--max-messages", type=int, default=None, metavar="N",
+                        help="stop after N messages were handed to Kafka (then flush).")
+    parser.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds.")
+    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="logging level (default INFO).")
+    return parser
+
+
+def build_source(args: argparse.Namespace, settings, *, sleep=time.sleep):
+    """The source object for the parsed CLI options (``ConfigError`` on bad options)."""
+    from btc_platform import sources
+
+    if args.source == "live":
+        from btc_platform.clients.binance import BinanceClient
+        from btc_platform.clients.coingecko import CoinGeckoClient
+
+        return sources.LiveSource(
+            settings,
+            BinanceClient.from_settings(settings, sleep=sleep),
+            CoinGeckoClient.from_settings(settings, sleep=sleep),
+        )
+    if args.source == "replay":
+        if not args.replay_file:
+            raise sources.ConfigError("--source replay needs --replay-file FILE")
+        return sources.ReplaySource(args.replay_file, speed=args.speed)
+    return sources.SimulateSource(
+        settings.binance_symbols,
+        coingecko_symbol=settings.coingecko_symbol,
+        candles=args.candles,
+        speed=args.speed,
+        tick_ms=args.tick_ms,
+        start_price=args.start_price,
+        seed=args.seed,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from confluent_kafka import KafkaException
+
+    from btc_platform.settings import SettingsError, get_settings
+    from btc_platform.sources import ConfigError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = get_settings()
+        args.source = args.source or settings.producer_source
+        args.replay_file = args.replay_file or settings.producer_replay_file or None
+        args.candles = args.candles or settings.producer_simulate_candles or None
+        args.speed = settings.producer_speed if args.speed is None else args.speed
+        if args.max_messages is not None and args.max_messages <= 0:
+            raise ConfigError("--max-messages must be > 0")
+        if args.duration is not None and args.duration <= 0:
+            raise ConfigError("--duration must be > 0")
+        holder: list[FeedProducer] = []
+        source = build_source(args, settings, sleep=lambda seconds: holder[0].sleep(seconds))
+        app = FeedProducer(settings, source_mode=args.source, record_path=args.record)
+        holder.append(app)
+    except (SettingsError, ConfigError, OSError) as exc:
+        sys.stderr.write(f"producer: {exc}\n")
+        return 2
+    except KafkaException as exc:  # a bad librdkafka configuration
+        sys.stderr.write(f"producer: invalid Kafka configuration: {exc}\n")
+        return 2
+    return app.run(source, max_messages=args.max_messages, duration_s=args.duration)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

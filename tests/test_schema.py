@@ -1,0 +1,179 @@
+"""The message schema as the producer uses it: round trip, deterministic ids, rejection of
+incomplete payloads, decimal exactness, and the simulator's fast encoders matching the schema."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from decimal import Decimal
+
+import pytest
+
+from btc_platform import normalize
+from btc_platform.schema import (
+    SCHEMA_VERSION,
+    SchemaError,
+    compute_message_id,
+    decode,
+    encode,
+    make_message,
+    required_fields,
+)
+from btc_platform.sources import SimulateSource, encode_book_ticker, encode_prevalidated
+from tests.exchange_server import fixture
+
+INGEST = "2024-03-25T08:45:00.123Z"
+
+
+def book_payload(**changes):
+    payload = fixture("binance_book_ticker_BTCUSDT.json")
+    payload.update(changes)
+    return payload
+
+
+def test_round_trip_of_every_message_type():
+    messages = [
+        normalize.book_ticker(book_payload(), ingest_time=INGEST),
+        normalize.ticker_24hr(fixture("binance_ticker_24hr_BTCUSDT.json"), ingest_time=INGEST),
+        normalize.coingecko_simple_price(fixture("coingecko_simple_price_bitcoin.json"), coin_id="bitcoin",
+                                         vs_currency="usd", symbol="BTCUSDT", ingest_time=INGEST),
+        normalize.coingecko_market(fixture("coingecko_coins_markets_bitcoin.json"), symbol="BTCUSDT",
+                                   ingest_time=INGEST),
+    ]
+    for message in messages:
+        wire = encode(message)
+        assert decode(wire) == message
+        assert json.loads(wire)["schema_version"] == SCHEMA_VERSION
+
+
+def test_message_id_is_deterministic_and_content_based():
+    first = normalize.ticker_24hr(fixture("binance_ticker_24hr_BTCUSDT.json"), ingest_time=INGEST)
+    again = normalize.ticker_24hr(fixture("binance_ticker_24hr_BTCUSDT.json"), ingest_time="2024-03-25T09:00:00.000Z")
+    assert first["message_id"] == again["message_id"]  # same observation polled twice -> duplicate id
+    changed = fixture("binance_ticker_24hr_BTCUSDT.json")
+    changed["lastPrice"] = "47174.98000000"
+    assert normalize.ticker_24hr(changed, ingest_time=INGEST)["message_id"] != first["message_id"]
+    assert len(first["message_id"]) == 64 and int(first["message_id"], 16) >= 0
+
+
+@pytest.mark.parametrize("missing", ["symbol", "bidPrice", "bidQty", "askPrice", "askQty"])
+def test_book_ticker_missing_field_is_rejected_never_defaulted(missing):
+    payload = book_payload()
+    del payload[missing]
+    with pytest.raises(SchemaError, match=missing):
+        normalize.book_ticker(payload, ingest_time=INGEST)
+
+
+@pytest.mark.parametrize("missing", ["symbol", "lastPrice", "volume", "quoteVolume", "closeTime"])
+def test_ticker_24hr_missing_field_is_rejected(missing):
+    payload = fixture("binance_ticker_24hr_BTCUSDT.json")
+    payload[missing] = None
+    with pytest.raises(SchemaError, match=missing):
+        normalize.ticker_24hr(payload, ingest_time=INGEST)
+
+
+def test_optional_24hr_fields_are_left_out_not_invented():
+    payload = fixture("binance_ticker_24hr_BTCUSDT.json")
+    del payload["highPrice"], payload["count"]
+    message = normalize.ticker_24hr(payload, ingest_time=INGEST)
+    assert "high_24h" not in message and "trade_count_24h" not in message
+    assert b"high_24h" not in encode(message)
+
+
+def test_bad_values_are_rejected():
+    with pytest.raises(SchemaError):
+        normalize.book_ticker(book_payload(bidPrice="abc"), ingest_time=INGEST)
+    with pytest.raises(SchemaError):
+        normalize.book_ticker(book_payload(bidPrice="0"), ingest_time=INGEST)  # price must be > 0
+    with pytest.raises(SchemaError, match="ask_price"):
+        normalize.book_ticker(book_payload(askPrice="67012.33"), ingest_time=INGEST)  # crossed book
+    with pytest.raises(SchemaError):
+        normalize.book_ticker([book_payload()], ingest_time=INGEST)
+
+
+def test_decimals_are_exact_on_the_wire():
+    message = normalize.book_ticker(book_payload(bidPrice="67012.12345678", askQty="0.00000001"),
+                                    ingest_time=INGEST)
+    wire = encode(message).decode()
+    assert '"bid_price":67012.12345678' in wire and '"ask_qty":0.00000001' in wire
+    back = decode(wire)
+    assert back["bid_price"] == Decimal("67012.12345678") and isinstance(back["bid_price"], Decimal)
+    assert back["ask_qty"] == Decimal("0.00000001")
+
+
+def test_coingecko_float_numbers_parsed_without_float_rounding():
+    # 0.1 + 0.2 style values must keep the digits CoinGecko sent
+    payload = {"bitcoin": {"usd": Decimal("67187.3358936566"), "usd_market_cap": Decimal("1.1"),
+                           "usd_24h_vol": Decimal("0.3"), "usd_24h_change": Decimal("-0.30000000000000004"),
+                           "last_updated_at": 1711356300}}
+    message = normalize.coingecko_simple_price(payload, coin_id="bitcoin", vs_currency="usd", symbol="BTCUSDT",
+                                               ingest_time=INGEST)
+    assert message["price_change_pct_24h"] == Decimal("-0.30000000000000004")
+
+
+def test_required_fields_of_the_schema():
+    assert set(required_fields("book_ticker")) >= {"bid_price", "bid_qty", "ask_price", "ask_qty", "event_time"}
+    assert "market_cap" in required_fields("market")
+
+
+# ---- the simulator's fast encoders produce exactly what the schema would -------------------------
+def test_fast_book_ticker_encoder_matches_schema():
+    wire = encode_book_ticker('"BTCUSDT"', "2023-03-16T22:15:01.000Z", INGEST, 2490195, 208164, 2490255, 1)
+    expected = make_message(message_type="book_ticker", source="simulated", symbol="BTCUSDT",
+                            event_time="2023-03-16T22:15:01.000Z", ingest_time=INGEST,
+                            bid_price=Decimal("24901.95"), bid_qty=Decimal("2.08164"),
+                            ask_price=Decimal("24902.55"), ask_qty=Decimal("0.00001"))
+    assert wire == encode(expected)
+
+
+def test_fast_prevalidated_encoder_matches_schema_including_exponent_edge_cases():
+    values = {"event_time": "2023-03-16T22:15:30.000Z", "ingest_time": INGEST, "last_price": "24919.98",
+              "open_price_24h": "24899.18", "high_24h": "24919.98", "low_24h": "24896.29",
+              "price_change_24h": "20.80", "price_change_pct_24h": "0.084", "volume_24h": "0.00000",
+              "quote_volume_24h": "0.00000000", "window_open_time": "2023-03-16T22:15:00.000Z"}
+    wire = encode_prevalidated("ticker_24hr", "BTCUSDT", values)
+    expected = make_message(message_type="ticker_24hr", source="simulated", symbol="BTCUSDT",
+                            **{k: (Decimal(v) if k not in ("event_time", "ingest_time", "window_open_time") else v)
+                               for k, v in values.items()})
+    assert wire == encode(expected)
+
+
+class _Ctx:
+    def idle(self, seconds):
+        return True
+
+    def stopping(self):
+        return False
+
+    def reject(self, source, reason, payload):
+        raise AssertionError(reason)
+
+    def poll_ok(self, source):
+        pass
+
+
+def test_simulated_stream_is_valid_and_labelled(tmp_path):
+    candles = tmp_path / "candles.csv"
+    candles.write_text(
+        "open_time_utc,open,high,low,close,volume\n"
+        "2023-03-16T22:15:00Z,24899.18,24943.98,24896.29,24934.2,293.13711\n"
+        "2023-03-16T22:16:00Z,24935.6,24946.86,24910.48,24933.42,201.9253\n"
+    )
+    source = SimulateSource(["BTCUSDT"], coingecko_symbol="BTCUSDT", candles=candles, speed=0, seed=7)
+    items = list(itertools.islice(source.messages(_Ctx()), 1000))
+    messages = [decode(value) for _, value, _ in items]
+    counts = {t: sum(m["message_type"] == t for m in messages) for t in ("book_ticker", "ticker_24hr", "market")}
+    assert counts == {"book_ticker": 120, "ticker_24hr": 12, "market": 2}  # 2 candles, 1 s ticks
+    for (key, _, src), message in zip(items, messages, strict=True):
+        assert src == message["source"] == "simulated" and key == message["symbol"].encode()
+        assert message["message_id"] == compute_message_id(message)
+    books = [m for m in messages if m["message_type"] == "book_ticker"]
+    # historical event times from the candles, 1 s apart, within the candle's range and spread
+    assert books[0]["event_time"] == "2023-03-16T22:15:00.000Z"
+    assert books[61]["event_time"] == "2023-03-16T22:16:01.000Z"
+    for book in books[:60]:
+        mid = (book["bid_price"] + book["ask_price"]) / 2
+        assert Decimal("24896.28") <= mid <= Decimal("24943.99")
+        spread_bps = (book["ask_price"] - book["bid_price"]) / mid * 10000
+        assert Decimal("0.001") < spread_bps <= Decimal("1.6")
+        assert book["bid_qty"] > 0 and book["ask_qty"] > 0
