@@ -1,0 +1,7 @@
+"""``python -m models`` is ``python -m models.cli``."""
+
+import sys
+
+from models.cli import main
+
+sys.exit(main())

@@ -1,0 +1,119 @@
+"""Command line: ``python -m models.cli train|predict|evaluate``.
+
+* ``train``    one retrain run as the DAG does it: check history, train a candidate on everything
+               before the latest test window, evaluate it against persistence and drift, promote
+               it or keep it as a rejected candidate, publish predictions/ and prediction_metrics/.
+* ``predict``  forecast the next 24 h with the ``current`` model into future_predictions/.
+* ``evaluate`` offline evaluation of a candle CSV or an hourly_metrics URI: train on the data
+               before ``--test-from`` (default: the last 6 months), print the metrics table.
+
+Exit codes: 0 ok, 2 bad arguments/configuration, 3 not enough history, 1 other failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+log = logging.getLogger("models.cli")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="candle CSV (open_time_utc,open,high,low,close,volume,...) or hourly_metrics "
+                        "URI (file:// or hdfs://); default: hourly_metrics under BTC_STORAGE_ROOT")
+    parser.add_argument("--symbol", help="symbol to read from hourly_metrics (default: first of BTC_BINANCE_SYMBOLS)")
+    parser.add_argument("--lookback", type=int, default=None, help="input hours per window (default 12)")
+    parser.add_argument("--horizon", type=int, default=None, help="forecast hours (default 24)")
+    parser.add_argument("--epochs", type=int, default=None, help="maximum epochs; EarlyStopping may stop earlier (default 30)")
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m models.cli", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_train = sub.add_parser("train", help="train, evaluate, promote-or-keep and publish one candidate")
+    _common(p_train)
+    p_train.add_argument("--test-hours", type=int, default=None,
+                         help="length of the test window (latest hours) used to judge the candidate (default 168)")
+    p_train.add_argument("--force-promotion", action="store_true",
+                         help="make the candidate current even if it loses to persistence/current (recorded)")
+
+    p_pred = sub.add_parser("predict", help="forecast the next hours with the current model")
+    _common(p_pred)
+
+    p_eval = sub.add_parser("evaluate", help="offline evaluation against persistence and drift baselines")
+    _common(p_eval)
+    p_eval.add_argument("--test-from", default=None,
+                        help="first forecast origin of the test window, YYYY-MM-DD[THH:MM] UTC "
+                        "(default: the last 6 months of the data)")
+    p_eval.add_argument("--json", dest="json_out", default=None, help="also write the full metrics as JSON to this file")
+    return parser
+
+
+def _params(args) -> dict:
+    params = {k: getattr(args, k, None) for k in ("lookback", "horizon", "epochs", "symbol")}
+    params["data_uri"] = args.data
+    if getattr(args, "test_hours", None):
+        params["test_hours"] = args.test_hours
+    params["force_promotion"] = bool(getattr(args, "force_promotion", False))
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from btc_platform.settings import SettingsError, get_settings
+    from btc_platform.storage import StorageError
+    from models import pipeline
+    from models.data import DataError, InsufficientHistoryError
+    from models.registry import ModelNotFoundError
+
+    try:
+        settings = get_settings()
+        if args.command == "evaluate":
+            if not args.data:
+                raise ValueError("evaluate needs --data FILE_OR_URI")
+            from models.config import ModelConfig
+
+            cfg = ModelConfig().replace(lookback=args.lookback, horizon=args.horizon, epochs=args.epochs)
+            result = pipeline.evaluate_offline(args.data, args.test_from, cfg, args.symbol, settings)
+            log.info("metrics table\n%s", result["table"])
+            log.info(
+                "skill h1 %.4f, h6 %.4f, h12 %.4f, h24 %.4f; interval coverage %.3f; training %.1f s "
+                "(%d epochs); prediction %.3f s for %d windows (%.3f ms/window)",
+                result["skill"]["h1"], result["skill"]["h6"], result["skill"]["h12"], result["skill"]["h24"],
+                result["skill"]["interval_coverage"], result["train_seconds"], result["epochs_run"],
+                result["predict_seconds"], result["metrics"]["n_windows"], result["predict_ms_per_window"],
+            )
+            if args.json_out:
+                with open(args.json_out, "w", encoding="utf-8") as fh:
+                    json.dump({k: v for k, v in result.items() if k != "table"}, fh, indent=2, default=str)
+        elif args.command == "train":
+            params = _params(args)
+            pipeline.check_sufficiency(params)
+            cand = pipeline.train_candidate(params)
+            pipeline.evaluate_candidate(cand["version"], params)
+            decision = pipeline.decide_promotion(cand["version"], params)
+            pipeline.write_outputs(cand["version"], params)
+            log.info("candidate %s: %s (%s)", cand["version"], decision["status"], decision["reason"])
+        else:
+            result = pipeline.predict_future(_params(args))
+            log.info("predict: %s", json.dumps(result))
+    except InsufficientHistoryError as exc:
+        log.error("%s", exc)
+        return 3
+    except (ModelNotFoundError, DataError, StorageError) as exc:
+        log.error("fatal: %s", exc)
+        return 1
+    except (SettingsError, ValueError) as exc:
+        log.error("fatal: %s", exc)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Training and backtesting of the forecaster on a loaded hourly frame.
+
+``train(frame, config, test_from)`` does the honest split (``models.features.split_windows``),
+fits the scaler on the fit part, trains the LSTM with EarlyStopping on the validation slice,
+calibrates the intervals on that same validation slice and returns a :class:`Forecaster`.
+``backtest`` runs a forecaster and both baselines on given windows (the test window is used
+only here, once, after training).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from models import features as fx
+from models import network
+from models.evaluate import drift_forecast, persistence_forecast
+from models.intervals import IntervalCalibration, window_volatility
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Forecaster:
+    """A trained model with everything needed to use it (saved together by the registry)."""
+
+    config: object  # ModelConfig
+    model: object  # keras.Model
+    scaler: fx.Scaler
+    calibration: IntervalCalibration
+
+    def predict_log_returns(self, raw_inputs: np.ndarray) -> np.ndarray:
+        scaled = network.predict(self.model, self.scaler.transform(raw_inputs))
+        return self.scaler.unscale_targets(scaled)
+
+    def forecast(self, features: np.ndarray, close: np.ndarray, origins: np.ndarray) -> dict:
+        """Price forecasts and interval bounds for windows ending at ``origins``."""
+        raw = fx.make_inputs(features, origins, self.config.lookback)
+        log_ret = self.predict_log_returns(raw)
+        last = close[origins]
+        sigma = window_volatility(raw)
+        low, high = self.calibration.bounds(last, log_ret, sigma)
+        return {
+            "last_close": last,
+            "log_returns": log_ret,
+            "prices": last[:, None] * np.exp(log_ret),
+            "low": low,
+            "high": high,
+        }
+
+
+def train(frame: pd.DataFrame, config, test_from: pd.Timestamp, threads: int = 2) -> tuple[Forecaster, fx.Split, dict]:
+    """Split, scale, fit, calibrate. Returns the forecaster, the split and training info."""
+    split = fx.split_windows(frame, config, test_from)
+    feats = fx.build_features(frame)
+    close = frame["close"].to_numpy(dtype=np.float64)
+    L, H = config.lookback, config.horizon
+
+    x_fit_raw = fx.make_inputs(feats, split.fit, L)
+    x_val_raw = fx.make_inputs(feats, split.val, L)
+    y_fit = fx.make_targets(close, split.fit, H)
+    y_val = fx.make_targets(close, split.val, H)
+    if not (np.isfinite(x_fit_raw).all() and np.isfinite(x_val_raw).all()):
+        raise ValueError("non-finite feature values inside complete windows (bug: check the window builder)")
+
+    scaler = fx.Scaler.fit(fx.scaler_rows(feats, split, L), y_fit)
+
+    network.configure_runtime(threads, config.seed)
+    model = network.build_model(config)
+    started = time.perf_counter()
+    history = network.fit_model(
+        model,
+        config,
+        scaler.transform(x_fit_raw),
+        scaler.scale_targets(y_fit),
+        scaler.transform(x_val_raw),
+        scaler.scale_targets(y_val),
+    )
+    train_seconds = time.perf_counter() - started
+
+    provisional = Forecaster(config, model, scaler, IntervalCalibration(config.interval_level, np.zeros(H), np.zeros(H)))
+    val_pred = provisional.predict_log_returns(x_val_raw)
+    calibration = IntervalCalibration.fit(y_val, val_pred, window_volatility(x_val_raw), config.interval_level)
+    forecaster = Forecaster(config, model, scaler, calibration)
+    info = {
+        **history,
+        "train_seconds": round(train_seconds, 2),
+        "split": split.summary(frame),
+        "data_start": frame["hour_start"].iloc[0].isoformat(),
+        "train_rows_end": frame["hour_start"].iloc[split.val[-1] + H].isoformat(),
+    }
+    log.info(
+        "trained in %.1f s: %d epochs (best %d, val_loss %.4f; persistence on validation %.4f)",
+        train_seconds, history["epochs_run"], history["best_epoch"], history["best_val_loss"],
+        history["persistence_val_loss"],
+    )
+    return forecaster, split, info
+
+
+def backtest(forecaster: Forecaster, frame: pd.DataFrame, origins: np.ndarray) -> dict:
+    """Model and baseline forecasts with actuals on the windows ending at ``origins``."""
+    cfg = forecaster.config
+    L, H = cfg.lookback, cfg.horizon
+    feats = fx.build_features(frame)
+    close = frame["close"].to_numpy(dtype=np.float64)
+    started = time.perf_counter()
+    out = forecaster.forecast(feats, close, origins)
+    predict_seconds = time.perf_counter() - started
+    last = out["last_close"]
+    steps = np.arange(1, H + 1)
+    return {
+        "origin_time": frame["hour_start"].to_numpy()[origins],
+        "last_close": last,
+        "actual": close[origins[:, None] + steps[None, :]],
+        "forecasts": {
+            "model": out["prices"],
+            "persistence": persistence_forecast(last, H),
+            "drift": drift_forecast(close[origins - L], last, L, H),
+        },
+        "low": out["low"],
+        "high": out["high"],
+        "predict_seconds": predict_seconds,
+    }

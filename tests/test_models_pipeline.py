@@ -1,0 +1,188 @@
+"""Training, registry, promotion and outputs end to end on small generated data (real Keras)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.data import InsufficientHistoryError
+from tests.models_testdata import candles_from_close, periodic_close, to_hourly_metrics, write_hourly_metrics
+
+pytestmark = pytest.mark.slow
+
+PARAMS = {"epochs": 25, "test_hours": 120, "min_train_windows": 200, "lstm_units": [16, 8]}  # tiny model
+
+
+def _csv(tmp_path: Path, frame: pd.DataFrame) -> str:
+    path = tmp_path / "candles.csv"
+    pd.DataFrame(
+        {
+            "open_time_utc": frame["hour_start"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            **{c: frame[c] for c in ("open", "high", "low", "close", "volume")},
+        }
+    ).to_csv(path, index=False)
+    return str(path)
+
+
+def test_model_learns_a_daily_pattern_and_beats_persistence(tmp_path, settings_env):
+    from models.config import ModelConfig
+    from models.pipeline import evaluate_offline
+
+    settings = settings_env()
+    frame = candles_from_close(periodic_close(1400))
+    cfg = ModelConfig(epochs=25, min_train_windows=200, lstm_units=(16, 8), learning_rate=5e-3)
+    test_from = frame["hour_start"].iloc[1200].strftime("%Y-%m-%dT%H:%M")
+    result = evaluate_offline(_csv(tmp_path, frame), test_from, cfg, settings=settings)
+    overall = result["metrics"]["overall"]
+    assert result["metrics"]["n_windows"] == 1400 - 1200 - 24
+    assert overall["model_rmse"] < 0.5 * overall["persistence_rmse"]
+    assert result["skill"]["h12"] > 0.5  # half a period ahead persistence is worst
+    assert 0.5 <= overall["interval_coverage"] <= 1.0
+    assert "RMSE persist" in result["table"]
+
+
+def test_evaluate_cli_reports_hours_needed_vs_found(tmp_path, caplog):
+    from models.cli import main
+
+    frame = candles_from_close(periodic_close(300))
+    code = main(["evaluate", "--data", _csv(tmp_path, frame), "--test-from", str(frame["hour_start"].iloc[250].date())])
+    assert code == 3
+    msg = " ".join(r.getMessage() for r in caplog.records)
+    assert "need at least 296 hours of training history, found 204" in msg
+
+
+def test_check_sufficiency_names_needed_and_found(tmp_path, settings_env):
+    from models import pipeline
+
+    s = settings_env()
+    frame = candles_from_close(periodic_close(300))
+    write_hourly_metrics(to_hourly_metrics(frame), Path(s.path("hourly_metrics").removeprefix("file://")))
+    with pytest.raises(InsufficientHistoryError, match=r"need at least 500 hours, found 300.*btc_backfill"):
+        pipeline.check_sufficiency({"test_hours": 168})
+    with pytest.raises(InsufficientHistoryError, match="found 0"):
+        pipeline.check_sufficiency({"data_uri": f"file://{tmp_path}/nothing-here"})
+
+
+def test_retrain_pipeline_registry_promotion_and_outputs(settings_env):
+    from btc_platform.storage import read_parquet_dataset
+    from models import pipeline
+    from models.registry import Registry
+
+    s = settings_env()
+    frame = candles_from_close(periodic_close(1100))
+    hm_dir = Path(s.path("hourly_metrics").removeprefix("file://"))
+    write_hourly_metrics(to_hourly_metrics(frame, stream_from=900), hm_dir)  # stream hours at the end
+
+    info = pipeline.check_sufficiency(PARAMS)
+    assert info["hours"] == 1100 and info["gaps"] == 0
+    json.dumps(info)  # XCom-safe
+
+    cand = pipeline.train_candidate(PARAMS)
+    assert cand["reused"] is False
+    again = pipeline.train_candidate(PARAMS)
+    assert again["version"] == cand["version"] and again["reused"] is True
+    version = cand["version"]
+    registry = Registry(s)
+    for name in ("model.keras", "scaler.json", "intervals.json", "config.json", "training.json"):
+        assert registry.exists(version, name), name
+    training = registry.read_json(version, "training.json")
+    assert training["test_from"] == (frame["hour_start"].iloc[-1] + pd.Timedelta(hours=1 - 120)).isoformat()
+    assert pd.Timestamp(training["train_rows_end"]) < pd.Timestamp(training["test_from"]) - pd.Timedelta(hours=36)
+    assert training["code_version"]
+
+    ev = pipeline.evaluate_candidate(version, PARAMS)
+    json.dumps(ev)
+    assert "RMSE persist" in ev["table"]
+    assert ev["overall"]["model_rmse"] < ev["overall"]["persistence_rmse"]
+
+    decision = pipeline.decide_promotion(version, PARAMS)
+    assert decision["status"] == "promoted" and decision["forced"] is False
+    assert registry.current_version() == version
+
+    future = pipeline.predict_future(PARAMS)
+    assert future["status"] == "written" and future["model_version"] == version
+    fut = read_parquet_dataset(s.path("future_predictions"))
+    assert len(fut) == 24 and set(fut["model_version"]) == {version}
+    assert (fut["lower"] <= fut["predicted_close"]).all() and (fut["predicted_close"] <= fut["upper"]).all()
+    last = frame["hour_start"].iloc[-1]
+    assert fut["target_hour_start"].min() == last + pd.Timedelta(hours=1)
+    assert list(fut["date"].unique()) == [f"{last:%Y-%m-%d}"] and list(fut["hour"].unique()) == [last.hour]
+    pipeline.predict_future(PARAMS)  # repeat: overwrites, does not duplicate
+    assert len(read_parquet_dataset(s.path("future_predictions"))) == 24
+
+    out = pipeline.write_outputs(version, PARAMS)
+    preds = read_parquet_dataset(s.path("predictions"))
+    assert len(preds) == (120 - 24) * 24
+    by_time = frame.set_index("hour_start")["close"]
+    np.testing.assert_allclose(preds["actual_close"], by_time.loc[preds["target_hour_start"]].to_numpy())
+    np.testing.assert_allclose(preds["error"], preds["predicted_close"] - preds["actual_close"])
+    np.testing.assert_allclose(preds["persistence_close"], preds["last_close"])
+    pm = read_parquet_dataset(s.path("prediction_metrics"))
+    assert len(pm) == 1 and pm["decision"].iloc[0] == "promoted"
+    assert pm["model_rmse"].iloc[0] == pytest.approx(ev["overall"]["model_rmse"])
+    assert out["version"] == version
+
+    # a weaker candidate (1 epoch) on the same data: kept, not promoted, with the reason
+    weak = dict(PARAMS, epochs=1)
+    weak_v = pipeline.train_candidate(weak)["version"]
+    assert weak_v != version
+    pipeline.evaluate_candidate(weak_v, weak)
+    rejected = pipeline.decide_promotion(weak_v, weak)
+    assert rejected["status"] == "rejected"
+    assert f"not below current model {version}" in rejected["reason"]
+    assert registry.current_version() == version
+    assert registry.read_json(weak_v, "decision.json")["status"] == "rejected"
+    assert weak_v in registry.versions()
+
+    # forced: promoted and recorded as forced
+    forced = pipeline.decide_promotion(weak_v, dict(weak, force_promotion=True))
+    assert forced["status"] == "promoted" and forced["forced"] is True
+    assert "FORCED" in forced["reason"]
+    current = registry.current()
+    assert current["version"] == weak_v and current["forced"] is True and current["previous"] == version
+
+
+@pytest.mark.integration
+def test_retrain_pipeline_on_hdfs(hdfs_service, monkeypatch):
+    """The same task functions with the storage root on a real HDFS (WebHDFS for models and outputs)."""
+    from btc_platform import settings as settings_mod
+    from btc_platform.storage import open_storage, read_parquet_dataset, write_parquet
+    from models import pipeline
+    from models.registry import Registry
+
+    hdfs = hdfs_service
+    root = f"{hdfs.uri}/btc-models-test"
+    env = {
+        "BTC_STORAGE_ROOT": root,
+        "BTC_DATA_DIR": str(hdfs.settings.data_dir),
+        "BTC_HDFS_NAMENODE_HTTP_PORT": str(hdfs.settings.hdfs_namenode_http_port),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings_mod.get_settings.cache_clear()
+    try:
+        s = settings_mod.get_settings()
+        fs = open_storage(root, s)
+        frame = candles_from_close(periodic_close(700))
+        rows = to_hourly_metrics(frame, stream_from=600)
+        for date, day in rows.groupby("date"):  # one file per day, hour kept as a column
+            write_parquet(day.drop(columns=["date"]), s.path("hourly_metrics", f"date={date}", "part-0.parquet"), s)
+        params = {"epochs": 3, "test_hours": 100, "min_train_windows": 200, "force_promotion": True, "lstm_units": [8, 8]}
+        assert pipeline.check_sufficiency(params)["hours"] == 700
+        version = pipeline.train_candidate(params)["version"]
+        assert "RMSE persist" in pipeline.evaluate_candidate(version, params)["table"]
+        assert pipeline.decide_promotion(version, params)["status"] == "promoted"
+        assert Registry(s).current_version() == version
+        assert Registry(s).load_forecaster(version).config.horizon == 24  # .keras round trip via WebHDFS
+        assert pipeline.predict_future(params)["status"] == "written"
+        pipeline.write_outputs(version, params)
+        assert len(read_parquet_dataset(s.path("future_predictions"), s)) == 24
+        assert len(read_parquet_dataset(s.path("predictions"), s)) == (100 - 24) * 24
+        assert len(read_parquet_dataset(s.path("prediction_metrics"), s)) == 1
+        fs.delete(root)
+    finally:
+        settings_mod.get_settings.cache_clear()
