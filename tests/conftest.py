@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.fixtures_services"]
+
 ROOT = Path(__file__).resolve().parents[1]
 for entry in (ROOT / "plugins", ROOT):
     if str(entry) not in sys.path:
