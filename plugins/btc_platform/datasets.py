@@ -81,7 +81,7 @@ HOURLY_METRICS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("liquidity_quote_mean", DOUBLE),
     ("volatility", DOUBLE),  # realized volatility: stddev of minute log returns of close
     ("tick_count", LONG),
-    ("minutes_present", INT),
+    ("minutes_present", INT),  # minutes with a mid price (null for a backfilled candle: unknown)
     ("coverage", DOUBLE),  # minutes_present / 60 (1.0 for a backfilled candle)
     ("volume", DOUBLE),  # base volume (candles); null for stream hours
     ("quote_volume", DOUBLE),  # quote volume (candles); null for stream hours

@@ -1,0 +1,333 @@
+"""History backfill job: hourly candles (Binance klines API or a candle file) -> hourly_metrics.
+
+Run by the ``btc_backfill`` DAG (SparkSubmitOperator) or by hand::
+
+    # from the exchange (paginated GET /api/v3/klines, polite: weight budget, 429/418 backoff)
+    PYTHONPATH=plugins:. .venv/bin/python spark_jobs/backfill_job.py --source binance \\
+        --start 2024-05-01 --end 2024-06-01
+    # from a file: Binance kline CSV (12 columns, ms or us times) or open_time_utc,open,high,... CSV/Parquet
+    PYTHONPATH=plugins:. .venv/bin/python spark_jobs/backfill_job.py --source file \\
+        --file ../shared/data/btc_usdt_1h_2017_2024h1.csv
+
+Rows get ``source=backfill``; microstructure fields stay null (see backfill_transforms). Hours
+that already hold a stream-consolidated row for the symbol are left alone unless
+``--overwrite-stream``; an earlier backfill row of the same hour is replaced (re-running is
+idempotent). Only the touched date=/hour= partitions are rewritten (rows of other symbols in
+them are carried over). Exit codes: 0 ok, 1 bad input / exchange failure / job failure,
+2 configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlparse
+
+if __package__ in (None, ""):  # run as a script: make the repo's packages importable
+    _ROOT = Path(__file__).resolve().parents[1]
+    for _entry in (_ROOT, _ROOT / "plugins"):
+        if _entry.is_dir() and str(_entry) not in sys.path:
+            sys.path.insert(0, str(_entry))
+
+from btc_platform import datasets  # noqa: E402
+from btc_platform.settings import Settings, SettingsError, load_settings  # noqa: E402
+
+log = logging.getLogger("spark_jobs.backfill_job")
+
+APP_NAME = "btc-backfill"
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+KLINE_INTERVAL = "1h"
+
+
+class ConfigError(ValueError):
+    """Inconsistent arguments (one-line reason, exit code 2)."""
+
+
+@dataclass(frozen=True)
+class BackfillStats:
+    candles: int  # candles of the requested range
+    written: int  # backfill rows written
+    skipped_stream: int  # candles not written because the stream already produced that hour
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="backfill_job.py",
+        description="Fill hourly_metrics with hourly candles from the Binance klines API or a candle file "
+        "(source=backfill; spread/liquidity/volatility stay null).",
+    )
+    parser.add_argument(
+        "--source",
+        required=True,
+        choices=("binance", "file"),
+        help="binance: GET /api/v3/klines (needs --start and --end); file: --file.",
+    )
+    parser.add_argument(
+        "--file",
+        default=None,
+        help="Candle file for --source file: local path, file:// or hdfs:// URI. Binance kline "
+        "CSV (12 columns, open time in ms or us, with or without header) or a CSV/Parquet with "
+        "open_time_utc,open,high,low,close,volume[,quote_volume,trades].",
+    )
+    parser.add_argument(
+        "--start",
+        default=None,
+        help="Range start, ISO-8601 date or date-time (UTC if no offset). Required for binance; "
+        "for a file, rows before it are ignored.",
+    )
+    parser.add_argument("--end", default=None, help="Range end (exclusive), like --start.")
+    parser.add_argument(
+        "--symbol",
+        default=None,
+        help="Symbol the candles belong to (default: the first of BTC_BINANCE_SYMBOLS).",
+    )
+    parser.add_argument(
+        "--overwrite-stream",
+        action="store_true",
+        help="Also replace hours that already hold a stream-consolidated row (default: keep them).",
+    )
+    parser.add_argument(
+        "--storage-root",
+        default=None,
+        help="Override BTC_STORAGE_ROOT (file:///... or hdfs://host:port/path).",
+    )
+    parser.add_argument(
+        "--master",
+        default=None,
+        help="Spark master (default BTC_SPARK_MASTER; ignored under spark-submit, which sets it).",
+    )
+    parser.add_argument("--log-level", default="INFO", help="Python logging level (default INFO).")
+    return parser
+
+
+def file_uri(path: str) -> str:
+    """A local path becomes an absolute file:// URI; file:// and hdfs:// URIs pass through."""
+    if urlparse(path).scheme in ("file", "hdfs"):
+        return path
+    if "://" in path:
+        raise ConfigError(f"--file: unsupported URI scheme in {path!r} (use a path, file:// or hdfs://)")
+    return f"file://{os.path.abspath(path)}"
+
+
+def read_candle_file(spark, uri: str):
+    """Normalised candles (``backfill_transforms.CANDLE_COLUMNS``) of a candle file."""
+    from spark_jobs import backfill_transforms as bt
+
+    if uri.rstrip("/").endswith((".parquet", ".pq")):
+        df = spark.read.parquet(uri)
+        if "open_time_utc" in df.columns:
+            return bt.normalise_shared(df)
+        if "open_time" in df.columns:
+            return bt.normalise_klines(
+                df.select(*[f.name for f in bt.KLINE_SCHEMA.fields if f.name in df.columns])
+            )
+        raise bt.CandleInputError(f"{uri}: Parquet without open_time_utc or open_time column ({df.columns})")
+    first = spark.read.text(uri).first()
+    if first is None:
+        raise bt.CandleInputError(f"{uri}: empty file")
+    layout = bt.detect_layout(first["value"])
+    reader = spark.read.option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", bt.CORRUPT)
+    if layout == "shared":
+        header = first["value"].strip().lstrip("\ufeff").split(",")
+        return bt.normalise_shared(
+            reader.option("header", True).schema(bt.shared_csv_schema(header)).csv(uri)
+        )
+    return bt.normalise_klines(
+        reader.option("header", layout == "kline_header").schema(bt.kline_csv_schema()).csv(uri)
+    )
+
+
+def fetch_klines(
+    spark,
+    settings: Settings,
+    symbol: str,
+    start: datetime,
+    end: datetime,
+    *,
+    client=None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    page_limit: int | None = None,
+):
+    """Closed 1 h klines of [start, end) from the API, as normalised candles (None if there are none)."""
+    from btc_platform.clients.binance import MAX_KLINES_LIMIT, BinanceClient
+    from spark_jobs import backfill_transforms as bt
+
+    client = client or BinanceClient.from_settings(settings)
+    start_ms = int(start.timestamp() * 1000)
+    end_ms = int(end.timestamp() * 1000) - 1  # the API's endTime is inclusive
+    rows = list(
+        client.iter_klines(symbol, KLINE_INTERVAL, start_ms, end_ms, limit=page_limit or MAX_KLINES_LIMIT)
+    )
+    now_ms = int(now().timestamp() * 1000)
+    closed = [r for r in rows if int(r[6]) < now_ms]
+    if len(closed) < len(rows):
+        log.info(
+            "left out %d kline(s) still open at %s (not complete hours)",
+            len(rows) - len(closed),
+            now().isoformat(),
+        )
+    log.info(
+        "fetched %d closed %s kline(s) of %s for [%s, %s)",
+        len(closed),
+        KLINE_INTERVAL,
+        symbol,
+        start.isoformat(),
+        end.isoformat(),
+    )
+    if not closed:
+        return None
+    return bt.normalise_klines(bt.klines_frame(spark, closed))
+
+
+def run(
+    spark,
+    settings: Settings,
+    *,
+    source: str,
+    file: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    symbol: str | None = None,
+    overwrite_stream: bool = False,
+    produced_at: datetime | None = None,
+    client=None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    page_limit: int | None = None,
+) -> BackfillStats:
+    """Backfill one symbol's candles; ``client``/``now``/``page_limit`` are injectable for tests."""
+    from spark_jobs import backfill_transforms as bt
+    from spark_jobs import hourly_store
+
+    symbol = (symbol or settings.binance_symbols[0]).upper()
+    produced_at = produced_at or now()
+    if source == "binance":
+        if start is None or end is None:
+            raise ConfigError("--source binance needs --start and --end")
+        candles, what = (
+            fetch_klines(spark, settings, symbol, start, end, client=client, now=now, page_limit=page_limit),
+            "klines API",
+        )
+        if candles is None:
+            return BackfillStats(0, 0, 0)
+    elif source == "file":
+        if not file:
+            raise ConfigError("--source file needs --file")
+        what = file_uri(file)
+        candles = read_candle_file(spark, what)
+    else:
+        raise ConfigError(f"unknown --source {source!r}")
+
+    candles = candles.cache()
+    try:
+        summary = bt.problems(candles).first()
+        repeated = None
+        if summary["distinct_hours"] != summary["rows"] - summary["bad_time"]:
+            repeated = bt.duplicate_hours(candles)
+        bt.raise_on_problems(summary, what, repeated)
+        if summary["rows"] == 0:
+            log.warning("%s: no candles", what)
+            return BackfillStats(0, 0, 0)
+        first = datetime.fromtimestamp(summary["first_hour_s"], UTC)
+        last = datetime.fromtimestamp(summary["last_hour_s"], UTC)
+        first, last = (
+            max(first, start) if start else first,
+            min(last, end - timedelta(hours=1)) if end else last,
+        )
+        incoming = bt.candles_to_hourly(bt.in_range(candles, start, end), symbol, produced_at)
+        in_range = incoming.count()
+        if in_range == 0:
+            log.warning("%s: no candle in [%s, %s)", what, start, end)
+            return BackfillStats(0, 0, 0)
+        hourly_root = settings.path(datasets.HOURLY_METRICS)
+        existing = hourly_store.read_range(
+            spark, hourly_root, datasets.HOURLY_METRICS_COLUMNS, first, last + timedelta(hours=1)
+        )
+        skipped = 0
+        if existing is not None:
+            existing = existing.localCheckpoint(eager=True)  # its files are about to be replaced
+            if not overwrite_stream:
+                incoming = bt.without_stream_hours(incoming, existing).cache()
+                skipped = in_range - incoming.count()
+                if skipped:
+                    log.info(
+                        "kept %d hour(s) already consolidated from the stream (use --overwrite-stream "
+                        "to replace them)",
+                        skipped,
+                    )
+        merged = hourly_store.merge_into_partitions(existing, incoming)
+        hourly_store.write_hourly(merged, hourly_root)
+        stats = BackfillStats(candles=in_range, written=in_range - skipped, skipped_stream=skipped)
+        log.info(
+            "backfilled %d hour(s) of %s from %s (%s .. %s) into %s; %d stream hour(s) kept",
+            stats.written,
+            symbol,
+            what,
+            f"{first:%Y-%m-%dT%H:%M}Z",
+            f"{last:%Y-%m-%dT%H:%M}Z",
+            hourly_root,
+            skipped,
+        )
+        return stats
+    finally:
+        candles.unpersist()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from spark_jobs.hourly_store import RangeError, parse_utc
+
+    try:
+        settings = load_settings(**({"storage_root": args.storage_root} if args.storage_root else {}))
+        start = parse_utc(args.start) if args.start else None
+        end = parse_utc(args.end) if args.end else None
+        if start and end and start >= end:
+            raise ConfigError(f"--start {args.start} must be before --end {args.end}")
+        if args.source == "binance" and (start is None or end is None):
+            raise ConfigError("--source binance needs --start and --end")
+        if args.source == "file" and not args.file:
+            raise ConfigError("--source file needs --file")
+        if args.file:
+            file_uri(args.file)
+    except (SettingsError, RangeError, ConfigError) as exc:
+        log.error("backfill_job cannot start: %s", exc)
+        return EXIT_CONFIG
+    from btc_platform.http import ExchangeError
+    from btc_platform.schema import SchemaError
+    from btc_platform.spark import build_session
+    from spark_jobs.backfill_transforms import CandleInputError
+
+    spark = build_session(APP_NAME, settings, master=args.master, with_kafka=False)
+    try:
+        run(
+            spark,
+            settings,
+            source=args.source,
+            file=args.file,
+            start=start,
+            end=end,
+            symbol=args.symbol,
+            overwrite_stream=args.overwrite_stream,
+        )
+    except (CandleInputError, ExchangeError, SchemaError) as exc:
+        log.error("backfill failed: %s", exc)
+        return EXIT_FAILED
+    except Exception:
+        log.exception("backfill failed")
+        return EXIT_FAILED
+    finally:
+        spark.stop()
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

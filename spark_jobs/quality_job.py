@@ -1,0 +1,144 @@
+"""Data-quality job: checks hourly_metrics of [start, end) and writes a report next to the data.
+
+Run by the ``btc_hourly_consolidation`` DAG as its own task after the consolidation, or by hand::
+
+    PYTHONPATH=plugins:. .venv/bin/python spark_jobs/quality_job.py \\
+        --start 2024-01-01T00:00:00Z --end 2024-01-01T03:00:00Z
+
+One report record per check goes to ``<storage_root>/data_quality/range=<start>_<end>/``
+(re-running a range replaces its report). Failing warnings (coverage, gaps) are logged; a
+failing error-severity check (high < low, non-positive price, negative spread, duplicate
+(symbol, hour)) makes the job exit 1 with a message naming the check and the hours
+(``btc_platform.quality.DataQualityError``). Exit 2: configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repo's packages importable
+    _ROOT = Path(__file__).resolve().parents[1]
+    for _entry in (_ROOT, _ROOT / "plugins"):
+        if _entry.is_dir() and str(_entry) not in sys.path:
+            sys.path.insert(0, str(_entry))
+
+from btc_platform import datasets  # noqa: E402
+from btc_platform import quality as q  # noqa: E402
+from btc_platform.settings import Settings, SettingsError, load_settings  # noqa: E402
+
+log = logging.getLogger("spark_jobs.quality_job")
+
+APP_NAME = "btc-quality"
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="quality_job.py",
+        description="Data-quality checks of hourly_metrics over [start, end): report under data_quality/, "
+        "exit 1 if an error-severity check fails.",
+    )
+    parser.add_argument("--start", required=True, help="Range start, ISO-8601 UTC on a full hour.")
+    parser.add_argument("--end", required=True, help="Range end (exclusive), ISO-8601 UTC on a full hour.")
+    parser.add_argument(
+        "--min-coverage",
+        type=float,
+        default=None,
+        help="Coverage warning threshold 0..1 (default BTC_DQ_MIN_COVERAGE).",
+    )
+    parser.add_argument(
+        "--symbols",
+        default=None,
+        help="Comma-separated symbols expected every hour (default BTC_BINANCE_SYMBOLS).",
+    )
+    parser.add_argument(
+        "--storage-root",
+        default=None,
+        help="Override BTC_STORAGE_ROOT (file:///... or hdfs://host:port/path).",
+    )
+    parser.add_argument(
+        "--master",
+        default=None,
+        help="Spark master (default BTC_SPARK_MASTER; ignored under spark-submit, which sets it).",
+    )
+    parser.add_argument("--log-level", default="INFO", help="Python logging level (default INFO).")
+    return parser
+
+
+def run(
+    spark,
+    settings: Settings,
+    start: datetime,
+    end: datetime,
+    *,
+    symbols=None,
+    min_coverage: float | None = None,
+    checked_at: datetime | None = None,
+) -> list[q.CheckResult]:
+    """Check [start, end), write the report, log; raise ``DataQualityError`` on a failed error check."""
+    from spark_jobs import hourly_store
+    from spark_jobs import quality_transforms as qt
+
+    threshold = settings.dq_min_coverage if min_coverage is None else min_coverage
+    hourly = hourly_store.read_range(
+        spark, settings.path(datasets.HOURLY_METRICS), datasets.HOURLY_METRICS_COLUMNS, start, end
+    )
+    if hourly is None:
+        hourly = spark.createDataFrame([], schema=datasets.struct_type(datasets.HOURLY_METRICS_COLUMNS))
+    results = qt.run_checks(
+        hourly, start, end, symbols=tuple(symbols or settings.binance_symbols), min_coverage=threshold
+    )
+    report_root = settings.path(datasets.DATA_QUALITY)
+    qt.write_report(qt.report_frame(spark, results, checked_at or datetime.now(UTC)), report_root)
+    log.info(
+        "data-quality report of [%s, %s) written to %s/range=%s",
+        start.isoformat(),
+        end.isoformat(),
+        report_root,
+        qt.range_id(start, end),
+    )
+    q.log_results(results)
+    q.raise_on_errors(results)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from spark_jobs.hourly_store import RangeError, parse_utc, require_hour_aligned
+
+    try:
+        settings = load_settings(**({"storage_root": args.storage_root} if args.storage_root else {}))
+        start, end = parse_utc(args.start), parse_utc(args.end)
+        require_hour_aligned(start, end)
+        if args.min_coverage is not None and not 0 <= args.min_coverage <= 1:
+            raise RangeError(f"--min-coverage must be within 0..1, got {args.min_coverage}")
+        symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
+    except (SettingsError, RangeError) as exc:
+        log.error("quality_job cannot start: %s", exc)
+        return EXIT_CONFIG
+    from btc_platform.spark import build_session
+
+    spark = build_session(APP_NAME, settings, master=args.master, with_kafka=False)
+    try:
+        run(spark, settings, start, end, symbols=symbols, min_coverage=args.min_coverage)
+    except q.DataQualityError as exc:
+        log.error("%s", exc)
+        return EXIT_FAILED
+    except Exception:
+        log.exception("data-quality job for [%s, %s) failed", start.isoformat(), end.isoformat())
+        return EXIT_FAILED
+    finally:
+        spark.stop()
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""Hourly consolidation: values against hand-computed expectations, idempotency, late minutes."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from btc_platform import datasets
+from btc_platform.settings import load_settings
+
+pytestmark = pytest.mark.spark
+
+T0 = datetime(2024, 1, 1, 0, 0, tzinfo=UTC)
+RUN_AT = datetime(2024, 1, 1, 6, 0, tzinfo=UTC)
+
+
+def minute(symbol: str, at: datetime, *, o=None, h=None, lo=None, c=None, spread=None, spread_max=None,
+           pct=None, pct_max=None, liq=None, liq_q=None, ticks=0, cap=None, cg_vol=None, cg_pct=None) -> dict:
+    """A minute_metrics row (MINUTE_METRICS_COLUMNS), unspecified fields null."""
+    row = {name: None for name in datasets.column_names(datasets.MINUTE_METRICS_COLUMNS)}
+    row.update(
+        symbol=symbol, window_start=at, window_end=at + timedelta(minutes=1), mid_open=o, mid_high=h,
+        mid_low=lo, mid_close=c, spread_mean=spread, spread_max=spread_max, spread_pct_mean=pct,
+        spread_pct_max=pct_max, liquidity_base_mean=liq, liquidity_quote_mean=liq_q, tick_count=ticks,
+        market_cap=cap, cg_volume_24h=cg_vol, cg_price_change_pct_24h=cg_pct,
+        date=at.strftime("%Y-%m-%d"), hour=at.hour,
+    )
+    return row
+
+
+def at(minutes: int) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def base_minutes() -> list[dict]:
+    return [
+        minute("BTCUSDT", at(0), o=100.0, h=102.0, lo=99.0, c=101.0, spread=1.0, spread_max=2.0, pct=0.01,
+               pct_max=0.02, liq=10.0, liq_q=1000.0, ticks=2, cap=5e11, cg_vol=1e10, cg_pct=1.0),
+        minute("BTCUSDT", at(1), o=101.0, h=104.0, lo=100.0, c=103.0, spread=3.0, spread_max=5.0, pct=0.03,
+               pct_max=0.05, liq=20.0, liq_q=2000.0, ticks=1),
+        minute("BTCUSDT", at(2), o=103.0, h=103.0, lo=98.0, c=99.0, spread=0.5, spread_max=0.5, pct=0.005,
+               pct_max=0.005, liq=30.0, liq_q=3000.0, ticks=1, cap=6e11, cg_pct=2.0),
+        # minute 3 missing: the return 2 -> 4 is not a 1-minute return
+        minute("BTCUSDT", at(4), o=99.0, h=100.0, lo=97.0, c=98.0, spread=2.0, spread_max=3.0, pct=0.02,
+               pct_max=0.03, liq=40.0, liq_q=4000.0, ticks=4),
+        # a minute with only a CoinGecko message: no price, but the latest market fields
+        minute("BTCUSDT", at(5), ticks=0, cap=7e11, cg_vol=2e10),
+        minute("BTCUSDT", at(60), o=98.0, h=99.0, lo=97.0, c=98.5, spread=1.0, spread_max=1.0, pct=0.01,
+               pct_max=0.01, liq=5.0, liq_q=500.0, ticks=3),
+        minute("ETHUSDT", at(30), o=2000.0, h=2001.0, lo=1999.0, c=2000.5, spread=0.1, spread_max=0.2,
+               pct=0.0001, pct_max=0.0002, liq=50.0, liq_q=1e5, ticks=7),
+        # outside [T0, T0 + 2h): must not be consolidated
+        minute("BTCUSDT", at(-1), o=1.0, h=1.0, lo=1.0, c=1.0, spread=9.0, spread_max=9.0, pct=0.9,
+               pct_max=0.9, liq=1.0, liq_q=1.0, ticks=9),
+    ]
+
+
+def write_minutes(spark, settings, rows: list[dict], mode: str = "append") -> None:
+    df = spark.createDataFrame(rows, schema=datasets.struct_type(datasets.MINUTE_METRICS_COLUMNS))
+    df.write.mode(mode).partitionBy("date", "hour").parquet(settings.path(datasets.MINUTE_METRICS))
+
+
+def read_hourly(spark, settings) -> dict[tuple[str, datetime], dict]:
+    df = spark.read.schema(datasets.struct_type(datasets.HOURLY_METRICS_COLUMNS)).parquet(
+        settings.path(datasets.HOURLY_METRICS)
+    )
+    rows = {}
+    for r in df.collect():
+        key = (r["symbol"], r["hour_start"].replace(tzinfo=UTC))
+        assert key not in rows, f"duplicate hourly row {key}"
+        rows[key] = r.asDict()
+    return rows
+
+
+@pytest.fixture
+def settings(tmp_path: Path):
+    return load_settings(storage_root=f"file://{tmp_path}/bitcoin", data_dir=tmp_path / "data")
+
+
+def test_consolidated_values_match_hand_computed(spark, settings):
+    from spark_jobs import consolidate_job
+
+    write_minutes(spark, settings, base_minutes())
+    written = consolidate_job.run(spark, settings, T0, T0 + timedelta(hours=2), produced_at=RUN_AT)
+    assert written == 3
+    rows = read_hourly(spark, settings)
+    assert set(rows) == {("BTCUSDT", T0), ("BTCUSDT", T0 + timedelta(hours=1)), ("ETHUSDT", T0)}
+
+    btc = rows[("BTCUSDT", T0)]
+    assert (btc["open"], btc["high"], btc["low"], btc["close"]) == (100.0, 104.0, 97.0, 98.0)
+    # tick-weighted: (1*2 + 3*1 + 0.5*1 + 2*4) / 8, not the plain mean 1.625
+    assert btc["spread_mean"] == pytest.approx(13.5 / 8)
+    assert btc["spread_max"] == 5.0
+    assert btc["spread_pct_mean"] == pytest.approx(0.135 / 8)
+    assert btc["spread_pct_max"] == 0.05
+    assert btc["liquidity_base_mean"] == pytest.approx(230 / 8)
+    assert btc["liquidity_quote_mean"] == pytest.approx(23000 / 8)
+    r1, r2 = math.log(103 / 101), math.log(99 / 103)  # minute 4 has no adjacent previous minute
+    assert btc["volatility"] == pytest.approx(abs(r1 - r2) / math.sqrt(2))
+    assert btc["tick_count"] == 8
+    assert btc["minutes_present"] == 4
+    assert btc["coverage"] == pytest.approx(4 / 60)
+    assert btc["market_cap"] == 7e11  # latest non-null (the price-less minute 5)
+    assert btc["cg_volume_24h"] == 2e10
+    assert btc["cg_price_change_pct_24h"] == 2.0  # latest non-null is minute 2
+    assert (btc["volume"], btc["quote_volume"], btc["trade_count"]) == (None, None, None)
+    assert btc["source"] == "stream"
+    assert btc["produced_at"].replace(tzinfo=UTC) == RUN_AT
+    assert (btc["date"], btc["hour"]) == ("2024-01-01", 0)
+
+    btc1 = rows[("BTCUSDT", T0 + timedelta(hours=1))]
+    assert (btc1["open"], btc1["close"], btc1["minutes_present"], btc1["tick_count"]) == (98.0, 98.5, 1, 3)
+    assert btc1["volatility"] is None  # one minute: no return
+    assert btc1["market_cap"] is None  # no CoinGecko data that hour: null, not carried over
+    assert (btc1["date"], btc1["hour"]) == ("2024-01-01", 1)
+    eth = rows[("ETHUSDT", T0)]
+    assert (eth["open"], eth["high"], eth["low"], eth["close"], eth["tick_count"]) == (2000.0, 2001.0, 1999.0,
+                                                                                      2000.5, 7)
+    # the minute before the range was not consolidated: no 2023-12-31 23:00 row
+    assert ("BTCUSDT", T0 - timedelta(hours=1)) not in rows
+
+
+def test_same_hour_twice_is_identical(spark, settings):
+    from spark_jobs import consolidate_job
+
+    write_minutes(spark, settings, base_minutes())
+    consolidate_job.run(spark, settings, T0, T0 + timedelta(hours=1), produced_at=RUN_AT)
+    first = read_hourly(spark, settings)
+    consolidate_job.run(spark, settings, T0, T0 + timedelta(hours=1), produced_at=RUN_AT)
+    second = read_hourly(spark, settings)
+    assert second == first
+    assert len(second) == 2  # BTCUSDT and ETHUSDT of hour 0 only
+    partition = Path(settings.path(datasets.HOURLY_METRICS, "date=2024-01-01", "hour=0")[len("file://"):])
+    assert len(list(partition.glob("*.parquet"))) == 1
+
+
+def test_late_minute_then_rerun_updates_only_that_hour(spark, settings):
+    from spark_jobs import consolidate_job
+
+    write_minutes(spark, settings, base_minutes())
+    consolidate_job.run(spark, settings, T0, T0 + timedelta(hours=2), produced_at=RUN_AT)
+    before = read_hourly(spark, settings)
+    late = minute("BTCUSDT", at(3), o=99.0, h=99.5, lo=96.0, c=99.2, spread=4.0, spread_max=6.0, pct=0.04,
+                  pct_max=0.06, liq=1.0, liq_q=100.0, ticks=2)
+    write_minutes(spark, settings, [late])
+    rerun_at = RUN_AT + timedelta(hours=1)
+    consolidate_job.run(spark, settings, T0, T0 + timedelta(hours=1), produced_at=rerun_at)
+    after = read_hourly(spark, settings)
+
+    btc = after[("BTCUSDT", T0)]
+    assert btc["minutes_present"] == 5 and btc["tick_count"] == 10
+    assert btc["low"] == 96.0
+    assert btc["spread_mean"] == pytest.approx((13.5 + 8.0) / 10)
+    assert btc["spread_max"] == 6.0
+    returns = [math.log(103 / 101), math.log(99 / 103), math.log(99.2 / 99), math.log(98 / 99.2)]
+    mean = sum(returns) / 4
+    assert btc["volatility"] == pytest.approx(math.sqrt(sum((r - mean) ** 2 for r in returns) / 3))
+    assert btc["produced_at"].replace(tzinfo=UTC) == rerun_at
+    # hour 1 was not re-run: untouched
+    assert after[("BTCUSDT", T0 + timedelta(hours=1))] == before[("BTCUSDT", T0 + timedelta(hours=1))]
+    assert len(after) == len(before) == 3
+
+
+def test_stream_replaces_backfill_row_and_keeps_other_symbols(spark, settings):
+    from spark_jobs import consolidate_job, hourly_store
+
+    backfill = []
+    for symbol in ("BTCUSDT", "LTCUSDT"):
+        row = {name: None for name in datasets.column_names(datasets.HOURLY_METRICS_COLUMNS)}
+        row.update(symbol=symbol, hour_start=T0, open=1.0, high=2.0, low=0.5, close=1.5, coverage=1.0,
+                   volume=10.0, source="backfill", produced_at=RUN_AT, date="2024-01-01", hour=0)
+        backfill.append(row)
+    hourly_store.write_hourly(
+        spark.createDataFrame(backfill, schema=datasets.struct_type(datasets.HOURLY_METRICS_COLUMNS)),
+        settings.path(datasets.HOURLY_METRICS),
+    )
+    write_minutes(spark, settings, base_minutes())
+    consolidate_job.run(spark, settings, T0, T0 + timedelta(hours=1), produced_at=RUN_AT)
+    rows = read_hourly(spark, settings)
+    assert rows[("BTCUSDT", T0)]["source"] == "stream"
+    assert rows[("BTCUSDT", T0)]["open"] == 100.0
+    assert rows[("LTCUSDT", T0)]["source"] == "backfill"  # not produced by the stream: kept
+    assert rows[("LTCUSDT", T0)]["volume"] == 10.0
+    assert set(rows) == {("BTCUSDT", T0), ("ETHUSDT", T0), ("LTCUSDT", T0)}
+
+
+def test_hour_without_minutes_writes_nothing(spark, settings):
+    from spark_jobs import consolidate_job
+
+    write_minutes(spark, settings, base_minutes())
+    assert consolidate_job.run(spark, settings, T0 + timedelta(hours=5), T0 + timedelta(hours=6)) == 0
+    assert not Path(settings.path(datasets.HOURLY_METRICS)[len("file://"):]).exists()
+
+
+def test_cli_rejects_unaligned_range(tmp_path):
+    from spark_jobs import consolidate_job
+
+    code = consolidate_job.main(["--start", "2024-01-01T00:30:00Z", "--end", "2024-01-01T02:00:00Z",
+                                 "--storage-root", f"file://{tmp_path}/bitcoin"])
+    assert code == consolidate_job.EXIT_CONFIG

@@ -1,0 +1,148 @@
+"""Data-quality checks: each check fails on purpose-built bad data with the expected message."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from btc_platform import datasets
+from btc_platform import quality as q
+from btc_platform.settings import load_settings
+
+pytestmark = pytest.mark.spark
+
+T0 = datetime(2024, 1, 1, 0, 0, tzinfo=UTC)
+END = T0 + timedelta(hours=3)
+CHECKED_AT = datetime(2024, 1, 1, 4, 0, tzinfo=UTC)
+SPAN = "in [2024-01-01T00:00Z, 2024-01-01T03:00Z)"
+
+
+def hour_row(hour: int, symbol: str = "BTCUSDT", **values) -> dict:
+    """A valid stream hourly_metrics row at T0 + hour; ``values`` override fields."""
+    start = T0 + timedelta(hours=hour)
+    row = {name: None for name in datasets.column_names(datasets.HOURLY_METRICS_COLUMNS)}
+    row.update(symbol=symbol, hour_start=start, open=100.0, high=110.0, low=95.0, close=105.0, spread_mean=0.5,
+               spread_max=1.0, spread_pct_mean=0.005, spread_pct_max=0.01, tick_count=600, minutes_present=60,
+               coverage=1.0, source="stream", produced_at=CHECKED_AT, date=start.strftime("%Y-%m-%d"),
+               hour=start.hour)
+    row.update(values)
+    return row
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return load_settings(storage_root=f"file://{tmp_path}/bitcoin", data_dir=tmp_path / "data",
+                         binance_symbols="BTCUSDT", dq_min_coverage=0.8)
+
+
+def write(spark, settings, rows):
+    from spark_jobs import hourly_store
+
+    df = spark.createDataFrame(rows, schema=datasets.struct_type(datasets.HOURLY_METRICS_COLUMNS))
+    hourly_store.write_hourly(df, settings.path(datasets.HOURLY_METRICS))
+
+
+def check(spark, settings, rows):
+    from spark_jobs import quality_job
+
+    write(spark, settings, rows)
+    return quality_job.run(spark, settings, T0, END, checked_at=CHECKED_AT)
+
+
+def by_name(results):
+    return {r.check: r for r in results}
+
+
+def report(spark, settings):
+    return {r["check"]: r.asDict() for r in spark.read.parquet(settings.path(datasets.DATA_QUALITY)).collect()}
+
+
+def test_clean_range_passes_and_reports_every_check(spark, settings):
+    results = check(spark, settings, [hour_row(h) for h in range(3)])
+    assert [r.check for r in results] == list(q.CHECKS)
+    assert all(r.passed and r.rows_checked == 3 for r in results)
+    rep = report(spark, settings)
+    assert set(rep) == set(q.CHECKS)
+    assert {r["status"] for r in rep.values()} == {"pass"}
+    assert rep["hour_gap"]["range"] == "20240101T00Z_20240101T03Z"
+
+
+@pytest.mark.parametrize(
+    ("check_name", "bad", "expected"),
+    [
+        ("high_below_low", {"high": 90.0, "low": 95.0}, "high_below_low (error): high < low at BTCUSDT@2024-01-01T01:00Z"),
+        ("non_positive_price", {"low": 0.0},
+         "non_positive_price (error): open/high/low/close not positive or missing at BTCUSDT@2024-01-01T01:00Z"),
+        ("non_positive_price", {"close": None},
+         "non_positive_price (error): open/high/low/close not positive or missing at BTCUSDT@2024-01-01T01:00Z"),
+        ("negative_spread", {"spread_max": -0.01},
+         "negative_spread (error): negative spread at BTCUSDT@2024-01-01T01:00Z"),
+    ],
+)
+def test_error_checks_fail_the_run_naming_hour_and_check(spark, settings, check_name, bad, expected):
+    rows = [hour_row(0), hour_row(1, **bad), hour_row(2)]
+    with pytest.raises(q.DataQualityError) as info:
+        check(spark, settings, rows)
+    assert f"{expected} {SPAN}" in str(info.value)
+    assert [r.check for r in info.value.results] == [check_name]
+    rep = report(spark, settings)  # the report is written before failing
+    assert rep[check_name]["status"] == "fail" and rep[check_name]["failed_count"] == 1
+    assert rep[check_name]["failed"] == ["BTCUSDT@2024-01-01T01:00Z"]
+    assert rep["hour_gap"]["status"] == "pass"
+
+
+def test_duplicate_symbol_hour_is_an_error(spark, settings):
+    rows = [hour_row(0), hour_row(1), hour_row(1, source="backfill", coverage=1.0), hour_row(2)]
+    with pytest.raises(q.DataQualityError, match=r"duplicate_symbol_hour \(error\): more than one row for the "
+                       r"same \(symbol, hour\) at BTCUSDT@2024-01-01T01:00Z"):
+        check(spark, settings, rows)
+
+
+def test_warnings_are_logged_and_do_not_fail(spark, settings, caplog):
+    # hour 1: 30 minutes present (coverage 0.5 < 0.8); hour 2: no row at all (gap)
+    rows = [hour_row(0), hour_row(1, minutes_present=30, coverage=0.5)]
+    with caplog.at_level(logging.WARNING, logger="btc_platform.quality"):
+        results = by_name(check(spark, settings, rows))
+    assert results["coverage_below_threshold"].failed == ("BTCUSDT@2024-01-01T01:00Z",)
+    assert results["hour_gap"].failed == ("BTCUSDT@2024-01-01T02:00Z",)
+    assert all(results[name].passed for name in ("high_below_low", "non_positive_price", "negative_spread",
+                                                  "duplicate_symbol_hour"))
+    text = caplog.text
+    assert "coverage_below_threshold (warning): coverage below 0.8 at BTCUSDT@2024-01-01T01:00Z" in text
+    assert "hour_gap (warning): no row for the hour (gap in the hour sequence) at BTCUSDT@2024-01-01T02:00Z" in text
+
+
+def test_gap_for_expected_symbol_without_any_row_and_empty_store(spark, settings):
+    from spark_jobs import quality_job
+
+    # nothing written at all: every hour of every expected symbol is a gap (warning, no failure)
+    results = by_name(quality_job.run(spark, settings, T0, END, symbols=["BTCUSDT", "ETHUSDT"],
+                                      checked_at=CHECKED_AT))
+    gap = results["hour_gap"]
+    assert gap.failed_count == 6
+    assert gap.failed[:2] == ("BTCUSDT@2024-01-01T00:00Z", "ETHUSDT@2024-01-01T00:00Z")
+    assert results["coverage_below_threshold"].rows_checked == 0
+
+
+def test_rerun_replaces_the_report_of_the_range(spark, settings):
+    rows = [hour_row(0), hour_row(1), hour_row(2)]
+    check(spark, settings, rows)
+    check(spark, settings, rows)
+    all_rows = spark.read.parquet(settings.path(datasets.DATA_QUALITY)).collect()
+    assert len(all_rows) == len(q.CHECKS)
+
+
+def test_backfill_rows_pass_coverage(spark, settings):
+    rows = [hour_row(h, source="backfill", spread_mean=None, spread_max=None, spread_pct_mean=None,
+                     spread_pct_max=None, tick_count=None, minutes_present=None, coverage=1.0) for h in range(3)]
+    assert all(r.passed for r in check(spark, settings, rows))
+
+
+def test_raise_on_errors_is_pure():
+    bad = q.make_result(q.HIGH_BELOW_LOW, T0, END, 3, [("BTCUSDT", T0 + timedelta(hours=2))])
+    warn = q.make_result(q.HOUR_GAP, T0, END, 3, [("BTCUSDT", T0)])
+    q.raise_on_errors([warn])  # warnings never raise
+    with pytest.raises(q.DataQualityError, match="high_below_low .* at BTCUSDT@2024-01-01T02:00Z"):
+        q.raise_on_errors([warn, bad])
