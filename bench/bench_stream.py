@@ -1,0 +1,374 @@
+"""Benchmark of the streaming job (spark_jobs/stream_job.py) against a real local Kafka broker.
+
+1. Throughput: preload a fresh topic with N simulated messages (default 1,000,000: book tickers,
+   plus a 24 h ticker every 100 and a CoinGecko market message every 1,000), run the job with
+   ``--available-now`` and compute messages/s from its per-batch progress lines.
+2. Latency: run the job with the default trigger, publish a steady 1,000 msg/s for 2 minutes with
+   ``ingest_time`` = now, and measure ``ingest_time`` -> the record being readable in raw_data
+   (the moment the file sink commits the batch that holds it to ``_spark_metadata``); p50, p95.
+
+The broker is started by this benchmark (own data dir, free ports) and stopped at the end.
+Run: ``PYTHONPATH=plugins:. .venv/bin/python bench/bench_stream.py [--messages N] [--rate R]
+[--seconds S] [--skip-latency]``. Needs the jars (``make jars``). Targets on a 2-core machine:
+>= 20,000 msg/s sustained, p95 <= 5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+log = logging.getLogger("bench.stream")
+
+ROOT = Path(__file__).resolve().parents[1]
+JOB = ROOT / "spark_jobs" / "stream_job.py"
+PROGRESS_RE = re.compile(r"stream progress (\{.*\})$")
+
+
+def _free_ports(count: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+# ---- simulated payloads ------------------------------------------------------------------------
+def _fmt(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def payloads(count: int, start: datetime, step_ms: int, ingest: datetime | None = None, seed: int = 0):
+    """``count`` wire messages, event times ``step_ms`` apart from ``start`` (a random-walk book)."""
+    from btc_platform import schema
+
+    try:  # the producer's fast, schema-identical encoder when it is there
+        from btc_platform.sources import encode_book_ticker
+    except ImportError:
+        encode_book_ticker = None
+    mid_c = 4_000_000 + seed
+    for i in range(count):
+        event = start + timedelta(milliseconds=i * step_ms)
+        ing = ingest or event
+        mid_c += (i * 7919 + seed) % 201 - 100
+        bid_c, ask_c = mid_c - 50, mid_c + 50 + (i % 3)
+        if i % 1000 == 999:
+            msg = schema.make_message(
+                message_type="market", source="simulated", symbol="BTCUSDT", event_time=event,
+                ingest_time=ing, last_price=f"{mid_c / 100:.2f}", market_cap="850000000000",
+                quote_volume_24h="25000000000", price_change_pct_24h="1.25",
+            )  # fmt: skip
+            yield schema.encode(msg)
+        elif i % 100 == 99:
+            msg = schema.make_message(
+                message_type="ticker_24hr", source="simulated", symbol="BTCUSDT", event_time=event,
+                ingest_time=ing, last_price=f"{mid_c / 100:.2f}", volume_24h="20000.5",
+                quote_volume_24h="800000000", price_change_pct_24h="-0.5",
+            )  # fmt: skip
+            yield schema.encode(msg)
+        elif encode_book_ticker is not None:
+            yield encode_book_ticker(
+                '"BTCUSDT"', _fmt(event), _fmt(ing), bid_c, 120000 + i % 977, ask_c, 80000
+            )
+        else:
+            msg = schema.make_message(
+                message_type="book_ticker", source="simulated", symbol="BTCUSDT", event_time=event,
+                ingest_time=ing, bid_price=f"{bid_c / 100:.2f}", ask_price=f"{ask_c / 100:.2f}",
+                bid_qty="1.2", ask_qty="0.8",
+            )  # fmt: skip
+            yield schema.encode(msg)
+
+
+def _producer(bootstrap: str):
+    from confluent_kafka import Producer
+
+    return Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 500000,
+        }
+    )
+
+
+def preload(bootstrap: str, topic: str, count: int) -> float:
+    producer = _producer(bootstrap)
+    started = time.monotonic()
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    for value in payloads(count, start, step_ms=20):
+        while True:
+            try:
+                producer.produce(topic, key=b"BTCUSDT", value=value)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    if producer.flush(120) != 0:
+        raise RuntimeError("messages still undelivered after 120 s")
+    return time.monotonic() - started
+
+
+# ---- running the job -----------------------------------------------------------------------------
+def job_command(bootstrap: str, topic: str, storage: str, *extra: str) -> list[str]:
+    return [
+        sys.executable, str(JOB), "--bootstrap-servers", bootstrap, "--topic", topic,
+        "--storage-root", storage, *extra,
+    ]  # fmt: skip
+
+
+def job_env(data_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = f"{ROOT / 'plugins'}:{ROOT}"
+    env["BTC_DATA_DIR"] = str(data_dir)
+    return env
+
+
+def progress_lines(stream) -> list[dict]:
+    return [json.loads(m.group(1)) for line in stream if (m := PROGRESS_RE.search(line.rstrip()))]
+
+
+def throughput(bootstrap: str, topic: str, count: int, workdir: Path, max_offsets: int) -> dict:
+    storage = f"file://{workdir}/tp-store"
+    cmd = job_command(
+        bootstrap, topic, storage, "--available-now", "--max-offsets-per-trigger", str(max_offsets)
+    )
+    started = time.monotonic()
+    result = subprocess.run(
+        cmd, env=job_env(workdir / "tp-data"), capture_output=True, text=True, timeout=3600
+    )
+    wall = time.monotonic() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"stream job failed ({result.returncode}): {result.stderr[-3000:]}")
+    records = progress_lines(result.stderr.splitlines())
+    figures: dict = {"job_wall_s": wall}
+    spans = []
+    for query in ("raw_data", "minute_metrics", "quarantine"):
+        batches = [r for r in records if r["query"] == query and r["input_rows"]]
+        rows = sum(r["input_rows"] for r in batches)
+        busy_ms = sum(r["batch_duration_ms"] for r in batches)
+        starts = [datetime.fromisoformat(r["timestamp"].replace("Z", "+00:00")) for r in batches]
+        ends = [
+            s + timedelta(milliseconds=r["batch_duration_ms"]) for s, r in zip(starts, batches, strict=True)
+        ]
+        if batches:
+            spans.append((min(starts), max(ends)))
+        figures[query] = {
+            "rows": rows,
+            "batches": len(batches),
+            "rows_per_s_busy": rows / (busy_ms / 1000) if busy_ms else None,
+            "valid": sum(r["valid"] or 0 for r in batches),
+            "quarantined": sum(r["quarantined"] or 0 for r in batches),
+        }
+    if spans:
+        first, last = min(s for s, _ in spans), max(e for _, e in spans)
+        figures["sustained_msgs_per_s"] = count / (last - first).total_seconds()
+        figures["processing_span_s"] = (last - first).total_seconds()
+    return figures
+
+
+class CommitWatcher(threading.Thread):
+    """Polls raw_data/_spark_metadata; for each newly committed file, records when it became
+    readable and the ingest_time of every row in it (read with pyarrow)."""
+
+    def __init__(self, raw_dir: Path, poll_s: float = 0.05):
+        super().__init__(daemon=True)
+        self.meta = raw_dir / "_spark_metadata"
+        self.poll_s = poll_s
+        self.stop_event = threading.Event()
+        self.seen_logs: set[str] = set()
+        self.seen_files: set[str] = set()
+        self.latencies: list[float] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while not self.stop_event.is_set():
+                self.scan()
+                time.sleep(self.poll_s)
+            self.scan()
+        except BaseException as exc:  # reported by the main thread
+            self.error = exc
+
+    def scan(self) -> None:
+        import pyarrow.parquet as pq
+
+        if not self.meta.is_dir():
+            return
+        for entry in sorted(os.listdir(self.meta)):
+            if entry in self.seen_logs or entry.startswith("."):
+                continue
+            seen_at = datetime.now(UTC)
+            self.seen_logs.add(entry)
+            lines = (self.meta / entry).read_text().splitlines()[1:]
+            for line in lines:
+                item = json.loads(line)
+                path = item["path"].removeprefix("file://")
+                if item.get("action", "add") != "add" or path in self.seen_files:
+                    continue
+                self.seen_files.add(path)
+                table = pq.read_table(path, columns=["ingest_time"])
+                for ingest in table.column("ingest_time").to_pylist():
+                    moment = ingest if ingest.tzinfo else ingest.replace(tzinfo=UTC)
+                    self.latencies.append((seen_at - moment).total_seconds())
+
+
+def latency(bootstrap: str, topic: str, workdir: Path, rate: int, seconds: int) -> dict:
+    storage_dir = workdir / "lat-store"
+    data_dir = workdir / "lat-data"
+    cmd = job_command(bootstrap, topic, f"file://{storage_dir}")
+    proc = subprocess.Popen(
+        cmd, env=job_env(data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    stderr_lines: list[str] = []
+    reader = threading.Thread(target=lambda: stderr_lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    watcher = CommitWatcher(storage_dir / "raw_data")
+    try:
+        status = data_dir / "status" / "stream.json"
+        deadline = time.monotonic() + 300
+        while not status.exists():  # the queries are up once the listener wrote a record
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("stream job did not start: " + "".join(stderr_lines[-30:]))
+            time.sleep(0.2)
+        watcher.start()
+        producer = _producer(bootstrap)
+        sent = 0
+        t_start = time.monotonic()
+        while sent < rate * seconds:
+            due = int((time.monotonic() - t_start) * rate) + 1
+            now = datetime.now(UTC)
+            for value in payloads(min(due - sent, rate * seconds - sent), now, 1, ingest=now, seed=sent):
+                producer.produce(topic, key=b"BTCUSDT", value=value)
+            sent = max(sent, min(due, rate * seconds))
+            producer.poll(0)
+            time.sleep(0.01)
+        producer.flush(60)
+        produce_s = time.monotonic() - t_start
+        drain_deadline = time.monotonic() + 60
+        while len(watcher.latencies) < sent and time.monotonic() < drain_deadline:
+            time.sleep(0.2)
+    finally:
+        watcher.stop_event.set()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+    watcher.join(timeout=30)
+    if watcher.error is not None:
+        raise watcher.error
+    values = sorted(watcher.latencies)
+    if not values:
+        raise RuntimeError("no records became readable in raw_data")
+    return {
+        "sent": sent,
+        "readable": len(values),
+        "rate_msgs_per_s": sent / produce_s,
+        "p50_s": statistics.median(values),
+        "p95_s": values[min(len(values) - 1, int(0.95 * len(values)))],
+        "max_s": values[-1],
+        "job_exit": proc.returncode,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--messages", type=int, default=1_000_000, help="messages to preload (default 1,000,000)"
+    )
+    parser.add_argument(
+        "--max-offsets-per-trigger", type=int, default=250_000, help="batch size cap for the preload run"
+    )
+    parser.add_argument("--rate", type=int, default=1000, help="steady load in msg/s (default 1000)")
+    parser.add_argument("--seconds", type=int, default=120, help="steady load duration (default 120)")
+    parser.add_argument("--skip-latency", action="store_true", help="throughput part only")
+    args = parser.parse_args(argv if argv is not None else [])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from btc_platform.settings import load_settings
+    from infra import services
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-stream-"))
+    settings = load_settings(data_dir=workdir / "kafka-data")
+    if not settings.spark_jars():
+        log.warning(
+            "SKIP stream benchmark: no Spark Kafka connector jars under %s (run `make jars`)",
+            settings.jars_dir,
+        )
+        return 0
+    port, controller = _free_ports(2)
+    settings = load_settings(
+        data_dir=workdir / "kafka-data",
+        kafka_port=port,
+        kafka_controller_port=controller,
+        kafka_bootstrap_servers=f"127.0.0.1:{port}",
+    )
+    services.start_kafka(settings)
+    try:
+        bootstrap = settings.kafka_bootstrap_servers
+        topic = services.ensure_topic(settings, "bench-throughput", 3)
+        load_s = preload(bootstrap, topic, args.messages)
+        log.info(
+            "preloaded %d messages in %.1f s (%.0f msg/s)", args.messages, load_s, args.messages / load_s
+        )
+        tp = throughput(bootstrap, topic, args.messages, workdir, args.max_offsets_per_trigger)
+        log.info("throughput figures: %s", json.dumps(tp, default=str))
+        lat = None
+        if not args.skip_latency:
+            topic = services.ensure_topic(settings, "bench-latency", 3)
+            lat = latency(bootstrap, topic, workdir, args.rate, args.seconds)
+            log.info("latency figures: %s", json.dumps(lat))
+    finally:
+        services.stop("kafka", settings)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    rows = [
+        ("messages preloaded", f"{args.messages:,}"),
+        ("sustained throughput (all 3 queries, msg/s)", f"{tp.get('sustained_msgs_per_s', 0):,.0f}"),
+        ("processing span (s)", f"{tp.get('processing_span_s', 0):.1f}"),
+        ("job wall time incl. startup (s)", f"{tp['job_wall_s']:.1f}"),
+    ]
+    for query in ("raw_data", "minute_metrics", "quarantine"):
+        q = tp[query]
+        rate = f"{q['rows_per_s_busy']:,.0f}" if q["rows_per_s_busy"] else "-"
+        rows.append((f"{query}: rows / busy s ({q['batches']} batches)", rate))
+    if lat:
+        rows += [
+            (f"steady load (msg/s, {args.seconds} s)", f"{lat['rate_msgs_per_s']:.0f}"),
+            ("latency ingest -> readable p50 (s)", f"{lat['p50_s']:.2f}"),
+            ("latency ingest -> readable p95 (s)", f"{lat['p95_s']:.2f}"),
+            ("latency max (s)", f"{lat['max_s']:.2f}"),
+            ("records readable / sent", f"{lat['readable']:,} / {lat['sent']:,}"),
+        ]
+    width = max(len(name) for name, _ in rows)
+    log.info("stream benchmark\n%s", "\n".join(f"  {name:<{width}}  {value}" for name, value in rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,411 @@
+"""Streaming job: Kafka topic -> raw_data/, minute_metrics/ and quarantine/ (exactly-once).
+
+Three streaming queries read the topic through the spark-sql-kafka connector, each with its
+own checkpoint:
+
+* ``raw_data``       every valid message once (dedup by ``message_id`` within the watermark
+                     delay of arrival), with per-record metrics; Parquet, partitioned by
+                     ``date``/``hour`` of ``event_time``; checkpoint ``checkpoints/raw``.
+* ``minute_metrics`` one row per symbol per 1-minute event-time window, appended once the
+                     ``event_time`` watermark passes the window end; checkpoint
+                     ``checkpoints/metrics``.
+* ``quarantine``     every record that failed parsing/validation with its raw bytes, Kafka
+                     coordinates, reason and time; checkpoint ``checkpoints/quarantine``.
+
+Every option defaults to the platform settings (``BTC_*`` environment, see
+``btc_platform.settings``). Run::
+
+    PYTHONPATH=plugins:. python spark_jobs/stream_job.py [--available-now] ...
+    spark-submit --jars ... spark_jobs/stream_job.py ...
+
+Per-batch progress is logged as one JSON line per batch and written to the status file
+(``settings.stream_status_path``). SIGTERM/SIGINT stop the queries cleanly (exit 0); a failing
+query stops the job with exit 1; a configuration error exits 2 with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+if __package__ in (None, ""):  # run as a script: make the repo's packages importable
+    _ROOT = Path(__file__).resolve().parents[1]
+    for _entry in (_ROOT, _ROOT / "plugins"):
+        if _entry.is_dir() and str(_entry) not in sys.path:
+            sys.path.insert(0, str(_entry))
+
+from btc_platform import datasets  # noqa: E402
+from btc_platform.settings import Settings, SettingsError, load_settings  # noqa: E402
+from btc_platform.status import write_status  # noqa: E402
+
+log = logging.getLogger("spark_jobs.stream_job")
+
+APP_NAME = "btc-stream"
+QUERY_RAW = "raw_data"
+QUERY_METRICS = "minute_metrics"
+QUERY_QUARANTINE = "quarantine"
+OBSERVATION = "validation"  # name of the observed valid/quarantined counts in each progress
+EXIT_OK, EXIT_QUERY_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+class ConfigError(RuntimeError):
+    """The job cannot start with this configuration (one-line reason, exit code 2)."""
+
+
+# ---- command line ---------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stream_job.py",
+        description="Kafka -> Spark Structured Streaming -> raw_data, minute_metrics, quarantine. "
+        "Every option overrides the matching BTC_* setting.",
+    )
+    parser.add_argument(
+        "--master", help="Spark master, e.g. local[2] or spark://host:7077 (BTC_SPARK_MASTER)"
+    )
+    parser.add_argument(
+        "--storage-root", help="dataset root URI, file:///... or hdfs://host:port/path (BTC_STORAGE_ROOT)"
+    )
+    parser.add_argument(
+        "--checkpoint-root",
+        help="where the raw/, metrics/ and quarantine/ checkpoints live "
+        "(BTC_STREAM_CHECKPOINT_ROOT; default <storage root>/checkpoints)",
+    )
+    parser.add_argument(
+        "--bootstrap-servers", help="Kafka bootstrap servers host:port[,...] (BTC_KAFKA_BOOTSTRAP_SERVERS)"
+    )
+    parser.add_argument("--topic", help="Kafka topic to read (BTC_KAFKA_TOPIC)")
+    parser.add_argument(
+        "--trigger", help="micro-batch interval, e.g. '5 seconds' (BTC_STREAM_TRIGGER_INTERVAL)"
+    )
+    parser.add_argument(
+        "--starting-offsets",
+        help="Kafka startingOffsets on the first start: earliest, latest or JSON (BTC_STREAM_STARTING_OFFSETS); "
+        "ignored once a checkpoint exists",
+    )
+    parser.add_argument(
+        "--max-offsets-per-trigger",
+        type=int,
+        help="cap on records per micro-batch, 0 = unlimited (BTC_STREAM_MAX_OFFSETS_PER_TRIGGER)",
+    )
+    parser.add_argument(
+        "--watermark",
+        help="event-time watermark / dedup delay, e.g. '30 seconds' (BTC_STREAM_WATERMARK_DELAY)",
+    )
+    parser.add_argument(
+        "--available-now",
+        action="store_true",
+        help="process what is in Kafka now, then stop (tests, benchmarks, catch-up runs)",
+    )
+    parser.add_argument("--log-level", default="INFO", help="Python log level (default INFO)")
+    return parser
+
+
+_OVERRIDES = {
+    "master": "spark_master",
+    "storage_root": "storage_root",
+    "checkpoint_root": "stream_checkpoint_root",
+    "bootstrap_servers": "kafka_bootstrap_servers",
+    "topic": "kafka_topic",
+    "trigger": "stream_trigger_interval",
+    "starting_offsets": "stream_starting_offsets",
+    "max_offsets_per_trigger": "stream_max_offsets_per_trigger",
+    "watermark": "stream_watermark_delay",
+}
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides = {
+        field: getattr(args, opt) for opt, field in _OVERRIDES.items() if getattr(args, opt) is not None
+    }
+    return load_settings(**overrides)
+
+
+def checkpoint_paths(settings: Settings) -> dict[str, str]:
+    """Checkpoint URI of each query (``<root>/raw``, ``/metrics``, ``/quarantine``)."""
+    root = settings.stream_checkpoint_root.rstrip("/")
+    names = {
+        QUERY_RAW: datasets.CHECKPOINT_RAW,
+        QUERY_METRICS: datasets.CHECKPOINT_METRICS,
+        QUERY_QUARANTINE: datasets.CHECKPOINT_QUARANTINE,
+    }
+    if not root:
+        return {query: settings.path(rel) for query, rel in names.items()}
+    return {query: f"{root}/{rel.rsplit('/', 1)[-1]}" for query, rel in names.items()}
+
+
+# ---- progress ---------------------------------------------------------------------------------
+def _min_offsets(offsets: list[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
+    """Per topic/partition minimum over the queries (the slowest query defines the lag)."""
+    merged: dict[str, dict[str, int]] = {}
+    for item in offsets:
+        for topic, parts in item.items():
+            for part, offset in parts.items():
+                current = merged.setdefault(topic, {}).get(part)
+                merged[topic][part] = offset if current is None else min(current, offset)
+    return merged
+
+
+def progress_record(progress: Any) -> dict[str, Any]:
+    """The structured per-batch record (query, batch, rows, rate, duration, watermark, counts)."""
+    data = json.loads(progress.json)
+    observed = (data.get("observedMetrics") or {}).get(OBSERVATION) or {}
+    state = data.get("stateOperators") or []
+    custom = [op.get("customMetrics") or {} for op in state]
+    end_offsets: dict[str, Any] = {}
+    for source in data.get("sources") or []:
+        end = source.get("endOffset")
+        if isinstance(end, str):
+            try:
+                end = json.loads(end)
+            except json.JSONDecodeError:
+                end = None
+        if isinstance(end, dict):
+            end_offsets.update(end)
+    return {
+        "query": data.get("name"),
+        "id": data.get("id"),
+        "batch_id": data.get("batchId"),
+        "timestamp": data.get("timestamp"),
+        "input_rows": data.get("numInputRows"),
+        "input_rows_per_s": data.get("inputRowsPerSecond"),
+        "processed_rows_per_s": data.get("processedRowsPerSecond"),
+        "batch_duration_ms": data.get("batchDuration"),
+        "watermark": (data.get("eventTime") or {}).get("watermark"),
+        "valid": observed.get("valid"),
+        "quarantined": observed.get("quarantined"),
+        "state_rows": sum(op.get("numRowsTotal") or 0 for op in state),
+        "dropped_duplicates": sum(c.get("numDroppedDuplicateRows") or 0 for c in custom),
+        "dropped_late": sum(op.get("numRowsDroppedByWatermark") or 0 for op in state),
+        "source_end_offset": end_offsets,
+    }
+
+
+def make_listener(status_path: Path):
+    """A StreamingQueryListener that logs each batch as one JSON line and keeps the status file."""
+    from pyspark.sql.streaming import StreamingQueryListener
+
+    class ProgressListener(StreamingQueryListener):
+        def __init__(self) -> None:
+            self._lock = threading.Lock()
+            self.started_at = datetime.now(UTC).isoformat()
+            self.queries: dict[str, dict[str, Any]] = {}
+
+        def _write(self) -> None:
+            offsets = [q["source_end_offset"] for q in self.queries.values() if q.get("source_end_offset")]
+            record = {
+                "job": APP_NAME,
+                "started_at": self.started_at,
+                "updated_at": datetime.now(UTC).isoformat(),
+                "end_offset": _min_offsets(offsets) if len(offsets) == len(self.queries) else None,
+                "queries": self.queries,
+            }
+            write_status(status_path, record)
+
+        def onQueryStarted(self, event) -> None:
+            log.info("query %s started (id %s, run %s)", event.name, event.id, event.runId)
+            with self._lock:
+                self.queries.setdefault(
+                    event.name or str(event.id), {"state": "started", "id": str(event.id)}
+                )
+                self._write()
+
+        def onQueryProgress(self, event) -> None:
+            record = progress_record(event.progress)
+            log.info("stream progress %s", json.dumps(record, sort_keys=True, default=str))
+            with self._lock:
+                name = record["query"] or str(event.progress.id)
+                previous = self.queries.get(name, {})
+                for key in ("valid", "quarantined", "input_rows"):  # totals since the job started
+                    record[f"{key}_total"] = (previous.get(f"{key}_total") or 0) + (record[key] or 0)
+                self.queries[name] = {**record, "state": "running"}
+                self._write()
+
+        def onQueryIdle(self, event) -> None:
+            pass  # idle triggers carry no batch; the last progress stays in the status file
+
+        def onQueryTerminated(self, event) -> None:
+            if event.exception:
+                log.error("query %s failed: %s", event.id, event.exception.splitlines()[0])
+            else:
+                log.info("query %s stopped", event.id)
+            with self._lock:
+                for record in self.queries.values():
+                    if record.get("id") == str(event.id):
+                        record["state"] = "failed" if event.exception else "stopped"
+                self._write()
+
+    return ProgressListener()
+
+
+# ---- the pipeline -----------------------------------------------------------------------------
+def kafka_source(spark, settings: Settings):
+    """The Kafka stream (``failOnDataLoss`` from settings, true by default)."""
+    reader = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
+        .option("subscribe", settings.kafka_topic)
+        .option("startingOffsets", settings.stream_starting_offsets)
+        .option("failOnDataLoss", str(settings.stream_fail_on_data_loss).lower())
+    )
+    if settings.stream_max_offsets_per_trigger:
+        reader = reader.option("maxOffsetsPerTrigger", str(settings.stream_max_offsets_per_trigger))
+    try:
+        return reader.load()
+    except Exception as exc:
+        if "DATA_SOURCE_NOT_FOUND" in str(exc) or "Failed to find data source" in str(exc):
+            raise ConfigError(
+                f"the Kafka connector is not on the classpath (no jars under {settings.jars_dir / 'spark'}?): "
+                "run `make jars` or pass --jars to spark-submit"
+            ) from exc
+        raise
+
+
+def _observe_validation(parsed):
+    from pyspark.sql import functions as F
+
+    return parsed.observe(
+        OBSERVATION,
+        F.count_if(F.col("reason").isNull()).alias("valid"),
+        F.count_if(F.col("reason").isNotNull()).alias("quarantined"),
+    )
+
+
+def start_queries(spark, source, settings: Settings, *, available_now: bool = False) -> list:
+    """Start the three queries on ``source`` (a Kafka-shaped stream) and return them."""
+    from spark_jobs import stream_transforms as st
+
+    checkpoints = checkpoint_paths(settings)
+    delay = settings.stream_watermark_delay
+    parsed = _observe_validation(st.parse_messages(source))
+    valid = st.with_record_metrics(st.valid_records(parsed))
+
+    def sink(df, name: str, path: str, partition_by: tuple[str, ...]):
+        writer = (
+            df.writeStream.queryName(name)
+            .format("parquet")
+            .outputMode("append")
+            .option("path", path)
+            .option("checkpointLocation", checkpoints[name])
+            .partitionBy(*partition_by)
+        )
+        writer = (
+            writer.trigger(availableNow=True)
+            if available_now
+            else writer.trigger(processingTime=settings.stream_trigger_interval)
+        )
+        query = writer.start()
+        log.info("started query %s -> %s (checkpoint %s)", name, path, checkpoints[name])
+        return query
+
+    # raw_data: dedup window measured on arrival (Kafka timestamp), so a record that is late in
+    # event time is still stored; only repeated message_ids within the delay are dropped.
+    raw = st.raw_data_output(st.deduplicate(valid, "kafka_timestamp", delay))
+    metrics = st.minute_metrics(st.deduplicate(valid, "event_time", delay))
+    quarantine = st.quarantine_output(parsed)
+    return [
+        sink(raw, QUERY_RAW, settings.path(datasets.RAW_DATA), datasets.PARTITION_COLUMNS),
+        sink(metrics, QUERY_METRICS, settings.path(datasets.MINUTE_METRICS), datasets.PARTITION_COLUMNS),
+        sink(quarantine, QUERY_QUARANTINE, settings.path(datasets.QUARANTINE), ("date",)),
+    ]
+
+
+def await_queries(spark, queries: list, stop_requested: threading.Event, poll_s: float = 1.0) -> int:
+    """Block until every query ends (available-now), one fails, or a stop is requested.
+
+    Returns the exit code: 0 when all ended or were stopped cleanly, 1 when a query failed.
+    """
+    from pyspark.errors import StreamingQueryException
+
+    failed: str | None = None
+    try:
+        while not stop_requested.is_set():
+            if not any(q.isActive for q in queries):
+                break
+            if spark.streams.awaitAnyTermination(poll_s):
+                spark.streams.resetTerminated()  # an available-now query finished; wait for the rest
+    except StreamingQueryException as exc:
+        failed = str(exc).splitlines()[0]
+    finally:
+        for query in queries:
+            if query.isActive:
+                log.info("stopping query %s", query.name)
+                query.stop()
+    for query in queries:
+        exc = query.exception()
+        if exc is not None:
+            failed = failed or f"{query.name}: {str(exc).splitlines()[0]}"
+    if failed:
+        log.error("streaming query failed, stopping the job: %s", failed)
+        return EXIT_QUERY_FAILED
+    return EXIT_OK
+
+
+def run(args: argparse.Namespace) -> int:
+    from btc_platform.spark import build_session
+
+    settings = settings_from_args(args)
+    if settings.storage_root.startswith("hdfs://"):
+        from btc_platform.hdfs import HdfsNotReadyError, wait_for_hdfs_ready
+
+        namenode = urlparse(settings.storage_root).hostname
+        try:
+            wait_for_hdfs_ready(
+                f"http://{namenode}:{settings.hdfs_namenode_http_port}",
+                timeout=settings.hdfs_safemode_timeout_s,
+            )
+        except HdfsNotReadyError as exc:
+            raise ConfigError(str(exc)) from exc
+    stop_requested = threading.Event()
+
+    def on_signal(signum, _frame) -> None:
+        log.info("received %s: stopping the queries", signal.Signals(signum).name)
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    spark = build_session(APP_NAME, settings, master=settings.spark_master)
+    try:
+        spark.streams.addListener(make_listener(settings.stream_status_path))
+        source = kafka_source(spark, settings)
+        log.info(
+            "reading %s from %s (startingOffsets=%s, failOnDataLoss=%s, maxOffsetsPerTrigger=%s, "
+            "trigger=%s, watermark=%s) into %s",
+            settings.kafka_topic,
+            settings.kafka_bootstrap_servers,
+            settings.stream_starting_offsets,
+            settings.stream_fail_on_data_loss,
+            settings.stream_max_offsets_per_trigger or "unlimited",
+            "availableNow" if args.available_now else settings.stream_trigger_interval,
+            settings.stream_watermark_delay,
+            settings.storage_root,
+        )
+        queries = start_queries(spark, source, settings, available_now=args.available_now)
+        return await_queries(spark, queries, stop_requested)
+    finally:
+        spark.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return run(args)
+    except (SettingsError, ConfigError) as exc:
+        log.error("stream job cannot start: %s", exc)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

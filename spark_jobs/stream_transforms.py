@@ -1,0 +1,339 @@
+"""Pure DataFrame -> DataFrame transforms of the streaming job (Kafka -> raw_data, minute_metrics,
+quarantine). Nothing here starts a query or touches storage; ``stream_job.py`` wires these
+functions to the Kafka source and the file sinks, and the tests call them on small DataFrames.
+
+Input of :func:`parse_messages` is a DataFrame shaped like the Kafka source (``key``, ``value``
+binary or string, ``topic``, ``partition``, ``offset``, ``timestamp``). Its output carries every
+message field (timestamps parsed to ``TimestampType``) plus ``reason``: ``None`` for a valid
+record, else ``"<code>:<detail>"`` naming the first problem found, e.g.
+``missing_field:bid_price``, ``non_positive_value:ask_price``, ``ask_below_bid:ask_price<bid_price``.
+The codes are the ``REASON_*`` constants below.
+
+* :func:`valid_records` + :func:`with_record_metrics` + :func:`raw_data_output` -> ``raw_data/``
+  (one row per valid message, partitioned by ``date``/``hour`` of ``event_time``).
+* :func:`quarantine_output` -> ``quarantine/`` (raw bytes, Kafka coordinates, reason, time).
+* :func:`deduplicate` removes repeated ``message_id`` within the watermark delay.
+* :func:`minute_metrics` -> ``minute_metrics/`` with exactly ``datasets.MINUTE_METRICS_COLUMNS``.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from btc_platform import datasets, schema
+
+# ---- quarantine reason codes ------------------------------------------------------------
+REASON_EMPTY = "empty_value"  # Kafka record without a value (tombstone)
+REASON_UNPARSEABLE = "unparseable_json"  # not JSON, not an object, or a field of the wrong type
+REASON_UNKNOWN_FIELD = "unknown_field"
+REASON_MISSING = "missing_field"
+REASON_SCHEMA_VERSION = "unsupported_schema_version"
+REASON_MESSAGE_TYPE = "unknown_message_type"
+REASON_SOURCE = "unknown_source"
+REASON_TIMESTAMP = "unparseable_timestamp"
+REASON_NON_FINITE = "non_finite_value"
+REASON_NON_POSITIVE = "non_positive_value"
+REASON_NEGATIVE = "negative_value"
+REASON_ASK_BELOW_BID = "ask_below_bid"
+
+#: Kafka coordinates kept on every output row (renamed so they never clash with message fields).
+KAFKA_META = (
+    ("topic", "kafka_topic"),
+    ("partition", "kafka_partition"),
+    ("offset", "kafka_offset"),
+    ("timestamp", "kafka_timestamp"),
+)
+
+#: Per-record metrics added to book_ticker rows (null for other message types).
+RECORD_METRIC_COLUMNS = (
+    "mid_price",  # (bid + ask) / 2
+    "spread",  # ask - bid
+    "spread_pct",  # spread / mid * 100
+    "bid_depth_quote",  # bid_qty * bid_price (bid_qty itself is the base-currency depth)
+    "ask_depth_quote",  # ask_qty * ask_price
+    "liquidity_base",  # bid_qty + ask_qty
+    "liquidity_quote",  # bid_depth_quote + ask_depth_quote
+)
+
+#: Columns of raw_data/, in order: every message field, the per-record metrics, the Kafka
+#: coordinates and the partition columns (``date``/``hour`` of ``event_time`` in UTC).
+RAW_DATA_COLUMNS: tuple[str, ...] = (
+    *schema.FIELD_NAMES,
+    *RECORD_METRIC_COLUMNS,
+    *(new for _, new in KAFKA_META),
+    *datasets.PARTITION_COLUMNS,
+)
+
+#: Columns of quarantine/, partitioned by ``date`` of ``quarantined_at``.
+QUARANTINE_COLUMNS: tuple[str, ...] = (
+    "value",  # the record's bytes exactly as read from Kafka
+    "value_text",  # the same decoded as UTF-8, for reading
+    "key",
+    *(new for _, new in KAFKA_META),
+    "reason",
+    "quarantined_at",
+    "date",
+)
+
+_CORRUPT = "_corrupt_record"
+_PARSED = "_msg"
+_TIMESTAMP_FIELDS = tuple(f.name for f in schema.FIELDS if f.kind == schema.TIMESTAMP)
+_DECIMAL_FIELDS = tuple(f.name for f in schema.FIELDS if f.kind == schema.DECIMAL)
+# An ISO-8601 timestamp must carry its offset (Z or +hh:mm), like schema.parse_ts demands.
+_TZ_SUFFIX = r"(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)$"
+
+
+def _reason(code: str, detail: Column | str) -> Column:
+    detail_col = F.lit(detail) if isinstance(detail, str) else detail.cast("string")
+    return F.concat(F.lit(code + ":"), F.coalesce(detail_col, F.lit("null")))
+
+
+def _parse_timestamp(raw: Column) -> Column:
+    """The timestamp of an ISO-8601 string with a UTC offset, else null (never an exception)."""
+    return F.when(raw.rlike(_TZ_SUFFIX), raw.try_cast("timestamp"))
+
+
+def _validation_reason(msg: Column, corrupt: Column, value_text: Column) -> Column:
+    """First problem of a parsed message as ``"<code>:<detail>"``, or null when it is valid."""
+    mtype = msg["message_type"]
+    checks: list[Column] = [
+        F.when(value_text.isNull(), _reason(REASON_EMPTY, "record has no value")),
+        F.when(corrupt.isNotNull(), _reason(REASON_UNPARSEABLE, "not a JSON object of the message schema")),
+    ]
+    # Keys the schema does not know (from_json would silently ignore them).
+    unknown = F.array_except(F.json_object_keys(value_text), F.array(*[F.lit(n) for n in schema.FIELD_NAMES]))
+    checks.append(
+        F.when(F.size(unknown) > 0, _reason(REASON_UNKNOWN_FIELD, F.array_join(F.array_sort(unknown), ",")))
+    )
+    checks += [
+        F.when(msg["schema_version"].isNull(), _reason(REASON_MISSING, "schema_version")),
+        F.when(
+            ~msg["schema_version"].isin(*sorted(schema.SUPPORTED_SCHEMA_VERSIONS)),
+            _reason(REASON_SCHEMA_VERSION, msg["schema_version"]),
+        ),
+        F.when(mtype.isNull() | (mtype == ""), _reason(REASON_MISSING, "message_type")),
+        F.when(~mtype.isin(*schema.MESSAGE_TYPES), _reason(REASON_MESSAGE_TYPE, mtype)),
+    ]
+    for spec in schema.FIELDS:  # required fields per message type, in schema order
+        if not spec.required_for:
+            continue
+        value = msg[spec.name]
+        missing = value.isNull() | (value == "") if spec.kind == schema.STRING else value.isNull()
+        checks.append(
+            F.when(mtype.isin(*sorted(spec.required_for)) & missing, _reason(REASON_MISSING, spec.name))
+        )
+    checks.append(F.when(~msg["source"].isin(*schema.SOURCES), _reason(REASON_SOURCE, msg["source"])))
+    for name in _TIMESTAMP_FIELDS:
+        raw = msg[name]
+        checks.append(
+            F.when(raw.isNotNull() & _parse_timestamp(raw).isNull(), _reason(REASON_TIMESTAMP, name))
+        )
+    for name in _DECIMAL_FIELDS:
+        value = msg[name]
+        checks.append(
+            F.when(F.isnan(value) | value.isin(float("inf"), float("-inf")), _reason(REASON_NON_FINITE, name))
+        )
+    for spec in schema.FIELDS:
+        if spec.positive:
+            checks.append(F.when(msg[spec.name] <= 0, _reason(REASON_NON_POSITIVE, spec.name)))
+        if spec.non_negative:
+            checks.append(F.when(msg[spec.name] < 0, _reason(REASON_NEGATIVE, spec.name)))
+    checks.append(
+        F.when(
+            (mtype == "book_ticker") & (msg["ask_price"] < msg["bid_price"]),
+            _reason(REASON_ASK_BELOW_BID, "ask_price<bid_price"),
+        )
+    )
+    return F.coalesce(*checks)
+
+
+def parse_messages(kafka_df: DataFrame) -> DataFrame:
+    """Parse Kafka ``value`` bytes with the message schema and attach a quarantine ``reason``.
+
+    Output: ``value`` (as read), ``value_text``, ``key``, the ``kafka_*`` coordinates, every
+    field of ``schema.FIELDS`` (timestamp fields as ``TimestampType``, null when unparseable)
+    and ``reason`` (null for a valid record).
+    """
+    struct = schema.spark_schema(timestamps_as_strings=True).add(_CORRUPT, "string")
+    options = {
+        "mode": "PERMISSIVE",
+        "columnNameOfCorruptRecord": _CORRUPT,
+        "allowNonNumericNumbers": "false",
+    }
+    key = F.col("key") if "key" in kafka_df.columns else F.lit(None).cast("binary")
+    df = kafka_df.select(
+        F.col("value"),
+        F.col("value").cast("string").alias("value_text"),
+        key.alias("key"),
+        *[F.col(old).alias(new) for old, new in KAFKA_META],
+    )
+    df = df.withColumn(_PARSED, F.from_json("value_text", struct, options))
+    msg = F.col(_PARSED)
+    fields = []
+    for spec in schema.FIELDS:
+        col = msg[spec.name]
+        fields.append((_parse_timestamp(col) if spec.kind == schema.TIMESTAMP else col).alias(spec.name))
+    reason = _validation_reason(msg, msg[_CORRUPT], F.col("value_text"))
+    return df.select(
+        "value", "value_text", "key", *[new for _, new in KAFKA_META], *fields, reason.alias("reason")
+    )
+
+
+def valid_records(parsed: DataFrame) -> DataFrame:
+    """Rows of :func:`parse_messages` without a reason: message fields and Kafka coordinates."""
+    return parsed.where(F.col("reason").isNull()).select(*schema.FIELD_NAMES, *[new for _, new in KAFKA_META])
+
+
+def with_record_metrics(valid: DataFrame) -> DataFrame:
+    """Add ``RECORD_METRIC_COLUMNS`` (book_ticker rows only; null for the other types)."""
+    is_book = F.col("message_type") == "book_ticker"
+    bid, ask = F.col("bid_price"), F.col("ask_price")
+    mid = (bid + ask) / 2
+    bid_quote = F.col("bid_qty") * bid
+    ask_quote = F.col("ask_qty") * ask
+    metrics = {
+        "mid_price": mid,
+        "spread": ask - bid,
+        "spread_pct": (ask - bid) / mid * 100,  # mid > 0: prices were validated positive
+        "bid_depth_quote": bid_quote,
+        "ask_depth_quote": ask_quote,
+        "liquidity_base": F.col("bid_qty") + F.col("ask_qty"),
+        "liquidity_quote": bid_quote + ask_quote,
+    }
+    return valid.withColumns({name: F.when(is_book, expr) for name, expr in metrics.items()})
+
+
+def with_partition_columns(df: DataFrame, time_col: str) -> DataFrame:
+    """``date`` (YYYY-MM-DD) and ``hour`` (0..23) of ``time_col`` in UTC."""
+    return df.withColumns(
+        {
+            "date": F.date_format(F.col(time_col), "yyyy-MM-dd"),
+            "hour": F.hour(F.col(time_col)).cast("int"),
+        }
+    )
+
+
+def deduplicate(df: DataFrame, time_col: str, delay: str) -> DataFrame:
+    """Drop repeated ``message_id`` seen within ``delay`` of the first copy (by ``time_col``).
+
+    On a streaming DataFrame this is ``dropDuplicatesWithinWatermark`` with a watermark on
+    ``time_col`` (state is bounded by the delay); on a batch DataFrame it is a plain dedup.
+    """
+    if not df.isStreaming:
+        return df.dropDuplicates(["message_id"])
+    return df.withWatermark(time_col, delay).dropDuplicatesWithinWatermark(["message_id"])
+
+
+def raw_data_output(valid_with_metrics: DataFrame) -> DataFrame:
+    """Select ``RAW_DATA_COLUMNS`` (partition columns from ``event_time``)."""
+    return with_partition_columns(valid_with_metrics, "event_time").select(*RAW_DATA_COLUMNS)
+
+
+def quarantine_output(parsed: DataFrame, quarantined_at: Column | None = None) -> DataFrame:
+    """Rows of :func:`parse_messages` with a reason, as ``QUARANTINE_COLUMNS``.
+
+    ``quarantined_at`` defaults to the micro-batch time (``current_timestamp()``); ``date`` is
+    its UTC day, because a bad record may have no usable event time.
+    """
+    at = quarantined_at if quarantined_at is not None else F.current_timestamp()
+    bad = parsed.where(F.col("reason").isNotNull()).withColumn("quarantined_at", at)
+    return bad.withColumn("date", F.date_format("quarantined_at", "yyyy-MM-dd")).select(*QUARANTINE_COLUMNS)
+
+
+def _latest(message_type: str, *fields: str) -> Column:
+    """Struct of the latest (by event_time, then ingest_time) ``message_type`` row's fields."""
+    return F.max(
+        F.when(
+            F.col("message_type") == message_type,
+            F.struct(F.col("event_time"), F.col("ingest_time"), *[F.col(f) for f in fields]),
+        )
+    )
+
+
+def _welford_step(acc: Column, x: Column) -> Column:
+    """One step of Welford's online mean/variance (numerically stable, single pass)."""
+    n = acc["n"] + 1
+    delta = x - acc["mean"]
+    mean = acc["mean"] + delta / n
+    return F.struct(n.alias("n"), mean.alias("mean"), (acc["m2"] + delta * (x - mean)).alias("m2"))
+
+
+def _log_return_stddev(sorted_ticks: Column) -> Column:
+    """Sample stddev of log returns between consecutive ticks (time-sorted structs with ``mid``).
+
+    Null when there are fewer than two returns (fewer than three ticks). Linear in the number of
+    ticks: the lambdas only reference their own arguments, never another array expression.
+    """
+    n = F.size(sorted_ticks)
+    returns = F.zip_with(
+        F.slice(sorted_ticks, 2, n - 1),
+        F.slice(sorted_ticks, 1, n - 1),
+        lambda cur, prev: F.log(cur["mid"] / prev["mid"]),
+    )
+    zero = F.struct(F.lit(0).cast("long").alias("n"), F.lit(0.0).alias("mean"), F.lit(0.0).alias("m2"))
+    stats = F.aggregate(returns, zero, _welford_step)
+    return F.when(n >= 3, F.sqrt(stats["m2"] / (stats["n"] - 1)))
+
+
+def minute_metrics(records: DataFrame, window: str = "1 minute") -> DataFrame:
+    """One row per symbol and ``window`` of ``event_time``, as ``datasets.MINUTE_METRICS_COLUMNS``.
+
+    ``records`` are valid records with metrics (:func:`with_record_metrics`), deduplicated and
+    with a watermark on ``event_time`` when streaming, so that each window is emitted once in
+    append mode after the watermark passes its end. No window functions (not allowed in
+    streaming): the ticks of a window are collected as (event_time, mid) structs, sorted and
+    reduced with higher-order functions for open/close and the log-return volatility.
+    """
+    tick = F.when(
+        F.col("mid_price").isNotNull(), F.struct(F.col("event_time"), F.col("mid_price").alias("mid"))
+    )
+    agg = records.groupBy(F.window("event_time", window).alias("w"), F.col("symbol")).agg(
+        F.collect_list(tick).alias("ticks"),
+        F.max("mid_price").alias("mid_high"),
+        F.min("mid_price").alias("mid_low"),
+        F.avg("spread").alias("spread_mean"),
+        F.max("spread").alias("spread_max"),
+        F.avg("spread_pct").alias("spread_pct_mean"),
+        F.max("spread_pct").alias("spread_pct_max"),
+        F.avg(F.when(F.col("mid_price").isNotNull(), F.col("bid_qty"))).alias("bid_liquidity_mean"),
+        F.avg(F.when(F.col("mid_price").isNotNull(), F.col("ask_qty"))).alias("ask_liquidity_mean"),
+        F.avg("liquidity_base").alias("liquidity_base_mean"),
+        F.avg("liquidity_quote").alias("liquidity_quote_mean"),
+        F.count("mid_price").alias("tick_count"),
+        _latest("ticker_24hr", "volume_24h", "quote_volume_24h", "price_change_pct_24h").alias("t24"),
+        _latest("market", "market_cap", "quote_volume_24h", "price_change_pct_24h").alias("cg"),
+    )
+    # Sort each window's ticks once (own projection, so the sorted array is computed once per row).
+    agg = agg.withColumn("ticks", F.sort_array("ticks"))
+    ticks = F.col("ticks")
+    n = F.size(ticks)
+    out = agg.select(
+        F.col("symbol"),
+        F.col("w.start").alias("window_start"),
+        F.col("w.end").alias("window_end"),
+        F.when(n > 0, F.element_at(ticks, 1)["mid"]).alias("mid_open"),
+        F.col("mid_high"),
+        F.col("mid_low"),
+        F.when(n > 0, F.element_at(ticks, -1)["mid"]).alias("mid_close"),
+        "spread_mean",
+        "spread_max",
+        "spread_pct_mean",
+        "spread_pct_max",
+        "bid_liquidity_mean",
+        "ask_liquidity_mean",
+        "liquidity_base_mean",
+        "liquidity_quote_mean",
+        _log_return_stddev(ticks).alias("volatility"),
+        (F.col("mid_high") - F.col("mid_low")).alias("mid_range"),
+        F.col("tick_count"),
+        F.col("t24.volume_24h").alias("volume_24h"),
+        F.col("t24.quote_volume_24h").alias("quote_volume_24h"),
+        F.col("t24.price_change_pct_24h").alias("price_change_pct_24h"),
+        F.col("cg.market_cap").alias("market_cap"),
+        F.col("cg.quote_volume_24h").alias("cg_volume_24h"),
+        F.col("cg.price_change_pct_24h").alias("cg_price_change_pct_24h"),
+    )
+    out = with_partition_columns(out, "window_start")
+    columns = datasets.MINUTE_METRICS_COLUMNS
+    return out.select(*[F.col(name).cast(kind).alias(name) for name, kind in columns])

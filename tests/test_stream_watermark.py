@@ -1,0 +1,112 @@
+"""The streaming job's three queries on a file source (no Kafka): Kafka-shaped rows are dropped
+into a directory one file per step and ``processAllAvailable()`` moves the stream on.
+
+Watermark delay 30 s, 1-minute windows. Checks: a window is written only once the watermark
+passes its end; a late record inside the watermark is counted; one beyond it is not counted
+but is still in raw_data; duplicates are counted once; bad records land in quarantine."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+
+from btc_platform import datasets, schema
+from btc_platform.settings import load_settings
+from spark_jobs import stream_job
+from tests.stream_testdata import KAFKA_DDL, at, book, kafka_rows, naive_utc
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+W0 = naive_utc(0)
+
+
+@pytest.fixture
+def pipeline(spark, tmp_path):
+    """Start the job's queries on a parquet file source; yield (push(values), read(dataset))."""
+    settings = load_settings(
+        data_dir=tmp_path / "data",
+        storage_root=f"file://{tmp_path}/store",
+        stream_watermark_delay="30 seconds",
+        stream_trigger_interval="0 seconds",
+    )
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    source = spark.readStream.schema(KAFKA_DDL).parquet(str(inbox))
+    queries = stream_job.start_queries(spark, source, settings)
+    state = {"offset": 0, "step": 0}
+
+    def push(values, arrival: float) -> None:
+        rows = kafka_rows(values, start_offset=state["offset"], arrival=arrival)
+        state["offset"] += len(values)
+        state["step"] += 1
+        staging = tmp_path / f"staging{state['step']}"
+        spark.createDataFrame(rows, KAFKA_DDL).coalesce(1).write.parquet(str(staging))
+        for part in staging.glob("*.parquet"):  # atomic rename into the watched directory
+            part.rename(inbox / f"step{state['step']:03d}-{part.name}")
+        for query in queries:
+            query.processAllAvailable()
+
+    def read(name: str):
+        if name == datasets.MINUTE_METRICS:  # may still be empty: read with the contract schema
+            contract = datasets.struct_type(datasets.MINUTE_METRICS_COLUMNS)
+            return spark.read.schema(contract).parquet(settings.path(name))
+        return spark.read.parquet(settings.path(name))
+
+    try:
+        yield push, read
+    finally:
+        for query in queries:
+            query.stop()
+        for query in queries:
+            assert query.exception() is None
+
+
+def metrics_by_window(read):
+    return {r.window_start: r for r in read(datasets.MINUTE_METRICS).collect()}
+
+
+def test_windows_finalise_after_watermark_and_late_records(pipeline):
+    push, read = pipeline
+    t10, t20, t40 = book(10, "100", "101"), book(20, "102", "104"), book(40, "99", "100")
+    # step 1: three ticks of W0 and one of W1 -> max event 01:05, watermark 00:35
+    push([schema.encode(m) for m in (t10, t20, t40, book(65, "200", "202"))], arrival=100)
+    assert read(datasets.RAW_DATA).count() == 4
+    assert metrics_by_window(read) == {}  # W0 ends 01:00 > watermark: not final yet
+
+    # step 2: late but inside the watermark (00:50 > 00:35), a duplicate of t10 re-polled later,
+    # a malformed record, and a tick at 01:20 -> watermark 00:50
+    late_ok = book(50, "98", "99")
+    duplicate = dict(t10, ingest_time=schema.format_ts(at(90)))
+    push(
+        [schema.encode(late_ok), schema.encode(duplicate), b"{broken", schema.encode(book(80, "201", "203"))],
+        arrival=101,
+    )
+    assert metrics_by_window(read) == {}  # still not final: watermark 00:50 < 01:00
+
+    # step 3: beyond the watermark (00:30 < 00:50) and a tick at 02:00 -> watermark 01:30
+    too_late = book(30, "50", "51")
+    push([schema.encode(too_late), schema.encode(book(120, "300", "302"))], arrival=102)
+    # step 4: one more tick so a batch runs with the advanced watermark -> W0 is final, W1 is not
+    push([schema.encode(book(130, "301", "303"))], arrival=103)
+
+    windows = metrics_by_window(read)
+    assert list(windows) == [W0]
+    w0 = windows[W0]
+    assert w0.tick_count == 4  # t10, t20, t40 and the late-but-accepted 00:50; not the duplicate
+    assert (w0.mid_open, w0.mid_close, w0.mid_high, w0.mid_low) == (100.5, 98.5, 103.0, 98.5)
+    mids = [100.5, 103.0, 99.5, 98.5]
+    expected_vol = statistics.stdev([math.log(b / a) for a, b in zip(mids, mids[1:], strict=False)])
+    assert w0.volatility == pytest.approx(expected_vol, rel=1e-12)
+    assert w0.window_end == naive_utc(60)
+
+    raw_ids = [r.message_id for r in read(datasets.RAW_DATA).collect()]
+    assert len(raw_ids) == len(set(raw_ids)) == 9  # every valid unique message, the duplicate once
+    assert too_late["message_id"] in raw_ids  # not counted in metrics, but not lost either
+    assert late_ok["message_id"] in raw_ids
+
+    quarantine = read(datasets.QUARANTINE).collect()
+    assert [(q.value_text, q.kafka_offset, q.reason.split(":")[0]) for q in quarantine] == [
+        ("{broken", 6, "unparseable_json")
+    ]
