@@ -865,6 +865,12 @@ def status(name: str, settings: Settings) -> ServiceStatus:
 
 def stop_all(settings: Settings) -> None:
     """Stop every service in reverse start order and verify nothing of ours is left."""
+    from btc_platform import supervisor
+
+    # producer and stream first, gracefully (SIGTERM to the driver, bounded wait); one that the
+    # supervisor DAG restarts meanwhile is swept with Airflow's processes below
+    for process in supervisor.NAMES:
+        supervisor.stop(process, settings)
     for name in reversed(SERVICES):
         stop(name, settings)
     _sweep(settings, None)
@@ -886,6 +892,11 @@ def run(settings: Settings, source: str) -> None:
     if settings.storage_root.startswith("hdfs://"):
         start_hdfs(settings)
     start_airflow(settings)
+    from btc_platform.supervisor import wait_until_supervised
+
+    log.info("waiting for the btc_stream_supervisor DAG to start the producer and the stream ...")
+    for line in wait_until_supervised(settings):
+        log.info("  %s", line)
     log.info("platform up (producer source %s)", source)
     log.info("  Airflow UI : %s  (user admin, password in %s)", api_url(settings), password_file(settings))
     log.info("  Kafka      : %s topic %s", settings.kafka_bootstrap_servers, settings.kafka_topic)

@@ -1,0 +1,45 @@
+# Project image of the BTC market-data platform: Python 3.11 + Java 17 + the pinned requirements
+# + the repository code. One image runs Airflow (api-server, scheduler, dag-processor,
+# triggerer), the Spark standalone master/worker (pyspark's spark-class) and, through the
+# supervisor DAG, the producer and the streaming job. See docker-compose.yml.
+#
+#   docker build -t btc-platform:latest .
+
+# ---- base: OS packages + Python dependencies ----------------------------------------------
+FROM python:3.11-slim-bookworm AS base
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 \
+    JAVA_HOME=/usr/lib/jvm/default-java
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends default-jre-headless procps curl tini \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /opt/btc
+COPY requirements.txt constraints.txt ./
+# psycopg2-binary: Postgres driver for the Airflow metadata DB of the compose stack only
+RUN pip install -r requirements.txt -c constraints.txt psycopg2-binary==2.9.10
+
+# ---- jars: resolve the Spark Kafka connector (and Kafka/HDFS jars) from Maven Central -----
+FROM base AS jars
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends maven \
+    && rm -rf /var/lib/apt/lists/*
+COPY infra/ infra/
+COPY plugins/ plugins/
+RUN PYTHONPATH=/opt/btc/plugins:/opt/btc BTC_CACHE_DIR=/opt/btc/.cache python infra/jars.py --group spark
+
+# ---- runtime -------------------------------------------------------------------------------
+FROM base
+ARG BTC_UID=50000
+RUN useradd --create-home --uid "${BTC_UID}" --gid 0 btc \
+    && mkdir -p /opt/btc/.data /opt/btc/.cache /opt/airflow/logs \
+    && chown -R btc:0 /opt/btc /opt/airflow
+COPY --chown=btc:0 . /opt/btc
+COPY --chown=btc:0 --from=jars /opt/btc/.cache/jars /opt/btc/.cache/jars
+ENV PYTHONPATH=/opt/btc/plugins:/opt/btc \
+    BTC_CACHE_DIR=/opt/btc/.cache \
+    BTC_DATA_DIR=/opt/btc/.data \
+    AIRFLOW_HOME=/opt/airflow \
+    PYSPARK_PYTHON=/usr/local/bin/python \
+    PYSPARK_DRIVER_PYTHON=/usr/local/bin/python
+USER btc
+ENTRYPOINT ["/usr/bin/tini", "--"]
+CMD ["airflow", "version"]

@@ -1,0 +1,75 @@
+"""
+### btc_hourly_consolidation
+
+Every hour, consolidates the streaming job's `minute_metrics` of the run's data interval
+(`[data_interval_start, data_interval_end)`) into one partition of `hourly_metrics`
+(idempotent overwrite: re-running an hour gives the same result), then runs the data-quality
+checks on that hour as their own task. A successful check updates the `hourly_metrics` Asset.
+
+* Both steps are `spark-submit`s through the `spark_default` connection
+  (`AIRFLOW_CONN_SPARK_DEFAULT`, set from `BTC_SPARK_MASTER` by `make run` / compose).
+* Missed hours are caught up (`catchup=True`) from `BTC_SCHEDULE_START_DATE` (`make run` pins it
+  to the hour of the installation's first start; unset: the start of the current UTC day), so a
+  fresh install does not consolidate years of empty hours. For older history use `btc_backfill`.
+* A failing data-quality task names the failed checks in its log (`DataQualityError`).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk import Asset, CronDataIntervalTimetable, dag
+
+from btc_platform import datasets
+from btc_platform.orchestration import (
+    HOURLY_METRICS_ASSET,
+    job_path,
+    schedule_start,
+    spark_submit_kwargs,
+)
+from btc_platform.settings import get_settings
+
+settings = get_settings()
+hourly_metrics = Asset(name=HOURLY_METRICS_ASSET, uri=settings.path(datasets.HOURLY_METRICS))
+interval_args = [
+    "--start",
+    "{{ data_interval_start.isoformat() }}",
+    "--end",
+    "{{ data_interval_end.isoformat() }}",
+]
+
+
+@dag(
+    dag_id="btc_hourly_consolidation",
+    # a data-interval timetable: each run covers [hour, hour + 1h) (Airflow 3's "@hourly"
+    # would be a trigger timetable whose interval is empty)
+    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
+    start_date=pendulum.instance(schedule_start(settings)),
+    catchup=True,
+    max_active_runs=2,
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=2)},
+    tags=["btc", "batch", "spark"],
+    doc_md=__doc__,
+)
+def btc_hourly_consolidation():
+    consolidate = SparkSubmitOperator(
+        task_id="consolidate",
+        application=job_path("consolidate_job.py"),
+        application_args=interval_args,
+        execution_timeout=timedelta(minutes=30),
+        **spark_submit_kwargs(settings, "btc-consolidate"),
+    )
+    data_quality = SparkSubmitOperator(
+        task_id="data_quality",
+        application=job_path("quality_job.py"),
+        application_args=interval_args,
+        outlets=[hourly_metrics],
+        execution_timeout=timedelta(minutes=30),
+        **spark_submit_kwargs(settings, "btc-quality"),
+    )
+    consolidate >> data_quality
+
+
+btc_hourly_consolidation()

@@ -1,0 +1,114 @@
+"""Small helpers the DAG files use to turn settings into Airflow arguments.
+
+Kept here (not in dags/) so DAG files stay thin graphs and so tests can check the values.
+Everything is cheap and side-effect free: parsing a DAG file that calls these reads the
+environment and globs the jars directory, nothing else (no DB, no network, no files written).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from btc_platform.settings import PROJECT_ROOT, Settings
+
+#: Airflow connection id of the Spark master (AIRFLOW_CONN_SPARK_DEFAULT, set by airflow_env).
+SPARK_CONN_ID = "spark_default"
+#: Airflow connection id of the Kafka cluster (AIRFLOW_CONN_KAFKA_DEFAULT).
+KAFKA_CONN_ID = "kafka_default"
+
+#: Name (and URI path under the storage root) of the Asset marking fresh hourly metrics.
+HOURLY_METRICS_ASSET = "hourly_metrics"
+
+
+def schedule_start(settings: Settings, now: datetime | None = None) -> datetime:
+    """Start date of the hourly consolidation DAG (UTC, tz-aware).
+
+    ``BTC_SCHEDULE_START_DATE`` when set (ISO date or date-time; naive values are UTC),
+    otherwise the start of the current UTC day, so a fresh install catches up at most a day
+    instead of years (``make run`` always sets it: to the hour of the first start of the
+    installation, see ``airflow_env.schedule_start_date``).
+    """
+    if settings.schedule_start_date:
+        try:
+            moment = datetime.fromisoformat(settings.schedule_start_date.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ValueError(
+                f"BTC_SCHEDULE_START_DATE: expected an ISO date/date-time, got {settings.schedule_start_date!r}"
+            ) from exc
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC)
+    current = now or datetime.now(UTC)
+    day = current.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day - timedelta(days=1)
+
+
+def job_path(name: str) -> str:
+    """Absolute path of a Spark job entry module under spark_jobs/."""
+    return str(PROJECT_ROOT / "spark_jobs" / name)
+
+
+def spark_job_env(settings: Settings) -> dict[str, str]:
+    """Extra environment for spark-submit'ed jobs: the package on PYTHONPATH and this Python.
+
+    BTC_* settings are inherited from the worker's environment (spark-submit runs with
+    ``os.environ`` plus these), so secrets never show up in the rendered task arguments.
+    """
+    import sys
+
+    return {
+        "PYTHONPATH": f"{PROJECT_ROOT / 'plugins'}:{PROJECT_ROOT}",
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+    }
+
+
+def spark_submit_kwargs(settings: Settings, name: str) -> dict[str, Any]:
+    """Keyword arguments shared by every ``SparkSubmitOperator`` of the platform."""
+    jars = settings.spark_jars()
+    return {
+        "conn_id": SPARK_CONN_ID,
+        "name": name,
+        "jars": ",".join(jars) if jars else None,
+        "driver_memory": settings.spark_driver_memory,
+        "conf": {
+            "spark.sql.session.timeZone": "UTC",
+            "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
+            "spark.ui.showConsoleProgress": "false",
+            "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
+            "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
+        },
+        "env_vars": spark_job_env(settings),
+    }
+
+
+def backfill_args(params: dict[str, Any]) -> list[str]:
+    """Validated command-line arguments of spark_jobs/backfill_job.py from the DAG's Params.
+
+    Raises ``ValueError`` with a readable message on inconsistent parameters.
+    """
+    source = params.get("source")
+    if source not in ("binance", "file"):
+        raise ValueError(f"source must be 'binance' or 'file', got {source!r}")
+    args = ["--source", source]
+    if source == "file":
+        path = (params.get("file_path") or "").strip()
+        if not path:
+            raise ValueError("source=file needs file_path (a candle CSV/Parquet path or URI)")
+        args += ["--file", path]
+    for key in ("start", "end"):
+        value = (params.get(key) or "").strip()
+        if value:
+            try:
+                datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError as exc:
+                raise ValueError(f"{key} must be an ISO date or date-time, got {value!r}") from exc
+            args += [f"--{key}", value]
+        elif source == "binance":
+            raise ValueError(f"source=binance needs {key} (ISO date or date-time, UTC)")
+    if params.get("start") and params.get("end") and params["start"] >= params["end"]:
+        raise ValueError(f"start {params['start']!r} must be before end {params['end']!r}")
+    if params.get("overwrite_stream"):
+        args.append("--overwrite-stream")
+    return args

@@ -1,0 +1,487 @@
+"""The Airflow DAGs: integrity, hygiene, and real ``dag.test()`` runs on small data.
+
+Airflow reads its configuration when it is first imported, so everything Airflow-related runs
+in a subprocess with its own AIRFLOW_HOME (built with ``btc_platform.airflow_env`` - the same
+environment ``make run`` gives Airflow) and a temporary BTC_DATA_DIR / storage root. The
+subprocess prints one JSON line that the tests assert on, together with the datasets the DAG
+runs wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from datetime import UTC
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DAGS = ROOT / "dags"
+EXPECTED_DAGS = {"btc_stream_supervisor", "btc_hourly_consolidation", "btc_retrain", "btc_backfill"}
+MARK = "DAGTEST_JSON "
+
+# Runs inside the Airflow subprocess. argv: mode, then mode-specific arguments.
+RUNNER = textwrap.dedent(
+    """
+    import json, socket, sys
+
+    MARK = "DAGTEST_JSON "
+    mode = sys.argv[1]
+
+    if mode == "parse":
+        connects = []
+
+        def guard(self, *args, **kwargs):
+            connects.append(repr(args))
+            raise OSError("network connection attempted while parsing DAG files")
+
+        socket.socket.connect = guard
+        socket.socket.connect_ex = guard
+        import airflow  # noqa: F401  (configures the ORM engine; parsing must not use it)
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        queries = []
+        event.listen(Engine, "before_cursor_execute", lambda c, cur, stmt, *a: queries.append(stmt))
+        from airflow.dag_processing.dagbag import DagBag
+
+        bag = DagBag(dag_folder=sys.argv[2])
+        dags = {}
+        for dag_id, dag in bag.dags.items():
+            tasks = {}
+            for t in dag.tasks:
+                tasks[t.task_id] = {
+                    "retries": t.retries,
+                    "type": type(t).__name__,
+                    "upstream": sorted(t.upstream_task_ids),
+                    "outlets": [getattr(o, "name", str(o)) for o in (t.outlets or [])],
+                    "application": getattr(t, "application", None),
+                    "application_args": [str(a) for a in (getattr(t, "application_args", None) or [])]
+                    if isinstance(getattr(t, "application_args", None), list) else None,
+                    "conn_id": getattr(t, "_conn_id", None),
+                }
+            dags[dag_id] = {
+                "fileloc": dag.fileloc,
+                "tags": sorted(dag.tags),
+                "doc_md": dag.doc_md or "",
+                "catchup": dag.catchup,
+                "max_active_runs": dag.max_active_runs,
+                "start_date": dag.start_date.isoformat() if dag.start_date else None,
+                "timetable": type(dag.timetable).__name__,
+                "timetable_summary": getattr(dag.timetable, "expression", None),
+                "params": {k: dag.params.get_param(k).value for k in dag.params},
+                "tasks": tasks,
+            }
+        print(MARK + json.dumps({"errors": bag.import_errors, "dags": dags,
+                                  "queries": queries, "connects": connects}, default=str))
+
+    elif mode == "test":
+        from datetime import datetime
+        from airflow.dag_processing.dagbag import DagBag
+
+        dag_id, logical, conf = sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+        bag = DagBag(dag_folder=sys.argv[5])
+        dag = bag.dags[dag_id]
+        run = dag.test(logical_date=datetime.fromisoformat(logical) if logical else None, run_conf=conf)
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            tis = session.query(TaskInstance).filter(
+                TaskInstance.dag_id == dag_id, TaskInstance.run_id == run.run_id).all()
+            states = {ti.task_id: str(ti.state) for ti in tis}
+        print(MARK + json.dumps({"state": str(run.state), "tasks": states,
+                                  "interval": [str(run.data_interval_start), str(run.data_interval_end)]}))
+    """
+)
+
+
+def _result(output: str) -> dict:
+    lines = [line for line in output.splitlines() if line.startswith(MARK)]
+    assert lines, f"runner printed no result:\n{output[-6000:]}"
+    return json.loads(lines[-1][len(MARK) :])
+
+
+class AirflowSandbox:
+    """An isolated Airflow configuration (home, SQLite DB) + platform settings in a temp dir."""
+
+    def __init__(self, base: Path):
+        from btc_platform.airflow_env import airflow_env
+        from btc_platform.settings import load_settings
+
+        # schedule start before the test data, or manual runs of those hours get no task instances
+        self.settings = load_settings(
+            data_dir=base / "data", spark_master="local[2]", schedule_start_date="2025-01-01"
+        )
+        environ = {k: v for k, v in os.environ.items() if not k.startswith(("BTC_", "AIRFLOW"))}
+        self.env = {**environ, **airflow_env(self.settings, environ)}
+        self.env["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+        self.env["BTC_SPARK_MASTER"] = "local[2]"
+        self.env["BTC_SPARK_SHUFFLE_PARTITIONS"] = "2"
+        self.runner = base / "dagtest_runner.py"
+        self.runner.write_text(RUNNER)
+        self.migrated = False
+
+    @property
+    def storage(self) -> Path:
+        return Path(self.settings.storage_root.removeprefix("file://"))
+
+    def reset_storage(self) -> Path:
+        """Empty storage root, so each DAG run test sees only the data it built."""
+        import shutil
+
+        shutil.rmtree(self.storage, ignore_errors=True)
+        self.storage.mkdir(parents=True)
+        return self.storage
+
+    def run(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, str(self.runner), *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def migrate(self) -> None:
+        if not self.migrated:
+            airflow = Path(sys.executable).parent / "airflow"
+            proc = subprocess.run(
+                [str(airflow), "db", "migrate"], env=self.env, capture_output=True, text=True, timeout=600
+            )
+            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+            self.migrated = True
+
+    def dag_test(self, dag_id: str, logical_date: str = "", conf: dict | None = None) -> tuple[dict, str]:
+        self.migrate()
+        proc = self.run("test", dag_id, logical_date, json.dumps(conf or {}), str(DAGS))
+        output = proc.stdout + proc.stderr
+        return _result(output), output
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory) -> AirflowSandbox:
+    return AirflowSandbox(tmp_path_factory.mktemp("airflow"))
+
+
+@pytest.fixture(scope="module")
+def parsed(sandbox) -> dict:
+    proc = sandbox.run("parse", str(DAGS), timeout=300)
+    return _result(proc.stdout + proc.stderr)
+
+
+# ---------------------------------------------------------------------------------------------
+# Integrity and hygiene
+# ---------------------------------------------------------------------------------------------
+def test_dagbag_has_every_dag_and_no_import_errors(parsed):
+    assert parsed["errors"] == {}
+    assert set(parsed["dags"]) == EXPECTED_DAGS
+    files = {Path(d["fileloc"]).name for d in parsed["dags"].values()}
+    assert files == {p.name for p in DAGS.glob("*.py")}, "every DAG file yields exactly one DAG"
+
+
+def test_parsing_makes_no_db_queries_and_opens_no_connections(parsed):
+    assert parsed["queries"] == []
+    assert parsed["connects"] == []
+
+
+def test_parse_guards_detect_a_connecting_dag(sandbox, tmp_path):
+    """Control: the same guards do catch a DAG file that connects at parse time."""
+    bad = tmp_path / "dags"
+    bad.mkdir()
+    (bad / "bad_dag.py").write_text(
+        "import socket\nfrom airflow.sdk import dag\n"
+        "socket.create_connection(('127.0.0.1', 9), timeout=1)\n"
+        "@dag(schedule=None)\ndef bad():\n    pass\nbad()\n"
+    )
+    result = _result((lambda p: p.stdout + p.stderr)(sandbox.run("parse", str(bad), timeout=300)))
+    assert result["connects"], "the socket guard did not see the connection"
+    assert result["errors"], "a DAG that connects at parse time must be an import error"
+
+
+def test_every_dag_has_tags_docs_and_retries(parsed):
+    for dag_id, dag in parsed["dags"].items():
+        assert "btc" in dag["tags"] and len(dag["tags"]) >= 2, dag_id
+        assert dag["doc_md"].strip().startswith(f"### {dag_id}"), dag_id
+        for task_id, task in dag["tasks"].items():
+            assert task["retries"] is not None, f"{dag_id}.{task_id} has no retries setting"
+
+
+def test_dag_files_import_only_airflow_sdk_and_no_heavy_modules():
+    heavy = ("tensorflow", "keras", "pyspark", "pandas", "requests", "confluent_kafka", "models")
+    for path in DAGS.glob("*.py"):
+        top_level = [
+            line
+            for line in path.read_text().splitlines()
+            if line.startswith(("import ", "from "))  # module-level imports only (not indented)
+        ]
+        for line in top_level:
+            module = line.split()[1]
+            assert not module.startswith(heavy), f"{path.name}: heavy import at parse time: {line}"
+            if module.startswith("airflow") and not module.startswith("airflow.providers"):
+                assert module == "airflow.sdk", f"{path.name}: use airflow.sdk, not {module}"
+
+
+def test_supervisor_dag_shape(parsed):
+    dag = parsed["dags"]["btc_stream_supervisor"]
+    assert dag["catchup"] is False and dag["max_active_runs"] == 1
+    assert dag["timetable"] == "DeltaTriggerTimetable"
+    assert set(dag["tasks"]) == {"ensure_producer", "ensure_stream"}
+    assert all(t["upstream"] == [] for t in dag["tasks"].values()), "independent checks"
+
+
+def test_consolidation_dag_shape(parsed, sandbox):
+    from btc_platform.orchestration import schedule_start
+
+    dag = parsed["dags"]["btc_hourly_consolidation"]
+    assert dag["catchup"] is True
+    assert dag["timetable"] == "CronDataIntervalTimetable" and dag["timetable_summary"] == "0 * * * *"
+    pinned = sandbox.settings.model_copy(
+        update={"schedule_start_date": sandbox.env["BTC_SCHEDULE_START_DATE"]}
+    )
+    assert dag["start_date"] == schedule_start(pinned).isoformat()
+    consolidate, quality = dag["tasks"]["consolidate"], dag["tasks"]["data_quality"]
+    assert consolidate["type"] == quality["type"] == "SparkSubmitOperator"
+    assert consolidate["conn_id"] == "spark_default"
+    assert consolidate["application"].endswith("spark_jobs/consolidate_job.py")
+    assert quality["application"].endswith("spark_jobs/quality_job.py")
+    assert consolidate["application_args"] == [
+        "--start",
+        "{{ data_interval_start.isoformat() }}",
+        "--end",
+        "{{ data_interval_end.isoformat() }}",
+    ]
+    assert quality["upstream"] == ["consolidate"]
+    assert quality["outlets"] == ["hourly_metrics"]
+
+
+def test_retrain_dag_shape(parsed):
+    dag = parsed["dags"]["btc_retrain"]
+    assert dag["catchup"] is False and dag["max_active_runs"] == 1
+    assert set(dag["params"]) == {"epochs", "lookback", "horizon", "test_hours", "force_promotion"}
+    assert dag["params"]["force_promotion"] is False
+    chain = ["check_sufficiency", "train", "evaluate", "promote_or_keep", "predict_next_24h", "write_outputs"]
+    for before, after in zip(chain, chain[1:], strict=False):
+        assert before in dag["tasks"][after]["upstream"], f"{before} -> {after}"
+    assert dag["tasks"]["check_sufficiency"]["retries"] == 0  # short history is not transient
+
+
+def test_backfill_dag_shape(parsed):
+    dag = parsed["dags"]["btc_backfill"]
+    assert dag["timetable"] == "NullTimetable"  # manual only
+    assert set(dag["params"]) == {"source", "file_path", "start", "end", "overwrite_stream"}
+    assert dag["tasks"]["backfill"]["upstream"] == ["backfill_arguments"]
+    assert dag["tasks"]["backfill"]["outlets"] == ["hourly_metrics"]
+
+
+def test_backfill_arguments_validation():
+    from btc_platform.orchestration import backfill_args
+
+    assert backfill_args({"source": "file", "file_path": "/x.csv", "start": "", "end": ""}) == [
+        "--source",
+        "file",
+        "--file",
+        "/x.csv",
+    ]
+    assert backfill_args(
+        {"source": "binance", "start": "2024-01-01", "end": "2024-01-02T00:00:00Z", "overwrite_stream": True}
+    ) == [
+        "--source",
+        "binance",
+        "--start",
+        "2024-01-01",
+        "--end",
+        "2024-01-02T00:00:00Z",
+        "--overwrite-stream",
+    ]
+    with pytest.raises(ValueError, match="needs file_path"):
+        backfill_args({"source": "file", "file_path": " "})
+    with pytest.raises(ValueError, match="needs start"):
+        backfill_args({"source": "binance", "end": "2024-01-02"})
+    with pytest.raises(ValueError, match="must be before"):
+        backfill_args({"source": "binance", "start": "2024-01-03", "end": "2024-01-02"})
+    with pytest.raises(ValueError, match="ISO date"):
+        backfill_args({"source": "binance", "start": "yesterday", "end": "2024-01-02"})
+
+
+def test_schedule_start_is_bounded_and_configurable(settings_env):
+    from datetime import datetime
+
+    from btc_platform.orchestration import schedule_start
+
+    now = datetime(2026, 3, 10, 15, 42, tzinfo=UTC)
+    assert schedule_start(settings_env(), now) == datetime(2026, 3, 9, tzinfo=UTC)
+    configured = settings_env(schedule_start_date="2026-02-01T06:00:00")
+    assert schedule_start(configured, now) == datetime(2026, 2, 1, 6, tzinfo=UTC)
+    with pytest.raises(ValueError, match="BTC_SCHEDULE_START_DATE"):
+        schedule_start(settings_env(schedule_start_date="last tuesday"), now)
+
+
+def test_airflow_env_has_connections_and_unpaused_dags(tmp_path):
+    from datetime import datetime
+
+    from btc_platform.airflow_env import airflow_env
+    from btc_platform.settings import load_settings
+
+    settings = load_settings(data_dir=tmp_path, spark_master="spark://master:7077")
+    env = airflow_env(settings, {"PATH": "/usr/bin"})
+    assert env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] == "False"
+    assert json.loads(env["AIRFLOW_CONN_SPARK_DEFAULT"]) == {
+        "conn_type": "spark",
+        "host": "spark://master:7077",
+    }
+    assert (
+        json.loads(env["AIRFLOW_CONN_KAFKA_DEFAULT"])["extra"]["bootstrap.servers"]
+        == settings.kafka_bootstrap_servers
+    )
+    assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)  # spark-submit
+    # the consolidation catch-up starts at the first start of the installation, and stays there
+    first = env["BTC_SCHEDULE_START_DATE"]
+    assert first.endswith(":00:00+00:00") and first[:13] <= datetime.now(UTC).isoformat()[:13]
+    assert airflow_env(settings, {"PATH": "/usr/bin"})["BTC_SCHEDULE_START_DATE"] == first
+    pinned = load_settings(data_dir=tmp_path, schedule_start_date="2026-01-01")
+    assert airflow_env(pinned, {})["BTC_SCHEDULE_START_DATE"] == "2026-01-01"
+
+
+# ---------------------------------------------------------------------------------------------
+# dag.test() runs on small data
+# ---------------------------------------------------------------------------------------------
+def _write_minute_metrics(storage: Path, rows: list[dict]) -> None:
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from btc_platform import datasets
+
+    frame = pd.DataFrame(rows)
+    for name, kind in datasets.MINUTE_METRICS_COLUMNS:
+        if name not in frame:
+            frame[name] = None
+        if kind == "double":
+            frame[name] = frame[name].astype("float64")
+        elif kind == "long":
+            frame[name] = pd.to_numeric(frame[name]).astype("Int64")
+    frame = frame[datasets.column_names(datasets.MINUTE_METRICS_COLUMNS)]
+    for (date, hour), part in frame.groupby(["date", "hour"]):
+        folder = storage / datasets.MINUTE_METRICS / f"date={date}" / f"hour={hour}"
+        folder.mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pandas(part.drop(columns=["date", "hour"]), preserve_index=False)
+        pq.write_table(table, folder / "part-00000.parquet")
+
+
+def _read_dataset(path: Path):
+    import pyarrow.dataset as ds
+
+    return ds.dataset(str(path), format="parquet", partitioning="hive").to_table().to_pandas()
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+def test_consolidation_dag_run_writes_the_hour(sandbox):
+    import pandas as pd
+
+    from btc_platform import datasets
+
+    start = pd.Timestamp("2026-01-05T10:00:00Z")
+    minutes = [  # (minute, open, high, low, close, ticks)
+        (0, 100.0, 101.0, 99.5, 100.5, 10),
+        (1, 100.5, 103.0, 100.0, 102.0, 12),
+        (2, 102.0, 102.5, 98.0, 99.0, 8),
+    ]
+    rows = []
+    for minute, o, h, lo, c, ticks in minutes:
+        ws = start + pd.Timedelta(minutes=minute)
+        rows.append(
+            {
+                "symbol": "BTCUSDT", "window_start": ws, "window_end": ws + pd.Timedelta(minutes=1),
+                "mid_open": o, "mid_high": h, "mid_low": lo, "mid_close": c,
+                "spread_mean": 0.02, "spread_max": 0.05, "spread_pct_mean": 0.0002, "spread_pct_max": 0.0005,
+                "bid_liquidity_mean": 1.0, "ask_liquidity_mean": 2.0, "liquidity_base_mean": 3.0,
+                "liquidity_quote_mean": 300.0, "volatility": 0.001, "mid_range": h - lo, "tick_count": ticks,
+                "date": "2026-01-05", "hour": 10,
+            }
+        )  # fmt: skip
+    _write_minute_metrics(sandbox.reset_storage(), rows)
+
+    # a manual run's data interval is the last complete hour before the logical date
+    result, output = sandbox.dag_test("btc_hourly_consolidation", "2026-01-05T11:00:00+00:00")
+    assert result["state"] == "success", output[-8000:]
+    assert result["tasks"] == {"consolidate": "success", "data_quality": "success"}, output[-8000:]
+    assert result["interval"][0].startswith("2026-01-05 10:00:00")
+
+    hourly = _read_dataset(sandbox.storage / datasets.HOURLY_METRICS)
+    assert len(hourly) == 1
+    row = hourly.iloc[0]
+    assert pd.Timestamp(row["hour_start"]).tz_localize(None) == start.tz_localize(None)
+    assert (row["open"], row["high"], row["low"], row["close"]) == (100.0, 103.0, 98.0, 99.0)
+    assert row["tick_count"] == 30 and row["minutes_present"] == 3
+    assert row["coverage"] == pytest.approx(3 / 60)
+    assert row["source"] == "stream"
+    assert "--start 2026-01-05T10:00:00+00:00 --end 2026-01-05T11:00:00+00:00" in output
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+def test_backfill_dag_run_from_a_candle_file(sandbox, tmp_path):
+    import pandas as pd
+
+    from btc_platform import datasets
+
+    csv = tmp_path / "candles.csv"
+    csv.write_text(
+        "open_time_utc,open,high,low,close,volume\n"
+        "2025-12-01T00:00:00Z,90000.5,90100.0,89900.0,90050.0,12.5\n"
+        "2025-12-01T01:00:00Z,90050.0,90500.0,90000.0,90400.0,20.0\n"
+        "2025-12-01T02:00:00Z,90400.0,90450.0,89000.0,89100.0,33.0\n"
+    )
+    conf = {"source": "file", "file_path": str(csv), "start": "", "end": "", "overwrite_stream": False}
+    sandbox.reset_storage()
+    result, output = sandbox.dag_test("btc_backfill", "", conf)
+    assert result["state"] == "success", output[-8000:]
+    hourly = _read_dataset(sandbox.storage / datasets.HOURLY_METRICS)
+    hourly = hourly[hourly["source"] == "backfill"].sort_values("hour_start")
+    assert [pd.Timestamp(t).hour for t in hourly["hour_start"]] == [0, 1, 2]
+    assert hourly["open"].tolist() == [90000.5, 90050.0, 90400.0]
+    assert hourly["close"].tolist() == [90050.0, 90400.0, 89100.0]
+    assert hourly["volume"].tolist() == [12.5, 20.0, 33.0]
+    assert hourly["spread_mean"].isna().all()  # microstructure is never invented from candles
+
+
+@pytest.mark.slow
+def test_backfill_dag_rejects_inconsistent_params(sandbox):
+    conf = {"source": "file", "file_path": "", "start": "", "end": "", "overwrite_stream": False}
+    result, output = sandbox.dag_test("btc_backfill", "", conf)
+    assert result["state"] == "failed"
+    assert result["tasks"]["backfill_arguments"] == "failed"
+    assert "source=file needs file_path" in output
+
+
+@pytest.mark.slow
+def test_retrain_dag_run_trains_evaluates_and_predicts(sandbox):
+    from btc_platform import datasets
+    from tests.models_testdata import (
+        candles_from_close,
+        periodic_close,
+        to_hourly_metrics,
+        write_hourly_metrics,
+    )
+
+    hours = 700
+    frame = candles_from_close(periodic_close(hours))
+    write_hourly_metrics(to_hourly_metrics(frame), sandbox.reset_storage() / datasets.HOURLY_METRICS)
+    conf = {"epochs": 2, "lookback": 12, "horizon": 24, "test_hours": 72, "force_promotion": True}
+    result, output = sandbox.dag_test("btc_retrain", "", conf)
+    assert result["state"] == "success", output[-8000:]
+    assert set(result["tasks"].values()) == {"success"}
+    # the metrics table against the baselines and the decision are in the task logs
+    assert "vs baselines" in output and "persistence" in output and "drift" in output
+    assert "promotion decision for" in output
+    future = _read_dataset(sandbox.storage / datasets.FUTURE_PREDICTIONS)
+    assert len(future) == 24
+    assert (sandbox.storage / datasets.MODELS).is_dir()
+    assert any((sandbox.storage / datasets.PREDICTION_METRICS).rglob("*.parquet"))

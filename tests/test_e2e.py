@@ -1,0 +1,218 @@
+"""End to end on the local stack: real Kafka, real Airflow standalone (started through
+infra/services.py exactly like ``make run``), simulate source, everything driven by the DAGs.
+
+1. Airflow comes up with the DAGs unpaused; the ``btc_stream_supervisor`` DAG starts the
+   producer and the Spark streaming job by itself.
+2. Through the Airflow REST API (v2, JWT from /auth/token with the generated admin password):
+   trigger ``btc_backfill`` with a small generated candle file so the history suffices, then
+   ``btc_retrain`` with small Params; both must succeed.
+3. The ``evaluate`` task log fetched through the API holds the metrics table (model vs
+   persistence and drift); the ``promote_or_keep`` log holds the decision.
+4. The supervised stream wrote minute_metrics. The time from Airflow start to the first minute
+   metrics is logged as a figure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+log = logging.getLogger(__name__)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.spark]
+
+
+class AirflowApi:
+    def __init__(self, base_url: str, password_file: Path):
+        import requests
+
+        self.base = base_url
+        self.session = requests.Session()
+        users = json.loads(password_file.read_text())
+        response = self.session.post(
+            f"{base_url}/auth/token", json={"username": "admin", "password": users["admin"]}, timeout=(3, 30)
+        )
+        response.raise_for_status()
+        self.session.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
+
+    def get(self, path: str, **kwargs):
+        response = self.session.get(f"{self.base}/api/v2{path}", timeout=(3, 60), **kwargs)
+        response.raise_for_status()
+        return response
+
+    def trigger(self, dag_id: str, conf: dict) -> str:
+        response = self.session.post(
+            f"{self.base}/api/v2/dags/{dag_id}/dagRuns",
+            json={"logical_date": None, "conf": conf},
+            timeout=(3, 60),
+        )
+        assert response.status_code in (200, 201), response.text
+        return response.json()["dag_run_id"]
+
+    def wait_run(self, dag_id: str, run_id: str, timeout_s: float) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            state = self.get(f"/dags/{dag_id}/dagRuns/{run_id}").json()["state"]
+            if state in ("success", "failed"):
+                return state
+            time.sleep(5)
+        raise AssertionError(f"{dag_id} run {run_id} not finished after {timeout_s:.0f} s")
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str) -> str:
+        tries = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}").json()["try_number"]
+        body = self.get(
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{tries}",
+            params={"full_content": "true"},
+            headers={"Accept": "application/json"},
+        ).json()
+        content = body.get("content")
+        if isinstance(content, list):  # structured log events
+            return "\n".join(
+                item.get("event", "") if isinstance(item, dict) else str(item) for item in content
+            )
+        return str(content)
+
+    def failure_logs(self, dag_id: str, run_id: str) -> str:
+        tis = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances").json()["task_instances"]
+        return "\n".join(
+            f"--- {ti['task_id']} ({ti['state']})\n{self.task_log(dag_id, run_id, ti['task_id'])[-4000:]}"
+            for ti in tis
+            if ti["state"] not in ("success", None)
+        )
+
+
+def _candle_csv(path: Path, hours: int) -> Path:
+    import numpy as np
+    import pandas as pd
+
+    t = np.arange(hours)
+    close = 30000.0 * np.exp(0.02 * np.sin(2 * np.pi * t / 24.0))
+    open_ = np.concatenate([[close[0]], close[:-1]])
+    frame = pd.DataFrame(
+        {
+            "open_time_utc": pd.date_range("2024-01-01", periods=hours, freq="h").strftime(
+                "%Y-%m-%dT%H:%M:%SZ"
+            ),
+            "open": open_,
+            "high": np.maximum(open_, close) * 1.001,
+            "low": np.minimum(open_, close) * 0.999,
+            "close": close,
+            "volume": 10.0,
+        }
+    )
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _minute_metric_files(storage: Path) -> list[Path]:
+    return list((storage / "minute_metrics").rglob("*.parquet"))
+
+
+def _minute_metric_rows(storage: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.read_metadata(f).num_rows for f in _minute_metric_files(storage))
+
+
+def test_platform_end_to_end(kafka_service, tmp_path):
+    from btc_platform import supervisor
+    from btc_platform.airflow_env import api_url, password_file
+    from btc_platform.settings import load_settings
+    from infra import services
+    from tests.fixtures_services import free_ports
+
+    topic = f"e2e-{uuid.uuid4().hex[:8]}"
+    kafka_service.create_topic(topic, 2)
+    (port,) = free_ports(1)
+    settings = load_settings(
+        data_dir=tmp_path / "data",
+        airflow_port=port,
+        kafka_bootstrap_servers=kafka_service.bootstrap_servers,
+        kafka_port=kafka_service.settings.kafka_port,
+        kafka_topic=topic,
+        producer_source="simulate",
+        spark_master="local[2]",
+        stream_trigger_interval="2 seconds",
+        stream_watermark_delay="5 seconds",
+        supervisor_interval_s=15,
+    )
+    storage = Path(settings.storage_root.removeprefix("file://"))
+    started, started_wall = time.monotonic(), time.time()
+    try:
+        services.start_airflow(settings)
+        airflow_ready_s = time.monotonic() - started
+        api = AirflowApi(api_url(settings), password_file(settings))
+
+        # 1. DAGs parsed and unpaused; the supervisor DAG starts producer and stream on its own
+        def dags_listed():
+            dags = api.get("/dags", params={"dag_id_pattern": "btc_"}).json()["dags"]
+            return len(dags) == 4 and dags
+
+        dags = _poll(dags_listed, 180, "the four DAGs to be parsed")
+        assert all(not d["is_paused"] for d in dags), [(d["dag_id"], d["is_paused"]) for d in dags]
+        _poll(
+            lambda: all(supervisor.status(n, settings).action == "running" for n in supervisor.NAMES),
+            180,
+            "the supervisor DAG to start producer and stream",
+        )
+
+        # 2. backfill a generated candle file, then retrain with small params
+        csv = _candle_csv(tmp_path / "candles.csv", 700)
+        run = api.trigger(
+            "btc_backfill", {"source": "file", "file_path": str(csv), "overwrite_stream": False}
+        )
+        state = api.wait_run("btc_backfill", run, 900)
+        assert state == "success", api.failure_logs("btc_backfill", run)
+
+        conf = {"epochs": 2, "lookback": 12, "horizon": 24, "test_hours": 72, "force_promotion": True}
+        run = api.trigger("btc_retrain", conf)
+        state = api.wait_run("btc_retrain", run, 1200)
+        assert state == "success", api.failure_logs("btc_retrain", run)
+
+        # 3. the metrics table and the promotion decision are in the task logs
+        evaluate_log = api.task_log("btc_retrain", run, "evaluate")
+        assert "vs baselines" in evaluate_log, evaluate_log[-3000:]
+        for row in ("persistence", "drift"):
+            assert row in evaluate_log, evaluate_log[-3000:]
+        decision_log = api.task_log("btc_retrain", run, "promote_or_keep")
+        assert "promotion decision for" in decision_log and "promoted" in decision_log
+
+        # 4. minute metrics written by the supervised stream
+        _poll(lambda: _minute_metric_rows(storage) > 0, 300, "minute metrics from the supervised stream")
+        first_minute_metrics_s = min(f.stat().st_mtime for f in _minute_metric_files(storage)) - started_wall
+        log.info(
+            "e2e figures: airflow healthy %.0f s, first minute metrics %.0f s after starting Airflow",
+            airflow_ready_s,
+            first_minute_metrics_s,
+        )
+        print(
+            f"\ne2e: airflow healthy {airflow_ready_s:.0f} s, first minute metrics {first_minute_metrics_s:.0f} s"
+        )
+        # every supervision check is in the task log with its outcome and reason
+        runs = api.get("/dags/btc_stream_supervisor/dagRuns", params={"order_by": "run_after"}).json()[
+            "dag_runs"
+        ]
+        first_run = runs[0]["dag_run_id"]
+        assert "stream: started (pid" in api.task_log("btc_stream_supervisor", first_run, "ensure_stream")
+        assert "producer: started (pid" in api.task_log("btc_stream_supervisor", first_run, "ensure_producer")
+        last_run = [r for r in runs if r["state"] == "success"][-1]["dag_run_id"]
+        assert "healthy" in api.task_log("btc_stream_supervisor", last_run, "ensure_producer")
+    finally:
+        services.stop("airflow", settings)
+        for name in supervisor.NAMES:
+            supervisor.stop(name, settings)
+
+
+def _poll(predicate, timeout_s: float, what: str, interval_s: float = 3.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")

@@ -1,0 +1,426 @@
+"""Supervision of the producer and the streaming job (btc_platform.supervisor).
+
+Unit part: the start / keep / restart decisions on a harmless real process (``sleep``), the
+config fingerprint and lock (never two starts of one configuration), and the staleness checks
+on status records in the exact formats the producer and the streaming job write.
+
+Integration part (real Kafka, real spark-submit, simulate source): SIGKILL the producer, then
+the streaming job; the supervision checks (called in a loop with a short interval, as the
+Airflow DAG would every minute) bring each back, and every message in the topic is in raw_data
+exactly once. Restart times are logged (``restart times:`` line) - figures, not assertions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from btc_platform import supervisor
+from btc_platform.settings import load_settings
+from btc_platform.status import write_status
+
+log = logging.getLogger(__name__)
+
+
+def _iso(seconds_ago: float) -> str:
+    return (datetime.now(UTC) - timedelta(seconds=seconds_ago)).isoformat().replace("+00:00", "Z")
+
+
+def _sleep_spec(settings, name="producer", seconds=300, tag="a") -> supervisor.LaunchSpec:
+    argv = (sys.executable, "-c", f"import time; time.sleep({seconds})  # {tag}")
+    env, btc_env = supervisor._child_env(settings)
+    return supervisor.LaunchSpec(name, argv, env, supervisor._fingerprint(argv, btc_env))
+
+
+def _never_stale(_settings, _record, _now):
+    return None
+
+
+def _sigkill(pid: int) -> float:
+    """SIGKILL ``pid`` and wait until the kernel has ended it (zombie or gone); returns the kill time."""
+    os.kill(pid, signal.SIGKILL)
+    killed = time.time()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        stat = supervisor._proc_stat(pid)
+        if stat is None or stat[0] in ("Z", "X"):
+            return killed
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} survived SIGKILL")
+
+
+@pytest.fixture
+def sup_settings(tmp_path):
+    settings = load_settings(data_dir=tmp_path / "data", supervisor_stop_timeout_s=5)
+    yield settings
+    for name in supervisor.NAMES:
+        supervisor.stop(name, settings)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decisions
+# ---------------------------------------------------------------------------------------------
+def test_start_keep_restart_on_death_and_on_config_change(sup_settings, caplog):
+    caplog.set_level(logging.INFO, logger="btc_platform.supervisor")
+    spec = _sleep_spec(sup_settings)
+    first = supervisor._ensure(sup_settings, spec, _never_stale)
+    assert first.action == "started" and first.reason == "no supervised process yet"
+    assert supervisor.status("producer", sup_settings).action == "running"
+    assert os.getpgid(first.pid) == first.pid, "detached: leader of its own process group"
+
+    again = supervisor._ensure(sup_settings, spec, _never_stale)
+    assert (again.action, again.pid) == ("ok", first.pid)
+
+    _sigkill(first.pid)
+    revived = supervisor._ensure(sup_settings, spec, _never_stale)
+    assert revived.action == "restarted"
+    assert revived.reason == f"process {first.pid} is not running (died)"
+    assert revived.pid != first.pid
+    # why it died: the tail of its log is in the check's log (the Airflow task log)
+    assert f"supervisor starts producer ({spec.fingerprint})" in caplog.text.split("last lines of")[1]
+    assert (
+        f"producer: restarted (pid {revived.pid}) - process {first.pid} is not running (died)" in caplog.text
+    )
+
+    changed = supervisor._ensure(sup_settings, _sleep_spec(sup_settings, tag="b"), _never_stale)
+    assert changed.action == "restarted" and changed.reason.startswith("configuration changed")
+    assert supervisor._proc_stat(revived.pid) is None or supervisor._proc_stat(revived.pid)[0] == "Z"
+
+    stopped = supervisor.stop("producer", sup_settings)
+    assert stopped.reason.startswith(f"stopped (SIGTERM to {changed.pid}, ")
+    assert supervisor.status("producer", sup_settings).action == "absent"
+
+
+def test_same_configuration_is_never_started_twice(sup_settings):
+    spec = _sleep_spec(sup_settings)
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(supervisor._ensure(sup_settings, spec, _never_stale)))
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(r.action for r in results) == ["ok", "ok", "ok", "started"]
+    assert len({r.pid for r in results}) == 1
+    marker = spec.argv[-1]
+    running = [p for p in os.listdir("/proc") if p.isdigit() and marker.encode() in _cmdline(int(p))]
+    assert len(running) == 1
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read()
+    except OSError:
+        return b""
+
+
+def test_stale_process_is_restarted_with_the_reason(sup_settings):
+    spec = _sleep_spec(sup_settings)
+    first = supervisor._ensure(sup_settings, spec, _never_stale)
+    result = supervisor._ensure(sup_settings, spec, lambda *_: "no publish for 99 s (limit 60 s)")
+    assert result.action == "restarted"
+    assert result.reason == "stale: no publish for 99 s (limit 60 s)"
+    assert result.pid != first.pid
+
+
+def test_producer_staleness_reads_the_producer_status(tmp_path):
+    settings = load_settings(data_dir=tmp_path, supervisor_producer_stale_s=60)
+    started = time.time() - 600
+    record = {"started_epoch": started}
+    now = time.time()
+    # no status yet: stale once the process is older than the limit
+    assert supervisor._producer_stale(settings, record, now).startswith(
+        "no publish since it started 600 s ago"
+    )
+    write_status(settings.producer_status_path, {"published": 5, "last_publish_at": _iso(10), "sources": {}})
+    assert supervisor._producer_stale(settings, record, now) is None
+    write_status(
+        settings.producer_status_path,
+        {"last_publish_at": _iso(200), "sources": {"binance": {"last_publish_at": _iso(100)}}},
+    )
+    assert supervisor._producer_stale(settings, record, now) == "no publish for 100 s (limit 60 s)"
+    # a young process is given the limit before it is judged
+    assert supervisor._producer_stale(settings, {"started_epoch": now - 30}, now) is None
+
+
+def test_stream_staleness_uses_progress_and_kafka_lag(tmp_path, monkeypatch):
+    settings = load_settings(
+        data_dir=tmp_path, kafka_topic="t", supervisor_stream_stale_s=120, supervisor_max_lag_messages=1000
+    )
+    now = time.time()
+    record = {"started_epoch": now - 900}
+    ends = {0: 5000, 1: 4000}
+    monkeypatch.setattr(supervisor, "kafka_end_offsets", lambda s, timeout_s=10.0: ends)
+    status = {
+        "updated_at": _iso(5),
+        "end_offset": {"t": {"0": 4990, "1": 3995}},
+        "queries": {"raw": {"timestamp": _iso(5), "batch_id": 7}},
+    }
+    write_status(settings.stream_status_path, status)
+    assert supervisor.stream_offsets(settings) == {0: 4990, 1: 3995}
+    assert supervisor.stream_lag(settings) == 15
+    assert supervisor._stream_stale(settings, record, now) is None
+
+    ends.update({0: 7000})  # 2010 + 5 behind > 1000
+    assert (
+        supervisor._stream_stale(settings, record, now) == "stream is 2015 messages behind Kafka (limit 1000)"
+    )
+
+    ends.update({0: 4995})  # 5 + 5 waiting but no progress for 300 s: stuck
+    write_status(settings.stream_status_path, {**status, "updated_at": _iso(300), "queries": {}})
+    assert supervisor._stream_stale(settings, record, now) == (
+        "no streaming progress for 300 s (limit 120 s) with 10 messages waiting"
+    )
+
+    ends.update({0: 4990, 1: 3995})  # idle and caught up: quiet is fine
+    assert supervisor._stream_stale(settings, record, now) is None
+
+
+def test_producer_problems_are_echoed_from_the_log(sup_settings):
+    path = supervisor.log_path(sup_settings, "producer")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "==== 2026-01-01T00:00:00.000Z supervisor starts producer (x)\n"
+        "old: Binance API unreachable\n"
+        "==== 2026-01-01T01:00:00.000Z supervisor starts producer (x)\n"
+        "INFO polling\n"
+        "ERROR live APIs unreachable (api.binance.com): run `make run SOURCE=simulate` to work offline\n"
+    )
+    assert supervisor.producer_problems(sup_settings) == [
+        "ERROR live APIs unreachable (api.binance.com): run `make run SOURCE=simulate` to work offline"
+    ]
+
+
+def test_cli_help_documents_every_option():
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "btc_platform.supervisor", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert proc.returncode == 0
+    for word in ("check", "status", "stop", "--source", "producer", "stream"):
+        assert word in proc.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Real processes: SIGKILL and recovery, exactly once in raw_data
+# ---------------------------------------------------------------------------------------------
+def _wait(predicate, timeout_s: float, what: str, interval_s: float = 0.5):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def _topic_message_ids(bootstrap: str, topic: str) -> list[str]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    from btc_platform.schema import decode
+
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"verify-{uuid.uuid4()}", "enable.auto.commit": False}
+    )
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+        ids, seen = [], dict.fromkeys(parts, 0)
+        deadline = time.monotonic() + 60
+        while any(seen[p] < ends[p] for p in parts) and time.monotonic() < deadline:
+            msg = consumer.poll(1.0)
+            if msg is None or msg.error():
+                continue
+            seen[msg.partition()] = msg.offset() + 1
+            ids.append(decode(msg.value())["message_id"])
+        assert all(seen[p] >= ends[p] for p in parts), (
+            f"could not read the topic to its end: {seen} vs {ends}"
+        )
+        return ids
+    finally:
+        consumer.close()
+
+
+def _check_both(settings):
+    return supervisor.ensure_producer(settings), supervisor.ensure_stream(settings)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.spark
+def test_sigkill_producer_then_stream_both_come_back_exactly_once(kafka_service, tmp_path, spark):
+    topic = f"sup-{uuid.uuid4().hex[:8]}"
+    kafka_service.create_topic(topic, 2)
+    settings = load_settings(
+        data_dir=tmp_path / "data",
+        kafka_bootstrap_servers=kafka_service.bootstrap_servers,
+        kafka_topic=topic,
+        producer_source="simulate",
+        spark_master="local[2]",
+        stream_trigger_interval="2 seconds",
+        stream_watermark_delay="10 seconds",
+        stream_starting_offsets="earliest",
+        supervisor_stop_timeout_s=20,
+    )
+    interval = 1.0  # supervision interval of this test (the DAG uses BTC_SUPERVISOR_INTERVAL_S)
+    try:
+        # 1. both start and work: producer publishes, stream makes progress
+        producer, stream = _check_both(settings)
+        assert (producer.action, stream.action) == ("started", "started")
+        _wait(lambda: supervisor.last_publish_time(settings), 60, "first publish")
+        _wait(lambda: supervisor.stream_offsets(settings), 240, "first stream progress with offsets")
+
+        # 2. SIGKILL the producer: the next checks restart it and it publishes again
+        killed = _sigkill(producer.pid)
+
+        def producer_back():
+            result = supervisor.ensure_producer(settings)
+            if result.action == "restarted":
+                assert result.reason == f"process {producer.pid} is not running (died)"
+            last = supervisor.last_publish_time(settings)
+            return result.pid != producer.pid and last is not None and last > killed and result
+
+        new_producer = _wait(producer_back, 60, "producer restart", interval)
+        producer_restart_s = time.time() - killed
+
+        # 3. SIGKILL the streaming job (the spark-submit driver JVM): restarted from its checkpoint
+        before = supervisor.stream_offsets(settings)
+        killed = _sigkill(stream.pid)
+
+        def stream_back():
+            result = supervisor.ensure_stream(settings)
+            last = supervisor.last_stream_progress(settings)
+            return result.pid != stream.pid and last is not None and last > killed and result
+
+        new_stream = _wait(stream_back, 300, "stream restart with fresh progress", interval)
+        stream_restart_s = time.time() - killed
+        assert new_stream.action in ("restarted", "ok")
+        log.info(
+            "restart times: producer %.1f s (pid %s -> %s), stream %.1f s (pid %s -> %s), offsets before kill %s",
+            producer_restart_s, producer.pid, new_producer.pid, stream_restart_s, stream.pid, new_stream.pid, before,
+        )  # fmt: skip
+        print(f"\nrestart times: producer {producer_restart_s:.1f} s, stream {stream_restart_s:.1f} s")
+
+        # 4. stop publishing, let the stream drain the topic, then compare
+        supervisor.stop("producer", settings)
+        _wait(lambda: supervisor.stream_lag(settings) == 0, 240, "stream to catch up with Kafka", 2.0)
+        supervisor.stop("stream", settings)
+    finally:
+        for name in supervisor.NAMES:
+            supervisor.stop(name, settings)
+
+    kafka_ids = _topic_message_ids(kafka_service.bootstrap_servers, topic)
+    assert len(kafka_ids) > 0
+    raw = spark.read.parquet(settings.path("raw_data")).select("message_id").toPandas()["message_id"].tolist()
+    assert len(raw) == len(set(raw)), "a message is in raw_data more than once"
+    print(f"exactly once: {len(raw)} messages in raw_data, {len(set(kafka_ids))} distinct ids in the topic")
+    assert set(raw) == set(kafka_ids), (
+        f"raw_data vs topic: {len(set(kafka_ids) - set(raw))} missing, {len(set(raw) - set(kafka_ids))} unexpected"
+    )
+
+
+def test_wait_until_supervised_names_the_offline_option(sup_settings):
+    """What `make run` prints when the producer runs but cannot reach the live APIs."""
+    spec = _sleep_spec(sup_settings, "producer")
+    supervisor._ensure(sup_settings, spec, _never_stale)
+    supervisor._ensure(sup_settings, _sleep_spec(sup_settings, "stream"), _never_stale)
+    with open(supervisor.log_path(sup_settings, "producer"), "a") as handle:
+        handle.write(
+            "ERROR Binance API is unreachable (ConnectionError). The live source needs internet access\n"
+        )
+    write_status(sup_settings.producer_status_path, {"last_publish_at": "2026-01-02T03:04:05.678Z"})
+    lines = supervisor.wait_until_supervised(sup_settings, timeout_s=5, sleep=lambda _s: None)
+    text = "\n".join(lines)
+    assert "producer: last publish to Kafka at 2026-01-02T03:04:05+00:00" in text
+    assert text.startswith("producer: running (pid ")
+    assert "stream: running" in text
+    assert "Binance API is unreachable" in text
+    assert "make run SOURCE=simulate" in text and "Nothing is switched to simulated data" in text
+
+
+def test_wait_until_supervised_reports_what_did_not_start(sup_settings):
+    lines = supervisor.wait_until_supervised(sup_settings, timeout_s=0.1, poll_s=0.05)
+    assert lines[0].startswith("producer: NOT running after 0 s (never started)")
+    assert lines[1].startswith("stream: NOT running")
+
+
+def test_launch_specs_follow_the_settings(tmp_path):
+    import zipfile
+
+    local = load_settings(data_dir=tmp_path, producer_source="simulate", spark_master="local[2]")
+    producer = supervisor.producer_spec(local)
+    assert producer.argv[1:] == ("-m", "btc_platform.producer", "--source", "simulate")
+    assert producer.env["BTC_DATA_DIR"] == str(tmp_path)
+    assert supervisor.producer_spec(local, "live").fingerprint != producer.fingerprint
+
+    stream = supervisor.stream_spec(local)
+    assert stream.argv[0].endswith("spark-submit")
+    assert stream.argv[stream.argv.index("--master") + 1] == "local[2]"
+    assert stream.argv[-3:] == (
+        str(supervisor.PROJECT_ROOT / "spark_jobs" / "stream_job.py"),
+        "--master",
+        "local[2]",
+    )
+    assert "--py-files" not in stream.argv  # local master: the driver imports from PYTHONPATH
+
+    cluster = load_settings(data_dir=tmp_path, spark_master="spark://master:7077")
+    spec = supervisor.stream_spec(cluster)
+    assert spec.fingerprint != stream.fingerprint
+    archive = spec.argv[spec.argv.index("--py-files") + 1]
+    names = zipfile.ZipFile(archive).namelist()
+    assert "btc_platform/supervisor.py" in names and "spark_jobs/stream_transforms.py" in names
+
+
+def test_records_from_another_machine_are_never_signalled(sup_settings):
+    """A pid record left by another container/boot (shared data volume) must not kill local pids."""
+    spec = _sleep_spec(sup_settings)
+    first = supervisor._ensure(sup_settings, spec, _never_stale)
+    record = supervisor.read_record(sup_settings, "producer")
+    write_status(
+        supervisor.record_path(sup_settings, "producer"), {**record, "machine": "other-host/old-boot"}
+    )
+    result = supervisor._ensure(sup_settings, spec, _never_stale)
+    assert result.action == "restarted" and result.reason == f"process {first.pid} is not running (died)"
+    assert supervisor._proc_stat(first.pid)[0] not in ("Z", "X"), (
+        "the local process with that pid was signalled"
+    )
+    os.kill(first.pid, signal.SIGKILL)
+
+
+def test_stream_stop_signals_the_python_driver_so_the_launcher_exits_with_it(sup_settings):
+    """Under spark-submit the group leader is the JVM and the Python driver (stream_job.py) its
+    child: SIGTERM goes to the driver (which stops its queries cleanly), the launcher follows."""
+    code = (
+        "import subprocess, sys; "
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)', 'stream_job.py']); "
+        "sys.exit(child.wait())"
+    )
+    argv = (sys.executable, "-c", code)
+    env, btc_env = supervisor._child_env(sup_settings)
+    spec = supervisor.LaunchSpec("stream", argv, env, supervisor._fingerprint(argv, btc_env))
+    started = supervisor._ensure(sup_settings, spec, _never_stale)
+    driver = _wait(
+        lambda: [p for p in supervisor._group_members(started.pid) if p != started.pid],
+        10,
+        "the child process",
+    )[0]
+    stopped = supervisor.stop("stream", sup_settings)
+    assert stopped.reason.startswith(f"stopped (SIGTERM to {driver}, ")
+    assert supervisor._group_members(started.pid) == []
