@@ -1,4 +1,4 @@
-"""Run every benchmark in bench/ (each ``bench_<area>.py`` exposes ``main()``) and print figures.
+"""Run every benchmark in bench/ (each ``bench_<area>.py`` exposes ``main(argv)``) and print figures.
 
 Benchmarks read the real candles in ../shared/data (override with BTC_BENCH_DATA_DIR) and skip
 their data-dependent parts when the files are absent. Select some with ``--only producer,stream``.
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("=== benchmark %s ===", area)
         started = time.monotonic()
         try:
-            _load(path).main()
+            _load(path).main([])  # each benchmark with its default options
         except Exception:  # one failing benchmark must not hide the others' figures
             log.exception("benchmark %s failed", area)
             failures.append(area)
