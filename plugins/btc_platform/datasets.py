@@ -8,7 +8,7 @@ plain data so that importing this module never imports Spark.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 # ---- dataset directories (relative to the storage root) ----------------------------------
 RAW_DATA = "raw_data"

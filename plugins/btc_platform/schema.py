@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Mapping
+from typing import Any
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
@@ -104,7 +105,7 @@ def format_ts(value: datetime) -> str:
     """UTC ISO-8601 with milliseconds and Z, e.g. 2024-01-01T00:00:00.123Z."""
     if value.tzinfo is None:
         raise SchemaError("naive datetime: timestamps must be timezone-aware")
-    value = value.astimezone(timezone.utc)
+    value = value.astimezone(UTC)
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
@@ -118,7 +119,7 @@ def parse_ts(value: str) -> datetime:
         raise SchemaError(f"unparseable timestamp {value!r}") from exc
     if parsed.tzinfo is None:
         raise SchemaError(f"timestamp without time zone {value!r}")
-    return parsed.astimezone(timezone.utc)
+    return parsed.astimezone(UTC)
 
 
 def ms_to_ts(millis: int | str) -> str:
@@ -127,7 +128,7 @@ def ms_to_ts(millis: int | str) -> str:
         millis_int = int(millis)
     except (TypeError, ValueError) as exc:
         raise SchemaError(f"epoch milliseconds expected, got {millis!r}") from exc
-    return format_ts(datetime.fromtimestamp(millis_int / 1000, tz=timezone.utc))
+    return format_ts(datetime.fromtimestamp(millis_int / 1000, tz=UTC))
 
 
 def to_decimal(value: Any, field: str = "value") -> Decimal:

@@ -252,7 +252,7 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _storage(self) -> "Settings":
+    def _storage(self) -> Settings:
         uri = self.storage_root or f"file://{self.data_dir.resolve()}/bitcoin"
         parsed = urlparse(uri)
         if parsed.scheme not in _STORAGE_SCHEMES:
