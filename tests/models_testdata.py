@@ -82,5 +82,5 @@ def write_hourly_metrics(rows: pd.DataFrame, directory) -> None:
         folder = base / f"date={date}" / f"hour={hour}"
         folder.mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pandas(part.drop(columns=["date", "hour"]), preserve_index=False)
-        pq.write_table(table, folder / "part-00000.parquet")
+        pq.write_table(table, folder / "part-00000.parquet", coerce_timestamps="us")
     (base / "_SUCCESS").write_text("")

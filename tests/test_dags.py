@@ -371,7 +371,7 @@ def _write_minute_metrics(storage: Path, rows: list[dict]) -> None:
         folder = storage / datasets.MINUTE_METRICS / f"date={date}" / f"hour={hour}"
         folder.mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pandas(part.drop(columns=["date", "hour"]), preserve_index=False)
-        pq.write_table(table, folder / "part-00000.parquet")
+        pq.write_table(table, folder / "part-00000.parquet", coerce_timestamps="us")
 
 
 def _read_dataset(path: Path):

@@ -375,5 +375,8 @@ def write_parquet(df, uri: str, settings: Settings | None = None, storage: Stora
 
     store = storage or open_storage(uri, settings)
     buf = io.BytesIO()
-    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buf)
+    # microsecond timestamps: what Spark reads (pandas may hold nanoseconds)
+    pq.write_table(
+        pa.Table.from_pandas(df, preserve_index=False), buf, coerce_timestamps="us", allow_truncated_timestamps=True
+    )
     store.write_bytes(uri, buf.getvalue())
