@@ -28,7 +28,8 @@ if __package__ in (None, ""):  # run as a script: make the repo's packages impor
             sys.path.insert(0, str(_entry))
 
 from btc_platform import datasets  # noqa: E402
-from btc_platform.settings import Settings, SettingsError, load_settings  # noqa: E402
+from btc_platform.settings import Settings, SettingsError  # noqa: E402
+from spark_jobs._cli import add_common_options, settings_from_args, setup_logging  # noqa: E402
 
 log = logging.getLogger("spark_jobs.consolidate_job")
 
@@ -49,23 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(e.g. 2024-01-01T00:00:00Z; Airflow passes data_interval_start).",
     )
     parser.add_argument("--end", required=True, help="Range end (exclusive), ISO-8601 UTC on a full hour.")
-    parser.add_argument(
-        "--storage-root",
-        default=None,
-        help="Override BTC_STORAGE_ROOT (file:///... or hdfs://host:port/path).",
-    )
-    parser.add_argument(
-        "--master",
-        default=None,
-        help="Spark master (default BTC_SPARK_MASTER; ignored under spark-submit, which sets it).",
-    )
-    parser.add_argument("--log-level", default="INFO", help="Python logging level (default INFO).")
-    return parser
-
-
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    overrides = {"storage_root": args.storage_root} if args.storage_root else {}
-    return load_settings(**overrides)
+    return add_common_options(parser)
 
 
 def run(
@@ -130,10 +115,7 @@ def run(
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(args.log_level)
     from spark_jobs.hourly_store import RangeError, parse_utc, require_hour_aligned
 
     try:

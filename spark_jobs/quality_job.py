@@ -28,7 +28,8 @@ if __package__ in (None, ""):  # run as a script: make the repo's packages impor
 
 from btc_platform import datasets  # noqa: E402
 from btc_platform import quality as q  # noqa: E402
-from btc_platform.settings import Settings, SettingsError, load_settings  # noqa: E402
+from btc_platform.settings import Settings, SettingsError  # noqa: E402
+from spark_jobs._cli import add_common_options, settings_from_args, setup_logging  # noqa: E402
 
 log = logging.getLogger("spark_jobs.quality_job")
 
@@ -55,18 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Comma-separated symbols expected every hour (default BTC_BINANCE_SYMBOLS).",
     )
-    parser.add_argument(
-        "--storage-root",
-        default=None,
-        help="Override BTC_STORAGE_ROOT (file:///... or hdfs://host:port/path).",
-    )
-    parser.add_argument(
-        "--master",
-        default=None,
-        help="Spark master (default BTC_SPARK_MASTER; ignored under spark-submit, which sets it).",
-    )
-    parser.add_argument("--log-level", default="INFO", help="Python logging level (default INFO).")
-    return parser
+    return add_common_options(parser)
 
 
 def run(
@@ -108,14 +98,11 @@ def run(
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(args.log_level)
     from spark_jobs.hourly_store import RangeError, parse_utc, require_hour_aligned
 
     try:
-        settings = load_settings(**({"storage_root": args.storage_root} if args.storage_root else {}))
+        settings = settings_from_args(args)
         start, end = parse_utc(args.start), parse_utc(args.end)
         require_hour_aligned(start, end)
         if args.min_coverage is not None and not 0 <= args.min_coverage <= 1:

@@ -45,6 +45,7 @@ if __package__ in (None, ""):  # run as a script: make the repo's packages impor
 from btc_platform import datasets  # noqa: E402
 from btc_platform.settings import Settings, SettingsError, load_settings  # noqa: E402
 from btc_platform.status import write_status  # noqa: E402
+from spark_jobs._cli import setup_logging  # noqa: E402
 
 log = logging.getLogger("spark_jobs.stream_job")
 
@@ -396,10 +397,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(args.log_level)
     try:
         return run(args)
     except (SettingsError, ConfigError) as exc:
