@@ -5,7 +5,11 @@ Groups (profiles of ``infra/pom.xml``), each copied into ``<settings.jars_dir>/<
 * ``kafka``  - the Apache Kafka broker (KRaft) and its storage-format tool, with a log4j2 binding;
 * ``hadoop`` - HDFS NameNode + DataNode (hadoop-hdfs, hadoop-common) and their dependencies;
 * ``spark``  - ``spark-sql-kafka-0-10`` matching pyspark, minus every artifact pyspark already
-  ships in ``pyspark/jars`` (so Spark never sees two versions of a class).
+  ships in ``pyspark/jars`` (so Spark never sees two versions of a class);
+* ``localfs`` - not from Maven: ``infra/localfs/src`` compiled with the JDK's ``javac`` against
+  pyspark's own Hadoop jar. A ``file://`` file system that sets permissions through java.nio
+  instead of forking ``chmod`` per file (pyspark ships no libhadoop.so) and writes no ``.crc``
+  side files; local Spark sessions use it (``btc_platform.spark.local_fs_conf``).
 
 Maven uses a private local repository under ``<settings.cache_dir>/m2`` so the cache is
 self-contained. A stamp file keyed on the pom's hash (and the pyspark jar list) makes a second
@@ -43,7 +47,9 @@ log = logging.getLogger(__name__)
 
 INFRA_DIR = Path(__file__).resolve().parent
 POM = INFRA_DIR / "pom.xml"
-GROUPS: tuple[str, ...] = ("kafka", "hadoop", "spark")
+LOCALFS_SRC = INFRA_DIR / "localfs" / "src"
+LOCALFS_JAR = "btc-localfs.jar"
+GROUPS: tuple[str, ...] = ("kafka", "hadoop", "spark", "localfs")
 STAMP_NAME = ".stamp.json"
 #: Bump when the copy logic changes so existing caches are rebuilt.
 _LAYOUT_VERSION = "1"
@@ -81,6 +87,9 @@ def _fingerprint() -> str:
     digest = hashlib.sha256()
     digest.update(_LAYOUT_VERSION.encode())
     digest.update(POM.read_bytes())
+    for source in sorted(LOCALFS_SRC.rglob("*.java")):
+        digest.update(source.relative_to(LOCALFS_SRC).as_posix().encode())
+        digest.update(source.read_bytes())
     with contextlib.suppress(JarsError):
         digest.update("\n".join(sorted(p.name for p in _pyspark_jars_dir().glob("*.jar"))).encode())
     return digest.hexdigest()
@@ -126,6 +135,28 @@ def _mvn(settings: Settings, group: str, offline: bool) -> list[Artifact]:
     if not artifacts:
         raise JarsError(f"mvn resolved no artifacts for group {group!r}: check infra/pom.xml")
     return artifacts
+
+
+def _build_localfs(settings: Settings) -> list[Path]:
+    """Compile infra/localfs/src against pyspark's Hadoop client jar, install it as ``<jars_dir>/localfs``."""
+    javac, jar = shutil.which("javac"), shutil.which("jar")
+    if javac is None or jar is None:
+        raise JarsError("`javac`/`jar` not found on PATH: install a JDK 17 (apt-get install openjdk-17-jdk-headless)")
+    hadoop_api = sorted(_pyspark_jars_dir().glob("hadoop-client-api-*.jar"))
+    if not hadoop_api:
+        raise JarsError(f"pyspark ships no hadoop-client-api jar in {_pyspark_jars_dir()}")
+    sources = sorted(str(p) for p in LOCALFS_SRC.rglob("*.java"))
+    with tempfile.TemporaryDirectory(prefix="btc-localfs-") as tmp:
+        classes, out = Path(tmp) / "classes", Path(tmp) / LOCALFS_JAR
+        steps = (
+            [javac, "--release", "17", "-nowarn", "-cp", str(hadoop_api[-1]), "-d", str(classes), *sources],
+            [jar, "--create", "--file", str(out), "-C", str(classes), "."],
+        )
+        for cmd in steps:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+            if proc.returncode != 0:
+                raise JarsError(f"{Path(cmd[0]).name} failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
+        return _install_group(settings, "localfs", [Artifact("io.btcplatform", "btc-localfs", "local", out)])
 
 
 def _select(group: str, artifacts: list[Artifact]) -> list[Artifact]:
@@ -216,14 +247,17 @@ def ensure_jars(
                 result[group] = jars
                 continue
             started = time.monotonic()
-            try:
-                artifacts = _mvn(settings, group, offline=True)
-            except JarsError:
-                if offline:
-                    raise
-                log.info("offline resolution of %s incomplete, downloading from Maven Central", group)
-                artifacts = _mvn(settings, group, offline=False)
-            jars = _install_group(settings, group, _select(group, artifacts))
+            if group == "localfs":
+                jars = _build_localfs(settings)
+            else:
+                try:
+                    artifacts = _mvn(settings, group, offline=True)
+                except JarsError:
+                    if offline:
+                        raise
+                    log.info("offline resolution of %s incomplete, downloading from Maven Central", group)
+                    artifacts = _mvn(settings, group, offline=False)
+                jars = _install_group(settings, group, _select(group, artifacts))
             stamp["groups"][group] = sorted(p.name for p in jars)
             (settings.jars_dir / STAMP_NAME).write_text(json.dumps(stamp, indent=1))
             log.info("%s: %d jars in %s (%.1f s)", group, len(jars), settings.jars_dir / group,

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from btc_platform.settings import ENV_PREFIX, PROJECT_ROOT, Settings, get_settings
+from btc_platform.spark import local_fs_conf
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,8 @@ def spark_submit_args(settings: Settings, app_name: str, *, with_py_files: bool 
     jars = settings.spark_jars()
     if jars:
         args += ["--jars", ",".join(jars)]
+    for key, value in local_fs_conf(settings, settings.spark_master).items():
+        args += ["--conf", f"{key}={value}"]
     if with_py_files is None:
         with_py_files = not settings.spark_master.startswith("local")
     if with_py_files:
