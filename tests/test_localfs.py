@@ -25,6 +25,14 @@ def test_local_session_uses_the_nio_file_system(spark, tmp_path):
     assert fc.getDefaultFileSystem().getClass().getName() == LOCAL_FS_HADOOP_CONF["fs.AbstractFileSystem.file.impl"]
 
 
+def test_file_system_get_local_still_works(spark):
+    """Hadoop and Spark code call FileSystem.getLocal(), which casts fs.file.impl to LocalFileSystem."""
+    jvm = spark.sparkContext._jvm
+    local = jvm.org.apache.hadoop.fs.FileSystem.getLocal(spark.sparkContext._jsc.hadoopConfiguration())
+    assert local.getClass().getName() == LOCAL_FS_HADOOP_CONF["fs.file.impl"]
+    assert local.getRawFileSystem().getClass().getName() == "io.btcplatform.localfs.NioRawLocalFileSystem"
+
+
 def test_permissions_are_applied_without_chmod_and_no_crc_files(spark, tmp_path):
     jvm, _, fs = _hadoop_fs(spark, f"file://{tmp_path}")
     perm = jvm.org.apache.hadoop.fs.permission.FsPermission

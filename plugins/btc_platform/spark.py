@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 #: Hadoop settings that select infra/localfs's file:// implementation (FileSystem and FileContext).
 LOCAL_FS_HADOOP_CONF = {
-    "fs.file.impl": "io.btcplatform.localfs.NioRawLocalFileSystem",
+    "fs.file.impl": "io.btcplatform.localfs.NioLocalFileSystem",
     "fs.AbstractFileSystem.file.impl": "io.btcplatform.localfs.NioLocalFs",
 }
 

@@ -21,9 +21,8 @@ import org.apache.hadoop.io.nativeio.NativeIO;
  * of small partition files or a streaming checkpoint. The same bits are applied, and with the
  * native library present Hadoop's own path is used.
  *
- * <p>Configured as {@code fs.file.impl} for local Spark sessions, unwrapped: no {@code .crc}
- * side files, which halves the files a partitioned write creates (the stock {@code file://}
- * wraps the raw file system in {@code ChecksumFileSystem}; HDFS keeps its own block checksums).
+ * <p>Local Spark sessions get it through {@link NioLocalFileSystem} ({@code fs.file.impl}) and
+ * {@link NioLocalFs} ({@code fs.AbstractFileSystem.file.impl}).
  */
 public class NioRawLocalFileSystem extends RawLocalFileSystem {
 
