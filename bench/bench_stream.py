@@ -285,7 +285,15 @@ def latency(bootstrap: str, topic: str, workdir: Path, rate: int, seconds: int) 
     values = sorted(watcher.latencies)
     if not values:
         raise RuntimeError("no records became readable in raw_data")
+    raw_batches = sorted(
+        r["batch_duration_ms"] / 1000
+        for r in progress_lines(stderr_lines)
+        if r["query"] == "raw_data" and r["input_rows"]
+    )
     return {
+        "raw_batch_p50_s": statistics.median(raw_batches) if raw_batches else float("nan"),
+        "raw_batch_max_s": raw_batches[-1] if raw_batches else float("nan"),
+        "raw_batches": len(raw_batches),
         "sent": sent,
         "readable": len(values),
         "rate_msgs_per_s": sent / produce_s,
@@ -363,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
             ("latency ingest -> readable p50 (s)", f"{lat['p50_s']:.2f}"),
             ("latency ingest -> readable p95 (s)", f"{lat['p95_s']:.2f}"),
             ("latency max (s)", f"{lat['max_s']:.2f}"),
+            (f"raw_data batch duration p50 / max (s, {lat['raw_batches']} batches)",
+             f"{lat['raw_batch_p50_s']:.2f} / {lat['raw_batch_max_s']:.2f}"),
             ("records readable / sent", f"{lat['readable']:,} / {lat['sent']:,}"),
         ]
     width = max(len(name) for name, _ in rows)

@@ -138,6 +138,7 @@ def test_platform_end_to_end(kafka_service, tmp_path):
         producer_source="simulate",
         spark_master="local[2]",
         stream_trigger_interval="2 seconds",
+        stream_side_trigger_interval="2 seconds",
         stream_watermark_delay="5 seconds",
         supervisor_interval_s=15,
     )

@@ -30,6 +30,7 @@ def pipeline(spark, tmp_path):
         storage_root=f"file://{tmp_path}/store",
         stream_watermark_delay="30 seconds",
         stream_trigger_interval="0 seconds",
+        stream_side_trigger_interval="0 seconds",
     )
     inbox = tmp_path / "inbox"
     inbox.mkdir()

@@ -152,7 +152,16 @@ class Settings(BaseSettings):
     )
 
     # ---- Streaming job ----------------------------------------------------------------------
-    stream_trigger_interval: str = "5 seconds"
+    stream_trigger_interval: str = Field(
+        default="2 seconds",
+        description="Micro-batch interval of the raw_data query (ingest -> readable latency).",
+    )
+    stream_side_trigger_interval: str = Field(
+        default="10 seconds",
+        description="Micro-batch interval of the quarantine and minute_metrics queries (not "
+        "latency-critical: a minute window waits for the watermark anyway; fewer batches leave "
+        "the cores to raw_data).",
+    )
     stream_watermark_delay: str = "30 seconds"
     stream_starting_offsets: str = "earliest"
     stream_max_offsets_per_trigger: NonNegativeInt = Field(
