@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.polling import wait_until
+
 log = logging.getLogger(__name__)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.spark]
@@ -209,11 +211,5 @@ def test_platform_end_to_end(kafka_service, tmp_path):
             supervisor.stop(name, settings)
 
 
-def _poll(predicate, timeout_s: float, what: str, interval_s: float = 3.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+def _poll(predicate, timeout_s: float, what: str):
+    return wait_until(predicate, timeout_s, what, interval_s=3.0)  # Airflow answers slowly under load

@@ -26,6 +26,7 @@ import pytest
 from btc_platform import supervisor
 from btc_platform.settings import load_settings
 from btc_platform.status import write_status
+from tests.polling import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -220,16 +221,6 @@ def test_cli_help_documents_every_option():
 # ---------------------------------------------------------------------------------------------
 # Real processes: SIGKILL and recovery, exactly once in raw_data
 # ---------------------------------------------------------------------------------------------
-def _wait(predicate, timeout_s: float, what: str, interval_s: float = 0.5):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-
-
 def _topic_message_ids(bootstrap: str, topic: str) -> list[str]:
     from confluent_kafka import Consumer, TopicPartition
 
@@ -285,8 +276,8 @@ def test_sigkill_producer_then_stream_both_come_back_exactly_once(kafka_service,
         # 1. both start and work: producer publishes, stream makes progress
         producer, stream = _check_both(settings)
         assert (producer.action, stream.action) == ("started", "started")
-        _wait(lambda: supervisor.last_publish_time(settings), 60, "first publish")
-        _wait(lambda: supervisor.stream_offsets(settings), 240, "first stream progress with offsets")
+        wait_until(lambda: supervisor.last_publish_time(settings), 60, "first publish")
+        wait_until(lambda: supervisor.stream_offsets(settings), 240, "first stream progress with offsets")
 
         # 2. SIGKILL the producer: the next checks restart it and it publishes again
         killed = _sigkill(producer.pid)
@@ -298,7 +289,7 @@ def test_sigkill_producer_then_stream_both_come_back_exactly_once(kafka_service,
             last = supervisor.last_publish_time(settings)
             return result.pid != producer.pid and last is not None and last > killed and result
 
-        new_producer = _wait(producer_back, 60, "producer restart", interval)
+        new_producer = wait_until(producer_back, 60, "producer restart", interval)
         producer_restart_s = time.time() - killed
 
         # 3. SIGKILL the streaming job (the spark-submit driver JVM): restarted from its checkpoint
@@ -310,7 +301,7 @@ def test_sigkill_producer_then_stream_both_come_back_exactly_once(kafka_service,
             last = supervisor.last_stream_progress(settings)
             return result.pid != stream.pid and last is not None and last > killed and result
 
-        new_stream = _wait(stream_back, 300, "stream restart with fresh progress", interval)
+        new_stream = wait_until(stream_back, 300, "stream restart with fresh progress", interval)
         stream_restart_s = time.time() - killed
         assert new_stream.action in ("restarted", "ok")
         log.info(
@@ -321,7 +312,7 @@ def test_sigkill_producer_then_stream_both_come_back_exactly_once(kafka_service,
 
         # 4. stop publishing, let the stream drain the topic, then compare
         supervisor.stop("producer", settings)
-        _wait(lambda: supervisor.stream_lag(settings) == 0, 240, "stream to catch up with Kafka", 2.0)
+        wait_until(lambda: supervisor.stream_lag(settings) == 0, 240, "stream to catch up with Kafka", 2.0)
         supervisor.stop("stream", settings)
     finally:
         for name in supervisor.NAMES:
@@ -417,7 +408,7 @@ def test_stream_stop_signals_the_python_driver_so_the_launcher_exits_with_it(sup
     env, btc_env = supervisor._child_env(sup_settings)
     spec = supervisor.LaunchSpec("stream", argv, env, supervisor._fingerprint(argv, btc_env))
     started = supervisor._ensure(sup_settings, spec, _never_stale)
-    driver = _wait(
+    driver = wait_until(
         lambda: [p for p in supervisor._group_members(started.pid) if p != started.pid],
         10,
         "the child process",
