@@ -164,7 +164,7 @@ def throughput(bootstrap: str, topic: str, count: int, workdir: Path, max_offset
     records = progress_lines(result.stderr.splitlines())
     figures: dict = {"job_wall_s": wall}
     spans = []
-    for query in ("raw_data", "minute_metrics", "quarantine"):
+    for query in ("ingest", "minute_metrics"):
         batches = [r for r in records if r["query"] == query and r["input_rows"]]
         rows = sum(r["input_rows"] for r in batches)
         busy_ms = sum(r["batch_duration_ms"] for r in batches)
@@ -288,7 +288,7 @@ def latency(bootstrap: str, topic: str, workdir: Path, rate: int, seconds: int) 
     raw_batches = sorted(
         r["batch_duration_ms"] / 1000
         for r in progress_lines(stderr_lines)
-        if r["query"] == "raw_data" and r["input_rows"]
+        if r["query"] == "ingest" and r["input_rows"]
     )
     return {
         "raw_batch_p50_s": statistics.median(raw_batches) if raw_batches else float("nan"),
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         ("processing span (s)", f"{tp.get('processing_span_s', 0):.1f}"),
         ("job wall time incl. startup (s)", f"{tp['job_wall_s']:.1f}"),
     ]
-    for query in ("raw_data", "minute_metrics", "quarantine"):
+    for query in ("ingest", "minute_metrics"):
         q = tp[query]
         rate = f"{q['rows_per_s_busy']:,.0f}" if q["rows_per_s_busy"] else "-"
         rows.append((f"{query}: rows / busy s ({q['batches']} batches)", rate))

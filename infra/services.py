@@ -414,11 +414,18 @@ def _local_bootstrap(settings: Settings) -> str:
 
 
 def _kafka_cluster_id(settings: Settings) -> str:
-    """The cluster id, generated once and kept in the data dir (the log dirs are formatted with it)."""
+    """The cluster id, generated once and kept in the data dir (the log dirs are formatted with it).
+
+    Never starting with "-" (like Kafka's own Uuid.randomUuid()): kafka-storage would read such an
+    id as an option and fail the format, 1 start in 64 with plain URL-safe base64. A stored id
+    starting with "-" never formatted anything, so it is replaced.
+    """
     path = kafka_dir(settings) / "cluster_id"
-    if path.is_file():
+    if path.is_file() and not path.read_text().startswith("-"):
         return path.read_text().strip()
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = "-"
+    while cluster_id.startswith("-"):
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(cluster_id + "\n")
     return cluster_id

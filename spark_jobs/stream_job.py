@@ -54,11 +54,10 @@ from spark_jobs._cli import setup_logging  # noqa: E402
 log = logging.getLogger("spark_jobs.stream_job")
 
 APP_NAME = "btc-stream"
-QUERY_RAW = "raw_data"
+QUERY_INGEST = "ingest"
 QUERY_METRICS = "minute_metrics"
-QUERY_QUARANTINE = "quarantine"
 #: Queries reading Kafka (their end offsets are the job's position in the topic).
-KAFKA_QUERIES = (QUERY_RAW, QUERY_QUARANTINE)
+KAFKA_QUERIES = (QUERY_INGEST,)
 #: Files of raw_data the minute-metrics query takes per micro-batch at most (bounds the first
 #: batch over a large existing raw_data).
 METRICS_MAX_FILES_PER_TRIGGER = 1000
@@ -148,9 +147,8 @@ def checkpoint_paths(settings: Settings) -> dict[str, str]:
     """Checkpoint URI of each query (``<root>/raw``, ``/metrics``, ``/quarantine``)."""
     root = settings.stream_checkpoint_root.rstrip("/")
     names = {
-        QUERY_RAW: datasets.CHECKPOINT_RAW,
+        QUERY_INGEST: datasets.CHECKPOINT_RAW,
         QUERY_METRICS: datasets.CHECKPOINT_METRICS,
-        QUERY_QUARANTINE: datasets.CHECKPOINT_QUARANTINE,
     }
     if not root:
         return {query: settings.path(rel) for query, rel in names.items()}
@@ -317,30 +315,78 @@ def _trigger(settings: Settings, available_now: bool, *, side: bool = False) -> 
     return {"processingTime": settings.stream_side_trigger_interval if side else settings.stream_trigger_interval}
 
 
-def _raw_data(source, settings: Settings):
-    """raw_data rows of ``source``, and the parsed (observed) records the quarantine takes."""
+def _ingest_records(source, settings: Settings):
+    """Parsed (observed), deduplicated records of ``source`` that feed raw_data and quarantine."""
     from spark_jobs import stream_transforms as st
 
-    parsed = _observe_validation(st.parse_messages(source))
-    valid = st.with_record_metrics(st.valid_records(parsed))
+    records = st.ingest_records(_observe_validation(st.parse_messages(source)))
     # dedup window measured on arrival (Kafka timestamp), so a record that is late in event time
     # is still stored; only repeated message_ids within the delay are dropped.
-    raw = st.raw_data_output(st.deduplicate(valid, "kafka_timestamp", settings.stream_watermark_delay))
-    return raw, parsed
+    return st.deduplicate(records, "kafka_timestamp", settings.stream_watermark_delay, st.INGEST_DEDUP_KEYS)
 
 
-def start_ingest_queries(spark, source, settings: Settings, *, available_now: bool = False) -> list:
-    """Start the raw_data and quarantine queries on ``source`` (a Kafka-shaped stream)."""
+def _raw_rows(records):
     from spark_jobs import stream_transforms as st
 
-    checkpoints = checkpoint_paths(settings)
-    raw, parsed = _raw_data(source, settings)
-    return [
-        _sink(raw, QUERY_RAW, settings.path(datasets.RAW_DATA), datasets.PARTITION_COLUMNS,
-              checkpoints[QUERY_RAW], _trigger(settings, available_now)),
-        _sink(st.quarantine_output(parsed), QUERY_QUARANTINE, settings.path(datasets.QUARANTINE), ("date",),
-              checkpoints[QUERY_QUARANTINE], _trigger(settings, available_now, side=True)),
-    ]  # fmt: skip
+    return st.raw_data_output(st.with_record_metrics(st.valid_records(records)))
+
+
+def _quarantine_rows(records):
+    from pyspark.sql import functions as F
+
+    from spark_jobs import stream_transforms as st
+
+    return st.quarantine_output(records, F.col("quarantined_at"))
+
+
+def file_stream_sink(spark, path: str, partition_by: tuple[str, ...]):
+    """Spark's own Parquet file-stream sink on ``path`` (JVM object), for use in ``foreachBatch``.
+
+    ``addBatch(batch_id, df)`` writes through the manifest committer and records the files in
+    ``path/_spark_metadata`` under ``batch_id``; a batch id already recorded there is skipped. A
+    query that replays a batch after a crash therefore writes it once, exactly like
+    ``writeStream.format("parquet")``, and readers (Spark, the metrics file stream) see only
+    committed files.
+    """
+    jvm = spark.sparkContext._jvm
+    return jvm.org.apache.spark.sql.execution.streaming.sinks.FileStreamSink(
+        spark._jsparkSession,
+        path,
+        jvm.org.apache.spark.sql.execution.datasources.parquet.ParquetFileFormat(),
+        jvm.PythonUtils.toSeq(list(partition_by)),
+        jvm.PythonUtils.toScalaMap({}),
+    )
+
+
+def start_ingest_query(spark, source, settings: Settings, *, available_now: bool = False):
+    """Start the ingest query: ``source`` (Kafka-shaped) -> raw_data/ and quarantine/.
+
+    Each record is read and parsed once; every micro-batch is written to both datasets with
+    :func:`file_stream_sink` under the query's batch id (exactly-once for both).
+    """
+    raw_sink = file_stream_sink(spark, settings.path(datasets.RAW_DATA), datasets.PARTITION_COLUMNS)
+    quarantine_sink = file_stream_sink(spark, settings.path(datasets.QUARANTINE), ("date",))
+
+    def write_batch(records, batch_id: int) -> None:
+        records.persist()
+        try:
+            raw_sink.addBatch(batch_id, _raw_rows(records)._jdf)
+            quarantine_sink.addBatch(batch_id, _quarantine_rows(records)._jdf)
+        finally:
+            records.unpersist()
+
+    checkpoint = checkpoint_paths(settings)[QUERY_INGEST]
+    query = (
+        _ingest_records(source, settings)
+        .writeStream.queryName(QUERY_INGEST)
+        .foreachBatch(write_batch)
+        .option("checkpointLocation", checkpoint)
+        .trigger(**_trigger(settings, available_now))
+        .start()
+    )
+    log.info("started query %s -> %s, %s (checkpoint %s)", QUERY_INGEST,
+             settings.path(datasets.RAW_DATA), settings.path(datasets.QUARANTINE), checkpoint)  # fmt: skip
+    return query
 
 
 def start_metrics_query(spark, source, settings: Settings, *, available_now: bool = False):
@@ -354,7 +400,7 @@ def start_metrics_query(spark, source, settings: Settings, *, available_now: boo
     jvm = spark.sparkContext._jvm
     path = jvm.org.apache.hadoop.fs.Path(raw_path)
     path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).mkdirs(path)  # a file stream needs it
-    raw_schema = _raw_data(source, settings)[0].schema
+    raw_schema = _raw_rows(_ingest_records(source, settings)).schema
     records = (
         spark.readStream.schema(raw_schema)
         .option("maxFilesPerTrigger", str(METRICS_MAX_FILES_PER_TRIGGER))
@@ -367,7 +413,7 @@ def start_metrics_query(spark, source, settings: Settings, *, available_now: boo
 
 def start_queries(spark, source, settings: Settings) -> list:
     """Start the three queries (processing-time trigger): raw_data, quarantine, minute_metrics."""
-    return [*start_ingest_queries(spark, source, settings), start_metrics_query(spark, source, settings)]
+    return [start_ingest_query(spark, source, settings), start_metrics_query(spark, source, settings)]
 
 
 def await_queries(spark, queries: list, stop_requested: threading.Event, poll_s: float = 1.0) -> int:
@@ -446,7 +492,7 @@ def run(args: argparse.Namespace) -> int:
             return await_queries(spark, start_queries(spark, source, settings), stop_requested)
         # available-now: the metrics query reads raw_data, so it starts once everything in Kafka
         # now has been committed there
-        code = await_queries(spark, start_ingest_queries(spark, source, settings, available_now=True),
+        code = await_queries(spark, [start_ingest_query(spark, source, settings, available_now=True)],
                              stop_requested)  # fmt: skip
         if code != EXIT_OK or stop_requested.is_set():
             return code

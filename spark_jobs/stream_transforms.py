@@ -76,6 +76,10 @@ QUARANTINE_COLUMNS: tuple[str, ...] = (
     "date",
 )
 
+#: Dedup key of :func:`ingest_records`: ``message_id``, and for quarantined records their Kafka
+#: coordinates (null on valid records), so that a bad record is never taken for a duplicate.
+INGEST_DEDUP_KEYS = ("message_id", "quarantine_key")
+
 _CORRUPT = "_corrupt_record"
 _PARSED = "_msg"
 _TIMESTAMP_FIELDS = tuple(f.name for f in schema.FIELDS if f.kind == schema.TIMESTAMP)
@@ -214,15 +218,40 @@ def with_partition_columns(df: DataFrame, time_col: str) -> DataFrame:
     )
 
 
-def deduplicate(df: DataFrame, time_col: str, delay: str) -> DataFrame:
-    """Drop repeated ``message_id`` seen within ``delay`` of the first copy (by ``time_col``).
+def deduplicate(df: DataFrame, time_col: str, delay: str, keys: tuple[str, ...] = ("message_id",)) -> DataFrame:
+    """Drop repeated ``keys`` (``message_id``) seen within ``delay`` of the first copy (by ``time_col``).
 
     On a streaming DataFrame this is ``dropDuplicatesWithinWatermark`` with a watermark on
     ``time_col`` (state is bounded by the delay); on a batch DataFrame it is a plain dedup.
     """
     if not df.isStreaming:
-        return df.dropDuplicates(["message_id"])
-    return df.withWatermark(time_col, delay).dropDuplicatesWithinWatermark(["message_id"])
+        return df.dropDuplicates(list(keys))
+    return df.withWatermark(time_col, delay).dropDuplicatesWithinWatermark(list(keys))
+
+
+def ingest_records(parsed: DataFrame, quarantined_at: Column | None = None) -> DataFrame:
+    """Every record of :func:`parse_messages` in one frame that feeds both raw_data and quarantine.
+
+    The raw bytes (``value``, ``value_text``, ``key``) are kept only on quarantined records, which
+    also get ``quarantined_at`` (default: the micro-batch time) and ``quarantine_key``, their Kafka
+    coordinates. Deduplicated on :data:`INGEST_DEDUP_KEYS`, a valid record is dropped only when its
+    ``message_id`` repeats, a quarantined one never (its coordinates are unique). Split it with
+    :func:`valid_records` and :func:`quarantine_output` (``quarantined_at=F.col("quarantined_at")``).
+    """
+    bad = F.col("reason").isNotNull()
+    at = quarantined_at if quarantined_at is not None else F.current_timestamp()
+    coordinates = F.concat_ws(
+        ":", *[F.col(name).cast("string") for name in ("kafka_topic", "kafka_partition", "kafka_offset")]
+    )
+    return parsed.withColumns(
+        {
+            "value": F.when(bad, F.col("value")),
+            "value_text": F.when(bad, F.col("value_text")),
+            "key": F.when(bad, F.col("key")),
+            "quarantined_at": F.when(bad, at),
+            "quarantine_key": F.when(bad, coordinates),
+        }
+    )
 
 
 def raw_data_output(valid_with_metrics: DataFrame) -> DataFrame:

@@ -186,3 +186,16 @@ def test_cli_help_documents_options():
                               capture_output=True, text=True, env=env, timeout=60, check=False)  # fmt: skip
         assert proc.returncode == 0
         assert all(option in proc.stdout for option in options), proc.stdout
+
+
+def test_kafka_cluster_id_never_reads_as_an_option(tmp_path, monkeypatch):
+    settings = load_settings(data_dir=tmp_path / "data")
+    stored = services.kafka_dir(settings) / "cluster_id"
+    stored.parent.mkdir(parents=True)
+    stored.write_text("-leading-dash-id\n")  # what a failed format left behind
+    ids = iter([b"\xfb" + bytes(15), b"\x01" * 16])  # base64 "-w..." first, then "AQEB..."
+    monkeypatch.setattr(services.uuid, "uuid4", lambda: type("U", (), {"bytes": next(ids)})())
+    cluster_id = services._kafka_cluster_id(settings)
+    assert cluster_id == "AQEBAQEBAQEBAQEBAQEBAQ"
+    assert stored.read_text().strip() == cluster_id
+    assert services._kafka_cluster_id(settings) == cluster_id  # kept once it is good
