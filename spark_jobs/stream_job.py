@@ -1,18 +1,19 @@
 """Streaming job: Kafka topic -> raw_data/, minute_metrics/ and quarantine/ (exactly-once).
 
-Three streaming queries, each with its own checkpoint:
+Two streaming queries, each with its own checkpoint:
 
-* ``raw_data``       reads the topic through the spark-sql-kafka connector: every valid message
-                     once (dedup by ``message_id`` within the watermark delay of arrival), with
-                     per-record metrics; Parquet, partitioned by ``date``/``hour`` of
-                     ``event_time``; checkpoint ``checkpoints/raw``.
-* ``quarantine``     reads the topic too: every record that failed parsing/validation with its
-                     raw bytes, Kafka coordinates, reason and time; checkpoint
-                     ``checkpoints/quarantine``.
-* ``minute_metrics`` reads what ``raw_data`` committed (a file stream over raw_data/, through
-                     the sink's ``_spark_metadata`` log, so only committed files), not Kafka:
-                     the JSON is parsed and validated twice per record instead of three times.
-                     One row per symbol per 1-minute event-time window, appended once the
+* ``ingest``         reads the topic through the spark-sql-kafka connector and parses and
+                     validates each record once. Every micro-batch goes to two datasets under
+                     the query's batch id (Spark's file-stream sink, called from
+                     ``foreachBatch``: a replayed batch id is skipped, so both are exactly-once):
+                     ``raw_data/``, every valid message once (dedup by ``message_id`` within the
+                     watermark delay of arrival) with per-record metrics, Parquet partitioned by
+                     ``date``/``hour`` of ``event_time``; and ``quarantine/``, every record that
+                     failed parsing/validation with its raw bytes, Kafka coordinates, reason and
+                     time. Checkpoint ``checkpoints/raw``.
+* ``minute_metrics`` reads what ingest committed to raw_data (a file stream over raw_data/,
+                     through the sink's ``_spark_metadata`` log, so only committed files), not
+                     Kafka. One row per symbol per 1-minute event-time window, appended once the
                      ``event_time`` watermark passes the window end; checkpoint
                      ``checkpoints/metrics``.
 
@@ -92,11 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--topic", help="Kafka topic to read (BTC_KAFKA_TOPIC)")
     parser.add_argument(
-        "--trigger", help="raw_data micro-batch interval, e.g. '2 seconds' (BTC_STREAM_TRIGGER_INTERVAL)"
+        "--trigger",
+        help="ingest (raw_data, quarantine) micro-batch interval, e.g. '2 seconds' (BTC_STREAM_TRIGGER_INTERVAL)",
     )
     parser.add_argument(
         "--side-trigger",
-        help="quarantine and minute_metrics micro-batch interval, e.g. '10 seconds' "
+        help="minute_metrics micro-batch interval, e.g. '10 seconds' "
         "(BTC_STREAM_SIDE_TRIGGER_INTERVAL)",
     )
     parser.add_argument(
@@ -143,16 +145,35 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return load_settings(**overrides)
 
 
-def checkpoint_paths(settings: Settings) -> dict[str, str]:
-    """Checkpoint URI of each query (``<root>/raw``, ``/metrics``, ``/quarantine``)."""
+def _checkpoint(settings: Settings, rel: str) -> str:
     root = settings.stream_checkpoint_root.rstrip("/")
-    names = {
-        QUERY_INGEST: datasets.CHECKPOINT_RAW,
-        QUERY_METRICS: datasets.CHECKPOINT_METRICS,
+    return f"{root}/{rel.rsplit('/', 1)[-1]}" if root else settings.path(rel)
+
+
+def checkpoint_paths(settings: Settings) -> dict[str, str]:
+    """Checkpoint URI of each query (``<root>/raw`` for ingest, ``<root>/metrics``)."""
+    return {
+        QUERY_INGEST: _checkpoint(settings, datasets.CHECKPOINT_RAW),
+        QUERY_METRICS: _checkpoint(settings, datasets.CHECKPOINT_METRICS),
     }
-    if not root:
-        return {query: settings.path(rel) for query, rel in names.items()}
-    return {query: f"{root}/{rel.rsplit('/', 1)[-1]}" for query, rel in names.items()}
+
+
+def check_checkpoint_layout(spark, settings: Settings) -> None:
+    """Refuse to start on checkpoints of the earlier layout, where quarantine had its own query.
+
+    That query numbered its batches on its own; the ingest query's batch ids would not line up
+    with quarantine/_spark_metadata, and already-recorded ids would be skipped (records lost).
+    """
+    old = _checkpoint(settings, datasets.CHECKPOINT_QUARANTINE)
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(old)
+    if path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).exists(path):
+        raise ConfigError(
+            f"{old} is a checkpoint of the earlier three-query layout (raw_data and quarantine now "
+            "share one ingest query): stop the job, move checkpoints/, raw_data/, quarantine/ and "
+            "minute_metrics/ aside, and start again (it re-reads Kafka from startingOffsets); see "
+            "README, Troubleshooting"
+        )
 
 
 # ---- progress ---------------------------------------------------------------------------------
@@ -263,7 +284,12 @@ def make_listener(status_path: Path):
 
 # ---- the pipeline -----------------------------------------------------------------------------
 def kafka_source(spark, settings: Settings):
-    """The Kafka stream (``failOnDataLoss`` from settings, true by default)."""
+    """The Kafka stream (``failOnDataLoss`` from settings, true by default).
+
+    ``maxRecordsPerPartition`` splits a large batch of a topic partition into several Spark tasks:
+    with one task per topic partition, a 3-partition topic on 2 cores leaves a core idle for a
+    third of every catch-up batch. Small (steady-state) batches keep one task per partition.
+    """
     reader = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
@@ -271,6 +297,8 @@ def kafka_source(spark, settings: Settings):
         .option("startingOffsets", settings.stream_starting_offsets)
         .option("failOnDataLoss", str(settings.stream_fail_on_data_loss).lower())
     )
+    if settings.stream_kafka_max_records_per_partition:
+        reader = reader.option("maxRecordsPerPartition", str(settings.stream_kafka_max_records_per_partition))
     if settings.stream_max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(settings.stream_max_offsets_per_trigger))
     try:
@@ -364,6 +392,7 @@ def start_ingest_query(spark, source, settings: Settings, *, available_now: bool
     Each record is read and parsed once; every micro-batch is written to both datasets with
     :func:`file_stream_sink` under the query's batch id (exactly-once for both).
     """
+    check_checkpoint_layout(spark, settings)
     raw_sink = file_stream_sink(spark, settings.path(datasets.RAW_DATA), datasets.PARTITION_COLUMNS)
     quarantine_sink = file_stream_sink(spark, settings.path(datasets.QUARANTINE), ("date",))
 
@@ -471,18 +500,21 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    spark = build_session(APP_NAME, settings, master=settings.spark_master)
+    spark = build_session(APP_NAME, settings, master=settings.spark_master,
+                          driver_memory=settings.stream_driver_memory,
+                          driver_java_options=settings.stream_driver_java_options)  # fmt: skip
     try:
         spark.streams.addListener(make_listener(settings.stream_status_path))
         source = kafka_source(spark, settings)
         log.info(
             "reading %s from %s (startingOffsets=%s, failOnDataLoss=%s, maxOffsetsPerTrigger=%s, "
-            "trigger=%s, side trigger=%s, watermark=%s) into %s",
+            "maxRecordsPerPartition=%s, trigger=%s, side trigger=%s, watermark=%s) into %s",
             settings.kafka_topic,
             settings.kafka_bootstrap_servers,
             settings.stream_starting_offsets,
             settings.stream_fail_on_data_loss,
             settings.stream_max_offsets_per_trigger or "unlimited",
+            settings.stream_kafka_max_records_per_partition or "unlimited",
             "availableNow" if args.available_now else settings.stream_trigger_interval,
             "availableNow" if args.available_now else settings.stream_side_trigger_interval,
             settings.stream_watermark_delay,

@@ -132,8 +132,8 @@ def test_raw_holds_valid_unique_messages_and_quarantine_the_rest(kafka_service, 
     assert len({(q.kafka_partition, q.kafka_offset) for q in quarantine}) == len(bad)
 
     status = read_status(tmp_path / "data" / "status" / "stream.json")
-    assert set(status["queries"]) == {"raw_data", "minute_metrics", "quarantine"}
-    seen = status["queries"]["raw_data"]
+    assert set(status["queries"]) == {"ingest", "minute_metrics"}
+    seen = status["queries"]["ingest"]
     assert (seen["valid_total"], seen["quarantined_total"]) == (len(values) - len(bad), len(bad))
     assert sum(status["end_offset"][topic].values()) == len(values)
 
@@ -174,7 +174,7 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(kafka_serv
         cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
     )
     try:
-        wait_for_batches(tmp_path / "data" / "status" / "stream.json", "raw_data", 3, proc)
+        wait_for_batches(tmp_path / "data" / "status" / "stream.json", "ingest", 3, proc)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the job and its JVM, no chance to clean up
         proc.wait(timeout=60)
@@ -202,7 +202,7 @@ def test_sigterm_stops_cleanly_with_exit_zero(kafka_service, tmp_path):
         cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     try:
-        wait_for_batches(tmp_path / "data" / "status" / "stream.json", "raw_data", 0, proc)
+        wait_for_batches(tmp_path / "data" / "status" / "stream.json", "ingest", 0, proc)
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=120)
     finally:
@@ -244,4 +244,4 @@ def test_storage_on_hdfs(kafka_service, hdfs_service, spark, tmp_path):
     assert set(raw_ids) == {m["message_id"] for m in valid} and max(raw_ids.values()) == 1
     assert read(spark, f"{storage}/{datasets.QUARANTINE}").count() == len(MALFORMED)
     status = read_status(tmp_path / "data" / "status" / "stream.json")
-    assert status["queries"]["raw_data"]["valid_total"] == len(valid)
+    assert status["queries"]["ingest"]["valid_total"] == len(valid)

@@ -1,4 +1,4 @@
-"""The streaming job's three queries on a file source (no Kafka): Kafka-shaped rows are dropped
+"""The streaming job's queries on a file source (no Kafka): Kafka-shaped rows are dropped
 into a directory one file per step and ``processAllAvailable()`` moves the stream on.
 
 Watermark delay 30 s, 1-minute windows. Checks: a window is written only once the watermark
@@ -111,3 +111,29 @@ def test_windows_finalise_after_watermark_and_late_records(pipeline):
     assert [(q.value_text, q.kafka_offset, q.reason.split(":")[0]) for q in quarantine] == [
         ("{broken", 6, "unparseable_json")
     ]
+
+
+def test_file_stream_sink_writes_a_batch_id_once(spark, tmp_path):
+    """The sink the ingest query writes both datasets with: a replayed batch id is skipped, and
+    readers see exactly the committed rows."""
+    path = f"file://{tmp_path}/out"
+    rows = spark.createDataFrame([("2024-01-01", 1), ("2024-01-02", 2)], "date string, n int")
+    more = spark.createDataFrame([("2024-01-02", 3)], "date string, n int")
+    sink = stream_job.file_stream_sink(spark, path, ("date",))
+    sink.addBatch(0, rows._jdf)
+    sink.addBatch(0, rows._jdf)  # the same batch again, as after a crash before the commit
+    stream_job.file_stream_sink(spark, path, ("date",)).addBatch(1, more._jdf)  # a restarted job
+    stream_job.file_stream_sink(spark, path, ("date",)).addBatch(0, more._jdf)
+    got = sorted((str(r.date), r.n) for r in spark.read.parquet(path).collect())
+    assert got == [("2024-01-01", 1), ("2024-01-02", 2), ("2024-01-02", 3)]
+    assert sorted(p.name for p in (tmp_path / "out" / "_spark_metadata").iterdir()) == ["0", "1"]
+
+
+def test_refuses_checkpoints_of_the_earlier_quarantine_query(spark, tmp_path):
+    settings = load_settings(data_dir=tmp_path / "data", storage_root=f"file://{tmp_path}/store")
+    (tmp_path / "store" / "checkpoints" / "quarantine").mkdir(parents=True)
+    source = spark.readStream.schema(KAFKA_DDL).parquet(str(tmp_path))
+    with pytest.raises(stream_job.ConfigError, match="earlier three-query layout"):
+        stream_job.start_ingest_query(spark, source, settings)
+    assert not (tmp_path / "store" / "raw_data").exists()  # nothing started, nothing written
+    assert spark.streams.active == []

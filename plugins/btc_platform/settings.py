@@ -154,23 +154,39 @@ class Settings(BaseSettings):
     # ---- Streaming job ----------------------------------------------------------------------
     stream_trigger_interval: str = Field(
         default="2 seconds",
-        description="Micro-batch interval of the raw_data query (ingest -> readable latency).",
+        description="Micro-batch interval of the ingest query writing raw_data and quarantine "
+        "(ingest -> readable latency).",
     )
     stream_side_trigger_interval: str = Field(
         default="10 seconds",
-        description="Micro-batch interval of the quarantine and minute_metrics queries (not "
-        "latency-critical: a minute window waits for the watermark anyway; fewer batches leave "
-        "the cores to raw_data).",
+        description="Micro-batch interval of the minute_metrics query (not latency-critical: a "
+        "minute window waits for the watermark anyway; fewer batches leave the cores to ingest).",
     )
     stream_watermark_delay: str = "30 seconds"
     stream_starting_offsets: str = "earliest"
     stream_max_offsets_per_trigger: NonNegativeInt = Field(
         default=0, description="0 means unlimited."
     )
+    stream_kafka_max_records_per_partition: NonNegativeInt = Field(
+        default=50000,
+        description="Kafka maxRecordsPerPartition of the streaming job: a micro-batch holding more "
+        "records of one topic partition reads them in several Spark tasks, so that a backlog keeps "
+        "every core busy (small batches keep one task per topic partition). 0 means never split.",
+    )
+    stream_driver_memory: str = Field(
+        default="3g",
+        description="spark.driver.memory of the streaming job (holds the dedup state: every "
+        "message_id of the last watermark delay, plus a cached micro-batch).",
+    )
+    stream_driver_java_options: str = Field(
+        default="-XX:+UseParallelGC",
+        description="Extra JVM options of the streaming job's driver (the throughput collector "
+        "measured faster than G1 here).",
+    )
     stream_fail_on_data_loss: bool = True
     stream_checkpoint_root: str = Field(
         default="",
-        description="URI holding the streaming checkpoints raw/, metrics/, quarantine/. "
+        description="URI holding the streaming checkpoints raw/ (ingest) and metrics/. "
         "Empty means <storage_root>/checkpoints.",
     )
 

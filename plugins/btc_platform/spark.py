@@ -61,8 +61,15 @@ def build_session(
     master: str | None = None,
     extra_conf: dict[str, str] | None = None,
     with_kafka: bool = True,
+    driver_memory: str | None = None,
+    driver_java_options: str = "",
 ):
-    """Create (or return the active) SparkSession configured for this platform."""
+    """Create (or return the active) SparkSession configured for this platform.
+
+    ``driver_memory`` (default ``settings.spark_driver_memory``) and ``driver_java_options`` only
+    take effect when this call launches the JVM (not under spark-submit, which gets them as
+    arguments instead).
+    """
     from pyspark.sql import SparkSession
 
     s = settings or get_settings()
@@ -72,10 +79,10 @@ def build_session(
         .master(master)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", str(s.spark_shuffle_partitions))
-        .config("spark.driver.memory", s.spark_driver_memory)
+        .config("spark.driver.memory", driver_memory or s.spark_driver_memory)
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
-        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
+        .config("spark.driver.extraJavaOptions", f"-Duser.timezone=UTC {driver_java_options}".strip())
         .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
     )
     if with_kafka:

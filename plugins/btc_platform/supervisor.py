@@ -163,12 +163,20 @@ def package_zip(settings: Settings) -> Path:
     return target
 
 
-def spark_submit_args(settings: Settings, app_name: str, *, with_py_files: bool | None = None) -> list[str]:
+def spark_submit_args(
+    settings: Settings,
+    app_name: str,
+    *,
+    with_py_files: bool | None = None,
+    driver_memory: str | None = None,
+    driver_java_options: str = "",
+) -> list[str]:
     """Common spark-submit options from settings: master, jars, memory, UTC, shuffle partitions."""
     args = [
         "--master", settings.spark_master,
         "--name", app_name,
-        "--driver-memory", settings.spark_driver_memory,
+        "--driver-memory", driver_memory or settings.spark_driver_memory,
+        "--driver-java-options", f"-Duser.timezone=UTC {driver_java_options}".strip(),
         "--conf", "spark.sql.session.timeZone=UTC",
         "--conf", f"spark.sql.shuffle.partitions={settings.spark_shuffle_partitions}",
         "--conf", "spark.ui.showConsoleProgress=false",
@@ -189,7 +197,8 @@ def stream_spec(settings: Settings) -> LaunchSpec:
     """``spark-submit [options] spark_jobs/stream_job.py`` against the configured master."""
     argv = (
         spark_submit_binary(),
-        *spark_submit_args(settings, "btc-stream"),
+        *spark_submit_args(settings, "btc-stream", driver_memory=settings.stream_driver_memory,
+                           driver_java_options=settings.stream_driver_java_options),  # fmt: skip
         str(PROJECT_ROOT / "spark_jobs" / "stream_job.py"),
         "--master", settings.spark_master,
     )  # fmt: skip
