@@ -419,9 +419,9 @@ def start_ingest_query(spark, source, settings: Settings, *, available_now: bool
 
 
 def start_metrics_query(spark, source, settings: Settings, *, available_now: bool = False):
-    """Start the minute_metrics query: a file stream over what the raw_data query committed.
+    """Start the minute_metrics query: a file stream over what the ingest query committed to raw_data.
 
-    ``source`` only provides raw_data's schema (the Kafka-shaped stream the raw query reads).
+    ``source`` only provides raw_data's schema (the Kafka-shaped stream the ingest query reads).
     """
     from spark_jobs import stream_transforms as st
 
@@ -441,7 +441,7 @@ def start_metrics_query(spark, source, settings: Settings, *, available_now: boo
 
 
 def start_queries(spark, source, settings: Settings) -> list:
-    """Start the three queries (processing-time trigger): raw_data, quarantine, minute_metrics."""
+    """Start both queries (processing-time trigger): ingest (raw_data, quarantine), minute_metrics."""
     return [start_ingest_query(spark, source, settings), start_metrics_query(spark, source, settings)]
 
 
