@@ -134,6 +134,26 @@ def test_duplicates_by_message_id_are_removed(spark):
     )
 
 
+def test_ingest_records_keep_every_bad_record_and_one_copy_of_each_valid_one(spark):
+    msg = book(5, "100", "101")
+    again = dict(msg, ingest_time=schema.format_ts(at(9)))  # same message_id, polled again
+    # the same bad bytes twice (other offsets) and a bad record that carries msg's message_id
+    bad_copy = tamper(msg, ask_price=1.0)
+    values = [schema.encode(msg), b"not json", schema.encode(again), b"not json", bad_copy]
+    records = st.deduplicate(st.ingest_records(parsed(spark, values)), "kafka_timestamp", "30 seconds",
+                             st.INGEST_DEDUP_KEYS).cache()  # fmt: skip
+
+    raw = st.raw_data_output(st.with_record_metrics(st.valid_records(records))).collect()
+    assert [r.message_id for r in raw] == [msg["message_id"]]
+    quarantine = st.quarantine_output(records, records["quarantined_at"]).orderBy("kafka_offset").collect()
+    assert [(q.kafka_offset, q.value_text) for q in quarantine] == [
+        (1, "not json"), (3, "not json"), (4, bad_copy.decode())
+    ]  # fmt: skip
+    assert all(q.quarantined_at is not None and q.reason for q in quarantine)
+    valid_rows = records.where("reason IS NULL").collect()
+    assert [(r.value, r.value_text, r.key, r.quarantined_at) for r in valid_rows] == [(None, None, None, None)]
+
+
 def test_minute_metrics_against_hand_computed_values(spark):
     a = book(10, "100", "101", "2", "3")  # mid 100.5, spread 1
     b = book(20, "102", "104", "1", "1")  # mid 103, spread 2
