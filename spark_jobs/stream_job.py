@@ -215,6 +215,7 @@ def progress_record(progress: Any) -> dict[str, Any]:
         "input_rows_per_s": data.get("inputRowsPerSecond"),
         "processed_rows_per_s": data.get("processedRowsPerSecond"),
         "batch_duration_ms": data.get("batchDuration"),
+        "phases_ms": data.get("durationMs") or {},  # addBatch, queryPlanning, walCommit, ...
         "watermark": (data.get("eventTime") or {}).get("watermark"),
         "valid": observed.get("valid"),
         "quarantined": observed.get("quarantined"),
