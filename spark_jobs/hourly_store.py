@@ -22,6 +22,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from btc_platform import datasets
+from btc_platform.spark import hadoop_fs, path_exists
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +69,6 @@ def partition_filter(start: datetime, end: datetime) -> Column:
     return after_start & before_end
 
 
-def _hadoop_fs(spark: SparkSession, uri: str):
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(uri)
-    return jvm, path, path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-
-
-def path_exists(spark: SparkSession, uri: str) -> bool:
-    _, path, fs = _hadoop_fs(spark, uri)
-    return bool(fs.exists(path))
-
-
 def partition_dirs(spark: SparkSession, root: str, start: datetime, end: datetime) -> list[str]:
     """URIs of the existing ``date=/hour=`` directories of ``[start, end)`` under ``root``.
 
@@ -91,7 +81,7 @@ def partition_dirs(spark: SparkSession, root: str, start: datetime, end: datetim
         pattern = f"{root}/date={{{dates}}}/hour=*"
     else:
         pattern = f"{root}/date=*/hour=*"
-    jvm, glob, fs = _hadoop_fs(spark, pattern)
+    jvm, glob, fs = hadoop_fs(spark, pattern)
     statuses = fs.globStatus(glob)
     if statuses is None or len(statuses) == 0:
         return []

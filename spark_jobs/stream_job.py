@@ -49,6 +49,7 @@ if __package__ in (None, ""):  # run as a script: make the repo's packages impor
 
 from btc_platform import datasets  # noqa: E402
 from btc_platform.settings import Settings, SettingsError, load_settings  # noqa: E402
+from btc_platform.spark import build_session, hadoop_fs, path_exists  # noqa: E402
 from btc_platform.status import write_status  # noqa: E402
 from spark_jobs._cli import setup_logging  # noqa: E402
 
@@ -165,9 +166,7 @@ def check_checkpoint_layout(spark, settings: Settings) -> None:
     with quarantine/_spark_metadata, and already-recorded ids would be skipped (records lost).
     """
     old = _checkpoint(settings, datasets.CHECKPOINT_QUARANTINE)
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(old)
-    if path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).exists(path):
+    if path_exists(spark, old):
         raise ConfigError(
             f"{old} is a checkpoint of the earlier three-query layout (raw_data and quarantine now "
             "share one ingest query): stop the job, move checkpoints/, raw_data/, quarantine/ and "
@@ -427,9 +426,8 @@ def start_metrics_query(spark, source, settings: Settings, *, available_now: boo
     from spark_jobs import stream_transforms as st
 
     raw_path = settings.path(datasets.RAW_DATA)
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(raw_path)
-    path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).mkdirs(path)  # a file stream needs it
+    _, path, fs = hadoop_fs(spark, raw_path)
+    fs.mkdirs(path)  # a file stream needs it
     raw_schema = _raw_rows(_ingest_records(source, settings)).schema
     records = (
         spark.readStream.schema(raw_schema)
@@ -478,8 +476,6 @@ def await_queries(spark, queries: list, stop_requested: threading.Event, poll_s:
 
 
 def run(args: argparse.Namespace) -> int:
-    from btc_platform.spark import build_session
-
     settings = settings_from_args(args)
     if settings.storage_root.startswith("hdfs://"):
         from btc_platform.hdfs import HdfsNotReadyError, wait_for_hdfs_ready

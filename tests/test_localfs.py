@@ -6,18 +6,12 @@ import stat
 
 from btc_platform.orchestration import spark_submit_kwargs
 from btc_platform.settings import load_settings
-from btc_platform.spark import LOCAL_FS_HADOOP_CONF, local_fs_conf
+from btc_platform.spark import LOCAL_FS_HADOOP_CONF, hadoop_fs, local_fs_conf
 from btc_platform.supervisor import spark_submit_args
 
 
-def _hadoop_fs(spark, uri: str):
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(uri)
-    return jvm, path, path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-
-
 def test_local_session_uses_the_nio_file_system(spark, tmp_path):
-    _, _, fs = _hadoop_fs(spark, f"file://{tmp_path}")
+    _, _, fs = hadoop_fs(spark, f"file://{tmp_path}")
     assert fs.getClass().getName() == LOCAL_FS_HADOOP_CONF["fs.file.impl"]
     fc = spark.sparkContext._jvm.org.apache.hadoop.fs.FileContext.getFileContext(
         spark.sparkContext._jsc.hadoopConfiguration()
@@ -34,7 +28,7 @@ def test_file_system_get_local_still_works(spark):
 
 
 def test_permissions_are_applied_without_chmod_and_no_crc_files(spark, tmp_path):
-    jvm, _, fs = _hadoop_fs(spark, f"file://{tmp_path}")
+    jvm, _, fs = hadoop_fs(spark, f"file://{tmp_path}")
     perm = jvm.org.apache.hadoop.fs.permission.FsPermission
     target = jvm.org.apache.hadoop.fs.Path(f"file://{tmp_path}/a/b")
     assert fs.mkdirs(target, perm.createImmutable(0o750))

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from btc_platform.settings import PROJECT_ROOT, Settings
-from btc_platform.spark import local_fs_conf
+from btc_platform.spark import UTC_JAVA_OPTION, local_fs_conf
 
 #: Airflow connection id of the Spark master (AIRFLOW_CONN_SPARK_DEFAULT, set by airflow_env).
 SPARK_CONN_ID = "spark_default"
@@ -77,8 +77,8 @@ def spark_submit_kwargs(settings: Settings, name: str) -> dict[str, Any]:
             "spark.sql.session.timeZone": "UTC",
             "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
             "spark.ui.showConsoleProgress": "false",
-            "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
-            "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
+            "spark.driver.extraJavaOptions": UTC_JAVA_OPTION,
+            "spark.executor.extraJavaOptions": UTC_JAVA_OPTION,
             **local_fs_conf(settings, settings.spark_master),
         },
         "env_vars": spark_job_env(settings),

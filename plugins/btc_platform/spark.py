@@ -47,6 +47,27 @@ def local_fs_conf(settings: Settings, master: str) -> dict[str, str]:
     return conf
 
 
+#: JVM option of every driver and executor (Spark's own time zone is set separately).
+UTC_JAVA_OPTION = "-Duser.timezone=UTC"
+
+
+def jvm_options(extra: str = "") -> str:
+    """Extra JVM options of a driver: UTC plus ``extra`` (e.g. the streaming job's GC)."""
+    return f"{UTC_JAVA_OPTION} {extra}".strip()
+
+
+def hadoop_fs(spark, uri: str):
+    """``(jvm, Path, FileSystem)`` of ``uri`` through the session's Hadoop configuration."""
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    return jvm, path, path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+
+
+def path_exists(spark, uri: str) -> bool:
+    _, path, fs = hadoop_fs(spark, uri)
+    return bool(fs.exists(path))
+
+
 def _launches_jvm() -> bool:
     """True if creating a session here starts a new JVM (not under spark-submit, none running)."""
     from pyspark import SparkContext
@@ -82,8 +103,8 @@ def build_session(
         .config("spark.driver.memory", driver_memory or s.spark_driver_memory)
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
-        .config("spark.driver.extraJavaOptions", f"-Duser.timezone=UTC {driver_java_options}".strip())
-        .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
+        .config("spark.driver.extraJavaOptions", jvm_options(driver_java_options))
+        .config("spark.executor.extraJavaOptions", UTC_JAVA_OPTION)
     )
     if with_kafka:
         jars = s.spark_jars()

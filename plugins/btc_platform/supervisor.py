@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from btc_platform.settings import ENV_PREFIX, PROJECT_ROOT, Settings, get_settings
-from btc_platform.spark import local_fs_conf
+from btc_platform.spark import jvm_options, local_fs_conf
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def spark_submit_args(
         "--master", settings.spark_master,
         "--name", app_name,
         "--driver-memory", driver_memory or settings.spark_driver_memory,
-        "--driver-java-options", f"-Duser.timezone=UTC {driver_java_options}".strip(),
+        "--driver-java-options", jvm_options(driver_java_options),
         "--conf", "spark.sql.session.timeZone=UTC",
         "--conf", f"spark.sql.shuffle.partitions={settings.spark_shuffle_partitions}",
         "--conf", "spark.ui.showConsoleProgress=false",
