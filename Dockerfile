@@ -22,9 +22,12 @@ FROM base AS jars
 RUN apt-get update \
     && apt-get install -y --no-install-recommends maven \
     && rm -rf /var/lib/apt/lists/*
+COPY pyproject.toml requirements.txt ./
 COPY infra/ infra/
 COPY plugins/ plugins/
-RUN PYTHONPATH=/opt/btc/plugins:/opt/btc BTC_CACHE_DIR=/opt/btc/.cache python infra/jars.py --group spark
+COPY spark_jobs/ spark_jobs/
+COPY models/ models/
+RUN pip install --no-deps -e . && BTC_CACHE_DIR=/opt/btc/.cache btc-jars --group spark
 
 # ---- runtime -------------------------------------------------------------------------------
 FROM base
@@ -34,8 +37,10 @@ RUN useradd --create-home --uid "${BTC_UID}" --gid 0 btc \
     && chown -R btc:0 /opt/btc /opt/airflow
 COPY --chown=btc:0 . /opt/btc
 COPY --chown=btc:0 --from=jars /opt/btc/.cache/jars /opt/btc/.cache/jars
-ENV PYTHONPATH=/opt/btc/plugins:/opt/btc \
-    BTC_CACHE_DIR=/opt/btc/.cache \
+# the project as an editable install over the copied tree (console scripts btc-*, packages
+# btc_platform, spark_jobs, models importable by every process; DAGs and jobs run from /opt/btc)
+RUN pip install --no-deps -e /opt/btc
+ENV BTC_CACHE_DIR=/opt/btc/.cache \
     BTC_DATA_DIR=/opt/btc/.data \
     AIRFLOW_HOME=/opt/airflow \
     PYSPARK_PYTHON=/usr/local/bin/python \

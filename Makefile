@@ -6,7 +6,6 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 SOURCE ?= live
-export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
 export PYTHONUNBUFFERED := 1
 
 .PHONY: help venv jars run stop status services-up services-down test test-fast bench evaluate lint clean-data
@@ -14,31 +13,32 @@ export PYTHONUNBUFFERED := 1
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt -c constraints.txt
+	$(PY) -m pip install -q --no-deps -e .
 	@touch $@
 
-venv: $(VENV)/.installed ## create .venv and install the pinned dependencies (once)
+venv: $(VENV)/.installed ## create .venv, install the pinned dependencies and this project (editable, once)
 
 jars: venv ## resolve Kafka, Hadoop and the Spark Kafka connector from Maven Central (once)
-	$(PY) infra/jars.py
+	$(VENV)/bin/btc-jars
 
 run: venv jars ## start the whole platform locally (SOURCE=live|simulate|replay)
-	$(PY) infra/services.py run --source $(SOURCE)
+	$(VENV)/bin/btc-services run --source $(SOURCE)
 
 stop: venv ## stop everything `make run` started
-	$(PY) infra/services.py stop all
+	$(VENV)/bin/btc-services stop all
 
 status: venv ## show which local services run and whether they are healthy
-	$(PY) infra/services.py status all
+	$(VENV)/bin/btc-services status all
 
 services-up: venv jars ## start Kafka and HDFS only
-	$(PY) infra/services.py start kafka hdfs
+	$(VENV)/bin/btc-services start kafka hdfs
 
 services-down: venv ## stop Kafka and HDFS
-	$(PY) infra/services.py stop kafka hdfs
+	$(VENV)/bin/btc-services stop kafka hdfs
 
 test: venv jars ## install what is needed, run every test (tests start their own Kafka/HDFS/Airflow)
 	$(PY) -m pytest

@@ -16,7 +16,7 @@ Figures (logged as a table):
 
 Everything is written under a temporary directory that is deleted at the end.
 
-    PYTHONPATH=plugins:. .venv/bin/python bench/bench_batch.py [--hourly-runs 24] [--skip-backfill]
+    .venv/bin/python bench/bench_batch.py [--hourly-runs 24] [--skip-backfill]
 """
 
 from __future__ import annotations
@@ -35,9 +35,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-for entry in (ROOT / "plugins", ROOT):
-    if str(entry) not in sys.path:
-        sys.path.insert(0, str(entry))
 
 log = logging.getLogger("bench.batch")
 

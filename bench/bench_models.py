@@ -7,7 +7,7 @@ skill at 1, 6, 12 and 24 h, interval coverage, training time and prediction time
 Data: ``$BTC_BENCH_DATA_DIR/btc_usdt_1h_2017_2024h1.csv`` (default ``../shared/data`` relative to
 the repository). Skips with a message (exit 0) when the file is absent.
 
-    PYTHONPATH=plugins:. .venv/bin/python bench/bench_models.py [--data FILE] [--test-from DATE]
+    .venv/bin/python bench/bench_models.py [--data FILE] [--test-from DATE]
 """
 
 from __future__ import annotations
@@ -36,9 +36,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-from", default=None, help="first test origin YYYY-MM-DD (default: last 6 months)")
     args = parser.parse_args(argv if argv is not None else [])  # run_all.py calls main()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for entry in (ROOT / "plugins", ROOT):
-        if str(entry) not in sys.path:
-            sys.path.insert(0, str(entry))
     data = args.data or default_data()
     if not data.is_file():
         log.warning("SKIP bench_models: %s not found (set BTC_BENCH_DATA_DIR or pass --data)", data)

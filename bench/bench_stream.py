@@ -10,7 +10,7 @@
    the job's cold start (its first batch plans, generates code and warms the JIT: 7-9 s here).
 
 The broker is started by this benchmark (own data dir, free ports) and stopped at the end.
-Run: ``PYTHONPATH=plugins:. .venv/bin/python bench/bench_stream.py [--messages N] [--rate R]
+Run: ``.venv/bin/python bench/bench_stream.py [--messages N] [--rate R]
 [--seconds S] [--warmup S] [--skip-latency]``. Needs the jars (``make jars``). Targets on a 2-core machine:
 >= 20,000 msg/s sustained, p95 <= 5 s.
 """
@@ -142,7 +142,6 @@ def job_command(bootstrap: str, topic: str, storage: str, *extra: str) -> list[s
 
 def job_env(data_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = f"{ROOT / 'plugins'}:{ROOT}"
     env["BTC_DATA_DIR"] = str(data_dir)
     return env
 
@@ -350,8 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv if argv is not None else [])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    from btc_platform import services
     from btc_platform.settings import load_settings
-    from infra import services
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     settings = load_settings(data_dir=workdir / "kafka-data")

@@ -3,10 +3,10 @@
 Run by the ``btc_backfill`` DAG (SparkSubmitOperator) or by hand::
 
     # from the exchange (paginated GET /api/v3/klines, polite: weight budget, 429/418 backoff)
-    PYTHONPATH=plugins:. .venv/bin/python spark_jobs/backfill_job.py --source binance \\
+    .venv/bin/python spark_jobs/backfill_job.py --source binance \\
         --start 2024-05-01 --end 2024-06-01
     # from a file: Binance kline CSV (12 columns, ms or us times) or open_time_utc,open,high,... CSV/Parquet
-    PYTHONPATH=plugins:. .venv/bin/python spark_jobs/backfill_job.py --source file \\
+    .venv/bin/python spark_jobs/backfill_job.py --source file \\
         --file ../shared/data/btc_usdt_1h_2017_2024h1.csv
 
 Rows get ``source=backfill``; microstructure fields stay null (see backfill_transforms). Hours
@@ -26,18 +26,11 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from urllib.parse import urlparse
 
-if __package__ in (None, ""):  # run as a script: make the repo's packages importable
-    _ROOT = Path(__file__).resolve().parents[1]
-    for _entry in (_ROOT, _ROOT / "plugins"):
-        if _entry.is_dir() and str(_entry) not in sys.path:
-            sys.path.insert(0, str(_entry))
-
-from btc_platform import datasets  # noqa: E402
-from btc_platform.settings import Settings, SettingsError  # noqa: E402
-from spark_jobs._cli import add_common_options, settings_from_args, setup_logging  # noqa: E402
+from btc_platform import datasets
+from btc_platform.settings import Settings, SettingsError
+from spark_jobs._cli import add_common_options, settings_from_args, setup_logging
 
 log = logging.getLogger("spark_jobs.backfill_job")
 

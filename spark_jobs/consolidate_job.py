@@ -3,7 +3,7 @@
 Run by the ``btc_hourly_consolidation`` DAG (SparkSubmitOperator, args ``--start/--end`` = the
 data interval) or by hand::
 
-    PYTHONPATH=plugins:. .venv/bin/python spark_jobs/consolidate_job.py \\
+    .venv/bin/python spark_jobs/consolidate_job.py \\
         --start 2024-01-01T00:00:00Z --end 2024-01-01T03:00:00Z
 
 Only the date=/hour= partitions of hours that have minute data are overwritten (dynamic
@@ -19,17 +19,10 @@ import argparse
 import logging
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repo's packages importable
-    _ROOT = Path(__file__).resolve().parents[1]
-    for _entry in (_ROOT, _ROOT / "plugins"):
-        if _entry.is_dir() and str(_entry) not in sys.path:
-            sys.path.insert(0, str(_entry))
-
-from btc_platform import datasets  # noqa: E402
-from btc_platform.settings import Settings, SettingsError  # noqa: E402
-from spark_jobs._cli import add_common_options, settings_from_args, setup_logging  # noqa: E402
+from btc_platform import datasets
+from btc_platform.settings import Settings, SettingsError
+from spark_jobs._cli import add_common_options, settings_from_args, setup_logging
 
 log = logging.getLogger("spark_jobs.consolidate_job")
 

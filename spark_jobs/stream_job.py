@@ -20,7 +20,7 @@ Two streaming queries, each with its own checkpoint:
 Every option defaults to the platform settings (``BTC_*`` environment, see
 ``btc_platform.settings``). Run::
 
-    PYTHONPATH=plugins:. python spark_jobs/stream_job.py [--available-now] ...
+    python spark_jobs/stream_job.py [--available-now] ...
     spark-submit --jars ... spark_jobs/stream_job.py ...
 
 Per-batch progress is logged as one JSON line per batch and written to the status file
@@ -41,17 +41,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-if __package__ in (None, ""):  # run as a script: make the repo's packages importable
-    _ROOT = Path(__file__).resolve().parents[1]
-    for _entry in (_ROOT, _ROOT / "plugins"):
-        if _entry.is_dir() and str(_entry) not in sys.path:
-            sys.path.insert(0, str(_entry))
-
-from btc_platform import datasets  # noqa: E402
-from btc_platform.settings import Settings, SettingsError, load_settings  # noqa: E402
-from btc_platform.spark import build_session, hadoop_fs, path_exists  # noqa: E402
-from btc_platform.status import write_status  # noqa: E402
-from spark_jobs._cli import setup_logging  # noqa: E402
+from btc_platform import datasets
+from btc_platform.settings import Settings, SettingsError, load_settings
+from btc_platform.spark import build_session, hadoop_fs, path_exists
+from btc_platform.status import write_status
+from spark_jobs._cli import setup_logging
 
 log = logging.getLogger("spark_jobs.stream_job")
 

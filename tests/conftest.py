@@ -3,17 +3,10 @@ live in tests/fixtures_services.py; Spark and settings fixtures are here."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
 pytest_plugins = ["tests.fixtures_services"]
 
-ROOT = Path(__file__).resolve().parents[1]
-for entry in (ROOT / "plugins", ROOT):
-    if str(entry) not in sys.path:
-        sys.path.insert(0, str(entry))
 
 
 @pytest.fixture
@@ -37,7 +30,7 @@ def settings_env(monkeypatch, tmp_path):
 @pytest.fixture(scope="session")
 def spark():
     """One local[2] SparkSession for the whole run: UTC, UI off, 2 shuffle partitions,
-    with the Kafka connector jars when infra/jars.py has resolved them."""
+    with the Kafka connector jars when btc-jars has resolved them."""
     from btc_platform.settings import load_settings
     from btc_platform.spark import build_session
 

@@ -6,7 +6,7 @@ in tests/conftest.py).
 
 Each uses its own temporary data dir and free ports on 127.0.0.1, so parallel test sessions and a
 running ``make run`` never collide, and stops its processes at the end of the session, pass or fail.
-If infra/jars.py has not resolved the jars yet, the fixtures resolve them first (needs Maven
+If btc-jars has not resolved the jars yet, the fixtures resolve them first (needs Maven
 Central the first time).
 """
 
@@ -49,18 +49,18 @@ class KafkaService:
 
     def start(self) -> None:
         """Start (or restart) the broker on the same ports and data dir: the log survives."""
-        from infra import services
+        from btc_platform import services
 
         services.start_kafka(self.settings)
 
     def stop(self) -> None:
-        from infra import services
+        from btc_platform import services
 
         services.stop("kafka", self.settings)
 
     def create_topic(self, name: str, partitions: int = 1) -> str:
         """Create ``name`` with ``partitions`` (idempotent) and wait until every partition has a leader."""
-        from infra import services
+        from btc_platform import services
 
         return services.ensure_topic(self.settings, name, partitions)
 
@@ -82,19 +82,19 @@ class HdfsService:
         return namenode_http_url(self.settings)
 
     def start(self) -> None:
-        from infra import services
+        from btc_platform import services
 
         services.start_hdfs(self.settings)
 
     def stop(self) -> None:
-        from infra import services
+        from btc_platform import services
 
         services.stop("hdfs", self.settings)
 
 
 def _start_with_free_ports(make_settings, start, stop):
     """Start a service on fresh free ports; retry if another process grabbed one meanwhile."""
-    from infra.services import PortInUseError
+    from btc_platform.services import PortInUseError
 
     for attempt in range(1, _START_ATTEMPTS + 1):
         settings = make_settings()
@@ -115,7 +115,7 @@ def _start_with_free_ports(make_settings, start, stop):
 @pytest.fixture(scope="session")
 def kafka_service(tmp_path_factory):
     """A real single-node Kafka (KRaft) on free ports with its own data dir, for the whole session."""
-    from infra import services
+    from btc_platform import services
 
     data_dir = tmp_path_factory.mktemp("kafka-service")
 
@@ -141,7 +141,7 @@ def kafka_service(tmp_path_factory):
 @pytest.fixture(scope="session")
 def hdfs_service(tmp_path_factory):
     """A real HDFS (NameNode + DataNode) on free ports with its own data dir, for the whole session."""
-    from infra import services
+    from btc_platform import services
 
     data_dir = tmp_path_factory.mktemp("hdfs-service")
 

@@ -137,8 +137,9 @@ def test_dockerfile_builds_the_project_image():
     assert re.search(r"^FROM python:3\.11", text, re.M)
     assert "jre-headless" in text  # Java 17 (bookworm's default JRE) for Spark
     assert "-c constraints.txt" in text
-    assert "infra/jars.py" in text
-    assert "PYTHONPATH=/opt/btc/plugins:/opt/btc" in text
+    assert "btc-jars --group spark" in text
+    assert "pip install --no-deps -e /opt/btc" in text  # the project installed, no PYTHONPATH
+    assert "PYTHONPATH" not in text
     ignored = (ROOT / ".dockerignore").read_text().split()
     for path in (".venv", ".data", ".git"):
         assert path in ignored

@@ -1,5 +1,5 @@
 """End to end on the local stack: real Kafka, real Airflow standalone (started through
-infra/services.py exactly like ``make run``), simulate source, everything driven by the DAGs.
+btc_platform.services exactly like ``make run``), simulate source, everything driven by the DAGs.
 
 1. Airflow comes up with the DAGs unpaused; the ``btc_stream_supervisor`` DAG starts the
    producer and the Spark streaming job by itself.
@@ -122,10 +122,9 @@ def _minute_metric_rows(storage: Path) -> int:
 
 
 def test_platform_end_to_end(kafka_service, tmp_path):
-    from btc_platform import supervisor
+    from btc_platform import services, supervisor
     from btc_platform.airflow_env import api_url, password_file
     from btc_platform.settings import load_settings
-    from infra import services
     from tests.fixtures_services import free_ports
 
     topic = f"e2e-{uuid.uuid4().hex[:8]}"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from btc_platform import jars, services
 from btc_platform.settings import Settings, load_settings
-from infra import jars, services
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -164,7 +164,7 @@ def test_airflow_env_builds_connections_from_settings(tmp_path):
     assert json.loads(env["AIRFLOW_CONN_SPARK_DEFAULT"]) == {"conn_type": "spark", "host": "spark://10.0.0.5:7077"}
     kafka = json.loads(env["AIRFLOW_CONN_KAFKA_DEFAULT"])
     assert kafka["conn_type"] == "kafka" and kafka["extra"]["bootstrap.servers"] == "k1:9092,k2:9092"
-    assert env["PYTHONPATH"].split(os.pathsep)[:3] == [str(ROOT / "plugins"), str(ROOT), "/x"]
+    assert env.get("PYTHONPATH") is None  # the project is installed: nothing to put on a path
     # BTC_* of the caller and explicit overrides reach the Airflow processes; others are not copied
     assert env["BTC_KAFKA_TOPIC"] == "t1"
     assert env["BTC_SPARK_MASTER"] == "spark://10.0.0.5:7077"
@@ -176,14 +176,13 @@ def test_env_example_documents_every_setting():
     text = (ROOT / ".env.example").read_text()
     names = {line.lstrip("# ").split("=", 1)[0] for line in text.splitlines() if "=" in line and line.lstrip("# ").startswith("BTC_")}
     missing = sorted(f"BTC_{n.upper()}" for n in Settings.model_fields if f"BTC_{n.upper()}" not in names)
-    assert missing == [], f"run `python infra/gen_env_example.py`: {missing}"
+    assert missing == [], f"run `btc-envfile`: {missing}"
 
 
 def test_cli_help_documents_options():
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'plugins'}:{ROOT}"}
-    for script, options in (("services.py", ["start", "stop", "status", "run"]), ("jars.py", ["--offline", "--force", "--group"])):
-        proc = subprocess.run([sys.executable, str(ROOT / "infra" / script), "--help"],
-                              capture_output=True, text=True, env=env, timeout=60, check=False)  # fmt: skip
+    for script, options in (("btc-services", ["start", "stop", "status", "run"]), ("btc-jars", ["--offline", "--force", "--group"])):
+        proc = subprocess.run([str(Path(sys.executable).parent / script), "--help"],
+                              capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
         assert proc.returncode == 0
         assert all(option in proc.stdout for option in options), proc.stdout
 

@@ -136,7 +136,6 @@ def test_sigterm_mid_run_flushes_everything_accepted(kafka_service, tmp_path, se
     data_dir = tmp_path / "data"
     env = dict(
         os.environ,
-        PYTHONPATH=f"{ROOT / 'plugins'}{os.pathsep}{ROOT}",
         BTC_DATA_DIR=str(data_dir),
         BTC_KAFKA_BOOTSTRAP_SERVERS=kafka_service.bootstrap_servers,
         BTC_KAFKA_TOPIC=topic,

@@ -59,7 +59,6 @@ def job_env(tmp_path: Path, extra: dict[str, str] | None = None) -> dict[str, st
     env = dict(os.environ)
     env.update(
         {
-            "PYTHONPATH": f"{ROOT / 'plugins'}:{ROOT}",
             "BTC_DATA_DIR": str(tmp_path / "data"),
             "BTC_SPARK_SHUFFLE_PARTITIONS": "2",
             **(extra or {}),

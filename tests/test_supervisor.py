@@ -211,7 +211,6 @@ def test_cli_help_documents_every_option():
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     assert proc.returncode == 0
     for word in ("check", "status", "stop", "--source", "producer", "stream"):

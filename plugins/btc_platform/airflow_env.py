@@ -1,9 +1,9 @@
-"""Environment of the local Airflow (``airflow standalone`` started by infra/services.py).
+"""Environment of the local Airflow (``airflow standalone`` started by btc_platform.services).
 
 ``airflow_env(settings)`` returns the variables to add to the process environment: Airflow's
 own configuration (home, dags/plugins folders, API server address, no examples), the
 connections the DAGs use (``AIRFLOW_CONN_SPARK_DEFAULT``, ``AIRFLOW_CONN_KAFKA_DEFAULT``)
-built from the settings, ``PYTHONPATH`` so tasks import ``btc_platform`` and the repo, and
+built from the settings, and
 every ``BTC_*`` variable of the caller passed through so tasks see the same settings.
 """
 
@@ -67,9 +67,6 @@ def airflow_env(settings: Settings, environ: dict[str, str] | None = None) -> di
     db_path = home / "airflow.db"
     env = {key: value for key, value in source.items() if key.upper().startswith(ENV_PREFIX)}
     env.update(settings_overrides_env(settings))
-    python_path = [str(PROJECT_ROOT / "plugins"), str(PROJECT_ROOT)]
-    if source.get("PYTHONPATH"):
-        python_path += [p for p in source["PYTHONPATH"].split(os.pathsep) if p and p not in python_path]
     env.update(
         {
             "AIRFLOW_HOME": str(home),
@@ -85,7 +82,6 @@ def airflow_env(settings: Settings, environ: dict[str, str] | None = None) -> di
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
             "AIRFLOW_CONN_SPARK_DEFAULT": _spark_conn(settings.spark_master),
             "AIRFLOW_CONN_KAFKA_DEFAULT": _kafka_conn(settings.kafka_bootstrap_servers),
-            "PYTHONPATH": os.pathsep.join(python_path),
             f"{ENV_PREFIX}DATA_DIR": str(settings.data_dir),
             f"{ENV_PREFIX}CACHE_DIR": str(settings.cache_dir),
             f"{ENV_PREFIX}STORAGE_ROOT": settings.storage_root,

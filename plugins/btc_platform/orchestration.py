@@ -51,7 +51,8 @@ def job_path(name: str) -> str:
 
 
 def spark_job_env(settings: Settings) -> dict[str, str]:
-    """Extra environment for spark-submit'ed jobs: the package on PYTHONPATH and this Python.
+    """Extra environment for spark-submit'ed jobs: this Python (where the project is installed)
+    for the driver and the Python workers.
 
     BTC_* settings are inherited from the worker's environment (spark-submit runs with
     ``os.environ`` plus these), so secrets never show up in the rendered task arguments.
@@ -59,7 +60,6 @@ def spark_job_env(settings: Settings) -> dict[str, str]:
     import sys
 
     return {
-        "PYTHONPATH": f"{PROJECT_ROOT / 'plugins'}:{PROJECT_ROOT}",
         "PYSPARK_PYTHON": sys.executable,
         "PYSPARK_DRIVER_PYTHON": sys.executable,
     }

@@ -118,10 +118,6 @@ def _child_env(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
     btc_env = settings_env(settings)
     env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
     env.update(btc_env)
-    python_path = [str(PROJECT_ROOT / "plugins"), str(PROJECT_ROOT)]
-    if os.environ.get("PYTHONPATH"):
-        python_path.append(os.environ["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(python_path))
     env["PYTHONUNBUFFERED"] = "1"
     env["PYSPARK_PYTHON"] = env.get("PYSPARK_PYTHON", sys.executable)
     env["PYSPARK_DRIVER_PYTHON"] = env.get("PYSPARK_DRIVER_PYTHON", sys.executable)

@@ -2,10 +2,10 @@
 
 CLI::
 
-    python infra/services.py start  kafka|hdfs|airflow|all [...]
-    python infra/services.py stop   kafka|hdfs|airflow|all [...]
-    python infra/services.py status kafka|hdfs|airflow|all [...]
-    python infra/services.py run --source live|simulate|replay
+    btc-services start  kafka|hdfs|airflow|all [...]
+    btc-services stop   kafka|hdfs|airflow|all [...]
+    btc-services status kafka|hdfs|airflow|all [...]
+    btc-services run --source live|simulate|replay
 
 Python API (used by the test fixtures): ``start(name, settings)``, ``stop(name, settings)``,
 ``status(name, settings)``, ``ensure_topic(settings, topic, partitions)``.
@@ -14,7 +14,7 @@ Every process runs detached in its own process group, with its pid file under
 ``<data_dir>/run`` and its log under ``<data_dir>/logs``. Start is idempotent, waits on a real
 health check (bounded, never a fixed sleep) and fails with the log tail if the process dies or
 the check times out. Stop sends SIGTERM to the process group, waits (bounded), then SIGKILL.
-Kafka and HDFS run from the jars that infra/jars.py resolved with Maven; nothing is downloaded.
+Kafka and HDFS run from the jars that btc_platform.jars resolved with Maven; nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-INFRA_DIR = Path(__file__).resolve().parent
 SERVICES: tuple[str, ...] = ("kafka", "hdfs", "airflow")
 #: Processes of each service, in start order (stopped in reverse).
 PROCESSES: dict[str, tuple[str, ...]] = {
@@ -389,7 +388,7 @@ def _java() -> str:
 
 
 def _classpath(settings: Settings, group: str) -> str:
-    from infra import jars
+    from btc_platform import jars
 
     if not jars.is_ready(settings, (group,)):
         jars.ensure_jars(settings, (group,))
@@ -937,8 +936,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
 
+    from btc_platform.jars import JarsError
     from btc_platform.settings import SettingsError, get_settings
-    from infra.jars import JarsError
 
     try:
         settings = get_settings()
@@ -974,8 +973,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    _root = INFRA_DIR.parent
-    for _entry in (str(_root / "plugins"), str(_root)):
-        if _entry not in sys.path:
-            sys.path.insert(0, _entry)
     sys.exit(main())

@@ -16,8 +16,8 @@ self-contained. A stamp file keyed on the pom's hash (and the pyspark jar list) 
 run a no-op that never calls Maven; when the stamp is stale Maven is first tried offline
 (``mvn -o``) and only goes to the network if something is missing.
 
-CLI: ``python infra/jars.py [--force] [--offline] [--group G ...]``. Python API:
-``ensure_jars(settings)`` (used by infra/services.py and the test fixtures) and
+CLI: ``btc-jars [--force] [--offline] [--group G ...]``. Python API:
+``ensure_jars(settings)`` (used by btc_platform.services and the test fixtures) and
 ``classpath(group, settings)``.
 """
 
@@ -40,12 +40,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from btc_platform.settings import PROJECT_ROOT
+
 if TYPE_CHECKING:
     from btc_platform.settings import Settings
 
 log = logging.getLogger(__name__)
 
-INFRA_DIR = Path(__file__).resolve().parent
+INFRA_DIR = PROJECT_ROOT / "infra"
 POM = INFRA_DIR / "pom.xml"
 LOCALFS_SRC = INFRA_DIR / "localfs" / "src"
 LOCALFS_JAR = "btc-localfs.jar"
@@ -304,8 +306,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    _root = str(INFRA_DIR.parent)
-    for _entry in (str(INFRA_DIR.parent / "plugins"), _root):
-        if _entry not in sys.path:
-            sys.path.insert(0, _entry)
     sys.exit(main())
