@@ -6,8 +6,7 @@ import stat
 
 from btc_platform.orchestration import spark_submit_kwargs
 from btc_platform.settings import load_settings
-from btc_platform.spark import LOCAL_FS_HADOOP_CONF, hadoop_fs, local_fs_conf
-from btc_platform.supervisor import spark_submit_args
+from btc_platform.spark import LOCAL_FS_HADOOP_CONF, hadoop_fs, local_fs_conf, spark_submit_args
 
 
 def test_local_session_uses_the_nio_file_system(spark, tmp_path):

@@ -369,7 +369,11 @@ def test_launch_specs_follow_the_settings(tmp_path):
         "--master",
         "local[2]",
     )
-    assert "--py-files" not in stream.argv  # local master: the driver imports from PYTHONPATH
+    assert "--py-files" not in stream.argv  # local master: the driver imports the installed package
+    # the stream's own driver memory and GC, not the batch jobs' defaults
+    assert f"spark.driver.memory={local.stream_driver_memory}" in stream.argv
+    assert any(a.startswith("spark.driver.extraJavaOptions=") and local.stream_driver_java_options in a
+               for a in stream.argv)  # fmt: skip
 
     cluster = load_settings(data_dir=tmp_path, spark_master="spark://master:7077")
     spec = supervisor.stream_spec(cluster)

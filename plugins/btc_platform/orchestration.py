@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from btc_platform.settings import PROJECT_ROOT, Settings
-from btc_platform.spark import UTC_JAVA_OPTION, local_fs_conf
+from btc_platform.spark import spark_conf
 
 #: Airflow connection id of the Spark master (AIRFLOW_CONN_SPARK_DEFAULT, set by airflow_env).
 SPARK_CONN_ID = "spark_default"
@@ -66,21 +66,13 @@ def spark_job_env(settings: Settings) -> dict[str, str]:
 
 
 def spark_submit_kwargs(settings: Settings, name: str) -> dict[str, Any]:
-    """Keyword arguments shared by every ``SparkSubmitOperator`` of the platform."""
-    jars = settings.spark_jars()
+    """Keyword arguments shared by every ``SparkSubmitOperator`` of the platform: every option
+    of ``btc_platform.spark.spark_conf`` as ``--conf`` (spark.jars and spark.driver.memory
+    included), so Airflow-submitted jobs run exactly like the others."""
     return {
         "conn_id": SPARK_CONN_ID,
         "name": name,
-        "jars": ",".join(jars) if jars else None,
-        "driver_memory": settings.spark_driver_memory,
-        "conf": {
-            "spark.sql.session.timeZone": "UTC",
-            "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
-            "spark.ui.showConsoleProgress": "false",
-            "spark.driver.extraJavaOptions": UTC_JAVA_OPTION,
-            "spark.executor.extraJavaOptions": UTC_JAVA_OPTION,
-            **local_fs_conf(settings, settings.spark_master),
-        },
+        "conf": spark_conf(settings, settings.spark_master),
         "env_vars": spark_job_env(settings),
     }
 

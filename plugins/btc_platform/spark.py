@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import sys
+from pathlib import Path
 
 from btc_platform.settings import Settings, get_settings
 
@@ -75,6 +78,45 @@ def _launches_jvm() -> bool:
     return SparkContext._active_spark_context is None and "PYSPARK_GATEWAY_PORT" not in os.environ
 
 
+def spark_conf(
+    settings: Settings,
+    master: str | None = None,
+    *,
+    with_jars: bool = True,
+    with_launch_options: bool = True,
+    driver_memory: str | None = None,
+    driver_java_options: str = "",
+) -> dict[str, str]:
+    """Every Spark option of the platform, the one place they are decided.
+
+    Used by :func:`build_session` (a job or test that creates its own session), by
+    :func:`spark_submit_args` (the supervised stream job) and by
+    ``orchestration.spark_submit_kwargs`` (Airflow's SparkSubmitOperator). ``with_launch_options``
+    adds what only takes effect when the driver JVM is launched (memory, JVM options, the
+    local file system's classpath); ``driver_memory`` defaults to ``settings.spark_driver_memory``.
+    """
+    master = master or settings.spark_master
+    conf = {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.sources.partitionOverwriteMode": "dynamic",
+        "spark.executor.extraJavaOptions": UTC_JAVA_OPTION,
+    }
+    if with_jars:
+        jars = settings.spark_jars()
+        if jars:
+            conf["spark.jars"] = ",".join(jars)
+        else:
+            log.warning("no Spark connector jars under %s: the Kafka source will be unavailable "
+                        "(run `make jars`)", settings.jars_dir / "spark")  # fmt: skip
+    if with_launch_options:
+        conf["spark.driver.memory"] = driver_memory or settings.spark_driver_memory
+        conf["spark.driver.extraJavaOptions"] = jvm_options(driver_java_options)
+        conf.update(local_fs_conf(settings, master))
+    return conf
+
+
 def build_session(
     app_name: str,
     settings: Settings | None = None,
@@ -95,33 +137,66 @@ def build_session(
 
     s = settings or get_settings()
     master = master or s.spark_master
-    builder = (
-        SparkSession.builder.appName(app_name)
-        .master(master)
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.shuffle.partitions", str(s.spark_shuffle_partitions))
-        .config("spark.driver.memory", driver_memory or s.spark_driver_memory)
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
-        .config("spark.driver.extraJavaOptions", jvm_options(driver_java_options))
-        .config("spark.executor.extraJavaOptions", UTC_JAVA_OPTION)
-    )
-    if with_kafka:
-        jars = s.spark_jars()
-        if not jars:
-            log.warning(
-                "no Spark connector jars under %s: the Kafka source will be unavailable "
-                "(run `make jars`)",
-                s.jars_dir / "spark",
-            )
-        else:
-            builder = builder.config("spark.jars", ",".join(jars))
-    if _launches_jvm():
-        for key, value in local_fs_conf(s, master).items():
-            builder = builder.config(key, value)
-    for key, value in (extra_conf or {}).items():
+    conf = spark_conf(s, master, with_jars=with_kafka, with_launch_options=_launches_jvm(),
+                      driver_memory=driver_memory, driver_java_options=driver_java_options)  # fmt: skip
+    conf.update(extra_conf or {})
+    builder = SparkSession.builder.appName(app_name).master(master)
+    for key, value in conf.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
     log.info("spark session %s on %s (version %s)", app_name, session.sparkContext.master, session.version)
     return session
+
+
+def spark_submit_binary() -> str:
+    """The ``spark-submit`` of this Python environment (pyspark ships it), else the one on PATH."""
+    local = Path(sys.executable).parent / "spark-submit"
+    if local.exists():
+        return str(local)
+    found = shutil.which("spark-submit")
+    if not found:
+        raise FileNotFoundError("spark-submit not found next to the Python interpreter nor on PATH")
+    return found
+
+
+def package_zip(settings: Settings) -> Path:
+    """Zip of ``btc_platform`` + ``spark_jobs`` for ``--py-files`` (executors on a cluster, which
+    do not have this project installed)."""
+    import zipfile
+
+    import btc_platform
+    import spark_jobs
+
+    target = settings.data_dir / "supervisor" / "btc_platform.zip"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".zip.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        for package in (btc_platform, spark_jobs):
+            base = Path(package.__file__).resolve().parent
+            for path in sorted(base.rglob("*.py")):
+                archive.write(path, (Path(base.name) / path.relative_to(base)).as_posix())
+    os.replace(tmp, target)
+    return target
+
+
+def spark_submit_args(
+    settings: Settings,
+    app_name: str,
+    *,
+    with_py_files: bool | None = None,
+    driver_memory: str | None = None,
+    driver_java_options: str = "",
+) -> list[str]:
+    """spark-submit options of a platform job (master, name, every :func:`spark_conf` option,
+    ``--py-files`` with the package zip on non-local masters)."""
+    args = ["--master", settings.spark_master, "--name", app_name]
+    conf = spark_conf(settings, settings.spark_master, driver_memory=driver_memory,
+                      driver_java_options=driver_java_options)  # fmt: skip
+    for key, value in conf.items():
+        args += ["--conf", f"{key}={value}"]
+    if with_py_files is None:
+        with_py_files = not settings.spark_master.startswith("local")
+    if with_py_files:
+        args += ["--py-files", str(package_zip(settings))]
+    return args

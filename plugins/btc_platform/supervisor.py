@@ -33,12 +33,10 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -47,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from btc_platform.settings import ENV_PREFIX, PROJECT_ROOT, Settings, get_settings
-from btc_platform.spark import jvm_options, local_fs_conf
+from btc_platform.spark import spark_submit_args, spark_submit_binary
 
 log = logging.getLogger(__name__)
 
@@ -133,60 +131,6 @@ def producer_spec(settings: Settings, source: str | None = None) -> LaunchSpec:
     argv = (sys.executable, "-m", "btc_platform.producer", "--source", source)
     env, btc_env = _child_env(settings)
     return LaunchSpec(PRODUCER, argv, env, _fingerprint(argv, btc_env))
-
-
-def spark_submit_binary() -> str:
-    """The ``spark-submit`` of this Python environment (pyspark ships it), else the one on PATH."""
-    local = Path(sys.executable).parent / "spark-submit"
-    if local.exists():
-        return str(local)
-    found = shutil.which("spark-submit")
-    if not found:
-        raise SupervisorError("spark-submit not found next to the Python interpreter nor on PATH")
-    return found
-
-
-def package_zip(settings: Settings) -> Path:
-    """Zip of ``btc_platform`` + ``spark_jobs`` for ``--py-files`` (executors on a cluster)."""
-    target = settings.data_dir / "supervisor" / "btc_platform.zip"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".zip.tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
-        for base, package in ((PROJECT_ROOT / "plugins", "btc_platform"), (PROJECT_ROOT, "spark_jobs")):
-            for path in sorted((base / package).rglob("*.py")):
-                archive.write(path, path.relative_to(base).as_posix())
-    os.replace(tmp, target)
-    return target
-
-
-def spark_submit_args(
-    settings: Settings,
-    app_name: str,
-    *,
-    with_py_files: bool | None = None,
-    driver_memory: str | None = None,
-    driver_java_options: str = "",
-) -> list[str]:
-    """Common spark-submit options from settings: master, jars, memory, UTC, shuffle partitions."""
-    args = [
-        "--master", settings.spark_master,
-        "--name", app_name,
-        "--driver-memory", driver_memory or settings.spark_driver_memory,
-        "--driver-java-options", jvm_options(driver_java_options),
-        "--conf", "spark.sql.session.timeZone=UTC",
-        "--conf", f"spark.sql.shuffle.partitions={settings.spark_shuffle_partitions}",
-        "--conf", "spark.ui.showConsoleProgress=false",
-    ]  # fmt: skip
-    jars = settings.spark_jars()
-    if jars:
-        args += ["--jars", ",".join(jars)]
-    for key, value in local_fs_conf(settings, settings.spark_master).items():
-        args += ["--conf", f"{key}={value}"]
-    if with_py_files is None:
-        with_py_files = not settings.spark_master.startswith("local")
-    if with_py_files:
-        args += ["--py-files", str(package_zip(settings))]
-    return args
 
 
 def stream_spec(settings: Settings) -> LaunchSpec:
