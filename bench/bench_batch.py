@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     from btc_platform.spark import build_session
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_batch_"))
-    spark = build_session("bench-batch", load_settings(data_dir=tmp / "data"), master="local[2]", with_kafka=False,
+    spark = build_session("bench-batch", load_settings(data_dir=tmp / "data"), master="local[2]",
                           extra_conf={"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2"})
     figures: list[tuple[str, str, str]] = []
     try:

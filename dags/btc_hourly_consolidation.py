@@ -1,10 +1,16 @@
 """
 ### btc_hourly_consolidation
 
-Every hour, consolidates the streaming job's `minute_metrics` of the run's data interval
-(`[data_interval_start, data_interval_end)`) into one partition of `hourly_metrics`
-(idempotent overwrite: re-running an hour gives the same result), then runs the data-quality
-checks on that hour as their own task. A successful check updates the `hourly_metrics` Asset.
+Every hour, waits until the streaming job has written the last minute of the run's data interval
+(`[data_interval_start, data_interval_end)`), consolidates that hour's `minute_metrics` into
+`hourly_metrics` with one MERGE (re-running an hour leaves the table as it was; earlier hours
+that received late minutes are re-merged too), then runs the data-quality checks on that hour
+as their own task. A successful check updates the `hourly_metrics` Asset.
+
+* `wait_for_minutes` is a sensor in reschedule mode (no worker slot held while it waits): ready
+  once the stream's minute_metrics watermark has passed the hour's end, or after
+  `BTC_CONSOLIDATION_MAX_WAIT_S` (the hour is then consolidated with the minutes that exist, and
+  its coverage says so). Its log says which.
 
 * Both steps are `spark-submit`s through the `spark_default` connection
   (`AIRFLOW_CONN_SPARK_DEFAULT`, set from `BTC_SPARK_MASTER` by `make run` / compose).
@@ -20,7 +26,7 @@ from datetime import timedelta
 
 import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import Asset, CronDataIntervalTimetable, dag
+from airflow.sdk import Asset, CronDataIntervalTimetable, PokeReturnValue, chain, dag, task
 
 from btc_platform import datasets
 from btc_platform.orchestration import (
@@ -54,6 +60,20 @@ interval_args = [
     doc_md=__doc__,
 )
 def btc_hourly_consolidation():
+    @task.sensor(
+        poke_interval=20,
+        mode="reschedule",
+        timeout=settings.consolidation_max_wait_s + 600,  # the callable itself gives up first
+    )
+    def wait_for_minutes(data_interval_end=None) -> PokeReturnValue:
+        import logging
+
+        from btc_platform.orchestration import minute_metrics_ready
+
+        ready, reason = minute_metrics_ready(settings, data_interval_end)
+        logging.getLogger("btc_hourly_consolidation").info("%s", reason)
+        return PokeReturnValue(is_done=ready, xcom_value=reason)
+
     consolidate = SparkSubmitOperator(
         task_id="consolidate",
         application=job_path("consolidate_job.py"),
@@ -69,7 +89,7 @@ def btc_hourly_consolidation():
         execution_timeout=timedelta(minutes=30),
         **spark_submit_kwargs(settings, "btc-quality"),
     )
-    consolidate >> data_quality
+    chain(wait_for_minutes(), consolidate, data_quality)
 
 
 btc_hourly_consolidation()

@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     from btc_platform.spark import build_session
     from spark_jobs.backfill_transforms import CandleInputError
 
-    spark = build_session(APP_NAME, settings, master=args.master, with_kafka=False)
+    spark = build_session(APP_NAME, settings, master=args.master)
     try:
         run(
             spark,

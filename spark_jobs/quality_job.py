@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     from btc_platform.spark import build_session
 
-    spark = build_session(APP_NAME, settings, master=args.master, with_kafka=False)
+    spark = build_session(APP_NAME, settings, master=args.master)
     try:
         run(spark, settings, start, end, symbols=symbols, min_coverage=args.min_coverage)
     except q.DataQualityError as exc:

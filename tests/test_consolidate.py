@@ -58,15 +58,15 @@ def base_minutes() -> list[dict]:
     ]
 
 
-def write_minutes(spark, settings, rows: list[dict], mode: str = "append") -> None:
+def write_minutes(spark, settings, rows: list[dict]) -> None:
+    from spark_jobs import tables
+
     df = spark.createDataFrame(rows, schema=datasets.struct_type(datasets.MINUTE_METRICS_COLUMNS))
-    df.write.mode(mode).partitionBy("date", "hour").parquet(settings.path(datasets.MINUTE_METRICS))
+    tables.append_rows(spark, settings, datasets.MINUTE_METRICS, df)
 
 
 def read_hourly(spark, settings) -> dict[tuple[str, datetime], dict]:
-    df = spark.read.schema(datasets.struct_type(datasets.HOURLY_METRICS_COLUMNS)).parquet(
-        settings.path(datasets.HOURLY_METRICS)
-    )
+    df = spark.read.format("delta").load(settings.path(datasets.HOURLY_METRICS))
     rows = {}
     for r in df.collect():
         key = (r["symbol"], r["hour_start"].replace(tzinfo=UTC))
@@ -124,17 +124,23 @@ def test_consolidated_values_match_hand_computed(spark, settings):
 
 
 def test_same_hour_twice_is_identical(spark, settings):
+    """Same minutes twice -> the same table, produced_at included: the second MERGE rewrites nothing."""
+    from delta.tables import DeltaTable
+
     from spark_jobs import consolidate_job
 
     write_minutes(spark, settings, base_minutes())
-    consolidate_job.run(spark, settings, T0, T0 + timedelta(hours=1), produced_at=RUN_AT)
+    assert consolidate_job.run(spark, settings, T0, T0 + timedelta(hours=1), produced_at=RUN_AT) == 2
     first = read_hourly(spark, settings)
-    consolidate_job.run(spark, settings, T0, T0 + timedelta(hours=1), produced_at=RUN_AT)
+    later = RUN_AT + timedelta(hours=1)
+    assert consolidate_job.run(spark, settings, T0, T0 + timedelta(hours=1), produced_at=later) == 0
     second = read_hourly(spark, settings)
     assert second == first
     assert len(second) == 2  # BTCUSDT and ETHUSDT of hour 0 only
-    partition = Path(settings.path(datasets.HOURLY_METRICS, "date=2024-01-01", "hour=0")[len("file://"):])
-    assert len(list(partition.glob("*.parquet"))) == 1
+    history = DeltaTable.forPath(spark, settings.path(datasets.HOURLY_METRICS)).history(1).first()
+    assert history["operation"] == "MERGE"
+    assert history["operationMetrics"]["numTargetRowsUpdated"] == "0"
+    assert history["operationMetrics"]["numTargetFilesAdded"] == "0"
 
 
 def test_late_minute_then_rerun_updates_only_that_hour(spark, settings):
@@ -165,7 +171,7 @@ def test_late_minute_then_rerun_updates_only_that_hour(spark, settings):
 
 
 def test_stream_replaces_backfill_row_and_keeps_other_symbols(spark, settings):
-    from spark_jobs import consolidate_job, hourly_store
+    from spark_jobs import consolidate_job, tables
 
     backfill = []
     for symbol in ("BTCUSDT", "LTCUSDT"):
@@ -173,10 +179,10 @@ def test_stream_replaces_backfill_row_and_keeps_other_symbols(spark, settings):
         row.update(symbol=symbol, hour_start=T0, open=1.0, high=2.0, low=0.5, close=1.5, coverage=1.0,
                    volume=10.0, source="backfill", produced_at=RUN_AT, date="2024-01-01", hour=0)
         backfill.append(row)
-    hourly_store.write_hourly(
+    tables.append_rows(
+        spark, settings, datasets.HOURLY_METRICS,
         spark.createDataFrame(backfill, schema=datasets.struct_type(datasets.HOURLY_METRICS_COLUMNS)),
-        settings.path(datasets.HOURLY_METRICS),
-    )
+    )  # fmt: skip
     write_minutes(spark, settings, base_minutes())
     consolidate_job.run(spark, settings, T0, T0 + timedelta(hours=1), produced_at=RUN_AT)
     rows = read_hourly(spark, settings)
@@ -192,7 +198,28 @@ def test_hour_without_minutes_writes_nothing(spark, settings):
 
     write_minutes(spark, settings, base_minutes())
     assert consolidate_job.run(spark, settings, T0 + timedelta(hours=5), T0 + timedelta(hours=6)) == 0
-    assert not Path(settings.path(datasets.HOURLY_METRICS)[len("file://"):]).exists()
+    assert read_hourly(spark, settings) == {}
+
+
+def test_late_minute_changes_its_hour_on_the_next_run(spark, settings):
+    """Hour 0 consolidated, then a minute of hour 0 arrives late: the run of hour 1 re-merges hour 0."""
+    from spark_jobs import consolidate_job
+
+    write_minutes(spark, settings, base_minutes())
+    consolidate_job.run(spark, settings, T0, T0 + timedelta(hours=1), produced_at=RUN_AT)
+    before = read_hourly(spark, settings)[("BTCUSDT", T0)]
+    assert before["minutes_present"] == 4 and before["close"] == 98.0
+
+    write_minutes(spark, settings, [minute("BTCUSDT", at(59), o=98.0, h=98.0, lo=95.0, c=95.5, spread=1.0,
+                                           spread_max=1.0, pct=0.01, pct_max=0.01, liq=1.0, liq_q=100.0, ticks=2)])
+    late_at = RUN_AT + timedelta(hours=1)
+    consolidate_job.run(spark, settings, T0 + timedelta(hours=1), T0 + timedelta(hours=2), produced_at=late_at)
+    rows = read_hourly(spark, settings)
+    after = rows[("BTCUSDT", T0)]
+    assert after["minutes_present"] == 5 and after["close"] == 95.5 and after["low"] == 95.0
+    assert after["produced_at"].replace(tzinfo=UTC) == late_at
+    assert rows[("ETHUSDT", T0)]["produced_at"].replace(tzinfo=UTC) == RUN_AT  # unchanged hour untouched
+    assert rows[("BTCUSDT", T0 + timedelta(hours=1))]["close"] == 98.5
 
 
 def test_cli_rejects_unaligned_range(tmp_path):

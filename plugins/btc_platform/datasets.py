@@ -1,14 +1,23 @@
-"""Dataset layout under the storage root: names, partitioning and the columns each job writes.
+"""Table layout under the storage root: names, partitioning, keys and the columns each job writes.
 
 This is the contract between the streaming job (writes raw_data, minute_metrics, quarantine),
-the consolidation/backfill jobs (read minute_metrics, write hourly_metrics and data-quality
-reports) and the models (read hourly_metrics, write models/, predictions/...). Column lists are
-plain data so that importing this module never imports Spark.
+the consolidation/backfill jobs (read minute_metrics, MERGE into hourly_metrics, write
+data_quality) and the models (read hourly_metrics, write models/, predictions...). Every dataset
+is a Delta Lake table in its own directory under the storage root (``file://`` locally,
+``hdfs://`` on a cluster); :data:`TABLES` says how each is laid out. Column lists are plain data
+so that importing this module never imports Spark.
+
+Partitioning follows one rule: a table is partitioned only when each partition holds a lot of
+data over its life. raw_data (every message) is partitioned by ``date`` of the event time, so a
+closed day is compacted into a few files by the maintenance DAG; everything else is small
+(hourly_metrics is ~9,000 rows a year per symbol) and is one unpartitioned table whose small
+files OPTIMIZE compacts. ``date``/``hour`` stay as plain columns where they were, for filters.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 # ---- dataset directories (relative to the storage root) ----------------------------------
 RAW_DATA = "raw_data"
@@ -26,9 +35,8 @@ CHECKPOINT_METRICS = "checkpoints/metrics"
 #: stream_job.check_checkpoint_layout).
 CHECKPOINT_QUARANTINE = "checkpoints/quarantine"
 
-#: Partition columns of raw_data, minute_metrics, quarantine and hourly_metrics:
-#: ``date`` = "YYYY-MM-DD" (string) and ``hour`` = 0..23 (int) of the event time in UTC.
-#: hourly_metrics therefore holds exactly one partition per hour.
+#: ``date`` = "YYYY-MM-DD" (string) and ``hour`` = 0..23 (int) of the event time in UTC: columns
+#: of raw_data, minute_metrics and hourly_metrics; raw_data is partitioned by ``date``.
 PARTITION_COLUMNS = ("date", "hour")
 
 STRING, LONG, DOUBLE, TIMESTAMP, INT = "string", "long", "double", "timestamp", "int"
@@ -117,3 +125,39 @@ def struct_type(columns: Sequence[tuple[str, str]]):
 
 def column_names(columns: Sequence[tuple[str, str]]) -> list[str]:
     return [name for name, _ in columns]
+
+
+@dataclass(frozen=True)
+class Table:
+    """Layout of one Delta table: its directory name under the storage root, partition columns,
+    the key that identifies a row (what MERGE matches on) and table properties."""
+
+    name: str
+    description: str
+    partition_by: tuple[str, ...] = ()
+    keys: tuple[str, ...] = ()
+    #: partition column whose closed values (e.g. past days) OPTIMIZE compacts; None = whole table
+    compact_by: str | None = None
+    properties: dict[str, str] = field(default_factory=dict)
+
+
+#: Every table of the platform, in the order the maintenance DAG visits them.
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (
+        Table(RAW_DATA, "every valid message once, with its per-record metrics",
+              partition_by=("date",), keys=("message_id",), compact_by="date"),
+        Table(QUARANTINE, "records that failed parsing or validation, raw bytes and reason",
+              keys=("quarantine_key",)),
+        Table(MINUTE_METRICS, "one row per symbol and 1-minute event-time window",
+              keys=("symbol", "window_start"),
+              # consolidation finds minutes that arrived late through the change data feed
+              properties={"delta.enableChangeDataFeed": "true"}),
+        Table(HOURLY_METRICS, "one row per symbol and hour: consolidated stream hours and backfilled candles",
+              keys=("symbol", "hour_start")),
+        Table(DATA_QUALITY, "data-quality results per symbol and hour", keys=("symbol", "hour_start")),
+        Table(PREDICTIONS, "backtest predictions of each model version", keys=("model_version",)),
+        Table(FUTURE_PREDICTIONS, "served forecasts of the next hours"),
+        Table(PREDICTION_METRICS, "evaluation metrics of each model version", keys=("model_version",)),
+    )
+}  # fmt: skip

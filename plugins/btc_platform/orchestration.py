@@ -45,6 +45,42 @@ def schedule_start(settings: Settings, now: datetime | None = None) -> datetime:
     return day - timedelta(days=1)
 
 
+def _parse_instant(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def minute_metrics_ready(settings: Settings, hour_end: datetime, now: datetime | None = None) -> tuple[bool, str]:
+    """Whether the minutes of the hour ending at ``hour_end`` are all in minute_metrics.
+
+    The stream writes minute window [H:59, H+1:00) once its event-time watermark passes H+1:00;
+    its status record (``settings.stream_status_path``) carries the watermark of the last
+    committed minute_metrics batch. Ready when that watermark reached ``hour_end``, or when
+    ``consolidation_max_wait_s`` has passed since ``hour_end`` (a stopped or idle stream: the hour
+    is then consolidated with what exists, and its coverage says what is missing). Returns
+    ``(ready, reason)``.
+    """
+    from btc_platform.status import read_status
+
+    current = now or datetime.now(UTC)
+    record = read_status(settings.stream_status_path) or {}
+    query = (record.get("queries") or {}).get("minute_metrics") or {}
+    watermark = _parse_instant(query.get("watermark"))
+    if watermark is not None and watermark >= hour_end:
+        return True, f"minute_metrics watermark {watermark.isoformat()} has passed {hour_end.isoformat()}"
+    seen = f"watermark {watermark.isoformat()}" if watermark else "no minute_metrics watermark in the stream status"
+    deadline = hour_end + timedelta(seconds=settings.consolidation_max_wait_s)
+    if current >= deadline:
+        return True, (f"waited until {deadline.isoformat()} ({seen}): consolidating the minutes that exist; "
+                      "the hour's coverage shows what is missing")  # fmt: skip
+    return False, f"waiting for the stream: {seen}, needs {hour_end.isoformat()} (until {deadline.isoformat()})"
+
+
 def job_path(name: str) -> str:
     """Absolute path of a Spark job entry module under spark_jobs/."""
     return str(PROJECT_ROOT / "spark_jobs" / name)

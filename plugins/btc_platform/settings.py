@@ -226,6 +226,12 @@ class Settings(BaseSettings):
         le=1,
         description="Data-quality warning when an hour's coverage (minutes present / 60) is below this.",
     )
+    consolidation_max_wait_s: PositiveFloat = Field(
+        default=900.0,
+        description="How long after an hour's end its consolidation waits for the stream's minute_metrics "
+        "watermark to pass it (minute H:59 is only written then); after that the hour is consolidated "
+        "with the minutes that exist, and its coverage shows what is missing.",
+    )
 
     # ---- Validators -------------------------------------------------------------------------
     @field_validator("binance_symbols", mode="before")

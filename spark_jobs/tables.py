@@ -1,0 +1,181 @@
+"""Reading and writing the platform's Delta tables from Spark (batch jobs and the stream).
+
+The layout of each table (directory, partitioning, keys, properties) is
+``btc_platform.datasets.TABLES``; this module is how Spark code applies it:
+
+* :func:`ensure_table` - create the table at its location if it does not exist yet (empty,
+  with its schema, partitioning and properties), so readers never meet a missing table;
+* :func:`append_rows` - append to a table (created first if needed);
+* :func:`read_table` / :func:`read_range` - the current snapshot, or the rows of
+  ``[start, end)`` of a timestamp column (Delta skips files through their min/max statistics);
+* :func:`merge_rows` - one MERGE on the table's keys: matched rows are updated (optionally only
+  when a condition holds, e.g. "the target row is not a stream row"), new rows inserted;
+* :func:`table_version` - the current version (what a model records it was trained on);
+* :func:`commit_metadata` - a JSON note stored with the next commits of this session (e.g. the
+  minute_metrics version a consolidation read), readable from the table's history.
+
+Also the ``--start``/``--end`` parsing of the batch jobs (:func:`parse_utc`,
+:func:`require_hour_aligned`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
+
+from btc_platform import datasets
+from btc_platform.settings import Settings
+from btc_platform.spark import hadoop_fs
+
+log = logging.getLogger(__name__)
+
+_USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
+
+
+class RangeError(ValueError):
+    """A --start/--end value that cannot be used (one-line reason)."""
+
+
+def parse_utc(value: str) -> datetime:
+    """ISO-8601 date or date-time to an aware UTC datetime (a value without offset is UTC)."""
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise RangeError(f"not an ISO-8601 date or date-time: {value!r}") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def require_hour_aligned(start: datetime, end: datetime) -> None:
+    for name, value in (("start", start), ("end", end)):
+        if value != value.replace(minute=0, second=0, microsecond=0):
+            raise RangeError(f"--{name} must be on a full hour (UTC), got {value.isoformat()}")
+    if start >= end:
+        raise RangeError(f"--start {start.isoformat()} must be before --end {end.isoformat()}")
+
+
+def table_uri(settings: Settings, name: str) -> str:
+    """Location of table ``name`` under the storage root."""
+    if name not in datasets.TABLES:
+        raise KeyError(f"unknown table {name!r}; known: {', '.join(datasets.TABLES)}")
+    return settings.path(name)
+
+
+def is_delta_table(spark: SparkSession, uri: str) -> bool:
+    from delta.tables import DeltaTable
+
+    return bool(DeltaTable.isDeltaTable(spark, uri))
+
+
+def ensure_table(spark: SparkSession, settings: Settings, name: str, schema: StructType) -> str:
+    """Create table ``name`` (empty, with ``schema``) unless it exists; returns its URI."""
+    from delta.tables import DeltaTable
+
+    table = datasets.TABLES[name]
+    uri = table_uri(settings, name)
+    if is_delta_table(spark, uri):
+        return uri
+    # Delta compares the location with the one it derives, in Hadoop's qualified form (file:/x)
+    _, path, fs = hadoop_fs(spark, uri)
+    location = str(fs.makeQualified(path).toString())
+    builder = DeltaTable.createIfNotExists(spark).location(location).addColumns(schema)
+    if table.partition_by:
+        builder = builder.partitionedBy(*table.partition_by)
+    for key, value in table.properties.items():
+        builder = builder.property(key, value)
+    builder.execute()
+    log.info("created Delta table %s at %s", name, uri)
+    return uri
+
+
+def append_rows(spark: SparkSession, settings: Settings, name: str, rows: DataFrame) -> str:
+    """Append ``rows`` to table ``name`` (created with their schema if needed); returns its URI."""
+    uri = ensure_table(spark, settings, name, rows.schema)
+    rows.write.format("delta").mode("append").save(uri)
+    return uri
+
+
+def read_table(spark: SparkSession, uri: str, version: int | None = None) -> DataFrame | None:
+    """The table's current snapshot (or ``version``), None if no Delta table is there yet."""
+    if not is_delta_table(spark, uri):
+        log.info("%s is not a Delta table yet", uri)
+        return None
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(uri)
+
+
+def read_range(
+    spark: SparkSession, uri: str, time_col: str, start: datetime, end: datetime
+) -> DataFrame | None:
+    """Rows with ``start <= time_col < end`` (None if the table does not exist)."""
+    df = read_table(spark, uri)
+    if df is None:
+        return None
+    return df.where((F.col(time_col) >= F.lit(start)) & (F.col(time_col) < F.lit(end)))
+
+
+def merge_rows(
+    spark: SparkSession,
+    uri: str,
+    rows: DataFrame,
+    keys: Sequence[str],
+    *,
+    update_when: str | None = None,
+) -> dict[str, int]:
+    """MERGE ``rows`` into the table at ``uri`` on ``keys``: update matched rows (only where
+    ``update_when`` holds, a SQL condition over ``t.`` target and ``s.`` source columns), insert
+    the others. Returns Delta's row counts (inserted, updated, ...)."""
+    from delta.tables import DeltaTable
+
+    on = " AND ".join(f"t.`{key}` = s.`{key}`" for key in keys)
+    merge = DeltaTable.forPath(spark, uri).alias("t").merge(rows.alias("s"), on)
+    result = merge.whenMatchedUpdateAll(condition=update_when).whenNotMatchedInsertAll().execute()
+    counts = result.first().asDict() if result is not None else {}
+    log.info("MERGE into %s: %s", uri, counts)
+    return {key: int(value) for key, value in counts.items() if value is not None}
+
+
+def table_version(spark: SparkSession, uri: str) -> int | None:
+    """Current version of the table at ``uri`` (None if there is none)."""
+    from delta.tables import DeltaTable
+
+    if not is_delta_table(spark, uri):
+        return None
+    return int(DeltaTable.forPath(spark, uri).history(1).select("version").first()[0])
+
+
+def history_metadata(spark: SparkSession, uri: str, limit: int = 50) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(version, metadata)`` of the newest commits (newest first) that carry JSON user metadata."""
+    from delta.tables import DeltaTable
+
+    if not is_delta_table(spark, uri):
+        return
+    rows = DeltaTable.forPath(spark, uri).history(limit).select("version", "userMetadata").collect()
+    for row in rows:
+        if not row["userMetadata"]:
+            continue
+        try:
+            yield int(row["version"]), json.loads(row["userMetadata"])
+        except ValueError:
+            log.warning("%s version %s: user metadata is not JSON: %r", uri, row["version"], row["userMetadata"])
+
+
+@contextmanager
+def commit_metadata(spark: SparkSession, metadata: dict[str, Any]) -> Iterator[None]:
+    """Store ``metadata`` (JSON) with the Delta commits made inside the block."""
+    spark.conf.set(_USER_METADATA, json.dumps(metadata, sort_keys=True, default=str))
+    try:
+        yield
+    finally:
+        spark.conf.unset(_USER_METADATA)
