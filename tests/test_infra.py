@@ -1,5 +1,6 @@
-"""infra/: Maven dependency parsing and the Spark jar selection, process stop semantics of
-services.py on real process groups, the Airflow environment and .env.example coverage."""
+"""Maven dependency parsing and the Spark jar selection (btc_platform.jars), process stop
+semantics of btc_platform.services on real process groups, its CLI, the Airflow environment and
+.env.example coverage. The tests that run Maven are marked ``integration``."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
-from btc_platform import jars, services
+from btc_platform import jars, process, services
+from btc_platform.services import base
+from btc_platform.services import kafka as kafka_service
 from btc_platform.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +53,7 @@ def test_ships_matches_artifact_any_version(artifact, shipped, expected):
     assert jars._ships(artifact, shipped) is expected
 
 
+@pytest.mark.integration
 def test_spark_jars_complete_pyspark_without_duplicates():
     """The resolved spark group holds the connector and what it needs beyond pyspark, nothing more."""
     settings = load_settings()
@@ -62,6 +67,7 @@ def test_spark_jars_complete_pyspark_without_duplicates():
     assert len(names) == len(prefixes)
 
 
+@pytest.mark.integration
 def test_second_resolution_is_a_no_op():
     settings = load_settings()
     jars.ensure_jars(settings)
@@ -79,7 +85,10 @@ def _settings(tmp_path) -> Settings:
 
 
 def _alive(pid: int) -> bool:
-    return services._proc_start_ticks(pid) is not None
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def test_stop_kills_the_whole_process_group_and_detached_descendants(tmp_path):
@@ -94,7 +103,7 @@ def test_stop_kills_the_whole_process_group_and_detached_descendants(tmp_path):
         f"open({str(pid_file)!r}, 'w').write(f'{{a.pid}} {{b.pid}}')\n"
         "time.sleep(300)\n"
     )
-    leader = services._spawn(settings, "airflow", [sys.executable, "-c", script], dict(os.environ), tmp_path)
+    leader = base.spawn(settings, "airflow", [sys.executable, "-c", script], dict(os.environ), tmp_path).pid
     deadline = time.monotonic() + 30
     while not pid_file.exists() or len(pid_file.read_text().split()) < 2:
         assert time.monotonic() < deadline, "helper did not start its children"
@@ -119,7 +128,7 @@ def test_stop_escalates_to_sigkill(tmp_path):
         f"open({str(ready)!r}, 'w').write('x')\n"
         "time.sleep(300)\n"
     )
-    pid = services._spawn(settings, "kafka", [sys.executable, "-c", script], dict(os.environ), tmp_path)
+    pid = base.spawn(settings, "kafka", [sys.executable, "-c", script], dict(os.environ), tmp_path).pid
     deadline = time.monotonic() + 30
     while not ready.exists():
         assert time.monotonic() < deadline
@@ -134,9 +143,11 @@ def test_stop_escalates_to_sigkill(tmp_path):
 def test_start_fails_fast_with_the_log_when_the_process_dies(tmp_path):
     settings = _settings(tmp_path)
     script = "import sys; print('boom: bad config'); sys.exit(3)"
-    services._spawn(settings, "kafka", [sys.executable, "-c", script], dict(os.environ), tmp_path)
-    with pytest.raises(services.ServiceError, match="boom: bad config"):
-        services._wait_until(settings, "kafka", lambda: "never healthy", timeout=60, what="health")
+    record = base.spawn(settings, "kafka", [sys.executable, "-c", script], dict(os.environ), tmp_path)
+    started = time.monotonic()
+    with pytest.raises(process.ProcessError, match="boom: bad config"):
+        process.wait_until_healthy(record, lambda: "never healthy", timeout_s=60, what="health")
+    assert time.monotonic() - started < 30  # failed fast, not at the timeout
 
 
 def test_port_in_use_is_reported_with_the_setting(tmp_path):
@@ -147,7 +158,7 @@ def test_port_in_use_is_reported_with_the_setting(tmp_path):
         sock.listen()
         port = sock.getsockname()[1]
         with pytest.raises(services.PortInUseError, match=f"port {port}.*BTC_KAFKA_PORT"):
-            services._check_port_free(port, "Kafka broker", "BTC_KAFKA_PORT")
+            base.check_port_free(port, "Kafka broker", "BTC_KAFKA_PORT")
 
 
 def test_airflow_env_builds_connections_from_settings(tmp_path):
@@ -179,12 +190,56 @@ def test_env_example_documents_every_setting():
     assert missing == [], f"run `btc-envfile`: {missing}"
 
 
-def test_cli_help_documents_options():
-    for script, options in (("btc-services", ["start", "stop", "status", "run"]), ("btc-jars", ["--offline", "--force", "--group"])):
-        proc = subprocess.run([str(Path(sys.executable).parent / script), "--help"],
-                              capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
-        assert proc.returncode == 0
-        assert all(option in proc.stdout for option in options), proc.stdout
+def _services_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "BTC_DATA_DIR": str(settings.data_dir)}
+    return subprocess.run([sys.executable, "-m", "btc_platform.services.cli", *args],
+                          capture_output=True, text=True, env=env, timeout=120, check=False)  # fmt: skip
+
+
+def test_cli_status_of_a_never_started_service_exits_1(tmp_path):
+    proc = _services_cli(_settings(tmp_path), "status", "kafka", "airflow")
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if " INFO " in line]
+    assert any("kafka    stopped   kafka=-  (not running)" in line for line in lines), proc.stderr
+    assert any("airflow  stopped   airflow=-  (not running)" in line for line in lines), proc.stderr
+
+
+def test_cli_stop_kills_the_process_group_of_a_recorded_process(tmp_path):
+    settings = _settings(tmp_path)
+    pid_file = tmp_path / "pids"
+    script = (
+        "import subprocess, time\n"
+        "a = subprocess.Popen(['sleep', '300'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(a.pid))\n"
+        "time.sleep(300)\n"
+    )
+    record = base.spawn(settings, "kafka", [sys.executable, "-c", script], dict(os.environ), tmp_path)
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline, "helper did not start its child"
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    assert process.group_members(record.pgid) == sorted([record.pid, child])
+
+    proc = _services_cli(settings, "stop", "kafka")
+    assert proc.returncode == 0, proc.stderr
+    assert "stopped kafka" in proc.stderr
+    assert not _alive(record.pid) and not _alive(child)
+    assert process.group_members(record.pgid) == []
+    assert not base.pid_path(settings, "kafka").exists()
+
+
+@pytest.mark.parametrize("args", [(), ("status",), ("status", "zookeeper"), ("run", "--source", "bogus")])
+def test_cli_argument_errors_exit_2(tmp_path, args):
+    proc = _services_cli(_settings(tmp_path), *args)
+    assert proc.returncode == 2
+    assert "usage:" in proc.stderr
+
+
+def test_jars_cli_rejects_an_unknown_group():
+    with pytest.raises(SystemExit) as info:
+        jars.main(["--group", "zookeeper"])
+    assert info.value.code == 2
 
 
 def test_kafka_cluster_id_never_reads_as_an_option(tmp_path, monkeypatch):
@@ -193,8 +248,8 @@ def test_kafka_cluster_id_never_reads_as_an_option(tmp_path, monkeypatch):
     stored.parent.mkdir(parents=True)
     stored.write_text("-leading-dash-id\n")  # what a failed format left behind
     ids = iter([b"\xfb" + bytes(15), b"\x01" * 16])  # base64 "-w..." first, then "AQEB..."
-    monkeypatch.setattr(services.uuid, "uuid4", lambda: type("U", (), {"bytes": next(ids)})())
-    cluster_id = services._kafka_cluster_id(settings)
+    monkeypatch.setattr(kafka_service.uuid, "uuid4", lambda: type("U", (), {"bytes": next(ids)})())
+    cluster_id = kafka_service.kafka_cluster_id(settings)
     assert cluster_id == "AQEBAQEBAQEBAQEBAQEBAQ"
     assert stored.read_text().strip() == cluster_id
-    assert services._kafka_cluster_id(settings) == cluster_id  # kept once it is good
+    assert kafka_service.kafka_cluster_id(settings) == cluster_id  # kept once it is good

@@ -12,20 +12,25 @@ exactly once. Restart times are logged (``restart times:`` line) - figures, not 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import psutil
 import pytest
 
-from btc_platform import supervisor
+from btc_platform import process, supervisor
+from btc_platform.process import ProcessRecord
 from btc_platform.settings import load_settings
 from btc_platform.status import write_status
+from btc_platform.supervisor import decide, health, launch
 from tests.polling import wait_until
 
 log = logging.getLogger(__name__)
@@ -37,12 +42,26 @@ def _iso(seconds_ago: float) -> str:
 
 def _sleep_spec(settings, name="producer", seconds=300, tag="a") -> supervisor.LaunchSpec:
     argv = (sys.executable, "-c", f"import time; time.sleep({seconds})  # {tag}")
-    env, btc_env = supervisor._child_env(settings)
-    return supervisor.LaunchSpec(name, argv, env, supervisor._fingerprint(argv, btc_env))
+    return launch.spec(settings, name, argv)
 
 
 def _never_stale(_settings, _record, _now):
-    return None
+    return decide.OK
+
+
+def _gone_or_zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _record(started_epoch: float, fingerprint: str = "f1", pid: int = 4242) -> ProcessRecord:
+    """A pid record for the pure decisions (no process behind it)."""
+    return ProcessRecord(
+        name="producer", pid=pid, create_time=started_epoch, machine=process.machine_id(), argv=("x",),
+        log="x.log", started_at="", started_epoch=started_epoch, extra={"fingerprint": fingerprint},
+    )  # fmt: skip
 
 
 def _sigkill(pid: int) -> float:
@@ -51,8 +70,7 @@ def _sigkill(pid: int) -> float:
     killed = time.time()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        stat = supervisor._proc_stat(pid)
-        if stat is None or stat[0] in ("Z", "X"):
+        if _gone_or_zombie(pid):
             return killed
         time.sleep(0.01)
     raise AssertionError(f"process {pid} survived SIGKILL")
@@ -93,7 +111,7 @@ def test_start_keep_restart_on_death_and_on_config_change(sup_settings, caplog):
 
     changed = supervisor._ensure(sup_settings, _sleep_spec(sup_settings, tag="b"), _never_stale)
     assert changed.action == "restarted" and changed.reason.startswith("configuration changed")
-    assert supervisor._proc_stat(revived.pid) is None or supervisor._proc_stat(revived.pid)[0] == "Z"
+    assert _gone_or_zombie(revived.pid)
 
     stopped = supervisor.stop("producer", sup_settings)
     assert stopped.reason.startswith(f"stopped (SIGTERM to {changed.pid}, ")
@@ -138,21 +156,21 @@ def test_stale_process_is_restarted_with_the_reason(sup_settings):
 def test_producer_staleness_reads_the_producer_status(tmp_path):
     settings = load_settings(data_dir=tmp_path, supervisor_producer_stale_s=60)
     started = time.time() - 600
-    record = {"started_epoch": started}
+    record = _record(started)
     now = time.time()
     # no status yet: stale once the process is older than the limit
     assert supervisor._producer_stale(settings, record, now).startswith(
         "no publish since it started 600 s ago"
     )
     write_status(settings.producer_status_path, {"published": 5, "last_publish_at": _iso(10), "sources": {}})
-    assert supervisor._producer_stale(settings, record, now) is None
+    assert supervisor._producer_stale(settings, record, now) == decide.OK
     write_status(
         settings.producer_status_path,
         {"last_publish_at": _iso(200), "sources": {"binance": {"last_publish_at": _iso(100)}}},
     )
     assert supervisor._producer_stale(settings, record, now) == "no publish for 100 s (limit 60 s)"
     # a young process is given the limit before it is judged
-    assert supervisor._producer_stale(settings, {"started_epoch": now - 30}, now) is None
+    assert supervisor._producer_stale(settings, _record(now - 30), now) == decide.OK
 
 
 def test_stream_staleness_uses_progress_and_kafka_lag(tmp_path, monkeypatch):
@@ -160,9 +178,9 @@ def test_stream_staleness_uses_progress_and_kafka_lag(tmp_path, monkeypatch):
         data_dir=tmp_path, kafka_topic="t", supervisor_stream_stale_s=120, supervisor_max_lag_messages=1000
     )
     now = time.time()
-    record = {"started_epoch": now - 900}
+    record = _record(now - 900)
     ends = {0: 5000, 1: 4000}
-    monkeypatch.setattr(supervisor, "kafka_end_offsets", lambda s, timeout_s=10.0: ends)
+    monkeypatch.setattr(health, "kafka_end_offsets", lambda s, timeout_s=10.0: ends)
     status = {
         "updated_at": _iso(5),
         "end_offset": {"t": {"0": 4990, "1": 3995}},
@@ -171,7 +189,7 @@ def test_stream_staleness_uses_progress_and_kafka_lag(tmp_path, monkeypatch):
     write_status(settings.stream_status_path, status)
     assert supervisor.stream_offsets(settings) == {0: 4990, 1: 3995}
     assert supervisor.stream_lag(settings) == 15
-    assert supervisor._stream_stale(settings, record, now) is None
+    assert supervisor._stream_stale(settings, record, now) == decide.OK
 
     ends.update({0: 7000})  # 2010 + 5 behind > 1000
     assert (
@@ -185,7 +203,7 @@ def test_stream_staleness_uses_progress_and_kafka_lag(tmp_path, monkeypatch):
     )
 
     ends.update({0: 4990, 1: 3995})  # idle and caught up: quiet is fine
-    assert supervisor._stream_stale(settings, record, now) is None
+    assert supervisor._stream_stale(settings, record, now) == decide.OK
 
 
 def test_producer_problems_are_echoed_from_the_log(sup_settings):
@@ -203,18 +221,105 @@ def test_producer_problems_are_echoed_from_the_log(sup_settings):
     ]
 
 
-def test_cli_help_documents_every_option():
-    import subprocess
+def _supervisor_cli(settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "BTC_DATA_DIR": str(settings.data_dir), "BTC_SUPERVISOR_STOP_TIMEOUT_S": "5"}
+    return subprocess.run(
+        [sys.executable, "-m", "btc_platform.supervisor", *args],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "btc_platform.supervisor", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
+
+def test_cli_status_of_a_never_started_process_says_so(sup_settings):
+    proc = _supervisor_cli(sup_settings, "status")
+    assert proc.returncode == 0, proc.stderr
+    assert "producer: absent (pid None) - never started" in proc.stderr
+    assert "stream: absent (pid None) - never started" in proc.stderr
+
+
+def test_cli_stop_kills_the_recorded_process_group(sup_settings):
+    """`stop` of a process recorded through btc_platform.process ends it and its group."""
+    record = supervisor._start(sup_settings, _sleep_spec(sup_settings, "producer"))
+    child = subprocess.Popen(["sleep", "300"], start_new_session=False)  # not in its group: left alone
+    try:
+        status = _supervisor_cli(sup_settings, "status", "producer")
+        assert f"producer: running (pid {record.pid})" in status.stderr, status.stderr
+        proc = _supervisor_cli(sup_settings, "stop", "producer")
+        assert proc.returncode == 0, proc.stderr
+        assert f"producer: stopped (pid {record.pid}) - stopped (SIGTERM to {record.pid}, " in proc.stderr
+        assert process.group_members(record.pgid) == []
+        assert not process.is_alive(record)
+        assert not supervisor.record_path(sup_settings, "producer").exists()
+        assert child.poll() is None
+    finally:
+        child.kill()
+        child.wait()
+
+
+@pytest.mark.parametrize("args", [("restart",), ("status", "kafka"), ("check", "all", "--bogus")])
+def test_cli_argument_errors_exit_2(sup_settings, args):
+    proc = _supervisor_cli(sup_settings, *args)
+    assert proc.returncode == 2
+    assert "usage: python -m btc_platform.supervisor" in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure decisions (btc_platform.supervisor.decide): observations in, "ok" or a reason out
+# ---------------------------------------------------------------------------------------------
+def test_decide_lifecycle_start_death_and_config_change():
+    now = 1_000_000.0
+    assert decide.lifecycle(None, False, "f1") == "no supervised process yet"
+    assert decide.lifecycle(_record(now, pid=17), False, "f1") == "process 17 is not running (died)"
+    assert decide.lifecycle(_record(now, "f1"), True, "f2") == "configuration changed (f1 -> f2)"
+    assert decide.lifecycle(_record(now, "f1"), True, "f1") == decide.OK
+
+
+def test_decide_stale_producer():
+    now = 1_000_000.0
+    assert decide.producer(now - 600, now, None, 60) == "no publish since it started 600 s ago (limit 60 s)"
+    assert decide.producer(now - 600, now, now - 700, 60).startswith("no publish since it started")
+    assert decide.producer(now - 600, now, now - 100, 60) == "no publish for 100 s (limit 60 s)"
+    assert decide.producer(now - 600, now, now - 10, 60) == decide.OK
+    assert decide.producer(now - 30, now, None, 60) == decide.OK  # fresh start: grace
+
+
+def test_decide_stream_lag_idle_and_grace():
+    now, limit, max_lag = 1_000_000.0, 120, 1000
+    started = now - 900
+    # more than the lag limit behind Kafka: stale even with fresh progress
+    assert decide.stream(started, now, now - 5, 2015, limit, max_lag) == (
+        "stream is 2015 messages behind Kafka (limit 1000)"
     )
-    assert proc.returncode == 0
-    for word in ("check", "status", "stop", "--source", "producer", "stream"):
-        assert word in proc.stdout
+    # idle: no progress for long, but nothing waiting in Kafka -> healthy
+    assert decide.stream(started, now, now - 600, 0, limit, max_lag) == decide.OK
+    # quiet with messages waiting -> stuck
+    assert decide.stream(started, now, now - 300, 10, limit, max_lag) == (
+        "no streaming progress for 300 s (limit 120 s) with 10 messages waiting"
+    )
+    assert decide.stream(started, now, None, None, limit, max_lag) == (
+        "no streaming progress since it started 900 s ago (limit 120 s)"
+    )
+    assert decide.stream(started, now, now - 5, 10, limit, max_lag) == decide.OK
+    # a fresh job gets the stale limit to start up, whatever the lag
+    assert decide.in_grace(now - 60, now, limit)
+    assert decide.stream(now - 60, now, None, 50_000, limit, max_lag) == decide.OK
+
+
+def test_old_format_record_is_not_ours(sup_settings, caplog):
+    """A pid record of the previous format cannot be verified: not running, never signalled."""
+    victim = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        write_status(
+            supervisor.record_path(sup_settings, "producer"),
+            {"name": "producer", "pid": victim.pid, "pgid": victim.pid, "start_ticks": 1, "started_epoch": 0},
+        )
+        with caplog.at_level(logging.WARNING, logger="btc_platform.process"):
+            assert supervisor.status("producer", sup_settings).action == "absent"
+        assert "cannot be verified" in caplog.text
+        assert supervisor.stop("producer", sup_settings).reason == "not running"
+        assert victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,7 +485,8 @@ def test_launch_specs_follow_the_settings(tmp_path):
     assert spec.fingerprint != stream.fingerprint
     archive = spec.argv[spec.argv.index("--py-files") + 1]
     names = zipfile.ZipFile(archive).namelist()
-    assert "btc_platform/supervisor.py" in names and "spark_jobs/stream_transforms.py" in names
+    assert "btc_platform/supervisor/__init__.py" in names and "btc_platform/process.py" in names
+    assert "spark_jobs/stream_transforms.py" in names
 
 
 def test_records_from_another_machine_are_never_signalled(sup_settings):
@@ -388,14 +494,12 @@ def test_records_from_another_machine_are_never_signalled(sup_settings):
     spec = _sleep_spec(sup_settings)
     first = supervisor._ensure(sup_settings, spec, _never_stale)
     record = supervisor.read_record(sup_settings, "producer")
-    write_status(
-        supervisor.record_path(sup_settings, "producer"), {**record, "machine": "other-host/old-boot"}
+    process.write_record(
+        supervisor.record_path(sup_settings, "producer"), dataclasses.replace(record, machine="other-host/old-boot")
     )
     result = supervisor._ensure(sup_settings, spec, _never_stale)
     assert result.action == "restarted" and result.reason == f"process {first.pid} is not running (died)"
-    assert supervisor._proc_stat(first.pid)[0] not in ("Z", "X"), (
-        "the local process with that pid was signalled"
-    )
+    assert not _gone_or_zombie(first.pid), "the local process with that pid was signalled"
     os.kill(first.pid, signal.SIGKILL)
 
 
@@ -407,15 +511,13 @@ def test_stream_stop_signals_the_python_driver_so_the_launcher_exits_with_it(sup
         "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)', 'stream_job.py']); "
         "sys.exit(child.wait())"
     )
-    argv = (sys.executable, "-c", code)
-    env, btc_env = supervisor._child_env(sup_settings)
-    spec = supervisor.LaunchSpec("stream", argv, env, supervisor._fingerprint(argv, btc_env))
+    spec = launch.spec(sup_settings, "stream", (sys.executable, "-c", code))
     started = supervisor._ensure(sup_settings, spec, _never_stale)
     driver = wait_until(
-        lambda: [p for p in supervisor._group_members(started.pid) if p != started.pid],
+        lambda: [p for p in process.group_members(started.pid) if p != started.pid],
         10,
         "the child process",
     )[0]
     stopped = supervisor.stop("stream", sup_settings)
     assert stopped.reason.startswith(f"stopped (SIGTERM to {driver}, ")
-    assert supervisor._group_members(started.pid) == []
+    assert process.group_members(started.pid) == []

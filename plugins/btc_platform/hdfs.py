@@ -1,7 +1,7 @@
 """Readiness of an HDFS cluster, seen from its NameNode's HTTP endpoint.
 
 ``wait_for_hdfs_ready`` blocks (bounded) until the NameNode has left safe mode and at least one
-DataNode is live; the local services (infra/services.py) and the streaming job call it before
+DataNode is live; the local services (btc_platform.services) and the streaming job call it before
 they write to ``hdfs://``. It only uses the NameNode JMX servlet
 (``/jmx?qry=Hadoop:service=NameNode,name=NameNodeInfo``), so no Hadoop client is needed.
 """
@@ -38,7 +38,7 @@ class NameNodeState:
 
 
 def namenode_http_url(settings: Settings) -> str:
-    """HTTP URL of the local NameNode started by infra/services.py."""
+    """HTTP URL of the local NameNode started by btc_platform.services."""
     return f"http://127.0.0.1:{settings.hdfs_namenode_http_port}"
 
 

@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     producer_source: Literal["live", "simulate", "replay"] = Field(
         default="live",
         description="Where the producer gets data: live exchange APIs, the simulator, or a replay file "
-        "(`infra/services.py run --source` sets it).",
+        "(`btc-services run --source` sets it).",
     )
     binance_base_url: str = "https://api.binance.com"
     binance_symbols: Annotated[tuple[str, ...], NoDecode] = ("BTCUSDT",)

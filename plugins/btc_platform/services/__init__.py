@@ -1,0 +1,195 @@
+"""Local real services of the platform: Kafka (KRaft), HDFS (NameNode + DataNode), Airflow.
+
+Python API (used by ``btc-services``, the test fixtures and the benchmarks): ``start(name,
+settings)``, ``stop(name, settings)``, ``status(name, settings)``, ``stop_all(settings)``,
+``run(settings, source)``, ``ensure_topic(settings, topic, partitions)`` and the per-service
+``start_kafka`` / ``start_hdfs`` / ``start_airflow``.
+
+Modules: ``base`` (errors, pid records, markers, ports, java), ``kafka``, ``hdfs``, ``airflow``
+(one per service), ``cli`` (``btc-services start|stop|status|run``).
+
+Every process runs detached in its own process group (``btc_platform.process``), with its pid
+record under ``<data_dir>/run`` and its log under ``<data_dir>/logs``. Start is idempotent,
+waits on a real health check (bounded, never a fixed sleep) and fails with the log tail if the
+process dies or the check times out. Stop sends SIGTERM to the process group (SIGINT to the
+leader for Airflow), waits (bounded), then SIGKILL; then every process still carrying the
+instance's environment marker is stopped too. Kafka and HDFS run from the jars that
+btc_platform.jars resolved with Maven; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from btc_platform.services.airflow import airflow_health, start_airflow
+from btc_platform.services.base import (
+    COMPONENT_ENV,
+    INSTANCE_ENV,
+    PROCESSES,
+    SERVICES,
+    STOP_TIMEOUT_S,
+    PortInUseError,
+    ServiceError,
+    instance_id,
+    log_path,
+    marked_processes,
+    run_dir,
+    running_pid,
+    sweep,
+    terminate,
+)
+from btc_platform.services.hdfs import hdfs_dir, hdfs_health, start_hdfs
+from btc_platform.services.kafka import ensure_topic, kafka_dir, kafka_health, start_kafka
+
+if TYPE_CHECKING:
+    from btc_platform.settings import Settings
+
+__all__ = [
+    "COMPONENT_ENV",
+    "INSTANCE_ENV",
+    "PROCESSES",
+    "SERVICES",
+    "PortInUseError",
+    "ServiceError",
+    "ServiceStatus",
+    "airflow_health",
+    "ensure_topic",
+    "expand",
+    "hdfs_dir",
+    "hdfs_health",
+    "kafka_dir",
+    "kafka_health",
+    "log_path",
+    "main",
+    "marked_processes",
+    "run",
+    "run_dir",
+    "running_pid",
+    "start",
+    "start_airflow",
+    "start_hdfs",
+    "start_kafka",
+    "status",
+    "stop",
+    "stop_all",
+]
+
+log = logging.getLogger(__name__)
+
+_STARTERS: dict[str, Callable[[Settings], None]] = {
+    "kafka": start_kafka,
+    "hdfs": start_hdfs,
+    "airflow": start_airflow,
+}
+_HEALTH: dict[str, Callable[[Settings], str | None]] = {
+    "kafka": kafka_health,
+    "hdfs": hdfs_health,
+    "airflow": airflow_health,
+}
+
+
+def expand(names: Sequence[str]) -> list[str]:
+    """Service names in start order, ``all`` expanded; ``ServiceError`` for an unknown name."""
+    result: list[str] = []
+    for name in names:
+        if name == "all":
+            result += [s for s in SERVICES if s not in result]
+        elif name in SERVICES:
+            if name not in result:
+                result.append(name)
+        else:
+            raise ServiceError(f"unknown service {name!r}; choose from {', '.join(SERVICES)} or all")
+    return result
+
+
+def start(name: str, settings: Settings) -> None:
+    """Start one service (idempotent) and wait until it is healthy."""
+    _STARTERS[expand([name])[0]](settings)
+
+
+def stop(name: str, settings: Settings, timeout: float = STOP_TIMEOUT_S) -> bool:
+    """Stop one service (SIGTERM, bounded wait, SIGKILL); True if something was running."""
+    service = expand([name])[0]
+    stopped = False
+    for process in reversed(PROCESSES[service]):
+        stopped = terminate(settings, process, timeout) or stopped
+    return bool(sweep(settings, service, timeout)) or stopped
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    pids: dict[str, int | None] = field(default_factory=dict)
+    problem: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return bool(self.pids) and all(self.pids.values())
+
+    @property
+    def healthy(self) -> bool:
+        return self.running and self.problem is None
+
+
+def status(name: str, settings: Settings) -> ServiceStatus:
+    """Pid liveness and health of one service."""
+    name = expand([name])[0]
+    result = ServiceStatus(name, {p: running_pid(settings, p) for p in PROCESSES[name]})
+    if result.running:
+        result.problem = _HEALTH[name](settings)
+    else:
+        result.problem = "not running"
+    return result
+
+
+def stop_all(settings: Settings) -> None:
+    """Stop every service in reverse start order and verify nothing of ours is left."""
+    from btc_platform import supervisor
+
+    # producer and stream first, gracefully (SIGTERM to the driver, bounded wait); one that the
+    # supervisor DAG restarts meanwhile is swept with Airflow's processes below
+    for process in supervisor.NAMES:
+        supervisor.stop(process, settings)
+    for name in reversed(SERVICES):
+        stop(name, settings)
+    sweep(settings, None)
+    left = [p for procs in PROCESSES.values() for p in procs if running_pid(settings, p)]
+    left += [str(pid) for pid in marked_processes(settings)]
+    if left:
+        raise ServiceError(f"still running after stop: {left}")
+    log.info("no process of this platform instance (%s) is left", instance_id(settings))
+
+
+def run(settings: Settings, source: str) -> None:
+    """Start the platform: Kafka, HDFS when the storage root is hdfs://, then Airflow."""
+    from btc_platform.airflow_env import api_url, password_file
+    from btc_platform.settings import load_settings
+    from btc_platform.supervisor import wait_until_supervised
+
+    overrides = {name: getattr(settings, name) for name in settings.model_fields_set}
+    settings = load_settings(**{**overrides, "producer_source": source})
+    start_kafka(settings)
+    if settings.storage_root.startswith("hdfs://"):
+        start_hdfs(settings)
+    start_airflow(settings)
+
+    log.info("waiting for the btc_stream_supervisor DAG to start the producer and the stream ...")
+    for line in wait_until_supervised(settings):
+        log.info("  %s", line)
+    log.info("platform up (producer source %s)", source)
+    log.info("  Airflow UI : %s  (user admin, password in %s)", api_url(settings), password_file(settings))
+    log.info("  Kafka      : %s topic %s", settings.kafka_bootstrap_servers, settings.kafka_topic)
+    log.info("  storage    : %s", settings.storage_root)
+    log.info("  logs       : %s", settings.logs_dir)
+    log.info("  stop with  : make stop")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``btc-services`` (kept here for installs whose console script still points at
+    ``btc_platform.services:main``; the CLI lives in :mod:`btc_platform.services.cli`)."""
+    from btc_platform.services.cli import main as cli_main
+
+    return cli_main(argv)

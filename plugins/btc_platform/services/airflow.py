@@ -1,0 +1,76 @@
+"""Airflow (``airflow standalone``) with this repository's DAGs and plugins, started until its
+API health endpoint reports a healthy metadatabase and scheduler."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from btc_platform import process
+from btc_platform.services import base
+from btc_platform.services.base import ServiceError
+
+if TYPE_CHECKING:
+    from btc_platform.settings import Settings
+
+log = logging.getLogger(__name__)
+
+AIRFLOW_START_TIMEOUT_S = 300.0
+
+
+def _airflow_bin() -> str:
+    candidate = Path(sys.executable).parent / "airflow"
+    if candidate.is_file():
+        return str(candidate)
+    found = shutil.which("airflow")
+    if found is None:
+        raise ServiceError("`airflow` not found next to this Python: run `make venv`")
+    return found
+
+
+def airflow_health(settings: Settings) -> str | None:
+    """None if the API server's health endpoint answers 200 with a healthy metadatabase."""
+    import requests
+
+    from btc_platform.airflow_env import api_url
+
+    url = f"{api_url(settings)}/api/v2/monitor/health"
+    try:
+        response = requests.get(url, timeout=(2.0, 5.0))
+    except requests.RequestException as exc:
+        return f"{url} not answering: {exc.__class__.__name__}"
+    if response.status_code != 200:
+        return f"{url} returned HTTP {response.status_code}"
+    try:
+        body = response.json()
+    except ValueError:
+        return f"{url} returned no JSON"
+    unhealthy = [name for name, part in body.items() if isinstance(part, dict) and part.get("status") == "unhealthy"]
+    if body.get("metadatabase", {}).get("status") != "healthy":
+        return f"metadatabase not healthy: {body.get('metadatabase')}"
+    if "scheduler" in unhealthy:
+        return "scheduler not healthy yet"
+    return None
+
+
+def start_airflow(settings: Settings) -> None:
+    from btc_platform.airflow_env import airflow_env, airflow_home, api_url, password_file
+
+    if base.running_pid(settings, "airflow") is not None and airflow_health(settings) is None:
+        log.info("airflow already running at %s", api_url(settings))
+    else:
+        base.terminate(settings, "airflow")
+        base.check_port_free(settings.airflow_port, "Airflow API server", "BTC_AIRFLOW_PORT")
+        started = time.monotonic()
+        env = base.base_env()
+        env.update(airflow_env(settings))
+        airflow_home(settings).mkdir(parents=True, exist_ok=True)
+        record = base.spawn(settings, "airflow", [_airflow_bin(), "standalone"], env, airflow_home(settings))
+        process.wait_until_healthy(record, lambda: airflow_health(settings), AIRFLOW_START_TIMEOUT_S, "API health")
+        log.info("airflow ready in %.1f s", time.monotonic() - started)
+    log.info("Airflow UI: %s (user admin, password in %s)", api_url(settings), password_file(settings))
+

@@ -1,0 +1,323 @@
+"""Supervision of the two long-running processes: the producer and the Spark streaming job.
+
+Airflow is not built for never-ending tasks, so the platform does not run them *inside* a task.
+Instead the ``btc_stream_supervisor`` DAG runs every minute and calls :func:`ensure_producer`
+and :func:`ensure_stream`. Each call is a short health check that
+
+* starts the process when none is running (detached: own session / process group, so it
+  outlives the Airflow task; stdout/stderr go to ``<data_dir>/logs/<name>.log``);
+* restarts it when it died, when it went stale (producer: no publish for
+  ``supervisor_producer_stale_s``; stream: no progress for ``supervisor_stream_stale_s``, or
+  Kafka end offsets more than ``supervisor_max_lag_messages`` ahead of the stream's offsets),
+  or when its configuration changed;
+* never starts the same configuration twice: a pid record (``btc_platform.process``: pid,
+  create time, machine, config fingerprint) is kept under ``<data_dir>/supervisor/`` and every
+  check holds an exclusive file lock while it looks at it and acts.
+
+Every check returns a :class:`CheckResult` and logs one line with the action and its reason,
+which is what the Airflow task log shows.
+
+Modules: ``launch`` (what runs: launch specs, environment, fingerprint, paths), ``health``
+(observations: last publish, stream progress and offsets, Kafka lag, producer problems),
+``decide`` (pure restart decisions on those observations), ``cli`` (the command line); this
+module does the orchestration (ensure / stop / status / wait_until_supervised).
+
+CLI (operators, ``make stop``)::
+
+    python -m btc_platform.supervisor check [producer|stream|all]
+    python -m btc_platform.supervisor status [producer|stream|all]
+    python -m btc_platform.supervisor stop [producer|stream|all]
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from btc_platform import process
+from btc_platform.process import FirstSignal, ProcessRecord
+from btc_platform.settings import PROJECT_ROOT, Settings, get_settings
+from btc_platform.supervisor import decide
+from btc_platform.supervisor.health import (
+    OFFLINE_HINT,
+    START_HEADER,
+    SupervisorError,
+    kafka_end_offsets,
+    last_publish_time,
+    last_stream_progress,
+    producer_problems,
+    stream_lag,
+    stream_offsets,
+)
+from btc_platform.supervisor.launch import (
+    NAMES,
+    PRODUCER,
+    STREAM,
+    STREAM_DRIVER_MARKER,
+    LaunchSpec,
+    fingerprint,
+    lock_path,
+    log_path,
+    producer_spec,
+    record_path,
+    settings_env,
+    state_dir,
+    stream_spec,
+)
+
+__all__ = [
+    "NAMES",
+    "OFFLINE_HINT",
+    "PRODUCER",
+    "PROJECT_ROOT",
+    "STREAM",
+    "CheckResult",
+    "LaunchSpec",
+    "SupervisorError",
+    "ensure_producer",
+    "ensure_stream",
+    "fingerprint",
+    "kafka_end_offsets",
+    "last_publish_time",
+    "last_stream_progress",
+    "log_path",
+    "log_tail",
+    "main",
+    "producer_problems",
+    "producer_spec",
+    "read_record",
+    "record_path",
+    "settings_env",
+    "state_dir",
+    "status",
+    "stop",
+    "stream_lag",
+    "stream_offsets",
+    "stream_spec",
+    "wait_until_supervised",
+]
+
+log = logging.getLogger(__name__)
+
+#: Observes a running process and returns ``decide.OK`` or why it is stale.
+StaleCheck = Callable[[Settings, ProcessRecord, float], str]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Outcome of one supervision check (``action``: ok, starting, started, restarted, stopped)."""
+
+    name: str
+    action: str
+    reason: str
+    pid: int | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.action} (pid {self.pid}) - {self.reason}"
+
+
+# ---------------------------------------------------------------------------------------------
+# records, lock, start / stop
+# ---------------------------------------------------------------------------------------------
+def read_record(settings: Settings, name: str) -> ProcessRecord | None:
+    """The pid record of a supervised process (None if none, or one that cannot be verified)."""
+    return process.read_record(record_path(settings, name))
+
+
+def log_tail(settings: Settings, name: str, lines: int = 8) -> str:
+    """The last lines of a supervised process's log (to show why it died)."""
+    return process.log_tail(log_path(settings, name), lines, max_bytes=16 * 1024)
+
+
+@contextmanager
+def _locked(settings: Settings, name: str, timeout_s: float = 120.0) -> Iterator[None]:
+    """Exclusive lock per supervised process, so two checks never act at the same time."""
+    path = lock_path(settings, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise SupervisorError(
+                        f"{path} is held by another supervisor check for more than {timeout_s:.0f} s"
+                    ) from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _start(settings: Settings, spec: LaunchSpec) -> ProcessRecord:
+    return process.start(
+        spec.name,
+        spec.argv,
+        log_file=log_path(settings, spec.name),
+        record_file=record_path(settings, spec.name),
+        env=spec.env,
+        cwd=PROJECT_ROOT,
+        header=f"{START_HEADER} {spec.name} ({spec.fingerprint})",
+        extra={"fingerprint": spec.fingerprint},
+    )
+
+
+def _stop_record(settings: Settings, record: ProcessRecord, graceful: bool = True) -> str:
+    """SIGTERM to the process (the Python driver of the stream), bounded wait, SIGKILL the group."""
+    marker = STREAM_DRIVER_MARKER if record.name == STREAM else None
+    timeout = settings.supervisor_stop_timeout_s if graceful else 0.0  # leader dead: kill leftovers now
+    return process.stop(record, timeout, FirstSignal(signal.SIGTERM, marker))
+
+
+# ---------------------------------------------------------------------------------------------
+# checks
+# ---------------------------------------------------------------------------------------------
+def _producer_stale(settings: Settings, record: ProcessRecord, now: float) -> str:
+    return decide.producer(
+        record.started_epoch, now, last_publish_time(settings), settings.supervisor_producer_stale_s
+    )
+
+
+def _stream_stale(settings: Settings, record: ProcessRecord, now: float) -> str:
+    limit = settings.supervisor_stream_stale_s
+    if decide.in_grace(record.started_epoch, now, limit):
+        return decide.OK  # a fresh job gets the stale limit to start up and catch up (no Kafka query)
+    last = last_stream_progress(settings)
+    try:
+        lag = stream_lag(settings)
+    except Exception as exc:  # noqa: BLE001 - a broker hiccup must not restart a healthy stream
+        log.warning("stream: lag check failed (%s: %s)", type(exc).__name__, exc)
+        lag = None
+    if lag is not None:
+        quiet_s = decide.quiet_seconds(record.started_epoch, now, last)
+        log.info("stream: %d messages behind Kafka, last progress %.0f s ago", lag, quiet_s)
+    return decide.stream(record.started_epoch, now, last, lag, limit, settings.supervisor_max_lag_messages)
+
+
+def _ensure(
+    settings: Settings, spec: LaunchSpec, stale: StaleCheck, now: Callable[[], float] = time.time
+) -> CheckResult:
+    with _locked(settings, spec.name):
+        record = read_record(settings, spec.name)
+        reason = decide.lifecycle(record, process.is_alive(record), spec.fingerprint)
+        if reason == decide.OK and record is not None:
+            why = stale(settings, record, now())
+            if why == decide.OK:
+                age = now() - record.started_epoch
+                result = CheckResult(spec.name, "ok", f"running for {age:.0f} s, healthy", record.pid)
+                log.info("%s", result)
+                return result
+            reason = f"stale: {why}"
+        elif record is not None and reason.endswith(decide.DIED):
+            tail = log_tail(settings, spec.name)
+            if tail:
+                log.warning("%s: last lines of %s:\n%s", spec.name, log_path(settings, spec.name), tail)
+        action = "started" if record is None else "restarted"
+        if record is not None:
+            outcome = _stop_record(settings, record, graceful=not reason.endswith(decide.DIED))
+            log.info("%s: old process %s (group %s) %s", spec.name, record.pid, record.pgid, outcome)
+        new = _start(settings, spec)
+        result = CheckResult(spec.name, action, reason, new.pid, {"fingerprint": spec.fingerprint, "log": new.log})
+        if action == "restarted":
+            log.warning("%s", result)
+        else:
+            log.info("%s", result)
+        return result
+
+
+def ensure_producer(settings: Settings | None = None, source: str | None = None) -> CheckResult:
+    """Start, keep or restart the producer (see module docstring); logs and returns the outcome."""
+    s = settings or get_settings()
+    result = _ensure(s, producer_spec(s, source), _producer_stale)
+    for line in producer_problems(s):
+        log.warning("producer reports: %s", line)
+    return result
+
+
+def ensure_stream(settings: Settings | None = None) -> CheckResult:
+    """Start, keep or restart the Spark streaming job (see module docstring)."""
+    s = settings or get_settings()
+    return _ensure(s, stream_spec(s), _stream_stale)
+
+
+def stop(name: str, settings: Settings | None = None) -> CheckResult:
+    """Stop one supervised process (SIGTERM to its group, SIGKILL after the stop timeout)."""
+    s = settings or get_settings()
+    with _locked(s, name):
+        record = read_record(s, name)
+        outcome = _stop_record(s, record) if record else "not running"
+        record_path(s, name).unlink(missing_ok=True)
+    result = CheckResult(name, "stopped", outcome, record.pid if record else None)
+    log.info("%s", result)
+    return result
+
+
+def status(name: str, settings: Settings | None = None) -> CheckResult:
+    """Report whether a supervised process runs, without acting."""
+    s = settings or get_settings()
+    record = read_record(s, name)
+    if record is None:
+        return CheckResult(name, "absent", "never started")
+    if not process.is_alive(record):
+        return CheckResult(name, "dead", "recorded process is not running", record.pid)
+    return CheckResult(name, "running", f"since {record.started_at}", record.pid, record.to_json())
+
+
+def wait_until_supervised(
+    settings: Settings,
+    timeout_s: float = 240.0,
+    poll_s: float = 2.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[str]:
+    """For ``make run``: wait (bounded) until the supervisor DAG has started the producer and the
+    stream, and the producer published or reported a problem. Returns lines to show the user;
+    the live-API problem is spelled out with the offline option."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        states = {name: status(name, settings) for name in NAMES}
+        problems = producer_problems(settings)
+        published = last_publish_time(settings)
+        both = all(state.action == "running" for state in states.values())
+        if (both and (published or problems)) or time.monotonic() >= deadline:
+            break
+        sleep(poll_s)
+    lines = []
+    for name, state in states.items():
+        if state.action == "running":
+            lines.append(f"{name}: running (pid {state.pid}, log {log_path(settings, name)})")
+        else:
+            lines.append(
+                f"{name}: NOT running after {timeout_s:.0f} s ({state.reason}) - check the btc_stream_supervisor "
+                f"DAG in the Airflow UI and {log_path(settings, name)}"
+            )
+    if published:
+        moment = datetime.fromtimestamp(published, UTC).isoformat(timespec="seconds")
+        lines.append(f"producer: last publish to Kafka at {moment}")
+    if problems:
+        lines.append(f"producer ({settings.producer_source} source) reports a problem:")
+        lines += [f"  {line}" for line in problems]
+        if settings.producer_source == "live":
+            lines.append(
+                f"The live exchange APIs cannot be reached from here. Nothing is switched to simulated data: "
+                f"stop with `make stop` and run `{OFFLINE_HINT}` to work offline."
+            )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The supervisor CLI (kept here for installs whose console script still points at
+    ``btc_platform.supervisor:main``; it lives in :mod:`btc_platform.supervisor.cli`)."""
+    from btc_platform.supervisor.cli import main as cli_main
+
+    return cli_main(argv)
