@@ -140,7 +140,7 @@ def test_same_hour_twice_is_identical(spark, settings):
     history = DeltaTable.forPath(spark, settings.path(datasets.HOURLY_METRICS)).history(1).first()
     assert history["operation"] == "MERGE"
     assert history["operationMetrics"]["numTargetRowsUpdated"] == "0"
-    assert history["operationMetrics"]["numTargetFilesAdded"] == "0"
+    assert history["operationMetrics"]["numTargetRowsInserted"] == "0"
 
 
 def test_late_minute_then_rerun_updates_only_that_hour(spark, settings):
