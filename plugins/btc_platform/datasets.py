@@ -23,7 +23,7 @@ MODELS = "models"
 CHECKPOINT_RAW = "checkpoints/raw"
 CHECKPOINT_METRICS = "checkpoints/metrics"
 #: Checkpoint of the separate quarantine query of the earlier layout (only checked for, see
-#: stream_job.check_checkpoint_layout).
+#: stream_sinks.check_checkpoint_layout).
 CHECKPOINT_QUARANTINE = "checkpoints/quarantine"
 
 #: Partition columns of raw_data, minute_metrics, quarantine and hourly_metrics:
