@@ -62,7 +62,7 @@ def build_features(frame: pd.DataFrame) -> np.ndarray:
         same = seg[1:] == seg[:-1]
         ret[1:] = np.where(same, np.log(c[1:] / c[:-1]), np.nan)
     hours = frame["hour_start"].dt.hour.to_numpy()
-    weekday = frame["hour_start"].dt.dayofweek.to_numpy()
+    weekday = frame["hour_start"].dt.day_of_week.to_numpy()
     feats = np.column_stack(
         [
             ret,

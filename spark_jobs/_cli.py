@@ -10,6 +10,10 @@ from btc_platform.settings import Settings, load_settings
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class ConfigError(RuntimeError):
+    """The job cannot start with this configuration (one-line reason, exit code 2)."""
+
+
 def add_common_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """--storage-root, --master and --log-level, as every batch job takes them."""
     parser.add_argument(

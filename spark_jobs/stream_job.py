@@ -26,26 +26,27 @@ Every option defaults to the platform settings (``BTC_*`` environment, see
 Per-batch progress is logged as one JSON line per batch and written to the status file
 (``settings.stream_status_path``). SIGTERM/SIGINT stop the queries cleanly (exit 0); a failing
 query stops the job with exit 1; a configuration error exits 2 with a one-line reason.
+
+This module is the wiring (options, session, queries, waiting, exit codes). The transforms are
+in ``stream_transforms``, the ingest query's per-batch writing in ``stream_sinks`` and the
+progress listener and status record in ``stream_status``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
 import threading
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
 from btc_platform import datasets
 from btc_platform.settings import Settings, SettingsError, load_settings
-from btc_platform.spark import build_session, hadoop_fs, path_exists
-from btc_platform.status import write_status
-from spark_jobs._cli import setup_logging
+from btc_platform.spark import build_session, hadoop_fs
+from spark_jobs._cli import ConfigError, setup_logging
+from spark_jobs.stream_sinks import BatchOutput, foreach_batch_writer
+from spark_jobs.stream_status import OBSERVATION, make_listener
 
 log = logging.getLogger("spark_jobs.stream_job")
 
@@ -57,12 +58,7 @@ KAFKA_QUERIES = (QUERY_INGEST,)
 #: Files of raw_data the minute-metrics query takes per micro-batch at most (bounds the first
 #: batch over a large existing raw_data).
 METRICS_MAX_FILES_PER_TRIGGER = 1000
-OBSERVATION = "validation"  # name of the observed valid/quarantined counts in each progress
 EXIT_OK, EXIT_QUERY_FAILED, EXIT_CONFIG = 0, 1, 2
-
-
-class ConfigError(RuntimeError):
-    """The job cannot start with this configuration (one-line reason, exit code 2)."""
 
 
 # ---- command line ---------------------------------------------------------------------------
@@ -153,129 +149,6 @@ def checkpoint_paths(settings: Settings) -> dict[str, str]:
     }
 
 
-def check_checkpoint_layout(spark, settings: Settings) -> None:
-    """Refuse to start on checkpoints of the earlier layout, where quarantine had its own query.
-
-    That query numbered its batches on its own; the ingest query's batch ids would not line up
-    with quarantine/_spark_metadata, and already-recorded ids would be skipped (records lost).
-    """
-    old = _checkpoint(settings, datasets.CHECKPOINT_QUARANTINE)
-    if path_exists(spark, old):
-        raise ConfigError(
-            f"{old} is a checkpoint of the earlier three-query layout (raw_data and quarantine now "
-            "share one ingest query): stop the job, move checkpoints/, raw_data/, quarantine/ and "
-            "minute_metrics/ aside, and start again (it re-reads Kafka from startingOffsets); see "
-            "README, Troubleshooting"
-        )
-
-
-# ---- progress ---------------------------------------------------------------------------------
-def _min_offsets(offsets: list[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
-    """Per topic/partition minimum over the queries (the slowest query defines the lag)."""
-    merged: dict[str, dict[str, int]] = {}
-    for item in offsets:
-        for topic, parts in item.items():
-            for part, offset in parts.items():
-                current = merged.setdefault(topic, {}).get(part)
-                merged[topic][part] = offset if current is None else min(current, offset)
-    return merged
-
-
-def progress_record(progress: Any) -> dict[str, Any]:
-    """The structured per-batch record (query, batch, rows, rate, duration, watermark, counts)."""
-    data = json.loads(progress.json)
-    observed = (data.get("observedMetrics") or {}).get(OBSERVATION) or {}
-    state = data.get("stateOperators") or []
-    custom = [op.get("customMetrics") or {} for op in state]
-    end_offsets: dict[str, Any] = {}
-    for source in data.get("sources") or []:
-        if "kafka" not in str(source.get("description", "")).lower():
-            continue  # the minute-metrics query's file source has log offsets, not Kafka ones
-        end = source.get("endOffset")
-        if isinstance(end, str):
-            try:
-                end = json.loads(end)
-            except json.JSONDecodeError:
-                end = None
-        if isinstance(end, dict):
-            end_offsets.update(end)
-    return {
-        "query": data.get("name"),
-        "id": data.get("id"),
-        "batch_id": data.get("batchId"),
-        "timestamp": data.get("timestamp"),
-        "input_rows": data.get("numInputRows"),
-        "input_rows_per_s": data.get("inputRowsPerSecond"),
-        "processed_rows_per_s": data.get("processedRowsPerSecond"),
-        "batch_duration_ms": data.get("batchDuration"),
-        "phases_ms": data.get("durationMs") or {},  # addBatch, queryPlanning, walCommit, ...
-        "watermark": (data.get("eventTime") or {}).get("watermark"),
-        "valid": observed.get("valid"),
-        "quarantined": observed.get("quarantined"),
-        "state_rows": sum(op.get("numRowsTotal") or 0 for op in state),
-        "dropped_duplicates": sum(c.get("numDroppedDuplicateRows") or 0 for c in custom),
-        "dropped_late": sum(op.get("numRowsDroppedByWatermark") or 0 for op in state),
-        "source_end_offset": end_offsets,
-    }
-
-
-def make_listener(status_path: Path):
-    """A StreamingQueryListener that logs each batch as one JSON line and keeps the status file."""
-    from pyspark.sql.streaming import StreamingQueryListener
-
-    class ProgressListener(StreamingQueryListener):
-        def __init__(self) -> None:
-            self._lock = threading.Lock()
-            self.started_at = datetime.now(UTC).isoformat()
-            self.queries: dict[str, dict[str, Any]] = {}
-
-        def _write(self) -> None:
-            offsets = [(self.queries.get(name) or {}).get("source_end_offset") for name in KAFKA_QUERIES]
-            record = {
-                "job": APP_NAME,
-                "started_at": self.started_at,
-                "updated_at": datetime.now(UTC).isoformat(),
-                "end_offset": _min_offsets(offsets) if all(offsets) else None,
-                "queries": self.queries,
-            }
-            write_status(status_path, record)
-
-        def onQueryStarted(self, event) -> None:
-            log.info("query %s started (id %s, run %s)", event.name, event.id, event.runId)
-            with self._lock:
-                self.queries.setdefault(
-                    event.name or str(event.id), {"state": "started", "id": str(event.id)}
-                )
-                self._write()
-
-        def onQueryProgress(self, event) -> None:
-            record = progress_record(event.progress)
-            log.info("stream progress %s", json.dumps(record, sort_keys=True, default=str))
-            with self._lock:
-                name = record["query"] or str(event.progress.id)
-                previous = self.queries.get(name, {})
-                for key in ("valid", "quarantined", "input_rows"):  # totals since the job started
-                    record[f"{key}_total"] = (previous.get(f"{key}_total") or 0) + (record[key] or 0)
-                self.queries[name] = {**record, "state": "running"}
-                self._write()
-
-        def onQueryIdle(self, event) -> None:
-            pass  # idle triggers carry no batch; the last progress stays in the status file
-
-        def onQueryTerminated(self, event) -> None:
-            if event.exception:
-                log.error("query %s failed: %s", event.id, event.exception.splitlines()[0])
-            else:
-                log.info("query %s stopped", event.id)
-            with self._lock:
-                for record in self.queries.values():
-                    if record.get("id") == str(event.id):
-                        record["state"] = "failed" if event.exception else "stopped"
-                self._write()
-
-    return ProgressListener()
-
-
 # ---- the pipeline -----------------------------------------------------------------------------
 def kafka_source(spark, settings: Settings):
     """The Kafka stream (``failOnDataLoss`` from settings, true by default).
@@ -361,44 +234,17 @@ def _quarantine_rows(records):
     return st.quarantine_output(records, F.col("quarantined_at"))
 
 
-def file_stream_sink(spark, path: str, partition_by: tuple[str, ...]):
-    """Spark's own Parquet file-stream sink on ``path`` (JVM object), for use in ``foreachBatch``.
-
-    ``addBatch(batch_id, df)`` writes through the manifest committer and records the files in
-    ``path/_spark_metadata`` under ``batch_id``; a batch id already recorded there is skipped. A
-    query that replays a batch after a crash therefore writes it once, exactly like
-    ``writeStream.format("parquet")``, and readers (Spark, the metrics file stream) see only
-    committed files.
-    """
-    jvm = spark.sparkContext._jvm
-    return jvm.org.apache.spark.sql.execution.streaming.sinks.FileStreamSink(
-        spark._jsparkSession,
-        path,
-        jvm.org.apache.spark.sql.execution.datasources.parquet.ParquetFileFormat(),
-        jvm.PythonUtils.toSeq(list(partition_by)),
-        jvm.PythonUtils.toScalaMap({}),
-    )
-
-
 def start_ingest_query(spark, source, settings: Settings, *, available_now: bool = False):
     """Start the ingest query: ``source`` (Kafka-shaped) -> raw_data/ and quarantine/.
 
-    Each record is read and parsed once; every micro-batch is written to both datasets with
-    :func:`file_stream_sink` under the query's batch id (exactly-once for both).
+    Each record is read and parsed once; every micro-batch is written to both datasets by
+    :func:`stream_sinks.foreach_batch_writer` under the query's batch id (exactly-once for both).
     """
-    check_checkpoint_layout(spark, settings)
-    raw_sink = file_stream_sink(spark, settings.path(datasets.RAW_DATA), datasets.PARTITION_COLUMNS)
-    quarantine_sink = file_stream_sink(spark, settings.path(datasets.QUARANTINE), ("date",))
-
-    def write_batch(records, batch_id: int) -> None:
-        records.persist()
-        try:
-            raw_sink.addBatch(batch_id, _raw_rows(records)._jdf)
-            quarantine_sink.addBatch(batch_id, _quarantine_rows(records)._jdf)
-        finally:
-            records.unpersist()
-
     checkpoint = checkpoint_paths(settings)[QUERY_INGEST]
+    write_batch = foreach_batch_writer(spark, checkpoint, [
+        BatchOutput(settings.path(datasets.RAW_DATA), datasets.PARTITION_COLUMNS, _raw_rows),
+        BatchOutput(settings.path(datasets.QUARANTINE), ("date",), _quarantine_rows),
+    ])  # fmt: skip
     query = (
         _ingest_records(source, settings)
         .writeStream.queryName(QUERY_INGEST)
@@ -495,7 +341,7 @@ def run(args: argparse.Namespace) -> int:
                           driver_memory=settings.stream_driver_memory,
                           driver_java_options=settings.stream_driver_java_options)  # fmt: skip
     try:
-        spark.streams.addListener(make_listener(settings.stream_status_path))
+        spark.streams.addListener(make_listener(settings.stream_status_path, APP_NAME, KAFKA_QUERIES))
         source = kafka_source(spark, settings)
         log.info(
             "reading %s from %s (startingOffsets=%s, failOnDataLoss=%s, maxOffsetsPerTrigger=%s, "

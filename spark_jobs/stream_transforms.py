@@ -1,6 +1,7 @@
 """Pure DataFrame -> DataFrame transforms of the streaming job (Kafka -> raw_data, minute_metrics,
 quarantine). Nothing here starts a query or touches storage; ``stream_job.py`` wires these
-functions to the Kafka source and the file sinks, and the tests call them on small DataFrames.
+functions to the Kafka source and the file sinks (``stream_sinks.py``), and the tests call them
+on small DataFrames.
 
 Input of :func:`parse_messages` is a DataFrame shaped like the Kafka source (``key``, ``value``
 binary or string, ``topic``, ``partition``, ``offset``, ``timestamp``). Its output carries every

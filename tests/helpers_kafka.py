@@ -1,10 +1,14 @@
-"""Produce and consume keyed test messages with confluent-kafka (shared by the foundation tests)."""
+"""Keyed test messages, published with the platform's producer and read back with the streaming
+job's Kafka source (foundation tests) or a plain confluent-kafka consumer (producer tests)."""
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -27,44 +31,62 @@ def keyed_messages(count: int, keys: int = 37) -> list[tuple[str, str]]:
     return out
 
 
-def produce(bootstrap: str, topic: str, messages: list[tuple[str, str]]) -> list[Delivered]:
-    """Send with an idempotent, acks=all producer; return the delivery reports in send order.
-    Raises AssertionError if any delivery failed."""
-    from confluent_kafka import Producer
+class KeyedSource:
+    """A producer source (``messages(ctx)`` generator of ``(key, value, source)``) over fixed pairs."""
 
-    producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 5,
-            "compression.type": "lz4",
-        }
+    name = "foundation"
+
+    def __init__(self, messages: list[tuple[str, str]]):
+        self._messages = messages
+
+    def messages(self, _ctx) -> Iterator[tuple[bytes, bytes, str]]:
+        for key, value in self._messages:
+            yield key.encode(), value.encode(), self.name
+
+
+def publish(settings, messages: list[tuple[str, str]], record_path: Path) -> dict:
+    """Publish ``messages`` to ``settings.kafka_topic`` with the platform's producer
+    (``FeedProducer.run``: its Kafka configuration, delivery reports, flush and status record).
+
+    Every message Kafka confirmed is appended to ``record_path`` in delivery order. Returns the
+    final status record; asserts a clean run (exit code 0, all published, none failed).
+    """
+    from btc_platform.producer import FeedProducer
+    from btc_platform.status import read_status
+
+    producer = FeedProducer(settings, source_mode=KeyedSource.name, record_path=record_path)
+    assert producer.run(KeyedSource(messages)) == 0
+    status = read_status(settings.producer_status_path)
+    assert status is not None
+    assert (status["state"], status["accepted"], status["published"], status["failed"]) == (
+        "stopped", len(messages), len(messages), 0,
+    )  # fmt: skip
+    return status
+
+
+def read_topic(spark, settings, timeout_s: float = 300.0):
+    """Everything in ``settings.kafka_topic`` now, read by the streaming job's own Kafka source
+    (``stream_job.kafka_source``: its options from settings, earliest offsets) with an
+    available-now query; a batch DataFrame of ``key``, ``value`` (strings), ``partition``,
+    ``offset``, ``timestamp``."""
+    from spark_jobs.stream_job import kafka_source
+
+    name = f"topic_{uuid.uuid4().hex}"
+    query = (
+        kafka_source(spark, settings)
+        .selectExpr("CAST(key AS STRING) AS key", "CAST(value AS STRING) AS value", "partition", "offset",
+                    "timestamp")  # fmt: skip
+        .writeStream.format("memory")
+        .queryName(name)
+        .trigger(availableNow=True)
+        .start()
     )
-    reports: dict[int, Delivered] = {}
-    errors: list[str] = []
-
-    def on_delivery(index: int):
-        def callback(err, msg):
-            if err is not None:
-                errors.append(f"message {index}: {err}")
-            else:
-                reports[index] = Delivered(msg.key().decode(), msg.value().decode(), msg.partition(), msg.offset())
-
-        return callback
-
-    for index, (key, value) in enumerate(messages):
-        while True:
-            try:
-                producer.produce(topic, key=key.encode(), value=value.encode(), on_delivery=on_delivery(index))
-                break
-            except BufferError:
-                producer.poll(0.1)
-        producer.poll(0)
-    remaining = producer.flush(60)
-    assert remaining == 0, f"{remaining} messages still undelivered after flush"
-    assert not errors, errors[:5]
-    return [reports[i] for i in range(len(messages))]
+    try:
+        assert query.awaitTermination(timeout_s), f"reading {settings.kafka_topic} took over {timeout_s} s"
+    finally:
+        query.stop()
+    assert query.exception() is None
+    return spark.table(name)
 
 
 def consume_all(bootstrap: str, topic: str, expected: int, group: str, timeout_s: float = 120.0) -> list[Delivered]:

@@ -1,6 +1,8 @@
-"""Spark (local[2]) reads keyed messages from the real local Kafka through the spark-sql-kafka
-connector (batch, earliest offsets) and writes them as Parquet to the real local HDFS; reading the
-Parquet back gives exactly the rows that were produced."""
+"""The real local HDFS through the platform's own code: ``btc_platform.hdfs`` sees it ready, and
+``btc_platform.storage`` (WebHDFS, what the models and the registry use) and Spark (a
+``build_session`` session, what the jobs use) read each other's Parquet there. The rows are
+10,000 keyed messages published by the platform's producer and read by the streaming job's
+Kafka source; reading them back gives exactly the rows that were produced."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ import uuid
 
 import pytest
 
-from tests.helpers_kafka import keyed_messages, produce
+from btc_platform.settings import load_settings
+from tests.helpers_kafka import keyed_messages, publish, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
 
@@ -18,68 +21,53 @@ PARTITIONS = 3
 
 
 def test_hdfs_is_ready_and_lists_root(hdfs_service):
-    import requests
-
     from btc_platform.hdfs import namenode_state, wait_for_hdfs_ready
+    from btc_platform.storage import WebHdfsStorage, open_storage
 
-    state = wait_for_hdfs_ready(hdfs_service.http_url, timeout=5)
+    state = wait_for_hdfs_ready(hdfs_service.settings, timeout=5)  # as services and the stream job call it
     assert state.safemode == "" and state.live_datanodes == 1
     assert namenode_state(hdfs_service.http_url) == state
-    listing = requests.get(f"{hdfs_service.http_url}/webhdfs/v1/?op=LISTSTATUS", timeout=60)
-    assert listing.status_code == 200
-    assert "FileStatuses" in listing.json()
+    root = open_storage(f"{hdfs_service.uri}/", hdfs_service.settings)
+    assert isinstance(root, WebHdfsStorage) and root.isdir(f"{hdfs_service.uri}/")
+    marker = f"{hdfs_service.uri}/foundation-{uuid.uuid4().hex[:8]}"
+    root.makedirs(marker)
+    assert marker.rsplit("/", 1)[-1] in root.listdir(f"{hdfs_service.uri}/")
 
 
-def test_kafka_to_parquet_on_hdfs_round_trip(spark, kafka_service, hdfs_service):
-    from pyspark.sql import functions as F
+def test_kafka_to_parquet_on_hdfs_round_trip(spark, kafka_service, hdfs_service, tmp_path):
+    from btc_platform import storage
 
     topic = kafka_service.create_topic(f"spark-hdfs-{uuid.uuid4().hex[:8]}", PARTITIONS)
+    settings = load_settings(data_dir=tmp_path / "data", kafka_bootstrap_servers=kafka_service.bootstrap_servers,
+                             kafka_topic=topic, stream_starting_offsets="earliest")  # fmt: skip
     sent = keyed_messages(COUNT)
-    delivered = produce(kafka_service.bootstrap_servers, topic, sent)
-    expected = sorted((d.key, d.value, d.partition, d.offset) for d in delivered)
+    publish(settings, sent, tmp_path / "confirmed.jsonl")
 
-    from_kafka = (
-        spark.read.format("kafka")
-        .option("kafka.bootstrap.servers", kafka_service.bootstrap_servers)
-        .option("subscribe", topic)
-        .option("startingOffsets", "earliest")
-        .option("endingOffsets", "latest")
-        .option("failOnDataLoss", "true")
-        .load()
-        .select(
-            F.col("key").cast("string").alias("key"),
-            F.col("value").cast("string").alias("value"),
-            "partition",
-            "offset",
-            "timestamp",
-        )
-    )
+    from_kafka = read_topic(spark, settings)
+    expected = sorted((r.key, r.value, r.partition, r.offset) for r in from_kafka.collect())
+    assert sorted((key, value) for key, value, _, _ in expected) == sorted(sent)
+
+    # Spark writes to HDFS, the platform's storage code reads it back over WebHDFS
     target = f"{hdfs_service.uri}/foundation/{topic}/messages"
     from_kafka.write.mode("error").parquet(target)
-
-    back = spark.read.parquet(target)
-    assert dict(back.dtypes) == {
-        "key": "string",
-        "value": "string",
-        "partition": "int",
-        "offset": "bigint",
-        "timestamp": "timestamp",
-    }
-    rows = sorted((r.key, r.value, r.partition, r.offset) for r in back.select("key", "value", "partition", "offset").collect())
+    fs = storage.open_storage(target, hdfs_service.settings)
+    assert isinstance(fs, storage.WebHdfsStorage)
+    files = list(fs.walk_files(target))
+    assert files and all(f.endswith(".parquet") for f in files)
+    assert fs.exists(storage.join(target, "_SUCCESS"))  # the job committed
+    back = storage.read_parquet_dataset(target, storage=fs)
+    assert set(back.columns) == {"key", "value", "partition", "offset", "timestamp"}
+    rows = sorted(zip(back["key"], back["value"], back["partition"].tolist(), back["offset"].tolist(), strict=True))
     assert len(rows) == COUNT
     assert rows == expected
     # the values are the producer's JSON, byte for byte: the per-key sequence is intact
-    per_key = {}
+    per_key: dict[str, list[int]] = {}
     for key, value, _, _ in sorted(rows, key=lambda r: (r[2], r[3])):
         per_key.setdefault(key, []).append(json.loads(value)["key_seq"])
     assert all(seqs == list(range(len(seqs))) for seqs in per_key.values())
 
-    # the files really are on HDFS (NameNode listing), not on the local file system
-    import requests
-
-    listing = requests.get(
-        f"{hdfs_service.http_url}/webhdfs/v1/foundation/{topic}/messages?op=LISTSTATUS", timeout=60
-    ).json()["FileStatuses"]["FileStatus"]
-    parquet_files = [f for f in listing if f["pathSuffix"].endswith(".parquet")]
-    assert parquet_files and all(f["type"] == "FILE" and f["length"] > 0 for f in parquet_files)
-    assert any(f["pathSuffix"] == "_SUCCESS" for f in listing)
+    # the platform's storage code writes to HDFS, Spark reads it
+    copy = f"{hdfs_service.uri}/foundation/{topic}/copy/part-0.parquet"
+    storage.write_parquet(back, copy, storage=fs)
+    again = spark.read.parquet(copy.rsplit("/", 1)[0]).select("key", "value", "partition", "offset").collect()
+    assert sorted((r.key, r.value, r.partition, r.offset) for r in again) == expected

@@ -1,6 +1,7 @@
-"""10,000 keyed messages through the real local Kafka broker (KRaft, started by the fixture):
-everything arrives, every key stays on one partition in send order, and a broker restart keeps
-the log."""
+"""10,000 keyed messages through the real local Kafka broker (KRaft, started by the fixture),
+published by the platform's producer (``FeedProducer``) and read back by the streaming job's
+Kafka source (``stream_job.kafka_source`` on a ``build_session`` session): everything arrives,
+every key stays on one partition in send order, and a broker restart keeps the log."""
 
 from __future__ import annotations
 
@@ -10,65 +11,64 @@ from collections import defaultdict
 
 import pytest
 
-from tests.helpers_kafka import consume_all, keyed_messages, produce
+from btc_platform.settings import load_settings
+from tests.helpers_kafka import keyed_messages, publish, read_topic
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
 
 COUNT = 10_000
 PARTITIONS = 3
 
 
-def _by_partition(records):
-    grouped = defaultdict(list)
-    for record in records:
-        grouped[record.partition].append(record)
-    return grouped
+def _log(spark, settings) -> list[tuple[int, int, str, str]]:
+    """The topic as (partition, offset, key, value), in log order."""
+    rows = read_topic(spark, settings).select("partition", "offset", "key", "value").collect()
+    return sorted((r.partition, r.offset, r.key, r.value) for r in rows)
 
 
-def _check_same_log(consumed, delivered):
-    """consumed == delivered per partition, in offset order."""
-    got = {p: [(r.offset, r.key, r.value) for r in rs] for p, rs in _by_partition(consumed).items()}
-    want = {
-        p: sorted((r.offset, r.key, r.value) for r in rs) for p, rs in _by_partition(delivered).items()
-    }
-    assert got == want
-
-
-def test_keyed_messages_survive_a_broker_restart(kafka_service):
+def test_keyed_messages_survive_a_broker_restart(spark, kafka_service, tmp_path):
     topic = kafka_service.create_topic(f"foundation-{uuid.uuid4().hex[:8]}", PARTITIONS)
+    settings = load_settings(data_dir=tmp_path / "data", kafka_bootstrap_servers=kafka_service.bootstrap_servers,
+                             kafka_topic=topic, stream_starting_offsets="earliest")  # fmt: skip
     sent = keyed_messages(COUNT)
-    delivered = produce(kafka_service.bootstrap_servers, topic, sent)
+    confirmed = tmp_path / "confirmed.jsonl"
+    publish(settings, sent, confirmed)
 
-    # the broker acknowledged every message, under the key it was sent with
-    assert [(d.key, d.value) for d in delivered] == sent
+    # the producer's delivery reports: every message confirmed once; per key in send order
+    values = confirmed.read_text().splitlines()
+    assert sorted(values) == sorted(value for _, value in sent)
+    confirmed_seqs = defaultdict(list)
+    for value in values:
+        body = json.loads(value)
+        confirmed_seqs[body["key"]].append(body["key_seq"])
+    assert all(seqs == list(range(len(seqs))) for seqs in confirmed_seqs.values())
+
+    log = _log(spark, settings)
+    assert len(log) == COUNT
+    assert sorted((key, value) for _, _, key, value in log) == sorted(sent)
     # keyed partitioning: each key maps to exactly one partition, and all partitions are used
     partitions_of_key = defaultdict(set)
-    for d in delivered:
-        partitions_of_key[d.key].add(d.partition)
+    for partition, _, key, _ in log:
+        partitions_of_key[key].add(partition)
     assert all(len(p) == 1 for p in partitions_of_key.values()), partitions_of_key
-    assert {d.partition for d in delivered} == set(range(PARTITIONS))
-    # per partition, offsets are 0..n-1 in send order (idempotent producer: no duplicates, no gaps)
-    for partition, records in _by_partition(delivered).items():
-        assert [r.offset for r in records] == list(range(len(records))), partition
-
-    consumed = consume_all(kafka_service.bootstrap_servers, topic, COUNT, group=f"g-{uuid.uuid4().hex}")
-    assert len(consumed) == COUNT
-    assert sorted((r.key, r.value) for r in consumed) == sorted(sent)
-    # per-key order kept: key_seq runs 0,1,2,... for each key in consumption order
+    assert {partition for partition, *_ in log} == set(range(PARTITIONS))
+    # per partition, offsets are 0..n-1 (idempotent producer: no duplicates, no gaps) ...
+    offsets = defaultdict(list)
+    for partition, offset, _, _ in log:
+        offsets[partition].append(offset)
+    assert all(offs == list(range(len(offs))) for offs in offsets.values()), offsets
+    # ... and in offset order each key's key_seq runs 0,1,2,...: per-key send order kept
     seen = defaultdict(list)
-    for record in consumed:
-        body = json.loads(record.value)
-        assert body["key"] == record.key
-        seen[record.key].append(body["key_seq"])
+    for _, _, key, value in log:
+        body = json.loads(value)
+        assert body["key"] == key
+        seen[key].append(body["key_seq"])
     assert all(seqs == list(range(len(seqs))) for seqs in seen.values())
-    _check_same_log(consumed, delivered)
 
     kafka_service.stop()
     kafka_service.start()
 
-    again = consume_all(kafka_service.bootstrap_servers, topic, COUNT, group=f"g-{uuid.uuid4().hex}")
-    assert len(again) == COUNT
-    _check_same_log(again, delivered)
+    assert _log(spark, settings) == log
 
 
 def test_platform_topic_created_with_configured_partitions(kafka_service):

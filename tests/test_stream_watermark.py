@@ -14,7 +14,7 @@ import pytest
 
 from btc_platform import datasets, schema
 from btc_platform.settings import load_settings
-from spark_jobs import stream_job
+from spark_jobs import stream_job, stream_sinks
 from tests.stream_testdata import KAFKA_DDL, at, book, kafka_rows, naive_utc
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -119,11 +119,11 @@ def test_file_stream_sink_writes_a_batch_id_once(spark, tmp_path):
     path = f"file://{tmp_path}/out"
     rows = spark.createDataFrame([("2024-01-01", 1), ("2024-01-02", 2)], "date string, n int")
     more = spark.createDataFrame([("2024-01-02", 3)], "date string, n int")
-    sink = stream_job.file_stream_sink(spark, path, ("date",))
+    sink = stream_sinks.file_stream_sink(spark, path, ("date",))
     sink.addBatch(0, rows._jdf)
     sink.addBatch(0, rows._jdf)  # the same batch again, as after a crash before the commit
-    stream_job.file_stream_sink(spark, path, ("date",)).addBatch(1, more._jdf)  # a restarted job
-    stream_job.file_stream_sink(spark, path, ("date",)).addBatch(0, more._jdf)
+    stream_sinks.file_stream_sink(spark, path, ("date",)).addBatch(1, more._jdf)  # a restarted job
+    stream_sinks.file_stream_sink(spark, path, ("date",)).addBatch(0, more._jdf)
     got = sorted((str(r.date), r.n) for r in spark.read.parquet(path).collect())
     assert got == [("2024-01-01", 1), ("2024-01-02", 2), ("2024-01-02", 3)]
     assert sorted(p.name for p in (tmp_path / "out" / "_spark_metadata").iterdir()) == ["0", "1"]

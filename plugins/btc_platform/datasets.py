@@ -32,7 +32,7 @@ MODELS = "models"
 CHECKPOINT_RAW = "checkpoints/raw"
 CHECKPOINT_METRICS = "checkpoints/metrics"
 #: Checkpoint of the separate quarantine query of the earlier layout (only checked for, see
-#: stream_job.check_checkpoint_layout).
+#: stream_sinks.check_checkpoint_layout).
 CHECKPOINT_QUARANTINE = "checkpoints/quarantine"
 
 #: ``date`` = "YYYY-MM-DD" (string) and ``hour`` = 0..23 (int) of the event time in UTC: columns
