@@ -1,20 +1,19 @@
-"""Streaming job: Kafka topic -> raw_data/, minute_metrics/ and quarantine/ (exactly-once).
+"""Streaming job: Kafka topic -> the raw_data, minute_metrics and quarantine Delta tables (exactly-once).
 
 Two streaming queries, each with its own checkpoint:
 
 * ``ingest``         reads the topic through the spark-sql-kafka connector and parses and
-                     validates each record once. Every micro-batch goes to two datasets under
-                     the query's batch id (Spark's file-stream sink, called from
-                     ``foreachBatch``: a replayed batch id is skipped, so both are exactly-once):
-                     ``raw_data/``, every valid message once (dedup by ``message_id`` within the
-                     watermark delay of arrival) with per-record metrics, Parquet partitioned by
-                     ``date``/``hour`` of ``event_time``; and ``quarantine/``, every record that
-                     failed parsing/validation with its raw bytes, Kafka coordinates, reason and
-                     time. Checkpoint ``checkpoints/raw``.
-* ``minute_metrics`` reads what ingest committed to raw_data (a file stream over raw_data/,
-                     through the sink's ``_spark_metadata`` log, so only committed files), not
+                     validates each record once. Every micro-batch is appended to two tables as
+                     Delta transaction (query id, batch id) from ``foreachBatch``: Delta skips a
+                     replayed batch, so both are exactly-once. ``raw_data``: every valid message
+                     once (dedup by ``message_id`` within the watermark delay of arrival) with
+                     per-record metrics, partitioned by ``date`` of ``event_time``;
+                     ``quarantine``: every record that failed parsing/validation with its raw
+                     bytes, Kafka coordinates, reason and time (a batch without bad records
+                     commits nothing there). Checkpoint ``checkpoints/raw``.
+* ``minute_metrics`` reads raw_data as a Delta streaming source (committed rows only), not
                      Kafka. One row per symbol per 1-minute event-time window, appended once the
-                     ``event_time`` watermark passes the window end; checkpoint
+                     ``event_time`` watermark passes the window end to a Delta sink; checkpoint
                      ``checkpoints/metrics``.
 
 Every option defaults to the platform settings (``BTC_*`` environment, see
@@ -43,7 +42,7 @@ from urllib.parse import urlparse
 
 from btc_platform import datasets
 from btc_platform.settings import Settings, SettingsError, load_settings
-from btc_platform.spark import build_session, hadoop_fs
+from btc_platform.spark import build_session
 from spark_jobs._cli import ConfigError, setup_logging
 from spark_jobs.stream_sinks import BatchOutput, foreach_batch_writer
 from spark_jobs.stream_status import OBSERVATION, make_listener
@@ -189,21 +188,6 @@ def _observe_validation(parsed):
     )
 
 
-def _sink(df, name: str, path: str, partition_by: tuple[str, ...], checkpoint: str, trigger: dict):
-    query = (
-        df.writeStream.queryName(name)
-        .format("parquet")
-        .outputMode("append")
-        .option("path", path)
-        .option("checkpointLocation", checkpoint)
-        .partitionBy(*partition_by)
-        .trigger(**trigger)
-        .start()
-    )
-    log.info("started query %s -> %s (checkpoint %s)", name, path, checkpoint)
-    return query
-
-
 def _trigger(settings: Settings, available_now: bool, *, side: bool = False) -> dict:
     if available_now:
         return {"availableNow": True}
@@ -235,48 +219,62 @@ def _quarantine_rows(records):
 
 
 def start_ingest_query(spark, source, settings: Settings, *, available_now: bool = False):
-    """Start the ingest query: ``source`` (Kafka-shaped) -> raw_data/ and quarantine/.
+    """Start the ingest query: ``source`` (Kafka-shaped) -> the raw_data and quarantine tables.
 
-    Each record is read and parsed once; every micro-batch is written to both datasets by
-    :func:`stream_sinks.foreach_batch_writer` under the query's batch id (exactly-once for both).
+    Each record is read and parsed once; every micro-batch is appended to both tables by
+    :func:`stream_sinks.foreach_batch_writer` as Delta transaction (query id, batch id), so a
+    replayed batch is skipped by Delta (exactly-once for both).
     """
+    from spark_jobs import tables
+
     checkpoint = checkpoint_paths(settings)[QUERY_INGEST]
+    records = _ingest_records(source, settings)
+    raw_uri = tables.table_uri(settings, datasets.RAW_DATA)
+    quarantine_uri = tables.table_uri(settings, datasets.QUARANTINE)
     write_batch = foreach_batch_writer(spark, checkpoint, [
-        BatchOutput(settings.path(datasets.RAW_DATA), datasets.PARTITION_COLUMNS, _raw_rows),
-        BatchOutput(settings.path(datasets.QUARANTINE), ("date",), _quarantine_rows),
+        BatchOutput(raw_uri, _raw_rows),
+        BatchOutput(quarantine_uri, _quarantine_rows, skip_empty=True),
     ])  # fmt: skip
+    tables.ensure_table(spark, settings, datasets.RAW_DATA, _raw_rows(records).schema)
+    tables.ensure_table(spark, settings, datasets.QUARANTINE, _quarantine_rows(records).schema)
     query = (
-        _ingest_records(source, settings)
-        .writeStream.queryName(QUERY_INGEST)
+        records.writeStream.queryName(QUERY_INGEST)
         .foreachBatch(write_batch)
         .option("checkpointLocation", checkpoint)
         .trigger(**_trigger(settings, available_now))
         .start()
     )
+    write_batch.bind(query)
     log.info("started query %s -> %s, %s (checkpoint %s)", QUERY_INGEST,
              settings.path(datasets.RAW_DATA), settings.path(datasets.QUARANTINE), checkpoint)  # fmt: skip
     return query
 
 
 def start_metrics_query(spark, source, settings: Settings, *, available_now: bool = False):
-    """Start the minute_metrics query: a file stream over what the ingest query committed to raw_data.
+    """Start the minute_metrics query: raw_data as a Delta streaming source (only committed
+    rows; OPTIMIZE's rewrites carry no new data and are not read again) -> minute_metrics, a
+    Delta streaming sink (exactly-once through its own transaction ids).
 
     ``source`` only provides raw_data's schema (the Kafka-shaped stream the ingest query reads).
     """
     from spark_jobs import stream_transforms as st
+    from spark_jobs import tables
 
-    raw_path = settings.path(datasets.RAW_DATA)
-    _, path, fs = hadoop_fs(spark, raw_path)
-    fs.mkdirs(path)  # a file stream needs it
-    raw_schema = _raw_rows(_ingest_records(source, settings)).schema
-    records = (
-        spark.readStream.schema(raw_schema)
-        .option("maxFilesPerTrigger", str(METRICS_MAX_FILES_PER_TRIGGER))
-        .parquet(raw_path)
-    )
+    raw_uri = tables.ensure_table(spark, settings, datasets.RAW_DATA, _raw_rows(_ingest_records(source, settings)).schema)
+    records = spark.readStream.format("delta").option("maxFilesPerTrigger", str(METRICS_MAX_FILES_PER_TRIGGER)).load(raw_uri)
     metrics = st.minute_metrics(st.deduplicate(records, "event_time", settings.stream_watermark_delay))
-    return _sink(metrics, QUERY_METRICS, settings.path(datasets.MINUTE_METRICS), datasets.PARTITION_COLUMNS,
-                 checkpoint_paths(settings)[QUERY_METRICS], _trigger(settings, available_now, side=True))  # fmt: skip
+    minutes_uri = tables.ensure_table(spark, settings, datasets.MINUTE_METRICS, metrics.schema)
+    checkpoint = checkpoint_paths(settings)[QUERY_METRICS]
+    query = (
+        metrics.writeStream.queryName(QUERY_METRICS)
+        .format("delta")
+        .outputMode("append")
+        .option("checkpointLocation", checkpoint)
+        .trigger(**_trigger(settings, available_now, side=True))
+        .start(minutes_uri)
+    )
+    log.info("started query %s -> %s (checkpoint %s)", QUERY_METRICS, minutes_uri, checkpoint)
+    return query
 
 
 def start_queries(spark, source, settings: Settings) -> list:

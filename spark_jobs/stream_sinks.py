@@ -1,15 +1,21 @@
 """Where the ingest query's micro-batches go: one ``foreachBatch`` callback writing each batch to
-several datasets exactly once.
+several Delta tables exactly once.
 
 :func:`foreach_batch_writer` is the whole interface: given the query's checkpoint and the
-:class:`BatchOutput` of each dataset (its URI, partition columns, and how its rows are derived
-from the micro-batch), it returns the ``(batch_df, batch_id)`` callback for
-``writeStream.foreachBatch``. Each output is written with Spark's Parquet file-stream sink
-(:func:`file_stream_sink`) under the query's batch id, so a replayed batch is skipped.
+:class:`BatchOutput` of each table (its URI and how its rows are derived from the micro-batch),
+it returns a :class:`DeltaBatchWriter`, the ``(batch_df, batch_id)`` callback for
+``writeStream.foreachBatch``. Each output is appended with Delta's idempotent writes: the
+transaction carries ``txnAppId`` = the streaming query's id (stable across restarts, kept in its
+checkpoint) and ``txnVersion`` = the batch id, and Delta itself skips a version it already
+committed for that app id. A batch replayed after a crash therefore lands once in every table,
+including when the crash came between the two tables' commits. An output marked
+``skip_empty`` (quarantine) commits nothing for a batch that holds none of its rows.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -17,21 +23,25 @@ from btc_platform import datasets
 from btc_platform.spark import path_exists
 from spark_jobs._cli import ConfigError
 
+log = logging.getLogger(__name__)
+
+#: How long the first batch waits for the query id (it is known as soon as ``start()`` returns).
+_BIND_TIMEOUT_S = 120.0
+
 
 class BatchOutput(NamedTuple):
-    """One dataset written from every micro-batch."""
+    """One Delta table written from every micro-batch."""
 
-    path: str  # dataset URI
-    partition_by: tuple[str, ...]
-    rows: Callable  # micro-batch DataFrame -> the rows of this dataset
+    uri: str  # table URI (created beforehand with its layout, see spark_jobs.tables.ensure_table)
+    rows: Callable  # micro-batch DataFrame -> the rows of this table
+    skip_empty: bool = False  # commit nothing when a batch has no rows for this table
 
 
 def check_checkpoint_layout(spark, checkpoint: str) -> None:
     """Refuse to start on checkpoints of the earlier layout, where quarantine had its own query.
 
     ``checkpoint`` is the ingest query's; the earlier quarantine query's sat next to it. That
-    query numbered its batches on its own; the ingest query's batch ids would not line up with
-    quarantine/_spark_metadata, and already-recorded ids would be skipped (records lost).
+    query numbered its batches on its own and wrote Parquet; see README, Troubleshooting.
     """
     old = f"{checkpoint.rstrip('/').rsplit('/', 1)[0]}/{datasets.CHECKPOINT_QUARANTINE.rsplit('/', 1)[-1]}"
     if path_exists(spark, old):
@@ -43,40 +53,41 @@ def check_checkpoint_layout(spark, checkpoint: str) -> None:
         )
 
 
-def file_stream_sink(spark, path: str, partition_by: tuple[str, ...]):
-    """Spark's own Parquet file-stream sink on ``path`` (JVM object), for use in ``foreachBatch``.
+class DeltaBatchWriter:
+    """The ``foreachBatch`` callback: persist the batch once, append it to every output under
+    (query id, batch id). :meth:`bind` gives it the query id right after ``start()``."""
 
-    ``addBatch(batch_id, df)`` writes through the manifest committer and records the files in
-    ``path/_spark_metadata`` under ``batch_id``; a batch id already recorded there is skipped. A
-    query that replays a batch after a crash therefore writes it once, exactly like
-    ``writeStream.format("parquet")``, and readers (Spark, the metrics file stream) see only
-    committed files.
-    """
-    jvm = spark.sparkContext._jvm
-    return jvm.org.apache.spark.sql.execution.streaming.sinks.FileStreamSink(
-        spark._jsparkSession,
-        path,
-        jvm.org.apache.spark.sql.execution.datasources.parquet.ParquetFileFormat(),
-        jvm.PythonUtils.toSeq(list(partition_by)),
-        jvm.PythonUtils.toScalaMap({}),
-    )
+    def __init__(self, outputs: Sequence[BatchOutput]) -> None:
+        self.outputs = tuple(outputs)
+        self.app_id: str | None = None
+        self._bound = threading.Event()
 
+    def bind(self, query) -> None:
+        self.app_id = str(query.id)
+        self._bound.set()
 
-def foreach_batch_writer(spark, checkpoint: str, outputs: Sequence[BatchOutput]):
-    """The ``foreachBatch`` callback of the query checkpointed at ``checkpoint``: every micro-batch
-    is persisted once and written to each of ``outputs`` under its batch id (exactly-once each).
-
-    Raises :class:`ConfigError` on checkpoints of the earlier layout (nothing is written then).
-    """
-    check_checkpoint_layout(spark, checkpoint)
-    sinks = [(file_stream_sink(spark, out.path, out.partition_by), out.rows) for out in outputs]
-
-    def write_batch(batch, batch_id: int) -> None:
+    def __call__(self, batch, batch_id: int) -> None:
+        if not self._bound.wait(_BIND_TIMEOUT_S):
+            raise RuntimeError(f"batch {batch_id}: the writer was never bound to its streaming query")
         batch.persist()
         try:
-            for sink, rows in sinks:
-                sink.addBatch(batch_id, rows(batch)._jdf)
+            for output in self.outputs:
+                rows = output.rows(batch)
+                if output.skip_empty and rows.isEmpty():
+                    continue
+                (
+                    rows.write.format("delta")
+                    .mode("append")
+                    .option("txnAppId", self.app_id)
+                    .option("txnVersion", batch_id)
+                    .save(output.uri)
+                )
         finally:
             batch.unpersist()
 
-    return write_batch
+
+def foreach_batch_writer(spark, checkpoint: str, outputs: Sequence[BatchOutput]) -> DeltaBatchWriter:
+    """The ``foreachBatch`` callback of the query checkpointed at ``checkpoint`` (bind it to the
+    query after ``start()``). Raises :class:`ConfigError` on checkpoints of the earlier layout."""
+    check_checkpoint_layout(spark, checkpoint)
+    return DeltaBatchWriter(outputs)

@@ -90,7 +90,7 @@ def run_available_now(
 
 
 def read(spark, uri: str):
-    return spark.read.parquet(uri)
+    return spark.read.format("delta").load(uri)
 
 
 def new_topic(kafka_service, partitions: int = 3) -> str:

@@ -424,7 +424,7 @@ def test_sigkill_producer_then_stream_both_come_back_exactly_once(kafka_service,
 
     kafka_ids = _topic_message_ids(kafka_service.bootstrap_servers, topic)
     assert len(kafka_ids) > 0
-    raw = spark.read.parquet(settings.path("raw_data")).select("message_id").toPandas()["message_id"].tolist()
+    raw = spark.read.format("delta").load(settings.path("raw_data")).select("message_id").toPandas()["message_id"].tolist()
     assert len(raw) == len(set(raw)), "a message is in raw_data more than once"
     print(f"exactly once: {len(raw)} messages in raw_data, {len(set(kafka_ids))} distinct ids in the topic")
     assert set(raw) == set(kafka_ids), (
