@@ -5,8 +5,8 @@
    ``--available-now`` and compute messages/s from its per-batch progress lines.
 2. Latency: start the job with the default trigger, publish a steady 1,000 msg/s with
    ``ingest_time`` = now for a 30 s warm-up and then 2 minutes, and measure ``ingest_time`` -> the
-   record being readable in raw_data (the moment the file sink commits the batch that holds it
-   to ``_spark_metadata``); p50, p95 of the 2 measured minutes, and of everything sent including
+   record being readable in raw_data (the moment the Delta commit of the batch that holds it
+   appears in ``_delta_log``); p50, p95 of the 2 measured minutes, and of everything sent including
    the job's cold start (its first batch plans, generates code and warms the JIT: 7-9 s here).
 
 The broker is started by this benchmark (own data dir, free ports) and stopped at the end.
@@ -33,6 +33,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import unquote
 
 log = logging.getLogger("bench.stream")
 
@@ -190,12 +191,13 @@ def throughput(bootstrap: str, topic: str, count: int, workdir: Path, max_offset
 
 
 class CommitWatcher(threading.Thread):
-    """Polls raw_data/_spark_metadata; for each newly committed file, records when it became
-    readable and the ingest_time of every row in it (read with pyarrow)."""
+    """Polls raw_data/_delta_log; for each new commit, records when it became readable and the
+    ingest_time of every row of the files it added (read with pyarrow)."""
 
     def __init__(self, raw_dir: Path, poll_s: float = 0.05):
         super().__init__(daemon=True)
-        self.meta = raw_dir / "_spark_metadata"
+        self.raw_dir = raw_dir
+        self.meta = raw_dir / "_delta_log"
         self.poll_s = poll_s
         self.stop_event = threading.Event()
         self.seen_logs: set[str] = set()
@@ -218,15 +220,17 @@ class CommitWatcher(threading.Thread):
         if not self.meta.is_dir():
             return
         for entry in sorted(os.listdir(self.meta)):
-            if entry in self.seen_logs or entry.startswith("."):
+            # commits are <version>.json, written atomically (temporary files start with '.')
+            if entry in self.seen_logs or not entry.endswith(".json") or entry.startswith("."):
                 continue
             seen_at = datetime.now(UTC)
             self.seen_logs.add(entry)
-            lines = (self.meta / entry).read_text().splitlines()[1:]
-            for line in lines:
-                item = json.loads(line)
-                path = item["path"].removeprefix("file://")
-                if item.get("action", "add") != "add" or path in self.seen_files:
+            for line in (self.meta / entry).read_text().splitlines():
+                add = json.loads(line).get("add")
+                if not add or not add.get("dataChange", True):
+                    continue
+                path = str(self.raw_dir / unquote(add["path"]))
+                if path in self.seen_files:
                     continue
                 self.seen_files.add(path)
                 table = pq.read_table(path, columns=["ingest_time"])

@@ -112,13 +112,17 @@ def _candle_csv(path: Path, hours: int) -> Path:
 
 
 def _minute_metric_files(storage: Path) -> list[Path]:
-    return list((storage / "minute_metrics").rglob("*.parquet"))
+    """Data files of the minute_metrics Delta table (not its log's checkpoints)."""
+    return [f for f in (storage / "minute_metrics").rglob("*.parquet") if "_delta_log" not in f.parts]
 
 
-def _minute_metric_rows(storage: Path) -> int:
-    import pyarrow.parquet as pq
+def _minute_metric_rows(settings) -> int:
+    from btc_platform import lake
 
-    return sum(pq.read_metadata(f).num_rows for f in _minute_metric_files(storage))
+    try:
+        return len(lake.read_table("minute_metrics", settings, columns=["symbol"]))
+    except lake.TableNotFoundError:
+        return 0
 
 
 def test_platform_end_to_end(kafka_service, tmp_path):
@@ -185,7 +189,7 @@ def test_platform_end_to_end(kafka_service, tmp_path):
         assert "promotion decision for" in decision_log and "promoted" in decision_log
 
         # 4. minute metrics written by the supervised stream
-        _poll(lambda: _minute_metric_rows(storage) > 0, 300, "minute metrics from the supervised stream")
+        _poll(lambda: _minute_metric_rows(settings) > 0, 300, "minute metrics from the supervised stream")
         first_minute_metrics_s = min(f.stat().st_mtime for f in _minute_metric_files(storage)) - started_wall
         log.info(
             "e2e figures: airflow healthy %.0f s, first minute metrics %.0f s after starting Airflow",
