@@ -52,6 +52,7 @@ def pipeline(spark, tmp_path):
     def read(name: str):
         return spark.read.format("delta").load(settings.path(name))
 
+    read.settings = settings  # what the consolidation test runs the batch job with
     try:
         yield push, read
     finally:
@@ -108,6 +109,33 @@ def test_windows_finalise_after_watermark_and_late_records(pipeline):
     assert [(q.value_text, q.kafka_offset, q.reason.split(":")[0]) for q in quarantine] == [
         ("{broken", 6, "unparseable_json")
     ]
+
+
+def test_last_minute_arriving_after_the_hour_is_in_the_hours_row(spark, pipeline):
+    """Minute H:59 arrives at H+1:00:45; the stream writes it once its watermark passes H+1:00, the
+    sensor of the consolidation reports that moment, and the hour's close is that minute's."""
+    from datetime import UTC, timedelta
+
+    from btc_platform.orchestration import minute_metrics_ready
+    from spark_jobs import consolidate_job
+    from tests.stream_testdata import T0
+
+    push, read = pipeline
+    settings = read.settings
+    hour_end = T0 + timedelta(hours=1)
+    push([schema.encode(book(s, "100", "101")) for s in (60, 1800, 3500)], arrival=3500)  # ..., 00:58:20
+    last_minute = book(3570, "90", "92")  # 00:59:30, arriving at 01:00:45
+    push([schema.encode(last_minute), schema.encode(book(3630, "95", "96"))], arrival=3645)  # max event 01:00:30
+    ready, reason = minute_metrics_ready(settings, hour_end, now=hour_end + timedelta(seconds=45))
+    assert not ready and "waiting for the stream" in reason  # no status record: the stream said nothing yet
+    push([schema.encode(book(3700, "95", "96"))], arrival=3700)  # watermark 01:01:10 -> window 00:59 final
+
+    minutes = {r.window_start: r for r in read(datasets.MINUTE_METRICS).collect()}
+    assert naive_utc(3540) in minutes and minutes[naive_utc(3540)].mid_close == 91.0
+    consolidate_job.run(spark, settings, T0, hour_end, produced_at=hour_end + timedelta(minutes=2))
+    row = spark.read.format("delta").load(settings.path(datasets.HOURLY_METRICS)).where("hour_start = '2024-01-01 00:00:00'").first()
+    assert row.close == 91.0 and row.open == 100.5 and row.minutes_present == 4
+    assert row.hour_start.replace(tzinfo=UTC) == T0
 
 
 def test_delta_batch_writer_writes_a_batch_id_once(spark, tmp_path):
