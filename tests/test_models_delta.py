@@ -58,6 +58,31 @@ def test_write_replaces_rows_of_the_same_key_and_keeps_the_others(tmp_path):
     assert lake.read_at(uri, version=2, filters=[("model_version", "=", "v1")])["predicted_close"].max() == 2.0
 
 
+def test_filters_are_pushed_down_as_sql(tmp_path):
+    uri = f"file://{tmp_path}/t"
+    lake.write_at(uri, _forecast_rows("v1", "2024-01-01T00:00Z", 1.0))
+    lake.write_at(uri, _forecast_rows("v2", "2024-01-01T03:00Z", 2.0))
+    assert lake.select_sql(["a"], [("b", "in", ["x", "o'k"]), ("c", ">=", np.int64(2))]) == (
+        """SELECT "a" FROM t WHERE "b" IN ('x', 'o''k') AND "c" >= 2"""
+    )
+    got = lake.read_at(
+        uri,
+        columns=["horizon", "target_hour_start"],
+        filters=[
+            ("model_version", "in", ["v2", "v9"]),
+            ("horizon", "!=", np.int32(2)),
+            ("target_hour_start", "<", pd.Timestamp("2024-01-01T06:00Z")),
+            ("inside_interval", "=", np.bool_(False)),
+        ],
+    )
+    assert list(got.columns) == ["horizon", "target_hour_start"]
+    assert got["horizon"].tolist() == [1] and got["target_hour_start"].tolist() == [pd.Timestamp("2024-01-01T04:00Z")]
+    with pytest.raises(ValueError, match="unsupported filter operator"):
+        lake.read_at(uri, filters=[("horizon", "~", 1)])
+    with pytest.raises(ValueError, match="needs a list"):
+        lake.read_at(uri, filters=[("symbol", "in", "BTCUSDT")])
+
+
 def test_write_refuses_untyped_columns_and_bad_keys(tmp_path):
     uri = f"file://{tmp_path}/t"
     rows = _forecast_rows("v1", "2024-01-01T00:00Z", 1.0)

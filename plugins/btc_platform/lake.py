@@ -2,7 +2,11 @@
 
 ``deltalake`` reads a table's current snapshot (or a past version: time travel) straight from its
 transaction log and Parquet files, with column selection and filters pushed down to the files,
-so a task reads once what it needs instead of walking directories. The table layout is
+so a task reads once what it needs instead of walking directories. Reads run as one SQL query on
+delta-rs' own engine (DataFusion, ``deltalake.QueryBuilder``) rather than through
+``DeltaTable.to_pandas`` (a pyarrow dataset): the same rows, and on a table of many small files
+(one per hourly MERGE until OPTIMIZE compacts them) about ten times faster, 0.2-0.4 s instead of
+2.5-5 s for 60k hours in 300 files on the 2-core machine under load. The table layout is
 ``btc_platform.datasets.TABLES``; the URIs come from the storage root (``file://`` or
 ``hdfs://``). Functions taking a table ``name`` resolve it under the storage root; the ``*_at``
 variants take a location (a table written outside the root, e.g. a test's or a benchmark's).
@@ -27,6 +31,7 @@ with an HA nameservice or Kerberos needs its Hadoop configuration (hdfs-native r
 from __future__ import annotations
 
 import logging
+import numbers
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -116,10 +121,41 @@ def column_names(table: DeltaTable) -> list[str]:
     return [f.name for f in table.schema().fields]
 
 
+_OPERATORS = {"=": "=", "==": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">=", "in": "IN", "not in": "NOT IN"}
+
+
+def _identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _condition(column: str, op: str, value: Any) -> str:
+    """One ``(column, op, value)`` filter as SQL (``in``/``not in`` take a list of values)."""
+    sql_op = _OPERATORS.get(op.lower())
+    if sql_op is None:
+        raise ValueError(f"unsupported filter operator {op!r}; use one of {', '.join(_OPERATORS)}")
+    if sql_op in ("IN", "NOT IN"):
+        if isinstance(value, str) or not isinstance(value, Sequence | set | frozenset):
+            raise ValueError(f"filter {column} {op} needs a list of values, got {value!r}")
+        return f"{_identifier(column)} {sql_op} ({', '.join(_literal(v) for v in value)})"
+    return f"{_identifier(column)} {sql_op} {_literal(value)}"
+
+
+def select_sql(columns: Sequence[str] | None = None, filters: Filters | None = None, table: str = "t") -> str:
+    """``SELECT columns FROM table WHERE filters`` (all filters AND-ed)."""
+    select = ", ".join(_identifier(c) for c in columns) if columns else "*"
+    where = " AND ".join(_condition(*f) for f in filters or ())
+    return f"SELECT {select} FROM {table}" + (f" WHERE {where}" if where else "")
+
+
 def to_frame(table: DeltaTable, *, columns: Sequence[str] | None = None, filters: Filters | None = None) -> pd.DataFrame:
-    """Rows of an opened table as pandas (selected ``columns``, ``filters`` pushed down)."""
-    frame = table.to_pandas(columns=list(columns) if columns else None, filters=list(filters) if filters else None)
-    log.info("read %d row(s) of %s version %s", len(frame), table.table_uri, table.version())
+    """Rows of an opened table (at its loaded version) as pandas: only ``columns``, only the rows
+    matching ``filters`` (files skipped by their statistics), read by delta-rs' DataFusion engine."""
+    import pyarrow as pa
+    from deltalake import QueryBuilder
+
+    sql = select_sql(columns, filters)
+    frame = pa.table(QueryBuilder().register("t", table).execute(sql).read_all()).to_pandas()
+    log.info("read %d row(s) of %s version %s: %s", len(frame), table.table_uri, table.version(), sql)
     return frame
 
 
@@ -145,16 +181,17 @@ def read_table(
 # ---- writes -----------------------------------------------------------------------------------
 def _literal(value: Any) -> str:
     """A value as a SQL literal of a delta-rs predicate (timestamps as UTC ISO strings)."""
+    import numpy as np
     import pandas as pd
 
-    if isinstance(value, bool):
+    if isinstance(value, bool | np.bool_):
         return "true" if value else "false"
     if isinstance(value, pd.Timestamp | datetime):
         ts = pd.Timestamp(value)
         ts = ts.tz_localize(UTC) if ts.tzinfo is None else ts.tz_convert(UTC)
         return f"'{ts.isoformat()}'"
-    if isinstance(value, int | float):
-        return repr(value)
+    if isinstance(value, numbers.Real):  # Python and numpy numbers
+        return repr(value.item() if hasattr(value, "item") else value)
     return "'" + str(value).replace("'", "''") + "'"
 
 
