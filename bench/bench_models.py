@@ -30,15 +30,29 @@ def default_data() -> Path:
     return Path(base) / FILE_NAME
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def data_parser(doc: str) -> argparse.ArgumentParser:
+    """Argument parser of a benchmark on the hourly candle file (``--data``)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=None, help=f"hourly candle CSV (default $BTC_BENCH_DATA_DIR/{FILE_NAME})")
-    parser.add_argument("--test-from", default=None, help="first test origin YYYY-MM-DD (default: last 6 months)")
+    return parser
+
+
+def parse_with_data(parser: argparse.ArgumentParser, argv: list[str] | None, name: str):
+    """Parsed arguments and the candle file, None (logged as a skip) when it is absent."""
     args = parser.parse_args(argv if argv is not None else [])  # run_all.py calls main()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data = args.data or default_data()
     if not data.is_file():
-        log.warning("SKIP bench_models: %s not found (set BTC_BENCH_DATA_DIR or pass --data)", data)
+        log.warning("SKIP %s: %s not found (set BTC_BENCH_DATA_DIR or pass --data)", name, data)
+        return args, None
+    return args, data
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = data_parser(__doc__)
+    parser.add_argument("--test-from", default=None, help="first test origin YYYY-MM-DD (default: last 6 months)")
+    args, data = parse_with_data(parser, argv, "bench_models")
+    if data is None:
         return 0
     from models.pipeline import evaluate_offline
 
@@ -64,9 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         ("load CSV (s)", f"{result['load_seconds']:.2f}"),
         ("total wall time (s)", f"{total:.1f}"),
     ]
-    width = max(len(k) for k, _ in rows)
-    log.info("bench_models on %s\n%s", data, "\n".join(f"  {k:<{width}}  {v}" for k, v in rows))
+    log_figures(log, f"bench_models on {data}", rows)
     return 0
+
+
+def log_figures(logger: logging.Logger, title: str, rows: list[tuple[str, str]]) -> None:
+    """Log ``(name, value)`` figures as an aligned table under ``title``."""
+    width = max(len(k) for k, _ in rows)
+    logger.info("%s\n%s", title, "\n".join(f"  {k:<{width}}  {v}" for k, v in rows))
 
 
 if __name__ == "__main__":

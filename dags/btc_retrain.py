@@ -5,18 +5,23 @@ Daily (and on demand: **Trigger DAG w/ config**) retraining of the LSTM that for
 hourly closes from `hourly_metrics`.
 
 1. **check_sufficiency** - enough hourly history for lookback + test window? If not, the task
-   fails with a clear message: run the **btc_backfill** DAG first.
+   fails with a clear message: run the **btc_backfill** DAG first. Returns the `hourly_metrics`
+   Delta table version it read.
 2. **train** - trains a candidate model version (chronological split, scaler fitted on the
-   training part only).
+   training part only) on exactly that table version (time travel), which the model records.
 3. **evaluate** - scores the candidate on the test window next to naive baselines; the task log
    shows the metrics table.
 4. **promote_or_keep** - promotes the candidate when it beats the current model (or when
    `force_promotion`), else keeps the current one; the decision is logged.
 5. **predict_next_24h** - forecasts the next `horizon` hours with the promoted model.
-6. **write_outputs** - writes prediction_metrics/, predictions/ and future_predictions/.
+6. **write_outputs** - writes the prediction_metrics and predictions Delta tables (the forecast
+   of step 5 is in future_predictions).
+
+Every task reads `hourly_metrics` once, through delta-rs (one symbol, the columns it needs).
 
 Params: `epochs`, `lookback` (hours of input), `horizon` (hours forecast), `test_hours` (test
-window), `force_promotion`.
+window), `force_promotion`, `as_of_version` (retrain on `hourly_metrics` as it was at that Delta
+version, e.g. the `data_table_version` in a model's training.json; empty = current).
 """
 
 from __future__ import annotations
@@ -62,6 +67,12 @@ def _params(params) -> dict:
         "force_promotion": Param(
             False, type="boolean", description="Promote the candidate regardless of metrics."
         ),
+        "as_of_version": Param(
+            None,
+            type=["null", "integer"],
+            minimum=0,
+            description="hourly_metrics Delta version to train on (time travel); empty = current.",
+        ),
     },
 )
 def btc_retrain():
@@ -81,13 +92,17 @@ def btc_retrain():
             ) from exc
 
     @task(execution_timeout=timedelta(hours=2))
-    def train(_sufficiency: dict, params=None) -> str:
-        """Train (or reuse, same data + hyperparameters) a candidate; returns its version."""
+    def train(sufficiency: dict, params=None) -> str:
+        """Train (or reuse, same data + hyperparameters) a candidate on the table version that
+        check_sufficiency read; returns its version."""
         import logging
 
         from models.pipeline import train_candidate
 
-        result = train_candidate(_params(params))
+        pinned = _params(params)
+        if pinned.get("as_of_version") is None:
+            pinned["as_of_version"] = sufficiency.get("table_version")
+        result = train_candidate(pinned)
         logging.getLogger("btc_retrain").info("candidate: %s", result)
         return result["version"]
 

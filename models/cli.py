@@ -2,10 +2,12 @@
 
 * ``train``    one retrain run as the DAG does it: check history, train a candidate on everything
                before the latest test window, evaluate it against persistence and drift, promote
-               it or keep it as a rejected candidate, publish predictions/ and prediction_metrics/.
-* ``predict``  forecast the next 24 h with the ``current`` model into future_predictions/.
-* ``evaluate`` offline evaluation of a candle CSV or an hourly_metrics URI: train on the data
-               before ``--test-from`` (default: the last 6 months), print the metrics table.
+               it or keep it as a rejected candidate, publish the predictions and
+               prediction_metrics tables. ``--as-of-version N`` trains on hourly_metrics as it was
+               at Delta version N (time travel; the version a model records in training.json).
+* ``predict``  forecast the next 24 h with the ``current`` model into the future_predictions table.
+* ``evaluate`` offline evaluation of a candle CSV or an hourly_metrics Delta table: train on the
+               data before ``--test-from`` (default: the last 6 months), print the metrics table.
 
 Exit codes: 0 ok, 2 bad arguments/configuration, 3 not enough history, 1 other failures.
 """
@@ -30,6 +32,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
 
 
+def _as_of(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--as-of-version", type=int, default=None, metavar="N",
+                        help="read hourly_metrics at Delta table version N (time travel) instead of the current one")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m models.cli", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="length of the test window (latest hours) used to judge the candidate (default 168)")
     p_train.add_argument("--force-promotion", action="store_true",
                          help="make the candidate current even if it loses to persistence/current (recorded)")
+    _as_of(p_train)
 
     p_pred = sub.add_parser("predict", help="forecast the next hours with the current model")
     _common(p_pred)
@@ -50,12 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--test-from", default=None,
                         help="first forecast origin of the test window, YYYY-MM-DD[THH:MM] UTC "
                         "(default: the last 6 months of the data)")
+    _as_of(p_eval)
     p_eval.add_argument("--json", dest="json_out", default=None, help="also write the full metrics as JSON to this file")
     return parser
 
 
 def _params(args) -> dict:
-    params = {k: getattr(args, k, None) for k in ("lookback", "horizon", "epochs", "symbol")}
+    params = {k: getattr(args, k, None) for k in ("lookback", "horizon", "epochs", "symbol", "as_of_version")}
     params["data_uri"] = args.data
     if getattr(args, "test_hours", None):
         params["test_hours"] = args.test_hours
@@ -80,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
             from models.config import ModelConfig
 
             cfg = ModelConfig().replace(lookback=args.lookback, horizon=args.horizon, epochs=args.epochs)
-            result = pipeline.evaluate_offline(args.data, args.test_from, cfg, args.symbol, settings)
+            result = pipeline.evaluate_offline(
+                args.data, args.test_from, cfg, args.symbol, settings, as_of_version=args.as_of_version
+            )
             log.info("metrics table\n%s", result["table"])
             log.info(
                 "skill h1 %.4f, h6 %.4f, h12 %.4f, h24 %.4f; interval coverage %.3f; training %.1f s "

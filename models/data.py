@@ -3,14 +3,17 @@
 Two inputs give the same frame (one row per hour, sorted, columns ``hour_start`` (UTC),
 ``open, high, low, close``, ``volume`` (may be null) and ``source``):
 
-* ``hourly_metrics/`` on the storage root (file:// or hdfs://), written by the consolidation
-  and backfill jobs; filtered to one symbol.
+* the ``hourly_metrics`` Delta table (file:// or hdfs://), written by the consolidation and
+  backfill jobs, read with delta-rs (``btc_platform.lake``): only the columns used here and only
+  one symbol's rows (filters pushed down to the files), at the current version or at a past one
+  (time travel, ``version=``: what a model was trained on, see :class:`HourlyData`).
 * a candle CSV with header ``open_time_utc,open,high,low,close,volume,...`` (Binance export).
 
 Hours are never invented: a missing hour stays missing and splits the series into contiguous
 segments (``segment_ids``); windows crossing a gap are skipped and counted in ``models.features``.
 Rows whose OHLC is missing or not positive cannot be used: they are removed, counted and logged
-(and thereby become gaps), never filled.
+(and thereby become gaps), never filled. ``hour_start`` is always ``datetime64[ns, UTC]``
+(:data:`HOUR_DTYPE`), whatever resolution the CSV parser or delta-rs (microseconds, UTC) gives.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ log = logging.getLogger(__name__)
 
 HOUR = pd.Timedelta(hours=1)
 OHLC = ("open", "high", "low", "close")
+HOUR_DTYPE = "datetime64[ns, UTC]"
+#: hourly_metrics columns the models read (``volume``/``source`` optional)
+HOURLY_COLUMNS = ("hour_start", *OHLC, "volume", "source")
 
 
 class InsufficientHistoryError(ValueError):
@@ -44,6 +50,20 @@ class InsufficientHistoryError(ValueError):
 
 class DataError(ValueError):
     """The input data cannot be used (unreadable, wrong columns, duplicate hours...)."""
+
+
+class HistoryNotFoundError(DataError):
+    """Nothing to read: the candle file or the Delta table does not exist (yet)."""
+
+
+@dataclass(frozen=True)
+class HourlyData:
+    """A loaded series and where it came from: ``table_version`` is the Delta version of
+    hourly_metrics that was read (None for a candle CSV), what a model records it trained on."""
+
+    frame: pd.DataFrame
+    origin: str
+    table_version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -67,7 +87,7 @@ def load_candles_csv(path: str) -> pd.DataFrame:
     try:
         raw = pd.read_csv(local)
     except FileNotFoundError as exc:
-        raise DataError(f"candle file {path} does not exist") from exc
+        raise HistoryNotFoundError(f"candle file {path} does not exist") from exc
     missing = [c for c in ("open_time_utc", *OHLC) if c not in raw.columns]
     if missing:
         raise DataError(f"{path}: missing columns {missing}; expected header open_time_utc,open,high,low,close,volume,...")
@@ -82,17 +102,28 @@ def load_candles_csv(path: str) -> pd.DataFrame:
     return _clean(frame, path)
 
 
-def load_hourly_metrics(uri: str, symbol: str, settings=None) -> pd.DataFrame:
-    """Read ``hourly_metrics/`` (file:// or hdfs://) for one symbol."""
-    from btc_platform import storage
+def read_hourly_metrics(
+    uri: str, symbol: str, *, version: int | None = None, until: pd.Timestamp | None = None
+) -> HourlyData:
+    """Read one symbol's hours (up to ``until`` if given) of the hourly_metrics Delta table at
+    ``uri``, at ``version`` (time travel) or the current one; one read, filters pushed down."""
+    from btc_platform import lake
 
-    raw = storage.read_parquet_dataset(uri, settings)
-    if raw.empty:
-        return _empty()
-    missing = [c for c in ("symbol", "hour_start", *OHLC) if c not in raw.columns]
+    try:
+        table = lake.open_at(uri, version)
+    except lake.TableNotFoundError as exc:
+        raise HistoryNotFoundError(f"hourly_metrics {uri} does not exist: {exc}") from exc
+    except lake.VersionNotFoundError as exc:
+        raise DataError(str(exc)) from exc
+    present = set(lake.column_names(table))
+    missing = [c for c in ("symbol", "hour_start", *OHLC) if c not in present]
     if missing:
         raise DataError(f"{uri}: missing columns {missing} (expected the hourly_metrics contract)")
-    raw = raw[raw["symbol"] == symbol]
+    filters: list = [("symbol", "=", symbol)]
+    if until is not None:
+        filters.append(("hour_start", "<=", until))
+    raw = lake.to_frame(table, columns=[c for c in HOURLY_COLUMNS if c in present], filters=filters)
+    origin = f"{uri}@v{table.version()}"
     frame = pd.DataFrame(
         {
             "hour_start": pd.to_datetime(raw["hour_start"], utc=True),
@@ -101,28 +132,33 @@ def load_hourly_metrics(uri: str, symbol: str, settings=None) -> pd.DataFrame:
             "source": raw["source"] if "source" in raw else "unknown",
         }
     )
-    return _clean(frame, uri)
+    return HourlyData(_clean(frame, origin), origin, int(table.version()))
 
 
-def load_series(data: str, symbol: str, settings=None) -> pd.DataFrame:
-    """Candle CSV path or hourly_metrics URI -> clean hourly frame."""
-    if is_csv(data):
-        return load_candles_csv(data)
-    return load_hourly_metrics(data, symbol, settings)
+def load_hourly_metrics(
+    uri: str, symbol: str, *, version: int | None = None, until: pd.Timestamp | None = None
+) -> pd.DataFrame:
+    """The frame of :func:`read_hourly_metrics`."""
+    return read_hourly_metrics(uri, symbol, version=version, until=until).frame
 
 
-def _empty() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "hour_start": pd.Series([], dtype="datetime64[ns, UTC]"),
-            **{c: pd.Series([], dtype="float64") for c in (*OHLC, "volume")},
-            "source": pd.Series([], dtype="object"),
-        }
-    )
+def load_series(
+    data: str, symbol: str, *, version: int | None = None, until: pd.Timestamp | None = None
+) -> HourlyData:
+    """Candle CSV path or hourly_metrics Delta table URI -> clean hourly frame (+ its origin)."""
+    if not is_csv(data):
+        return read_hourly_metrics(data, symbol, version=version, until=until)
+    if version is not None:
+        raise ValueError(f"a table version (time travel) needs a Delta table, {data} is a CSV file")
+    frame = load_candles_csv(data)
+    if until is not None:
+        frame = frame[frame["hour_start"] <= until].reset_index(drop=True)
+    return HourlyData(frame, data)
 
 
 def _clean(frame: pd.DataFrame, origin: str) -> pd.DataFrame:
-    frame = frame.dropna(subset=["hour_start"]).sort_values("hour_start", kind="stable")
+    frame = frame.dropna(subset=["hour_start"]).astype({"hour_start": HOUR_DTYPE})
+    frame = frame.sort_values("hour_start", kind="stable")
     off_grid = frame["hour_start"] != frame["hour_start"].dt.floor("h")
     if off_grid.any():
         raise DataError(f"{origin}: {int(off_grid.sum())} rows have an hour_start that is not on the hour")

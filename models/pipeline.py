@@ -2,20 +2,29 @@
 
 Order: ``check_sufficiency`` -> ``train_candidate`` -> ``evaluate_candidate`` ->
 ``decide_promotion`` -> ``predict_future`` -> ``write_outputs``. Each call can be repeated: a
-version is derived from the data range and the hyperparameters, and work already stored for that
-version is reused instead of redone.
+version is derived from the data (range, rows, hourly_metrics table version) and the
+hyperparameters, and work already stored for that version is reused instead of redone.
+
+Data: hourly_metrics is a Delta table read with delta-rs (``models.data.read_hourly_metrics``:
+one symbol, the columns used, filters pushed down), at most once per task (a task's
+:class:`Context` keeps what it read). A model records the table version it was trained on
+(``data_table_version`` in training.json); its evaluation re-reads exactly that version (time
+travel), and ``as_of_version`` trains on a past version again.
 
 ``params`` keys (all optional): ``epochs``, ``lookback`` (12), ``horizon`` (24), ``test_hours``
 (length of the test window, the latest hours; default 168), ``force_promotion`` (False),
 ``data_uri`` (default ``hourly_metrics`` under the storage root; a candle CSV also works),
 ``symbol`` (default first of ``settings.binance_symbols``), ``promotion_policy`` (default
 ``settings.model_promotion_policy``), ``min_train_windows``, ``batch_size``, ``seed``,
-``lstm_units`` (two ints; tests use tiny models).
+``lstm_units`` (two ints; tests use tiny models), ``as_of_version`` (read hourly_metrics at this
+Delta version instead of the current one: reproduces a past training run).
 
-Outputs under the storage root: ``models/<version>/`` (registry), ``predictions/model_version=<v>/``
-(backtest forecasts with actuals, errors and interval bounds), ``prediction_metrics/
-model_version=<v>/`` (one record per training run), ``future_predictions/date=/hour=/``
-(next ``horizon`` hours from the current model with interval bounds, model version, issue time).
+Outputs under the storage root: ``models/<version>/`` (registry files) and three Delta tables
+written with delta-rs (``btc_platform.lake.write_table``), where a repeat replaces the rows of
+the same key instead of adding copies: ``predictions`` (backtest forecasts with actuals, errors
+and interval bounds; key ``model_version``), ``prediction_metrics`` (one record per model version)
+and ``future_predictions`` (next ``horizon`` hours from the current model with interval bounds,
+model version, issue time; key symbol + model_version + origin_hour_start).
 """
 
 from __future__ import annotations
@@ -23,18 +32,31 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from btc_platform import datasets
+from btc_platform import datasets, lake
 from btc_platform.settings import Settings, get_settings
-from btc_platform.storage import open_storage, write_parquet
 from models.config import ModelConfig
-from models.data import HOUR, DataError, InsufficientHistoryError, describe, load_series, segment_ids
+from models.data import (
+    HOUR,
+    DataError,
+    HistoryNotFoundError,
+    HourlyData,
+    InsufficientHistoryError,
+    describe,
+    load_series,
+    segment_ids,
+)
 
 log = logging.getLogger(__name__)
+
+#: horizons (hours) whose skill is reported
+SKILL_HORIZONS = (1, 6, 12, 24)
+#: what identifies one forecast in future_predictions (a repeat replaces those rows)
+FUTURE_KEYS = ("symbol", "model_version", "origin_hour_start")
 
 __all__ = [
     "InsufficientHistoryError",
@@ -60,6 +82,9 @@ class Context:
     test_hours: int
     force: bool
     policy: str
+    as_of_version: int | None = None
+    #: what this task has read, by (uri, symbol, version, until): each series is read once per task
+    loaded: dict = field(default_factory=dict)
 
 
 def resolve(params: dict | None, settings: Settings | None = None) -> Context:
@@ -75,6 +100,9 @@ def resolve(params: dict | None, settings: Settings | None = None) -> Context:
     policy = p.get("promotion_policy") or s.model_promotion_policy
     if policy not in ("beat_current_and_persistence", "beat_persistence"):
         raise ValueError(f"unknown promotion_policy {policy!r}")
+    as_of = p.get("as_of_version")
+    if as_of is not None and int(as_of) < 0:
+        raise ValueError(f"as_of_version must be a table version >= 0, got {as_of}")
     return Context(
         settings=s,
         config=config,
@@ -83,14 +111,24 @@ def resolve(params: dict | None, settings: Settings | None = None) -> Context:
         test_hours=test_hours,
         force=bool(p.get("force_promotion", False)),
         policy=policy,
+        as_of_version=None if as_of is None else int(as_of),
     )
 
 
-def _load(ctx: Context, until: str | None = None) -> pd.DataFrame:
-    frame = load_series(ctx.data_uri, ctx.symbol, ctx.settings)
-    if until is not None:
-        frame = frame[frame["hour_start"] <= pd.Timestamp(until)].reset_index(drop=True)
-    return frame
+def _load(
+    ctx: Context,
+    *,
+    uri: str | None = None,
+    symbol: str | None = None,
+    version: int | None = None,
+    until: pd.Timestamp | None = None,
+) -> HourlyData:
+    """The series of ``uri``/``symbol`` (default: the context's) at table ``version``, up to
+    ``until``; read on first use, then kept in the context for the rest of the task."""
+    key = (uri or ctx.data_uri, symbol or ctx.symbol, version, until)
+    if key not in ctx.loaded:
+        ctx.loaded[key] = load_series(key[0], key[1], version=version, until=until)
+    return ctx.loaded[key]
 
 
 def _test_from(frame: pd.DataFrame, test_hours: int) -> pd.Timestamp:
@@ -123,16 +161,14 @@ def check_history(frame: pd.DataFrame, config: ModelConfig, test_from: pd.Timest
 # ---- DAG tasks ------------------------------------------------------------------------------
 def check_sufficiency(params: dict | None = None) -> dict:
     """Is there enough history for ``params``? Raises InsufficientHistoryError naming needed vs found."""
-    from btc_platform.storage import DatasetNotFoundError
     from models.features import hours_needed, split_windows
 
     ctx = resolve(params)
     try:
-        frame = _load(ctx)
-    except (DatasetNotFoundError, DataError) as exc:
-        if "does not exist" not in str(exc):
-            raise
+        data = _load(ctx, version=ctx.as_of_version)
+    except HistoryNotFoundError as exc:
         raise InsufficientHistoryError(hours_needed(ctx.config, ctx.test_hours), 0, detail=str(exc)) from exc
+    frame = data.frame
     info = describe(frame)
     needed = hours_needed(ctx.config, ctx.test_hours)
     if info["hours"] < needed:
@@ -140,12 +176,20 @@ def check_sufficiency(params: dict | None = None) -> dict:
     test_from = _test_from(frame, ctx.test_hours)
     check_history(frame, ctx.config, test_from)
     split = split_windows(frame, ctx.config, test_from)  # raises with window counts if gaps eat history
-    result = {**info, "hours_needed": needed, "data_uri": ctx.data_uri, "symbol": ctx.symbol, **split.summary(frame)}
+    result = {
+        **info,
+        "hours_needed": needed,
+        "data_uri": ctx.data_uri,
+        "symbol": ctx.symbol,
+        "table_version": data.table_version,
+        **split.summary(frame),
+    }
     log.info("history sufficient: %d hours found, %d needed (%d gaps)", info["hours"], needed, info["gaps"])
     return result
 
 
-def make_version(ctx: Context, frame: pd.DataFrame) -> str:
+def make_version(ctx: Context, data: HourlyData) -> str:
+    frame = data.frame
     end = frame["hour_start"].iloc[-1]
     key = json.dumps(
         {
@@ -156,6 +200,7 @@ def make_version(ctx: Context, frame: pd.DataFrame) -> str:
             "end": end.isoformat(),
             "rows": len(frame),
             "test_hours": ctx.test_hours,
+            **({"table_version": data.table_version} if data.table_version is not None else {}),
         },
         sort_keys=True,
     )
@@ -168,10 +213,11 @@ def train_candidate(params: dict | None = None) -> dict:
     from models.train import train
 
     ctx = resolve(params)
-    frame = _load(ctx)
+    data = _load(ctx, version=ctx.as_of_version)
+    frame = data.frame
     if frame.empty:
-        raise InsufficientHistoryError(1, 0, detail=f"no rows for {ctx.symbol} in {ctx.data_uri}")
-    version = make_version(ctx, frame)
+        raise InsufficientHistoryError(1, 0, detail=f"no rows for {ctx.symbol} in {data.origin}")
+    version = make_version(ctx, data)
     registry = Registry(ctx.settings)
     if registry.exists(version):
         training = registry.read_json(version, "training.json")
@@ -184,6 +230,7 @@ def train_candidate(params: dict | None = None) -> dict:
         **info,
         "version": version,
         "data_uri": ctx.data_uri,
+        "data_table_version": data.table_version,  # None for a candle CSV
         "symbol": ctx.symbol,
         "data_end": frame["hour_start"].iloc[-1].isoformat(),
         "data": describe(frame),
@@ -195,7 +242,8 @@ def train_candidate(params: dict | None = None) -> dict:
 
 
 def _training_summary(training: dict) -> dict:
-    keys = ("data_start", "data_end", "train_rows_end", "test_from", "epochs_run", "best_epoch", "train_seconds")
+    keys = ("data_start", "data_end", "train_rows_end", "test_from", "epochs_run", "best_epoch", "train_seconds",
+            "data_table_version")
     return {k: training.get(k) for k in keys}
 
 
@@ -205,19 +253,29 @@ def _backtest_version(registry, version: str, ctx: Context):
 
     training = registry.read_json(version, "training.json")
     forecaster = registry.load_forecaster(version)
-    frame = load_series(training["data_uri"], training["symbol"], ctx.settings)
-    frame = frame[frame["hour_start"] <= pd.Timestamp(training["data_end"])].reset_index(drop=True)
+    data = registry.trained_on(version)  # exactly the table version it was trained on
+    frame = _load(
+        ctx,
+        uri=data["data_uri"],
+        symbol=data["symbol"],
+        version=data["data_table_version"],
+        until=pd.Timestamp(data["data_end"]),
+    ).frame
     split = split_windows(frame, forecaster.config, pd.Timestamp(training["test_from"]))
     return forecaster, frame, split, backtest(forecaster, frame, split.test), training
 
 
 def evaluate_candidate(version: str, params: dict | None = None) -> dict:
     """Metrics of ``version`` on its test window next to persistence and drift (+ table string)."""
-    from models.evaluate import evaluate_forecasts, format_table
     from models.registry import Registry
 
     ctx = resolve(params)
-    registry = Registry(ctx.settings)
+    return _evaluate(ctx, Registry(ctx.settings), version)
+
+
+def _evaluate(ctx: Context, registry, version: str) -> dict:
+    from models.evaluate import evaluate_forecasts, format_table
+
     if registry.exists(version, "metrics.json"):
         metrics = registry.read_json(version, "metrics.json")
     else:
@@ -232,7 +290,7 @@ def evaluate_candidate(version: str, params: dict | None = None) -> dict:
                 "interval_level": forecaster.config.interval_level,
             }
         )
-        write_parquet(_backtest_frame(version, bt), registry.uri(version, "backtest.parquet"), ctx.settings)
+        registry.write_frame(version, "backtest.parquet", _backtest_frame(version, bt))
         registry.write_json(version, "metrics.json", metrics)
     table = format_table(metrics, title=f"model {version}: test window from {metrics['test_from']} to {metrics['data_end']}")
     log.info("evaluation of %s:\n%s", version, table)
@@ -241,7 +299,7 @@ def evaluate_candidate(version: str, params: dict | None = None) -> dict:
 
 def _skills(metrics: dict) -> dict:
     rows = {r["horizon"]: r for r in metrics["per_horizon"]}
-    out = {f"h{h}": rows[h].get("model_skill") for h in (1, 6, 12, 24) if h in rows}
+    out = {f"h{h}": rows[h].get("model_skill") for h in SKILL_HORIZONS if h in rows}
     out["overall"] = metrics["overall"].get("model_skill")
     out["interval_coverage"] = metrics["overall"].get("interval_coverage")
     return out
@@ -341,7 +399,7 @@ def decide_promotion(version: str, params: dict | None = None) -> dict:
             log.info("decision for %s already made: %s (%s)", version, previous["status"], previous["reason"])
             return previous
     if not registry.exists(version, "metrics.json"):
-        evaluate_candidate(version, params)
+        _evaluate(ctx, registry, version)
     overall = registry.read_json(version, "metrics.json")["overall"]
     current = registry.current_version()
     checks: dict = {"candidate_rmse": overall["model_rmse"], "persistence_rmse": overall["persistence_rmse"],
@@ -379,8 +437,8 @@ def predict_future(params: dict | None = None) -> dict:
     """Forecast the next ``horizon`` hours from the latest data with the ``current`` model.
 
     Without a current model (none yet promoted) nothing is served: returns status "skipped"
-    with the reason. The forecast is written to future_predictions/date=/hour=/ of the last
-    observed hour (one file per model version, so a repeat overwrites, never duplicates).
+    with the reason. The forecast goes to the future_predictions table; a repeat for the same
+    symbol, model version and last observed hour replaces those rows, never duplicates them.
     """
     from models.registry import Registry, utcnow_iso
 
@@ -393,7 +451,8 @@ def predict_future(params: dict | None = None) -> dict:
         return {"status": "skipped", "reason": reason}
     forecaster = registry.load_forecaster(current)
     cfg = forecaster.config
-    frame = _load(ctx)
+    data = _load(ctx, version=ctx.as_of_version)
+    frame = data.frame
     need = cfg.lookback + 1
     if len(frame) < need:
         raise InsufficientHistoryError(need, len(frame), what="latest consecutive hours")
@@ -423,37 +482,42 @@ def predict_future(params: dict | None = None) -> dict:
             "lower": out["low"][0],
             "upper": out["high"][0],
             "interval_level": cfg.interval_level,
+            "data_table_version": pd.array([data.table_version] * len(steps), dtype="Int64"),
+            "date": f"{origin_time:%Y-%m-%d}",  # of the origin hour, for filters
+            "hour": np.full(len(steps), origin_time.hour, dtype=np.int32),
         }
     )
-    uri = ctx.settings.path(
-        datasets.FUTURE_PREDICTIONS, f"date={origin_time:%Y-%m-%d}", f"hour={origin_time.hour}", f"part-{current}.parquet"
-    )
-    write_parquet(result, uri, ctx.settings)
-    log.info("future predictions by %s from %s written to %s", current, origin_time, uri)
+    table_version = lake.write_table(datasets.FUTURE_PREDICTIONS, result, ctx.settings, replace_on=FUTURE_KEYS)
+    uri = lake.table_uri(datasets.FUTURE_PREDICTIONS, ctx.settings)
+    log.info("future predictions by %s from %s written to %s (version %d)", current, origin_time, uri, table_version)
     return {
         "status": "written",
         "model_version": current,
         "origin_hour_start": origin_time.isoformat(),
         "uri": uri,
+        "table_version": table_version,
         "predicted_close": [round(float(v), 2) for v in out["prices"][0]],
     }
 
 
 def write_outputs(version: str, params: dict | None = None) -> dict:
-    """Publish the backtest of ``version`` to predictions/ and its run record to prediction_metrics/."""
+    """Publish the backtest of ``version`` to the predictions table and its run record to
+    prediction_metrics (both replace the rows of ``version`` if it was published before)."""
     from models.registry import Registry
 
     ctx = resolve(params)
     registry = Registry(ctx.settings)
     if not registry.exists(version, "metrics.json"):
-        evaluate_candidate(version, params)
-    fs = open_storage(ctx.settings.storage_root, ctx.settings)
+        _evaluate(ctx, registry, version)
     metrics = registry.read_json(version, "metrics.json")
     training = registry.read_json(version, "training.json")
     decision = registry.read_json(version, "decision.json") if registry.exists(version, "decision.json") else {}
-    pred_uri = ctx.settings.path(datasets.PREDICTIONS, f"model_version={version}", "part-0.parquet")
-    fs.write_bytes(pred_uri, fs.read_bytes(registry.uri(version, "backtest.parquet")))
+    keys = datasets.TABLES[datasets.PREDICTIONS].keys
+    pred_version = lake.write_table(
+        datasets.PREDICTIONS, registry.read_frame(version, "backtest.parquet"), ctx.settings, replace_on=keys
+    )
     o = metrics["overall"]
+    skills = _skills(metrics)
     record = {
         "model_version": version,
         "symbol": training["symbol"],
@@ -466,16 +530,51 @@ def write_outputs(version: str, params: dict | None = None) -> dict:
         "epochs_run": training["epochs_run"],
         "train_seconds": training["train_seconds"],
         "code_version": training.get("code_version"),
+        "data_table_version": training.get("data_table_version"),
         **{k: o.get(k) for k in sorted(o) if k != "horizon"},
-        **{f"skill_{k}": v for k, v in _skills(metrics).items() if k not in ("overall", "interval_coverage")},
+        # every horizon column in every record (null beyond the model's horizon): one table schema
+        **{f"skill_h{h}": skills.get(f"h{h}") for h in SKILL_HORIZONS},
         "decision": decision.get("status", "undecided"),
         "decision_reason": decision.get("reason"),
         "forced": decision.get("forced", False),
     }
-    metrics_uri = ctx.settings.path(datasets.PREDICTION_METRICS, f"model_version={version}", "part-0.parquet")
-    write_parquet(pd.DataFrame([record]), metrics_uri, ctx.settings)
-    log.info("outputs of %s: %s, %s", version, pred_uri, metrics_uri)
-    return {"version": version, "predictions_uri": pred_uri, "prediction_metrics_uri": metrics_uri}
+    metrics_version = lake.write_table(
+        datasets.PREDICTION_METRICS,
+        _metrics_frame(record),
+        ctx.settings,
+        replace_on=datasets.TABLES[datasets.PREDICTION_METRICS].keys,
+    )
+    pred_uri = lake.table_uri(datasets.PREDICTIONS, ctx.settings)
+    metrics_uri = lake.table_uri(datasets.PREDICTION_METRICS, ctx.settings)
+    log.info("outputs of %s: %s version %d, %s version %d", version, pred_uri, pred_version, metrics_uri, metrics_version)
+    return {
+        "version": version,
+        "predictions_uri": pred_uri,
+        "predictions_table_version": pred_version,
+        "prediction_metrics_uri": metrics_uri,
+        "prediction_metrics_table_version": metrics_version,
+    }
+
+
+#: prediction_metrics columns that are not floats (every metric is float64, even when null)
+_METRICS_TEXT = ("model_version", "symbol", "trained_at", "data_start", "data_end", "train_rows_end", "test_from",
+                 "code_version", "decision", "decision_reason")
+_METRICS_INT = ("test_windows", "epochs_run", "data_table_version")
+
+
+def _metrics_frame(record: dict) -> pd.DataFrame:
+    """The run record as one typed row (a null metric stays a null double, never an untyped column)."""
+    columns = {}
+    for name, value in record.items():
+        if name in _METRICS_TEXT:
+            columns[name] = pd.Series([value], dtype="string")
+        elif name in _METRICS_INT:
+            columns[name] = pd.Series([value], dtype="Int64")
+        elif name == "forced":
+            columns[name] = pd.Series([bool(value)], dtype="bool")
+        else:
+            columns[name] = pd.Series([value], dtype="float64")
+    return pd.DataFrame(columns)
 
 
 # ---- offline evaluation (CLI evaluate, benchmark) --------------------------------------------
@@ -485,10 +584,12 @@ def evaluate_offline(
     config: ModelConfig | None = None,
     symbol: str | None = None,
     settings: Settings | None = None,
+    as_of_version: int | None = None,
 ) -> dict:
     """Train on the data before ``test_from`` (default: the last 6 months) and evaluate after it.
 
-    Nothing is written to the registry. Returns metrics, the formatted table and timings.
+    ``data`` is a candle CSV or an hourly_metrics Delta table (read at ``as_of_version`` if
+    given). Nothing is written to the registry. Returns metrics, the formatted table and timings.
     """
     import time
 
@@ -498,7 +599,8 @@ def evaluate_offline(
     s = settings or get_settings()
     cfg = config or ModelConfig()
     started = time.perf_counter()
-    frame = load_series(data, (symbol or s.binance_symbols[0]).upper(), s)
+    loaded = load_series(data, (symbol or s.binance_symbols[0]).upper(), version=as_of_version)
+    frame = loaded.frame
     load_seconds = time.perf_counter() - started
     if frame.empty:
         raise InsufficientHistoryError(1, 0, detail=f"no rows in {data}")
@@ -529,4 +631,6 @@ def evaluate_offline(
         "epochs_run": info["epochs_run"],
         "split": summary,
         "data": describe(frame),
+        "data_origin": loaded.origin,
+        "data_table_version": loaded.table_version,
     }

@@ -6,16 +6,22 @@ Layout under ``<storage_root>/models/``::
     <version>/scaler.json      feature mean/std + target scale (fitted on the training part only)
     <version>/intervals.json   interval calibration (validation slice)
     <version>/config.json      ModelConfig
-    <version>/training.json    data range, split, epochs, timings, code version, params
+    <version>/training.json    data range, split, epochs, timings, code version, params and the data
+                               it was trained on: ``data_uri``, ``symbol``, ``data_end`` and
+                               ``data_table_version`` (hourly_metrics Delta version; null for a CSV)
     <version>/metrics.json     evaluation on the test window (model vs persistence vs drift)
+    <version>/backtest.parquet forecasts on the test window (published to the predictions table)
     <version>/decision.json    promoted / rejected, the reason, forced or not, what it was compared to
     current.json               pointer to the served version (moves only on promotion)
 
-A rejected candidate stays in place with its decision. Every JSON is written atomically.
+A rejected candidate stays in place with its decision. Every JSON is written atomically. With
+``data_table_version`` a model's training data can be read again exactly (time travel:
+``models.data.read_hourly_metrics(uri, symbol, version=...)``, ``train --as-of-version N``).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import subprocess
@@ -25,7 +31,7 @@ from pathlib import Path
 
 from btc_platform import datasets
 from btc_platform.settings import PROJECT_ROOT, Settings, get_settings
-from btc_platform.storage import Storage, join, open_storage
+from btc_platform.storage import Storage, join, open_storage, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +83,29 @@ class Registry:
         if not self.fs.exists(uri):
             raise ModelNotFoundError(f"{uri} does not exist")
         return json.loads(self.fs.read_text(uri))
+
+    # ---- tables of a version (one Parquet file each) -------------------------------------------
+    def write_frame(self, version: str, name: str, frame) -> None:
+        write_parquet(frame, self.uri(version, name), storage=self.fs)
+
+    def read_frame(self, version: str, name: str):
+        import pyarrow.parquet as pq
+
+        uri = self.uri(version, name)
+        if not self.fs.exists(uri):
+            raise ModelNotFoundError(f"{uri} does not exist")
+        return pq.read_table(io.BytesIO(self.fs.read_bytes(uri))).to_pandas()
+
+    def trained_on(self, version: str) -> dict:
+        """The data ``version`` was trained on: data_uri, symbol, data_end and data_table_version
+        (None for a candle CSV or a model saved before table versions were recorded)."""
+        training = self.read_json(version, "training.json")
+        return {
+            "data_uri": training["data_uri"],
+            "symbol": training["symbol"],
+            "data_end": training["data_end"],
+            "data_table_version": training.get("data_table_version"),
+        }
 
     # ---- models ---------------------------------------------------------------------------
     def save_forecaster(self, version: str, forecaster, training: dict) -> str:

@@ -65,22 +65,17 @@ def to_hourly_metrics(frame: pd.DataFrame, symbol: str = "BTCUSDT", stream_from:
     for name, kind in HOURLY_METRICS_COLUMNS:
         if kind == "double":
             out[name] = out[name].astype("float64")
-        elif kind in ("long", "int") and name != "hour":
+        elif kind == "long":
             out[name] = pd.to_numeric(out[name]).astype("Int64")
+        elif kind == "int" and name != "hour":
+            out[name] = pd.to_numeric(out[name]).astype("Int32")
     return out
 
 
-def write_hourly_metrics(rows: pd.DataFrame, directory) -> None:
-    """Write rows as Spark would: hive partitions date=/hour=, one file per hour."""
-    from pathlib import Path
+def write_hourly_metrics(rows: pd.DataFrame, location) -> int:
+    """Append rows to the hourly_metrics Delta table at ``location`` (a directory or URI, created
+    on the first write with the contract's column types); returns the new table version."""
+    from btc_platform import lake
 
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    base = Path(directory)
-    for (date, hour), part in rows.groupby(["date", "hour"]):
-        folder = base / f"date={date}" / f"hour={hour}"
-        folder.mkdir(parents=True, exist_ok=True)
-        table = pa.Table.from_pandas(part.drop(columns=["date", "hour"]), preserve_index=False)
-        pq.write_table(table, folder / "part-00000.parquet", coerce_timestamps="us")
-    (base / "_SUCCESS").write_text("")
+    schema = lake.arrow_schema(HOURLY_METRICS_COLUMNS)
+    return lake.write_at(str(location), rows[schema.names], schema=schema)

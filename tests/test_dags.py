@@ -353,8 +353,8 @@ def test_consolidation_dag_shape(parsed, sandbox):
 def test_retrain_dag_shape(parsed):
     dag = parsed["dags"]["btc_retrain"]
     assert dag["catchup"] is False and dag["max_active_runs"] == 1
-    assert set(dag["params"]) == {"epochs", "lookback", "horizon", "test_hours", "force_promotion"}
-    assert dag["params"]["force_promotion"] is False
+    assert set(dag["params"]) == {"epochs", "lookback", "horizon", "test_hours", "force_promotion", "as_of_version"}
+    assert dag["params"]["force_promotion"] is False and dag["params"]["as_of_version"] is None
     chain = ["check_sufficiency", "train", "evaluate", "promote_or_keep", "predict_next_24h", "write_outputs"]
     for before, after in zip(chain, chain[1:], strict=False):
         assert before in dag["tasks"][after]["upstream"], f"{before} -> {after}"
@@ -553,7 +553,7 @@ def test_backfill_dag_rejects_inconsistent_params(sandbox):
 
 @pytest.mark.slow
 def test_retrain_dag_run_trains_evaluates_and_predicts(sandbox):
-    from btc_platform import datasets
+    from btc_platform import datasets, lake
     from tests.models_testdata import (
         candles_from_close,
         periodic_close,
@@ -571,7 +571,9 @@ def test_retrain_dag_run_trains_evaluates_and_predicts(sandbox):
     # the metrics table against the baselines and the decision are in the task logs
     assert "vs baselines" in output and "persistence" in output and "drift" in output
     assert "promotion decision for" in output
-    future = _read_dataset(sandbox.storage / datasets.FUTURE_PREDICTIONS)
+    future = lake.read_at(str(sandbox.storage / datasets.FUTURE_PREDICTIONS))
     assert len(future) == 24
     assert (sandbox.storage / datasets.MODELS).is_dir()
-    assert any((sandbox.storage / datasets.PREDICTION_METRICS).rglob("*.parquet"))
+    metrics = lake.read_at(str(sandbox.storage / datasets.PREDICTION_METRICS))
+    assert len(metrics) == 1
+    assert metrics["data_table_version"].tolist() == [0]  # train ran on the version check_sufficiency read

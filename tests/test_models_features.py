@@ -150,7 +150,9 @@ def test_csv_and_hourly_metrics_load_the_same_series(tmp_path):
     write_hourly_metrics(pd.concat([rows, other]), tmp_path / "hourly_metrics")
     from_hm = load_hourly_metrics(f"file://{tmp_path}/hourly_metrics", "BTCUSDT")
     assert len(from_csv) == len(from_hm) == 58
-    pd.testing.assert_series_equal(from_csv["hour_start"], from_hm["hour_start"], check_dtype=False)
+    # one frame convention whatever the source (delta-rs gives microseconds in UTC)
+    assert from_csv["hour_start"].dtype == from_hm["hour_start"].dtype == "datetime64[ns, UTC]"
+    pd.testing.assert_series_equal(from_csv["hour_start"], from_hm["hour_start"])
     np.testing.assert_allclose(from_csv["close"], from_hm["close"])
     assert from_hm["volume"].isna().sum() == 18  # stream hours keep their null volume
     f = fx.build_features(from_hm)
@@ -166,20 +168,20 @@ def test_bad_rows_are_left_out_and_duplicates_refused(tmp_path):
     assert len(loaded) == 9 and len(find_gaps(loaded["hour_start"])) == 1
     from models.data import DataError
 
-    dup = pd.concat([rows, rows.iloc[[2]]])
-    write_hourly_metrics(dup.iloc[:3], tmp_path / "hm2")
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    extra = tmp_path / "hm2" / f"date={rows['date'].iloc[2]}" / f"hour={rows['hour'].iloc[2]}" / "part-00001.parquet"
-    pq.write_table(pa.Table.from_pandas(rows.iloc[[2]].drop(columns=["date", "hour"]), preserve_index=False), extra)
+    write_hourly_metrics(rows.iloc[:3], tmp_path / "hm2")
+    write_hourly_metrics(rows.iloc[[2]], tmp_path / "hm2")  # a second commit repeats one hour
     with pytest.raises(DataError, match="share an hour_start"):
         load_hourly_metrics(f"file://{tmp_path}/hm2", "BTCUSDT")
+    from btc_platform import lake
+
+    lake.write_at(str(tmp_path / "hm3"), rows.drop(columns=["open"]))
+    with pytest.raises(DataError, match=r"missing columns \['open'\]"):
+        load_hourly_metrics(f"file://{tmp_path}/hm3", "BTCUSDT")
 
 
 @pytest.mark.spark
 def test_loads_hourly_metrics_written_by_spark(spark, tmp_path):
-    """The loader reads what the consolidation job's Spark writer produces (partitionBy date, hour)."""
+    """The loader reads the Delta table as the consolidation job's Spark writer produces it."""
     from btc_platform.datasets import HOURLY_METRICS_COLUMNS, struct_type
 
     frame = drop_hours(candles_from_close(random_walk_close(30)), [10])
@@ -196,7 +198,7 @@ def test_loads_hourly_metrics_written_by_spark(spark, tmp_path):
     records = [tuple(plain(v) for v in rec) for rec in rows.astype(object).itertuples(index=False)]
     df = spark.createDataFrame(records, schema=struct_type(HOURLY_METRICS_COLUMNS))
     target = tmp_path / "hourly_metrics"
-    df.write.mode("overwrite").partitionBy("date", "hour").parquet(f"file://{target}")
+    df.write.format("delta").mode("overwrite").save(f"file://{target}")
     loaded = load_hourly_metrics(f"file://{target}", "BTCUSDT")
     assert len(loaded) == 29
     assert list(loaded["hour_start"]) == list(frame["hour_start"])

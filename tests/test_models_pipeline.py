@@ -67,21 +67,45 @@ def test_check_sufficiency_names_needed_and_found(tmp_path, settings_env):
         pipeline.check_sufficiency({"data_uri": f"file://{tmp_path}/nothing-here"})
 
 
-def test_retrain_pipeline_registry_promotion_and_outputs(settings_env):
-    from btc_platform.storage import read_parquet_dataset
+def _count_hourly_reads(monkeypatch) -> list[str]:
+    """Record every opening of an hourly_metrics table (a read) through btc_platform.lake."""
+    from btc_platform import lake
+
+    opened: list[str] = []
+    real = lake.open_at
+
+    def counting(uri, version=None):
+        if uri.rstrip("/").endswith("hourly_metrics"):
+            opened.append(f"{uri}@{version}")
+        return real(uri, version)
+
+    monkeypatch.setattr(lake, "open_at", counting)
+    return opened
+
+
+def _reads(opened: list[str], task) -> int:
+    before = len(opened)
+    task()
+    return len(opened) - before
+
+
+def test_retrain_pipeline_registry_promotion_and_outputs(settings_env, monkeypatch):
+    from btc_platform import lake
     from models import pipeline
     from models.registry import Registry
 
     s = settings_env()
     frame = candles_from_close(periodic_close(1100))
-    hm_dir = Path(s.path("hourly_metrics").removeprefix("file://"))
-    write_hourly_metrics(to_hourly_metrics(frame, stream_from=900), hm_dir)  # stream hours at the end
+    write_hourly_metrics(to_hourly_metrics(frame, stream_from=900), s.path("hourly_metrics"))  # stream hours at the end
+    opened = _count_hourly_reads(monkeypatch)
 
     info = pipeline.check_sufficiency(PARAMS)
-    assert info["hours"] == 1100 and info["gaps"] == 0
+    assert info["hours"] == 1100 and info["gaps"] == 0 and info["table_version"] == 0
     json.dumps(info)  # XCom-safe
+    assert len(opened) == 1  # each task reads hourly_metrics once
 
     cand = pipeline.train_candidate(PARAMS)
+    assert len(opened) == 2
     assert cand["reused"] is False
     again = pipeline.train_candidate(PARAMS)
     assert again["version"] == cand["version"] and again["reused"] is True
@@ -90,11 +114,15 @@ def test_retrain_pipeline_registry_promotion_and_outputs(settings_env):
     for name in ("model.keras", "scaler.json", "intervals.json", "config.json", "training.json"):
         assert registry.exists(version, name), name
     training = registry.read_json(version, "training.json")
+    assert training["data_table_version"] == 0
+    assert registry.trained_on(version)["data_table_version"] == 0
     assert training["test_from"] == (frame["hour_start"].iloc[-1] + pd.Timedelta(hours=1 - 120)).isoformat()
     assert pd.Timestamp(training["train_rows_end"]) < pd.Timestamp(training["test_from"]) - pd.Timedelta(hours=36)
     assert training["code_version"]
 
-    ev = pipeline.evaluate_candidate(version, PARAMS)
+    ev = {}
+    assert _reads(opened, lambda: ev.update(pipeline.evaluate_candidate(version, PARAMS))) == 1
+    assert opened[-1].endswith("hourly_metrics@0")  # the version it was trained on
     json.dumps(ev)
     assert "RMSE persist" in ev["table"]
     assert ev["overall"]["model_rmse"] < ev["overall"]["persistence_rmse"]
@@ -103,26 +131,30 @@ def test_retrain_pipeline_registry_promotion_and_outputs(settings_env):
     assert decision["status"] == "promoted" and decision["forced"] is False
     assert registry.current_version() == version
 
-    future = pipeline.predict_future(PARAMS)
+    future = {}
+    assert _reads(opened, lambda: future.update(pipeline.predict_future(PARAMS))) == 1
     assert future["status"] == "written" and future["model_version"] == version
-    fut = read_parquet_dataset(s.path("future_predictions"))
+    fut = lake.read_table("future_predictions", s)
     assert len(fut) == 24 and set(fut["model_version"]) == {version}
     assert (fut["lower"] <= fut["predicted_close"]).all() and (fut["predicted_close"] <= fut["upper"]).all()
     last = frame["hour_start"].iloc[-1]
     assert fut["target_hour_start"].min() == last + pd.Timedelta(hours=1)
     assert list(fut["date"].unique()) == [f"{last:%Y-%m-%d}"] and list(fut["hour"].unique()) == [last.hour]
-    pipeline.predict_future(PARAMS)  # repeat: overwrites, does not duplicate
-    assert len(read_parquet_dataset(s.path("future_predictions"))) == 24
+    assert fut["data_table_version"].tolist() == [0] * 24
+    pipeline.predict_future(PARAMS)  # repeat: replaces, does not duplicate
+    assert len(lake.read_table("future_predictions", s)) == 24
 
     out = pipeline.write_outputs(version, PARAMS)
-    preds = read_parquet_dataset(s.path("predictions"))
+    assert pipeline.write_outputs(version, PARAMS)["predictions_table_version"] == 1  # a repeat replaces
+    preds = lake.read_table("predictions", s)
     assert len(preds) == (120 - 24) * 24
     by_time = frame.set_index("hour_start")["close"]
     np.testing.assert_allclose(preds["actual_close"], by_time.loc[preds["target_hour_start"]].to_numpy())
     np.testing.assert_allclose(preds["error"], preds["predicted_close"] - preds["actual_close"])
     np.testing.assert_allclose(preds["persistence_close"], preds["last_close"])
-    pm = read_parquet_dataset(s.path("prediction_metrics"))
+    pm = lake.read_table("prediction_metrics", s)
     assert len(pm) == 1 and pm["decision"].iloc[0] == "promoted"
+    assert pm["data_table_version"].iloc[0] == 0
     assert pm["model_rmse"].iloc[0] == pytest.approx(ev["overall"]["model_rmse"])
     assert out["version"] == version
 
@@ -131,7 +163,8 @@ def test_retrain_pipeline_registry_promotion_and_outputs(settings_env):
     weak_v = pipeline.train_candidate(weak)["version"]
     assert weak_v != version
     pipeline.evaluate_candidate(weak_v, weak)
-    rejected = pipeline.decide_promotion(weak_v, weak)
+    rejected = {}
+    assert _reads(opened, lambda: rejected.update(pipeline.decide_promotion(weak_v, weak))) == 1
     assert rejected["status"] == "rejected"
     assert f"not below current model {version}" in rejected["reason"]
     assert registry.current_version() == version
@@ -148,9 +181,11 @@ def test_retrain_pipeline_registry_promotion_and_outputs(settings_env):
 
 @pytest.mark.integration
 def test_retrain_pipeline_on_hdfs(hdfs_service, monkeypatch):
-    """The same task functions with the storage root on a real HDFS (WebHDFS for models and outputs)."""
+    """The same task functions with the storage root on a real HDFS (WebHDFS for the registry's
+    files, delta-rs on hdfs:// for hourly_metrics and the output tables)."""
+    from btc_platform import lake
     from btc_platform import settings as settings_mod
-    from btc_platform.storage import open_storage, read_parquet_dataset, write_parquet
+    from btc_platform.storage import open_storage
     from models import pipeline
     from models.registry import Registry
 
@@ -168,9 +203,7 @@ def test_retrain_pipeline_on_hdfs(hdfs_service, monkeypatch):
         s = settings_mod.get_settings()
         fs = open_storage(root, s)
         frame = candles_from_close(periodic_close(700))
-        rows = to_hourly_metrics(frame, stream_from=600)
-        for date, day in rows.groupby("date"):  # one file per day, hour kept as a column
-            write_parquet(day.drop(columns=["date"]), s.path("hourly_metrics", f"date={date}", "part-0.parquet"), s)
+        write_hourly_metrics(to_hourly_metrics(frame, stream_from=600), s.path("hourly_metrics"))  # delta-rs on hdfs://
         params = {"epochs": 3, "test_hours": 100, "min_train_windows": 200, "force_promotion": True, "lstm_units": [8, 8]}
         assert pipeline.check_sufficiency(params)["hours"] == 700
         version = pipeline.train_candidate(params)["version"]
@@ -180,9 +213,42 @@ def test_retrain_pipeline_on_hdfs(hdfs_service, monkeypatch):
         assert Registry(s).load_forecaster(version).config.horizon == 24  # .keras round trip via WebHDFS
         assert pipeline.predict_future(params)["status"] == "written"
         pipeline.write_outputs(version, params)
-        assert len(read_parquet_dataset(s.path("future_predictions"), s)) == 24
-        assert len(read_parquet_dataset(s.path("predictions"), s)) == (100 - 24) * 24
-        assert len(read_parquet_dataset(s.path("prediction_metrics"), s)) == 1
+        assert len(lake.read_table("future_predictions", s)) == 24
+        assert len(lake.read_table("predictions", s)) == (100 - 24) * 24
+        assert len(lake.read_table("prediction_metrics", s)) == 1
         fs.delete(root)
     finally:
         settings_mod.get_settings.cache_clear()
+
+
+def test_training_records_the_table_version_and_retrains_on_it(settings_env):
+    """Version A is trained on and recorded; more rows arrive (version B); as_of_version=A reads the
+    old rows only and trains the same model again (same version, reused), without it B is used."""
+    from models import pipeline
+    from models.cli import _params, build_parser
+    from models.data import load_series
+    from models.registry import Registry
+
+    s = settings_env()
+    uri = s.path("hourly_metrics")
+    frame = candles_from_close(periodic_close(700))
+    rows = to_hourly_metrics(frame)
+    version_a = write_hourly_metrics(rows.iloc[:600], uri)
+    params = {"epochs": 1, "test_hours": 72, "min_train_windows": 200, "lstm_units": [4, 4]}
+    first = pipeline.train_candidate(params)
+    assert first["data_table_version"] == version_a
+    assert Registry(s).trained_on(first["version"])["data_table_version"] == version_a
+
+    version_b = write_hourly_metrics(rows.iloc[600:], uri)
+    assert version_b == version_a + 1
+    old = load_series(uri, "BTCUSDT", version=version_a)
+    assert len(old.frame) == 600 and old.frame["hour_start"].iloc[-1] == frame["hour_start"].iloc[599]
+    assert len(load_series(uri, "BTCUSDT").frame) == 700
+
+    again = pipeline.train_candidate(dict(params, as_of_version=version_a))
+    assert again["version"] == first["version"] and again["reused"] is True
+    assert pipeline.check_sufficiency(dict(params, as_of_version=version_a))["hours"] == 600
+    cli = _params(build_parser().parse_args(["train", "--as-of-version", str(version_a), "--epochs", "1"]))
+    assert cli["as_of_version"] == version_a
+    with pytest.raises(ValueError, match=">= 0"):
+        pipeline.train_candidate(dict(params, as_of_version=-1))
