@@ -63,7 +63,6 @@ __all__ = [
     "kafka_dir",
     "kafka_health",
     "log_path",
-    "main",
     "marked_processes",
     "run",
     "run_dir",
@@ -185,11 +184,3 @@ def run(settings: Settings, source: str) -> None:
     log.info("  storage    : %s", settings.storage_root)
     log.info("  logs       : %s", settings.logs_dir)
     log.info("  stop with  : make stop")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``btc-services`` (kept here for installs whose console script still points at
-    ``btc_platform.services:main``; the CLI lives in :mod:`btc_platform.services.cli`)."""
-    from btc_platform.services.cli import main as cli_main
-
-    return cli_main(argv)

@@ -89,7 +89,6 @@ __all__ = [
     "last_stream_progress",
     "log_path",
     "log_tail",
-    "main",
     "producer_problems",
     "producer_spec",
     "read_record",
@@ -313,11 +312,3 @@ def wait_until_supervised(
                 f"stop with `make stop` and run `{OFFLINE_HINT}` to work offline."
             )
     return lines
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The supervisor CLI (kept here for installs whose console script still points at
-    ``btc_platform.supervisor:main``; it lives in :mod:`btc_platform.supervisor.cli`)."""
-    from btc_platform.supervisor.cli import main as cli_main
-
-    return cli_main(argv)
