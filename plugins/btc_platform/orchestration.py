@@ -11,14 +11,13 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from btc_platform.settings import PROJECT_ROOT, Settings
-from btc_platform.spark import spark_conf
+from btc_platform.spark import environment_script, spark_conf
 
 log = logging.getLogger(__name__)
 
@@ -159,22 +158,11 @@ BLOCKED_DB_CONN = "airflow-db-not-allowed:///"
 DB_CONN_VARS = ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__SQL_ALCHEMY_CONN")
 
 
-def airflow_binary() -> str:
-    """The ``airflow`` CLI of this Python environment, else the one on PATH."""
-    import shutil
-
-    local = Path(sys.executable).parent / "airflow"
-    found = str(local) if local.exists() else shutil.which("airflow")
-    if not found:
-        raise FileNotFoundError("airflow not found next to the Python interpreter nor on PATH")
-    return found
-
-
 def airflow_db_clean_command(settings: Settings, now: datetime | None = None) -> list[str]:
     """``airflow db clean`` of the metadata older than ``maintenance_airflow_retention_days``:
     no prompt, no archive tables, exit status != 0 when a table's cleanup fails."""
     cutoff = (now or datetime.now(UTC)) - timedelta(days=settings.maintenance_airflow_retention_days)
-    return [airflow_binary(), "db", "clean", "--clean-before-timestamp", cutoff.isoformat(),
+    return [environment_script("airflow"), "db", "clean", "--clean-before-timestamp", cutoff.isoformat(),
             "--yes", "--skip-archive", "--error-on-cleanup-failure"]  # fmt: skip
 
 
