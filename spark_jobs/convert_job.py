@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 
 from btc_platform import datasets, lake
 from btc_platform.settings import Settings, SettingsError
-from spark_jobs._cli import add_common_options, settings_from_args, setup_logging
+from spark_jobs._cli import add_common_options, run_spark_job, settings_from_args, setup_logging
 
 log = logging.getLogger("spark_jobs.convert_job")
 
@@ -174,17 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_FAILED
         log.info("every dataset under %s has the Delta layout (or does not exist yet)", settings.storage_root)
         return EXIT_OK
-    from btc_platform.spark import build_session
-
-    spark = build_session(APP_NAME, settings, master=args.master)
-    try:
-        convert(spark, settings)
-    except Exception:
-        log.exception("conversion failed")
-        return EXIT_FAILED
-    finally:
-        spark.stop()
-    return EXIT_OK
+    return run_spark_job(APP_NAME, settings, args.master, what="conversion", work=lambda spark: convert(spark, settings))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from datetime import UTC, date, datetime
 from btc_platform import datasets
 from btc_platform.lake import LegacyLayoutError, check_layout
 from btc_platform.settings import Settings, SettingsError
-from spark_jobs._cli import add_common_options, settings_from_args, setup_logging
+from spark_jobs._cli import add_common_options, run_spark_job, settings_from_args, setup_logging
 
 log = logging.getLogger("spark_jobs.maintenance_job")
 
@@ -157,20 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, LegacyLayoutError) as exc:
         log.error("maintenance_job cannot start: %s", exc)
         return EXIT_CONFIG
-    from btc_platform.spark import build_session
-
-    spark = build_session(APP_NAME, settings, master=args.master)
-    try:
-        run(spark, settings, retention_hours=args.vacuum_retention_hours)
-    except MaintenanceError as exc:
-        log.error("%s", exc)
-        return EXIT_FAILED
-    except Exception:
-        log.exception("maintenance failed")
-        return EXIT_FAILED
-    finally:
-        spark.stop()
-    return EXIT_OK
+    return run_spark_job(APP_NAME, settings, args.master, what="maintenance", expected=(MaintenanceError,),
+                         work=lambda spark: run(spark, settings, retention_hours=args.vacuum_retention_hours))  # fmt: skip
 
 
 if __name__ == "__main__":
