@@ -8,7 +8,8 @@ PY := $(VENV)/bin/python
 SOURCE ?= live
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv jars run stop status services-up services-down test test-fast bench evaluate lint clean-data
+.PHONY: help venv jars run stop status services-up services-down test test-fast bench evaluate lint clean-data \
+	convert-data sql
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -56,6 +57,12 @@ evaluate: venv ## evaluate the LSTM on a candle file: make evaluate DATA=path/to
 
 lint: venv ## ruff (includes Airflow 3 AIR rules)
 	$(VENV)/bin/ruff check .
+
+sql: venv jars ## Spark SQL shell, tables as btc.<name>; one query: make sql Q="SELECT ..."
+	$(VENV)/bin/btc-sql $${Q:+-e "$$Q"}
+
+convert-data: venv jars ## convert datasets of the Parquet layout to Delta tables (stop the platform first)
+	$(VENV)/bin/btc-lake convert
 
 clean-data: stop ## delete local data, logs and service state (keeps .venv and jars)
 	rm -rf .data

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from btc_platform.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -37,3 +41,31 @@ def setup_logging(level: str) -> None:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Settings from the environment, with --storage-root applied when given."""
     return load_settings(**({"storage_root": args.storage_root} if args.storage_root else {}))
+
+
+def run_spark_job(
+    app_name: str,
+    settings: Settings,
+    master: str | None,
+    work: Callable[[Any], object],
+    *,
+    what: str,
+    expected: tuple[type[Exception], ...] = (),
+) -> int:
+    """Run ``work(spark)`` in a session of its own, stopped afterwards. Returns the job's exit
+    code: 0, or 1 after logging the failure (one line for an ``expected`` exception, else the
+    traceback)."""
+    from btc_platform.spark import build_session
+
+    spark = build_session(app_name, settings, master=master)
+    try:
+        work(spark)
+    except expected as exc:
+        log.error("%s failed: %s", what, exc)
+        return 1
+    except Exception:
+        log.exception("%s failed", what)
+        return 1
+    finally:
+        spark.stop()
+    return 0

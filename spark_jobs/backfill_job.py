@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlparse
 
 from btc_platform import datasets
+from btc_platform.lake import LegacyLayoutError, check_layout
 from btc_platform.settings import Settings, SettingsError
 from spark_jobs._cli import add_common_options, settings_from_args, setup_logging
 
@@ -278,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--source file needs --file")
         if args.file:
             file_uri(args.file)
-    except (SettingsError, RangeError, ConfigError) as exc:
+        check_layout(settings)
+    except (SettingsError, RangeError, ConfigError, LegacyLayoutError) as exc:
         log.error("backfill_job cannot start: %s", exc)
         return EXIT_CONFIG
     from btc_platform.http import ExchangeError

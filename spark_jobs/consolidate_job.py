@@ -24,6 +24,7 @@ import sys
 from datetime import UTC, datetime
 
 from btc_platform import datasets
+from btc_platform.lake import LegacyLayoutError, check_layout
 from btc_platform.settings import Settings, SettingsError
 from spark_jobs._cli import add_common_options, settings_from_args, setup_logging
 
@@ -165,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from_args(args)
         start, end = parse_utc(args.start), parse_utc(args.end)
         require_hour_aligned(start, end)
-    except (SettingsError, RangeError) as exc:
+        check_layout(settings)
+    except (SettingsError, RangeError, LegacyLayoutError) as exc:
         log.error("consolidate_job cannot start: %s", exc)
         return EXIT_CONFIG
     from btc_platform.spark import build_session

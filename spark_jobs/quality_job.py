@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 
 from btc_platform import datasets
 from btc_platform import quality as q
+from btc_platform.lake import LegacyLayoutError, check_layout
 from btc_platform.settings import Settings, SettingsError
 from spark_jobs._cli import add_common_options, settings_from_args, setup_logging
 
@@ -101,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.min_coverage is not None and not 0 <= args.min_coverage <= 1:
             raise RangeError(f"--min-coverage must be within 0..1, got {args.min_coverage}")
         symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
-    except (SettingsError, RangeError) as exc:
+        check_layout(settings)
+    except (SettingsError, RangeError, LegacyLayoutError) as exc:
         log.error("quality_job cannot start: %s", exc)
         return EXIT_CONFIG
     from btc_platform.spark import build_session

@@ -76,12 +76,17 @@ def is_delta_table(spark: SparkSession, uri: str) -> bool:
     return bool(DeltaTable.isDeltaTable(spark, uri))
 
 
-def ensure_table(spark: SparkSession, settings: Settings, name: str, schema: StructType) -> str:
-    """Create table ``name`` (empty, with ``schema``) unless it exists; returns its URI."""
+def ensure_table(
+    spark: SparkSession, settings: Settings, name: str, schema: StructType, *, location: str | None = None
+) -> str:
+    """Create table ``name`` (empty, with ``schema``) unless it exists; returns its URI.
+
+    ``location`` puts it elsewhere than under the storage root (e.g. the Parquet-layout conversion
+    builds the table next to the old directory first)."""
     from delta.tables import DeltaTable
 
     table = datasets.TABLES[name]
-    uri = table_uri(settings, name)
+    uri = location or table_uri(settings, name)
     if is_delta_table(spark, uri):
         return uri
     # Delta compares the location with the one it derives, in Hadoop's qualified form (file:/x)

@@ -21,7 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DAGS = ROOT / "dags"
-EXPECTED_DAGS = {"btc_stream_supervisor", "btc_hourly_consolidation", "btc_retrain", "btc_backfill"}
+EXPECTED_DAGS = {"btc_stream_supervisor", "btc_hourly_consolidation", "btc_retrain", "btc_backfill", "btc_maintenance"}
 MARK = "DAGTEST_JSON "
 
 # Runs inside the Airflow subprocess. argv: mode, then mode-specific arguments.
@@ -367,6 +367,38 @@ def test_backfill_dag_shape(parsed):
     assert set(dag["params"]) == {"source", "file_path", "start", "end", "overwrite_stream"}
     assert dag["tasks"]["backfill"]["upstream"] == ["backfill_arguments"]
     assert dag["tasks"]["backfill"]["outlets"] == ["hourly_metrics"]
+
+
+def test_maintenance_dag_shape(parsed):
+    dag = parsed["dags"]["btc_maintenance"]
+    assert dag["catchup"] is False and dag["max_active_runs"] == 1
+    assert dag["timetable"] == "CronTriggerTimetable" and dag["timetable_summary"] == "30 2 * * *"
+    job, clean = dag["tasks"]["optimize_vacuum"], dag["tasks"]["clean_airflow_metadata"]
+    assert job["type"] == "SparkSubmitOperator" and job["conn_id"] == "spark_default"
+    assert job["application"].endswith("spark_jobs/maintenance_job.py")
+    assert clean["upstream"] == ["optimize_vacuum"]
+
+
+def test_airflow_db_clean_command_and_environment(settings_env):
+    """The flags exist in the installed Airflow's `airflow db clean`, the cut-off is the retention,
+    and the task's blocked metadata-DB variable is replaced by the worker's."""
+    from datetime import datetime
+
+    from btc_platform import orchestration as o
+
+    settings = settings_env(maintenance_airflow_retention_days=3)
+    command = o.airflow_db_clean_command(settings, now=datetime(2026, 1, 10, 12, tzinfo=UTC))
+    assert command[1:] == ["db", "clean", "--clean-before-timestamp", "2026-01-07T12:00:00+00:00",
+                           "--yes", "--skip-archive", "--error-on-cleanup-failure"]  # fmt: skip
+    usage = subprocess.run([command[0], "db", "clean", "--help"], capture_output=True, text=True, timeout=300)
+    for flag in (a for a in command if a.startswith("--")):
+        assert flag in usage.stdout, f"{flag} not in `airflow db clean --help`"
+
+    blocked = {"PATH": "/bin", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": o.BLOCKED_DB_CONN,
+               "AIRFLOW__CORE__SQL_ALCHEMY_CONN": o.BLOCKED_DB_CONN}  # fmt: skip
+    worker = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "sqlite:////x/airflow.db"}
+    assert o.airflow_cli_env(blocked, worker) == {"PATH": "/bin", **worker}
+    assert o.airflow_cli_env({"PATH": "/bin", **worker}, {}) == {"PATH": "/bin", **worker}
 
 
 def test_backfill_arguments_validation():

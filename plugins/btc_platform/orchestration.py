@@ -1,17 +1,25 @@
 """Small helpers the DAG files use to turn settings into Airflow arguments.
 
 Kept here (not in dags/) so DAG files stay thin graphs and so tests can check the values.
-Everything is cheap and side-effect free: parsing a DAG file that calls these reads the
+Everything a DAG file calls at parse time is cheap and side-effect free: it reads the
 environment and globs the jars directory, nothing else (no DB, no network, no files written).
+:func:`clean_airflow_metadata` is what the maintenance DAG's task runs (``airflow db clean``).
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from btc_platform.settings import PROJECT_ROOT, Settings
-from btc_platform.spark import spark_conf
+from btc_platform.spark import environment_script, spark_conf
+
+log = logging.getLogger(__name__)
 
 #: Airflow connection id of the Spark master (AIRFLOW_CONN_SPARK_DEFAULT, set by airflow_env).
 SPARK_CONN_ID = "spark_default"
@@ -142,3 +150,63 @@ def backfill_args(params: dict[str, Any]) -> list[str]:
     if params.get("overwrite_stream"):
         args.append("--overwrite-stream")
     return args
+
+
+#: What Airflow 3's task supervisor puts in a task process's environment instead of the metadata
+#: database URL (``airflow.sdk.execution_time.supervisor.block_orm_access``).
+BLOCKED_DB_CONN = "airflow-db-not-allowed:///"
+DB_CONN_VARS = ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__SQL_ALCHEMY_CONN")
+
+
+def airflow_db_clean_command(settings: Settings, now: datetime | None = None) -> list[str]:
+    """``airflow db clean`` of the metadata older than ``maintenance_airflow_retention_days``:
+    no prompt, no archive tables, exit status != 0 when a table's cleanup fails."""
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=settings.maintenance_airflow_retention_days)
+    return [environment_script("airflow"), "db", "clean", "--clean-before-timestamp", cutoff.isoformat(),
+            "--yes", "--skip-archive", "--error-on-cleanup-failure"]  # fmt: skip
+
+
+def _process_environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+
+
+def airflow_cli_env(
+    environ: Mapping[str, str] | None = None, parent_environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Environment for an ``airflow`` CLI command started by a task: the task's own, with the
+    metadata database connection of the worker put back.
+
+    Airflow 3 replaces the connection in every task process by :data:`BLOCKED_DB_CONN` (task code
+    must not use the database); the task supervisor, the task's parent process, still has the real
+    one (``parent_environ``, default its /proc environ). A variable the worker did not have is
+    dropped, so the CLI falls back to airflow.cfg.
+    """
+    env = dict(os.environ if environ is None else environ)
+    if not any(env.get(var) == BLOCKED_DB_CONN for var in DB_CONN_VARS):
+        return env
+    parent = _process_environ(os.getppid()) if parent_environ is None else parent_environ
+    for var in DB_CONN_VARS:
+        if env.get(var) != BLOCKED_DB_CONN:
+            continue
+        if parent.get(var) and parent[var] != BLOCKED_DB_CONN:
+            env[var] = parent[var]
+        else:
+            del env[var]
+    return env
+
+
+def clean_airflow_metadata(settings: Settings, now: datetime | None = None, timeout_s: float = 1800) -> str:
+    """Run :func:`airflow_db_clean_command` (output in the log); raise ``RuntimeError`` if it fails.
+    Returns the cut-off it used."""
+    command = airflow_db_clean_command(settings, now)
+    cutoff = command[command.index("--clean-before-timestamp") + 1]
+    log.info("purging Airflow metadata older than %s (%d days): %s", cutoff,
+             settings.maintenance_airflow_retention_days, " ".join(command))  # fmt: skip
+    proc = subprocess.run(command, env=airflow_cli_env(), capture_output=True, text=True,
+                          timeout=timeout_s, check=False)  # fmt: skip
+    for line in (proc.stdout + proc.stderr).splitlines():
+        log.info("airflow db clean: %s", line)
+    if proc.returncode != 0:
+        raise RuntimeError(f"airflow db clean exited with {proc.returncode} (its output is above)")
+    return cutoff

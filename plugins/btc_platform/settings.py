@@ -233,6 +233,19 @@ class Settings(BaseSettings):
         "with the minutes that exist, and its coverage shows what is missing.",
     )
 
+    # ---- Table maintenance (btc_maintenance DAG) ----------------------------------------------
+    maintenance_vacuum_retention_hours: NonNegativeInt = Field(
+        default=168,
+        description="VACUUM keeps files a table stopped referencing less than this many hours ago "
+        "(time travel and readers of older versions need them). Below Delta's default of 168 h, "
+        "Delta's retention check is switched off for that run, and the job logs it.",
+    )
+    maintenance_airflow_retention_days: PositiveInt = Field(
+        default=7,
+        description="The maintenance DAG purges Airflow metadata (DAG runs, task instances, logs "
+        "table, XComs...) older than this many days with `airflow db clean`.",
+    )
+
     # ---- Validators -------------------------------------------------------------------------
     @field_validator("binance_symbols", mode="before")
     @classmethod

@@ -161,15 +161,21 @@ def build_session(
     return session
 
 
-def spark_submit_binary() -> str:
-    """The ``spark-submit`` of this Python environment (pyspark ships it), else the one on PATH."""
-    local = Path(sys.executable).parent / "spark-submit"
+def environment_script(name: str) -> str:
+    """A script of this Python environment (pyspark's ``spark-submit`` and ``spark-sql``,
+    ``airflow``), else the one on PATH."""
+    local = Path(sys.executable).parent / name
     if local.exists():
         return str(local)
-    found = shutil.which("spark-submit")
+    found = shutil.which(name)
     if not found:
-        raise FileNotFoundError("spark-submit not found next to the Python interpreter nor on PATH")
+        raise FileNotFoundError(f"{name} not found next to the Python interpreter nor on PATH")
     return found
+
+
+def spark_submit_binary() -> str:
+    """The ``spark-submit`` of this Python environment (pyspark ships it), else the one on PATH."""
+    return environment_script("spark-submit")
 
 
 def package_zip(settings: Settings) -> Path:

@@ -163,8 +163,12 @@ def stop_all(settings: Settings) -> None:
 
 
 def run(settings: Settings, source: str) -> None:
-    """Start the platform: Kafka, HDFS when the storage root is hdfs://, then Airflow."""
+    """Start the platform: Kafka, HDFS when the storage root is hdfs://, then Airflow.
+
+    Refuses (``LegacyLayoutError``) a storage root with datasets of the Parquet layout, before
+    Airflow starts anything that writes to them."""
     from btc_platform.airflow_env import api_url, password_file
+    from btc_platform.lake import check_layout
     from btc_platform.settings import load_settings
     from btc_platform.supervisor import wait_until_supervised
 
@@ -173,6 +177,8 @@ def run(settings: Settings, source: str) -> None:
     start_kafka(settings)
     if settings.storage_root.startswith("hdfs://"):
         start_hdfs(settings)
+    # before Airflow starts the stream and the jobs on datasets of the Parquet layout
+    check_layout(settings)
     start_airflow(settings)
 
     log.info("waiting for the btc_stream_supervisor DAG to start the producer and the stream ...")

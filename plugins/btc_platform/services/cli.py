@@ -50,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
 
     from btc_platform.jars import JarsError
+    from btc_platform.lake import LegacyLayoutError
     from btc_platform.settings import SettingsError, get_settings
 
     try:
@@ -79,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # with `status all`, a stopped HDFS is fine when the storage root is not on HDFS
                 healthy = healthy and (st.healthy or (optional and not st.running))
             return 0 if healthy else 1
-    except (ProcessError, JarsError, SettingsError) as exc:
+    except (ProcessError, JarsError, SettingsError, LegacyLayoutError) as exc:
         log.error("%s", exc)
         return 1
     return 0
