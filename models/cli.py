@@ -75,6 +75,7 @@ def _params(args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from btc_platform.lake import LegacyLayoutError
     from btc_platform.settings import SettingsError, get_settings
     from btc_platform.storage import StorageError
     from models import pipeline
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelNotFoundError, DataError, StorageError) as exc:
         log.error("fatal: %s", exc)
         return 1
-    except (SettingsError, ValueError) as exc:
+    except (SettingsError, ValueError, LegacyLayoutError) as exc:
         log.error("fatal: %s", exc)
         return 2
     return 0

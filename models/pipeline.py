@@ -161,9 +161,11 @@ def check_history(frame: pd.DataFrame, config: ModelConfig, test_from: pd.Timest
 # ---- DAG tasks ------------------------------------------------------------------------------
 def check_sufficiency(params: dict | None = None) -> dict:
     """Is there enough history for ``params``? Raises InsufficientHistoryError naming needed vs found."""
+    from btc_platform import lake
     from models.features import hours_needed, split_windows
 
     ctx = resolve(params)
+    lake.check_layout(ctx.settings)  # a storage root of the Parquet layout is refused, with the command
     try:
         data = _load(ctx, version=ctx.as_of_version)
     except HistoryNotFoundError as exc:

@@ -314,6 +314,8 @@ def await_queries(spark, queries: list, stop_requested: threading.Event, poll_s:
 
 
 def run(args: argparse.Namespace) -> int:
+    from btc_platform.lake import check_layout
+
     settings = settings_from_args(args)
     if settings.storage_root.startswith("hdfs://"):
         from btc_platform.hdfs import HdfsNotReadyError, wait_for_hdfs_ready
@@ -326,6 +328,7 @@ def run(args: argparse.Namespace) -> int:
             )
         except HdfsNotReadyError as exc:
             raise ConfigError(str(exc)) from exc
+    check_layout(settings)  # raw_data etc. of the Parquet layout: refused, with the command
     stop_requested = threading.Event()
 
     def on_signal(signum, _frame) -> None:
@@ -370,11 +373,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from btc_platform.lake import LegacyLayoutError
+
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
     try:
         return run(args)
-    except (SettingsError, ConfigError) as exc:
+    except (SettingsError, ConfigError, LegacyLayoutError) as exc:
         log.error("stream job cannot start: %s", exc)
         return EXIT_CONFIG
 

@@ -157,9 +157,9 @@ def test_platform_end_to_end(kafka_service, tmp_path):
         # 1. DAGs parsed and unpaused; the supervisor DAG starts producer and stream on its own
         def dags_listed():
             dags = api.get("/dags", params={"dag_id_pattern": "btc_"}).json()["dags"]
-            return len(dags) == 4 and dags
+            return len(dags) == 5 and dags
 
-        dags = _poll(dags_listed, 180, "the four DAGs to be parsed")
+        dags = _poll(dags_listed, 180, "the five DAGs to be parsed")
         assert all(not d["is_paused"] for d in dags), [(d["dag_id"], d["is_paused"]) for d in dags]
         _poll(
             lambda: all(supervisor.status(n, settings).action == "running" for n in supervisor.NAMES),

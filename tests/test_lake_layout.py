@@ -122,3 +122,16 @@ def test_convert_turns_parquet_datasets_into_delta_tables(spark, settings, tmp_p
     assert (base / "checkpoints" / f"metrics.parquet-backup-{STAMP}" / "offsets").is_dir()
     assert (base / "checkpoints" / "raw").is_dir()  # the ingest query's Kafka offsets stay
     assert lake.existing_tables(settings) == [datasets.RAW_DATA, datasets.HOURLY_METRICS]
+
+
+def test_stream_job_and_retraining_refuse_the_parquet_layout(settings_env, tmp_path):
+    """Exit 2 with the command, before any Spark session or model read."""
+    from models import pipeline
+    from spark_jobs import stream_job
+
+    settings = settings_env(storage_root=f"file://{tmp_path}/bitcoin")
+    (root(settings) / datasets.RAW_DATA / "_spark_metadata").mkdir(parents=True)
+    code = stream_job.main(["--storage-root", settings.storage_root, "--checkpoint-root", f"file://{tmp_path}/cp"])
+    assert code == stream_job.EXIT_CONFIG
+    with pytest.raises(lake.LegacyLayoutError, match=lake.CONVERT_COMMAND):
+        pipeline.check_sufficiency({})
