@@ -127,6 +127,13 @@ def column_names(columns: Sequence[tuple[str, str]]) -> list[str]:
     return [name for name, _ in columns]
 
 
+def changed_condition(columns: Sequence[str], keys: Sequence[str], ignore: Sequence[str] = ("produced_at",)) -> str:
+    """MERGE update condition "a value of the row changed" (Spark SQL over target ``t`` and
+    source ``s``): true when one of ``columns`` other than ``keys`` and ``ignore`` differs, nulls
+    compared as values, so merging the same rows again rewrites nothing."""
+    return " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in columns if c not in (*keys, *ignore))
+
+
 @dataclass(frozen=True)
 class Table:
     """Layout of one Delta table: its directory name under the storage root, partition columns,
