@@ -130,11 +130,24 @@ def merge_rows(
 ) -> dict[str, int]:
     """MERGE ``rows`` into the table at ``uri`` on ``keys``: update matched rows (only where
     ``update_when`` holds, a SQL condition over ``t.`` target and ``s.`` source columns), insert
-    the others. Returns Delta's row counts (inserted, updated, ...)."""
+    the others. Returns Delta's row counts (inserted, updated, ...).
+
+    With ``update_when``, source rows whose target row it leaves as is are dropped before the
+    MERGE: Delta rewrites every file holding a matched row when the MERGE also inserts, whether
+    or not the update condition holds, so without this a re-run that changes nothing would still
+    copy those files. A row where the condition is null is kept (the MERGE then skips it)."""
     from delta.tables import DeltaTable
 
     on = " AND ".join(f"t.`{key}` = s.`{key}`" for key in keys)
-    merge = DeltaTable.forPath(spark, uri).alias("t").merge(rows.alias("s"), on)
+    target = DeltaTable.forPath(spark, uri)
+    if update_when is not None:
+        unchanged = F.expr(f"({on}) AND NOT ({update_when})")
+        # computed once, cut from the target's plan (the MERGE cannot resolve a source that
+        # joins its own target)
+        rows = (
+            rows.alias("s").join(target.toDF().alias("t"), unchanged, "left_anti").localCheckpoint(eager=True)
+        )
+    merge = target.alias("t").merge(rows.alias("s"), on)
     result = merge.whenMatchedUpdateAll(condition=update_when).whenNotMatchedInsertAll().execute()
     counts = result.first().asDict() if result is not None else {}
     log.info("MERGE into %s: %s", uri, counts)
