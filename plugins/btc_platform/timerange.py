@@ -25,11 +25,12 @@ def parse_utc(value: str) -> datetime:
     return parsed.astimezone(UTC)
 
 
-def require_hour_aligned(start: datetime | None, end: datetime | None) -> None:
+def require_hour_aligned(start: datetime | None, end: datetime | None, *, prefix: str = "--") -> None:
     """RangeError unless each given bound is on a full UTC hour and ``start < end`` (when both are
-    given; a bound left out is not checked)."""
+    given; a bound left out is not checked). ``prefix``: how the message names the bounds
+    (``--start`` for a command line, ``start`` for a DAG Param)."""
     for name, value in (("start", start), ("end", end)):
         if value is not None and value != value.replace(minute=0, second=0, microsecond=0):
-            raise RangeError(f"--{name} must be on a full hour (UTC), got {value.isoformat()}")
+            raise RangeError(f"{prefix}{name} must be on a full hour (UTC), got {value.isoformat()}")
     if start is not None and end is not None and start >= end:
-        raise RangeError(f"--start {start.isoformat()} must be before --end {end.isoformat()}")
+        raise RangeError(f"{prefix}start {start.isoformat()} must be before {prefix}end {end.isoformat()}")
