@@ -9,12 +9,17 @@ Run by the ``btc_backfill`` DAG (SparkSubmitOperator) or by hand::
     .venv/bin/python spark_jobs/backfill_job.py --source file \\
         --file ../shared/data/btc_usdt_1h_2017_2024h1.csv
 
-Rows get ``source=backfill``; microstructure fields stay null (see backfill_transforms). Hours
-that already hold a stream-consolidated row for the symbol are left alone unless
-``--overwrite-stream``; an earlier backfill row of the same hour is replaced (re-running is
-idempotent). Only the touched date=/hour= partitions are rewritten (rows of other symbols in
-them are carried over). Exit codes: 0 ok, 1 bad input / exchange failure / job failure,
-2 configuration error.
+Rows get ``source=backfill``; microstructure fields stay null (see backfill_transforms). The
+candles go into hourly_metrics with ONE MERGE on (symbol, hour_start): new hours are inserted;
+an hour that already holds a stream-consolidated row is left alone unless ``--overwrite-stream``;
+any other matched row is rewritten only when one of its values changed, so re-running the same
+input rewrites nothing. The commit carries ``{"job": "backfill", "symbol", "start", "end", ...}``
+as metadata (``--last-backfill`` of the data-quality job reads that range).
+
+The whole input is validated first (malformed rows, missing or impossible prices - high < low,
+a price <= 0 -, candles that are not hourly, repeated hours): any problem fails the job naming
+the rows, and nothing is written. ``--start``/``--end`` must be on a full UTC hour.
+Exit codes: 0 ok, 1 bad input / exchange failure / job failure, 2 configuration error.
 """
 
 from __future__ import annotations
@@ -44,11 +49,24 @@ class ConfigError(ValueError):
     """Inconsistent arguments (one-line reason, exit code 2)."""
 
 
+KEYS = datasets.TABLES[datasets.HOURLY_METRICS].keys
+#: A matched row is rewritten only when a value other than ``produced_at`` changed.
+CHANGED = datasets.changed_condition(datasets.column_names(datasets.HOURLY_METRICS_COLUMNS), KEYS)
+#: ... and, unless --overwrite-stream, only when it is not a stream-consolidated row.
+NOT_STREAM = f"NOT (t.`source` <=> '{datasets.HOURLY_SOURCE_STREAM}')"
+
+
 @dataclass(frozen=True)
 class BackfillStats:
     candles: int  # candles of the requested range
-    written: int  # backfill rows written
-    skipped_stream: int  # candles not written because the stream already produced that hour
+    inserted: int = 0  # hours that had no row for the symbol
+    updated: int = 0  # rows rewritten because a value changed
+    skipped_stream: int = 0  # candles not written because the stream already produced that hour
+
+    @property
+    def written(self) -> int:
+        """Rows inserted or rewritten (0 when the same input is backfilled again)."""
+        return self.inserted + self.updated
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,10 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--start",
         default=None,
-        help="Range start, ISO-8601 date or date-time (UTC if no offset). Required for binance; "
-        "for a file, rows before it are ignored.",
+        help="Range start, ISO-8601 date or date-time on a full hour (UTC if no offset). Required for "
+        "binance; for a file, rows before it are ignored.",
     )
-    parser.add_argument("--end", default=None, help="Range end (exclusive), like --start.")
+    parser.add_argument("--end", default=None, help="Range end (exclusive, on a full hour), like --start.")
     parser.add_argument(
         "--symbol",
         default=None,
@@ -169,6 +187,11 @@ def fetch_klines(
     return bt.normalise_klines(bt.klines_frame(spark, closed))
 
 
+def update_condition(overwrite_stream: bool) -> str:
+    """When a matched hourly row takes the candle's values (see the module docstring)."""
+    return CHANGED if overwrite_stream else f"{NOT_STREAM} AND ({CHANGED})"
+
+
 def run(
     spark,
     settings: Settings,
@@ -184,10 +207,15 @@ def run(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     page_limit: int | None = None,
 ) -> BackfillStats:
-    """Backfill one symbol's candles; ``client``/``now``/``page_limit`` are injectable for tests."""
-    from spark_jobs import backfill_transforms as bt
-    from spark_jobs import hourly_store
+    """Backfill one symbol's candles; ``client``/``now``/``page_limit`` are injectable for tests.
 
+    Raises ``RangeError`` (start/end not on a full hour), ``ConfigError``, ``CandleInputError``
+    (bad input: nothing written), ``ExchangeError``/``SchemaError`` (klines API).
+    """
+    from spark_jobs import backfill_transforms as bt
+    from spark_jobs import tables
+
+    tables.require_hour_aligned(start, end)
     symbol = (symbol or settings.binance_symbols[0]).upper()
     produced_at = produced_at or now()
     if source == "binance":
@@ -198,7 +226,7 @@ def run(
             "klines API",
         )
         if candles is None:
-            return BackfillStats(0, 0, 0)
+            return BackfillStats(0)
     elif source == "file":
         if not file:
             raise ConfigError("--source file needs --file")
@@ -213,50 +241,51 @@ def run(
         repeated = None
         if summary["distinct_hours"] != summary["rows"] - summary["bad_time"]:
             repeated = bt.duplicate_hours(candles)
-        bt.raise_on_problems(summary, what, repeated)
+        bt.raise_on_problems(summary, what, repeated, symbol)
         if summary["rows"] == 0:
             log.warning("%s: no candles", what)
-            return BackfillStats(0, 0, 0)
+            return BackfillStats(0)
         first = datetime.fromtimestamp(summary["first_hour_s"], UTC)
         last = datetime.fromtimestamp(summary["last_hour_s"], UTC)
         first, last = (
             max(first, start) if start else first,
             min(last, end - timedelta(hours=1)) if end else last,
         )
-        incoming = bt.candles_to_hourly(bt.in_range(candles, start, end), symbol, produced_at)
+        # computed once as a plain RDD plan: MERGE reads its source twice
+        incoming = bt.candles_to_hourly(
+            bt.in_range(candles, start, end), symbol, produced_at
+        ).localCheckpoint(eager=True)
         in_range = incoming.count()
         if in_range == 0:
             log.warning("%s: no candle in [%s, %s)", what, start, end)
-            return BackfillStats(0, 0, 0)
-        hourly_root = settings.path(datasets.HOURLY_METRICS)
-        existing = hourly_store.read_range(
-            spark, hourly_root, datasets.HOURLY_METRICS_COLUMNS, first, last + timedelta(hours=1)
+            return BackfillStats(0)
+        hourly_uri = tables.ensure_table(
+            spark, settings, datasets.HOURLY_METRICS, datasets.struct_type(datasets.HOURLY_METRICS_COLUMNS)
         )
         skipped = 0
-        if existing is not None:
-            existing = existing.localCheckpoint(eager=True)  # its files are about to be replaced
-            if not overwrite_stream:
-                incoming = bt.without_stream_hours(incoming, existing).cache()
-                skipped = in_range - incoming.count()
-                if skipped:
-                    log.info(
-                        "kept %d hour(s) already consolidated from the stream (use --overwrite-stream "
-                        "to replace them)",
-                        skipped,
-                    )
-        merged = hourly_store.merge_into_partitions(existing, incoming)
-        hourly_store.write_hourly(merged, hourly_root)
-        stats = BackfillStats(candles=in_range, written=in_range - skipped, skipped_stream=skipped)
-        log.info(
-            "backfilled %d hour(s) of %s from %s (%s .. %s) into %s; %d stream hour(s) kept",
-            stats.written,
-            symbol,
-            what,
-            f"{first:%Y-%m-%dT%H:%M}Z",
-            f"{last:%Y-%m-%dT%H:%M}Z",
-            hourly_root,
-            skipped,
+        if not overwrite_stream:
+            existing = tables.read_range(spark, hourly_uri, "hour_start", first, last + timedelta(hours=1))
+            skipped = bt.stream_hours(incoming, existing).count()
+        metadata = {"job": "backfill", "symbol": symbol, "start": first.isoformat(),
+                    "end": (last + timedelta(hours=1)).isoformat(), "input": what,
+                    "overwrite_stream": overwrite_stream}  # fmt: skip
+        with tables.commit_metadata(spark, metadata):
+            counts = tables.merge_rows(
+                spark, hourly_uri, incoming, KEYS, update_when=update_condition(overwrite_stream)
+            )
+        stats = BackfillStats(
+            candles=in_range,
+            inserted=counts.get("num_inserted_rows", 0),
+            updated=counts.get("num_updated_rows", 0),
+            skipped_stream=skipped,
         )
+        if skipped:
+            log.info("kept %d hour(s) already consolidated from the stream (use --overwrite-stream to replace "
+                     "them)", skipped)  # fmt: skip
+        log.info("backfilled %d candle(s) of %s from %s (%s .. %s) into %s: %d new, %d changed, %d unchanged, "
+                 "%d stream hour(s) kept", in_range, symbol, what, f"{first:%Y-%m-%dT%H:%M}Z",
+                 f"{last:%Y-%m-%dT%H:%M}Z", hourly_uri, stats.inserted, stats.updated,
+                 in_range - stats.written - skipped, skipped)  # fmt: skip
         return stats
     finally:
         candles.unpersist()
@@ -265,14 +294,13 @@ def run(
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
-    from spark_jobs.hourly_store import RangeError, parse_utc
+    from btc_platform.timerange import RangeError, parse_utc, require_hour_aligned
 
     try:
         settings = settings_from_args(args)
         start = parse_utc(args.start) if args.start else None
         end = parse_utc(args.end) if args.end else None
-        if start and end and start >= end:
-            raise ConfigError(f"--start {args.start} must be before --end {args.end}")
+        require_hour_aligned(start, end)
         if args.source == "binance" and (start is None or end is None):
             raise ConfigError("--source binance needs --start and --end")
         if args.source == "file" and not args.file:

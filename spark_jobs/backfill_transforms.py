@@ -21,14 +21,17 @@ What a candle-derived hour carries (decided here, documented in the README):
 * ``source`` = ``backfill``.
 
 Every input row must become a candle: malformed lines, unparseable times, missing prices,
-candles that are not 1 hour long or not hour aligned, and repeated hours fail the job with
-:class:`CandleInputError` naming examples (nothing is dropped silently).
+impossible prices (high < low, or open/high/low/close <= 0 or NaN), candles that are not 1 hour
+long or not hour aligned, and repeated hours fail the job with :class:`CandleInputError` naming
+examples (nothing is dropped silently, nothing is written).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from functools import reduce
+from operator import or_
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -41,6 +44,9 @@ HOUR_MS = 3_600_000
 MICROS_THRESHOLD = 10**14
 CORRUPT = "_corrupt_record"
 MAX_EXAMPLES = 3
+#: How many impossible candles the error names (symbol, open time and prices each).
+MAX_INVALID_LISTED = 10
+PRICE_COLUMNS = ("open", "high", "low", "close")
 
 KLINE_SCHEMA = T.StructType(
     [
@@ -201,18 +207,26 @@ def in_range(candles: DataFrame, start: datetime | None, end: datetime | None) -
     return candles
 
 
+def invalid_price() -> Column:
+    """A candle whose prices cannot be true: high < low, or a price <= 0 or NaN (missing prices
+    are reported on their own)."""
+    prices = [F.col(c) for c in PRICE_COLUMNS]
+    return (F.col("high") < F.col("low")) | reduce(or_, [(p <= 0) | F.isnan(p) for p in prices])
+
+
 def problems(candles: DataFrame) -> DataFrame:
     """One row describing the candles: counts and examples of each problem, and the hour range."""
     bad_time = F.col("hour_start").isNull()
-    missing_price = ~bad_time & (
-        F.col("open").isNull() | F.col("high").isNull() | F.col("low").isNull() | F.col("close").isNull()
-    )
+    missing_price = ~bad_time & reduce(or_, [F.col(c).isNull() for c in PRICE_COLUMNS])
     unaligned = ~bad_time & (F.col("hour_start") != F.date_trunc("hour", F.col("hour_start")))
     wrong_interval = F.col("interval_ms").isNotNull() & (F.col("interval_ms") != F.lit(HOUR_MS))
+    invalid = ~bad_time & ~missing_price & invalid_price()
 
     def examples(cond: Column) -> Column:
         return F.slice(F.array_sort(F.collect_list(F.when(cond, F.col("raw")))), 1, MAX_EXAMPLES)
 
+    # the earliest impossible candles by open time, with their prices
+    invalid_candle = F.struct(F.unix_seconds("hour_start").alias("s"), *[F.col(c) for c in PRICE_COLUMNS])
     return candles.agg(
         F.count(F.lit(1)).alias("rows"),
         F.count_distinct("hour_start").alias("distinct_hours"),
@@ -222,6 +236,10 @@ def problems(candles: DataFrame) -> DataFrame:
         examples(bad_time).alias("bad_time_examples"),
         F.count(F.when(missing_price, 1)).alias("missing_price"),
         examples(missing_price).alias("missing_price_examples"),
+        F.count(F.when(invalid, 1)).alias("invalid_price"),
+        F.slice(F.array_sort(F.collect_list(F.when(invalid, invalid_candle))), 1, MAX_INVALID_LISTED).alias(
+            "invalid_price_examples"
+        ),
         F.count(F.when(unaligned, 1)).alias("unaligned"),
         examples(unaligned).alias("unaligned_examples"),
         F.count(F.when(wrong_interval, 1)).alias("wrong_interval"),
@@ -229,10 +247,18 @@ def problems(candles: DataFrame) -> DataFrame:
     )
 
 
-def raise_on_problems(summary, source: str, repeated: list[datetime] | None = None) -> None:
+def format_candle(symbol: str, candle) -> str:
+    """``BTCUSDT@2024-01-01T05:00Z (open 1.0, high 0.5, low 2.0, close 1.0)`` of an example row."""
+    when = datetime.fromtimestamp(candle["s"], UTC).strftime("%Y-%m-%dT%H:%MZ")
+    prices = ", ".join(f"{c} {candle[c]!r}" for c in PRICE_COLUMNS)
+    return f"{symbol}@{when} ({prices})"
+
+
+def raise_on_problems(summary, source: str, repeated: list[datetime] | None = None, symbol: str = "") -> None:
     """``CandleInputError`` naming every kind of problem found by :func:`problems`.
 
-    ``repeated``: examples of repeated hours (:func:`duplicate_hours`), named in the message.
+    ``repeated``: examples of repeated hours (:func:`duplicate_hours`), named in the message;
+    ``symbol``: the symbol the candles are for, named with each impossible candle.
     """
     messages = []
     labels = {
@@ -244,6 +270,13 @@ def raise_on_problems(summary, source: str, repeated: list[datetime] | None = No
     for key, label in labels.items():
         if summary[key]:
             messages.append(f"{summary[key]} row(s) with {label}, e.g. {summary[key + '_examples']}")
+    if summary["invalid_price"]:
+        listed = ", ".join(format_candle(symbol, c) for c in summary["invalid_price_examples"])
+        more = summary["invalid_price"] - len(summary["invalid_price_examples"])
+        messages.append(
+            f"{summary['invalid_price']} candle(s) with high < low or a price <= 0: {listed}"
+            + (f" (+{more} more)" if more > 0 else "")
+        )
     valid_hours = summary["rows"] - summary["bad_time"]
     if not messages and summary["distinct_hours"] != valid_hours:
         examples = ", ".join(f"{h:%Y-%m-%dT%H:%M}Z" for h in repeated or [])
@@ -290,7 +323,7 @@ def candles_to_hourly(candles: DataFrame, symbol: str, produced_at: datetime) ->
     return out.select(*columns)
 
 
-def without_stream_hours(incoming: DataFrame, existing: DataFrame) -> DataFrame:
-    """``incoming`` minus the (symbol, hour_start) pairs that ``existing`` holds from the stream."""
+def stream_hours(incoming: DataFrame, existing: DataFrame) -> DataFrame:
+    """The (symbol, hour_start) pairs of ``incoming`` that ``existing`` holds from the stream."""
     stream = existing.where(F.col("source") == datasets.HOURLY_SOURCE_STREAM).select("symbol", "hour_start")
-    return incoming.join(stream, ["symbol", "hour_start"], "left_anti")
+    return incoming.select("symbol", "hour_start").join(stream, ["symbol", "hour_start"], "left_semi")

@@ -37,11 +37,7 @@ VERSION_KEY = "minute_metrics_version"
 KEYS = datasets.TABLES[datasets.HOURLY_METRICS].keys
 #: A matched row is rewritten only when a value other than ``produced_at`` changed, so running
 #: the same hour on the same minutes twice leaves the table as it was.
-CHANGED = " OR ".join(
-    f"NOT (t.`{name}` <=> s.`{name}`)"
-    for name in datasets.column_names(datasets.HOURLY_METRICS_COLUMNS)
-    if name not in ("produced_at", *datasets.TABLES[datasets.HOURLY_METRICS].keys)
-)
+CHANGED = datasets.changed_condition(datasets.column_names(datasets.HOURLY_METRICS_COLUMNS), KEYS)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,15 +1,20 @@
-"""Data-quality job: checks hourly_metrics of [start, end) and writes a report next to the data.
+"""Data-quality job: checks hourly_metrics of [start, end) and records the results in data_quality.
 
-Run by the ``btc_hourly_consolidation`` DAG as its own task after the consolidation, or by hand::
+Run by the ``btc_hourly_consolidation`` DAG as its own task after the consolidation, by the
+``btc_backfill`` DAG after a backfill, or by hand::
 
     .venv/bin/python spark_jobs/quality_job.py \\
         --start 2024-01-01T00:00:00Z --end 2024-01-01T03:00:00Z
+    # the range of the newest backfill (from hourly_metrics' commit metadata)
+    .venv/bin/python spark_jobs/quality_job.py --last-backfill
 
-One report record per check goes to ``<storage_root>/data_quality/range=<start>_<end>/``
-(re-running a range replaces its report). Failing warnings (coverage, gaps) are logged; a
-failing error-severity check (high < low, non-positive price, negative spread, duplicate
-(symbol, hour)) makes the job exit 1 with a message naming the check and the hours
-(``btc_platform.quality.DataQualityError``). Exit 2: configuration error.
+Reads the hourly_metrics Delta table and MERGEs one row per (symbol, hour, check) into the
+data_quality Delta table (``datasets.DATA_QUALITY_COLUMNS``): re-checking an hour replaces its
+rows, it never adds a second set. Failing warnings (coverage, gaps) are logged; a failing
+error-severity check (high < low, non-positive price, negative spread, duplicate (symbol, hour))
+makes the job exit 1 with a message naming the check and the hours
+(``btc_platform.quality.DataQualityError``), after the results are recorded. Exit 2:
+configuration error.
 """
 
 from __future__ import annotations
@@ -34,11 +39,17 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="quality_job.py",
-        description="Data-quality checks of hourly_metrics over [start, end): report under data_quality/, "
-        "exit 1 if an error-severity check fails.",
+        description="Data-quality checks of hourly_metrics over [start, end): results MERGEd into the "
+        "data_quality table, exit 1 if an error-severity check fails.",
     )
-    parser.add_argument("--start", required=True, help="Range start, ISO-8601 UTC on a full hour.")
-    parser.add_argument("--end", required=True, help="Range end (exclusive), ISO-8601 UTC on a full hour.")
+    parser.add_argument("--start", default=None, help="Range start, ISO-8601 UTC on a full hour.")
+    parser.add_argument("--end", default=None, help="Range end (exclusive), ISO-8601 UTC on a full hour.")
+    parser.add_argument(
+        "--last-backfill",
+        action="store_true",
+        help="Check the range of the newest backfill instead of --start/--end (recorded in hourly_metrics' "
+        "commit metadata by backfill_job.py).",
+    )
     parser.add_argument(
         "--min-coverage",
         type=float,
@@ -53,6 +64,19 @@ def build_parser() -> argparse.ArgumentParser:
     return add_common_options(parser)
 
 
+def last_backfill_range(spark, settings: Settings) -> tuple[datetime, datetime]:
+    """[start, end) of the newest backfill commit of hourly_metrics (``RangeError`` if none)."""
+    from spark_jobs import tables
+
+    uri = tables.table_uri(settings, datasets.HOURLY_METRICS)
+    for version, meta in tables.history_metadata(spark, uri):
+        if meta.get("job") == "backfill":
+            log.info("checking the range of the backfill of hourly_metrics version %d (%s from %s)", version,
+                     meta.get("symbol"), meta.get("input"))  # fmt: skip
+            return tables.parse_utc(meta["start"]), tables.parse_utc(meta["end"])
+    raise tables.RangeError(f"--last-backfill: no backfill among the recent commits of {uri}")
+
+
 def run(
     spark,
     settings: Settings,
@@ -63,42 +87,55 @@ def run(
     min_coverage: float | None = None,
     checked_at: datetime | None = None,
 ) -> list[q.CheckResult]:
-    """Check [start, end), write the report, log; raise ``DataQualityError`` on a failed error check."""
-    from spark_jobs import hourly_store
+    """Check [start, end), MERGE the results into data_quality, log; raise ``DataQualityError``
+    on a failed error check (after the results are recorded)."""
     from spark_jobs import quality_transforms as qt
+    from spark_jobs import tables
 
     threshold = settings.dq_min_coverage if min_coverage is None else min_coverage
-    hourly = hourly_store.read_range(
-        spark, settings.path(datasets.HOURLY_METRICS), datasets.HOURLY_METRICS_COLUMNS, start, end
+    hourly = tables.read_range(
+        spark, tables.table_uri(settings, datasets.HOURLY_METRICS), "hour_start", start, end
     )
     if hourly is None:
         hourly = spark.createDataFrame([], schema=datasets.struct_type(datasets.HOURLY_METRICS_COLUMNS))
-    results = qt.run_checks(
-        hourly, start, end, symbols=tuple(symbols or settings.binance_symbols), min_coverage=threshold
+    hourly = hourly.cache()
+    try:
+        rows_checked = hourly.count()
+        # computed once, as a plain RDD plan (read by the summary and twice by the MERGE)
+        results = qt.hour_results(
+            spark, hourly, start, end, symbols=tuple(symbols or settings.binance_symbols), min_coverage=threshold,
+            checked_at=checked_at or datetime.now(UTC),
+        ).localCheckpoint(eager=True)  # fmt: skip
+    finally:
+        hourly.unpersist()
+    summary = qt.summarise(results, rows_checked, start, end, threshold)
+    uri = tables.ensure_table(
+        spark, settings, datasets.DATA_QUALITY, datasets.struct_type(datasets.DATA_QUALITY_COLUMNS)
     )
-    report_root = settings.path(datasets.DATA_QUALITY)
-    qt.write_report(qt.report_frame(spark, results, checked_at or datetime.now(UTC)), report_root)
-    log.info(
-        "data-quality report of [%s, %s) written to %s/range=%s",
-        start.isoformat(),
-        end.isoformat(),
-        report_root,
-        qt.range_id(start, end),
-    )
-    q.log_results(results)
-    q.raise_on_errors(results)
-    return results
+    counts = tables.merge_rows(spark, uri, results, datasets.TABLES[datasets.DATA_QUALITY].keys)
+    log.info("data-quality results of [%s, %s) merged into %s: %d new, %d replaced", start.isoformat(),
+             end.isoformat(), uri, counts.get("num_inserted_rows", 0), counts.get("num_updated_rows", 0))  # fmt: skip
+    q.log_results(summary)
+    q.raise_on_errors(summary)
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
-    from spark_jobs.hourly_store import RangeError, parse_utc, require_hour_aligned
+    from btc_platform.timerange import RangeError, parse_utc, require_hour_aligned
 
     try:
         settings = settings_from_args(args)
-        start, end = parse_utc(args.start), parse_utc(args.end)
-        require_hour_aligned(start, end)
+        if args.last_backfill:
+            if args.start or args.end:
+                raise RangeError("--last-backfill takes no --start/--end")
+            start = end = None
+        elif not (args.start and args.end):
+            raise RangeError("--start and --end are required (or --last-backfill)")
+        else:
+            start, end = parse_utc(args.start), parse_utc(args.end)
+            require_hour_aligned(start, end)
         if args.min_coverage is not None and not 0 <= args.min_coverage <= 1:
             raise RangeError(f"--min-coverage must be within 0..1, got {args.min_coverage}")
         symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
@@ -110,12 +147,17 @@ def main(argv: list[str] | None = None) -> int:
 
     spark = build_session(APP_NAME, settings, master=args.master)
     try:
+        if args.last_backfill:
+            start, end = last_backfill_range(spark, settings)
         run(spark, settings, start, end, symbols=symbols, min_coverage=args.min_coverage)
+    except RangeError as exc:
+        log.error("quality_job cannot start: %s", exc)
+        return EXIT_CONFIG
     except q.DataQualityError as exc:
         log.error("%s", exc)
         return EXIT_FAILED
     except Exception:
-        log.exception("data-quality job for [%s, %s) failed", start.isoformat(), end.isoformat())
+        log.exception("data-quality job for [%s, %s) failed", start, end)
         return EXIT_FAILED
     finally:
         spark.stop()

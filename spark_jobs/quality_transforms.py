@@ -1,42 +1,32 @@
 """Data-quality checks of hourly_metrics over [start, end), evaluated with Spark.
 
 The check definitions, severities and the failure rule live in ``btc_platform.quality``
-(Spark-free); this module computes, in two small aggregations plus the distinct
-(symbol, hour) pairs for the gap check, which rows fail each check and builds the report rows.
+(Spark-free); this module decides each check for each (symbol, hour) of the range - the rows of
+the data_quality table (``datasets.DATA_QUALITY_COLUMNS``) - and sums them up into one
+:class:`btc_platform.quality.CheckResult` per check.
+
+The (symbol, hour) pairs looked at: every hour of the range for every expected symbol and every
+symbol present in the range. A pair with hourly rows gets one result per check (a row check
+fails when one of its rows fails it; ``duplicate_symbol_hour`` when it has more than one row);
+a pair without any row gets only its failed ``hour_gap`` result.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import reduce
 from operator import or_
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
+from btc_platform import datasets
 from btc_platform import quality as q
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 SPREAD_COLUMNS = ("spread_mean", "spread_max", "spread_pct_mean", "spread_pct_max")
-
-#: Columns of the data_quality report (``range`` = partition column, one per checked range).
-REPORT_SCHEMA = T.StructType(
-    [
-        T.StructField("range_start", T.TimestampType()),
-        T.StructField("range_end", T.TimestampType()),
-        T.StructField("check", T.StringType()),
-        T.StructField("severity", T.StringType()),
-        T.StructField("status", T.StringType()),
-        T.StructField("rows_checked", T.LongType()),
-        T.StructField("failed_count", T.LongType()),
-        T.StructField("failed", T.ArrayType(T.StringType())),
-        T.StructField("message", T.StringType()),
-        T.StructField("checked_at", T.TimestampType()),
-        T.StructField("range", T.StringType()),
-    ]
-)
+HOUR_S = 3600
 
 
 def row_conditions(min_coverage: float) -> dict[str, Column]:
@@ -49,97 +39,100 @@ def row_conditions(min_coverage: float) -> dict[str, Column]:
     }
 
 
-def _failures(cond: Column) -> Column:
-    pair = F.struct(F.unix_seconds(F.col("hour_start")).alias("s"), F.col("symbol").alias("symbol"))
-    return F.slice(F.array_sort(F.collect_list(F.when(cond, pair))), 1, q.MAX_LISTED)
+def _checked_pairs(
+    spark: SparkSession, rows: DataFrame, start: datetime, end: datetime, symbols: Sequence[str]
+):
+    """Every (symbol, hour_start) of the range for the expected and the present symbols."""
+    hours = int((end - start).total_seconds()) // HOUR_S
+    grid = spark.range(hours).select(
+        F.timestamp_seconds(F.lit(int(start.timestamp())) + F.col("id") * HOUR_S).alias("hour_start")
+    )
+    expected = spark.createDataFrame([(s,) for s in sorted(set(symbols))], "symbol string")
+    return grid.crossJoin(expected.unionByName(rows.select("symbol")).distinct())
 
 
-def _pairs(items: Iterable) -> list[tuple[str, datetime]]:
-    return [(item["symbol"], datetime.fromtimestamp(item["s"], UTC)) for item in items]
+def _outcome(check: str, failed: Column) -> Column:
+    return F.struct(F.lit(check).alias("check"), failed.alias("failed"))
 
 
-def run_checks(
+def hour_results(
+    spark: SparkSession,
     hourly: DataFrame,
     start: datetime,
     end: datetime,
     *,
     symbols: Sequence[str],
     min_coverage: float,
-) -> list[q.CheckResult]:
-    """Every check of ``btc_platform.quality.CHECKS`` on the rows of ``[start, end)``.
+    checked_at: datetime,
+) -> DataFrame:
+    """data_quality rows (``datasets.DATA_QUALITY_COLUMNS``) of the checks of ``[start, end)``.
 
     ``symbols``: the symbols expected every hour (gap check); symbols present in the data are
     expected too.
     """
     rows = hourly.where((F.col("hour_start") >= F.lit(start)) & (F.col("hour_start") < F.lit(end)))
     conditions = row_conditions(min_coverage)
-    aggs = [F.count(F.lit(1)).alias("rows")]
-    for name, cond in conditions.items():
-        aggs += [F.count(F.when(cond, 1)).alias(f"{name}__n"), _failures(cond).alias(f"{name}__x")]
-    summary = rows.agg(*aggs).first()
-    checked = summary["rows"]
-    results = []
-    for name in conditions:
-        results.append(
+    per_hour = rows.groupBy("symbol", "hour_start").agg(
+        F.count(F.lit(1)).alias("_rows"),
+        *[F.bool_or(F.coalesce(cond, F.lit(False))).alias(name) for name, cond in conditions.items()],
+    )
+    pairs = _checked_pairs(spark, rows, start, end, symbols).join(per_hour, ["symbol", "hour_start"], "left")
+    outcomes = [_outcome(name, F.col(name)) for name in conditions]
+    outcomes += [_outcome(q.DUPLICATE, F.col("_rows") > 1), _outcome(q.HOUR_GAP, F.lit(False))]
+    checked = pairs.select(
+        "symbol",
+        "hour_start",
+        F.explode(
+            F.when(F.col("_rows").isNotNull(), F.array(*outcomes)).otherwise(
+                F.array(_outcome(q.HOUR_GAP, F.lit(True)))
+            )
+        ).alias("o"),
+    )
+    severity = F.create_map(*[F.lit(v) for name, (sev, _) in q.CHECKS.items() for v in (name, sev)])
+    detail = F.create_map(
+        *[
+            F.lit(v)
+            for name, (_, text) in q.CHECKS.items()
+            for v in (name, text.format(threshold=min_coverage))
+        ]
+    )
+    check = F.col("o.check")
+    return checked.select(
+        "symbol",
+        "hour_start",
+        check.alias("check"),
+        severity[check].alias("severity"),
+        F.when(F.col("o.failed"), F.lit("fail")).otherwise(F.lit("pass")).alias("status"),
+        F.when(F.col("o.failed"), detail[check]).alias("detail"),
+        F.lit(start).alias("range_start"),
+        F.lit(end).alias("range_end"),
+        F.lit(checked_at).alias("checked_at"),
+    ).select(*[F.col(name).cast(kind).alias(name) for name, kind in datasets.DATA_QUALITY_COLUMNS])
+
+
+def summarise(
+    results: DataFrame, rows_checked: int, start: datetime, end: datetime, min_coverage: float
+) -> list[q.CheckResult]:
+    """One :class:`CheckResult` per check of ``btc_platform.quality.CHECKS`` from the
+    :func:`hour_results` rows (failures counted and the first ones named, by hour then symbol)."""
+    failed = F.col("status") == "fail"
+    pair = F.struct(F.unix_seconds("hour_start").alias("s"), F.col("symbol").alias("symbol"))
+    summary = {
+        r["check"]: r
+        for r in results.groupBy("check")
+        .agg(
+            F.count(F.when(failed, 1)).alias("n"),
+            F.slice(F.array_sort(F.collect_list(F.when(failed, pair))), 1, q.MAX_LISTED).alias("x"),
+        )
+        .collect()
+    }
+    out = []
+    for name in q.CHECKS:
+        found = summary.get(name)
+        pairs = [(p["symbol"], datetime.fromtimestamp(p["s"], UTC)) for p in (found["x"] if found else [])]
+        out.append(
             q.make_result(
-                name,
-                start,
-                end,
-                checked,
-                _pairs(summary[f"{name}__x"]),
-                summary[f"{name}__n"],
-                threshold=min_coverage,
+                name, start, end, rows_checked, pairs, found["n"] if found else 0, threshold=min_coverage
             )
         )
-
-    keys = rows.groupBy("symbol", "hour_start").count()
-    dup = (
-        keys.where(F.col("count") > 1)
-        .agg(F.count(F.lit(1)).alias("n"), _failures(F.lit(True)).alias("x"))
-        .first()
-    )
-    results.append(q.make_result(q.DUPLICATE, start, end, checked, _pairs(dup["x"]), dup["n"]))
-
-    present = _pairs(keys.select(F.unix_seconds("hour_start").alias("s"), "symbol").collect())
-    expected = set(symbols) | {symbol for symbol, _ in present}
-    gaps = q.hour_gaps(present, expected, start, end)
-    results.append(q.make_result(q.HOUR_GAP, start, end, checked, gaps))
-    order = list(q.CHECKS)
-    return sorted(results, key=lambda r: order.index(r.check))
-
-
-def range_id(start: datetime, end: datetime) -> str:
-    """Partition value of a checked range, e.g. ``20240101T00Z_20240101T03Z`` (no ':' for HDFS)."""
-    return f"{start.astimezone(UTC):%Y%m%dT%HZ}_{end.astimezone(UTC):%Y%m%dT%HZ}"
-
-
-def report_frame(spark: SparkSession, results: Sequence[q.CheckResult], checked_at: datetime) -> DataFrame:
-    """One report row per check (``REPORT_SCHEMA``)."""
-    rows = [
-        (
-            r.range_start,
-            r.range_end,
-            r.check,
-            r.severity,
-            r.status,
-            r.rows_checked,
-            r.failed_count,
-            list(r.failed),
-            r.message,
-            checked_at,
-            range_id(r.range_start, r.range_end),
-        )
-        for r in results
-    ]
-    return spark.createDataFrame(rows, schema=REPORT_SCHEMA)
-
-
-def write_report(report: DataFrame, root: str) -> None:
-    """Overwrite the report partition(s) of the checked range(s) only (re-runs replace, never add)."""
-    (
-        report.coalesce(1)
-        .write.mode("overwrite")
-        .option("partitionOverwriteMode", "dynamic")
-        .partitionBy("range")
-        .parquet(root)
-    )
+    return out

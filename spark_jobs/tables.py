@@ -15,7 +15,7 @@ The layout of each table (directory, partitioning, keys, properties) is
   minute_metrics version a consolidation read), readable from the table's history.
 
 Also the ``--start``/``--end`` parsing of the batch jobs (:func:`parse_utc`,
-:func:`require_hour_aligned`).
+:func:`require_hour_aligned`, from ``btc_platform.timerange``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -34,33 +34,28 @@ from pyspark.sql.types import StructType
 from btc_platform import datasets
 from btc_platform.settings import Settings
 from btc_platform.spark import hadoop_fs
+from btc_platform.timerange import RangeError, parse_utc, require_hour_aligned
 
 log = logging.getLogger(__name__)
 
+#: the jobs' --start/--end helpers live in btc_platform.timerange (Spark-free, shared with the DAGs)
+__all__ = [
+    "RangeError",
+    "append_rows",
+    "commit_metadata",
+    "ensure_table",
+    "history_metadata",
+    "is_delta_table",
+    "merge_rows",
+    "parse_utc",
+    "read_range",
+    "read_table",
+    "require_hour_aligned",
+    "table_uri",
+    "table_version",
+]
+
 _USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
-
-
-class RangeError(ValueError):
-    """A --start/--end value that cannot be used (one-line reason)."""
-
-
-def parse_utc(value: str) -> datetime:
-    """ISO-8601 date or date-time to an aware UTC datetime (a value without offset is UTC)."""
-    try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise RangeError(f"not an ISO-8601 date or date-time: {value!r}") from exc
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
-
-
-def require_hour_aligned(start: datetime, end: datetime) -> None:
-    for name, value in (("start", start), ("end", end)):
-        if value != value.replace(minute=0, second=0, microsecond=0):
-            raise RangeError(f"--{name} must be on a full hour (UTC), got {value.isoformat()}")
-    if start >= end:
-        raise RangeError(f"--start {start.isoformat()} must be before --end {end.isoformat()}")
 
 
 def table_uri(settings: Settings, name: str) -> str:
@@ -140,11 +135,24 @@ def merge_rows(
 ) -> dict[str, int]:
     """MERGE ``rows`` into the table at ``uri`` on ``keys``: update matched rows (only where
     ``update_when`` holds, a SQL condition over ``t.`` target and ``s.`` source columns), insert
-    the others. Returns Delta's row counts (inserted, updated, ...)."""
+    the others. Returns Delta's row counts (inserted, updated, ...).
+
+    With ``update_when``, source rows whose target row it leaves as is are dropped before the
+    MERGE: Delta rewrites every file holding a matched row when the MERGE also inserts, whether
+    or not the update condition holds, so without this a re-run that changes nothing would still
+    copy those files. A row where the condition is null is kept (the MERGE then skips it)."""
     from delta.tables import DeltaTable
 
     on = " AND ".join(f"t.`{key}` = s.`{key}`" for key in keys)
-    merge = DeltaTable.forPath(spark, uri).alias("t").merge(rows.alias("s"), on)
+    target = DeltaTable.forPath(spark, uri)
+    if update_when is not None:
+        unchanged = F.expr(f"({on}) AND NOT ({update_when})")
+        # computed once, cut from the target's plan (the MERGE cannot resolve a source that
+        # joins its own target)
+        rows = (
+            rows.alias("s").join(target.toDF().alias("t"), unchanged, "left_anti").localCheckpoint(eager=True)
+        )
+    merge = target.alias("t").merge(rows.alias("s"), on)
     result = merge.whenMatchedUpdateAll(condition=update_when).whenNotMatchedInsertAll().execute()
     counts = result.first().asDict() if result is not None else {}
     log.info("MERGE into %s: %s", uri, counts)

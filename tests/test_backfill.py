@@ -1,8 +1,12 @@
 """History backfill: klines API (local server in Binance's exact format; pagination, 429), both CSV
-layouts, stream hours protected unless asked, bad input rejected with a reason."""
+layouts, one idempotent MERGE into the hourly_metrics Delta table, stream hours protected unless
+asked, bad input (impossible prices included) rejected with a reason and nothing written, ranges
+on full hours only."""
 
 from __future__ import annotations
 
+import json
+import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -30,15 +34,19 @@ def server():
 
 
 def read_hourly(spark, settings) -> dict[tuple[str, datetime], dict]:
-    df = spark.read.schema(datasets.struct_type(datasets.HOURLY_METRICS_COLUMNS)).parquet(
-        settings.path(datasets.HOURLY_METRICS)
-    )
+    df = spark.read.format("delta").load(settings.path(datasets.HOURLY_METRICS))
     rows = {}
     for r in df.collect():
         key = (r["symbol"], r["hour_start"].replace(tzinfo=UTC))
         assert key not in rows, f"duplicate hourly row {key}"
         rows[key] = r.asDict()
     return rows
+
+
+def last_commit(spark, settings) -> dict:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.forPath(spark, settings.path(datasets.HOURLY_METRICS)).history(1).first().asDict()
 
 
 def ms(value: datetime) -> int:
@@ -151,40 +159,83 @@ def _hourly_row(symbol: str, hour_start: datetime, source: str, price: float) ->
     return row
 
 
+def test_same_input_twice_is_identical(spark, settings, tmp_path):
+    """The second MERGE of the same candles updates no row and rewrites no file, whatever its
+    produced_at: with nothing left to change Delta makes no commit at all."""
+    from spark_jobs import backfill_job
+
+    path = tmp_path / "klines.csv"
+    path.write_text(KLINE_CSV)
+    stats = backfill_job.run(spark, settings, source="file", file=str(path), produced_at=RUN_AT)
+    assert (stats.candles, stats.inserted, stats.updated) == (3, 3, 0)
+    first, commit = read_hourly(spark, settings), last_commit(spark, settings)
+    assert commit["operation"] == "MERGE" and commit["operationMetrics"]["numTargetRowsInserted"] == "3"
+    metadata = json.loads(commit["userMetadata"])
+    assert (metadata["job"], metadata["symbol"]) == ("backfill", "BTCUSDT")
+    assert (metadata["start"], metadata["end"]) == ("2024-01-01T00:00:00+00:00", "2025-01-01T01:00:00+00:00")
+
+    stats = backfill_job.run(spark, settings, source="file", file=str(path),
+                             produced_at=RUN_AT + timedelta(days=1))
+    assert (stats.candles, stats.inserted, stats.updated, stats.skipped_stream) == (3, 0, 0, 0)
+    assert read_hourly(spark, settings) == first  # produced_at included
+    assert last_commit(spark, settings)["version"] == commit["version"]  # no update, no rewritten file
+
+
+def test_changed_candle_updates_only_its_hour(spark, settings, tmp_path):
+    from spark_jobs import backfill_job
+
+    path = tmp_path / "klines.csv"
+    path.write_text(KLINE_CSV)
+    backfill_job.run(spark, settings, source="file", file=str(path), produced_at=RUN_AT)
+    before = read_hourly(spark, settings)
+    path.write_text(KLINE_CSV.replace("42613.56", "42600.00"))  # the close of 2024-01-01 01:00
+    later = RUN_AT + timedelta(days=1)
+    stats = backfill_job.run(spark, settings, source="file", file=str(path), produced_at=later)
+    assert (stats.inserted, stats.updated) == (0, 1)
+    metrics = last_commit(spark, settings)["operationMetrics"]
+    assert (metrics["numSourceRows"], metrics["numTargetRowsUpdated"], metrics["numTargetRowsInserted"]) == (
+        "1", "1", "0")  # the unchanged candles were left out of the MERGE
+    after = read_hourly(spark, settings)
+    changed = ("BTCUSDT", datetime(2024, 1, 1, 1, tzinfo=UTC))
+    assert after[changed]["close"] == 42600.0 and after[changed]["produced_at"].replace(tzinfo=UTC) == later
+    assert {k: v for k, v in after.items() if k != changed} == {k: v for k, v in before.items() if k != changed}
+
+
 def test_stream_hours_are_kept_unless_overwrite_stream(spark, settings, tmp_path):
-    from spark_jobs import backfill_job, hourly_store
+    from spark_jobs import backfill_job, tables
 
     jan1 = datetime(2024, 1, 1, tzinfo=UTC)
     existing = [
         _hourly_row("BTCUSDT", jan1, "stream", 1.0),  # the stream produced hour 0
         _hourly_row("ETHUSDT", jan1 + timedelta(hours=1), "stream", 2.0),  # another symbol in hour 1
     ]
-    hourly_store.write_hourly(
-        spark.createDataFrame(existing, schema=datasets.struct_type(datasets.HOURLY_METRICS_COLUMNS)),
-        settings.path(datasets.HOURLY_METRICS),
-    )
+    tables.append_rows(spark, settings, datasets.HOURLY_METRICS,
+                       spark.createDataFrame(existing, schema=datasets.struct_type(datasets.HOURLY_METRICS_COLUMNS)))
     path = tmp_path / "klines.csv"
     path.write_text(KLINE_CSV)
     stats = backfill_job.run(spark, settings, source="file", file=str(path), end=jan1 + timedelta(hours=2),
                              produced_at=RUN_AT)
     assert (stats.candles, stats.written, stats.skipped_stream) == (2, 1, 1)
     rows = read_hourly(spark, settings)
+    kept = rows[("BTCUSDT", jan1)]
+    assert (kept["spread_mean"], kept["tick_count"], kept["minutes_present"]) == (0.5, 100, 55)
     assert rows[("BTCUSDT", jan1)]["source"] == "stream" and rows[("BTCUSDT", jan1)]["open"] == 1.0
     assert rows[("BTCUSDT", jan1 + timedelta(hours=1))]["source"] == "backfill"
-    assert rows[("ETHUSDT", jan1 + timedelta(hours=1))]["open"] == 2.0  # other symbol of the partition kept
+    assert rows[("ETHUSDT", jan1 + timedelta(hours=1))]["open"] == 2.0  # other symbol of the hour kept
     assert len(rows) == 3
 
-    # re-running is idempotent
-    backfill_job.run(spark, settings, source="file", file=str(path), end=jan1 + timedelta(hours=2),
-                     produced_at=RUN_AT)
+    # re-running is idempotent: nothing rewritten, the stream hour still kept
+    stats = backfill_job.run(spark, settings, source="file", file=str(path), end=jan1 + timedelta(hours=2),
+                             produced_at=RUN_AT + timedelta(hours=1))
+    assert (stats.written, stats.skipped_stream) == (0, 1)
     assert read_hourly(spark, settings) == rows
 
     stats = backfill_job.run(spark, settings, source="file", file=str(path), end=jan1 + timedelta(hours=2),
                              overwrite_stream=True, produced_at=RUN_AT)
-    assert (stats.written, stats.skipped_stream) == (2, 0)
+    assert (stats.inserted, stats.updated, stats.skipped_stream) == (0, 1, 0)  # hour 1 was already equal
     rows = read_hourly(spark, settings)
     assert rows[("BTCUSDT", jan1)]["source"] == "backfill" and rows[("BTCUSDT", jan1)]["open"] == 42283.58
-    assert rows[("BTCUSDT", jan1)]["spread_mean"] is None
+    assert rows[("BTCUSDT", jan1)]["spread_mean"] is None and rows[("BTCUSDT", jan1)]["tick_count"] is None
     assert rows[("ETHUSDT", jan1 + timedelta(hours=1))]["source"] == "stream"
     assert len(rows) == 3
 
@@ -202,6 +253,15 @@ def test_stream_hours_are_kept_unless_overwrite_stream(spark, settings, tmp_path
          r"1 row\(s\) with candle not 1 hour long"),
         ("open_time_utc,open,high,low,close\n2023-01-01T00:00:00Z,1,2,0.5,1.5\n", r"missing \['volume'\]"),
         ("hello,world\n", r"unrecognised candle file"),
+        (SHARED_CSV + "2023-01-01T01:00:00Z,16529.67,16500.0,16508.0,16530.0,100.0,,\n",
+         r"1 candle\(s\) with high < low or a price <= 0: BTCUSDT@2023-01-01T01:00Z \(open 16529\.67, high 16500\.0, "
+         r"low 16508\.0, close 16530\.0\)$"),
+        (SHARED_CSV + "2023-01-01T02:00:00Z,0,16540.0,16508.0,16530.0,100.0,,\n"
+         "2023-01-01T01:00:00Z,16529.67,16540.0,-1,16530.0,100.0,,\n",
+         r"2 candle\(s\) with high < low or a price <= 0: BTCUSDT@2023-01-01T01:00Z \(.*low -1\.0.*\), "
+         r"BTCUSDT@2023-01-01T02:00Z \(open 0\.0,"),
+        (SHARED_CSV + "2023-01-01T01:00:00Z,NaN,16540.0,16508.0,16530.0,100.0,,\n",
+         r"1 candle\(s\) with high < low or a price <= 0: BTCUSDT@2023-01-01T01:00Z \(open nan,"),
     ],
 )
 def test_bad_candle_files_fail_with_a_reason(spark, settings, tmp_path, content, expected):
@@ -215,6 +275,57 @@ def test_bad_candle_files_fail_with_a_reason(spark, settings, tmp_path, content,
     assert not (tmp_path / "bitcoin" / datasets.HOURLY_METRICS).exists()  # nothing half-written
 
 
+def test_impossible_candles_named_first_ten(spark, settings, tmp_path):
+    from spark_jobs import backfill_job
+    from spark_jobs.backfill_transforms import CandleInputError
+
+    lines = [f"2023-02-01T{h:02d}:00:00Z,100.0,90.0,95.0,96.0,1.0,," for h in range(12)]  # high < low
+    path = tmp_path / "bad.csv"
+    path.write_text(SHARED_CSV + "\n".join(reversed(lines)) + "\n")
+    with pytest.raises(CandleInputError) as info:
+        backfill_job.run(spark, settings, source="file", file=str(path), symbol="ethusdt", produced_at=RUN_AT)
+    message = str(info.value)
+    assert "12 candle(s) with high < low or a price <= 0: ETHUSDT@2023-02-01T00:00Z (open 100.0, high 90.0" in message
+    assert "ETHUSDT@2023-02-01T09:00Z" in message and "T10:00Z" not in message and message.endswith("(+2 more)")
+
+
+def test_bad_candle_exits_1_naming_it_and_leaves_the_table(spark, settings, tmp_path, monkeypatch, caplog):
+    from spark_jobs import backfill_job
+
+    good = tmp_path / "good.csv"
+    good.write_text(SHARED_CSV)
+    backfill_job.run(spark, settings, source="file", file=str(good), produced_at=RUN_AT)
+    before, version = read_hourly(spark, settings), last_commit(spark, settings)["version"]
+    bad = tmp_path / "bad.csv"
+    # a changed good candle and a new one, next to the impossible one: none of them may be written
+    bad.write_text(SHARED_CSV.replace("16529.67", "16520.0") + "2023-01-01T01:00:00Z,1.0,2.0,0.0,1.5,3.0,,\n"
+                   "2023-01-01T02:00:00Z,16529.67,16540.0,16508.0,16530.0,100.0,,\n")
+    monkeypatch.setattr(spark, "stop", lambda: None)  # main() stops its session: not the shared one
+    with caplog.at_level(logging.ERROR, logger="spark_jobs.backfill_job"):
+        code = backfill_job.main(["--source", "file", "--file", str(bad), "--storage-root", settings.storage_root])
+    assert code == backfill_job.EXIT_FAILED
+    assert "1 candle(s) with high < low or a price <= 0: BTCUSDT@2023-01-01T01:00Z (open 1.0, high 2.0, low 0.0" \
+        in caplog.text
+    assert last_commit(spark, settings)["version"] == version
+    assert read_hourly(spark, settings) == before
+
+
+def test_range_not_on_the_hour_exits_2_and_writes_nothing(spark, settings, tmp_path):
+    from spark_jobs import backfill_job
+    from spark_jobs.tables import RangeError
+
+    path = tmp_path / "btc_usdt_1h.csv"
+    path.write_text(SHARED_CSV)
+    for bounds in (["--start", "2023-01-01T00:30:00Z"], ["--end", "2023-01-01T01:00:01Z"],
+                   ["--start", "2023-01-01T00:00:00+05:30"]):  # 2022-12-31T18:30Z
+        argv = ["--source", "file", "--file", str(path), *bounds, "--storage-root", settings.storage_root]
+        assert backfill_job.main(argv) == backfill_job.EXIT_CONFIG, bounds
+    with pytest.raises(RangeError, match="--start must be on a full hour"):
+        backfill_job.run(spark, settings, source="file", file=str(path),
+                         start=datetime(2023, 1, 1, 0, 30, tzinfo=UTC))
+    assert not (tmp_path / "bitcoin").exists()
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -222,6 +333,7 @@ def test_bad_candle_files_fail_with_a_reason(spark, settings, tmp_path, content,
         ["--source", "file"],
         ["--source", "file", "--file", "x.csv", "--start", "2024-02-01", "--end", "2024-01-01"],
         ["--source", "binance", "--start", "yesterday", "--end", "2024-01-01"],
+        ["--source", "binance", "--start", "2024-01-01T10:15:00Z", "--end", "2024-01-02"],
     ],
 )
 def test_cli_config_errors_exit_2(tmp_path, argv):

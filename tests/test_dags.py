@@ -365,8 +365,15 @@ def test_backfill_dag_shape(parsed):
     dag = parsed["dags"]["btc_backfill"]
     assert dag["timetable"] == "NullTimetable"  # manual only
     assert set(dag["params"]) == {"source", "file_path", "start", "end", "overwrite_stream"}
-    assert dag["tasks"]["backfill"]["upstream"] == ["backfill_arguments"]
-    assert dag["tasks"]["backfill"]["outlets"] == ["hourly_metrics"]
+    assert set(dag["tasks"]) == {"backfill_arguments", "backfill", "quality_arguments", "data_quality"}
+    backfill, quality = dag["tasks"]["backfill"], dag["tasks"]["data_quality"]
+    assert backfill["type"] == quality["type"] == "SparkSubmitOperator"
+    assert backfill["application"].endswith("spark_jobs/backfill_job.py")
+    assert quality["application"].endswith("spark_jobs/quality_job.py")
+    assert backfill["upstream"] == ["backfill_arguments"]
+    # the data-quality checks of the backfilled range end the run; a pass updates the Asset
+    assert quality["upstream"] == ["backfill", "quality_arguments"]
+    assert quality["outlets"] == ["hourly_metrics"] and backfill["outlets"] == []
 
 
 def test_maintenance_dag_shape(parsed):
@@ -429,6 +436,34 @@ def test_backfill_arguments_validation():
         backfill_args({"source": "binance", "start": "2024-01-03", "end": "2024-01-02"})
     with pytest.raises(ValueError, match="ISO date"):
         backfill_args({"source": "binance", "start": "yesterday", "end": "2024-01-02"})
+    # on a full UTC hour, as the job requires (a +05:30 offset makes 00:00 a half hour in UTC)
+    for params, message in (
+        ({"start": "2024-01-01T10:15:00Z", "end": "2024-01-02"}, r"start must be on a full hour \(UTC\), got "
+         r"2024-01-01T10:15:00\+00:00"),
+        ({"start": "2024-01-01", "end": "2024-01-02T00:00:30"}, r"end must be on a full hour"),
+        ({"start": "2024-01-01T00:00:00+05:30", "end": "2024-01-02"}, r"start must be on a full hour \(UTC\), got "
+         r"2023-12-31T18:30:00\+00:00"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            backfill_args({"source": "binance", **params})
+        with pytest.raises(ValueError, match=message):
+            backfill_args({"source": "file", "file_path": "/x.csv", **params})
+    assert backfill_args({"source": "binance", "start": "2024-01-01T05:00:00+01:00", "end": "2024-01-02"})[3] == (
+        "2024-01-01T05:00:00+01:00")
+
+
+def test_backfill_quality_arguments():
+    from btc_platform.orchestration import backfill_quality_args
+
+    assert backfill_quality_args({"source": "binance", "start": "2024-01-01", "end": "2024-01-02T00:00:00Z"}) == [
+        "--start", "2024-01-01", "--end", "2024-01-02T00:00:00Z"]  # fmt: skip
+    # a file without both bounds: the range the backfill wrote
+    assert backfill_quality_args({"source": "file", "file_path": "/x.csv", "start": "", "end": ""}) == [
+        "--last-backfill"]  # fmt: skip
+    assert backfill_quality_args({"source": "file", "file_path": "/x.csv", "start": "2024-01-01"}) == [
+        "--last-backfill"]  # fmt: skip
+    with pytest.raises(ValueError, match="must be on a full hour"):
+        backfill_quality_args({"source": "binance", "start": "2024-01-01T00:30:00Z", "end": "2024-01-02"})
 
 
 def test_schedule_start_is_bounded_and_configurable(settings_env):
@@ -552,7 +587,8 @@ def test_consolidation_dag_run_writes_the_hour(sandbox):
 def test_backfill_dag_run_from_a_candle_file(sandbox, tmp_path):
     import pandas as pd
 
-    from btc_platform import datasets
+    from btc_platform import datasets, lake
+    from btc_platform.quality import CHECKS
 
     csv = tmp_path / "candles.csv"
     csv.write_text(
@@ -565,13 +601,21 @@ def test_backfill_dag_run_from_a_candle_file(sandbox, tmp_path):
     sandbox.reset_storage()
     result, output = sandbox.dag_test("btc_backfill", "", conf)
     assert result["state"] == "success", output[-8000:]
-    hourly = _read_dataset(sandbox.storage / datasets.HOURLY_METRICS)
+    assert result["tasks"] == {"backfill_arguments": "success", "backfill": "success",
+                               "quality_arguments": "success", "data_quality": "success"}, output[-8000:]
+    hourly = lake.read_table(datasets.HOURLY_METRICS, sandbox.settings)
     hourly = hourly[hourly["source"] == "backfill"].sort_values("hour_start")
     assert [pd.Timestamp(t).hour for t in hourly["hour_start"]] == [0, 1, 2]
     assert hourly["open"].tolist() == [90000.5, 90050.0, 90400.0]
     assert hourly["close"].tolist() == [90050.0, 90400.0, 89100.0]
     assert hourly["volume"].tolist() == [12.5, 20.0, 33.0]
     assert hourly["spread_mean"].isna().all()  # microstructure is never invented from candles
+    # the data-quality results of the backfilled hours, next to the data
+    quality = lake.read_table(datasets.DATA_QUALITY, sandbox.settings)
+    btc = quality[quality["symbol"] == "BTCUSDT"]
+    assert sorted({pd.Timestamp(t).hour for t in btc["hour_start"]}) == [0, 1, 2]
+    assert len(btc) == 3 * len(CHECKS) and set(btc["status"]) == {"pass"}
+    assert "--last-backfill" in output
 
 
 @pytest.mark.slow

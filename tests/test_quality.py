@@ -1,4 +1,6 @@
-"""Data-quality checks: each check fails on purpose-built bad data with the expected message."""
+"""Data-quality checks: each check fails on purpose-built bad data with the expected message; the
+results land in the data_quality Delta table, one row per (symbol, hour, check), and a re-run
+replaces them."""
 
 from __future__ import annotations
 
@@ -38,10 +40,10 @@ def settings(tmp_path):
 
 
 def write(spark, settings, rows):
-    from spark_jobs import hourly_store
+    from spark_jobs import tables
 
     df = spark.createDataFrame(rows, schema=datasets.struct_type(datasets.HOURLY_METRICS_COLUMNS))
-    hourly_store.write_hourly(df, settings.path(datasets.HOURLY_METRICS))
+    tables.append_rows(spark, settings, datasets.HOURLY_METRICS, df)
 
 
 def check(spark, settings, rows):
@@ -55,8 +57,15 @@ def by_name(results):
     return {r.check: r for r in results}
 
 
-def report(spark, settings):
-    return {r["check"]: r.asDict() for r in spark.read.parquet(settings.path(datasets.DATA_QUALITY)).collect()}
+def report(spark, settings) -> dict[tuple[str, int, str], dict]:
+    """data_quality rows by (symbol, hour offset from T0, check); fails on a repeated key."""
+    out = {}
+    for r in spark.read.format("delta").load(settings.path(datasets.DATA_QUALITY)).collect():
+        hour = int((r["hour_start"].replace(tzinfo=UTC) - T0).total_seconds()) // 3600
+        key = (r["symbol"], hour, r["check"])
+        assert key not in out, f"repeated data_quality row {key}"
+        out[key] = r.asDict()
+    return out
 
 
 def test_clean_range_passes_and_reports_every_check(spark, settings):
@@ -64,9 +73,12 @@ def test_clean_range_passes_and_reports_every_check(spark, settings):
     assert [r.check for r in results] == list(q.CHECKS)
     assert all(r.passed and r.rows_checked == 3 for r in results)
     rep = report(spark, settings)
-    assert set(rep) == set(q.CHECKS)
+    assert set(rep) == {("BTCUSDT", h, c) for h in range(3) for c in q.CHECKS}
     assert {r["status"] for r in rep.values()} == {"pass"}
-    assert rep["hour_gap"]["range"] == "20240101T00Z_20240101T03Z"
+    assert {r["detail"] for r in rep.values()} == {None}
+    gap = rep[("BTCUSDT", 2, "hour_gap")]
+    assert (gap["severity"], gap["checked_at"].replace(tzinfo=UTC)) == ("warning", CHECKED_AT)
+    assert (gap["range_start"].replace(tzinfo=UTC), gap["range_end"].replace(tzinfo=UTC)) == (T0, END)
 
 
 @pytest.mark.parametrize(
@@ -87,10 +99,12 @@ def test_error_checks_fail_the_run_naming_hour_and_check(spark, settings, check_
         check(spark, settings, rows)
     assert f"{expected} {SPAN}" in str(info.value)
     assert [r.check for r in info.value.results] == [check_name]
-    rep = report(spark, settings)  # the report is written before failing
-    assert rep[check_name]["status"] == "fail" and rep[check_name]["failed_count"] == 1
-    assert rep[check_name]["failed"] == ["BTCUSDT@2024-01-01T01:00Z"]
-    assert rep["hour_gap"]["status"] == "pass"
+    rep = report(spark, settings)  # the results are recorded before failing
+    failed = {key for key, r in rep.items() if r["status"] == "fail"}
+    assert failed == {("BTCUSDT", 1, check_name)}
+    assert (rep[("BTCUSDT", 1, check_name)]["severity"], rep[("BTCUSDT", 1, check_name)]["detail"]) == (
+        "error", q.CHECKS[check_name][1])
+    assert len(rep) == 3 * len(q.CHECKS)
 
 
 def test_duplicate_symbol_hour_is_an_error(spark, settings):
@@ -124,14 +138,59 @@ def test_gap_for_expected_symbol_without_any_row_and_empty_store(spark, settings
     assert gap.failed_count == 6
     assert gap.failed[:2] == ("BTCUSDT@2024-01-01T00:00Z", "ETHUSDT@2024-01-01T00:00Z")
     assert results["coverage_below_threshold"].rows_checked == 0
+    # an hour without a row only has its failed gap result: the row checks had nothing to look at
+    rep = report(spark, settings)
+    assert set(rep) == {(s, h, "hour_gap") for s in ("BTCUSDT", "ETHUSDT") for h in range(3)}
+    assert {r["status"] for r in rep.values()} == {"fail"}
 
 
-def test_rerun_replaces_the_report_of_the_range(spark, settings):
-    rows = [hour_row(0), hour_row(1), hour_row(2)]
+def test_rerun_replaces_the_results_of_the_range(spark, settings):
+    from delta.tables import DeltaTable
+
+    from spark_jobs import quality_job
+
+    rows = [hour_row(0), hour_row(1, coverage=0.5), hour_row(2)]
     check(spark, settings, rows)
-    check(spark, settings, rows)
-    all_rows = spark.read.parquet(settings.path(datasets.DATA_QUALITY)).collect()
-    assert len(all_rows) == len(q.CHECKS)
+    assert report(spark, settings)[("BTCUSDT", 1, "coverage_below_threshold")]["status"] == "fail"
+    # the hour is fixed (e.g. re-consolidated after late minutes), then the range is checked again
+    DeltaTable.forPath(spark, settings.path(datasets.HOURLY_METRICS)).update(
+        "hour_start = timestamp'2024-01-01 01:00:00'", {"coverage": "1.0"}
+    )
+    later = CHECKED_AT + timedelta(hours=1)
+    quality_job.run(spark, settings, T0, END, checked_at=later)
+    rep = report(spark, settings)  # no repeated (symbol, hour, check)
+    assert len(rep) == 3 * len(q.CHECKS)
+    assert {r["status"] for r in rep.values()} == {"pass"}
+    assert {r["checked_at"].replace(tzinfo=UTC) for r in rep.values()} == {later}
+
+    # a range overlapping the first one replaces the hours they share and adds the others
+    quality_job.run(spark, settings, T0 + timedelta(hours=2), END + timedelta(hours=1), checked_at=later)
+    rep = report(spark, settings)
+    assert len(rep) == 3 * len(q.CHECKS) + 1  # + the gap of hour 3
+    assert rep[("BTCUSDT", 3, "hour_gap")]["status"] == "fail"
+    assert rep[("BTCUSDT", 2, "hour_gap")]["range_start"].replace(tzinfo=UTC) == T0 + timedelta(hours=2)
+    assert rep[("BTCUSDT", 0, "hour_gap")]["range_start"].replace(tzinfo=UTC) == T0
+
+
+def test_last_backfill_range_and_cli_errors(spark, settings, tmp_path, monkeypatch):
+    from spark_jobs import backfill_job, quality_job
+
+    root = ["--storage-root", settings.storage_root]
+    assert quality_job.main(["--start", "2024-01-01T00:00:00Z", *root]) == quality_job.EXIT_CONFIG
+    assert quality_job.main(["--last-backfill", "--start", "2024-01-01T00:00:00Z", *root]) == quality_job.EXIT_CONFIG
+    assert quality_job.main(["--start", "2024-01-01T00:10:00Z", "--end", "2024-01-01T02:00:00Z", *root]) == quality_job.EXIT_CONFIG
+
+    monkeypatch.setattr(spark, "stop", lambda: None)  # main() stops its session: not the shared one
+    assert quality_job.main(["--last-backfill", *root]) == quality_job.EXIT_CONFIG  # no backfill yet
+    candles = tmp_path / "candles.csv"
+    candles.write_text("open_time_utc,open,high,low,close,volume\n"
+                       "2024-01-01T01:00:00Z,100.0,110.0,95.0,105.0,1.0\n"
+                       "2024-01-01T02:00:00Z,105.0,110.0,95.0,100.0,1.0\n")
+    backfill_job.run(spark, settings, source="file", file=str(candles), produced_at=CHECKED_AT)
+    assert quality_job.last_backfill_range(spark, settings) == (T0 + timedelta(hours=1), END)
+    assert quality_job.main(["--last-backfill", *root]) == quality_job.EXIT_OK
+    rep = report(spark, settings)
+    assert {h for _, h, _ in rep} == {1, 2} and {r["status"] for r in rep.values()} == {"pass"}
 
 
 def test_backfill_rows_pass_coverage(spark, settings):

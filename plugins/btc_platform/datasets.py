@@ -108,6 +108,22 @@ HOURLY_METRICS_COLUMNS: tuple[tuple[str, str], ...] = (
 HOURLY_SOURCE_STREAM = "stream"
 HOURLY_SOURCE_BACKFILL = "backfill"
 
+#: data_quality: the outcome of each data-quality check (``btc_platform.quality.CHECKS``) for
+#: each symbol and hour it looked at, one row per (symbol, hour_start, check); the run that
+#: checked the hour last replaces the row. An hour without a hourly_metrics row only has its
+#: failed ``hour_gap`` row (the row checks have nothing to look at).
+DATA_QUALITY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("symbol", STRING),
+    ("hour_start", TIMESTAMP),
+    ("check", STRING),
+    ("severity", STRING),  # error | warning
+    ("status", STRING),  # pass | fail
+    ("detail", STRING),  # what the failure means (e.g. "high < low"); null when passed
+    ("range_start", TIMESTAMP),  # the range [range_start, range_end) the run checked
+    ("range_end", TIMESTAMP),
+    ("checked_at", TIMESTAMP),
+)
+
 
 def struct_type(columns: Sequence[tuple[str, str]]):
     """Spark ``StructType`` for one of the column lists above (imports pyspark lazily)."""
@@ -125,6 +141,15 @@ def struct_type(columns: Sequence[tuple[str, str]]):
 
 def column_names(columns: Sequence[tuple[str, str]]) -> list[str]:
     return [name for name, _ in columns]
+
+
+def changed_condition(
+    columns: Sequence[str], keys: Sequence[str], ignore: Sequence[str] = ("produced_at",)
+) -> str:
+    """MERGE update condition "a value of the row changed" (Spark SQL over target ``t`` and
+    source ``s``): true when one of ``columns`` other than ``keys`` and ``ignore`` differs, nulls
+    compared as values, so merging the same rows again rewrites nothing."""
+    return " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in columns if c not in (*keys, *ignore))
 
 
 @dataclass(frozen=True)
@@ -155,7 +180,8 @@ TABLES: dict[str, Table] = {
               properties={"delta.enableChangeDataFeed": "true"}),
         Table(HOURLY_METRICS, "one row per symbol and hour: consolidated stream hours and backfilled candles",
               keys=("symbol", "hour_start")),
-        Table(DATA_QUALITY, "data-quality results per symbol and hour", keys=("symbol", "hour_start")),
+        Table(DATA_QUALITY, "data-quality check results per symbol and hour",
+              keys=("symbol", "hour_start", "check")),
         Table(PREDICTIONS, "backtest predictions of each model version", keys=("model_version",)),
         Table(FUTURE_PREDICTIONS, "served forecasts of the next hours"),
         Table(PREDICTION_METRICS, "evaluation metrics of each model version", keys=("model_version",)),

@@ -121,10 +121,29 @@ def spark_submit_kwargs(settings: Settings, name: str) -> dict[str, Any]:
     }
 
 
+def _range_params(params: dict[str, Any]) -> dict[str, str]:
+    """The non-empty ``start``/``end`` Params, checked as the jobs check ``--start``/``--end``:
+    ISO date or date-time, on a full UTC hour, start before end (``ValueError`` otherwise)."""
+    from btc_platform.timerange import RangeError, parse_utc, require_hour_aligned
+
+    values, parsed = {}, {}
+    for key in ("start", "end"):
+        value = str(params.get(key) or "").strip()
+        if value:
+            try:
+                parsed[key] = parse_utc(value)
+            except RangeError as exc:
+                raise ValueError(f"{key} must be an ISO date or date-time, got {value!r}") from exc
+            values[key] = value
+    require_hour_aligned(parsed.get("start"), parsed.get("end"), prefix="")
+    return values
+
+
 def backfill_args(params: dict[str, Any]) -> list[str]:
     """Validated command-line arguments of spark_jobs/backfill_job.py from the DAG's Params.
 
-    Raises ``ValueError`` with a readable message on inconsistent parameters.
+    Raises ``ValueError`` with a readable message on inconsistent parameters (a start/end not on
+    a full UTC hour included).
     """
     source = params.get("source")
     if source not in ("binance", "file"):
@@ -135,21 +154,25 @@ def backfill_args(params: dict[str, Any]) -> list[str]:
         if not path:
             raise ValueError("source=file needs file_path (a candle CSV/Parquet path or URI)")
         args += ["--file", path]
+    values = _range_params(params)
     for key in ("start", "end"):
-        value = (params.get(key) or "").strip()
-        if value:
-            try:
-                datetime.fromisoformat(value.replace("Z", "+00:00"))
-            except ValueError as exc:
-                raise ValueError(f"{key} must be an ISO date or date-time, got {value!r}") from exc
-            args += [f"--{key}", value]
+        if key in values:
+            args += [f"--{key}", values[key]]
         elif source == "binance":
             raise ValueError(f"source=binance needs {key} (ISO date or date-time, UTC)")
-    if params.get("start") and params.get("end") and params["start"] >= params["end"]:
-        raise ValueError(f"start {params['start']!r} must be before end {params['end']!r}")
     if params.get("overwrite_stream"):
         args.append("--overwrite-stream")
     return args
+
+
+def backfill_quality_args(params: dict[str, Any]) -> list[str]:
+    """Command-line arguments of spark_jobs/quality_job.py after a backfill with these Params:
+    the Params' range when both bounds are given, else the range the backfill wrote (recorded
+    in hourly_metrics' commit metadata: ``--last-backfill``)."""
+    values = _range_params(params)
+    if "start" in values and "end" in values:
+        return ["--start", values["start"], "--end", values["end"]]
+    return ["--last-backfill"]
 
 
 #: What Airflow 3's task supervisor puts in a task process's environment instead of the metadata

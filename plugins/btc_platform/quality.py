@@ -4,7 +4,8 @@ Spark-free on purpose: Airflow tasks and tests import :class:`DataQualityError` 
 :func:`raise_on_errors` without pyspark; ``spark_jobs/quality_transforms.py`` evaluates the
 checks on a DataFrame and hands back :class:`CheckResult` objects built here.
 
-Checks (one result per check per consolidated hour range ``[start, end)``):
+Checks (decided for every symbol and hour of a checked range ``[start, end)`` - the rows of the
+``data_quality`` table - and summed up into one :class:`CheckResult` per check and range):
 
 ============================  ========  ==================================================
 check                         severity  fails when
@@ -26,7 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 log = logging.getLogger(__name__)
 
@@ -124,23 +125,6 @@ def make_result(
         failed=listed,
         detail=detail.format(threshold=threshold),
     )
-
-
-def expected_hours(start: datetime, end: datetime) -> list[datetime]:
-    """Every hour start in ``[start, end)`` (both UTC, hour aligned)."""
-    hours, current = [], start
-    while current < end:
-        hours.append(current)
-        current += timedelta(hours=1)
-    return hours
-
-
-def hour_gaps(
-    present: Iterable[tuple[str, datetime]], symbols: Iterable[str], start: datetime, end: datetime
-) -> list[tuple[str, datetime]]:
-    """(symbol, hour) pairs of ``[start, end)`` without a row, for every expected symbol."""
-    have = {(s, h.astimezone(UTC)) for s, h in present}
-    return [(s, h) for s in sorted(set(symbols)) for h in expected_hours(start, end) if (s, h) not in have]
 
 
 def log_results(results: Sequence[CheckResult]) -> None:
