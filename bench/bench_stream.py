@@ -151,7 +151,9 @@ def progress_lines(stream) -> list[dict]:
     return [json.loads(m.group(1)) for line in stream if (m := PROGRESS_RE.search(line.rstrip()))]
 
 
-def throughput(bootstrap: str, topic: str, count: int, workdir: Path, max_offsets: int) -> dict:
+def throughput(
+    bootstrap: str, topic: str, count: int, workdir: Path, max_offsets: int, job_log: Path | None = None
+) -> dict:
     storage = f"file://{workdir}/tp-store"
     cmd = job_command(
         bootstrap, topic, storage, "--available-now", "--max-offsets-per-trigger", str(max_offsets)
@@ -161,6 +163,8 @@ def throughput(bootstrap: str, topic: str, count: int, workdir: Path, max_offset
         cmd, env=job_env(workdir / "tp-data"), capture_output=True, text=True, timeout=3600
     )
     wall = time.monotonic() - started
+    if job_log is not None:
+        job_log.write_text(result.stderr)
     if result.returncode != 0:
         raise RuntimeError(f"stream job failed ({result.returncode}): {result.stderr[-3000:]}")
     records = progress_lines(result.stderr.splitlines())
@@ -182,6 +186,9 @@ def throughput(bootstrap: str, topic: str, count: int, workdir: Path, max_offset
             "rows_per_s_busy": rows / (busy_ms / 1000) if busy_ms else None,
             "valid": sum(r["valid"] or 0 for r in batches),
             "quarantined": sum(r["quarantined"] or 0 for r in batches),
+            # where the busy time went (Spark's durationMs of each batch, summed): addBatch = the writes
+            "phases_ms": {key: sum((r.get("phases_ms") or {}).get(key, 0) for r in batches)
+                          for key in sorted({k for r in batches for k in (r.get("phases_ms") or {})})},
         }
     if spans:
         first, last = min(s for s, _ in spans), max(e for _, e in spans)
@@ -349,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         "start is reported separately",
     )  # fmt: skip
     parser.add_argument("--skip-latency", action="store_true", help="throughput part only")
-    parser.add_argument("--job-log", type=Path, help="keep the latency run's job log (stderr) in this file")
+    parser.add_argument("--job-log", type=Path, help="keep the latency run's job log (stderr) in this file, the throughput run's next to it (.throughput.log)")
     args = parser.parse_args(argv if argv is not None else [])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -379,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info(
             "preloaded %d messages in %.1f s (%.0f msg/s)", args.messages, load_s, args.messages / load_s
         )
-        tp = throughput(bootstrap, topic, args.messages, workdir, args.max_offsets_per_trigger)
+        tp_log = args.job_log.with_suffix(".throughput.log") if args.job_log else None
+        tp = throughput(bootstrap, topic, args.messages, workdir, args.max_offsets_per_trigger, tp_log)
         log.info("throughput figures: %s", json.dumps(tp, default=str))
         lat = None
         if not args.skip_latency:

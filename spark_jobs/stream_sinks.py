@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -72,8 +73,10 @@ class DeltaBatchWriter:
         batch.persist()
         try:
             for output in self.outputs:
+                started = time.monotonic()
                 rows = output.rows(batch)
                 if output.skip_empty and rows.isEmpty():
+                    log.debug("batch %d: nothing for %s (%.2f s)", batch_id, output.uri, time.monotonic() - started)
                     continue
                 (
                     rows.write.format("delta")
@@ -82,6 +85,7 @@ class DeltaBatchWriter:
                     .option("txnVersion", batch_id)
                     .save(output.uri)
                 )
+                log.info("batch %d: appended to %s in %.2f s", batch_id, output.uri, time.monotonic() - started)
         finally:
             batch.unpersist()
 
