@@ -55,12 +55,14 @@ def test_ships_matches_artifact_any_version(artifact, shipped, expected):
 
 @pytest.mark.integration
 def test_spark_jars_complete_pyspark_without_duplicates():
-    """The resolved spark group holds the connector and what it needs beyond pyspark, nothing more."""
+    """The resolved spark group holds the Kafka connector and Delta Lake and what they need beyond
+    pyspark, nothing more (Delta's other dependencies ship with pyspark)."""
     settings = load_settings()
     resolved = jars.ensure_jars(settings, ("spark",))["spark"]
     names = sorted(p.name for p in resolved)
     assert names == sorted(Path(j).name for j in settings.spark_jars())
-    prefixes = ("spark-sql-kafka-0-10_2.13-", "spark-token-provider-kafka-0-10_2.13-", "kafka-clients-", "commons-pool2-")
+    prefixes = ("spark-sql-kafka-0-10_2.13-", "spark-token-provider-kafka-0-10_2.13-", "kafka-clients-", "commons-pool2-",
+                "delta-spark_4.2_2.13-", "delta-storage-")
     assert all(any(n.startswith(p) for n in names) for p in prefixes), names
     shipped = [p.name for p in jars._pyspark_jars_dir().glob("*.jar")]
     assert [n for n in names if n in shipped] == []
