@@ -9,6 +9,11 @@
    appears in ``_delta_log``); p50, p95 of the 2 measured minutes, and of everything sent including
    the job's cold start (its first batch plans, generates code and warms the JIT: 7-9 s here).
 
+3. Reference: the same preloaded messages read by a plain Spark batch job in this process
+   (Kafka source, ``from_json`` with the message schema, Parquet write partitioned by date, no
+   validation, dedup or Delta) - a bare parse-and-write of the hour, so the stream's figure can
+   be given as a ratio to it (absolute speeds on these machines move by half between days).
+
 The broker is started by this benchmark (own data dir, free ports) and stopped at the end.
 Run: ``.venv/bin/python bench/bench_stream.py [--messages N] [--rate R]
 [--seconds S] [--warmup S] [--skip-latency]``. Needs the jars (``make jars``). Targets on a 2-core machine:
@@ -195,6 +200,39 @@ def throughput(
         figures["sustained_msgs_per_s"] = count / (last - first).total_seconds()
         figures["processing_span_s"] = (last - first).total_seconds()
     return figures
+
+
+def reference(bootstrap: str, topic: str, count: int, workdir: Path) -> dict:
+    """Rows/s of a bare Spark parse-and-write of the topic (batch read, same session options)."""
+    from pyspark.sql import functions as F
+
+    from btc_platform import schema
+    from btc_platform.settings import load_settings
+    from btc_platform.spark import build_session
+
+    settings = load_settings(data_dir=workdir / "ref-data")
+    spark = build_session("bench-reference", settings, master=settings.spark_master,
+                          driver_memory=settings.stream_driver_memory,
+                          driver_java_options=settings.stream_driver_java_options)  # fmt: skip
+    try:
+        runs = []
+        for run in range(2):  # the first run pays the JVM warm-up, like the stream's first batch
+            started = time.monotonic()
+            messages = (
+                spark.read.format("kafka")
+                .option("kafka.bootstrap.servers", bootstrap)
+                .option("subscribe", topic)
+                .option("startingOffsets", "earliest")
+                .load()
+                .select(F.from_json(F.col("value").cast("string"), schema.spark_schema(timestamps_as_strings=False)).alias("m"))
+                .select("m.*")
+                .withColumn("date", F.to_date("event_time"))
+            )
+            messages.write.mode("overwrite").partitionBy("date").parquet(f"file://{workdir}/ref-{run}")
+            runs.append(time.monotonic() - started)
+        return {"cold_rows_per_s": count / runs[0], "rows_per_s": count / runs[1]}
+    finally:
+        spark.stop()
 
 
 class CommitWatcher(threading.Thread):
@@ -394,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
             topic = services.ensure_topic(settings, "bench-latency", 3)
             lat = latency(bootstrap, topic, workdir, args.rate, args.seconds, args.warmup, args.job_log)
             log.info("latency figures: %s", json.dumps(lat))
+        ref = reference(bootstrap, "bench-throughput", args.messages, workdir)
+        log.info("reference figures: %s", json.dumps(ref))
     finally:
         services.stop("kafka", settings)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -403,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
         ("sustained throughput (both queries, msg/s)", f"{tp.get('sustained_msgs_per_s', 0):,.0f}"),
         ("processing span (s)", f"{tp.get('processing_span_s', 0):.1f}"),
         ("job wall time incl. startup (s)", f"{tp['job_wall_s']:.1f}"),
+        ("reference: bare Spark parse + Parquet write (rows/s, warm / cold)",
+         f"{ref['rows_per_s']:,.0f} / {ref['cold_rows_per_s']:,.0f}"),
+        ("sustained throughput / warm reference", f"{tp.get('sustained_msgs_per_s', 0) / ref['rows_per_s']:.2f}"),
     ]
     for query in ("ingest", "minute_metrics"):
         q = tp[query]

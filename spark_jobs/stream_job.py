@@ -233,7 +233,7 @@ def start_ingest_query(spark, source, settings: Settings, *, available_now: bool
     quarantine_uri = tables.table_uri(settings, datasets.QUARANTINE)
     write_batch = foreach_batch_writer(spark, checkpoint, [
         BatchOutput(raw_uri, _raw_rows),
-        BatchOutput(quarantine_uri, _quarantine_rows, skip_empty=True),
+        BatchOutput(quarantine_uri, _quarantine_rows, only_if="reason IS NOT NULL"),
     ])  # fmt: skip
     tables.ensure_table(spark, settings, datasets.RAW_DATA, _raw_rows(records).schema)
     tables.ensure_table(spark, settings, datasets.QUARANTINE, _quarantine_rows(records).schema)

@@ -83,6 +83,7 @@ def ensure_table(
     table = datasets.TABLES[name]
     uri = location or table_uri(settings, name)
     if is_delta_table(spark, uri):
+        _update_properties(spark, uri, table)
         return uri
     # Delta compares the location with the one it derives, in Hadoop's qualified form (file:/x)
     _, path, fs = hadoop_fs(spark, uri)
@@ -95,6 +96,22 @@ def ensure_table(
     builder.execute()
     log.info("created Delta table %s at %s", name, uri)
     return uri
+
+
+def _update_properties(spark: SparkSession, uri: str, table: datasets.Table) -> None:
+    """Set the layout's table properties that an existing table lacks or holds with another value
+    (a table created by an earlier release gets the properties added since)."""
+    from delta.tables import DeltaTable
+
+    if not table.properties:
+        return
+    current = DeltaTable.forPath(spark, uri).detail().select("properties").first()["properties"] or {}
+    changed = {k: v for k, v in table.properties.items() if current.get(k) != v}
+    if not changed:
+        return
+    assignments = ", ".join(f"'{k}' = '{v}'" for k, v in sorted(changed.items()))
+    spark.sql(f"ALTER TABLE delta.`{uri}` SET TBLPROPERTIES ({assignments})")
+    log.info("set table properties of %s: %s", uri, changed)
 
 
 def append_rows(spark: SparkSession, settings: Settings, name: str, rows: DataFrame) -> str:

@@ -140,14 +140,15 @@ def test_last_minute_arriving_after_the_hour_is_in_the_hours_row(spark, pipeline
 
 def test_delta_batch_writer_writes_a_batch_id_once(spark, tmp_path):
     """What the ingest query writes both tables with: a replayed (query id, batch id) is skipped by
-    Delta, also by a restarted job; an output with skip_empty commits nothing for an empty batch."""
+    Delta, also by a restarted job; an output with only_if commits nothing for a batch without
+    rows for it, and the batch is not cached for it."""
     from delta.tables import DeltaTable
 
     out, side = f"file://{tmp_path}/out", f"file://{tmp_path}/side"
     rows = spark.createDataFrame([("2024-01-01", 1), ("2024-01-02", 2)], "date string, n int")
     more = spark.createDataFrame([("2024-01-02", 3)], "date string, n int")
     outputs = [stream_sinks.BatchOutput(out, lambda b: b),
-               stream_sinks.BatchOutput(side, lambda b: b.where("n > 2"), skip_empty=True)]  # fmt: skip
+               stream_sinks.BatchOutput(side, lambda b: b.where("n > 2"), only_if="n > 2")]  # fmt: skip
     query = type("Query", (), {"id": "0b7e6c1e-query"})()
     writer = stream_sinks.DeltaBatchWriter(outputs)
     writer.bind(query)
@@ -162,6 +163,9 @@ def test_delta_batch_writer_writes_a_batch_id_once(spark, tmp_path):
     assert [r.n for r in spark.read.format("delta").load(side).collect()] == [3]
     # batch 0 held no row for the side table: its only commit is batch 1
     assert DeltaTable.forPath(spark, side).history().count() == 1
+    assert not rows.is_cached and not more.is_cached
+    with pytest.raises(ValueError, match="every batch"):
+        stream_sinks.DeltaBatchWriter(outputs[1:])  # nothing computes the batch's observation
 
 
 def test_refuses_checkpoints_of_the_earlier_quarantine_query(spark, tmp_path):
