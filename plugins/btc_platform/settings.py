@@ -176,7 +176,7 @@ class Settings(BaseSettings):
     stream_driver_memory: str = Field(
         default="3g",
         description="spark.driver.memory of the streaming job (holds the dedup state: every "
-        "message_id of the last watermark delay, plus a cached micro-batch).",
+        "message_id of the last watermark delay).",
     )
     stream_driver_java_options: str = Field(
         default="-XX:+UseParallelGC",
