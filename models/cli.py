@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the last 6 months of the data)")
     _as_of(p_eval)
     p_eval.add_argument("--json", dest="json_out", default=None, help="also write the full metrics as JSON to this file")
+    p_eval.add_argument("--csv", dest="csv_out", default=None,
+                        help="also write the metrics table (per horizon + overall) as CSV to this file")
+    p_eval.add_argument("--retrain-every", default=None, metavar="EVERY",
+                        help="rolling-origin backtest: refit every EVERY (30d, 720h, 4w) over the test span "
+                        "(default: one fit before --test-from)")
     return parser
 
 
@@ -91,16 +96,23 @@ def main(argv: list[str] | None = None) -> int:
 
             cfg = ModelConfig().replace(lookback=args.lookback, horizon=args.horizon, epochs=args.epochs)
             result = pipeline.evaluate_offline(
-                args.data, args.test_from, cfg, args.symbol, settings, as_of_version=args.as_of_version
+                args.data, args.test_from, cfg, args.symbol, settings, as_of_version=args.as_of_version,
+                retrain_every=args.retrain_every,
             )
-            log.info("metrics table\n%s", result["table"])
+            sys.stdout.write(result["table"] + "\n")
+            sk = result["skill"]
             log.info(
-                "skill h1 %.4f, h6 %.4f, h12 %.4f, h24 %.4f; interval coverage %.3f; training %.1f s "
-                "(%d epochs); prediction %.3f s for %d windows (%.3f ms/window)",
-                result["skill"]["h1"], result["skill"]["h6"], result["skill"]["h12"], result["skill"]["h24"],
-                result["skill"]["interval_coverage"], result["train_seconds"], result["epochs_run"],
-                result["predict_seconds"], result["metrics"]["n_windows"], result["predict_ms_per_window"],
+                "LSTM skill h1 %.4f, h6 %.4f, h12 %.4f, h24 %.4f; served band %s coverage %s, interval-score "
+                "skill vs constant %s, vs EWMA %s; training %.1f s (%d epochs)",
+                sk["h1"], sk["h6"], sk["h12"], sk["h24"], sk.get("band_best"), sk.get("band_coverage"),
+                sk.get("band_winkler_skill_vs_constant"), sk.get("band_winkler_skill_vs_ewma"),
+                result["train_seconds"], result["epochs_run"],
             )
+            if args.csv_out:
+                from models.backtest import metrics_frame
+
+                metrics_frame(result["metrics"]).to_csv(args.csv_out, index=False)
+                log.info("metrics table written to %s", args.csv_out)
             if args.json_out:
                 with open(args.json_out, "w", encoding="utf-8") as fh:
                     json.dump({k: v for k, v in result.items() if k != "table"}, fh, indent=2, default=str)

@@ -14,7 +14,8 @@ from tests.models_testdata import candles_from_close, periodic_close, to_hourly_
 
 pytestmark = pytest.mark.slow
 
-PARAMS = {"epochs": 25, "test_hours": 120, "min_train_windows": 200, "lstm_units": [16, 8]}  # tiny model
+PARAMS = {"epochs": 25, "test_hours": 120, "min_train_windows": 200, "lstm_units": [16, 8],
+          "min_promotion_windows": 48}  # tiny model; 96 test windows
 
 
 def _csv(tmp_path: Path, frame: pd.DataFrame) -> str:
