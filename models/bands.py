@@ -201,7 +201,17 @@ def fit_band(
 def fit_baselines(
     returns: np.ndarray, close: np.ndarray, train_origins: np.ndarray, horizon: int, level: float = 0.8
 ) -> dict[str, BandModel]:
-    return {name: fit_band(name, returns, close, train_origins, horizon, level) for name in BASELINES}
+    """Every baseline fitted on the training windows. A GARCH whose fit fails (too few returns, no
+    convergence) is left out with a warning naming why; the other bands still serve."""
+    out = {}
+    for name in BASELINES:
+        try:
+            out[name] = fit_band(name, returns, close, train_origins, horizon, level)
+        except (RuntimeError, ValueError) as exc:
+            if name != "garch":
+                raise
+            log.warning("GARCH(1,1) band left out of this model: %s", exc)
+    return out
 
 
 # ---- scores -----------------------------------------------------------------------------------

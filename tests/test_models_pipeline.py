@@ -253,3 +253,57 @@ def test_training_records_the_table_version_and_retrains_on_it(settings_env):
     assert cli["as_of_version"] == version_a
     with pytest.raises(ValueError, match=">= 0"):
         pipeline.train_candidate(dict(params, as_of_version=-1))
+
+
+def test_persistence_and_the_best_band_are_served_when_no_lstm_is_promoted(settings_env):
+    """A candidate judged on too few windows is rejected; the forecast is still served: the
+    persistence point and the best band on its evaluation, each row naming both and why. Without
+    history, or with a gap in the latest hours, nothing is served and the reason is returned."""
+    from btc_platform import lake
+    from models import pipeline
+    from models.registry import Registry
+
+    s = settings_env()
+    params = {"epochs": 1, "test_hours": 72, "min_train_windows": 200, "lstm_units": [4, 4]}
+    skipped = pipeline.predict_future(params)
+    assert skipped["status"] == "skipped" and "no evaluated model version" in skipped["reason"]
+
+    uri = s.path("hourly_metrics")
+    frame = candles_from_close(periodic_close(700))
+    write_hourly_metrics(to_hourly_metrics(frame), uri)
+    needed, reason = pipeline.retrain_needed(params, 0, frame["hour_start"].iloc[-1].isoformat())
+    assert needed and reason == "no model trained yet"
+    version = pipeline.train_candidate(params)["version"]
+    ev = pipeline.evaluate_candidate(version, params)
+    assert "80 % bands" in ev["table"] and "garch" in ev["table"]
+    decision = pipeline.decide_promotion(version, params)
+    assert decision["status"] == "rejected" and "only 48 test windows, promotion needs 504" in decision["reason"]
+    assert Registry(s).current_version() is None
+
+    out = pipeline.predict_future(params)
+    assert out["status"] == "written" and out["point_model"] == "persistence"
+    fut = lake.read_table("future_predictions", s)
+    assert len(fut) == 24
+    np.testing.assert_allclose(fut["predicted_close"], frame["close"].iloc[-1])  # persistence
+    metrics = Registry(s).read_json(version, "metrics.json")["overall"]
+    assert set(fut["band_model"]) == {metrics["band_best"]}
+    assert (fut["lower"] < fut["predicted_close"]).all() and (fut["predicted_close"] < fut["upper"]).all()
+    assert fut["point_reason"].str.contains("only 48 test windows").all()
+    assert fut["band_reason"].str.contains("lowest interval score").all()
+    head = pipeline.headline_metrics(version, params)
+    assert head["decision"] == "rejected" and head["served_point_model"] == "persistence"
+    assert head["served_band_model"] == metrics["band_best"] and head["test_windows"] == 48
+
+    needed, reason = pipeline.retrain_needed(params, 0, frame["hour_start"].iloc[-1].isoformat())
+    assert not needed and "nothing changed" in reason
+    later = (frame["hour_start"].iloc[-1] + pd.Timedelta(hours=5)).isoformat()
+    needed, reason = pipeline.retrain_needed(dict(params, min_retrain_hours=20), 1, later)
+    assert not needed and "5 h before the latest hour" in reason
+
+    # the latest hours have a gap: no forecast invented
+    gap = to_hourly_metrics(candles_from_close(periodic_close(5), start=frame["hour_start"].iloc[-1]
+                                               + pd.Timedelta(hours=3)))
+    write_hourly_metrics(gap, uri)
+    skipped = pipeline.predict_future(params)
+    assert skipped["status"] == "skipped" and "contain a gap" in skipped["reason"]
+    assert len(lake.read_table("future_predictions", s)) == 24
