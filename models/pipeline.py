@@ -599,7 +599,9 @@ def predict_future(params: dict | None = None) -> dict:
             "hour": np.full(len(steps), origin_time.hour, dtype=np.int32),
         }
     )
-    table_version = lake.write_table(datasets.FUTURE_PREDICTIONS, result, ctx.settings, replace_on=FUTURE_KEYS)
+    # add_columns: tables written before point_model/band_model... existed gain them (old rows null)
+    table_version = lake.write_table(datasets.FUTURE_PREDICTIONS, result, ctx.settings, replace_on=FUTURE_KEYS,
+                                     add_columns=True)
     uri = lake.table_uri(datasets.FUTURE_PREDICTIONS, ctx.settings)
     log.info("future predictions from %s (point %s, band %s) written to %s (version %d): %s; %s", origin_time,
              served["point_model"], served["band_model"], uri, table_version, served["point_reason"],
@@ -655,7 +657,8 @@ def write_outputs(version: str, params: dict | None = None) -> dict:
     decision = registry.read_json(version, "decision.json") if registry.exists(version, "decision.json") else {}
     keys = datasets.TABLES[datasets.PREDICTIONS].keys
     pred_version = lake.write_table(
-        datasets.PREDICTIONS, registry.read_frame(version, "backtest.parquet"), ctx.settings, replace_on=keys
+        datasets.PREDICTIONS, registry.read_frame(version, "backtest.parquet"), ctx.settings, replace_on=keys,
+        add_columns=True,
     )
     o = metrics["overall"]
     skills = _skills(metrics)
@@ -685,6 +688,7 @@ def write_outputs(version: str, params: dict | None = None) -> dict:
         _metrics_frame(record),
         ctx.settings,
         replace_on=datasets.TABLES[datasets.PREDICTION_METRICS].keys,
+        add_columns=True,
     )
     pred_uri = lake.table_uri(datasets.PREDICTIONS, ctx.settings)
     metrics_uri = lake.table_uri(datasets.PREDICTION_METRICS, ctx.settings)
