@@ -1,13 +1,15 @@
 """Command line: ``python -m models.cli train|predict|evaluate``.
 
 * ``train``    one retrain run as the DAG does it: check history, train a candidate on everything
-               before the latest test window, evaluate it against persistence and drift, promote
-               it or keep it as a rejected candidate, publish the predictions and
-               prediction_metrics tables. ``--as-of-version N`` trains on hourly_metrics as it was
+               before the latest test window, evaluate it against persistence, drift and the band
+               baselines, promote it or keep it as a rejected candidate, publish the predictions and
+               prediction_metrics tables and serve the next 24 h (future_predictions). ``--as-of-version N`` trains on hourly_metrics as it was
                at Delta version N (time travel; the version a model records in training.json).
-* ``predict``  forecast the next 24 h with the ``current`` model into the future_predictions table.
+* ``predict``  serve the next 24 h (champion point: current LSTM else persistence; best band) into
+               the future_predictions table.
 * ``evaluate`` offline evaluation of a candle CSV or an hourly_metrics Delta table: train on the
-               data before ``--test-from`` (default: the last 6 months), print the metrics table.
+               data before ``--test-from`` (default: the last 6 months), print the point and band
+               tables (``--csv`` writes them); ``--retrain-every 30d``: rolling-origin backtest.
 
 Exit codes: 0 ok, 2 bad arguments/configuration, 3 not enough history, 1 other failures.
 """
@@ -101,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             sys.stdout.write(result["table"] + "\n")
             sk = result["skill"]
+            log.info("served point model by the promotion rule: %s (%s)", result["served_point"]["model"],
+                     result["served_point"]["reason"])
             log.info(
                 "LSTM skill h1 %.4f, h6 %.4f, h12 %.4f, h24 %.4f; served band %s coverage %s, interval-score "
                 "skill vs constant %s, vs EWMA %s; training %.1f s (%d epochs)",
@@ -124,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             decision = pipeline.decide_promotion(cand["version"], params)
             pipeline.write_outputs(cand["version"], params)
             log.info("candidate %s: %s (%s)", cand["version"], decision["status"], decision["reason"])
+            served = pipeline.predict_future(params)  # after every retrain: champion point + best band
+            log.info("served forecast: %s", json.dumps({k: v for k, v in served.items() if k != "predicted_close"}))
         else:
             result = pipeline.predict_future(_params(args))
             log.info("predict: %s", json.dumps(result))

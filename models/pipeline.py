@@ -774,6 +774,7 @@ def evaluate_offline(
     return {
         "metrics": metrics,
         "skill": _skills(metrics),
+        "served_point": served_point(metrics),
         "table": format_table(metrics, title=title) + "\n" + format_band_table(metrics),
         "train_seconds": info["train_seconds"],
         "predict_seconds": bt["predict_seconds"],
@@ -785,6 +786,19 @@ def evaluate_offline(
         "data_origin": loaded.origin,
         "data_table_version": loaded.table_version,
     }
+
+
+def served_point(metrics: dict, min_windows: int = DEFAULT_MIN_PROMOTION_WINDOWS,
+                 dm_alpha: float = DEFAULT_DM_ALPHA) -> dict:
+    """Which point model the promotion rule would serve on these metrics (lstm or persistence),
+    and its skill per horizon (0 for persistence, by construction)."""
+    o = metrics["overall"]
+    status, reason, _ = promotion_rule(o["model_rmse"], o["persistence_rmse"], n_windows=metrics["n_windows"],
+                                       min_windows=min_windows, dm_p=o.get("dm_p_model_better"), dm_alpha=dm_alpha)
+    model = "lstm" if status == "promoted" else "persistence"
+    rows = {r["horizon"]: r for r in metrics["per_horizon"]}
+    skill = {f"h{h}": (rows[h]["model_skill"] if model == "lstm" else 0.0) for h in SKILL_HORIZONS if h in rows}
+    return {"model": model, "reason": reason, "skill": skill}
 
 
 def _evaluate_rolling(frame, loaded, data: str, cfg: ModelConfig, start, retrain_every, s: Settings,
@@ -805,6 +819,7 @@ def _evaluate_rolling(frame, loaded, data: str, cfg: ModelConfig, start, retrain
     return {
         "metrics": metrics,
         "skill": _skills(metrics),
+        "served_point": served_point(metrics),
         "table": "\n".join([format_table(metrics, title=title), format_band_table(metrics), "refits:", *lines]),
         "refits": refits,
         "backtest_seconds": bt["seconds"],

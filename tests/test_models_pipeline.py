@@ -307,3 +307,33 @@ def test_persistence_and_the_best_band_are_served_when_no_lstm_is_promoted(setti
     skipped = pipeline.predict_future(params)
     assert skipped["status"] == "skipped" and "contain a gap" in skipped["reason"]
     assert len(lake.read_table("future_predictions", s)) == 24
+
+
+def test_rolling_backtest_refits_on_data_before_each_block(tmp_path, settings_env, caplog):
+    from models.cli import main
+
+    settings_env()
+    frame = candles_from_close(periodic_close(900))
+    test_from = frame["hour_start"].iloc[750]
+    csv_out = tmp_path / "metrics.csv"
+    argv = ["evaluate", "--data", _csv(tmp_path, frame), "--test-from", test_from.strftime("%Y-%m-%dT%H:%M"),
+            "--retrain-every", "50h", "--epochs", "1", "--csv", str(csv_out)]
+    caplog.set_level("INFO")
+    assert main(argv) == 0
+    from models.pipeline import evaluate_offline
+
+    table = pd.read_csv(csv_out)
+    assert list(table["horizon"])[-1] == "all" and len(table) == 25
+    assert {"band_garch_coverage", "band_lstm_winkler_skill_vs_constant", "model_skill"} <= set(table.columns)
+    msgs = " ".join(r.getMessage() for r in caplog.records)
+    assert "served point model by the promotion rule" in msgs
+    from models.config import ModelConfig
+
+    result = evaluate_offline(_csv(tmp_path, frame), test_from.isoformat(), ModelConfig(epochs=1, lstm_units=(4, 4)),
+                              retrain_every="50h")
+    refits = result["refits"]
+    # origins 750 .. 875 (the last with 24 h of actuals): blocks of 50 h from 750 -> 3 refits
+    assert [r["windows"] for r in refits] == [50, 50, 26]
+    assert result["metrics"]["n_windows"] == 126
+    for r in refits:  # every refit trained only on rows before its block (minus lookback + horizon)
+        assert pd.Timestamp(r["train_rows_end"]) < pd.Timestamp(r["block_start"]) - pd.Timedelta(hours=36)
