@@ -1,9 +1,10 @@
 """Task functions of the ``btc_retrain`` DAG (and the CLI): JSON in, JSON out, idempotent by version.
 
-Order: ``check_sufficiency`` -> ``train_candidate`` -> ``evaluate_candidate`` ->
-``decide_promotion`` -> ``predict_future`` -> ``write_outputs``. Each call can be repeated: a
-version is derived from the data (range, rows, hourly_metrics table version) and the
-hyperparameters, and work already stored for that version is reused instead of redone.
+Order: ``check_sufficiency`` -> ``train_candidate`` (when ``retrain_needed``) ->
+``evaluate_candidate`` -> ``decide_promotion`` -> ``predict_future`` -> ``write_outputs`` ->
+``headline_metrics``. Each call can be repeated: a version is derived from the data (range, rows,
+hourly_metrics table version) and the hyperparameters, and work already stored for that version
+is reused instead of redone.
 
 Data: hourly_metrics is a Delta table read with delta-rs (``models.data.read_hourly_metrics``:
 one symbol, the columns used, filters pushed down), at most once per task (a task's
@@ -12,19 +13,21 @@ one symbol, the columns used, filters pushed down), at most once per task (a tas
 travel), and ``as_of_version`` trains on a past version again.
 
 ``params`` keys (all optional): ``epochs``, ``lookback`` (12), ``horizon`` (24), ``test_hours``
-(length of the test window, the latest hours; default 168), ``force_promotion`` (False),
-``data_uri`` (default ``hourly_metrics`` under the storage root; a candle CSV also works),
-``symbol`` (default first of ``settings.binance_symbols``), ``promotion_policy`` (default
+(length of the test window, the latest hours; default 672 = 4 weeks), ``force_promotion``
+(False), ``min_promotion_windows`` (504 test windows before a promotion), ``dm_alpha`` (0.05:
+one-sided Diebold-Mariano level), ``min_retrain_hours`` (0: retrain whenever the table
+changed), ``data_uri`` (default ``hourly_metrics`` under the storage root; a candle CSV also
+works), ``symbol`` (default first of ``settings.binance_symbols``), ``promotion_policy`` (default
 ``settings.model_promotion_policy``), ``min_train_windows``, ``batch_size``, ``seed``,
 ``lstm_units`` (two ints; tests use tiny models), ``as_of_version`` (read hourly_metrics at this
 Delta version instead of the current one: reproduces a past training run).
 
 Outputs under the storage root: ``models/<version>/`` (registry files) and three Delta tables
 written with delta-rs (``btc_platform.lake.write_table``), where a repeat replaces the rows of
-the same key instead of adding copies: ``predictions`` (backtest forecasts with actuals, errors
-and interval bounds; key ``model_version``), ``prediction_metrics`` (one record per model version)
-and ``future_predictions`` (next ``horizon`` hours from the current model with interval bounds,
-model version, issue time; key symbol + model_version + origin_hour_start).
+the same key instead of adding copies: ``predictions`` (backtest forecasts with actuals, errors,
+the LSTM band and the baseline bands; key ``model_version``), ``prediction_metrics`` (one record
+per model version) and ``future_predictions`` (next ``horizon`` hours: champion point and best
+band, naming both and why (``choose_served``); key symbol + model_version + origin_hour_start).
 """
 
 from __future__ import annotations
