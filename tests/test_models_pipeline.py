@@ -337,3 +337,33 @@ def test_rolling_backtest_refits_on_data_before_each_block(tmp_path, settings_en
     assert result["metrics"]["n_windows"] == 126
     for r in refits:  # every refit trained only on rows before its block (minus lookback + horizon)
         assert pd.Timestamp(r["train_rows_end"]) < pd.Timestamp(r["block_start"]) - pd.Timedelta(hours=36)
+
+
+def test_a_point_network_saved_before_the_quantile_network_still_forecasts(settings_env):
+    """Models saved before the quantile head (Dense(horizon), Parkinson-calibrated intervals, no
+    bands.json) load and forecast: point = their output, band = their interval."""
+    import keras
+
+    from models.config import ModelConfig
+    from models.features import FEATURES, Scaler, build_features
+    from models.intervals import IntervalCalibration
+    from models.registry import Registry
+    from models.train import Forecaster
+
+    s = settings_env()
+    cfg = ModelConfig(lookback=4, horizon=3)
+    inputs = keras.Input(shape=(4, len(FEATURES)))
+    model = keras.Model(inputs, keras.layers.Dense(3, bias_initializer="ones")(keras.layers.Flatten()(inputs)))
+    scaler = Scaler(np.zeros(len(FEATURES)), np.ones(len(FEATURES)), np.full(3, 0.01))
+    calib = IntervalCalibration(0.8, np.full(3, -1.0), np.full(3, 1.0))
+    registry = Registry(s)
+    registry.save_forecaster("legacy", Forecaster(cfg, model, scaler, calib), {"symbol": "BTCUSDT"})
+    registry.fs.delete(registry.uri("legacy", "bands.json"))  # as saved before bands existed
+    frame = candles_from_close(periodic_close(40))
+    loaded = registry.load_forecaster("legacy")
+    feats = build_features(frame)
+    close = frame["close"].to_numpy()
+    out = loaded.forecast(np.nan_to_num(feats * 0.0), close, np.array([30, 31]))  # zero inputs: output = bias
+    np.testing.assert_allclose(out["log_returns"], 0.01)  # bias 1 x target_std 0.01
+    np.testing.assert_allclose(out["prices"], np.repeat(close[[30, 31]][:, None] * np.exp(0.01), 3, axis=1))
+    assert set(out["bands"]) == {"lstm"} and (out["low"] < out["prices"]).all() and (out["high"] > out["prices"]).all()
