@@ -52,8 +52,9 @@ bench: venv jars ## benchmarks that print figures
 
 DATA ?=
 evaluate: venv ## evaluate the LSTM on a candle file: make evaluate DATA=path/to/btc_usdt_1h.csv
-	@test -n "$(DATA)" || { echo "usage: make evaluate DATA=FILE_OR_URI [TEST_FROM=YYYY-MM-DD]"; exit 2; }
-	$(PY) -m models.cli evaluate --data "$(DATA)" $(if $(TEST_FROM),--test-from $(TEST_FROM),)
+	@test -n "$(DATA)" || { echo "usage: make evaluate DATA=FILE_OR_URI [TEST_FROM=YYYY-MM-DD] [RETRAIN_EVERY=30d] [CSV=.data/evaluate.csv]"; exit 2; }
+	@mkdir -p .data
+	$(PY) -m models.cli evaluate --data "$(DATA)" $(if $(TEST_FROM),--test-from $(TEST_FROM),) $(if $(RETRAIN_EVERY),--retrain-every $(RETRAIN_EVERY),) --csv "$(or $(CSV),.data/evaluate.csv)"
 
 lint: venv ## ruff (includes Airflow 3 AIR rules)
 	$(VENV)/bin/ruff check .

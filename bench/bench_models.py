@@ -68,7 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         ("skill h12", f"{sk['h12']:.4f}"),
         ("skill h24", f"{sk['h24']:.4f}"),
         ("skill overall", f"{sk['overall']:.4f}"),
-        ("80% interval coverage", f"{sk['interval_coverage']:.3f}"),
+        ("80% LSTM band coverage", f"{sk['interval_coverage']:.3f}"),
+        ("served band (calibrated, lowest interval score)", f"{sk.get('band_best')}"),
+        ("served band coverage", f"{sk.get('band_coverage'):.3f}"),
+        ("served band interval-score skill vs constant / EWMA",
+         f"{sk.get('band_winkler_skill_vs_constant'):.4f} / {sk.get('band_winkler_skill_vs_ewma'):.4f}"),
+        ("served point model", result["served_point"]["model"]),
         ("persistence RMSE h1 / h24 (USD)", f"{result['metrics']['per_horizon'][0]['persistence_rmse']:.1f} / "
                                             f"{result['metrics']['per_horizon'][23]['persistence_rmse']:.1f}"),
         ("epochs run", f"{result['epochs_run']}"),

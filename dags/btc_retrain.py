@@ -1,27 +1,34 @@
 """
 ### btc_retrain
 
-Daily (and on demand: **Trigger DAG w/ config**) retraining of the LSTM that forecasts BTC
-hourly closes from `hourly_metrics`.
+Retrains the quantile LSTM that forecasts BTC hourly closes from `hourly_metrics`, and serves
+the next `horizon` hours. Scheduled daily (`BTC_RETRAIN_SCHEDULE`) **and** on every update of
+the `hourly_metrics` asset (new consolidated or backfilled hours); also on demand (**Trigger DAG
+w/ config**). A run that has nothing to do is *skipped* with its reason, never failed.
 
 1. **check_sufficiency** - enough hourly history for lookback + test window? If not, the task
-   fails with a clear message: run the **btc_backfill** DAG first. Returns the `hourly_metrics`
-   Delta table version it read.
-2. **train** - trains a candidate model version (chronological split, scaler fitted on the
-   training part only) on exactly that table version (time travel), which the model records.
-3. **evaluate** - scores the candidate on the test window next to naive baselines; the task log
-   shows the metrics table.
-4. **promote_or_keep** - promotes the candidate when it beats the current model (or when
-   `force_promotion`), else keeps the current one; the decision is logged.
-5. **predict_next_24h** - forecasts the next `horizon` hours with the promoted model.
-6. **write_outputs** - writes the prediction_metrics and predictions Delta tables (the forecast
-   of step 5 is in future_predictions).
+   is skipped (a fresh install shows no red run) with the hours needed vs found: run
+   **btc_backfill** first. Returns the `hourly_metrics` Delta table version it read.
+2. **train** - trains a candidate on exactly that table version, unless nothing changed since
+   the newest model's `data_table_version`, or (asset/scheduled runs) the newest model's data
+   ends less than `min_retrain_hours` before the latest hour: then skipped with the reason, and
+   only the forecast is refreshed. Manual runs retrain whenever the data changed.
+3. **evaluate** - the candidate, persistence, drift and the 80 % bands (LSTM quantiles,
+   constant, EWMA, GARCH) on the test window; the task log shows both tables.
+4. **promote_or_keep** - promotes the candidate only if it beats persistence (and the current
+   model) on at least `min_promotion_windows` windows with a Diebold-Mariano p-value < 0.05,
+   or `force_promotion`; the decision and its reason are logged.
+5. **predict_next_24h** - runs after every run that did not fail: the champion point forecast
+   (current LSTM, else persistence) with the best band, each row naming both and why.
+6. **score_forecasts** - joins past forecasts with the closes that arrived
+   (`forecast_actuals`: errors and band hits per model version).
+7. **write_outputs** - the prediction_metrics and predictions Delta tables.
+8. **publish_metrics** - headline metrics (skill per horizon, band coverage, interval-score
+   skill, decision) as XCom and as the `extra` of the `prediction_metrics` asset event.
 
-Every task reads `hourly_metrics` once, through delta-rs (one symbol, the columns it needs).
-
-Params: `epochs`, `lookback` (hours of input), `horizon` (hours forecast), `test_hours` (test
-window), `force_promotion`, `as_of_version` (retrain on `hourly_metrics` as it was at that Delta
-version, e.g. the `data_table_version` in a model's training.json; empty = current).
+Params: `epochs`, `lookback`, `horizon`, `test_hours` (test window, default 4 weeks),
+`force_promotion`, `min_promotion_windows`, `min_retrain_hours`, `as_of_version` (retrain on
+`hourly_metrics` as it was at that Delta version; empty = current).
 """
 
 from __future__ import annotations
@@ -29,17 +36,19 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, chain, dag, task
 
+from btc_platform import datasets
+from btc_platform.orchestration import HOURLY_METRICS_ASSET
 from btc_platform.settings import get_settings
 
 settings = get_settings()
+hourly_metrics = Asset(name=HOURLY_METRICS_ASSET, uri=settings.path(datasets.HOURLY_METRICS))
+prediction_metrics = Asset(name=datasets.PREDICTION_METRICS, uri=settings.path(datasets.PREDICTION_METRICS))
 
 
 def _params(params) -> dict:
     """The pipeline's params: the DAG Params plus data location and symbol from settings."""
-    from btc_platform import datasets
-
     out = dict(params or {})
     out.setdefault("data_uri", settings.path(datasets.HOURLY_METRICS))
     out.setdefault("symbol", settings.binance_symbols[0])
@@ -48,7 +57,9 @@ def _params(params) -> dict:
 
 @dag(
     dag_id="btc_retrain",
-    schedule=settings.retrain_schedule,
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable(settings.retrain_schedule, timezone="UTC"), assets=[hourly_metrics]
+    ),
     start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -62,10 +73,17 @@ def _params(params) -> dict:
         "lookback": Param(12, type="integer", minimum=2, maximum=720, description="Input window, hours."),
         "horizon": Param(24, type="integer", minimum=1, maximum=168, description="Forecast horizon, hours."),
         "test_hours": Param(
-            168, type="integer", minimum=2, description="Test window, hours (the most recent; > horizon)."
+            672, type="integer", minimum=2, description="Test window, hours (the most recent; > horizon)."
         ),
         "force_promotion": Param(
             False, type="boolean", description="Promote the candidate regardless of metrics."
+        ),
+        "min_promotion_windows": Param(
+            504, type="integer", minimum=1, description="Test windows needed before a candidate can be promoted."
+        ),
+        "min_retrain_hours": Param(
+            20, type="integer", minimum=0,
+            description="Scheduled/asset runs retrain only when the newest model's data is this many hours old.",
         ),
         "as_of_version": Param(
             None,
@@ -78,37 +96,44 @@ def _params(params) -> dict:
 def btc_retrain():
     @task(retries=0)
     def check_sufficiency(params=None) -> dict:
-        """Fail early (no retry) with a pointer to btc_backfill when history is too short."""
-        from airflow.sdk.exceptions import AirflowFailException
+        """Skip (no retry, not a failure) with a pointer to btc_backfill when history is too short."""
+        from airflow.sdk.exceptions import AirflowSkipException
 
         from models.pipeline import InsufficientHistoryError, check_sufficiency
 
         try:
             return check_sufficiency(_params(params))
         except InsufficientHistoryError as exc:
-            raise AirflowFailException(
-                f"{exc} -- not enough hourly history to train: trigger the btc_backfill DAG "
-                "(source=binance with a date range, or source=file with a candle file) and retry."
+            raise AirflowSkipException(
+                f"{exc} -- not enough hourly history to train yet: trigger the btc_backfill DAG "
+                "(source=binance with a date range, or source=file with a candle file) or let the stream run."
             ) from exc
 
     @task(execution_timeout=timedelta(hours=2))
-    def train(sufficiency: dict, params=None) -> str:
-        """Train (or reuse, same data + hyperparameters) a candidate on the table version that
-        check_sufficiency read; returns its version."""
+    def train(sufficiency: dict, params=None, dag_run=None) -> str:
+        """Train (or reuse) a candidate on the table version check_sufficiency read; skipped
+        with the reason when nothing changed or the newest model is recent enough."""
         import logging
 
-        from models.pipeline import train_candidate
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from models.pipeline import retrain_needed, train_candidate
 
         pinned = _params(params)
+        if dag_run is not None and str(dag_run.run_type).lower().endswith("manual"):
+            pinned["min_retrain_hours"] = 0
+        needed, reason = retrain_needed(pinned, sufficiency.get("table_version"), sufficiency["end"])
+        if not needed:
+            raise AirflowSkipException(reason)
         if pinned.get("as_of_version") is None:
             pinned["as_of_version"] = sufficiency.get("table_version")
         result = train_candidate(pinned)
-        logging.getLogger("btc_retrain").info("candidate: %s", result)
+        logging.getLogger("btc_retrain").info("candidate (%s): %s", reason, result)
         return result["version"]
 
     @task
     def evaluate(version: str, params=None) -> dict:
-        """Metrics on the test window next to the naive baselines (the table is in the log)."""
+        """Metrics on the test window next to the naive baselines (the tables are in the log)."""
         import logging
 
         from models.pipeline import evaluate_candidate
@@ -120,7 +145,7 @@ def btc_retrain():
         return {k: v for k, v in result.items() if k != "table"}
 
     @task
-    def promote_or_keep(version: str, _metrics: dict, params=None) -> dict:
+    def promote_or_keep(version: str, params=None) -> dict:
         import logging
 
         from models.pipeline import decide_promotion
@@ -129,24 +154,47 @@ def btc_retrain():
         logging.getLogger("btc_retrain").info("promotion decision for %s: %s", version, decision)
         return decision
 
-    @task
-    def predict_next_24h(_decision: dict, params=None) -> dict:
+    @task(trigger_rule="none_failed")
+    def predict_next_24h(params=None) -> dict:
+        """The served forecast; skipped with the reason when there is no model or history yet."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from models.pipeline import predict_future
 
-        return predict_future(_params(params))
+        result = predict_future(_params(params))
+        if result["status"] == "skipped":
+            raise AirflowSkipException(f"no forecast served: {result['reason']}")
+        return result
+
+    @task(trigger_rule="all_done")
+    def score_forecasts() -> dict:
+        from models.realised import score_forecasts
+
+        return score_forecasts(settings)
 
     @task
-    def write_outputs(version: str, _forecast: dict, params=None) -> dict:
+    def write_outputs(version: str, params=None) -> dict:
         from models.pipeline import write_outputs
 
         return write_outputs(version, _params(params))
 
+    @task(outlets=[prediction_metrics])
+    def publish_metrics(version: str, params=None, outlet_events=None) -> dict:
+        """Headline metrics as XCom (this task's return value) and as the asset event's extra."""
+        from models.pipeline import headline_metrics
+
+        headline = headline_metrics(version, _params(params))
+        outlet_events[prediction_metrics].extra = headline
+        return headline
+
     ok = check_sufficiency()
     version = train(ok)
     metrics = evaluate(version)
-    decision = promote_or_keep(version, metrics)
-    forecast = predict_next_24h(decision)
-    write_outputs(version, forecast)
+    decision = promote_or_keep(version)
+    forecast = predict_next_24h()
+    outputs = write_outputs(version)
+    chain(metrics, decision, forecast, outputs, publish_metrics(version))
+    chain(forecast, score_forecasts())
 
 
 btc_retrain()

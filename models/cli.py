@@ -1,13 +1,15 @@
 """Command line: ``python -m models.cli train|predict|evaluate``.
 
 * ``train``    one retrain run as the DAG does it: check history, train a candidate on everything
-               before the latest test window, evaluate it against persistence and drift, promote
-               it or keep it as a rejected candidate, publish the predictions and
-               prediction_metrics tables. ``--as-of-version N`` trains on hourly_metrics as it was
+               before the latest test window, evaluate it against persistence, drift and the band
+               baselines, promote it or keep it as a rejected candidate, publish the predictions and
+               prediction_metrics tables and serve the next 24 h (future_predictions). ``--as-of-version N`` trains on hourly_metrics as it was
                at Delta version N (time travel; the version a model records in training.json).
-* ``predict``  forecast the next 24 h with the ``current`` model into the future_predictions table.
+* ``predict``  serve the next 24 h (champion point: current LSTM else persistence; best band) into
+               the future_predictions table.
 * ``evaluate`` offline evaluation of a candle CSV or an hourly_metrics Delta table: train on the
-               data before ``--test-from`` (default: the last 6 months), print the metrics table.
+               data before ``--test-from`` (default: the last 6 months), print the point and band
+               tables (``--csv`` writes them); ``--retrain-every 30d``: rolling-origin backtest.
 
 Exit codes: 0 ok, 2 bad arguments/configuration, 3 not enough history, 1 other failures.
 """
@@ -60,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the last 6 months of the data)")
     _as_of(p_eval)
     p_eval.add_argument("--json", dest="json_out", default=None, help="also write the full metrics as JSON to this file")
+    p_eval.add_argument("--csv", dest="csv_out", default=None,
+                        help="also write the metrics table (per horizon + overall) as CSV to this file")
+    p_eval.add_argument("--retrain-every", default=None, metavar="EVERY",
+                        help="rolling-origin backtest: refit every EVERY (30d, 720h, 4w) over the test span "
+                        "(default: one fit before --test-from)")
     return parser
 
 
@@ -91,16 +98,25 @@ def main(argv: list[str] | None = None) -> int:
 
             cfg = ModelConfig().replace(lookback=args.lookback, horizon=args.horizon, epochs=args.epochs)
             result = pipeline.evaluate_offline(
-                args.data, args.test_from, cfg, args.symbol, settings, as_of_version=args.as_of_version
+                args.data, args.test_from, cfg, args.symbol, settings, as_of_version=args.as_of_version,
+                retrain_every=args.retrain_every,
             )
-            log.info("metrics table\n%s", result["table"])
+            sys.stdout.write(result["table"] + "\n")
+            sk = result["skill"]
+            log.info("served point model by the promotion rule: %s (%s)", result["served_point"]["model"],
+                     result["served_point"]["reason"])
             log.info(
-                "skill h1 %.4f, h6 %.4f, h12 %.4f, h24 %.4f; interval coverage %.3f; training %.1f s "
-                "(%d epochs); prediction %.3f s for %d windows (%.3f ms/window)",
-                result["skill"]["h1"], result["skill"]["h6"], result["skill"]["h12"], result["skill"]["h24"],
-                result["skill"]["interval_coverage"], result["train_seconds"], result["epochs_run"],
-                result["predict_seconds"], result["metrics"]["n_windows"], result["predict_ms_per_window"],
+                "LSTM skill h1 %.4f, h6 %.4f, h12 %.4f, h24 %.4f; served band %s coverage %s, interval-score "
+                "skill vs constant %s, vs EWMA %s; training %.1f s (%d epochs)",
+                sk["h1"], sk["h6"], sk["h12"], sk["h24"], sk.get("band_best"), sk.get("band_coverage"),
+                sk.get("band_winkler_skill_vs_constant"), sk.get("band_winkler_skill_vs_ewma"),
+                result["train_seconds"], result["epochs_run"],
             )
+            if args.csv_out:
+                from models.backtest import metrics_frame
+
+                metrics_frame(result["metrics"]).to_csv(args.csv_out, index=False)
+                log.info("metrics table written to %s", args.csv_out)
             if args.json_out:
                 with open(args.json_out, "w", encoding="utf-8") as fh:
                     json.dump({k: v for k, v in result.items() if k != "table"}, fh, indent=2, default=str)
@@ -112,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             decision = pipeline.decide_promotion(cand["version"], params)
             pipeline.write_outputs(cand["version"], params)
             log.info("candidate %s: %s (%s)", cand["version"], decision["status"], decision["reason"])
+            served = pipeline.predict_future(params)  # after every retrain: champion point + best band
+            log.info("served forecast: %s", json.dumps({k: v for k, v in served.items() if k != "predicted_close"}))
         else:
             result = pipeline.predict_future(_params(args))
             log.info("predict: %s", json.dumps(result))

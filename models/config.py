@@ -29,6 +29,9 @@ class ModelConfig:
     min_train_windows: int = 200  # fewer usable training windows -> InsufficientHistoryError
     min_val_windows: int = 24
     interval_level: float = 0.80
+    #: quantiles the network predicts (pinball loss); the median is the point forecast and the
+    #: outer pair, conformally widened on the validation slice, the model's ``interval_level`` band
+    quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
     seed: int = 42
     features: tuple[str, ...] = field(default=())  # filled from models.features.FEATURES
 
@@ -39,6 +42,9 @@ class ModelConfig:
             raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
         if not 0 < self.interval_level < 1:
             raise ValueError(f"interval_level must be in (0, 1), got {self.interval_level}")
+        if len(self.quantiles) != 3 or not 0 < self.quantiles[0] < 0.5 < self.quantiles[2] < 1 \
+                or self.quantiles[1] != 0.5:
+            raise ValueError(f"quantiles must be (low, 0.5, high) around the median, got {self.quantiles}")
         if not self.features:
             from models.features import FEATURES
 
@@ -60,7 +66,7 @@ class ModelConfig:
     def from_dict(cls, data: dict) -> ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
-        for key in ("lstm_units", "features"):
+        for key in ("lstm_units", "features", "quantiles"):
             if key in kwargs and kwargs[key] is not None:
                 kwargs[key] = tuple(kwargs[key])
         return cls(**kwargs)

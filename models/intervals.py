@@ -56,3 +56,38 @@ def coverage(actual: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarra
     """Share of actual prices inside [low, high] per step (horizon,)."""
     inside = (actual >= low) & (actual <= high)
     return inside.mean(axis=0)
+
+
+@dataclass
+class ConformalCalibration:
+    """Conformalised quantile regression (CQR) of the network's outer quantiles, per step.
+
+    On the validation slice (never the test window) the conformity score of a window is
+    ``max(q_low - y, y - q_high)`` (log returns); ``offset[k]`` is its ``level`` quantile, and the
+    band is ``close_t * exp([q_low - offset, q_high + offset])`` (an offset may be negative: the
+    raw quantiles were too wide).
+    """
+
+    level: float
+    offset: np.ndarray  # (horizon,)
+
+    @classmethod
+    def fit(cls, y_true: np.ndarray, q_low: np.ndarray, q_high: np.ndarray, level: float) -> ConformalCalibration:
+        score = np.maximum(q_low - y_true, y_true - q_high)
+        n = len(y_true)
+        rank = min(1.0, np.ceil((n + 1) * level) / n)  # finite-sample CQR quantile
+        return cls(level, np.quantile(score, rank, axis=0))
+
+    def bounds(self, last_close: np.ndarray, q_low: np.ndarray, q_high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        base = np.asarray(last_close, dtype=np.float64)[:, None]
+        return base * np.exp(q_low - self.offset[None, :]), base * np.exp(q_high + self.offset[None, :])
+
+    def to_dict(self) -> dict:
+        return {"kind": "conformal", "level": self.level, "offset": self.offset.tolist()}
+
+
+def calibration_from_dict(data: dict):
+    """IntervalCalibration (point models saved before the quantile network) or ConformalCalibration."""
+    if data.get("kind") == "conformal":
+        return ConformalCalibration(float(data["level"]), np.asarray(data["offset"]))
+    return IntervalCalibration.from_dict(data)

@@ -1,6 +1,10 @@
-"""The Keras 3 network: two stacked LSTM layers with dropout -> Dense(horizon) scaled log returns.
+"""The Keras 3 network: two stacked LSTM layers with dropout -> quantiles of the scaled log returns.
 
-The head starts at zero, i.e. at the persistence forecast (see ``build_model``).
+The head is ``Dense(len(quantiles) * horizon)``: output ``[:, i * horizon + k]`` is the
+``quantiles[i]`` quantile of the (scaled) log return k+1 hours ahead, trained with the pinball
+(quantile) loss averaged over quantiles and steps (``pinball_loss``). Its weights start at zero
+and its biases at the training quantiles of the scaled targets, i.e. at a constant band around
+the persistence forecast; training moves it only where the validation slice agrees.
 
 Keras/TensorFlow are imported inside the functions; ``configure_runtime`` sets the thread
 pools (2 cores shared with Spark/Kafka here) and must run before TensorFlow does any work.
@@ -34,9 +38,28 @@ def configure_runtime(threads: int, seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def build_model(config):
-    """Input(lookback, n_features) -> LSTM -> Dropout -> LSTM -> Dropout -> Dense(horizon)."""
+def pinball_loss(quantiles, horizon: int):
+    """Mean pinball loss of a flat (batch, n_quantiles * horizon) output against (batch, horizon)."""
+    import numpy as np
+    from keras import ops
+
+    q = np.asarray(quantiles, dtype="float32").reshape(1, -1, 1)
+
+    def loss(y_true, y_pred):
+        pred = ops.reshape(y_pred, (-1, q.shape[1], horizon))
+        err = ops.expand_dims(ops.cast(y_true, pred.dtype), 1) - pred
+        return ops.mean(ops.maximum(q * err, (q - 1.0) * err), axis=(1, 2))
+
+    return loss  # a plain function: Keras wraps it (models load with compile=False, no custom objects)
+
+
+def build_model(config, target_quantiles=None):
+    """Input(lookback, n_features) -> LSTM -> Dropout -> LSTM -> Dropout -> Dense(n_q * horizon).
+
+    ``target_quantiles`` (n_q, horizon): starting biases (quantiles of the scaled fit targets).
+    """
     import keras
+    import numpy as np
     from keras import layers
 
     units1, units2 = config.lstm_units
@@ -45,13 +68,17 @@ def build_model(config):
     x = layers.Dropout(config.dropout, name="dropout_1")(x)
     x = layers.LSTM(units2, name="lstm_2")(x)
     x = layers.Dropout(config.dropout, name="dropout_2")(x)
-    # zero-initialised head: an untrained network forecasts "no change" (= persistence) and only
-    # moves away from it where training finds signal that also holds on the validation slice
-    outputs = layers.Dense(
-        config.horizon, kernel_initializer="zeros", bias_initializer="zeros", name="scaled_log_returns"
-    )(x)
+    # zero-initialised head: an untrained network forecasts a constant band around "no change"
+    # (= persistence) and only moves away from it where training finds signal
+    n_out = len(config.quantiles) * config.horizon
+    head = layers.Dense(n_out, kernel_initializer="zeros", bias_initializer="zeros", name="scaled_return_quantiles")
+    outputs = head(x)
     model = keras.Model(inputs, outputs, name="btc_lstm")
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
+    if target_quantiles is not None:
+        kernel, _bias = head.get_weights()
+        head.set_weights([kernel, np.asarray(target_quantiles, dtype="float32").reshape(n_out)])
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                  loss=pinball_loss(config.quantiles, config.horizon))
     return model
 
 
@@ -59,7 +86,7 @@ def fit_model(model, config, x_fit, y_fit, x_val, y_val) -> dict:
     """Train with EarlyStopping on the validation slice (best weights restored); returns history."""
     import keras
 
-    # the zero-initialised head forecasts "no change": this is the persistence loss on validation
+    # the initial head is a constant band around "no change": its validation loss is the bar
     initial_val_loss = float(model.evaluate(x_val, y_val, batch_size=config.batch_size, verbose=0))
     stop = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=config.patience, restore_best_weights=True, verbose=0

@@ -1,9 +1,10 @@
 """Task functions of the ``btc_retrain`` DAG (and the CLI): JSON in, JSON out, idempotent by version.
 
-Order: ``check_sufficiency`` -> ``train_candidate`` -> ``evaluate_candidate`` ->
-``decide_promotion`` -> ``predict_future`` -> ``write_outputs``. Each call can be repeated: a
-version is derived from the data (range, rows, hourly_metrics table version) and the
-hyperparameters, and work already stored for that version is reused instead of redone.
+Order: ``check_sufficiency`` -> ``train_candidate`` (when ``retrain_needed``) ->
+``evaluate_candidate`` -> ``decide_promotion`` -> ``predict_future`` -> ``write_outputs`` ->
+``headline_metrics``. Each call can be repeated: a version is derived from the data (range, rows,
+hourly_metrics table version) and the hyperparameters, and work already stored for that version
+is reused instead of redone.
 
 Data: hourly_metrics is a Delta table read with delta-rs (``models.data.read_hourly_metrics``:
 one symbol, the columns used, filters pushed down), at most once per task (a task's
@@ -12,19 +13,21 @@ one symbol, the columns used, filters pushed down), at most once per task (a tas
 travel), and ``as_of_version`` trains on a past version again.
 
 ``params`` keys (all optional): ``epochs``, ``lookback`` (12), ``horizon`` (24), ``test_hours``
-(length of the test window, the latest hours; default 168), ``force_promotion`` (False),
-``data_uri`` (default ``hourly_metrics`` under the storage root; a candle CSV also works),
-``symbol`` (default first of ``settings.binance_symbols``), ``promotion_policy`` (default
+(length of the test window, the latest hours; default 672 = 4 weeks), ``force_promotion``
+(False), ``min_promotion_windows`` (504 test windows before a promotion), ``dm_alpha`` (0.05:
+one-sided Diebold-Mariano level), ``min_retrain_hours`` (0: retrain whenever the table
+changed), ``data_uri`` (default ``hourly_metrics`` under the storage root; a candle CSV also
+works), ``symbol`` (default first of ``settings.binance_symbols``), ``promotion_policy`` (default
 ``settings.model_promotion_policy``), ``min_train_windows``, ``batch_size``, ``seed``,
 ``lstm_units`` (two ints; tests use tiny models), ``as_of_version`` (read hourly_metrics at this
 Delta version instead of the current one: reproduces a past training run).
 
 Outputs under the storage root: ``models/<version>/`` (registry files) and three Delta tables
 written with delta-rs (``btc_platform.lake.write_table``), where a repeat replaces the rows of
-the same key instead of adding copies: ``predictions`` (backtest forecasts with actuals, errors
-and interval bounds; key ``model_version``), ``prediction_metrics`` (one record per model version)
-and ``future_predictions`` (next ``horizon`` hours from the current model with interval bounds,
-model version, issue time; key symbol + model_version + origin_hour_start).
+the same key instead of adding copies: ``predictions`` (backtest forecasts with actuals, errors,
+the LSTM band and the baseline bands; key ``model_version``), ``prediction_metrics`` (one record
+per model version) and ``future_predictions`` (next ``horizon`` hours: champion point and best
+band, naming both and why (``choose_served``); key symbol + model_version + origin_hour_start).
 """
 
 from __future__ import annotations
@@ -65,11 +68,18 @@ __all__ = [
     "evaluate_candidate",
     "decide_promotion",
     "predict_future",
+    "choose_served",
+    "retrain_needed",
     "write_outputs",
     "evaluate_offline",
 ]
 
-DEFAULT_TEST_HOURS = 168
+#: four weeks of hourly forecast origins: enough windows to tell a real difference from noise
+DEFAULT_TEST_HOURS = 672
+#: promotion needs at least this many test windows (three weeks of origins) ...
+DEFAULT_MIN_PROMOTION_WINDOWS = 504
+#: ... and a one-sided Diebold-Mariano p-value below this
+DEFAULT_DM_ALPHA = 0.05
 _CONFIG_KEYS = ("epochs", "lookback", "horizon", "min_train_windows", "min_val_windows", "batch_size", "seed", "patience")
 
 
@@ -83,6 +93,10 @@ class Context:
     force: bool
     policy: str
     as_of_version: int | None = None
+    min_promotion_windows: int = DEFAULT_MIN_PROMOTION_WINDOWS
+    dm_alpha: float = DEFAULT_DM_ALPHA
+    #: retrain only when the newest model's data ends at least this many hours before the data
+    min_retrain_hours: int = 0
     #: what this task has read, by (uri, symbol, version, until): each series is read once per task
     loaded: dict = field(default_factory=dict)
 
@@ -112,6 +126,9 @@ def resolve(params: dict | None, settings: Settings | None = None) -> Context:
         force=bool(p.get("force_promotion", False)),
         policy=policy,
         as_of_version=None if as_of is None else int(as_of),
+        min_promotion_windows=int(p.get("min_promotion_windows") or DEFAULT_MIN_PROMOTION_WINDOWS),
+        dm_alpha=float(p.get("dm_alpha") or DEFAULT_DM_ALPHA),
+        min_retrain_hours=int(p.get("min_retrain_hours") or 0),
     )
 
 
@@ -276,13 +293,14 @@ def evaluate_candidate(version: str, params: dict | None = None) -> dict:
 
 
 def _evaluate(ctx: Context, registry, version: str) -> dict:
-    from models.evaluate import evaluate_forecasts, format_table
+    from models.evaluate import evaluate_forecasts, format_band_table, format_table
 
     if registry.exists(version, "metrics.json"):
         metrics = registry.read_json(version, "metrics.json")
     else:
         forecaster, _frame, _split, bt, training = _backtest_version(registry, version, ctx)
-        metrics = evaluate_forecasts(bt["actual"], bt["last_close"], bt["forecasts"], bt["low"], bt["high"])
+        metrics = evaluate_forecasts(bt["actual"], bt["last_close"], bt["forecasts"], bt["low"], bt["high"],
+                                     bands=bt["bands"], level=forecaster.config.interval_level)
         metrics.update(
             {
                 "version": version,
@@ -295,6 +313,7 @@ def _evaluate(ctx: Context, registry, version: str) -> dict:
         registry.write_frame(version, "backtest.parquet", _backtest_frame(version, bt))
         registry.write_json(version, "metrics.json", metrics)
     table = format_table(metrics, title=f"model {version}: test window from {metrics['test_from']} to {metrics['data_end']}")
+    table += "\n" + format_band_table(metrics)
     log.info("evaluation of %s:\n%s", version, table)
     return {"version": version, "overall": metrics["overall"], "skill": _skills(metrics), "table": table}
 
@@ -302,8 +321,19 @@ def _evaluate(ctx: Context, registry, version: str) -> dict:
 def _skills(metrics: dict) -> dict:
     rows = {r["horizon"]: r for r in metrics["per_horizon"]}
     out = {f"h{h}": rows[h].get("model_skill") for h in SKILL_HORIZONS if h in rows}
-    out["overall"] = metrics["overall"].get("model_skill")
-    out["interval_coverage"] = metrics["overall"].get("interval_coverage")
+    o = metrics["overall"]
+    out["overall"] = o.get("model_skill")
+    out["interval_coverage"] = o.get("interval_coverage")
+    best = o.get("band_best")
+    if best:
+        out["band_best"] = best
+        out["band_coverage"] = o.get(f"band_{best}_coverage")
+        for h in SKILL_HORIZONS:
+            if h in rows:
+                out[f"band_coverage_h{h}"] = rows[h].get(f"band_{best}_coverage")
+        for other in ("constant", "ewma"):
+            out[f"band_winkler_skill_vs_{other}"] = 0.0 if best == other else o.get(f"band_{best}_winkler_skill_vs_{other}")
+    out["dm_p_model_better"] = o.get("dm_p_model_better")
     return out
 
 
@@ -328,6 +358,8 @@ def _backtest_frame(version: str, bt: dict) -> pd.DataFrame:
             "inside_interval": (actual >= low) & (actual <= high),
             "persistence_close": bt["forecasts"]["persistence"].ravel(),
             "drift_close": bt["forecasts"]["drift"].ravel(),
+            **{f"{side}_{name}": bound.ravel() for name, (lo, hi) in bt["bands"].items() if name != "lstm"
+               for side, bound in (("lower", lo), ("upper", hi))},
             "error": pred - actual,
             "abs_error": np.abs(pred - actual),
             "abs_pct_error": 100.0 * np.abs(pred - actual) / np.abs(actual),
@@ -366,13 +398,23 @@ def promotion_rule(
     current_rmse: float | None = None,
     candidate_rmse_common: float | None = None,
     force: bool = False,
+    n_windows: int | None = None,
+    min_windows: int = 0,
+    dm_p: float | None = None,
+    dm_alpha: float = 1.0,
 ) -> tuple[str, str, bool]:
     """(status, reason, forced): "promoted" only if the candidate's RMSE is strictly below
-    persistence and (when ``current_rmse`` is given) below the current model on the same windows;
-    otherwise "rejected" with every reason, unless ``force`` (then promoted, forced=True)."""
+    persistence, on at least ``min_windows`` test windows, with a one-sided Diebold-Mariano
+    p-value ``dm_p`` below ``dm_alpha`` (a smaller difference is noise, not a win), and (when
+    ``current_rmse`` is given) below the current model on the same windows; otherwise "rejected"
+    with every reason, unless ``force`` (then promoted, forced=True)."""
     against = []
     if not candidate_rmse < persistence_rmse:
         against.append(f"RMSE {candidate_rmse:.2f} is not below persistence {persistence_rmse:.2f}")
+    if n_windows is not None and n_windows < min_windows:
+        against.append(f"only {n_windows} test windows, promotion needs {min_windows}")
+    if dm_p is not None and not dm_p < dm_alpha:
+        against.append(f"difference to persistence is within noise (Diebold-Mariano p {dm_p:.3f} >= {dm_alpha})")
     if current_rmse is not None:
         cand = candidate_rmse if candidate_rmse_common is None else candidate_rmse_common
         if not cand < current_rmse:
@@ -402,10 +444,12 @@ def decide_promotion(version: str, params: dict | None = None) -> dict:
             return previous
     if not registry.exists(version, "metrics.json"):
         _evaluate(ctx, registry, version)
-    overall = registry.read_json(version, "metrics.json")["overall"]
+    metrics = registry.read_json(version, "metrics.json")
+    overall = metrics["overall"]
     current = registry.current_version()
     checks: dict = {"candidate_rmse": overall["model_rmse"], "persistence_rmse": overall["persistence_rmse"],
-                    "current_version": current}
+                    "current_version": current, "test_windows": metrics["n_windows"],
+                    "dm_p_model_better": overall.get("dm_p_model_better")}
     if current and current != version and ctx.policy == "beat_current_and_persistence":
         cand_common, cur_rmse, n_common = _rmse_on_common_windows(registry, version, current, ctx)
         checks.update({"current_rmse": cur_rmse, "candidate_rmse_common": cand_common, "common_windows": n_common})
@@ -416,6 +460,10 @@ def decide_promotion(version: str, params: dict | None = None) -> dict:
         current_rmse=checks.get("current_rmse"),
         candidate_rmse_common=checks.get("candidate_rmse_common"),
         force=ctx.force,
+        n_windows=metrics["n_windows"],
+        min_windows=ctx.min_promotion_windows,
+        dm_p=overall.get("dm_p_model_better"),
+        dm_alpha=ctx.dm_alpha,
     )
     if current == version:
         status, reason, forced = "promoted", "already the current model", False
@@ -435,71 +483,167 @@ def decide_promotion(version: str, params: dict | None = None) -> dict:
     return decision
 
 
-def predict_future(params: dict | None = None) -> dict:
-    """Forecast the next ``horizon`` hours from the latest data with the ``current`` model.
+def latest_version(registry) -> str | None:
+    """The newest complete model version that has been evaluated (versions start with their data end)."""
+    evaluated = [v for v in registry.versions() if registry.exists(v, "metrics.json")]
+    if not evaluated:
+        return None
+    end = max(v.split("-")[0] for v in evaluated)  # several models on the same data: the last saved
+    same = [v for v in evaluated if v.split("-")[0] == end]
+    return max(same, key=lambda v: (registry.read_json(v, "training.json").get("saved_at") or "", v))
 
-    Without a current model (none yet promoted) nothing is served: returns status "skipped"
-    with the reason. The forecast goes to the future_predictions table; a repeat for the same
-    symbol, model version and last observed hour replaces those rows, never duplicates them.
+
+def choose_served(registry) -> dict:
+    """Which point and band model serve the forecast, and why.
+
+    Point: the ``current`` LSTM (promoted because it beat persistence beyond noise, or forced),
+    else persistence. Band: the model with the lowest interval score on the test window of the
+    newest evaluated version (its LSTM band or one of its fitted baselines). Raises
+    ModelNotFoundError when no version was ever evaluated.
     """
-    from models.registry import Registry, utcnow_iso
+    from models.registry import ModelNotFoundError
+
+    ref = latest_version(registry)
+    if ref is None:
+        raise ModelNotFoundError("no evaluated model version yet: run btc_retrain first")
+    current = registry.current()
+    if current is not None:
+        point, point_version = "lstm", current["version"]
+        point_reason = f"LSTM {current['version']} is the current model: {current['reason']}"
+    else:
+        point, point_version = "persistence", None
+        decision = registry.read_json(ref, "decision.json") if registry.exists(ref, "decision.json") else {}
+        point_reason = "persistence: no LSTM has beaten it" + (
+            f" (latest candidate {ref}: {decision['reason']})" if decision.get("reason") else "")
+    overall = registry.read_json(ref, "metrics.json")["overall"]
+    band = overall.get("band_best") or "lstm"
+    if overall.get(f"band_{band}_winkler") is not None:
+        others = ", ".join(
+            f"{k[len('band_'):-len('_winkler')]} {v:.1f}" for k, v in overall.items()
+            if k.startswith("band_") and k.endswith("_winkler") and v is not None)
+        band_reason = f"lowest interval score on the test window of {ref} ({others})"
+    else:
+        band_reason = f"model {ref} was evaluated before band baselines existed: its own interval"
+    return {"reference_version": ref, "point_model": point, "point_version": point_version,
+            "point_reason": point_reason, "band_model": band, "band_reason": band_reason}
+
+
+def predict_future(params: dict | None = None) -> dict:
+    """Forecast the next ``horizon`` hours from the latest data: the champion point model and
+    the best band (``choose_served``), written to future_predictions.
+
+    Returns status "skipped" with the reason, and writes nothing, when no model was evaluated
+    yet or the latest hours are too few or contain a gap (nothing is invented). A repeat for the
+    same symbol, model version and last observed hour replaces those rows, never duplicates them.
+    """
+    from models.registry import ModelNotFoundError, Registry, utcnow_iso
 
     ctx = resolve(params)
     registry = Registry(ctx.settings)
-    current = registry.current_version()
-    if current is None:
-        reason = "no current model: no candidate has beaten persistence yet (or been force-promoted)"
-        log.warning("future predictions skipped: %s", reason)
-        return {"status": "skipped", "reason": reason}
-    forecaster = registry.load_forecaster(current)
+    try:
+        served = choose_served(registry)
+    except ModelNotFoundError as exc:
+        log.warning("future predictions skipped: %s", exc)
+        return {"status": "skipped", "reason": str(exc)}
+    ref = served["reference_version"]
+    forecaster = registry.load_forecaster(ref)
     cfg = forecaster.config
-    data = _load(ctx, version=ctx.as_of_version)
+    try:
+        data = _load(ctx, version=ctx.as_of_version)
+    except HistoryNotFoundError as exc:
+        log.warning("future predictions skipped: %s", exc)
+        return {"status": "skipped", "reason": str(exc)}
     frame = data.frame
     need = cfg.lookback + 1
+    reason = None
     if len(frame) < need:
-        raise InsufficientHistoryError(need, len(frame), what="latest consecutive hours")
-    seg = segment_ids(frame["hour_start"])
-    if seg[-need] != seg[-1]:
-        raise DataError(
-            f"the latest {need} hours up to {frame['hour_start'].iloc[-1].isoformat()} contain a gap; "
-            "consolidate or backfill the missing hours first"
-        )
+        reason = f"{len(frame)} hours of {ctx.symbol} history, the forecast needs the latest {need} consecutive hours"
+    elif segment_ids(frame["hour_start"])[-need] != segment_ids(frame["hour_start"])[-1]:
+        reason = (f"the latest {need} hours up to {frame['hour_start'].iloc[-1].isoformat()} contain a gap; "
+                  "consolidate or backfill the missing hours first")
+    if reason:
+        log.warning("future predictions skipped: %s", reason)
+        return {"status": "skipped", "reason": reason}
     from models.features import build_features
 
+    feats = build_features(frame)
+    close = frame["close"].to_numpy(dtype=np.float64)
     origin = np.array([len(frame) - 1])
-    out = forecaster.forecast(build_features(frame), frame["close"].to_numpy(dtype=np.float64), origin)
+    out = forecaster.forecast(feats, close, origin)
+    if served["point_model"] == "lstm":
+        lstm = forecaster if served["point_version"] == ref else registry.load_forecaster(served["point_version"])
+        point = (out if lstm is forecaster else lstm.forecast(feats, close, origin))["prices"][0]
+    else:
+        point = np.full(cfg.horizon, close[-1])
+    low, high = out["bands"][served["band_model"]]
     origin_time = frame["hour_start"].iloc[-1]
     steps = np.arange(1, cfg.horizon + 1)
     issue_time = pd.Timestamp(utcnow_iso())
     result = pd.DataFrame(
         {
             "symbol": ctx.symbol,
-            "model_version": current,
+            "model_version": ref,
             "issue_time": issue_time,
             "origin_hour_start": origin_time,
-            "last_close": float(out["last_close"][0]),
+            "last_close": float(close[-1]),
             "horizon": steps.astype("int32"),
             "target_hour_start": origin_time + pd.to_timedelta(steps, unit="h"),  # close of this hour
-            "predicted_close": out["prices"][0],
-            "lower": out["low"][0],
-            "upper": out["high"][0],
+            "predicted_close": point[: cfg.horizon],
+            "lower": low[0],
+            "upper": high[0],
             "interval_level": cfg.interval_level,
+            "point_model": served["point_model"],  # lstm | persistence
+            "point_model_version": pd.array([served["point_version"]] * len(steps), dtype="string"),
+            "point_reason": served["point_reason"],
+            "band_model": served["band_model"],  # lstm | constant | ewma | garch
+            "band_reason": served["band_reason"],
             "data_table_version": pd.array([data.table_version] * len(steps), dtype="Int64"),
             "date": f"{origin_time:%Y-%m-%d}",  # of the origin hour, for filters
             "hour": np.full(len(steps), origin_time.hour, dtype=np.int32),
         }
     )
-    table_version = lake.write_table(datasets.FUTURE_PREDICTIONS, result, ctx.settings, replace_on=FUTURE_KEYS)
+    # add_columns: tables written before point_model/band_model... existed gain them (old rows null)
+    table_version = lake.write_table(datasets.FUTURE_PREDICTIONS, result, ctx.settings, replace_on=FUTURE_KEYS,
+                                     add_columns=True)
     uri = lake.table_uri(datasets.FUTURE_PREDICTIONS, ctx.settings)
-    log.info("future predictions by %s from %s written to %s (version %d)", current, origin_time, uri, table_version)
+    log.info("future predictions from %s (point %s, band %s) written to %s (version %d): %s; %s", origin_time,
+             served["point_model"], served["band_model"], uri, table_version, served["point_reason"],
+             served["band_reason"])
     return {
         "status": "written",
-        "model_version": current,
+        "model_version": ref,
+        **{k: served[k] for k in ("point_model", "point_version", "band_model", "point_reason", "band_reason")},
         "origin_hour_start": origin_time.isoformat(),
         "uri": uri,
         "table_version": table_version,
-        "predicted_close": [round(float(v), 2) for v in out["prices"][0]],
+        "predicted_close": [round(float(v), 2) for v in point],
     }
+
+
+def retrain_needed(params: dict | None, table_version: int | None, data_end: str) -> tuple[bool, str]:
+    """Should a new candidate be trained on hourly_metrics at ``table_version`` (data up to
+    ``data_end``)? No when the newest model was trained on that table version already, or (with
+    ``min_retrain_hours``) on data ending less than that many hours before ``data_end``."""
+    from models.registry import Registry
+
+    ctx = resolve(params)
+    if ctx.as_of_version is not None or ctx.force:
+        return True, "explicit as_of_version or force_promotion"
+    registry = Registry(ctx.settings)
+    versions = [v for v in registry.versions() if registry.exists(v, "training.json")]
+    if not versions:
+        return True, "no model trained yet"
+    newest = max(versions)
+    trained = registry.trained_on(newest)
+    if trained["data_uri"] == ctx.data_uri and table_version is not None \
+            and trained["data_table_version"] == table_version:
+        return False, (f"nothing changed: model {newest} was trained on hourly_metrics version {table_version}, "
+                       "the current one")
+    age = (pd.Timestamp(data_end) - pd.Timestamp(trained["data_end"])) / HOUR
+    if age < ctx.min_retrain_hours:
+        return False, (f"model {newest} was trained on data up to {trained['data_end']}, {age:.0f} h before the "
+                       f"latest hour (< min_retrain_hours {ctx.min_retrain_hours}); the forecast is refreshed only")
+    return True, f"new data since model {newest} (table version {trained['data_table_version']} -> {table_version})"
 
 
 def write_outputs(version: str, params: dict | None = None) -> dict:
@@ -516,7 +660,8 @@ def write_outputs(version: str, params: dict | None = None) -> dict:
     decision = registry.read_json(version, "decision.json") if registry.exists(version, "decision.json") else {}
     keys = datasets.TABLES[datasets.PREDICTIONS].keys
     pred_version = lake.write_table(
-        datasets.PREDICTIONS, registry.read_frame(version, "backtest.parquet"), ctx.settings, replace_on=keys
+        datasets.PREDICTIONS, registry.read_frame(version, "backtest.parquet"), ctx.settings, replace_on=keys,
+        add_columns=True,
     )
     o = metrics["overall"]
     skills = _skills(metrics)
@@ -536,6 +681,7 @@ def write_outputs(version: str, params: dict | None = None) -> dict:
         **{k: o.get(k) for k in sorted(o) if k != "horizon"},
         # every horizon column in every record (null beyond the model's horizon): one table schema
         **{f"skill_h{h}": skills.get(f"h{h}") for h in SKILL_HORIZONS},
+        **{f"band_coverage_h{h}": skills.get(f"band_coverage_h{h}") for h in SKILL_HORIZONS},
         "decision": decision.get("status", "undecided"),
         "decision_reason": decision.get("reason"),
         "forced": decision.get("forced", False),
@@ -545,6 +691,7 @@ def write_outputs(version: str, params: dict | None = None) -> dict:
         _metrics_frame(record),
         ctx.settings,
         replace_on=datasets.TABLES[datasets.PREDICTION_METRICS].keys,
+        add_columns=True,
     )
     pred_uri = lake.table_uri(datasets.PREDICTIONS, ctx.settings)
     metrics_uri = lake.table_uri(datasets.PREDICTION_METRICS, ctx.settings)
@@ -560,7 +707,7 @@ def write_outputs(version: str, params: dict | None = None) -> dict:
 
 #: prediction_metrics columns that are not floats (every metric is float64, even when null)
 _METRICS_TEXT = ("model_version", "symbol", "trained_at", "data_start", "data_end", "train_rows_end", "test_from",
-                 "code_version", "decision", "decision_reason")
+                 "code_version", "decision", "decision_reason", "band_best")
 _METRICS_INT = ("test_windows", "epochs_run", "data_table_version")
 
 
@@ -587,15 +734,17 @@ def evaluate_offline(
     symbol: str | None = None,
     settings: Settings | None = None,
     as_of_version: int | None = None,
+    retrain_every: str | int | None = None,
 ) -> dict:
-    """Train on the data before ``test_from`` (default: the last 6 months) and evaluate after it.
+    """Train on the data before ``test_from`` (default: the last 6 months) and evaluate after it;
+    with ``retrain_every`` (e.g. "30d") a rolling-origin backtest refitting every that often.
 
     ``data`` is a candle CSV or an hourly_metrics Delta table (read at ``as_of_version`` if
     given). Nothing is written to the registry. Returns metrics, the formatted table and timings.
     """
     import time
 
-    from models.evaluate import evaluate_forecasts, format_table
+    from models.evaluate import evaluate_forecasts, format_band_table, format_table
     from models.train import backtest, train
 
     s = settings or get_settings()
@@ -612,9 +761,12 @@ def evaluate_offline(
     else:
         start = (frame["hour_start"].iloc[-1] + HOUR) - pd.DateOffset(months=6)
     check_history(frame, cfg, start)
+    if retrain_every:
+        return _evaluate_rolling(frame, loaded, data, cfg, start, retrain_every, s, load_seconds)
     forecaster, split, info = train(frame, cfg, start, threads=s.model_tf_threads)
     bt = backtest(forecaster, frame, split.test)
-    metrics = evaluate_forecasts(bt["actual"], bt["last_close"], bt["forecasts"], bt["low"], bt["high"])
+    metrics = evaluate_forecasts(bt["actual"], bt["last_close"], bt["forecasts"], bt["low"], bt["high"],
+                                 bands=bt["bands"], level=cfg.interval_level)
     summary = split.summary(frame)
     title = (
         f"{data}: trained on {info['data_start']} .. {info['train_rows_end']} "
@@ -625,7 +777,8 @@ def evaluate_offline(
     return {
         "metrics": metrics,
         "skill": _skills(metrics),
-        "table": format_table(metrics, title=title),
+        "served_point": served_point(metrics),
+        "table": format_table(metrics, title=title) + "\n" + format_band_table(metrics),
         "train_seconds": info["train_seconds"],
         "predict_seconds": bt["predict_seconds"],
         "predict_ms_per_window": 1000.0 * bt["predict_seconds"] / max(len(split.test), 1),
@@ -635,4 +788,85 @@ def evaluate_offline(
         "data": describe(frame),
         "data_origin": loaded.origin,
         "data_table_version": loaded.table_version,
+    }
+
+
+def served_point(metrics: dict, min_windows: int = DEFAULT_MIN_PROMOTION_WINDOWS,
+                 dm_alpha: float = DEFAULT_DM_ALPHA) -> dict:
+    """Which point model the promotion rule would serve on these metrics (lstm or persistence),
+    and its skill per horizon (0 for persistence, by construction)."""
+    o = metrics["overall"]
+    status, reason, _ = promotion_rule(o["model_rmse"], o["persistence_rmse"], n_windows=metrics["n_windows"],
+                                       min_windows=min_windows, dm_p=o.get("dm_p_model_better"), dm_alpha=dm_alpha)
+    model = "lstm" if status == "promoted" else "persistence"
+    rows = {r["horizon"]: r for r in metrics["per_horizon"]}
+    skill = {f"h{h}": (rows[h]["model_skill"] if model == "lstm" else 0.0) for h in SKILL_HORIZONS if h in rows}
+    return {"model": model, "reason": reason, "skill": skill}
+
+
+def _evaluate_rolling(frame, loaded, data: str, cfg: ModelConfig, start, retrain_every, s: Settings,
+                      load_seconds: float) -> dict:
+    from models.backtest import parse_every, rolling_backtest
+    from models.evaluate import evaluate_forecasts, format_band_table, format_table
+
+    every = parse_every(retrain_every)
+    bt = rolling_backtest(frame, cfg, start, every, threads=s.model_tf_threads)
+    metrics = evaluate_forecasts(bt["actual"], bt["last_close"], bt["forecasts"], bt["low"], bt["high"],
+                                 bands=bt["bands"], level=cfg.interval_level)
+    refits = bt["refits"]
+    origins = pd.to_datetime(bt["origin_time"], utc=True)
+    title = (f"{data}: rolling-origin backtest, {len(refits)} refits every {every} h from {start.isoformat()}; "
+             f"test origins {origins.min().isoformat()} .. {origins.max().isoformat()}; {bt['seconds']:.1f} s")
+    lines = [f"  refit {r['refit']}: block from {r['block_start']}, {r['windows']} windows, trained on rows up to "
+             f"{r['train_rows_end']} ({r['epochs_run']} epochs, {r['train_seconds']:.1f} s)" for r in refits]
+    return {
+        "metrics": metrics,
+        "skill": _skills(metrics),
+        "served_point": served_point(metrics),
+        "table": "\n".join([format_table(metrics, title=title), format_band_table(metrics), "refits:", *lines]),
+        "refits": refits,
+        "backtest_seconds": bt["seconds"],
+        "train_seconds": sum(r["train_seconds"] for r in refits),
+        "predict_seconds": None,
+        "predict_ms_per_window": None,
+        "load_seconds": load_seconds,
+        "epochs_run": sum(r["epochs_run"] for r in refits),
+        "data": describe(frame),
+        "data_origin": loaded.origin,
+        "data_table_version": loaded.table_version,
+    }
+
+
+def headline_metrics(version: str, params: dict | None = None) -> dict:
+    """The run's headline (JSON, small): LSTM skill per horizon, the served point and band
+    models, band coverage and interval-score skill, the promotion decision. Published as XCom and
+    as the asset event's extra by the DAG."""
+    from models.registry import Registry
+
+    ctx = resolve(params)
+    registry = Registry(ctx.settings)
+    if not registry.exists(version, "metrics.json"):
+        _evaluate(ctx, registry, version)
+    metrics = registry.read_json(version, "metrics.json")
+    decision = registry.read_json(version, "decision.json") if registry.exists(version, "decision.json") else {}
+    served = choose_served(registry)
+
+    def rnd(value):
+        return None if value is None else round(float(value), 4)
+
+    skills = _skills(metrics)
+    return {
+        "model_version": version,
+        "decision": decision.get("status", "undecided"),
+        "decision_reason": decision.get("reason"),
+        "test_windows": metrics["n_windows"],
+        **{f"lstm_skill_h{h}": rnd(skills.get(f"h{h}")) for h in SKILL_HORIZONS},
+        "lstm_skill": rnd(skills.get("overall")),
+        "dm_p_model_better": rnd(skills.get("dm_p_model_better")),
+        "served_point_model": served["point_model"],
+        "served_band_model": served["band_model"],
+        "band_coverage": rnd(skills.get("band_coverage")),
+        **{f"band_coverage_h{h}": rnd(skills.get(f"band_coverage_h{h}")) for h in SKILL_HORIZONS},
+        "band_winkler_skill_vs_constant": rnd(skills.get("band_winkler_skill_vs_constant")),
+        "band_winkler_skill_vs_ewma": rnd(skills.get("band_winkler_skill_vs_ewma")),
     }

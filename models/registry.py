@@ -116,6 +116,7 @@ class Registry:
             self.fs.write_bytes(self.uri(version, "model.keras"), path.read_bytes())
         self.write_json(version, "scaler.json", forecaster.scaler.to_dict())
         self.write_json(version, "intervals.json", forecaster.calibration.to_dict())
+        self.write_json(version, "bands.json", {k: b.to_dict() for k, b in forecaster.bands.items()})
         self.write_json(version, "training.json", {**training, "code_version": code_version(), "saved_at": utcnow_iso()})
         # config last: its presence marks a complete version
         self.write_json(version, "config.json", forecaster.config.to_dict())
@@ -125,9 +126,10 @@ class Registry:
     def load_forecaster(self, version: str):
         import keras
 
+        from models.bands import BandModel
         from models.config import ModelConfig
         from models.features import Scaler
-        from models.intervals import IntervalCalibration
+        from models.intervals import calibration_from_dict
         from models.train import Forecaster
 
         if not self.exists(version):
@@ -144,7 +146,9 @@ class Registry:
             config,
             model,
             Scaler.from_dict(self.read_json(version, "scaler.json")),
-            IntervalCalibration.from_dict(self.read_json(version, "intervals.json")),
+            calibration_from_dict(self.read_json(version, "intervals.json")),
+            {k: BandModel.from_dict(v) for k, v in self.read_json(version, "bands.json").items()}
+            if self.exists(version, "bands.json") else {},
         )
 
     def versions(self) -> list[str]:

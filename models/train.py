@@ -1,14 +1,16 @@
 """Training and backtesting of the forecaster on a loaded hourly frame.
 
 ``train(frame, config, test_from)`` does the honest split (``models.features.split_windows``),
-fits the scaler on the fit part, trains the LSTM with EarlyStopping on the validation slice,
-calibrates the intervals on that same validation slice and returns a :class:`Forecaster`.
-``backtest`` runs a forecaster and both baselines on given windows (the test window is used
-only here, once, after training).
+fits the scaler on the fit part, trains the quantile LSTM (pinball loss) with EarlyStopping on
+the validation slice, conformalises its band on that same validation slice, fits the band
+baselines (constant, EWMA, GARCH: ``models.bands``) on the training windows and returns a
+:class:`Forecaster`. ``backtest`` runs a forecaster, the point baselines and every band on
+given windows (the test window is used only here, once, after training).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -16,10 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from models import bands as bd
 from models import features as fx
 from models import network
 from models.evaluate import drift_forecast, persistence_forecast
-from models.intervals import IntervalCalibration, window_volatility
+from models.intervals import ConformalCalibration, IntervalCalibration, window_volatility
 
 log = logging.getLogger(__name__)
 
@@ -31,25 +34,44 @@ class Forecaster:
     config: object  # ModelConfig
     model: object  # keras.Model
     scaler: fx.Scaler
-    calibration: IntervalCalibration
+    calibration: IntervalCalibration | ConformalCalibration
+    #: band baselines fitted on the training windows (constant, ewma, garch); empty for old models
+    bands: dict = dataclasses.field(default_factory=dict)
+
+    def predict_quantiles(self, raw_inputs: np.ndarray) -> np.ndarray:
+        """(n, n_quantiles, horizon) log-return quantiles (sorted: no crossing); n_quantiles is 1
+        for a point network saved before the quantile network."""
+        H = self.config.horizon
+        scaled = network.predict(self.model, self.scaler.transform(raw_inputs))
+        out = self.scaler.unscale_targets(scaled.reshape(len(scaled), -1, H))
+        return np.sort(out, axis=1)
 
     def predict_log_returns(self, raw_inputs: np.ndarray) -> np.ndarray:
-        scaled = network.predict(self.model, self.scaler.transform(raw_inputs))
-        return self.scaler.unscale_targets(scaled)
+        """Point forecast: the median (the single output of a point network)."""
+        q = self.predict_quantiles(raw_inputs)
+        return q[:, q.shape[1] // 2, :]
 
     def forecast(self, features: np.ndarray, close: np.ndarray, origins: np.ndarray) -> dict:
-        """Price forecasts and interval bounds for windows ending at ``origins``."""
+        """Price forecasts, the LSTM band and every baseline band for windows ending at ``origins``."""
+        H = self.config.horizon
         raw = fx.make_inputs(features, origins, self.config.lookback)
-        log_ret = self.predict_log_returns(raw)
+        q = self.predict_quantiles(raw)
+        log_ret = q[:, q.shape[1] // 2, :]
         last = close[origins]
-        sigma = window_volatility(raw)
-        low, high = self.calibration.bounds(last, log_ret, sigma)
+        if isinstance(self.calibration, ConformalCalibration):
+            low, high = self.calibration.bounds(last, q[:, 0, :], q[:, -1, :])
+        else:
+            low, high = self.calibration.bounds(last, log_ret, window_volatility(raw))
+        bands = {"lstm": (low, high)}
+        for name, band in self.bands.items():
+            bands[name] = band.bounds(features[:, 0], close, origins, H)
         return {
             "last_close": last,
             "log_returns": log_ret,
             "prices": last[:, None] * np.exp(log_ret),
             "low": low,
             "high": high,
+            "bands": bands,
         }
 
 
@@ -70,22 +92,25 @@ def train(frame: pd.DataFrame, config, test_from: pd.Timestamp, threads: int = 2
     scaler = fx.Scaler.fit(fx.scaler_rows(feats, split, L), y_fit)
 
     network.configure_runtime(threads, config.seed)
-    model = network.build_model(config)
+    y_fit_scaled = scaler.scale_targets(y_fit)
+    model = network.build_model(config, np.quantile(y_fit_scaled, config.quantiles, axis=0))
     started = time.perf_counter()
     history = network.fit_model(
         model,
         config,
         scaler.transform(x_fit_raw),
-        scaler.scale_targets(y_fit),
+        y_fit_scaled,
         scaler.transform(x_val_raw),
         scaler.scale_targets(y_val),
     )
     train_seconds = time.perf_counter() - started
 
-    provisional = Forecaster(config, model, scaler, IntervalCalibration(config.interval_level, np.zeros(H), np.zeros(H)))
-    val_pred = provisional.predict_log_returns(x_val_raw)
-    calibration = IntervalCalibration.fit(y_val, val_pred, window_volatility(x_val_raw), config.interval_level)
-    forecaster = Forecaster(config, model, scaler, calibration)
+    provisional = Forecaster(config, model, scaler, ConformalCalibration(config.interval_level, np.zeros(H)))
+    val_q = provisional.predict_quantiles(x_val_raw)
+    calibration = ConformalCalibration.fit(y_val, val_q[:, 0, :], val_q[:, -1, :], config.interval_level)
+    train_origins = np.concatenate([split.fit, split.val])
+    baselines = bd.fit_baselines(feats[:, 0], close, train_origins, H, config.interval_level)
+    forecaster = Forecaster(config, model, scaler, calibration, baselines)
     info = {
         **history,
         "train_seconds": round(train_seconds, 2),
@@ -123,5 +148,6 @@ def backtest(forecaster: Forecaster, frame: pd.DataFrame, origins: np.ndarray) -
         },
         "low": out["low"],
         "high": out["high"],
+        "bands": out["bands"],
         "predict_seconds": predict_seconds,
     }

@@ -140,8 +140,17 @@ RUNNER = textwrap.dedent(
             tis = session.query(TaskInstance).filter(
                 TaskInstance.dag_id == dag_id, TaskInstance.run_id == run.run_id).all()
             states = {ti.task_id: str(ti.state) for ti in tis}
-        print(MARK + json.dumps({"state": str(run.state), "tasks": states,
-                                  "interval": [str(run.data_interval_start), str(run.data_interval_end)]}))
+            from airflow.models.asset import AssetEvent
+            from airflow.models.xcom import XComModel
+
+            events = [e.extra for e in session.query(AssetEvent).filter(
+                AssetEvent.source_dag_id == dag_id, AssetEvent.source_run_id == run.run_id).all()]
+            xcoms = {x.task_id: XComModel.deserialize_value(x) for x in session.query(XComModel).filter(
+                XComModel.dag_id == dag_id, XComModel.run_id == run.run_id, XComModel.key == "return_value").all()}
+        print(MARK + json.dumps({"state": str(run.state), "tasks": states, "asset_extras": events,
+                                  "xcoms": xcoms,
+                                  "interval": [str(run.data_interval_start), str(run.data_interval_end)]},
+                                 default=str))
     """
 )
 
@@ -353,11 +362,16 @@ def test_consolidation_dag_shape(parsed, sandbox):
 def test_retrain_dag_shape(parsed):
     dag = parsed["dags"]["btc_retrain"]
     assert dag["catchup"] is False and dag["max_active_runs"] == 1
-    assert set(dag["params"]) == {"epochs", "lookback", "horizon", "test_hours", "force_promotion", "as_of_version"}
+    assert dag["timetable"] == "AssetOrTimeSchedule"  # daily and on new hourly_metrics data
+    assert set(dag["params"]) == {"epochs", "lookback", "horizon", "test_hours", "force_promotion", "as_of_version",
+                                  "min_promotion_windows", "min_retrain_hours"}
     assert dag["params"]["force_promotion"] is False and dag["params"]["as_of_version"] is None
-    chain = ["check_sufficiency", "train", "evaluate", "promote_or_keep", "predict_next_24h", "write_outputs"]
+    chain = ["check_sufficiency", "train", "evaluate", "promote_or_keep", "predict_next_24h", "write_outputs",
+             "publish_metrics"]
     for before, after in zip(chain, chain[1:], strict=False):
         assert before in dag["tasks"][after]["upstream"], f"{before} -> {after}"
+    assert dag["tasks"]["score_forecasts"]["upstream"] == ["predict_next_24h"]
+    assert dag["tasks"]["publish_metrics"]["outlets"] == ["prediction_metrics"]
     assert dag["tasks"]["check_sufficiency"]["retries"] == 0  # short history is not transient
 
 
@@ -622,7 +636,12 @@ def test_backfill_dag_rejects_inconsistent_params(sandbox):
 
 
 @pytest.mark.slow
-def test_retrain_dag_run_trains_evaluates_and_predicts(sandbox):
+def test_retrain_dag_skips_without_history_then_rejects_and_still_serves(sandbox):
+    """Fresh install: no hourly data -> the run succeeds with skipped tasks (no red run). With
+    history: a candidate judged on too few windows is rejected by the promotion rule (no
+    force_promotion), the forecast is still served (persistence + best band), headline metrics
+    are the publish task's XCom and the prediction_metrics asset event's extra. A second run on
+    the same data skips training (nothing changed) and refreshes the forecast."""
     from btc_platform import datasets, lake
     from tests.models_testdata import (
         candles_from_close,
@@ -631,19 +650,37 @@ def test_retrain_dag_run_trains_evaluates_and_predicts(sandbox):
         write_hourly_metrics,
     )
 
-    hours = 700
-    frame = candles_from_close(periodic_close(hours))
-    write_hourly_metrics(to_hourly_metrics(frame), sandbox.reset_storage() / datasets.HOURLY_METRICS)
-    conf = {"epochs": 2, "lookback": 12, "horizon": 24, "test_hours": 72, "force_promotion": True}
+    sandbox.reset_storage()
+    conf = {"epochs": 2, "lookback": 12, "horizon": 24, "test_hours": 72}
     result, output = sandbox.dag_test("btc_retrain", "", conf)
     assert result["state"] == "success", output[-8000:]
-    assert set(result["tasks"].values()) == {"success"}
-    # the metrics table against the baselines and the decision are in the task logs
-    assert "vs baselines" in output and "persistence" in output and "drift" in output
-    assert "promotion decision for" in output
+    assert result["tasks"]["check_sufficiency"] == "skipped" and result["tasks"]["train"] == "skipped"
+    assert "failed" not in result["tasks"].values()
+    assert "btc_backfill" in output  # the skip names what to do
+
+    hours = 700
+    frame = candles_from_close(periodic_close(hours))
+    write_hourly_metrics(to_hourly_metrics(frame), sandbox.storage / datasets.HOURLY_METRICS)
+    result, output = sandbox.dag_test("btc_retrain", "", conf)
+    assert result["state"] == "success", output[-8000:]
+    assert set(result["tasks"].values()) == {"success"}, result["tasks"]
+    assert "vs baselines" in output and "80 % bands" in output
+    decision = result["xcoms"]["promote_or_keep"]
+    assert decision["status"] == "rejected" and decision["forced"] is False
+    assert "only 48 test windows, promotion needs 504" in decision["reason"]
+    headline = result["xcoms"]["publish_metrics"]
+    assert headline["decision"] == "rejected" and headline["served_point_model"] == "persistence"
+    assert set(headline) >= {"lstm_skill_h1", "lstm_skill_h24", "band_coverage", "band_winkler_skill_vs_constant"}
+    assert result["asset_extras"] == [headline]
     future = lake.read_at(str(sandbox.storage / datasets.FUTURE_PREDICTIONS))
-    assert len(future) == 24
-    assert (sandbox.storage / datasets.MODELS).is_dir()
+    assert len(future) == 24 and set(future["point_model"]) == {"persistence"}
+    assert set(future["band_model"]) == {headline["served_band_model"]}
     metrics = lake.read_at(str(sandbox.storage / datasets.PREDICTION_METRICS))
-    assert len(metrics) == 1
+    assert len(metrics) == 1 and metrics["decision"].tolist() == ["rejected"]
     assert metrics["data_table_version"].tolist() == [0]  # train ran on the version check_sufficiency read
+
+    result, output = sandbox.dag_test("btc_retrain", "", conf)
+    assert result["state"] == "success", output[-8000:]
+    assert result["tasks"]["train"] == "skipped" and result["tasks"]["predict_next_24h"] == "success"
+    assert "nothing changed" in output
+    assert result["asset_extras"] == []  # no new model, no metrics event

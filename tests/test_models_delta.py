@@ -58,6 +58,19 @@ def test_write_replaces_rows_of_the_same_key_and_keeps_the_others(tmp_path):
     assert lake.read_at(uri, version=2, filters=[("model_version", "=", "v1")])["predicted_close"].max() == 2.0
 
 
+def test_write_adds_new_columns_only_when_asked(tmp_path):
+    uri = f"file://{tmp_path}/future_predictions"
+    keys = ("symbol", "model_version", "origin_hour_start")
+    lake.write_at(uri, _forecast_rows("v1", "2024-01-01T00:00Z", 1.0), replace_on=keys)
+    newer = _forecast_rows("v2", "2024-01-01T00:00Z", 2.0).assign(band_model="garch")
+    with pytest.raises(Exception, match="(?i)schema"):
+        lake.write_at(uri, newer, replace_on=keys)
+    lake.write_at(uri, newer, replace_on=keys, add_columns=True)
+    back = lake.read_at(uri)
+    assert back.groupby("model_version")["band_model"].apply(lambda c: c.isna().all()).to_dict() == {
+        "v1": True, "v2": False}
+
+
 def test_filters_are_pushed_down_as_sql(tmp_path):
     uri = f"file://{tmp_path}/t"
     lake.write_at(uri, _forecast_rows("v1", "2024-01-01T00:00Z", 1.0))

@@ -14,7 +14,8 @@ from tests.models_testdata import candles_from_close, periodic_close, to_hourly_
 
 pytestmark = pytest.mark.slow
 
-PARAMS = {"epochs": 25, "test_hours": 120, "min_train_windows": 200, "lstm_units": [16, 8]}  # tiny model
+PARAMS = {"epochs": 25, "test_hours": 120, "min_train_windows": 200, "lstm_units": [16, 8],
+          "min_promotion_windows": 48}  # tiny model; 96 test windows
 
 
 def _csv(tmp_path: Path, frame: pd.DataFrame) -> str:
@@ -252,3 +253,117 @@ def test_training_records_the_table_version_and_retrains_on_it(settings_env):
     assert cli["as_of_version"] == version_a
     with pytest.raises(ValueError, match=">= 0"):
         pipeline.train_candidate(dict(params, as_of_version=-1))
+
+
+def test_persistence_and_the_best_band_are_served_when_no_lstm_is_promoted(settings_env):
+    """A candidate judged on too few windows is rejected; the forecast is still served: the
+    persistence point and the best band on its evaluation, each row naming both and why. Without
+    history, or with a gap in the latest hours, nothing is served and the reason is returned."""
+    from btc_platform import lake
+    from models import pipeline
+    from models.registry import Registry
+
+    s = settings_env()
+    params = {"epochs": 1, "test_hours": 72, "min_train_windows": 200, "lstm_units": [4, 4]}
+    skipped = pipeline.predict_future(params)
+    assert skipped["status"] == "skipped" and "no evaluated model version" in skipped["reason"]
+
+    uri = s.path("hourly_metrics")
+    frame = candles_from_close(periodic_close(700))
+    write_hourly_metrics(to_hourly_metrics(frame), uri)
+    needed, reason = pipeline.retrain_needed(params, 0, frame["hour_start"].iloc[-1].isoformat())
+    assert needed and reason == "no model trained yet"
+    version = pipeline.train_candidate(params)["version"]
+    ev = pipeline.evaluate_candidate(version, params)
+    assert "80 % bands" in ev["table"] and "garch" in ev["table"]
+    decision = pipeline.decide_promotion(version, params)
+    assert decision["status"] == "rejected" and "only 48 test windows, promotion needs 504" in decision["reason"]
+    assert Registry(s).current_version() is None
+
+    out = pipeline.predict_future(params)
+    assert out["status"] == "written" and out["point_model"] == "persistence"
+    fut = lake.read_table("future_predictions", s)
+    assert len(fut) == 24
+    np.testing.assert_allclose(fut["predicted_close"], frame["close"].iloc[-1])  # persistence
+    metrics = Registry(s).read_json(version, "metrics.json")["overall"]
+    assert set(fut["band_model"]) == {metrics["band_best"]}
+    assert (fut["lower"] < fut["predicted_close"]).all() and (fut["predicted_close"] < fut["upper"]).all()
+    assert fut["point_reason"].str.contains("only 48 test windows").all()
+    assert fut["band_reason"].str.contains("lowest interval score").all()
+    head = pipeline.headline_metrics(version, params)
+    assert head["decision"] == "rejected" and head["served_point_model"] == "persistence"
+    assert head["served_band_model"] == metrics["band_best"] and head["test_windows"] == 48
+
+    needed, reason = pipeline.retrain_needed(params, 0, frame["hour_start"].iloc[-1].isoformat())
+    assert not needed and "nothing changed" in reason
+    later = (frame["hour_start"].iloc[-1] + pd.Timedelta(hours=5)).isoformat()
+    needed, reason = pipeline.retrain_needed(dict(params, min_retrain_hours=20), 1, later)
+    assert not needed and "5 h before the latest hour" in reason
+
+    # the latest hours have a gap: no forecast invented
+    gap = to_hourly_metrics(candles_from_close(periodic_close(5), start=frame["hour_start"].iloc[-1]
+                                               + pd.Timedelta(hours=3)))
+    write_hourly_metrics(gap, uri)
+    skipped = pipeline.predict_future(params)
+    assert skipped["status"] == "skipped" and "contain a gap" in skipped["reason"]
+    assert len(lake.read_table("future_predictions", s)) == 24
+
+
+def test_rolling_backtest_refits_on_data_before_each_block(tmp_path, settings_env, caplog):
+    from models.cli import main
+
+    settings_env()
+    frame = candles_from_close(periodic_close(900))
+    test_from = frame["hour_start"].iloc[750]
+    csv_out = tmp_path / "metrics.csv"
+    argv = ["evaluate", "--data", _csv(tmp_path, frame), "--test-from", test_from.strftime("%Y-%m-%dT%H:%M"),
+            "--retrain-every", "50h", "--epochs", "1", "--csv", str(csv_out)]
+    caplog.set_level("INFO")
+    assert main(argv) == 0
+    from models.pipeline import evaluate_offline
+
+    table = pd.read_csv(csv_out)
+    assert list(table["horizon"])[-1] == "all" and len(table) == 25
+    assert {"band_garch_coverage", "band_lstm_winkler_skill_vs_constant", "model_skill"} <= set(table.columns)
+    msgs = " ".join(r.getMessage() for r in caplog.records)
+    assert "served point model by the promotion rule" in msgs
+    from models.config import ModelConfig
+
+    result = evaluate_offline(_csv(tmp_path, frame), test_from.isoformat(), ModelConfig(epochs=1, lstm_units=(4, 4)),
+                              retrain_every="50h")
+    refits = result["refits"]
+    # origins 750 .. 875 (the last with 24 h of actuals): blocks of 50 h from 750 -> 3 refits
+    assert [r["windows"] for r in refits] == [50, 50, 26]
+    assert result["metrics"]["n_windows"] == 126
+    for r in refits:  # every refit trained only on rows before its block (minus lookback + horizon)
+        assert pd.Timestamp(r["train_rows_end"]) < pd.Timestamp(r["block_start"]) - pd.Timedelta(hours=36)
+
+
+def test_a_point_network_saved_before_the_quantile_network_still_forecasts(settings_env):
+    """Models saved before the quantile head (Dense(horizon), Parkinson-calibrated intervals, no
+    bands.json) load and forecast: point = their output, band = their interval."""
+    import keras
+
+    from models.config import ModelConfig
+    from models.features import FEATURES, Scaler, build_features
+    from models.intervals import IntervalCalibration
+    from models.registry import Registry
+    from models.train import Forecaster
+
+    s = settings_env()
+    cfg = ModelConfig(lookback=4, horizon=3)
+    inputs = keras.Input(shape=(4, len(FEATURES)))
+    model = keras.Model(inputs, keras.layers.Dense(3, bias_initializer="ones")(keras.layers.Flatten()(inputs)))
+    scaler = Scaler(np.zeros(len(FEATURES)), np.ones(len(FEATURES)), np.full(3, 0.01))
+    calib = IntervalCalibration(0.8, np.full(3, -1.0), np.full(3, 1.0))
+    registry = Registry(s)
+    registry.save_forecaster("legacy", Forecaster(cfg, model, scaler, calib), {"symbol": "BTCUSDT"})
+    registry.fs.delete(registry.uri("legacy", "bands.json"))  # as saved before bands existed
+    frame = candles_from_close(periodic_close(40))
+    loaded = registry.load_forecaster("legacy")
+    feats = build_features(frame)
+    close = frame["close"].to_numpy()
+    out = loaded.forecast(np.nan_to_num(feats * 0.0), close, np.array([30, 31]))  # zero inputs: output = bias
+    np.testing.assert_allclose(out["log_returns"], 0.01)  # bias 1 x target_std 0.01
+    np.testing.assert_allclose(out["prices"], np.repeat(close[[30, 31]][:, None] * np.exp(0.01), 3, axis=1))
+    assert set(out["bands"]) == {"lstm"} and (out["low"] < out["prices"]).all() and (out["high"] > out["prices"]).all()

@@ -28,6 +28,7 @@ DATA_QUALITY = "data_quality"
 PREDICTIONS = "predictions"
 FUTURE_PREDICTIONS = "future_predictions"
 PREDICTION_METRICS = "prediction_metrics"
+FORECAST_ACTUALS = "forecast_actuals"
 MODELS = "models"
 CHECKPOINT_RAW = "checkpoints/raw"
 CHECKPOINT_METRICS = "checkpoints/metrics"
@@ -188,5 +189,7 @@ TABLES: dict[str, Table] = {
         Table(PREDICTIONS, "backtest predictions of each model version", keys=("model_version",)),
         Table(FUTURE_PREDICTIONS, "served forecasts of the next hours"),
         Table(PREDICTION_METRICS, "evaluation metrics of each model version", keys=("model_version",)),
+        Table(FORECAST_ACTUALS, "served forecasts against the closes that arrived: errors and band hits",
+              keys=("symbol", "model_version", "origin_hour_start", "horizon")),
     )
 }  # fmt: skip

@@ -299,10 +299,13 @@ def write_at(
     schema: pa.Schema | None = None,
     partition_by: Sequence[str] = (),
     properties: Mapping[str, str] | None = None,
+    add_columns: bool = False,
 ) -> int:
     """Append ``frame`` to the Delta table at ``uri`` (created on the first write with
     ``partition_by``/``properties``); with ``replace_on``, rows of the table whose values of those
-    columns occur in ``frame`` are replaced in the same commit. Returns the new table version."""
+    columns occur in ``frame`` are replaced in the same commit. ``add_columns``: columns of
+    ``frame`` the table lacks are added to it (older rows read them as null) instead of failing.
+    Returns the new table version."""
     import pyarrow as pa
     from deltalake import write_deltalake
 
@@ -321,7 +324,8 @@ def write_at(
         table = open_at(uri)
     else:
         predicate = replace_predicate(frame, replace_on) if replace_on and len(frame) else None
-        write_deltalake(table, data, mode="overwrite" if predicate else "append", predicate=predicate)
+        write_deltalake(table, data, mode="overwrite" if predicate else "append", predicate=predicate,
+                        schema_mode="merge" if add_columns else None)
         if predicate:
             log.info("replaced the rows of %s where %s", uri, predicate)
     version = int(table.version())
@@ -336,10 +340,12 @@ def write_table(
     *,
     replace_on: Sequence[str] | None = None,
     schema: pa.Schema | None = None,
+    add_columns: bool = False,
 ) -> int:
     """:func:`write_at` for table ``name`` under the storage root, created with its TABLES layout."""
     uri = table_uri(name, settings)
     layout = datasets.TABLES[name]
     return write_at(
-        uri, frame, replace_on=replace_on, schema=schema, partition_by=layout.partition_by, properties=layout.properties
+        uri, frame, replace_on=replace_on, schema=schema, partition_by=layout.partition_by, properties=layout.properties,
+        add_columns=add_columns
     )
