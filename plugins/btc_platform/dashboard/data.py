@@ -55,7 +55,7 @@ PROCESSES = ("producer", "stream")
 _START_LINE = re.compile(r"^==== (\S+) (?:supervisor starts|starting) ")
 
 MINUTE_COLUMNS = (
-    "mid_close", "mid_high", "mid_low", "spread_mean", "spread_pct_mean",
+    "mid_close", "spread_mean", "spread_pct_mean",
     "liquidity_base_mean", "liquidity_quote_mean", "volatility", "tick_count",
 )  # fmt: skip
 HOURLY_COLUMNS = ("open", "high", "low", "close", "volume", "coverage", "source")
@@ -96,19 +96,39 @@ def number(value: Any) -> float | int | None:
     return None if math.isnan(out) or math.isinf(out) else out
 
 
+def iso_list(series: pd.Series) -> list[str | None]:
+    """A timestamp column as ISO UTC strings (``Z``; milliseconds only when a value has them)."""
+    import numpy as np
+    import pandas as pd
+
+    times = pd.to_datetime(series, utc=True)
+    values = times.dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
+    unit = "s" if (times.dropna().dt.microsecond == 0).all() else "ms"
+    text = np.datetime_as_string(values, unit=unit)
+    return [None if t == "NaT" else t + "Z" for t in text.tolist()]
+
+
 def column(frame: pd.DataFrame, name: str) -> list:
     """One column as a JSON list: times as ISO strings, numbers as numbers, null for missing."""
+    import numpy as np
     import pandas as pd
 
     series = frame[name]
     if pd.api.types.is_datetime64_any_dtype(series):
-        return [iso(v) for v in series]
-    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
-        values = series.astype("float64")
-        return [None if math.isnan(v) else (int(v) if pd.api.types.is_integer_dtype(series) else v)
-                for v in values.tolist()]
-    if pd.api.types.is_object_dtype(series) and len(series) and not isinstance(series.iloc[0], str):
-        return [number(v) if v is not None and not isinstance(v, str) else v for v in series]
+        return iso_list(series)
+    if pd.api.types.is_bool_dtype(series):
+        return [None if pd.isna(v) else bool(v) for v in series.tolist()]
+    if pd.api.types.is_integer_dtype(series):
+        return [None if pd.isna(v) else int(v) for v in series.astype("object").tolist()]
+    if pd.api.types.is_float_dtype(series):
+        values = series.to_numpy(dtype="float64", na_value=np.nan)
+        out = values.tolist()
+        for i in np.flatnonzero(~np.isfinite(values)).tolist():
+            out[i] = None
+        return out
+    if pd.api.types.is_object_dtype(series) and len(series) and not isinstance(series.dropna().iloc[0] if
+                                                                                  series.notna().any() else "", str):
+        return [number(v) for v in series]
     return [None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in series.tolist()]
 
 
@@ -236,14 +256,14 @@ def latest_tick(settings: Settings, symbol: str, now: datetime | None = None) ->
 # ---- history ------------------------------------------------------------------------------------
 def gaps(hours: pd.Series) -> list[dict]:
     """Missing hours between the first and the last of ``hours`` (sorted), as [start, end) runs."""
+    import pandas as pd
+
+    times = pd.to_datetime(hours, utc=True).reset_index(drop=True)
+    step = times.diff()
     out = []
-    previous = None
-    for ts in hours:
-        ts = _timestamp(ts)
-        if previous is not None and ts - previous > timedelta(hours=1):
-            start = previous + timedelta(hours=1)
-            out.append({"start": iso(start), "end": iso(ts), "hours": int((ts - start) / timedelta(hours=1))})
-        previous = ts
+    for i in step.index[step > timedelta(hours=1)]:
+        start, end = times[i - 1] + timedelta(hours=1), times[i]
+        out.append({"start": iso(start), "end": iso(end), "hours": int((end - start) / timedelta(hours=1))})
     return out
 
 
