@@ -130,26 +130,41 @@ def test_cache_reuses_an_answer_within_its_ttl():
     assert cache.get(("a",), lambda: calls.append(1) or len(calls)) == 2
 
 
-def test_plugin_registers_the_app_and_a_relative_nav_entry():
-    import btc_platform_plugin
+def test_plugin_app_and_nav_entry(tmp_path):
+    """The plugin as Airflow loads it, and the app as the API server builds it: in a subprocess
+    with its own AIRFLOW_HOME (importing Airflow configures it)."""
+    from btc_platform.airflow_env import airflow_env
+    from btc_platform.settings import load_settings
 
-    from btc_platform import dashboard
+    script = """
+import json
+import btc_platform_plugin
+from btc_platform.dashboard.app import create_app
 
-    plugin = btc_platform_plugin.BtcPlatformPlugin
-    (app,) = plugin.fastapi_apps
-    assert app["url_prefix"] == "/btc" and app["name"] and app["app"] is dashboard.app
-    (view,) = plugin.external_views
-    assert view["href"] == "btc/" and view["url_route"] == "btc" and not view["href"].startswith("/")
-    assert not hasattr(plugin, "appbuilder_views") or not plugin.appbuilder_views
-
-
-def test_the_app_has_no_docs_and_every_route_checks_access():
-    from btc_platform.dashboard.app import create_app
-
-    app = create_app()
-    assert app.openapi_url is None and app.docs_url is None and app.redoc_url is None
-    names = {getattr(d.dependency, "__qualname__", "") for d in app.router.dependencies}
-    assert any("requires_access_view" in n for n in names), names
+plugin = btc_platform_plugin.BtcPlatformPlugin
+app = create_app()
+print(json.dumps({
+    "apps": [{**a, "app": type(a["app"]).__module__ + "." + type(a["app"]).__qualname__} for a in plugin.fastapi_apps],
+    "views": plugin.external_views,
+    "appbuilder": len(getattr(plugin, "appbuilder_views", [])),
+    "docs": [app.openapi_url, app.docs_url, app.redoc_url],
+    "deps": [getattr(d.dependency, "__qualname__", "") for d in app.router.dependencies],
+    "routes": sorted(r.path for r in app.routes),
+}))
+"""
+    env = airflow_env(load_settings(data_dir=tmp_path / "data"))
+    done = subprocess.run([sys.executable, "-c", script], env={**env, "PYTHONPATH": ":".join(sys.path)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["apps"] == [{"app": "btc_platform.dashboard.LazyApp", "url_prefix": "/btc", "name": "BTC dashboard"}]
+    (view,) = out["views"]
+    assert view["href"] == "btc/" and view["url_route"] == "btc" and view["nav_top_level"] is True
+    assert out["appbuilder"] == 0
+    assert out["docs"] == [None, None, None]
+    assert any("requires_access_view" in d for d in out["deps"]), out["deps"]
+    assert out["routes"] == sorted(["/", "/static/plotly.min.js", "/static/{name}", "/api/config", "/api/market",
+                                    "/api/history", "/api/forecast", "/api/pipeline"])
 
 
 # ---- the page in a real browser inside Airflow -------------------------------------------------------

@@ -180,10 +180,12 @@ def read(
     absent = [c for c in required if c not in present]
     if absent:
         return Read(None, f"table {name} has no column {', '.join(absent)} (written by another version?)")
+    unfiltered = [f[0] for f in filters if f[0] not in present]
+    if unfiltered:  # reading without that filter would show rows outside the range
+        return Read(None, f"table {name} has no column {', '.join(unfiltered)} to select the rows by")
     missing = [c for c in optional if c not in present]
-    usable = [f for f in filters if f[0] in present]
     columns = [*required, *(c for c in optional if c in present)]
-    sql = lake.select_sql(columns, usable)
+    sql = lake.select_sql(columns, filters)
     if order_by:
         sql += f" ORDER BY {order_by}"
     if limit is not None:

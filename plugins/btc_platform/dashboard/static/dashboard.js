@@ -5,8 +5,9 @@
 "use strict";
 
 const state = { config: null, symbol: null, ranges: {}, timer: null, drawing: 0 };
-const LAYOUT = { margin: { l: 60, r: 60, t: 30, b: 40 }, hovermode: "x unified", showlegend: true,
-  legend: { orientation: "h", y: 1.15 }, xaxis: { type: "date" } };
+const LAYOUT = { margin: { l: 60, r: 60, t: 50, b: 40 }, hovermode: "x unified", showlegend: true,
+  legend: { orientation: "h", x: 1, xanchor: "right", y: 1.02, yanchor: "bottom" }, xaxis: { type: "date" } };
+const TITLE = { x: 0, xanchor: "left", y: 0.98, yanchor: "top" };
 const CONFIG = { displaylogo: false, responsive: true };
 
 function $(sel) { return document.querySelector(sel); }
@@ -65,10 +66,13 @@ function table(id, columns, rows) {
   el.replaceChildren(head, ...body);
 }
 
+// Draw a chart, or hide it when its endpoint returned no rows (the section's reason says why).
 function draw(id, traces, layout) {
   const el = document.getElementById(id);
-  if (!traces) { Plotly.purge(el); el.replaceChildren(); return Promise.resolve(); }
-  return Plotly.react(el, traces, { ...LAYOUT, ...layout }, CONFIG);
+  if (!traces) { Plotly.purge(el); el.replaceChildren(); el.hidden = true; return Promise.resolve(); }
+  el.hidden = false;  // visible before drawing, so plotly sizes it to its container
+  const title = layout.title ? { ...TITLE, ...layout.title } : undefined;
+  return Plotly.react(el, traces, { ...LAYOUT, ...layout, title }, CONFIG);
 }
 
 async function getJson(path, params) {
@@ -98,24 +102,24 @@ async function drawMarket(d) {
   const has = d.count > 0;
   await Promise.all([
     draw("chart-market-price", has && [line(m.time, m.mid_close, "mid price (close)")],
-      { title: { text: `${d.symbol} mid price per minute`, font: { size: 13 } } }),
+      { title: { text: `${d.symbol} mid price per minute` } }),
     draw("chart-market-spread", has && [line(m.time, m.spread_mean, "spread"),
       line(m.time, m.spread_pct_mean, "spread %", { yaxis: "y2" })],
-      { title: { text: "spread (mean per minute)", font: { size: 13 } },
+      { title: { text: "spread (mean per minute)" },
         yaxis2: { overlaying: "y", side: "right", title: "%" } }),
     draw("chart-market-liquidity", has && [line(m.time, m.liquidity_quote_mean, "liquidity (quote)"),
       line(m.time, m.liquidity_base_mean, "liquidity (base)", { yaxis: "y2" })],
-      { title: { text: "book liquidity", font: { size: 13 } }, yaxis2: { overlaying: "y", side: "right" } }),
+      { title: { text: "book liquidity" }, yaxis2: { overlaying: "y", side: "right" } }),
     draw("chart-market-activity", has && [line(m.time, m.volatility, "volatility"),
       line(m.time, m.tick_count, "ticks", { yaxis: "y2" })],
-      { title: { text: "volatility and ticks per minute", font: { size: 13 } },
+      { title: { text: "volatility and ticks per minute" },
         yaxis2: { overlaying: "y", side: "right" } }),
   ]);
 }
 
 // ---- history --------------------------------------------------------------------------------
 function bySource(c, source) {
-  const idx = c.time.map((_, i) => i).filter((i) => (c.source ? c.source[i] : "unknown") === source);
+  const idx = c.time.map((_, i) => i).filter((i) => ((c.source && c.source[i]) || "unknown") === source);
   const pick = (arr) => idx.map((i) => arr[i]);
   return { time: pick(c.time), open: pick(c.open), high: pick(c.high), low: pick(c.low), close: pick(c.close) };
 }
@@ -138,12 +142,12 @@ async function drawHistory(d) {
   const shapes = d.gaps.map((g) => ({ type: "rect", xref: "x", yref: "paper", x0: g.start, x1: g.end, y0: 0, y1: 1,
     fillcolor: "#fed7d7", opacity: 0.6, line: { width: 0 }, layer: "below" }));
   await Promise.all([
-    draw("chart-history-candles", traces, { title: { text: `${d.symbol} hourly candles (gaps shaded)`, font: { size: 13 } },
+    draw("chart-history-candles", traces, { title: { text: `${d.symbol} hourly candles (gaps shaded)` },
       shapes, xaxis: { type: "date", rangeslider: { visible: false } } }),
     draw("chart-history-volume", has && [
       { type: "bar", x: c.time, y: c.volume, name: "volume (candles)", marker: { color: "#a0aec0" } },
       line(c.time, c.coverage, "coverage", { yaxis: "y2" })],
-      { title: { text: "volume and coverage (minutes present / 60)", font: { size: 13 } },
+      { title: { text: "volume and coverage (minutes present / 60)" },
         yaxis2: { overlaying: "y", side: "right", range: [0, 1.05] } }),
   ]);
 }
@@ -171,8 +175,8 @@ async function drawForecast(d) {
   const past = p.count > 0 ? [line(p.target, p.predicted, "forecast (latest issue before the hour)"),
     line(p.target, p.actual, "actual close", { line: { color: "#1a202c" } })] : null;
   await Promise.all([
-    draw("chart-forecast", future, { title: { text: `next hours of ${d.symbol} by ${f.model_version || "?"}`, font: { size: 13 } } }),
-    draw("chart-forecast-past", past, { title: { text: "past forecasts against what happened", font: { size: 13 } } }),
+    draw("chart-forecast", future, { title: { text: `next hours of ${d.symbol} by ${f.model_version || "?"}` } }),
+    draw("chart-forecast-past", past, { title: { text: "past forecasts against what happened" } }),
   ]);
   const ph = d.per_horizon;
   reason("per-horizon", ph.reason);
@@ -227,8 +231,8 @@ async function drawPipeline(d) {
     { type: "bar", x: dq.hours, y: dq.errors, name: "errors", marker: { color: "#e53e3e" } },
     { type: "bar", x: dq.hours, y: dq.warnings, name: "warnings", marker: { color: "#d69e2e" } }] : null;
   await Promise.all([
-    draw("chart-quarantine", qTraces, { barmode: "stack", title: { text: `${q.total} quarantined record(s) per hour`, font: { size: 13 } } }),
-    draw("chart-quality", dqTraces, { barmode: "overlay", title: { text: "data-quality checks per hour", font: { size: 13 } } }),
+    draw("chart-quarantine", qTraces, { barmode: "stack", title: { text: `${q.total} quarantined record(s) per hour` } }),
+    draw("chart-quality", dqTraces, { barmode: "overlay", title: { text: "data-quality checks per hour" } }),
   ]);
   table("quarantine-sample", [["quarantined_at", "quarantined"], ["reason", "reason"], ["kafka", "topic/partition/offset"],
     ["value_text", "raw record", "text"]], q.sample);
