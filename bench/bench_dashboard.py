@@ -88,6 +88,16 @@ def endpoint_latency(settings, repeat: int) -> list[dict]:
     return rows
 
 
+#: Where the time of a page load goes (ms since navigation start, from the browser's own timings).
+PHASES = """() => {
+  const at = (name) => (performance.getEntriesByName(name)[0] || {}).startTime;
+  const js = performance.getEntriesByType('resource').find((r) => r.name.endsWith('plotly.min.js'));
+  const api = performance.getEntriesByType('resource').filter((r) => r.name.includes('/api/'));
+  return {plotly_downloaded: js && js.responseEnd, plotly_ready: at('btc:plotly-ready'),
+          data_received: Math.max(...api.map((r) => r.responseEnd)), drawn: at('btc:drawn')};
+}"""
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -120,6 +130,7 @@ def page_load(settings, loads: int) -> dict:
                     page.goto(url)
                     page.wait_for_selector("#dashboard[data-state='drawn']", timeout=60_000)
                     out["loads"].append(time.perf_counter() - started)
+                    out.setdefault("phases", []).append(page.evaluate(PHASES))
                     page.close()
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 page.goto(url)
@@ -158,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             page = page_load(settings, args.page_loads)
             lines.append(f"page load to all charts drawn (headless Chromium, default ranges), {len(page['loads'])} "
                          f"loads: best {min(page['loads']):.2f} s, median {statistics.median(page['loads']):.2f} s")
+            median = {k: statistics.median(p[k] for p in page["phases"]) for k in page["phases"][0]}
+            lines.append("  median ms after navigation start: " + ", ".join(f"{k} {v:.0f}" for k, v in median.items()))
             lines.append(f"redraw after choosing history 365 d: {page['history_365']:.2f} s; "
                          f"market 168 h: {page['market_168']:.2f} s")
     sys.stdout.write("\n".join(lines) + "\n")

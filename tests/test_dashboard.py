@@ -306,7 +306,7 @@ def test_dashboard_in_a_browser(airflow_dashboard, chromium, tmp_path):
     shots.mkdir()
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page = browser.new_page(viewport={"width": 1280, "height": 1500})  # tall enough for a whole view
         try:
             page.goto(server.url + "/", wait_until="domcontentloaded")
             page.get_by_label("Username").fill("admin")

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds an endpoint's answer is reused for the same arguments (the page refreshes every 30 s).
 CACHE_TTL_S = 10.0
+#: Seconds between the page's refreshes.
+REFRESH_S = 30
 STATIC_FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 
 
@@ -114,9 +116,22 @@ def create_app(settings_factory: Callable[[], Any] | None = None, *, secured: bo
             raise HTTPException(status_code=422, detail=f"symbol must be letters and digits, got {symbol!r}")
         return chosen
 
+    def page_config() -> dict:
+        settings = settings_of()
+        return {
+            "symbols": list(settings.binance_symbols),
+            "market_hours": data.MARKET_HOURS,
+            "history_days": data.HISTORY_DAYS,
+            "forecast_days": data.FORECAST_DAYS,
+            "pipeline_days": data.PIPELINE_DAYS,
+            "refresh_s": REFRESH_S,
+        }
+
     @app.get("/", response_class=HTMLResponse)
     def page() -> HTMLResponse:
+        # the page's configuration goes in with it (one round trip less before the data requests)
         html = (static_dir() / "index.html").read_text(encoding="utf-8")
+        html = html.replace("__BTC_CONFIG__", json.dumps(page_config()).replace("<", "\\u003c"))
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
     @app.get("/static/plotly.min.js")
@@ -132,15 +147,7 @@ def create_app(settings_factory: Callable[[], Any] | None = None, *, secured: bo
 
     @app.get("/api/config")
     def config() -> dict:
-        settings = settings_of()
-        return {
-            "symbols": list(settings.binance_symbols),
-            "market_hours": data.MARKET_HOURS,
-            "history_days": data.HISTORY_DAYS,
-            "forecast_days": data.FORECAST_DAYS,
-            "pipeline_days": data.PIPELINE_DAYS,
-            "refresh_s": 30,
-        }
+        return page_config()
 
     @app.get("/api/market")
     def market(hours: float = Query(6, gt=0, le=data.MAX_MARKET_HOURS), symbol: str | None = None) -> Response:

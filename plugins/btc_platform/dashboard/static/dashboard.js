@@ -67,6 +67,13 @@ function table(id, columns, rows) {
 }
 
 // Draw a chart, or hide it when its endpoint returned no rows (the section's reason says why).
+// plotly.min.js loads deferred, in parallel with the first data requests
+const plotlyReady = window.Plotly ? Promise.resolve() : new Promise((resolve, reject) => {
+  const script = document.getElementById("plotly-js");
+  script.addEventListener("load", () => { performance.mark("btc:plotly-ready"); resolve(); });
+  script.addEventListener("error", () => reject(new Error("static/plotly.min.js did not load")));
+});
+
 function draw(id, traces, layout) {
   const el = document.getElementById(id);
   if (!traces) { Plotly.purge(el); el.replaceChildren(); el.hidden = true; return Promise.resolve(); }
@@ -258,6 +265,7 @@ async function load(view) {
   const params = { [v.key]: state.ranges[view] };
   if (view !== "pipeline") params.symbol = state.symbol;
   const d = await getJson(view, params);
+  await plotlyReady;
   await v.draw(d);
   return d;
 }
@@ -271,10 +279,11 @@ async function refresh() {
   $("#refreshed").textContent = failed.length ? `error: ${failed.map((r) => r.reason.message).join("; ")}`
     : `updated ${new Date().toISOString().slice(11, 19)} UTC, every ${state.config.refresh_s} s`;
   main.dataset.state = failed.length ? "error" : "drawn";
+  performance.mark("btc:drawn");
 }
 
 async function start() {
-  state.config = await getJson("config", {});
+  state.config = JSON.parse(document.getElementById("btc-config").textContent);
   const symbols = $("#symbol");
   for (const s of state.config.symbols) symbols.append(new Option(s, s));
   state.symbol = state.config.symbols[0];
