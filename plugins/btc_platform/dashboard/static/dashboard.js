@@ -89,8 +89,12 @@ async function getJson(path, params) {
   return response.json();
 }
 
+// A marker per point while there are few enough to tell apart (and to draw quickly in SVG).
+const MAX_MARKERS = 1500;
+
 function line(x, y, name, extra = {}) {
-  return { type: "scatter", mode: "lines+markers", marker: { size: 3 }, x, y, name, ...extra };
+  const mode = x.length <= MAX_MARKERS ? "lines+markers" : "lines";
+  return { type: "scatter", mode, marker: { size: 3 }, x, y, name, ...extra };
 }
 
 // ---- market ---------------------------------------------------------------------------------
