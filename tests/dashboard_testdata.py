@@ -170,7 +170,14 @@ def quarantine(settings: Settings, now: pd.Timestamp, per_hour: tuple[int, ...] 
     return len(rows)
 
 
+RESTART_REASON = "stale: no stream progress for 130 s (limit 120 s)"
+
+
 def status_records(settings: Settings, now: pd.Timestamp) -> None:
+    from btc_platform import supervisor
+
+    supervisor.record_event(settings, supervisor.CheckResult("stream", "started", "no pid record", 4242))
+    supervisor.record_event(settings, supervisor.CheckResult("stream", "restarted", RESTART_REASON, 4343))
     iso = (now - timedelta(seconds=3)).isoformat()
     write_status(settings.producer_status_path, {"pid": 1, "source_mode": "simulate", "state": "running",
                                                  "published": 1234, "failed": 0, "last_publish_time": iso})

@@ -80,6 +80,8 @@ def test_endpoints_return_the_seeded_rows(seeded, client):
     assert set(quarantine["series"]) == {"unparseable_json", "missing_field", "ask_below_bid"}
     assert len(quarantine["sample"]) == 5 and len(quarantine["sample"][0]["value_text"]) == 300
     assert "data_quality does not exist yet" in pipeline["data_quality"]["reason"]
+    assert [(e["action"], e["reason"]) for e in pipeline["restarts"]] == [
+        ("restarted", td.RESTART_REASON), ("started", "no pid record")]
     assert pipeline["producer"]["published"] == 1234 and pipeline["stream"]["queries"][0]["name"] == "ingest"
     tables = {d["table"]: d for d in pipeline["datasets"]}
     assert tables["hourly_metrics"]["version"] == 0 and tables["data_quality"]["version"] is None
@@ -359,6 +361,8 @@ def test_dashboard_in_a_browser(airflow_dashboard, chromium, tmp_path):
             dq = frame.locator(".reason[data-for='data-quality']")
             assert "table data_quality does not exist yet" in dq.inner_text()
             assert dq.is_visible() and not frame.locator("#chart-quality").is_visible()
+            # restarts with their reasons
+            assert td.RESTART_REASON in frame.locator("#restarts").inner_text()
             # the latest tick and its age are shown
             assert "age" in frame.locator("#tick").inner_text()
             # links to the runs of the DAGs that write each table

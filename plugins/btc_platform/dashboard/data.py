@@ -514,6 +514,7 @@ def process_starts(settings: Settings, name: str, limit: int = 20) -> list[str]:
 
 
 def processes(settings: Settings) -> list[dict]:
+    """Each supervised process: running or not, its starts (log headers), its restarts."""
     from btc_platform import supervisor
 
     out = []
@@ -523,6 +524,13 @@ def processes(settings: Settings) -> list[dict]:
         out.append({"name": name, "state": state.action, "detail": state.reason, "pid": state.pid,
                     "starts": starts, "restarts": max(0, len(starts) - 1)})
     return out
+
+
+def supervisor_events(settings: Settings, limit: int = 20) -> list[dict]:
+    """The supervisor's latest starts and restarts with their reasons, newest first."""
+    from btc_platform import supervisor
+
+    return supervisor.read_events(settings, limit)[::-1]
 
 
 def kafka_lag(settings: Settings) -> dict:
@@ -631,6 +639,7 @@ def pipeline(settings: Settings, days: float, now: datetime | None = None) -> di
         "producer": producer_state(settings, now),
         "stream": stream_state(settings, now),
         "processes": processes(settings),
+        "restarts": supervisor_events(settings),
         "kafka_lag": kafka_lag(settings),
         "quarantine": quarantine(settings, days, now),
         "data_quality": data_quality(settings, days, now),

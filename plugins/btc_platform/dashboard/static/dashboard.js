@@ -231,6 +231,9 @@ async function drawPipeline(d) {
   table("stream-queries", [["name", "query"], ["state", "state"], ["batch_id", "batch"], ["batch_duration_ms", "batch ms", "num"],
     ["input_rows_per_s", "in rows/s", "num"], ["processed_rows_per_s", "processed rows/s", "num"],
     ["watermark", "watermark"], [(q) => age(q.age_s), "last batch"]], st.queries || []);
+  reason("restarts", d.restarts.length ? "" : "the supervisor has started nothing yet (btc_stream_supervisor DAG)");
+  table("restarts", [["time", "when"], ["name", "process"], ["action", "action"], ["reason", "reason"], ["pid", "pid"],
+    [() => link("../dags/btc_stream_supervisor/runs", "task logs"), "logs"]], d.restarts);
   const q = d.quarantine;
   reason("quarantine", q.reason);
   const qTraces = q.total > 0 ? Object.entries(q.series).map(([code, counts]) =>
