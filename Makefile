@@ -9,7 +9,7 @@ SOURCE ?= live
 export PYTHONUNBUFFERED := 1
 
 .PHONY: help venv jars run stop status services-up services-down test test-fast bench evaluate lint clean-data \
-	convert-data sql
+	convert-data sql chromium
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -41,7 +41,10 @@ services-up: venv jars ## start Kafka and HDFS only
 services-down: venv ## stop Kafka and HDFS
 	$(VENV)/bin/btc-services stop kafka hdfs
 
-test: venv jars ## install what is needed, run every test (tests start their own Kafka/HDFS/Airflow)
+chromium: venv ## Debian's chromium for the dashboard's browser test (apt-get when missing and root)
+	$(PY) -m btc_platform.dashboard.browser
+
+test: venv jars chromium ## install what is needed, run every test (tests start their own Kafka/HDFS/Airflow)
 	$(PY) -m pytest
 
 test-fast: venv ## unit tests only (no services, no Spark streaming, no training)

@@ -151,6 +151,10 @@ def test_stale_process_is_restarted_with_the_reason(sup_settings):
     assert result.action == "restarted"
     assert result.reason == "stale: no publish for 99 s (limit 60 s)"
     assert result.pid != first.pid
+    # both starts are in the event log with their reasons (the dashboard shows them)
+    events = supervisor.read_events(sup_settings)
+    assert [(e["action"], e["pid"]) for e in events] == [("started", first.pid), ("restarted", result.pid)]
+    assert events[-1]["reason"] == result.reason and events[-1]["name"] == spec.name
 
 
 def test_producer_staleness_reads_the_producer_status(tmp_path):

@@ -228,11 +228,60 @@ def _ensure(
             log.info("%s: old process %s (group %s) %s", spec.name, record.pid, record.pgid, outcome)
         new = _start(settings, spec)
         result = CheckResult(spec.name, action, reason, new.pid, {"fingerprint": spec.fingerprint, "log": new.log})
+        record_event(settings, result)
         if action == "restarted":
             log.warning("%s", result)
         else:
             log.info("%s", result)
         return result
+
+
+#: Starts and restarts kept in the event log (older ones are dropped when it is rewritten).
+MAX_EVENTS = 200
+
+
+def events_path(settings: Settings):
+    """JSON lines, one per start or restart of a supervised process, with its reason."""
+    return settings.status_dir / "supervisor_events.jsonl"
+
+
+def record_event(settings: Settings, result: CheckResult) -> None:
+    """Append a start/restart and its reason to the event log (the dashboard shows them); the
+    log is cut to the last :data:`MAX_EVENTS` when it has grown to twice that."""
+    import json
+
+    from btc_platform.status import utc_now_iso
+
+    path = events_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"time": utc_now_iso(), "name": result.name, "action": result.action,
+                       "reason": result.reason, "pid": result.pid}, sort_keys=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if len(lines) > 2 * MAX_EVENTS:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("\n".join(lines[-MAX_EVENTS:]) + "\n", encoding="utf-8")
+        tmp.replace(path)
+
+
+def read_events(settings: Settings, limit: int = 50) -> list[dict[str, Any]]:
+    """The last ``limit`` events of the event log, oldest first (an unreadable line is skipped
+    with a warning)."""
+    import json
+
+    path = events_path(settings)
+    if not path.is_file():
+        return []
+    events = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            log.warning("%s line %d is not JSON (%s): skipped", path, number, exc)
+    return events[-limit:]
 
 
 def ensure_producer(settings: Settings | None = None, source: str | None = None) -> CheckResult:

@@ -1,0 +1,181 @@
+"""Benchmark: the BTC dashboard's JSON endpoints on a year of hourly data and a week of minute data,
+and the page load in headless Chromium.
+
+Seeds Delta tables in a temporary directory with the dashboard's test data writer
+(``tests/dashboard_testdata.py``: ``hourly_metrics`` 365 days x 24 h with a 3-hour gap, half
+backfilled; ``minute_metrics`` 7 days x 1,440 minutes; forecasts, registry, quarantine, status
+records), then:
+
+* latency per endpoint through the app (FastAPI TestClient, Airflow's access check left out),
+  ``--repeat`` requests each with the cache cleared before every request (what the first
+  request after the TTL costs) and the same cached; p50 / p95 / max in ms;
+* with ``--browser`` (default on; ``--no-browser`` to skip): the app served by uvicorn on
+  127.0.0.1, Debian's Chromium (``btc_platform.dashboard.browser``) loads the page, time until
+  every chart is drawn (``#dashboard[data-state=drawn]``), best and median of ``--page-loads``;
+  then the time to redraw after choosing the widest ranges (history 365 d, market 168 h).
+
+Run it under the shared lock (it starts a browser):
+
+    PYTHONPATH=plugins:. flock /work/heavy.lock .venv/bin/python bench/bench_dashboard.py [--repeat 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+log = logging.getLogger("bench.dashboard")
+
+#: (endpoint, query) pairs measured: the widest ranges the data covers, and the page's defaults.
+REQUESTS = (
+    ("market", {"hours": 168}),
+    ("market", {"hours": 6}),
+    ("history", {"days": 365}),
+    ("history", {"days": 30}),
+    ("forecast", {"days": 7}),
+    ("pipeline", {"days": 7}),
+)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def seed(data_dir: Path):
+    from btc_platform.settings import load_settings
+    from tests import dashboard_testdata as td
+
+    settings = load_settings(data_dir=data_dir)
+    started = time.perf_counter()
+    seeded = td.seed_all(settings, minutes=7 * 1440, hours=365 * 24)
+    log.info("seeded %d minutes and %d hours in %.1f s", seeded.minutes, seeded.hours, time.perf_counter() - started)
+    return settings, seeded
+
+
+def endpoint_latency(settings, repeat: int) -> list[dict]:
+    from fastapi.testclient import TestClient
+
+    from btc_platform.dashboard.app import create_app
+
+    app = create_app(lambda: settings, secured=False)
+    client = TestClient(app)
+    rows = []
+    for name, params in REQUESTS:
+        cold, warm, size = [], [], 0
+        for _ in range(repeat):
+            app.state.cache.clear()
+            started = time.perf_counter()
+            response = client.get(f"/api/{name}", params=params)
+            cold.append(1000 * (time.perf_counter() - started))
+            response.raise_for_status()
+            size = len(response.content)
+        for _ in range(repeat):
+            started = time.perf_counter()
+            client.get(f"/api/{name}", params=params).raise_for_status()
+            warm.append(1000 * (time.perf_counter() - started))
+        rows.append({"endpoint": f"/api/{name}?" + "&".join(f"{k}={v}" for k, v in params.items()),
+                     "p50": statistics.median(cold), "p95": percentile(cold, 95), "max": max(cold),
+                     "cached_p95": percentile(warm, 95), "kb": size / 1024})
+    return rows
+
+
+#: Where the time of a page load goes (ms since navigation start, from the browser's own timings).
+PHASES = """() => {
+  const at = (name) => (performance.getEntriesByName(name)[0] || {}).startTime;
+  const js = performance.getEntriesByType('resource').find((r) => r.name.endsWith('plotly.min.js'));
+  const api = performance.getEntriesByType('resource').filter((r) => r.name.includes('/api/'));
+  return {plotly_downloaded: js && js.responseEnd, plotly_ready: at('btc:plotly-ready'),
+          data_received: Math.max(...api.map((r) => r.responseEnd)), drawn: at('btc:drawn')};
+}"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def page_load(settings, loads: int) -> dict:
+    import uvicorn
+    from playwright.sync_api import sync_playwright
+
+    from btc_platform.dashboard.app import create_app
+    from btc_platform.dashboard.browser import ensure_chromium
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(lambda: settings, secured=False), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{port}/"
+    out: dict = {"loads": []}
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=ensure_chromium(), args=["--no-sandbox", "--disable-gpu"])
+            try:
+                for _ in range(loads):
+                    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                    started = time.perf_counter()
+                    page.goto(url)
+                    page.wait_for_selector("#dashboard[data-state='drawn']", timeout=60_000)
+                    out["loads"].append(time.perf_counter() - started)
+                    out.setdefault("phases", []).append(page.evaluate(PHASES))
+                    page.close()
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.goto(url)
+                page.wait_for_selector("#dashboard[data-state='drawn']", timeout=60_000)
+                for view, value in (("history", "365"), ("market", "168")):
+                    started = time.perf_counter()
+                    page.select_option(f"select[data-view='{view}']", value)
+                    page.wait_for_selector("#dashboard[data-state='drawn']", timeout=60_000)
+                    out[f"{view}_{value}"] = time.perf_counter() - started
+            finally:
+                browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=30, help="requests per endpoint (default 30)")
+    parser.add_argument("--page-loads", type=int, default=5, help="page loads in Chromium (default 5)")
+    parser.add_argument("--browser", action=argparse.BooleanOptionalAction, default=True)
+    args = parser.parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("btc_platform").setLevel(logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as tmp:
+        settings, seeded = seed(Path(tmp))
+        rows = endpoint_latency(settings, args.repeat)
+        lines = [f"dashboard endpoints, {seeded.hours} hourly rows (a year) and {seeded.minutes} minute rows "
+                 f"(a week), {args.repeat} requests each, cache cleared before each (ms):",
+                 f"{'endpoint':<32} {'p50':>7} {'p95':>7} {'max':>7} {'cached p95':>11} {'KiB':>7}"]
+        lines += [f"{r['endpoint']:<32} {r['p50']:7.1f} {r['p95']:7.1f} {r['max']:7.1f} {r['cached_p95']:11.1f} "
+                  f"{r['kb']:7.0f}" for r in rows]
+        if args.browser:
+            page = page_load(settings, args.page_loads)
+            lines.append(f"page load to all charts drawn (headless Chromium, default ranges), {len(page['loads'])} "
+                         f"loads: best {min(page['loads']):.2f} s, median {statistics.median(page['loads']):.2f} s")
+            median = {k: statistics.median(p[k] for p in page["phases"]) for k in page["phases"][0]}
+            lines.append("  median ms after navigation start: " + ", ".join(f"{k} {v:.0f}" for k, v in median.items()))
+            lines.append(f"redraw after choosing history 365 d: {page['history_365']:.2f} s; "
+                         f"market 168 h: {page['market_168']:.2f} s")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

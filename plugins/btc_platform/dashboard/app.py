@@ -1,0 +1,171 @@
+"""The dashboard's FastAPI app, mounted by Airflow's API server under ``/btc`` (the plugin's
+``fastapi_apps``) and framed in the UI by the plugin's ``external_views`` entry.
+
+A plugin app gets no authentication from Airflow by itself: every route here, the page, the
+scripts and the JSON alike, depends on ``requires_access_view(AccessView.WEBSITE)`` (Airflow's
+own check: the session cookie or a bearer token, then the auth manager), so without a session
+each answers 401 (no token) or 403 (invalid token / not allowed). The docs and OpenAPI routes are
+off. plotly.js is served from the ``plotly`` Python package's bundled ``plotly.min.js`` (installed
+by ``make venv``); nothing is loaded from elsewhere.
+
+Routes (relative to the mount point): ``/`` the page, ``/static/<file>`` its script and style,
+``/static/plotly.min.js``, and the JSON endpoints ``/api/market``, ``/api/history``,
+``/api/forecast``, ``/api/pipeline`` (README, BTC dashboard). Each endpoint's answer is kept for
+:data:`CACHE_TTL_S` seconds per set of arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from btc_platform.dashboard import data
+
+log = logging.getLogger(__name__)
+
+#: Seconds an endpoint's answer is reused for the same arguments (the page refreshes every 30 s).
+CACHE_TTL_S = 10.0
+#: Seconds between the page's refreshes.
+REFRESH_S = 30
+STATIC_FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+
+
+class TTLCache:
+    """A small thread-safe cache of computed answers, each kept ``ttl_s`` seconds."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 64, clock: Callable[[], float] = time.monotonic):
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: dict[tuple, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        now = self.clock()
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None and now - hit[0] < self.ttl_s:
+                return hit[1]
+        value = compute()
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                oldest = min(self._entries, key=lambda k: self._entries[k][0])
+                del self._entries[oldest]
+            self._entries[key] = (self.clock(), value)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def plotly_js_path() -> Path:
+    """``plotly.min.js`` as shipped in the installed ``plotly`` package."""
+    try:
+        path = Path(str(resources.files("plotly") / "package_data" / "plotly.min.js"))
+    except ModuleNotFoundError as exc:
+        raise FileNotFoundError("the plotly package is not installed: run `make venv`") from exc
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: reinstall the plotly package (`make venv`)")
+    return path
+
+
+def static_dir() -> Path:
+    return Path(__file__).resolve().parent / "static"
+
+
+def create_app(settings_factory: Callable[[], Any] | None = None, *, secured: bool = True):
+    """The dashboard app. ``settings_factory`` gives the platform settings per request (default
+    ``get_settings``); ``secured=False`` leaves Airflow's access check out (benchmarks only)."""
+    from fastapi import Depends, FastAPI, HTTPException, Query
+    from fastapi.responses import FileResponse, HTMLResponse, Response
+
+    from btc_platform.settings import get_settings
+
+    dependencies = []
+    if secured:
+        from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
+        from airflow.api_fastapi.core_api.security import requires_access_view
+
+        dependencies = [Depends(requires_access_view(AccessView.WEBSITE))]
+    settings_of = settings_factory or get_settings
+    cache = TTLCache(CACHE_TTL_S)
+    app = FastAPI(
+        title="BTC dashboard", docs_url=None, redoc_url=None, openapi_url=None, dependencies=dependencies
+    )
+    app.state.cache = cache
+
+    def answer(name: str, compute: Callable[[Any], dict], *args: Any) -> Response:
+        settings = settings_of()
+        key = (name, settings.storage_root, str(settings.data_dir), *args)
+        started = time.perf_counter()
+        body = cache.get(key, lambda: json.dumps(compute(settings), allow_nan=False, separators=(",", ":")))
+        log.debug("dashboard %s%s in %.0f ms", name, args, 1000 * (time.perf_counter() - started))
+        return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
+
+    def symbol_of(symbol: str | None) -> str:
+        settings = settings_of()
+        chosen = (symbol or settings.binance_symbols[0]).upper()
+        if not chosen.isalnum():
+            raise HTTPException(status_code=422, detail=f"symbol must be letters and digits, got {symbol!r}")
+        return chosen
+
+    def page_config() -> dict:
+        settings = settings_of()
+        return {
+            "symbols": list(settings.binance_symbols),
+            "market_hours": data.MARKET_HOURS,
+            "history_days": data.HISTORY_DAYS,
+            "forecast_days": data.FORECAST_DAYS,
+            "pipeline_days": data.PIPELINE_DAYS,
+            "refresh_s": REFRESH_S,
+        }
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> HTMLResponse:
+        # the page's configuration goes in with it (one round trip less before the data requests)
+        html = (static_dir() / "index.html").read_text(encoding="utf-8")
+        html = html.replace("__BTC_CONFIG__", json.dumps(page_config()).replace("<", "\\u003c"))
+        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+    @app.get("/static/plotly.min.js")
+    def plotly_js() -> FileResponse:
+        return FileResponse(plotly_js_path(), media_type="text/javascript",
+                            headers={"Cache-Control": "private, max-age=86400"})
+
+    @app.get("/static/{name}")
+    def static(name: str) -> FileResponse:
+        if name not in STATIC_FILES:
+            raise HTTPException(status_code=404, detail=f"no static file {name}")
+        return FileResponse(static_dir() / name, media_type=STATIC_FILES[name], headers={"Cache-Control": "no-cache"})
+
+    @app.get("/api/config")
+    def config() -> dict:
+        return page_config()
+
+    @app.get("/api/market")
+    def market(hours: float = Query(6, gt=0, le=data.MAX_MARKET_HOURS), symbol: str | None = None) -> Response:
+        sym = symbol_of(symbol)
+        return answer("market", lambda s: data.market(s, sym, hours), sym, hours)
+
+    @app.get("/api/history")
+    def history(days: float = Query(30, gt=0, le=data.MAX_DAYS), symbol: str | None = None) -> Response:
+        sym = symbol_of(symbol)
+        return answer("history", lambda s: data.history(s, sym, days), sym, days)
+
+    @app.get("/api/forecast")
+    def forecast(days: float = Query(3, gt=0, le=data.MAX_DAYS), symbol: str | None = None) -> Response:
+        sym = symbol_of(symbol)
+        return answer("forecast", lambda s: data.forecast(s, sym, days), sym, days)
+
+    @app.get("/api/pipeline")
+    def pipeline(days: float = Query(1, gt=0, le=data.MAX_DAYS)) -> Response:
+        return answer("pipeline", lambda s: data.pipeline(s, days), days)
+
+    return app

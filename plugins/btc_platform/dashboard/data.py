@@ -1,0 +1,647 @@
+"""What the dashboard's JSON endpoints return: the platform's tables and status records, read
+with filters pushed down, as plain JSON-ready dicts (columnar lists, ISO UTC times).
+
+Every function takes the settings and the range, reads only the rows of that range (delta-rs
+through :mod:`btc_platform.lake`: one SQL query per table, the range as its WHERE clause) and
+never raises for data that is simply not there yet: a table that does not exist, an empty range
+or a column this version of the table does not have gives that part no rows and a ``reason``
+string the page shows. Nothing is filled in: a missing value is ``null``.
+
+The model registry (``<storage root>/models/``, written by ``models.registry``) is read as
+files here (``current.json``, ``<version>/decision.json``, ``<version>/metrics.json``): the
+library never imports ``models``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from btc_platform import datasets, lake
+from btc_platform.settings import Settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+#: Choices of the page's range selectors (the endpoints accept any value within the bounds).
+MARKET_HOURS = (1, 3, 6, 12, 24, 72, 168)
+HISTORY_DAYS = (7, 30, 90, 180, 365)
+FORECAST_DAYS = (1, 3, 7, 14)
+PIPELINE_DAYS = (1, 3, 7, 30)
+#: Upper bounds of the ranges (hours for market, days for the others).
+MAX_MARKET_HOURS = 24 * 14
+MAX_DAYS = 3 * 366
+
+#: DAGs that write each table (the pipeline view links their runs).
+PRODUCERS: dict[str, tuple[str, ...]] = {
+    datasets.RAW_DATA: ("btc_stream_supervisor",),
+    datasets.QUARANTINE: ("btc_stream_supervisor",),
+    datasets.MINUTE_METRICS: ("btc_stream_supervisor",),
+    datasets.HOURLY_METRICS: ("btc_hourly_consolidation", "btc_backfill"),
+    datasets.DATA_QUALITY: ("btc_hourly_consolidation", "btc_backfill"),
+    datasets.PREDICTIONS: ("btc_retrain",),
+    datasets.PREDICTION_METRICS: ("btc_retrain",),
+    datasets.FUTURE_PREDICTIONS: ("btc_retrain",),
+}
+#: Supervised processes and their logs (the supervisor writes a ``==== <time> ...`` line per start).
+PROCESSES = ("producer", "stream")
+_START_LINE = re.compile(r"^==== (\S+) (?:supervisor starts|starting) ")
+
+MINUTE_COLUMNS = (
+    "mid_close", "spread_mean", "spread_pct_mean",
+    "liquidity_base_mean", "liquidity_quote_mean", "volatility", "tick_count",
+)  # fmt: skip
+HOURLY_COLUMNS = ("open", "high", "low", "close", "volume", "coverage", "source")
+QUARANTINE_SAMPLE = 5
+SAMPLE_TEXT_CHARS = 300
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(value: Any) -> str | None:
+    """A timestamp as ISO UTC with ``Z`` (None for null)."""
+    import pandas as pd
+
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    ts = pd.Timestamp(value)
+    ts = ts.tz_localize(UTC) if ts.tzinfo is None else ts.tz_convert(UTC)
+    return ts.strftime("%Y-%m-%dT%H:%M:%S") + ("" if ts.microsecond == 0 else f".{ts.microsecond // 1000:03d}") + "Z"
+
+
+def number(value: Any) -> float | int | None:
+    """A JSON number (None for null or NaN; Decimal and numpy values converted)."""
+    if value is None:
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(out) or math.isinf(out) else out
+
+
+def iso_list(series: pd.Series) -> list[str | None]:
+    """A timestamp column as ISO UTC strings (``Z``; milliseconds only when a value has them)."""
+    import numpy as np
+    import pandas as pd
+
+    times = pd.to_datetime(series, utc=True)
+    values = times.dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
+    unit = "s" if (times.dropna().dt.microsecond == 0).all() else "ms"
+    text = np.datetime_as_string(values, unit=unit)
+    return [None if t == "NaT" else t + "Z" for t in text.tolist()]
+
+
+def column(frame: pd.DataFrame, name: str) -> list:
+    """One column as a JSON list: times as ISO strings, numbers as numbers, null for missing."""
+    import numpy as np
+    import pandas as pd
+
+    series = frame[name]
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return iso_list(series)
+    if pd.api.types.is_bool_dtype(series):
+        return [None if pd.isna(v) else bool(v) for v in series.tolist()]
+    if pd.api.types.is_integer_dtype(series):
+        return [None if pd.isna(v) else int(v) for v in series.astype("object").tolist()]
+    if pd.api.types.is_float_dtype(series):
+        values = series.to_numpy(dtype="float64", na_value=np.nan)
+        out = values.tolist()
+        for i in np.flatnonzero(~np.isfinite(values)).tolist():
+            out[i] = None
+        return out
+    if pd.api.types.is_object_dtype(series) and len(series) and not isinstance(series.dropna().iloc[0] if
+                                                                                  series.notna().any() else "", str):
+        return [number(v) for v in series]
+    return [None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in series.tolist()]
+
+
+def _timestamp(value: datetime) -> pd.Timestamp:
+    import pandas as pd
+
+    ts = pd.Timestamp(value)
+    return ts.tz_localize(UTC) if ts.tzinfo is None else ts.tz_convert(UTC)
+
+
+class Read:
+    """Rows of one table read for the dashboard, or why there are none."""
+
+    def __init__(self, frame: pd.DataFrame | None, reason: str | None, missing: Sequence[str] = ()):
+        self.frame = frame
+        self.reason = reason
+        self.missing = tuple(missing)
+
+    @property
+    def empty(self) -> bool:
+        return self.frame is None or self.frame.empty
+
+
+def read(
+    name: str,
+    settings: Settings,
+    *,
+    required: Sequence[str],
+    optional: Sequence[str] = (),
+    filters: lake.Filters = (),
+    order_by: str | None = None,
+    limit: int | None = None,
+    empty_reason: str = "no rows in the selected range",
+) -> Read:
+    """``required`` and ``optional`` columns of table ``name`` matching ``filters``.
+
+    No table: a reason naming what writes it. A required column the table does not have: a
+    reason naming it (the table is of another version of the platform). Optional columns the
+    table lacks are left out and listed in ``missing``.
+    """
+    from deltalake import QueryBuilder
+
+    try:
+        table = lake.open_table(name, settings)
+    except lake.TableNotFoundError:
+        writers = ", ".join(PRODUCERS.get(name, ()))
+        return Read(None, f"table {name} does not exist yet (written by {writers or 'the platform'})")
+    present = set(lake.column_names(table))
+    absent = [c for c in required if c not in present]
+    if absent:
+        return Read(None, f"table {name} has no column {', '.join(absent)} (written by another version?)")
+    unfiltered = [f[0] for f in filters if f[0] not in present]
+    if unfiltered:  # reading without that filter would show rows outside the range
+        return Read(None, f"table {name} has no column {', '.join(unfiltered)} to select the rows by")
+    missing = [c for c in optional if c not in present]
+    columns = [*required, *(c for c in optional if c in present)]
+    sql = lake.select_sql(columns, filters)
+    if order_by:
+        sql += f" ORDER BY {order_by}"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    import pyarrow as pa
+
+    frame = pa.table(QueryBuilder().register("t", table).execute(sql).read_all()).to_pandas()
+    log.debug("dashboard read %d row(s) of %s: %s", len(frame), name, sql)
+    return Read(frame, empty_reason if frame.empty else None, missing)
+
+
+def _columns(frame: pd.DataFrame, names: Sequence[str]) -> dict[str, list]:
+    return {n: column(frame, n) for n in names if n in frame.columns}
+
+
+# ---- market -------------------------------------------------------------------------------------
+def market(settings: Settings, symbol: str, hours: float, now: datetime | None = None) -> dict:
+    """The last ``hours`` of minute_metrics of ``symbol`` and its latest book tick with its age."""
+    now = now or utc_now()
+    start = _timestamp(now) - timedelta(hours=hours)
+    got = read(
+        datasets.MINUTE_METRICS, settings, required=("window_start",), optional=MINUTE_COLUMNS,
+        filters=[("symbol", "=", symbol), ("window_start", ">=", start)], order_by='"window_start"',
+        empty_reason=f"no minute metrics of {symbol} since {iso(start)}",
+    )
+    minutes: dict[str, list] = {}
+    if not got.empty:
+        minutes = {"time": column(got.frame, "window_start"), **_columns(got.frame, MINUTE_COLUMNS)}
+    return {
+        "symbol": symbol,
+        "hours": hours,
+        "from": iso(start),
+        "to": iso(now),
+        "count": 0 if got.empty else len(got.frame),
+        "minutes": minutes,
+        "reason": got.reason,
+        "missing_columns": list(got.missing),
+        "latest_tick": latest_tick(settings, symbol, now),
+    }
+
+
+def latest_tick(settings: Settings, symbol: str, now: datetime | None = None) -> dict:
+    """The newest book ticker of ``symbol`` in raw_data (today's and yesterday's partitions only)."""
+    now = now or utc_now()
+    days = [(now.date() - timedelta(days=d)).isoformat() for d in (0, 1)]
+    got = read(
+        datasets.RAW_DATA, settings, required=("event_time",),
+        optional=("ingest_time", "bid_price", "ask_price", "mid_price", "spread", "spread_pct", "source"),
+        filters=[("date", "in", days), ("symbol", "=", symbol), ("message_type", "=", "book_ticker")],
+        order_by='"event_time" DESC', limit=1,
+        empty_reason=f"no book ticker of {symbol} in raw_data since {days[-1]}",
+    )
+    if got.empty:
+        return {"reason": got.reason}
+    row = got.frame.iloc[0]
+    event = _timestamp(row["event_time"])
+    out: dict[str, Any] = {"event_time": iso(event), "age_s": round((_timestamp(now) - event).total_seconds(), 1)}
+    for name in ("ingest_time",):
+        if name in row:
+            out[name] = iso(row[name])
+    for name in ("bid_price", "ask_price", "mid_price", "spread", "spread_pct"):
+        if name in row:
+            out[name] = number(row[name])
+    if "source" in row:
+        out["source"] = row["source"]
+    out["reason"] = None
+    return out
+
+
+# ---- history ------------------------------------------------------------------------------------
+def gaps(hours: pd.Series) -> list[dict]:
+    """Missing hours between the first and the last of ``hours`` (sorted), as [start, end) runs."""
+    import pandas as pd
+
+    times = pd.to_datetime(hours, utc=True).reset_index(drop=True)
+    step = times.diff()
+    out = []
+    for i in step.index[step > timedelta(hours=1)]:
+        start, end = times[i - 1] + timedelta(hours=1), times[i]
+        out.append({"start": iso(start), "end": iso(end), "hours": int((end - start) / timedelta(hours=1))})
+    return out
+
+
+def history(settings: Settings, symbol: str, days: float, now: datetime | None = None) -> dict:
+    """hourly_metrics of ``symbol`` over the last ``days``: candles, volume, coverage, source, gaps."""
+    now = now or utc_now()
+    start = _timestamp(now).floor("h") - timedelta(days=days)
+    got = read(
+        datasets.HOURLY_METRICS, settings, required=("hour_start", "open", "high", "low", "close"),
+        optional=("volume", "coverage", "source"),
+        filters=[("symbol", "=", symbol), ("hour_start", ">=", start)], order_by='"hour_start"',
+        empty_reason=f"no hourly metrics of {symbol} since {iso(start)}",
+    )
+    out: dict[str, Any] = {"symbol": symbol, "days": days, "from": iso(start), "to": iso(now), "count": 0,
+                           "candles": {}, "gaps": [], "sources": {}, "reason": got.reason,
+                           "missing_columns": list(got.missing)}
+    if got.empty:
+        return out
+    frame = got.frame
+    out["count"] = len(frame)
+    out["candles"] = {"time": column(frame, "hour_start"), **_columns(frame, HOURLY_COLUMNS)}
+    out["gaps"] = gaps(frame["hour_start"])
+    if "source" in frame.columns:
+        out["sources"] = {str(k): int(v) for k, v in frame["source"].fillna("unknown").value_counts().items()}
+    return out
+
+
+# ---- forecast -----------------------------------------------------------------------------------
+def _registry_root(settings: Settings) -> str:
+    return settings.path(datasets.MODELS)
+
+
+def _registry_json(settings: Settings, *parts: str) -> dict | None:
+    from btc_platform.storage import join, open_storage
+
+    uri = join(_registry_root(settings), *parts)
+    storage = open_storage(uri, settings)
+    if not storage.exists(uri):
+        return None
+    return json.loads(storage.read_text(uri))
+
+
+def registry(settings: Settings) -> dict:
+    """The served model (``current.json``) and every version with its promotion decision."""
+    from btc_platform.storage import open_storage
+
+    root = _registry_root(settings)
+    storage = open_storage(root, settings)
+    if not storage.exists(root):
+        return {"current": None, "versions": [], "reason": "no model registry yet (btc_retrain writes it)"}
+    current = _registry_json(settings, "current.json")
+    versions = []
+    for version in sorted(v for v in storage.listdir(root) if not v.startswith((".", "_")) and not v.endswith(".json")):
+        decision = _registry_json(settings, version, "decision.json") or {}
+        versions.append({
+            "version": version,
+            "status": decision.get("status", "undecided"),
+            "reason": decision.get("reason"),
+            "forced": decision.get("forced"),
+            "policy": decision.get("policy"),
+            "decided_at": decision.get("decided_at"),
+            "current": bool(current and current.get("version") == version),
+        })
+    versions.sort(key=lambda v: v["decided_at"] or "", reverse=True)
+    reason = None if versions else "the registry holds no model version yet"
+    if versions and current is None:
+        reason = "no model is served: no candidate has beaten persistence yet (or been force-promoted)"
+    return {"current": current, "versions": versions, "reason": reason}
+
+
+def per_horizon(settings: Settings, version: str | None) -> dict:
+    """Skill and interval coverage per horizon of ``version`` next to the baselines (its metrics.json)."""
+    if version is None:
+        return {"version": None, "rows": [], "reason": "no model to show the metrics of"}
+    metrics = _registry_json(settings, version, "metrics.json")
+    if metrics is None:
+        return {"version": version, "rows": [], "reason": f"model {version} has no metrics.json"}
+    keep = ("horizon", "model_rmse", "persistence_rmse", "drift_rmse", "model_skill", "drift_skill",
+            "interval_coverage")
+    rows = [{k: r.get(k) for k in keep} for r in metrics.get("per_horizon", [])]
+    overall = {k: metrics.get("overall", {}).get(k) for k in keep}
+    return {"version": version, "rows": rows, "overall": overall, "n_windows": metrics.get("n_windows"),
+            "reason": None if rows else f"model {version} has no per-horizon metrics"}
+
+
+def forecast(settings: Settings, symbol: str, days: float, now: datetime | None = None) -> dict:
+    """Served forecast (latest issue) with its band, past forecasts vs actual closes, the metrics
+    per model version and per horizon, and the registry's versions and decisions."""
+    now = now or utc_now()
+    reg = registry(settings)
+    served = _served(settings, symbol, now)
+    version = (reg["current"] or {}).get("version") or served.get("model_version")
+    return {
+        "symbol": symbol,
+        "days": days,
+        "to": iso(now),
+        "future": served,
+        "past": _past(settings, symbol, days, now),
+        "metrics": _metrics(settings),
+        "per_horizon": per_horizon(settings, version),
+        "registry": reg,
+    }
+
+
+_FUTURE_OPTIONAL = ("lower", "upper", "interval_level", "model_version", "issue_time", "origin_hour_start",
+                    "last_close", "horizon")
+
+
+def _served(settings: Settings, symbol: str, now: datetime) -> dict:
+    start = _timestamp(now) - timedelta(days=2)
+    got = read(
+        datasets.FUTURE_PREDICTIONS, settings, required=("target_hour_start", "predicted_close"),
+        optional=_FUTURE_OPTIONAL, filters=[("symbol", "=", symbol), ("target_hour_start", ">", start)],
+        order_by='"target_hour_start"', empty_reason=f"no forecast of {symbol} for hours after {iso(start)}",
+    )
+    out: dict[str, Any] = {"count": 0, "target": [], "predicted": [], "lower": [], "upper": [],
+                           "reason": got.reason, "band_reason": None}
+    if got.empty:
+        return out
+    frame = got.frame
+    issue_key = "issue_time" if "issue_time" in frame.columns else None
+    if issue_key:  # the latest issue only
+        frame = frame[frame[issue_key] == frame[issue_key].max()]
+    out.update(count=len(frame), target=column(frame, "target_hour_start"),
+               predicted=column(frame, "predicted_close"))
+    if "lower" in frame.columns and "upper" in frame.columns:
+        out.update(lower=column(frame, "lower"), upper=column(frame, "upper"))
+    else:
+        out["band_reason"] = "future_predictions has no lower/upper columns: no interval to draw"
+    first = frame.iloc[0]
+    for name in ("model_version", "interval_level", "last_close"):
+        if name in frame.columns:
+            out[name] = number(first[name]) if name != "model_version" else first[name]
+    for name in ("issue_time", "origin_hour_start"):
+        if name in frame.columns:
+            out[name] = iso(first[name])
+    return out
+
+
+def _past(settings: Settings, symbol: str, days: float, now: datetime) -> dict:
+    """Forecasts served for the hours of the last ``days`` (per hour the one issued last before it,
+    i.e. the shortest horizon) against the actual close of that hour from hourly_metrics."""
+    start, end = _timestamp(now).floor("h") - timedelta(days=days), _timestamp(now)
+    got = read(
+        datasets.FUTURE_PREDICTIONS, settings, required=("target_hour_start", "predicted_close"),
+        optional=("origin_hour_start", "horizon", "lower", "upper", "model_version"),
+        filters=[("symbol", "=", symbol), ("target_hour_start", ">=", start), ("target_hour_start", "<", end)],
+        empty_reason=f"no forecast was served for the hours since {iso(start)}",
+    )
+    out: dict[str, Any] = {"count": 0, "target": [], "predicted": [], "actual": [], "reason": got.reason}
+    if got.empty:
+        return out
+    frame = got.frame
+    order = "origin_hour_start" if "origin_hour_start" in frame.columns else None
+    if order:
+        frame = frame.sort_values(["target_hour_start", order]).drop_duplicates("target_hour_start", keep="last")
+    else:
+        frame = frame.sort_values("target_hour_start").drop_duplicates("target_hour_start", keep="last")
+    actual = read(
+        datasets.HOURLY_METRICS, settings, required=("hour_start", "close"),
+        filters=[("symbol", "=", symbol), ("hour_start", ">=", start), ("hour_start", "<", end)],
+    )
+    closes = {} if actual.empty else dict(zip(column(actual.frame, "hour_start"), column(actual.frame, "close"),
+                                              strict=True))
+    targets = column(frame, "target_hour_start")
+    out.update(count=len(frame), target=targets, predicted=column(frame, "predicted_close"),
+               actual=[closes.get(t) for t in targets], actual_reason=actual.reason)
+    if "lower" in frame.columns and "upper" in frame.columns:
+        out.update(lower=column(frame, "lower"), upper=column(frame, "upper"))
+    if "horizon" in frame.columns:
+        out["horizon"] = column(frame, "horizon")
+    return out
+
+
+_METRIC_COLUMNS = ("model_version", "trained_at", "decision", "decision_reason", "forced", "model_rmse",
+                   "persistence_rmse", "drift_rmse", "model_mape", "model_skill", "interval_coverage",
+                   "skill_h1", "skill_h6", "skill_h12", "skill_h24", "test_windows")
+
+
+def _metrics(settings: Settings) -> dict:
+    got = read(datasets.PREDICTION_METRICS, settings, required=("model_version",), optional=_METRIC_COLUMNS[1:],
+               empty_reason="prediction_metrics holds no model yet")
+    if got.empty:
+        return {"rows": [], "reason": got.reason}
+    frame = got.frame
+    if "trained_at" in frame.columns:
+        frame = frame.sort_values("trained_at", ascending=False)
+    rows = []
+    for record in frame.to_dict("records"):
+        rows.append({k: (v if isinstance(v, str) or v is None else bool(v) if k == "forced" else number(v))
+                     for k, v in record.items()})
+    return {"rows": rows, "reason": None, "missing_columns": list(got.missing)}
+
+
+# ---- pipeline health -----------------------------------------------------------------------------
+def _age_s(value: Any, now: datetime) -> float | None:
+    if value in (None, ""):
+        return None
+    try:
+        return round((_timestamp(now) - _timestamp(value)).total_seconds(), 1)
+    except (TypeError, ValueError):
+        return None
+
+
+def producer_state(settings: Settings, now: datetime) -> dict:
+    from btc_platform.status import read_status
+
+    record = read_status(settings.producer_status_path)
+    if record is None:
+        return {"reason": f"no producer status record yet ({settings.producer_status_path})"}
+    out = {k: v for k, v in record.items() if not isinstance(v, dict | list)}
+    last = next((record[k] for k in ("last_publish_time", "last_publish", "last_published_at") if record.get(k)), None)
+    out["last_publish_age_s"] = _age_s(last, now)
+    out["sources"] = record.get("sources") if isinstance(record.get("sources"), dict) else {}
+    out["reason"] = None
+    return out
+
+
+def stream_state(settings: Settings, now: datetime) -> dict:
+    from btc_platform.status import read_status
+
+    record = read_status(settings.stream_status_path)
+    if record is None:
+        return {"queries": [], "reason": f"no stream status record yet ({settings.stream_status_path})"}
+    keep = ("state", "batch_id", "timestamp", "input_rows", "input_rows_per_s", "processed_rows_per_s",
+            "batch_duration_ms", "watermark", "valid_total", "quarantined_total", "input_rows_total")
+    queries = [{"name": name, **{k: q.get(k) for k in keep}, "age_s": _age_s(q.get("timestamp"), now)}
+               for name, q in (record.get("queries") or {}).items()]
+    return {"started_at": record.get("started_at"), "updated_at": record.get("updated_at"),
+            "updated_age_s": _age_s(record.get("updated_at"), now), "queries": queries, "reason": None}
+
+
+def process_starts(settings: Settings, name: str, limit: int = 20) -> list[str]:
+    """Start times of a supervised process (the ``====`` lines of its log), newest last."""
+    path = settings.logs_dir / f"{name}.log"
+    if not path.is_file():
+        return []
+    starts = []
+    with path.open("r", encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if line.startswith("==== "):
+                match = _START_LINE.match(line)
+                if match:
+                    starts.append(match.group(1))
+    return starts[-limit:]
+
+
+def processes(settings: Settings) -> list[dict]:
+    """Each supervised process: running or not, its starts (log headers), its restarts."""
+    from btc_platform import supervisor
+
+    out = []
+    for name in PROCESSES:
+        state = supervisor.status(name, settings)
+        starts = process_starts(settings, name)
+        out.append({"name": name, "state": state.action, "detail": state.reason, "pid": state.pid,
+                    "starts": starts, "restarts": max(0, len(starts) - 1)})
+    return out
+
+
+def supervisor_events(settings: Settings, limit: int = 20) -> list[dict]:
+    """The supervisor's latest starts and restarts with their reasons, newest first."""
+    from btc_platform import supervisor
+
+    return supervisor.read_events(settings, limit)[::-1]
+
+
+def kafka_lag(settings: Settings) -> dict:
+    """Messages in Kafka the stream has not read yet (asks Kafka only when the stream reported offsets)."""
+    from btc_platform.supervisor.health import stream_lag, stream_offsets
+
+    if stream_offsets(settings) is None:
+        return {"messages": None, "reason": "the stream has not reported Kafka offsets yet"}
+    try:
+        return {"messages": stream_lag(settings), "reason": None}
+    except Exception as exc:  # noqa: BLE001 - Kafka down is a state to show, not a page error
+        log.warning("dashboard: Kafka lag unknown: %s: %s", type(exc).__name__, exc)
+        return {"messages": None, "reason": f"Kafka lag unknown: {type(exc).__name__}: {exc}"}
+
+
+def quarantine(settings: Settings, days: float, now: datetime) -> dict:
+    """Quarantined records of the last ``days``: counts per hour and reason code, and a sample."""
+    import pandas as pd
+
+    start = _timestamp(now) - timedelta(days=days)
+    got = read(datasets.QUARANTINE, settings, required=("reason", "quarantined_at"),
+               optional=("value_text", "kafka_topic", "kafka_partition", "kafka_offset"),
+               filters=[("quarantined_at", ">=", start)], order_by='"quarantined_at"',
+               empty_reason=f"no record was quarantined since {iso(start)}")
+    out: dict[str, Any] = {"from": iso(start), "total": 0, "hours": [], "series": {}, "by_reason": {},
+                           "sample": [], "reason": got.reason}
+    if got.empty:
+        return out
+    frame = got.frame
+    frame["code"] = frame["reason"].astype(str).str.split(":", n=1).str[0]
+    frame["hour"] = pd.to_datetime(frame["quarantined_at"], utc=True).dt.floor("h")
+    counts = frame.groupby(["hour", "code"]).size().unstack("code", fill_value=0).sort_index()
+    out["total"] = len(frame)
+    out["hours"] = [iso(h) for h in counts.index]
+    out["series"] = {str(code): [int(v) for v in counts[code]] for code in counts.columns}
+    out["by_reason"] = {str(k): int(v) for k, v in frame["reason"].value_counts().head(20).items()}
+    sample = frame.tail(QUARANTINE_SAMPLE).iloc[::-1]
+    for record in sample.to_dict("records"):
+        text = record.get("value_text")
+        out["sample"].append({
+            "quarantined_at": iso(record["quarantined_at"]),
+            "reason": record["reason"],
+            "value_text": None if text is None else str(text)[:SAMPLE_TEXT_CHARS],
+            "kafka": "/".join(str(record[k]) for k in ("kafka_topic", "kafka_partition", "kafka_offset")
+                              if record.get(k) is not None) or None,
+        })
+    return out
+
+
+def data_quality(settings: Settings, days: float, now: datetime) -> dict:
+    """data_quality results of the hours of the last ``days``: per hour the checks run and failed."""
+    start = _timestamp(now).floor("h") - timedelta(days=days)
+    got = read(datasets.DATA_QUALITY, settings, required=("hour_start", "check", "status"),
+               optional=("symbol", "severity", "detail", "checked_at"),
+               filters=[("hour_start", ">=", start)], order_by='"hour_start"',
+               empty_reason=f"no data-quality result for the hours since {iso(start)}")
+    out: dict[str, Any] = {"from": iso(start), "hours": [], "checks": [], "errors": [], "warnings": [],
+                           "failures": [], "reason": got.reason}
+    if got.empty:
+        return out
+    frame = got.frame
+    failed = frame["status"] == "fail"
+    severity = frame["severity"] if "severity" in frame.columns else None
+    grouped = frame.assign(failed=failed,
+                           error=failed & (severity == "error") if severity is not None else failed,
+                           warning=failed & (severity == "warning") if severity is not None else False)
+    per_hour = grouped.groupby("hour_start").agg(checks=("check", "size"), errors=("error", "sum"),
+                                                 warnings=("warning", "sum")).sort_index()
+    out["hours"] = [iso(h) for h in per_hour.index]
+    out["checks"] = [int(v) for v in per_hour["checks"]]
+    out["errors"] = [int(v) for v in per_hour["errors"]]
+    out["warnings"] = [int(v) for v in per_hour["warnings"]]
+    fails = frame[failed].sort_values("hour_start", ascending=False).head(50)
+    keep = [c for c in ("symbol", "hour_start", "check", "severity", "detail") if c in fails.columns]
+    out["failures"] = [{k: (iso(v) if k == "hour_start" else v) for k, v in r.items()}
+                       for r in fails[keep].to_dict("records")]
+    return out
+
+
+def dataset_runs(settings: Settings) -> list[dict]:
+    """Per table: current version, last commit (time, operation) and the DAGs that write it."""
+    from datetime import datetime as dt
+
+    out = []
+    for name, dags in PRODUCERS.items():
+        entry: dict[str, Any] = {"table": name, "dags": list(dags)}
+        try:
+            table = lake.open_table(name, settings)
+        except lake.TableNotFoundError:
+            entry.update(version=None, reason="does not exist yet")
+        else:
+            last = table.history(1)[0] if table.version() is not None else {}
+            stamp = last.get("timestamp")
+            entry.update(version=int(table.version()), operation=last.get("operation"),
+                         committed_at=iso(dt.fromtimestamp(stamp / 1000, UTC)) if stamp else None, reason=None)
+        out.append(entry)
+    return out
+
+
+def pipeline(settings: Settings, days: float, now: datetime | None = None) -> dict:
+    """Producer and stream state, restarts, Kafka lag, quarantine, data quality, the tables' DAGs."""
+    now = now or utc_now()
+    return {
+        "days": days,
+        "to": iso(now),
+        "producer": producer_state(settings, now),
+        "stream": stream_state(settings, now),
+        "processes": processes(settings),
+        "restarts": supervisor_events(settings),
+        "kafka_lag": kafka_lag(settings),
+        "quarantine": quarantine(settings, days, now),
+        "data_quality": data_quality(settings, days, now),
+        "datasets": dataset_runs(settings),
+    }
