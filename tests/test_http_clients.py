@@ -85,6 +85,8 @@ class RecordingContext:
         self.ok: list[str] = []
         self.failed: list[tuple[str, str]] = []
         self.retried = 0
+        self.errors = {}
+        self.waiting = {}
 
     def idle(self, seconds):
         return True
@@ -103,6 +105,12 @@ class RecordingContext:
 
     def set_retried(self, count):
         self.retried = count
+
+    def set_http_errors(self, errors):
+        self.errors = errors
+
+    def set_waiting(self, upstream, reason, until):
+        self.waiting[upstream] = (reason, until)
 
 
 # ---- Binance: normal responses -------------------------------------------------------------
@@ -203,12 +211,48 @@ def test_read_timeout_is_retried_then_unavailable(tmp_path, server, clock):
     assert clock.waits == [0.375]
 
 
-def test_invalid_json_is_a_named_error_not_retried(tmp_path, server, clock):
-    server.script(BOOK_TICKER, Reply(200, body="<html>maintenance</html>"))
-    client = binance(tmp_path, server, clock)
+def test_invalid_json_is_retried_then_a_named_error(tmp_path, server, clock):
+    server.script(BOOK_TICKER, *[Reply(200, body="<html>maintenance</html>")] * 3)
+    client = binance(tmp_path, server, clock, http_max_retries=2)
     with pytest.raises(InvalidResponse, match="invalid JSON"):
         client.book_ticker("BTCUSDT")
-    assert len(server.requests_to(BOOK_TICKER)) == 1
+    assert len(server.requests_to(BOOK_TICKER)) == 3
+    assert clock.waits == [0.375, 0.75]
+    assert client.http.counters.errors == {"invalid_json": 3}
+
+
+@pytest.mark.parametrize(
+    ("fault", "kind"),
+    [
+        ("truncated", "truncated"),
+        ("bad_encoding", "decoding"),
+        ("tls", "ssl"),
+        ("redirect_loop", "too_many_redirects"),
+        (None, "invalid_json"),
+    ],
+)
+def test_every_transport_failure_is_retried_with_backoff_and_counted(tmp_path, server, clock, fault, kind):
+    bad = Reply(fault=fault) if fault else Reply(200, body='{"symbol": "BTCUSDT", "bidPri')
+    server.script(BOOK_TICKER, bad, bad)
+    client = binance(tmp_path, server, clock)
+    assert client.book_ticker("BTCUSDT")["bidPrice"] == "67012.34000000"
+    assert clock.waits == [0.375, 0.75]  # the same backoff as 5xx
+    assert client.http.counters.errors == {kind: 2}
+    assert client.http.counters.retries == 2 and client.http.counters.failures == 0
+    assert len(server.requests_to(BOOK_TICKER)) == 3
+
+
+def test_transport_failures_never_end_the_live_source(tmp_path, server, clock):
+    settings = make_settings(tmp_path, server, http_max_retries=1)
+    source = LiveSource(settings, BinanceClient.from_settings(settings, clock=clock, sleep=clock.sleep),
+                        CoinGeckoClient.from_settings(settings, clock=clock, sleep=clock.sleep), clock=clock)
+    server.script(BOOK_TICKER, Reply(fault="truncated"), Reply(fault="tls"))
+    server.script(TICKER_24HR, Reply(fault="bad_encoding"), Reply(fault="redirect_loop"))
+    ctx = RecordingContext()
+    assert list(source.poll_binance(ctx)) == []  # both calls failed after their retry: nothing, no crash
+    assert ctx.failed == [("binance", "ExchangeUnavailable")] * 2
+    assert ctx.errors["binance"] == {"truncated": 1, "ssl": 1, "decoding": 1, "too_many_redirects": 1}
+    assert [decode(v)["message_type"] for _, v, _ in source.poll_binance(ctx)] == ["book_ticker", "ticker_24hr"]
 
 
 def test_missing_field_is_rejected_and_counted_never_published(tmp_path, server, clock):

@@ -16,8 +16,13 @@ nothing is dropped. SIGTERM/SIGINT stop the source and flush, bounded by
 Health: a JSON status record (``btc_platform.status``) at ``producer_status_path``, rewritten
 every ``producer_status_interval_s`` and at exit: pid, source mode, started_at, updated_at,
 state, counters ``published``/``rejected``/``retried``/``failed``/``accepted``/``in_flight``,
-and per upstream (``binance``, ``coingecko``, ``simulated``, ...) the last successful poll and
-publish. Payloads that cannot become messages are counted as rejected, logged, and appended
+per upstream (``binance``, ``coingecko``, ``simulated``, ...) the last successful poll and
+publish, ``http_errors`` (failed HTTP attempts per upstream by kind: timeout, ssl, connection,
+truncated, decoding, too_many_redirects, other_transport, invalid_json, http_5xx/429/418) and
+``waiting``: what the producer is legitimately waiting for, per upstream ``{"reason": "ip_ban" |
+"rate_limit", "until": <time>}`` and for Kafka ``{"reason": "broker_unreachable", "since": <time>}``
+while librdkafka reports all brokers down and no delivery succeeded since. The supervisor does
+not restart a producer whose fresh status record says it is waiting. Payloads that cannot become messages are counted as rejected, logged, and appended
 with the reason to ``<logs_dir>/producer_rejected.jsonl``.
 """
 
@@ -144,6 +149,8 @@ class FeedProducer:
         self.started_at = time.time()
         self.accepted = self.published = self.failed = self.rejected = self.retried = 0
         self.upstreams: dict[str, UpstreamHealth] = {}
+        self.http_errors: dict[str, dict[str, int]] = {}
+        self.waiting: dict[str, dict[str, Any]] = {}
         self.latencies: list[float] | None = [] if collect_latency else None
         self._callbacks: dict[str, Any] = {}
         self._stop = threading.Event()
@@ -197,6 +204,15 @@ class FeedProducer:
     def set_retried(self, count: int) -> None:
         self.retried = count
 
+    def set_http_errors(self, errors: dict[str, dict[str, int]]) -> None:
+        self.http_errors = errors
+
+    def set_waiting(self, upstream: str, reason: str | None, until: float | None) -> None:
+        if reason is None:
+            self.waiting.pop(upstream, None)
+        else:
+            self.waiting[upstream] = {"reason": reason, "until": _iso(until)}
+
     def reject(self, source: str, reason: str, payload: Any) -> None:
         self.rejected += 1
         log.warning("rejected %s payload: %s", source, reason)
@@ -216,6 +232,8 @@ class FeedProducer:
             log.error("fatal Kafka producer error, stopping: %s", err)
             self._stop.set()
         elif err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            if err.code() == KafkaError._ALL_BROKERS_DOWN and "kafka" not in self.waiting:
+                self.waiting["kafka"] = {"reason": "broker_unreachable", "since": _iso(time.time())}
             self._kafka_log.error(
                 "Kafka unreachable at %s (%s): accepted messages stay queued and are retried for up to %.0fs",
                 self.settings.kafka_bootstrap_servers, err.str(), self.settings.producer_message_timeout_s,
@@ -230,6 +248,8 @@ class FeedProducer:
 
             def callback(err, msg, _health=health):
                 if err is None:
+                    if self.waiting:
+                        self.waiting.pop("kafka", None)
                     self.published += 1
                     _health.published += 1
                     if self.latencies is not None:
@@ -304,6 +324,8 @@ class FeedProducer:
             "last_publish_at": _iso(max(publishes)) if publishes else None,
             "last_poll_ok_at": _iso(max(polls)) if polls else None,
             "sources": {name: h.as_dict() for name, h in sorted(self.upstreams.items())},
+            "http_errors": self.http_errors,
+            "waiting": dict(self.waiting),
         }
 
     def write_status(self) -> None:

@@ -63,6 +63,8 @@ class SourceContext(Protocol):
     def poll_ok(self, source: str) -> None: ...
     def poll_failed(self, source: str, error: BaseException) -> None: ...
     def set_retried(self, count: int) -> None: ...
+    def set_http_errors(self, errors: dict[str, dict[str, int]]) -> None: ...
+    def set_waiting(self, upstream: str, reason: str | None, until: float | None) -> None: ...
 
 
 class ConfigError(ValueError):
@@ -92,8 +94,25 @@ class LiveSource:
     def _retried(self) -> int:
         return self.binance.http.counters.retries + self.coingecko.http.counters.retries
 
+    def _http_errors(self) -> dict[str, dict[str, int]]:
+        return {"binance": dict(self.binance.http.counters.errors),
+                "coingecko": dict(self.coingecko.http.counters.errors)}
+
+    def report_waits(self, ctx: SourceContext) -> None:
+        """Tell the producer which upstream waits out a ban or a 429 pause (and until when)."""
+        for upstream, client in (("binance", self.binance), ("coingecko", self.coingecko)):
+            wait = client.http.waiting_until()
+            ctx.set_waiting(upstream, *(wait or (None, None)))
+
     def _fetch(self, ctx: SourceContext, upstream: str, call: Callable[[], Any]) -> Any:
         """Run one client call; log and record failures per their kind; None on failure."""
+        try:
+            payload = self._call(ctx, upstream, call)
+        finally:
+            ctx.set_http_errors(self._http_errors())
+        return payload
+
+    def _call(self, ctx: SourceContext, upstream: str, call: Callable[[], Any]) -> Any:
         try:
             payload = call()
         except IPBanned as exc:
@@ -175,7 +194,9 @@ class LiveSource:
             self.coingecko.budget.monthly_budget, self.coingecko.budget.remaining,
         )
         next_poll = self.clock()
+        self.report_waits(ctx)
         while not ctx.stopping():
+            self.report_waits(ctx)
             wait = next_poll - self.clock()
             if wait > 0:
                 if not ctx.idle(wait):
