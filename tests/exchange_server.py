@@ -64,6 +64,7 @@ class Request:
     path: str
     query: dict[str, str]
     headers: dict[str, str]
+    at: float = field(default_factory=time.time)  # epoch seconds the request arrived
 
 
 class ExchangeServer:

@@ -405,3 +405,62 @@ def test_budget_spreads_calls_over_the_month(tmp_path, server, clock):
     assert tight.seconds_until_due() == pytest.approx((30 * 86400) / 9999)
     clock.now += 300
     assert tight.seconds_until_due() == 0.0
+
+
+# ---- limits that survive restarts -----------------------------------------------------------------
+def test_ban_and_429_pause_survive_a_restart(tmp_path, server, clock):
+    server.script(BOOK_TICKER, Reply(418, headers={"Retry-After": "300"}))
+    server.script(SIMPLE_PRICE, Reply(429, headers={"Retry-After": "40"}))
+    first = binance(tmp_path, server, clock)
+    with pytest.raises(IPBanned):
+        first.book_ticker("BTCUSDT")
+    ban_end = clock.now + 300
+    cg = coingecko(tmp_path, server, clock)
+    cg.simple_price()  # waits the 40 s (fake clock) then succeeds
+    assert (tmp_path / "data" / "status" / "http_binance.json").is_file()  # next to the CoinGecko budget
+    assert (tmp_path / "data" / "status" / BUDGET_FILE).is_file()
+
+    # "restart": new clients built from the same settings, 100 s into the ban
+    clock.now += 100
+    second = binance(tmp_path, server, clock)
+    assert second.http.waiting_until() == ("ip_ban", pytest.approx(ban_end))
+    with pytest.raises(IPBanned):
+        second.ticker_24hr("BTCUSDT")
+    assert len(server.requests_to(BOOK_TICKER)) == 1 and server.requests_to(TICKER_24HR) == []
+    # the spacing set by the 429 is remembered too (the pause itself is over)
+    assert coingecko(tmp_path, server, clock).http.min_interval_s == 0.5
+    clock.now = ban_end + 1
+    assert binance(tmp_path, server, clock).book_ticker("BTCUSDT")["symbol"] == "BTCUSDT"
+
+
+def test_429_pause_is_waited_out_by_a_new_process(tmp_path, server, clock):
+    server.script(BOOK_TICKER, Reply(429, headers={"Retry-After": "50"}), Reply(429, headers={"Retry-After": "50"}))
+    first = binance(tmp_path, server, clock, http_max_retries=1)
+    with pytest.raises(ExchangeUnavailable):  # second 429 exhausts the retries
+        first.book_ticker("BTCUSDT")
+    pause_end = first.http.pause_until
+    clock.waits.clear()
+    clock.now += 10
+    second = binance(tmp_path, server, clock)
+    assert second.http.waiting_until() == ("rate_limit", pytest.approx(pause_end))
+    restarted_at = clock.now
+    second.book_ticker("BTCUSDT")
+    assert clock.waits == [pytest.approx(pause_end - restarted_at)]  # no call before the pause ends
+    assert len(server.requests_to(BOOK_TICKER)) == 3
+
+
+def test_live_source_reports_the_ban_it_waits_out(tmp_path, server, clock):
+    server.script(BOOK_TICKER, Reply(418, headers={"Retry-After": "120"}))
+    settings = make_settings(tmp_path, server)
+
+    def source():
+        return LiveSource(settings, BinanceClient.from_settings(settings, clock=clock, sleep=clock.sleep),
+                          CoinGeckoClient.from_settings(settings, clock=clock, sleep=clock.sleep), clock=clock)
+
+    ctx = RecordingContext()
+    assert list(source().poll_binance(ctx)) == []
+    restarted, ctx = source(), RecordingContext()
+    restarted.report_waits(ctx)
+    assert ctx.waiting == {"binance": ("ip_ban", pytest.approx(clock.now + 120)), "coingecko": (None, None)}
+    assert list(restarted.poll_binance(ctx)) == []
+    assert len(server.requests_to(BOOK_TICKER)) == 1 and server.requests_to(TICKER_24HR) == []
