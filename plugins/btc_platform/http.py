@@ -350,13 +350,13 @@ class HttpClient:
                     retry_after = parse_retry_after(response.headers.get("Retry-After"), self.clock())
                     if retry_after is None:
                         retry_after = self.backoff_delay(attempt)
+                    self._slow_down(retry_after)  # also when giving up: the next call (or process) waits
                     if attempt >= self.max_retries:
                         self.counters.failures += 1
                         raise ExchangeUnavailable(
                             f"{endpoint}: still rate limited (429) after {attempt} retries",
                             endpoint=path, status=status,
                         )
-                    self._slow_down(retry_after)
                     attempt += 1
                     self.counters.retries += 1
                     continue
