@@ -72,6 +72,7 @@ class ExchangeServer:
         self.scripts: dict[str, deque[Reply]] = {}
         self.requests: list[Request] = []
         self.klines: list[list] = fixture("binance_klines_BTCUSDT_1h.json")
+        self.clock = time.time  # "now" of the recent 1m klines (tests put a FakeClock here)
         self.used_weight = 0
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -121,6 +122,8 @@ class ExchangeServer:
             return 200, fixture_text("binance_book_ticker_BTCUSDT.json")
         if path == TICKER_24HR:
             return 200, fixture_text("binance_ticker_24hr_BTCUSDT.json")
+        if path == KLINES and "startTime" not in query and query.get("interval") == "1m":
+            return 200, json.dumps(self.recent_1m_klines(int(query.get("limit", 500))))
         if path == KLINES:
             start, end = int(query.get("startTime", 0)), int(query.get("endTime", 2**62))
             limit = int(query.get("limit", 500))
@@ -131,6 +134,20 @@ class ExchangeServer:
         if path == COINS_MARKETS:
             return 200, fixture_text("coingecko_coins_markets_bitcoin.json")
         return 404, json.dumps({"code": -1, "msg": f"no route {path}"})
+
+    def recent_1m_klines(self, limit: int) -> list[list]:
+        """The newest ``limit`` 1-minute klines at ``self.clock()``, the last one still open, as
+        Binance answers ``/api/v3/klines?interval=1m&limit=N`` (values from the 1m fixture, the
+        closed rows from its first row, the open one from its second)."""
+        closed, current = fixture("binance_klines_BTCUSDT_1m.json")
+        open_now = int(self.clock() * 1000) // 60_000 * 60_000
+        rows = []
+        for back in range(limit - 1, -1, -1):
+            row = list(current if back == 0 else closed)
+            row[0] = open_now - back * 60_000
+            row[6] = row[0] + 59_999
+            rows.append(row)
+        return rows
 
     def _handle(self, handler: BaseHTTPRequestHandler, path: str, query: dict[str, str]) -> None:
         with self._lock:

@@ -6,6 +6,7 @@ the read-timeout case (0.2 s timeouts).
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 from datetime import UTC, datetime
@@ -128,10 +129,11 @@ def test_book_ticker_is_fetched_and_normalised_exactly(tmp_path, server, clock):
     assert (message["source"], message["symbol"], message["message_type"]) == ("binance", "BTCUSDT", "book_ticker")
 
 
-def test_ticker_24hr_uses_close_time_as_event_time(tmp_path, server, clock):
+def test_ticker_24hr_keeps_close_time_as_exchange_time(tmp_path, server, clock):
     payload = binance(tmp_path, server, clock).ticker_24hr("BTCUSDT")
     message = normalize.ticker_24hr(payload, ingest_time="2021-12-17T10:00:00.000Z")
-    assert message["event_time"] == "2021-12-17T09:40:42.763Z"  # closeTime 1639734042763
+    assert message["exchange_time"] == "2021-12-17T09:40:42.763Z"  # closeTime 1639734042763
+    assert message["event_time"] == message["ingest_time"] == "2021-12-17T10:00:00.000Z"  # receipt
     assert message["window_open_time"] == "2021-12-16T09:40:42.763Z"
     assert message["last_price"] == Decimal("47174.97000000")
     assert message["quote_volume_24h"] == Decimal("1592599905.80360790")
@@ -338,7 +340,8 @@ def test_simple_price_with_demo_key_is_normalised_exactly(tmp_path, server, cloc
     assert message["last_price"] == Decimal("67187.3358936566")
     assert message["market_cap"] == Decimal("1317802988326.2493")
     assert message["price_change_pct_24h"] == Decimal("3.637278946773539")
-    assert message["event_time"] == "2024-03-25T08:45:00.000Z"  # last_updated_at 1711356300
+    assert message["exchange_time"] == "2024-03-25T08:45:00.000Z"  # last_updated_at 1711356300
+    assert message["event_time"] == "2024-03-25T08:45:03.000Z"  # receipt: windows never see the lag
     assert (message["source"], message["message_type"]) == ("coingecko", "market")
 
 
@@ -354,7 +357,8 @@ def test_coins_markets_entry_with_string_numbers(tmp_path, server, clock):
     message = normalize.coingecko_market(payload, symbol="BTCUSDT", ingest_time="2021-07-09T18:41:00.000Z")
     assert message["last_price"] == Decimal("33519") and message["market_cap"] == Decimal("628584328045")
     assert message["price_change_24h"] == Decimal("589.89")
-    assert message["event_time"] == "2021-07-09T18:40:37.367Z"
+    assert message["exchange_time"] == "2021-07-09T18:40:37.367Z"
+    assert message["event_time"] == "2021-07-09T18:41:00.000Z"
     assert server.requests_to(COINS_MARKETS)[0].query["ids"] == "bitcoin"
 
 
@@ -464,3 +468,46 @@ def test_live_source_reports_the_ban_it_waits_out(tmp_path, server, clock):
     assert ctx.waiting == {"binance": ("ip_ban", pytest.approx(clock.now + 120)), "coingecko": (None, None)}
     assert list(restarted.poll_binance(ctx)) == []
     assert len(server.requests_to(BOOK_TICKER)) == 1 and server.requests_to(TICKER_24HR) == []
+
+
+# ---- live 1-minute klines ---------------------------------------------------------------------
+def test_live_source_publishes_each_closed_1m_kline_once(tmp_path, server, clock):
+    clock.now = datetime(2024, 3, 25, 8, 44, 5, tzinfo=UTC).timestamp()
+    server.clock = clock
+    settings = make_settings(tmp_path, server)
+    source = LiveSource(settings, BinanceClient.from_settings(settings, clock=clock, sleep=clock.sleep),
+                        CoinGeckoClient.from_settings(settings, clock=clock, sleep=clock.sleep), clock=clock)
+    ctx = RecordingContext()
+    first = [decode(v) for _, v, _ in source.poll_klines(ctx)]
+    assert [m["kline_open_time"] for m in first] == ["2024-03-25T08:43:00.000Z"]  # the closed one, not 08:44
+    assert first[0]["message_type"] == "kline_1m" and first[0]["kline_trade_count"] == 1874
+    assert first[0]["event_time"] == "2024-03-25T08:44:05.000Z"  # receipt
+    request = server.requests_to(KLINES)[0]
+    assert request.query == {"symbol": "BTCUSDT", "interval": "1m", "limit": "2"}
+    clock.now += 30  # same minute: nothing due, no call
+    assert list(source.poll_klines(ctx)) == []
+    assert len(server.requests_to(KLINES)) == 1
+    # 08:45:00.5 but Binance has not rolled over yet: it still answers 08:43 closed, 08:44 open
+    clock.now = datetime(2024, 3, 25, 8, 45, 0, 500000, tzinfo=UTC).timestamp()
+    stale = [[*r[:6], r[6], *r[7:]] for r in fixture("binance_klines_BTCUSDT_1m.json")]
+    stale[0][0], stale[0][6] = 1711356180000, 1711356239999  # 08:43 (already published)
+    stale[1][0], stale[1][6] = 1711356240000, 1711356299999  # 08:44, the open one
+    server.script(KLINES, Reply(200, body=json.dumps(stale)))
+    assert list(source.poll_klines(ctx)) == []  # dedup by open time; 08:44 not closed at Binance
+    clock.now += 1  # asked again at the next poll
+    again = [decode(v)["kline_open_time"] for _, v, _ in source.poll_klines(ctx)]
+    assert again == ["2024-03-25T08:44:00.000Z"]
+    assert len(server.requests_to(KLINES)) == 3 and ctx.rejected == []
+
+
+def test_coingecko_update_already_published_is_not_published_again(tmp_path, server, clock):
+    settings = make_settings(tmp_path, server, coingecko_poll_interval_s=1)
+    source = LiveSource(settings, BinanceClient.from_settings(settings, clock=clock, sleep=clock.sleep),
+                        CoinGeckoClient.from_settings(settings, clock=clock, sleep=clock.sleep), clock=clock)
+    ctx = RecordingContext()
+    assert len(list(source.poll_coingecko(ctx))) == 1
+    assert list(source.poll_coingecko(ctx)) == []  # same last_updated_at
+    body = fixture("coingecko_simple_price_bitcoin.json")
+    body["bitcoin"]["last_updated_at"] += 60
+    server.script(SIMPLE_PRICE, Reply(200, body=json.dumps(body)))
+    assert len(list(source.poll_coingecko(ctx))) == 1

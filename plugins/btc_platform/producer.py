@@ -431,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--start-price", type=float, default=30000.0,
                         help="simulate (random walk): starting price (default 30000).")
     parser.add_argument("--seed", type=int, default=None, help="simulate: random seed (reproducible runs).")
+    parser.add_argument("--market-lag", type=float, default=0.0, metavar="S",
+                        help="simulate: CoinGecko-like market messages carry an exchange_time S seconds older "
+                        "than their receipt, as the real CoinGecko's last_updated_at (default 0).")
     parser.add_argument("--max-messages", type=int, default=None, metavar="N",
                         help="stop after N messages were handed to Kafka (then flush).")
     parser.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds.")
@@ -464,6 +467,7 @@ def build_source(args: argparse.Namespace, settings, *, sleep=time.sleep):
         tick_ms=args.tick_ms,
         start_price=args.start_price,
         seed=args.seed,
+        market_lag_s=args.market_lag,
     )
 
 
