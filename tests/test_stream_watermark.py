@@ -200,9 +200,8 @@ def test_lagging_coingecko_and_klines_are_in_every_minute_that_received_them(spa
         messages.append((minute * 60 + 62, schema.encode(normalize.kline_1m(row, symbol="BTCUSDT",
                                                                               ingest_time=at(minute * 60 + 62)))))
     messages.sort(key=lambda m: m[0])
-    for step_end in range(45, 346, 45):  # what arrived in each 45 s, as the stream would read it
-        batch = [value for t, value in messages if step_end - 45 < t <= step_end]
-        push(batch or [schema.encode(book(step_end, "100", "101"))], arrival=step_end)
+    for step_end in range(90, 361, 90):  # what arrived in each 90 s, as the stream would read it
+        push([value for t, value in messages if step_end - 90 < t <= step_end], arrival=step_end)
     push([schema.encode(book(400, "100", "101"))], arrival=400)  # watermark 370: minutes 0-4 final
 
     minutes = metrics_by_window(read)
