@@ -324,6 +324,11 @@ class Settings(BaseSettings):
         return self.status_dir / "producer.json"
 
     @property
+    def producer_spool_path(self) -> Path:
+        """Messages the producer accepted but could not deliver, kept for its next start."""
+        return self.data_dir / "spool" / "producer.jsonl"
+
+    @property
     def stream_status_path(self) -> Path:
         return self.status_dir / "stream.json"
 
