@@ -11,7 +11,8 @@ value = ``schema.encode`` bytes. Delivery reports are counted (published / faile
 down librdkafka keeps every accepted message queued and retries it for
 ``producer_message_timeout_s``; when the local queue is full the source waits (backpressure),
 nothing is dropped. SIGTERM/SIGINT stop the source and flush, bounded by
-``producer_flush_timeout_s`` (1 s while the broker is known to be down).
+``producer_flush_timeout_s`` (below the supervisor's stop timeout, so the spool below is written
+before a SIGKILL).
 
 Spool: a message that was accepted but cannot be delivered - still queued when the flush ends
 (purged then), timed out after ``producer_message_timeout_s``, or not taken by a full queue at
@@ -481,9 +482,7 @@ class FeedProducer:
         return 0 if ok else 1
 
     def _flush_timeout(self) -> float:
-        """``producer_flush_timeout_s``, or 1 s while the broker is known to be down (spool instead)."""
-        return min(1.0, self.settings.producer_flush_timeout_s) if "kafka" in self.waiting \
-            else self.settings.producer_flush_timeout_s
+        return self.settings.producer_flush_timeout_s
 
     def close(self) -> int:
         """Flush (bounded), spool what is still undelivered, write the final status; return the
