@@ -233,3 +233,23 @@ def test_cli_rejects_unaligned_range(tmp_path):
     code = consolidate_job.main(["--start", "2024-01-01T00:30:00Z", "--end", "2024-01-01T02:00:00Z",
                                  "--storage-root", f"file://{tmp_path}/bitcoin"])
     assert code == consolidate_job.EXIT_CONFIG
+
+
+def test_tables_written_before_the_volume_columns_get_them_and_consolidate(spark, settings):
+    """A minute_metrics table created with the schema-1 layout (no volume columns) gets them when a
+    job ensures it; its old rows read null and consolidate with null volumes."""
+    from spark_jobs import consolidate_job, tables
+
+    old_columns = tuple(c for c in datasets.MINUTE_METRICS_COLUMNS if c[0] not in ("volume", "quote_volume",
+                                                                                   "trade_count"))
+    old_rows = [{k: v for k, v in row.items() if k in dict(old_columns)} for row in base_minutes()[:2]]
+    df = spark.createDataFrame(old_rows, schema=datasets.struct_type(old_columns))
+    df.write.format("delta").save(tables.table_uri(settings, datasets.MINUTE_METRICS))
+    added = tables.add_missing_columns(spark, tables.table_uri(settings, datasets.MINUTE_METRICS),
+                                       datasets.struct_type(datasets.MINUTE_METRICS_COLUMNS))
+    assert added == ["volume", "quote_volume", "trade_count"]
+    write_minutes(spark, settings, [minute("BTCUSDT", at(2), o=1.0, h=1.0, lo=1.0, c=1.0, ticks=1, vol=2.0,
+                                           qvol=2.0, trades=3)])
+    consolidate_job.run(spark, settings, T0, T0 + timedelta(hours=1), produced_at=RUN_AT)
+    btc = read_hourly(spark, settings)[("BTCUSDT", T0)]
+    assert (btc["volume"], btc["trade_count"], btc["volume_minutes"], btc["minutes_present"]) == (2.0, 3, 1, 3)
