@@ -12,8 +12,9 @@ The eight features (one row per hour, computed only from that hour and the previ
 8. ``is_weekend``   1 on Saturday/Sunday UTC else 0      - thinner weekend markets
 
 Why these: they exist for *every* hour whatever its origin. Stream hours (from minute_metrics)
-have spread/liquidity/tick_count but no traded volume; backfilled hours (from exchange candles)
-have volume but no spread/liquidity. Using volume or spread would leave half the history without
+have spread/liquidity/tick_count, and traded volume only since the stream receives 1-minute klines
+(message schema 2; earlier stream hours have none); backfilled hours (from exchange candles) have
+volume but no spread/liquidity. Using volume or spread would leave part of the history without
 a value, and filling it (fillna(0)) would invent data. OHLC-derived, scale-free log ratios plus
 calendar terms are defined identically for both sources (and scale-free, so 2017 prices and
 2024 prices look alike to the network).

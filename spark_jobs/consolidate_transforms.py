@@ -19,8 +19,11 @@ How each hourly column is derived from the minutes of the hour (``datasets`` col
   ``coverage`` = minutes_present / 60.
 * ``market_cap``, ``cg_volume_24h``, ``cg_price_change_pct_24h``: the latest non-null value of
   the hour (each field on its own), null if CoinGecko said nothing that hour.
-* ``volume``, ``quote_volume``, ``trade_count``: null (candle fields, see backfill);
-  ``source`` = ``stream``; ``produced_at`` = the run's time (given by the caller).
+* ``volume``, ``quote_volume``, ``trade_count``: sums of the minutes' values (each minute's
+  closed 1-minute kline, as a backfilled candle sums the same trades); ``volume_minutes``: how
+  many minutes had their kline (60 = complete; the ``volume_incomplete`` data-quality check
+  reports fewer); all null when no kline arrived that hour, never 0 for "unknown".
+* ``source`` = ``stream``; ``produced_at`` = the run's time (given by the caller).
 
 Minute rows repeated for the same (symbol, window_start) - impossible with the exactly-once
 file sink, possible after a manual re-run of the stream - are reduced to one (the one with the
@@ -116,14 +119,16 @@ def consolidate(minutes: DataFrame, start: datetime, end: datetime, produced_at:
         _last_by_time("market_cap").alias("market_cap"),
         _last_by_time("cg_volume_24h").alias("cg_volume_24h"),
         _last_by_time("cg_price_change_pct_24h").alias("cg_price_change_pct_24h"),
+        F.sum("volume").alias("volume"),
+        F.sum("quote_volume").alias("quote_volume"),
+        F.sum("trade_count").alias("trade_count"),
+        F.count_distinct(F.when(F.col("volume").isNotNull(), F.col("window_start"))).alias("_volume_minutes"),
     )
     out = agg.where(F.col("minutes_present") > 0).withColumns(
         {
             "volatility": F.when(F.col("_returns") >= 2, F.col("volatility")),
             "coverage": F.col("minutes_present") / F.lit(float(MINUTES_PER_HOUR)),
-            "volume": F.lit(None),
-            "quote_volume": F.lit(None),
-            "trade_count": F.lit(None),
+            "volume_minutes": F.when(F.col("_volume_minutes") > 0, F.col("_volume_minutes")),
             "source": F.lit(datasets.HOURLY_SOURCE_STREAM),
             "produced_at": F.lit(produced_at),
             "date": F.date_format("hour_start", "yyyy-MM-dd"),

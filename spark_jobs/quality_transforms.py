@@ -36,6 +36,8 @@ def row_conditions(min_coverage: float) -> dict[str, Column]:
         q.HIGH_BELOW_LOW: F.col("high") < F.col("low"),
         q.NON_POSITIVE_PRICE: reduce(or_, [F.col(c).isNull() | (F.col(c) <= 0) for c in PRICE_COLUMNS]),
         q.NEGATIVE_SPREAD: reduce(or_, [F.coalesce(F.col(c) < 0, F.lit(False)) for c in SPREAD_COLUMNS]),
+        q.VOLUME_INCOMPLETE: (F.col("source") == F.lit(datasets.HOURLY_SOURCE_STREAM))
+        & F.coalesce(F.col("volume_minutes") < F.lit(60), F.lit(True)),
     }
 
 

@@ -12,8 +12,9 @@ Two streaming queries, each with its own checkpoint:
                      bytes, Kafka coordinates, reason and time (a batch without bad records
                      commits nothing there). Checkpoint ``checkpoints/raw``.
 * ``minute_metrics`` reads raw_data as a Delta streaming source (committed rows only), not
-                     Kafka. One row per symbol per 1-minute event-time window, appended once the
-                     ``event_time`` watermark passes the window end to a Delta sink; checkpoint
+                     Kafka. One row per symbol per 1-minute window of ``window_time`` (the
+                     receipt time ``event_time``; a kline's own minute), appended once the
+                     ``window_time`` watermark passes the window end to a Delta sink; checkpoint
                      ``checkpoints/metrics``.
 
 Every option defaults to the platform settings (``BTC_*`` environment, see
@@ -262,7 +263,8 @@ def start_metrics_query(spark, source, settings: Settings, *, available_now: boo
 
     raw_uri = tables.ensure_table(spark, settings, datasets.RAW_DATA, _raw_rows(_ingest_records(source, settings)).schema)
     records = spark.readStream.format("delta").option("maxFilesPerTrigger", str(METRICS_MAX_FILES_PER_TRIGGER)).load(raw_uri)
-    metrics = st.minute_metrics(st.deduplicate(records, "event_time", settings.stream_watermark_delay))
+    windowed = st.with_window_time(records)
+    metrics = st.minute_metrics(st.deduplicate(windowed, st.WINDOW_TIME, settings.stream_watermark_delay))
     minutes_uri = tables.ensure_table(spark, settings, datasets.MINUTE_METRICS, metrics.schema)
     checkpoint = checkpoint_paths(settings)[QUERY_METRICS]
     query = (

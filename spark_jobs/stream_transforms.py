@@ -14,7 +14,13 @@ The codes are the ``REASON_*`` constants below.
   (one row per valid message, partitioned by ``date``/``hour`` of ``event_time``).
 * :func:`quarantine_output` -> ``quarantine/`` (raw bytes, Kafka coordinates, reason, time).
 * :func:`deduplicate` removes repeated ``message_id`` within the watermark delay.
-* :func:`minute_metrics` -> ``minute_metrics/`` with exactly ``datasets.MINUTE_METRICS_COLUMNS``.
+* :func:`with_window_time` + :func:`minute_metrics` -> ``minute_metrics/`` with exactly
+  ``datasets.MINUTE_METRICS_COLUMNS``: windows and watermark on ``window_time``, which is the
+  receipt time ``event_time`` of every message (an exchange's own, possibly minutes old, time is
+  the ``exchange_time`` field and plays no part), except for a ``kline_1m``, which belongs to
+  the minute it describes: its ``window_time`` is that minute's last millisecond (the kline's
+  close time). A kline received more than the watermark delay after its minute closed is
+  therefore too late for minute_metrics (it is still in raw_data).
 """
 
 from __future__ import annotations
@@ -271,6 +277,18 @@ def quarantine_output(parsed: DataFrame, quarantined_at: Column | None = None) -
     return bad.withColumn("date", F.date_format("quarantined_at", "yyyy-MM-dd")).select(*QUARANTINE_COLUMNS)
 
 
+#: Column the minute windows and their watermark use (see the module docstring).
+WINDOW_TIME = "window_time"
+
+
+def with_window_time(records: DataFrame) -> DataFrame:
+    """Add :data:`WINDOW_TIME`: ``event_time``, for a ``kline_1m`` its minute's close time."""
+    kline_close = F.col("kline_open_time") + F.expr("INTERVAL 59.999 SECONDS")
+    return records.withColumn(
+        WINDOW_TIME, F.when(F.col("message_type") == "kline_1m", kline_close).otherwise(F.col("event_time"))
+    )
+
+
 def _latest(message_type: str, *fields: str) -> Column:
     """Struct of the latest (by event_time, then ingest_time) ``message_type`` row's fields."""
     return F.max(
@@ -307,18 +325,22 @@ def _log_return_stddev(sorted_ticks: Column) -> Column:
 
 
 def minute_metrics(records: DataFrame, window: str = "1 minute") -> DataFrame:
-    """One row per symbol and ``window`` of ``event_time``, as ``datasets.MINUTE_METRICS_COLUMNS``.
+    """One row per symbol and ``window`` of :data:`WINDOW_TIME`, as ``datasets.MINUTE_METRICS_COLUMNS``.
 
-    ``records`` are valid records with metrics (:func:`with_record_metrics`), deduplicated and
-    with a watermark on ``event_time`` when streaming, so that each window is emitted once in
-    append mode after the watermark passes its end. No window functions (not allowed in
+    ``records`` are valid records with metrics (:func:`with_record_metrics`), with
+    :func:`with_window_time` (added here when missing, batch use), deduplicated and with a
+    watermark on ``window_time`` when streaming, so that each window is emitted once in
+    append mode after the watermark passes its end. ``volume``, ``quote_volume`` and
+    ``trade_count`` are the minute's own ``kline_1m`` (null when none arrived in time). No window functions (not allowed in
     streaming): the ticks of a window are collected as (event_time, mid) structs, sorted and
     reduced with higher-order functions for open/close and the log-return volatility.
     """
     tick = F.when(
         F.col("mid_price").isNotNull(), F.struct(F.col("event_time"), F.col("mid_price").alias("mid"))
     )
-    agg = records.groupBy(F.window("event_time", window).alias("w"), F.col("symbol")).agg(
+    if WINDOW_TIME not in records.columns:
+        records = with_window_time(records)
+    agg = records.groupBy(F.window(WINDOW_TIME, window).alias("w"), F.col("symbol")).agg(
         F.collect_list(tick).alias("ticks"),
         F.max("mid_price").alias("mid_high"),
         F.min("mid_price").alias("mid_low"),
@@ -333,6 +355,7 @@ def minute_metrics(records: DataFrame, window: str = "1 minute") -> DataFrame:
         F.count("mid_price").alias("tick_count"),
         _latest("ticker_24hr", "volume_24h", "quote_volume_24h", "price_change_pct_24h").alias("t24"),
         _latest("market", "market_cap", "quote_volume_24h", "price_change_pct_24h").alias("cg"),
+        _latest("kline_1m", "kline_volume", "kline_quote_volume", "kline_trade_count").alias("k1m"),
     )
     # Sort each window's ticks once (own projection, so the sorted array is computed once per row).
     agg = agg.withColumn("ticks", F.sort_array("ticks"))
@@ -363,6 +386,9 @@ def minute_metrics(records: DataFrame, window: str = "1 minute") -> DataFrame:
         F.col("cg.market_cap").alias("market_cap"),
         F.col("cg.quote_volume_24h").alias("cg_volume_24h"),
         F.col("cg.price_change_pct_24h").alias("cg_price_change_pct_24h"),
+        F.col("k1m.kline_volume").alias("volume"),
+        F.col("k1m.kline_quote_volume").alias("quote_volume"),
+        F.col("k1m.kline_trade_count").alias("trade_count"),
     )
     out = with_partition_columns(out, "window_start")
     columns = datasets.MINUTE_METRICS_COLUMNS

@@ -76,13 +76,16 @@ def ensure_table(
 ) -> str:
     """Create table ``name`` (empty, with ``schema``) unless it exists; returns its URI.
 
-    ``location`` puts it elsewhere than under the storage root (e.g. the Parquet-layout conversion
-    builds the table next to the old directory first)."""
+    An existing table that lacks columns of ``schema`` (a table written before they were added
+    to the layout) gets them, nullable, at the end (``ALTER TABLE ... ADD COLUMNS``): its old
+    rows read them as null. ``location`` puts it elsewhere than under the storage root (e.g. the
+    Parquet-layout conversion builds the table next to the old directory first)."""
     from delta.tables import DeltaTable
 
     table = datasets.TABLES[name]
     uri = location or table_uri(settings, name)
     if is_delta_table(spark, uri):
+        add_missing_columns(spark, uri, schema)
         _update_properties(spark, uri, table)
         return uri
     # Delta compares the location with the one it derives, in Hadoop's qualified form (file:/x)
@@ -112,6 +115,19 @@ def _update_properties(spark: SparkSession, uri: str, table: datasets.Table) -> 
     assignments = ", ".join(f"'{k}' = '{v}'" for k, v in sorted(changed.items()))
     spark.sql(f"ALTER TABLE delta.`{uri}` SET TBLPROPERTIES ({assignments})")
     log.info("set table properties of %s: %s", uri, changed)
+
+
+def add_missing_columns(spark: SparkSession, uri: str, schema: StructType) -> list[str]:
+    """Add the columns of ``schema`` that the Delta table at ``uri`` lacks; returns their names."""
+    from delta.tables import DeltaTable
+
+    present = {f.name for f in DeltaTable.forPath(spark, uri).toDF().schema.fields}
+    missing = [f for f in schema.fields if f.name not in present]
+    if missing:
+        columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+        spark.sql(f"ALTER TABLE delta.`{uri}` ADD COLUMNS ({columns})")
+        log.info("%s: added column(s) %s", uri, columns)
+    return [f.name for f in missing]
 
 
 def append_rows(spark: SparkSession, settings: Settings, name: str, rows: DataFrame) -> str:

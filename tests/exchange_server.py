@@ -3,7 +3,10 @@
 It serves the exchanges' exact response formats from tests/fixtures/*.json, implements the klines
 paging semantics (startTime/endTime/limit on open time), sends ``X-MBX-USED-WEIGHT-1M`` on Binance
 paths, records every request, and can be scripted per path with error replies (429 + Retry-After,
-418, 500, slow replies that trip the read timeout, invalid JSON, other payloads).
+418, 500, slow replies that trip the read timeout, invalid JSON, other payloads) and transport
+faults (``Reply(fault=...)``, see :data:`FAULTS`): a body cut short of its Content-Length, a body
+that does not match its Content-Encoding, a redirect loop, a redirect to TLS on this plain-HTTP
+port (the client's handshake fails with an SSL error).
 """
 
 from __future__ import annotations
@@ -24,6 +27,15 @@ TICKER_24HR = "/api/v3/ticker/24hr"
 KLINES = "/api/v3/klines"
 SIMPLE_PRICE = "/api/v3/simple/price"
 COINS_MARKETS = "/api/v3/coins/markets"
+REDIRECT_LOOP = "/__redirect_loop"
+
+#: Transport faults a scripted reply can inject (requests exception the client sees).
+FAULTS = {
+    "truncated": "ChunkedEncodingError",  # Content-Length larger than the body, then the connection closes
+    "bad_encoding": "ContentDecodingError",  # Content-Encoding: gzip on a body that is not gzip
+    "redirect_loop": "TooManyRedirects",  # 302 to a path that redirects to itself forever
+    "tls": "SSLError",  # 302 to https:// on this plain-HTTP server
+}
 
 
 def fixture_text(name: str) -> str:
@@ -40,6 +52,11 @@ class Reply:
     body: str | None = None  # None: the path's normal fixture response
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    fault: str | None = None  # one of FAULTS
+
+    def __post_init__(self):
+        if self.fault is not None and self.fault not in FAULTS:
+            raise ValueError(f"unknown fault {self.fault!r}, expected one of {sorted(FAULTS)}")
 
 
 @dataclass
@@ -47,6 +64,7 @@ class Request:
     path: str
     query: dict[str, str]
     headers: dict[str, str]
+    at: float = field(default_factory=time.time)  # epoch seconds the request arrived
 
 
 class ExchangeServer:
@@ -54,6 +72,7 @@ class ExchangeServer:
         self.scripts: dict[str, deque[Reply]] = {}
         self.requests: list[Request] = []
         self.klines: list[list] = fixture("binance_klines_BTCUSDT_1h.json")
+        self.clock = time.time  # "now" of the recent 1m klines (tests put a FakeClock here)
         self.used_weight = 0
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -103,6 +122,8 @@ class ExchangeServer:
             return 200, fixture_text("binance_book_ticker_BTCUSDT.json")
         if path == TICKER_24HR:
             return 200, fixture_text("binance_ticker_24hr_BTCUSDT.json")
+        if path == KLINES and "startTime" not in query and query.get("interval") == "1m":
+            return 200, json.dumps(self.recent_1m_klines(int(query.get("limit", 500))))
         if path == KLINES:
             start, end = int(query.get("startTime", 0)), int(query.get("endTime", 2**62))
             limit = int(query.get("limit", 500))
@@ -113,6 +134,20 @@ class ExchangeServer:
         if path == COINS_MARKETS:
             return 200, fixture_text("coingecko_coins_markets_bitcoin.json")
         return 404, json.dumps({"code": -1, "msg": f"no route {path}"})
+
+    def recent_1m_klines(self, limit: int) -> list[list]:
+        """The newest ``limit`` 1-minute klines at ``self.clock()``, the last one still open, as
+        Binance answers ``/api/v3/klines?interval=1m&limit=N`` (values from the 1m fixture, the
+        closed rows from its first row, the open one from its second)."""
+        closed, current = fixture("binance_klines_BTCUSDT_1m.json")
+        open_now = int(self.clock() * 1000) // 60_000 * 60_000
+        rows = []
+        for back in range(limit - 1, -1, -1):
+            row = list(current if back == 0 else closed)
+            row[0] = open_now - back * 60_000
+            row[6] = row[0] + 59_999
+            rows.append(row)
+        return rows
 
     def _handle(self, handler: BaseHTTPRequestHandler, path: str, query: dict[str, str]) -> None:
         with self._lock:
@@ -127,15 +162,31 @@ class ExchangeServer:
         status, body = (reply.status, reply.body) if reply.body is not None else self._normal(path, query)
         if reply.body is None and reply.status != 200:
             status, body = reply.status, json.dumps({"code": -1003, "msg": f"HTTP {reply.status} from fixture"})
+        headers = dict(reply.headers)
         payload = body.encode()
+        length = len(payload)
+        host, port = self._httpd.server_address[:2]
+        if path == REDIRECT_LOOP or reply.fault == "redirect_loop":
+            status, payload, length = 302, b"", 0
+            headers["Location"] = f"http://{host}:{port}{REDIRECT_LOOP}"
+        elif reply.fault == "tls":
+            status, payload, length = 302, b"", 0
+            headers["Location"] = f"https://{host}:{port}{path}"
+        elif reply.fault == "truncated":
+            payload = payload[: len(payload) // 2]  # announced length stays the full one
+        elif reply.fault == "bad_encoding":
+            headers["Content-Encoding"] = "gzip"
         try:
             handler.send_response(status)
             handler.send_header("Content-Type", "application/json;charset=UTF-8")
-            handler.send_header("Content-Length", str(len(payload)))
+            handler.send_header("Content-Length", str(length))
             if path not in (SIMPLE_PRICE, COINS_MARKETS):
                 handler.send_header("X-MBX-USED-WEIGHT-1M", str(weight))
-            for key, value in reply.headers.items():
+            for key, value in headers.items():
                 handler.send_header(key, value)
+            if reply.fault == "truncated":
+                handler.send_header("Connection", "close")
+                handler.close_connection = True
             handler.end_headers()
             handler.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):

@@ -53,13 +53,37 @@ def ticker(seconds: float, volume, quote_volume, change_pct, last="100") -> dict
     )
 
 
-def market(seconds: float, market_cap, volume, change_pct, last="100") -> dict:
+def kline(open_s: float, received_s: float, volume, quote_volume, trades, o="100", h="101", lo="99", c="100.5",
+          symbol: str = SYMBOL) -> dict:
+    """The closed 1-minute kline of the minute starting at ``open_s``, received at ``received_s``."""
+    return schema.make_message(
+        message_type="kline_1m",
+        source="simulated",
+        symbol=symbol,
+        event_time=at(received_s),
+        ingest_time=at(received_s),
+        exchange_time=at(open_s + 59.999),
+        kline_open_time=at(open_s),
+        kline_open=str(o),
+        kline_high=str(h),
+        kline_low=str(lo),
+        kline_close=str(c),
+        kline_volume=str(volume),
+        kline_quote_volume=str(quote_volume),
+        kline_trade_count=int(trades),
+    )
+
+
+def market(seconds: float, market_cap, volume, change_pct, last="100", lag_s: float | None = None) -> dict:
+    """A CoinGecko-like market message received at ``seconds``; with ``lag_s`` its exchange_time
+    (CoinGecko's last_updated_at) is that much older."""
     return schema.make_message(
         message_type="market",
         source="simulated",
         symbol=SYMBOL,
         event_time=at(seconds),
         ingest_time=at(seconds),
+        exchange_time=None if lag_s is None else at(seconds - lag_s),
         last_price=str(last),
         market_cap=str(market_cap),
         quote_volume_24h=str(volume),

@@ -18,7 +18,8 @@ RUN_AT = datetime(2024, 1, 1, 6, 0, tzinfo=UTC)
 
 
 def minute(symbol: str, at: datetime, *, o=None, h=None, lo=None, c=None, spread=None, spread_max=None,
-           pct=None, pct_max=None, liq=None, liq_q=None, ticks=0, cap=None, cg_vol=None, cg_pct=None) -> dict:
+           pct=None, pct_max=None, liq=None, liq_q=None, ticks=0, cap=None, cg_vol=None, cg_pct=None,
+           vol=None, qvol=None, trades=None) -> dict:
     """A minute_metrics row (MINUTE_METRICS_COLUMNS), unspecified fields null."""
     row = {name: None for name in datasets.column_names(datasets.MINUTE_METRICS_COLUMNS)}
     row.update(
@@ -26,7 +27,7 @@ def minute(symbol: str, at: datetime, *, o=None, h=None, lo=None, c=None, spread
         mid_low=lo, mid_close=c, spread_mean=spread, spread_max=spread_max, spread_pct_mean=pct,
         spread_pct_max=pct_max, liquidity_base_mean=liq, liquidity_quote_mean=liq_q, tick_count=ticks,
         market_cap=cap, cg_volume_24h=cg_vol, cg_price_change_pct_24h=cg_pct,
-        date=at.strftime("%Y-%m-%d"), hour=at.hour,
+        date=at.strftime("%Y-%m-%d"), hour=at.hour, volume=vol, quote_volume=qvol, trade_count=trades,
     )
     return row
 
@@ -38,9 +39,10 @@ def at(minutes: int) -> datetime:
 def base_minutes() -> list[dict]:
     return [
         minute("BTCUSDT", at(0), o=100.0, h=102.0, lo=99.0, c=101.0, spread=1.0, spread_max=2.0, pct=0.01,
-               pct_max=0.02, liq=10.0, liq_q=1000.0, ticks=2, cap=5e11, cg_vol=1e10, cg_pct=1.0),
+               pct_max=0.02, liq=10.0, liq_q=1000.0, ticks=2, cap=5e11, cg_vol=1e10, cg_pct=1.0,
+               vol=1.5, qvol=150.0, trades=30),
         minute("BTCUSDT", at(1), o=101.0, h=104.0, lo=100.0, c=103.0, spread=3.0, spread_max=5.0, pct=0.03,
-               pct_max=0.05, liq=20.0, liq_q=2000.0, ticks=1),
+               pct_max=0.05, liq=20.0, liq_q=2000.0, ticks=1, vol=0.25, qvol=26.0, trades=4),
         minute("BTCUSDT", at(2), o=103.0, h=103.0, lo=98.0, c=99.0, spread=0.5, spread_max=0.5, pct=0.005,
                pct_max=0.005, liq=30.0, liq_q=3000.0, ticks=1, cap=6e11, cg_pct=2.0),
         # minute 3 missing: the return 2 -> 4 is not a 1-minute return
@@ -106,7 +108,8 @@ def test_consolidated_values_match_hand_computed(spark, settings):
     assert btc["market_cap"] == 7e11  # latest non-null (the price-less minute 5)
     assert btc["cg_volume_24h"] == 2e10
     assert btc["cg_price_change_pct_24h"] == 2.0  # latest non-null is minute 2
-    assert (btc["volume"], btc["quote_volume"], btc["trade_count"]) == (None, None, None)
+    # the minutes' 1m klines summed (minutes 0 and 1 had one); 2 of 60 minutes: incomplete
+    assert (btc["volume"], btc["quote_volume"], btc["trade_count"], btc["volume_minutes"]) == (1.75, 176.0, 34, 2)
     assert btc["source"] == "stream"
     assert btc["produced_at"].replace(tzinfo=UTC) == RUN_AT
     assert (btc["date"], btc["hour"]) == ("2024-01-01", 0)
@@ -115,6 +118,7 @@ def test_consolidated_values_match_hand_computed(spark, settings):
     assert (btc1["open"], btc1["close"], btc1["minutes_present"], btc1["tick_count"]) == (98.0, 98.5, 1, 3)
     assert btc1["volatility"] is None  # one minute: no return
     assert btc1["market_cap"] is None  # no CoinGecko data that hour: null, not carried over
+    assert (btc1["volume"], btc1["trade_count"], btc1["volume_minutes"]) == (None, None, None)  # no kline: unknown
     assert (btc1["date"], btc1["hour"]) == ("2024-01-01", 1)
     eth = rows[("ETHUSDT", T0)]
     assert (eth["open"], eth["high"], eth["low"], eth["close"], eth["tick_count"]) == (2000.0, 2001.0, 1999.0,
@@ -229,3 +233,23 @@ def test_cli_rejects_unaligned_range(tmp_path):
     code = consolidate_job.main(["--start", "2024-01-01T00:30:00Z", "--end", "2024-01-01T02:00:00Z",
                                  "--storage-root", f"file://{tmp_path}/bitcoin"])
     assert code == consolidate_job.EXIT_CONFIG
+
+
+def test_tables_written_before_the_volume_columns_get_them_and_consolidate(spark, settings):
+    """A minute_metrics table created with the schema-1 layout (no volume columns) gets them when a
+    job ensures it; its old rows read null and consolidate with null volumes."""
+    from spark_jobs import consolidate_job, tables
+
+    old_columns = tuple(c for c in datasets.MINUTE_METRICS_COLUMNS if c[0] not in ("volume", "quote_volume",
+                                                                                   "trade_count"))
+    old_rows = [{k: v for k, v in row.items() if k in dict(old_columns)} for row in base_minutes()[:2]]
+    df = spark.createDataFrame(old_rows, schema=datasets.struct_type(old_columns))
+    df.write.format("delta").save(tables.table_uri(settings, datasets.MINUTE_METRICS))
+    added = tables.add_missing_columns(spark, tables.table_uri(settings, datasets.MINUTE_METRICS),
+                                       datasets.struct_type(datasets.MINUTE_METRICS_COLUMNS))
+    assert added == ["volume", "quote_volume", "trade_count"]
+    write_minutes(spark, settings, [minute("BTCUSDT", at(2), o=1.0, h=1.0, lo=1.0, c=1.0, ticks=1, vol=2.0,
+                                           qvol=2.0, trades=3)])
+    consolidate_job.run(spark, settings, T0, T0 + timedelta(hours=1), produced_at=RUN_AT)
+    btc = read_hourly(spark, settings)[("BTCUSDT", T0)]
+    assert (btc["volume"], btc["trade_count"], btc["volume_minutes"], btc["minutes_present"]) == (2.0, 3, 1, 3)

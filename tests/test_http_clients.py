@@ -6,6 +6,7 @@ the read-timeout case (0.2 s timeouts).
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 from datetime import UTC, datetime
@@ -85,6 +86,8 @@ class RecordingContext:
         self.ok: list[str] = []
         self.failed: list[tuple[str, str]] = []
         self.retried = 0
+        self.errors = {}
+        self.waiting = {}
 
     def idle(self, seconds):
         return True
@@ -104,6 +107,12 @@ class RecordingContext:
     def set_retried(self, count):
         self.retried = count
 
+    def set_http_errors(self, errors):
+        self.errors = errors
+
+    def set_waiting(self, upstream, reason, until):
+        self.waiting[upstream] = (reason, until)
+
 
 # ---- Binance: normal responses -------------------------------------------------------------
 def test_book_ticker_is_fetched_and_normalised_exactly(tmp_path, server, clock):
@@ -120,10 +129,11 @@ def test_book_ticker_is_fetched_and_normalised_exactly(tmp_path, server, clock):
     assert (message["source"], message["symbol"], message["message_type"]) == ("binance", "BTCUSDT", "book_ticker")
 
 
-def test_ticker_24hr_uses_close_time_as_event_time(tmp_path, server, clock):
+def test_ticker_24hr_keeps_close_time_as_exchange_time(tmp_path, server, clock):
     payload = binance(tmp_path, server, clock).ticker_24hr("BTCUSDT")
     message = normalize.ticker_24hr(payload, ingest_time="2021-12-17T10:00:00.000Z")
-    assert message["event_time"] == "2021-12-17T09:40:42.763Z"  # closeTime 1639734042763
+    assert message["exchange_time"] == "2021-12-17T09:40:42.763Z"  # closeTime 1639734042763
+    assert message["event_time"] == message["ingest_time"] == "2021-12-17T10:00:00.000Z"  # receipt
     assert message["window_open_time"] == "2021-12-16T09:40:42.763Z"
     assert message["last_price"] == Decimal("47174.97000000")
     assert message["quote_volume_24h"] == Decimal("1592599905.80360790")
@@ -203,12 +213,48 @@ def test_read_timeout_is_retried_then_unavailable(tmp_path, server, clock):
     assert clock.waits == [0.375]
 
 
-def test_invalid_json_is_a_named_error_not_retried(tmp_path, server, clock):
-    server.script(BOOK_TICKER, Reply(200, body="<html>maintenance</html>"))
-    client = binance(tmp_path, server, clock)
+def test_invalid_json_is_retried_then_a_named_error(tmp_path, server, clock):
+    server.script(BOOK_TICKER, *[Reply(200, body="<html>maintenance</html>")] * 3)
+    client = binance(tmp_path, server, clock, http_max_retries=2)
     with pytest.raises(InvalidResponse, match="invalid JSON"):
         client.book_ticker("BTCUSDT")
-    assert len(server.requests_to(BOOK_TICKER)) == 1
+    assert len(server.requests_to(BOOK_TICKER)) == 3
+    assert clock.waits == [0.375, 0.75]
+    assert client.http.counters.errors == {"invalid_json": 3}
+
+
+@pytest.mark.parametrize(
+    ("fault", "kind"),
+    [
+        ("truncated", "truncated"),
+        ("bad_encoding", "decoding"),
+        ("tls", "ssl"),
+        ("redirect_loop", "too_many_redirects"),
+        (None, "invalid_json"),
+    ],
+)
+def test_every_transport_failure_is_retried_with_backoff_and_counted(tmp_path, server, clock, fault, kind):
+    bad = Reply(fault=fault) if fault else Reply(200, body='{"symbol": "BTCUSDT", "bidPri')
+    server.script(BOOK_TICKER, bad, bad)
+    client = binance(tmp_path, server, clock)
+    assert client.book_ticker("BTCUSDT")["bidPrice"] == "67012.34000000"
+    assert clock.waits == [0.375, 0.75]  # the same backoff as 5xx
+    assert client.http.counters.errors == {kind: 2}
+    assert client.http.counters.retries == 2 and client.http.counters.failures == 0
+    assert len(server.requests_to(BOOK_TICKER)) == 3
+
+
+def test_transport_failures_never_end_the_live_source(tmp_path, server, clock):
+    settings = make_settings(tmp_path, server, http_max_retries=1)
+    source = LiveSource(settings, BinanceClient.from_settings(settings, clock=clock, sleep=clock.sleep),
+                        CoinGeckoClient.from_settings(settings, clock=clock, sleep=clock.sleep), clock=clock)
+    server.script(BOOK_TICKER, Reply(fault="truncated"), Reply(fault="tls"))
+    server.script(TICKER_24HR, Reply(fault="bad_encoding"), Reply(fault="redirect_loop"))
+    ctx = RecordingContext()
+    assert list(source.poll_binance(ctx)) == []  # both calls failed after their retry: nothing, no crash
+    assert ctx.failed == [("binance", "ExchangeUnavailable")] * 2
+    assert ctx.errors["binance"] == {"truncated": 1, "ssl": 1, "decoding": 1, "too_many_redirects": 1}
+    assert [decode(v)["message_type"] for _, v, _ in source.poll_binance(ctx)] == ["book_ticker", "ticker_24hr"]
 
 
 def test_missing_field_is_rejected_and_counted_never_published(tmp_path, server, clock):
@@ -294,7 +340,8 @@ def test_simple_price_with_demo_key_is_normalised_exactly(tmp_path, server, cloc
     assert message["last_price"] == Decimal("67187.3358936566")
     assert message["market_cap"] == Decimal("1317802988326.2493")
     assert message["price_change_pct_24h"] == Decimal("3.637278946773539")
-    assert message["event_time"] == "2024-03-25T08:45:00.000Z"  # last_updated_at 1711356300
+    assert message["exchange_time"] == "2024-03-25T08:45:00.000Z"  # last_updated_at 1711356300
+    assert message["event_time"] == "2024-03-25T08:45:03.000Z"  # receipt: windows never see the lag
     assert (message["source"], message["message_type"]) == ("coingecko", "market")
 
 
@@ -310,7 +357,8 @@ def test_coins_markets_entry_with_string_numbers(tmp_path, server, clock):
     message = normalize.coingecko_market(payload, symbol="BTCUSDT", ingest_time="2021-07-09T18:41:00.000Z")
     assert message["last_price"] == Decimal("33519") and message["market_cap"] == Decimal("628584328045")
     assert message["price_change_24h"] == Decimal("589.89")
-    assert message["event_time"] == "2021-07-09T18:40:37.367Z"
+    assert message["exchange_time"] == "2021-07-09T18:40:37.367Z"
+    assert message["event_time"] == "2021-07-09T18:41:00.000Z"
     assert server.requests_to(COINS_MARKETS)[0].query["ids"] == "bitcoin"
 
 
@@ -361,3 +409,105 @@ def test_budget_spreads_calls_over_the_month(tmp_path, server, clock):
     assert tight.seconds_until_due() == pytest.approx((30 * 86400) / 9999)
     clock.now += 300
     assert tight.seconds_until_due() == 0.0
+
+
+# ---- limits that survive restarts -----------------------------------------------------------------
+def test_ban_and_429_pause_survive_a_restart(tmp_path, server, clock):
+    server.script(BOOK_TICKER, Reply(418, headers={"Retry-After": "300"}))
+    server.script(SIMPLE_PRICE, Reply(429, headers={"Retry-After": "40"}))
+    first = binance(tmp_path, server, clock)
+    with pytest.raises(IPBanned):
+        first.book_ticker("BTCUSDT")
+    ban_end = clock.now + 300
+    cg = coingecko(tmp_path, server, clock)
+    cg.simple_price()  # waits the 40 s (fake clock) then succeeds
+    assert (tmp_path / "data" / "status" / "http_binance.json").is_file()  # next to the CoinGecko budget
+    assert (tmp_path / "data" / "status" / BUDGET_FILE).is_file()
+
+    # "restart": new clients built from the same settings, 100 s into the ban
+    clock.now += 100
+    second = binance(tmp_path, server, clock)
+    assert second.http.waiting_until() == ("ip_ban", pytest.approx(ban_end))
+    with pytest.raises(IPBanned):
+        second.ticker_24hr("BTCUSDT")
+    assert len(server.requests_to(BOOK_TICKER)) == 1 and server.requests_to(TICKER_24HR) == []
+    # the spacing set by the 429 is remembered too (the pause itself is over)
+    assert coingecko(tmp_path, server, clock).http.min_interval_s == 0.5
+    clock.now = ban_end + 1
+    assert binance(tmp_path, server, clock).book_ticker("BTCUSDT")["symbol"] == "BTCUSDT"
+
+
+def test_429_pause_is_waited_out_by_a_new_process(tmp_path, server, clock):
+    server.script(BOOK_TICKER, Reply(429, headers={"Retry-After": "50"}), Reply(429, headers={"Retry-After": "50"}))
+    first = binance(tmp_path, server, clock, http_max_retries=1)
+    with pytest.raises(ExchangeUnavailable):  # second 429 exhausts the retries
+        first.book_ticker("BTCUSDT")
+    pause_end = first.http.pause_until
+    clock.waits.clear()
+    clock.now += 10
+    second = binance(tmp_path, server, clock)
+    assert second.http.waiting_until() == ("rate_limit", pytest.approx(pause_end))
+    restarted_at = clock.now
+    second.book_ticker("BTCUSDT")
+    assert clock.waits == [pytest.approx(pause_end - restarted_at)]  # no call before the pause ends
+    assert len(server.requests_to(BOOK_TICKER)) == 3
+
+
+def test_live_source_reports_the_ban_it_waits_out(tmp_path, server, clock):
+    server.script(BOOK_TICKER, Reply(418, headers={"Retry-After": "120"}))
+    settings = make_settings(tmp_path, server)
+
+    def source():
+        return LiveSource(settings, BinanceClient.from_settings(settings, clock=clock, sleep=clock.sleep),
+                          CoinGeckoClient.from_settings(settings, clock=clock, sleep=clock.sleep), clock=clock)
+
+    ctx = RecordingContext()
+    assert list(source().poll_binance(ctx)) == []
+    restarted, ctx = source(), RecordingContext()
+    restarted.report_waits(ctx)
+    assert ctx.waiting == {"binance": ("ip_ban", pytest.approx(clock.now + 120)), "coingecko": (None, None)}
+    assert list(restarted.poll_binance(ctx)) == []
+    assert len(server.requests_to(BOOK_TICKER)) == 1 and server.requests_to(TICKER_24HR) == []
+
+
+# ---- live 1-minute klines ---------------------------------------------------------------------
+def test_live_source_publishes_each_closed_1m_kline_once(tmp_path, server, clock):
+    clock.now = datetime(2024, 3, 25, 8, 44, 5, tzinfo=UTC).timestamp()
+    server.clock = clock
+    settings = make_settings(tmp_path, server)
+    source = LiveSource(settings, BinanceClient.from_settings(settings, clock=clock, sleep=clock.sleep),
+                        CoinGeckoClient.from_settings(settings, clock=clock, sleep=clock.sleep), clock=clock)
+    ctx = RecordingContext()
+    first = [decode(v) for _, v, _ in source.poll_klines(ctx)]
+    assert [m["kline_open_time"] for m in first] == ["2024-03-25T08:43:00.000Z"]  # the closed one, not 08:44
+    assert first[0]["message_type"] == "kline_1m" and first[0]["kline_trade_count"] == 1874
+    assert first[0]["event_time"] == "2024-03-25T08:44:05.000Z"  # receipt
+    request = server.requests_to(KLINES)[0]
+    assert request.query == {"symbol": "BTCUSDT", "interval": "1m", "limit": "2"}
+    clock.now += 30  # same minute: nothing due, no call
+    assert list(source.poll_klines(ctx)) == []
+    assert len(server.requests_to(KLINES)) == 1
+    # 08:45:00.5 but Binance has not rolled over yet: it still answers 08:43 closed, 08:44 open
+    clock.now = datetime(2024, 3, 25, 8, 45, 0, 500000, tzinfo=UTC).timestamp()
+    stale = [[*r[:6], r[6], *r[7:]] for r in fixture("binance_klines_BTCUSDT_1m.json")]
+    stale[0][0], stale[0][6] = 1711356180000, 1711356239999  # 08:43 (already published)
+    stale[1][0], stale[1][6] = 1711356240000, 1711356299999  # 08:44, the open one
+    server.script(KLINES, Reply(200, body=json.dumps(stale)))
+    assert list(source.poll_klines(ctx)) == []  # dedup by open time; 08:44 not closed at Binance
+    clock.now += 1  # asked again at the next poll
+    again = [decode(v)["kline_open_time"] for _, v, _ in source.poll_klines(ctx)]
+    assert again == ["2024-03-25T08:44:00.000Z"]
+    assert len(server.requests_to(KLINES)) == 3 and ctx.rejected == []
+
+
+def test_coingecko_update_already_published_is_not_published_again(tmp_path, server, clock):
+    settings = make_settings(tmp_path, server, coingecko_poll_interval_s=1)
+    source = LiveSource(settings, BinanceClient.from_settings(settings, clock=clock, sleep=clock.sleep),
+                        CoinGeckoClient.from_settings(settings, clock=clock, sleep=clock.sleep), clock=clock)
+    ctx = RecordingContext()
+    assert len(list(source.poll_coingecko(ctx))) == 1
+    assert list(source.poll_coingecko(ctx)) == []  # same last_updated_at
+    body = fixture("coingecko_simple_price_bitcoin.json")
+    body["bitcoin"]["last_updated_at"] += 60
+    server.script(SIMPLE_PRICE, Reply(200, body=json.dumps(body)))
+    assert len(list(source.poll_coingecko(ctx))) == 1

@@ -6,7 +6,7 @@ import pytest
 
 from btc_platform import normalize
 from btc_platform.producer import build_parser, main
-from btc_platform.schema import encode
+from btc_platform.schema import encode, ms_to_ts
 from btc_platform.sources import ReplaySource
 from tests.exchange_server import FakeClock, fixture
 
@@ -74,10 +74,11 @@ class PacingContext:
         pass
 
 
-def _ticker_line(close_ms: int) -> bytes:
+def _ticker_line(received_ms: int) -> bytes:
+    """A 24 h ticker received at ``received_ms`` (its event time; closeTime 5 s earlier)."""
     payload = fixture("binance_ticker_24hr_BTCUSDT.json")
-    payload["closeTime"] = close_ms
-    return encode(normalize.ticker_24hr(payload, ingest_time="2024-01-01T00:00:00.000Z"))
+    payload["closeTime"] = received_ms - 5000
+    return encode(normalize.ticker_24hr(payload, ingest_time=ms_to_ts(received_ms)))
 
 
 def test_replay_is_paced_by_event_time_and_rejects_bad_lines(tmp_path):

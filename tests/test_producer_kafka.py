@@ -84,7 +84,7 @@ def test_live_polls_are_published_and_every_message_checked(kafka_service, tmp_p
     app = FeedProducer(settings, source_mode="live", record_path=record)
     source = LiveSource(settings, BinanceClient.from_settings(settings, sleep=app.sleep),
                         CoinGeckoClient.from_settings(settings, sleep=app.sleep))
-    # 3 polls: (book, 24hr, market) + (24hr) + (book, 24hr) = 6 messages
+    # 3 polls: (book, 24hr, last closed 1m kline, market) + (24hr) + (book) = 6 messages
     assert app.run(source, max_messages=6) == 0
 
     consumed = consume_all(kafka_service.bootstrap_servers, topic, expected=6, group=f"g-{uuid.uuid4().hex}")
@@ -95,16 +95,21 @@ def test_live_polls_are_published_and_every_message_checked(kafka_service, tmp_p
     for message in messages:
         by_type.setdefault(message["message_type"], []).append(message)
         assert message["message_id"] == compute_message_id(message)
-    assert {t: len(v) for t, v in by_type.items()} == {"book_ticker": 2, "ticker_24hr": 3, "market": 1}
+    assert {t: len(v) for t, v in by_type.items()} == {"book_ticker": 2, "ticker_24hr": 2, "kline_1m": 1,
+                                                       "market": 1}
     book = fixture("binance_book_ticker_BTCUSDT.json")
     for message in by_type["book_ticker"]:
         assert message["source"] == "binance"
         assert message["bid_price"] == Decimal(book["bidPrice"]) and message["ask_qty"] == Decimal(book["askQty"])
         assert message["event_time"] == message["ingest_time"]
     for message in by_type["ticker_24hr"]:
-        assert message["event_time"] == "2021-12-17T09:40:42.763Z"
+        assert message["exchange_time"] == "2021-12-17T09:40:42.763Z"
+        assert message["event_time"] == message["ingest_time"]  # receipt
         assert message["volume_24h"] == Decimal("33136.69765000")
-    # the same 24 h ticker polled three times carries the same deterministic id
+    kline = by_type["kline_1m"][0]
+    assert kline["kline_trade_count"] == 1874 and kline["kline_volume"] == Decimal("18.42150000")
+    assert kline["kline_open_time"] < kline["event_time"]  # a closed minute
+    # the same 24 h ticker polled twice carries the same deterministic id
     assert len({m["message_id"] for m in by_type["ticker_24hr"]}) == 1
     market = by_type["market"][0]
     assert market["source"] == "coingecko" and market["last_price"] == Decimal("67187.3358936566")
@@ -113,6 +118,8 @@ def test_live_polls_are_published_and_every_message_checked(kafka_service, tmp_p
     assert status["state"] == "stopped" and status["source_mode"] == "live"
     assert (status["published"], status["rejected"], status["failed"]) == (6, 1, 0)
     assert status["retried"] == 1
+    assert status["http_errors"] == {"binance": {"http_5xx": 1}, "coingecko": {}}
+    assert status["waiting"] == {}
     assert status["sources"]["binance"]["published"] == 5 and status["sources"]["coingecko"]["published"] == 1
     assert status["sources"]["binance"]["last_poll_ok_at"] and status["last_publish_at"]
     rejected = (settings.logs_dir / "producer_rejected.jsonl").read_text().splitlines()
@@ -202,3 +209,28 @@ def test_kafka_down_keeps_accepted_messages_until_it_is_back(kafka_service, tmp_
     status = read_status(settings.producer_status_path)
     assert (status["accepted"], status["published"], status["failed"]) == (2000, 2000, 0)
     assert high_watermark_total(kafka_service.bootstrap_servers, topic) == 2000
+
+
+def test_spooled_messages_reach_kafka_first_and_exactly_once_on_the_next_start(kafka_service, tmp_path):
+    import socket
+
+    topic = new_topic(kafka_service, "producer-spool")
+    with socket.socket() as sock:  # a broker address where nothing listens: nothing can be delivered
+        sock.bind(("127.0.0.1", 0))
+        nowhere = f"127.0.0.1:{sock.getsockname()[1]}"
+    down = make_settings(kafka_service, tmp_path, topic, kafka_bootstrap_servers=nowhere, producer_flush_timeout_s=1.0)
+    assert FeedProducer(down, source_mode="simulate").run(
+        SimulateSource(["BTCUSDT"], coingecko_symbol="BTCUSDT", speed=0, seed=5), max_messages=200) == 0
+    spooled = [decode(line)["message_id"] for line in down.producer_spool_path.read_bytes().splitlines()]
+    assert len(set(spooled)) == 200
+
+    up = make_settings(kafka_service, tmp_path, topic)  # same data dir, the real broker
+    app = FeedProducer(up, source_mode="simulate")
+    assert app.run(SimulateSource(["BTCUSDT"], coingecko_symbol="BTCUSDT", speed=0, seed=6), max_messages=50) == 0
+    assert (app.from_spool, app.published, app.spooled, app.failed) == (200, 250, 0, 0)
+    assert not up.producer_spool_path.exists()
+    assert high_watermark_total(kafka_service.bootstrap_servers, topic) == 250
+    consumed = consume_all(kafka_service.bootstrap_servers, topic, expected=250, group=f"sp-{uuid.uuid4().hex}")
+    in_order = [decode(d.value)["message_id"] for d in sorted(consumed, key=lambda d: d.offset)]  # one partition
+    assert in_order[:200] == spooled  # first, byte for byte (same ids), in spool order
+    assert len(set(in_order)) == 250

@@ -28,7 +28,7 @@ def hour_row(hour: int, symbol: str = "BTCUSDT", **values) -> dict:
     row.update(symbol=symbol, hour_start=start, open=100.0, high=110.0, low=95.0, close=105.0, spread_mean=0.5,
                spread_max=1.0, spread_pct_mean=0.005, spread_pct_max=0.01, tick_count=600, minutes_present=60,
                coverage=1.0, source="stream", produced_at=CHECKED_AT, date=start.strftime("%Y-%m-%d"),
-               hour=start.hour)
+               hour=start.hour, volume=12.5, quote_volume=1300.0, trade_count=900, volume_minutes=60)
     row.update(values)
     return row
 
@@ -115,12 +115,13 @@ def test_duplicate_symbol_hour_is_an_error(spark, settings):
 
 
 def test_warnings_are_logged_and_do_not_fail(spark, settings, caplog):
-    # hour 1: 30 minutes present (coverage 0.5 < 0.8); hour 2: no row at all (gap)
-    rows = [hour_row(0), hour_row(1, minutes_present=30, coverage=0.5)]
+    # hour 1: 30 minutes present (coverage 0.5 < 0.8) with 29 klines; hour 2: no row at all (gap)
+    rows = [hour_row(0), hour_row(1, minutes_present=30, coverage=0.5, volume_minutes=29)]
     with caplog.at_level(logging.WARNING, logger="btc_platform.quality"):
         results = by_name(check(spark, settings, rows))
     assert results["coverage_below_threshold"].failed == ("BTCUSDT@2024-01-01T01:00Z",)
     assert results["hour_gap"].failed == ("BTCUSDT@2024-01-01T02:00Z",)
+    assert results["volume_incomplete"].failed == ("BTCUSDT@2024-01-01T01:00Z",)
     assert all(results[name].passed for name in ("high_below_low", "non_positive_price", "negative_spread",
                                                   "duplicate_symbol_hour"))
     text = caplog.text

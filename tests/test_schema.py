@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from btc_platform import normalize
+from btc_platform import normalize, schema
 from btc_platform.schema import (
     SCHEMA_VERSION,
     SchemaError,
@@ -39,7 +39,9 @@ def test_round_trip_of_every_message_type():
                                          vs_currency="usd", symbol="BTCUSDT", ingest_time=INGEST),
         normalize.coingecko_market(fixture("coingecko_coins_markets_bitcoin.json"), symbol="BTCUSDT",
                                    ingest_time=INGEST),
+        normalize.kline_1m(fixture("binance_klines_BTCUSDT_1m.json")[0], symbol="BTCUSDT", ingest_time=INGEST),
     ]
+    assert {m["message_type"] for m in messages} == set(schema.MESSAGE_TYPES)
     for message in messages:
         wire = encode(message)
         assert decode(wire) == message
@@ -138,6 +140,41 @@ def test_fast_prevalidated_encoder_matches_schema_including_exponent_edge_cases(
     assert wire == encode(expected)
 
 
+def test_kline_1m_is_exact_and_checked():
+    row = fixture("binance_klines_BTCUSDT_1m.json")[0]
+    message = normalize.kline_1m(row, symbol="BTCUSDT", ingest_time=INGEST)
+    assert message["kline_open_time"] == "2024-03-25T08:43:00.000Z"
+    assert message["exchange_time"] == "2024-03-25T08:43:59.999Z"
+    assert message["event_time"] == INGEST
+    assert (message["kline_volume"], message["kline_quote_volume"], message["kline_trade_count"]) == (
+        Decimal(row[5]), Decimal(row[7]), int(row[8]))
+    again = normalize.kline_1m(row, symbol="BTCUSDT", ingest_time="2024-03-25T08:44:30.000Z")
+    assert again["message_id"] == message["message_id"]  # the same kline polled twice: one id
+    with pytest.raises(SchemaError, match="inconsistent OHLC"):
+        normalize.kline_1m([*row[:2], row[3], *row[3:]], symbol="BTCUSDT", ingest_time=INGEST)  # high < open
+    with pytest.raises(SchemaError, match="not a 1-minute kline"):
+        normalize.kline_1m([row[0], *row[1:6], row[0] + 3_599_999, *row[7:]], symbol="BTCUSDT", ingest_time=INGEST)
+
+
+def test_version_1_messages_are_still_accepted():
+    v1 = json.loads(encode(normalize.book_ticker(book_payload(), ingest_time=INGEST)))
+    v1["schema_version"] = 1
+    assert decode(json.dumps(v1))["schema_version"] == 1
+
+
+def test_fast_prevalidated_kline_matches_schema():
+    values = {"event_time": "2023-03-16T22:16:00.000Z", "ingest_time": INGEST,
+              "exchange_time": "2023-03-16T22:15:59.999Z", "kline_open_time": "2023-03-16T22:15:00.000Z",
+              "kline_open": "24899.18", "kline_high": "24943.98", "kline_low": "24896.29", "kline_close": "24934.20",
+              "kline_volume": "293.13711", "kline_quote_volume": "7302117.50", "kline_trade_count": "5862"}
+    wire = encode_prevalidated("kline_1m", "BTCUSDT", values)
+    times = ("event_time", "ingest_time", "exchange_time", "kline_open_time")
+    expected = make_message(message_type="kline_1m", source="simulated", symbol="BTCUSDT",
+                            **{k: (v if k in times else int(v) if k == "kline_trade_count" else Decimal(v))
+                               for k, v in values.items()})
+    assert wire == encode(expected)
+
+
 class _Ctx:
     def idle(self, seconds):
         return True
@@ -159,11 +196,26 @@ def test_simulated_stream_is_valid_and_labelled(tmp_path):
         "2023-03-16T22:15:00Z,24899.18,24943.98,24896.29,24934.2,293.13711\n"
         "2023-03-16T22:16:00Z,24935.6,24946.86,24910.48,24933.42,201.9253\n"
     )
-    source = SimulateSource(["BTCUSDT"], coingecko_symbol="BTCUSDT", candles=candles, speed=0, seed=7)
+    source = SimulateSource(["BTCUSDT"], coingecko_symbol="BTCUSDT", candles=candles, speed=0, seed=7,
+                            market_lag_s=90)
     items = list(itertools.islice(source.messages(_Ctx()), 1000))
     messages = [decode(value) for _, value, _ in items]
-    counts = {t: sum(m["message_type"] == t for m in messages) for t in ("book_ticker", "ticker_24hr", "market")}
-    assert counts == {"book_ticker": 120, "ticker_24hr": 12, "market": 2}  # 2 candles, 1 s ticks
+    counts = {t: sum(m["message_type"] == t for m in messages) for t in schema.MESSAGE_TYPES}
+    assert counts == {"book_ticker": 120, "ticker_24hr": 12, "market": 2, "kline_1m": 2}  # 2 candles, 1 s ticks
+    klines = [m for m in messages if m["message_type"] == "kline_1m"]
+    # the candle, received when its minute closed
+    assert klines[0]["kline_open_time"] == "2023-03-16T22:15:00.000Z"
+    assert klines[0]["event_time"] == "2023-03-16T22:16:00.000Z"
+    assert klines[0]["exchange_time"] == "2023-03-16T22:15:59.999Z"
+    assert (klines[0]["kline_open"], klines[0]["kline_high"], klines[0]["kline_low"], klines[0]["kline_close"]) == (
+        Decimal("24899.18"), Decimal("24943.98"), Decimal("24896.29"), Decimal("24934.20"))
+    assert klines[0]["kline_volume"] == Decimal("293.13711") and klines[0]["kline_trade_count"] == 5862
+    assert klines[1]["kline_open_time"] == "2023-03-16T22:16:00.000Z"
+    markets = [m for m in messages if m["message_type"] == "market"]
+    assert [(m["event_time"], m["exchange_time"]) for m in markets] == [
+        ("2023-03-16T22:15:00.000Z", "2023-03-16T22:13:30.000Z"),  # CoinGecko's time lags 90 s
+        ("2023-03-16T22:16:00.000Z", "2023-03-16T22:14:30.000Z"),
+    ]
     for (key, _, src), message in zip(items, messages, strict=True):
         assert src == message["source"] == "simulated" and key == message["symbol"].encode()
         assert message["message_id"] == compute_message_id(message)

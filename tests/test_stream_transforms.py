@@ -11,7 +11,7 @@ import pytest
 
 from btc_platform import datasets, schema
 from spark_jobs import stream_transforms as st
-from tests.stream_testdata import KAFKA_DDL, at, book, kafka_rows, market, naive_utc, tamper, ticker
+from tests.stream_testdata import KAFKA_DDL, at, book, kafka_rows, kline, market, naive_utc, tamper, ticker
 
 pytestmark = pytest.mark.spark
 
@@ -27,14 +27,17 @@ def parsed(spark, values):
 def test_valid_messages_of_each_type_parse_with_their_fields(spark):
     b = book(1.5, "100.5", "101", "2", "3")
     t = ticker(2, "10", "1000", "-1.25")
-    m = market(3, "800000000000", "20000000000", "0.7")
+    m = market(3, "800000000000", "20000000000", "0.7", lag_s=90)
+    k = kline(-60, 2.5, "12.5", "1256.25", 340)
     rows = (
-        parsed(spark, [schema.encode(b), schema.encode(t), schema.encode(m)])
+        parsed(spark, [schema.encode(b), schema.encode(t), schema.encode(m), schema.encode(k)])
         .orderBy("kafka_offset")
         .collect()
     )
-    assert [r.reason for r in rows] == [None, None, None]
-    assert [r.message_type for r in rows] == ["book_ticker", "ticker_24hr", "market"]
+    assert [r.reason for r in rows] == [None, None, None, None]
+    assert [r.message_type for r in rows] == ["book_ticker", "ticker_24hr", "market", "kline_1m"]
+    assert (rows[2].event_time, rows[2].exchange_time) == (naive_utc(3), naive_utc(-87))
+    assert (rows[3].kline_open_time, rows[3].kline_volume, rows[3].kline_trade_count) == (naive_utc(-60), 12.5, 340)
     assert rows[0].message_id == b["message_id"]
     assert rows[0].event_time == naive_utc(1.5)
     assert (rows[0].bid_price, rows[0].ask_price, rows[0].bid_qty, rows[0].ask_qty) == (
@@ -62,7 +65,7 @@ BAD_RECORDS = [
         tamper(GOOD, bid_price="NaN").replace(b'"NaN"', b"NaN"),
         "unparseable_json:not a JSON object of the message schema",
     ),
-    (tamper(GOOD, schema_version=2), "unsupported_schema_version:2"),
+    (tamper(GOOD, schema_version=3), "unsupported_schema_version:3"),
     (tamper(GOOD, schema_version=None), "missing_field:schema_version"),
     (tamper(GOOD, message_type="trade"), "unknown_message_type:trade"),
     (tamper(GOOD, bid_price=None), "missing_field:bid_price"),
@@ -160,8 +163,9 @@ def test_minute_metrics_against_hand_computed_values(spark):
     c = book(40, "99", "100", "4", "0")  # mid 99.5, spread 1
     d = book(70, "200", "202", "1", "1")  # next window, mid 201
     t_old, t_new = ticker(5, "10", "1000", "1.5"), ticker(30, "11", "1100", "-2.5")
-    m = market(50, "800000000000", "20000000000", "0.7")
-    shuffled = [c, t_new, a, m, d, b, t_old]
+    m = market(50, "800000000000", "20000000000", "0.7", lag_s=90)  # CoinGecko's own time 90 s old
+    k0 = kline(0, 62, "12.5", "1256.25", 340)  # minute 0's kline, received in minute 1
+    shuffled = [c, t_new, a, m, d, k0, b, t_old]
     records = st.with_record_metrics(st.valid_records(parsed(spark, [schema.encode(x) for x in shuffled])))
     result = st.minute_metrics(records)
 
@@ -198,6 +202,9 @@ def test_minute_metrics_against_hand_computed_values(spark):
         "cg_price_change_pct_24h": 0.7,
         "date": "2024-01-01",
         "hour": 0,
+        "volume": 12.5,
+        "quote_volume": 1256.25,
+        "trade_count": 340,
     }
     for key, value in expected_w0.items():
         assert w0[key] == (pytest.approx(value, rel=1e-12) if isinstance(value, float) else value), key
@@ -213,6 +220,7 @@ def test_minute_metrics_against_hand_computed_values(spark):
     assert w1.mid_range == 0.0
     assert w1.spread_pct_mean == pytest.approx(2 / 201 * 100, rel=1e-12)
     assert (w1.volume_24h, w1.market_cap, w1.cg_volume_24h) == (None, None, None)
+    assert (w1.volume, w1.trade_count) == (None, None)  # minute 1's own kline did not arrive
 
 
 def test_volatility_uses_time_order_not_arrival_order(spark):

@@ -176,3 +176,45 @@ def test_refuses_checkpoints_of_the_earlier_quarantine_query(spark, tmp_path):
         stream_job.start_ingest_query(spark, source, settings)
     assert not (tmp_path / "store" / "raw_data").exists()  # nothing started, nothing written
     assert spark.streams.active == []
+
+
+def test_lagging_coingecko_and_klines_are_in_every_minute_that_received_them(spark, pipeline, tmp_path):
+    """A live source whose CoinGecko updates lag 90 s (``last_updated_at`` 90 s before receipt,
+    the exchange server's format through the real normaliser): every minute that received a
+    CoinGecko message has its fields, and each minute has the volume of its own closed 1m kline,
+    received 2 s after the minute closed. With CoinGecko's time as event time (schema 1) every
+    one of these market messages was 60 s behind the watermark and dropped."""
+    from btc_platform import normalize
+    from tests.exchange_server import fixture
+
+    push, read = pipeline
+    cg = fixture("coingecko_simple_price_bitcoin.json")
+    kline_row = fixture("binance_klines_BTCUSDT_1m.json")[0]
+    messages: list[tuple[float, bytes]] = []
+    for second in range(0, 301, 5):  # book tickers every 5 s for 5 minutes
+        messages.append((second, schema.encode(book(second, "100", "101"))))
+    for minute in range(5):
+        received = minute * 60 + 20
+        payload = {"bitcoin": {**cg["bitcoin"], "last_updated_at": int(at(received - 90).timestamp()),
+                               "usd_market_cap": 1e12 + minute}}
+        messages.append((received, schema.encode(normalize.coingecko_simple_price(
+            payload, coin_id="bitcoin", vs_currency="usd", symbol="BTCUSDT", ingest_time=at(received)))))
+        row = [int(at(minute * 60).timestamp() * 1000), *kline_row[1:5], str(minute + 1),
+               int(at(minute * 60 + 59.999).timestamp() * 1000), kline_row[7], 100 + minute, *kline_row[9:]]
+        messages.append((minute * 60 + 62, schema.encode(normalize.kline_1m(row, symbol="BTCUSDT",
+                                                                              ingest_time=at(minute * 60 + 62)))))
+    messages.sort(key=lambda m: m[0])
+    for step_end in range(90, 361, 90):  # what arrived in each 90 s, as the stream would read it
+        push([value for t, value in messages if step_end - 90 < t <= step_end], arrival=step_end)
+    push([schema.encode(book(400, "100", "101"))], arrival=400)  # watermark 370: minutes 0-4 final
+
+    minutes = metrics_by_window(read)
+    assert sorted(minutes) == [naive_utc(m * 60) for m in range(6)]
+    for m in range(5):  # each of these minutes received one CoinGecko message and its own kline
+        row = minutes[naive_utc(m * 60)]
+        assert row.market_cap == 1e12 + m, m
+        assert (row.volume, row.trade_count) == (float(m + 1), 100 + m), m
+    assert minutes[naive_utc(300)].market_cap is None and minutes[naive_utc(300)].volume is None
+    raw = read(datasets.RAW_DATA).where("message_type = 'market'").collect()
+    lags = {(r.event_time - r.exchange_time).total_seconds() for r in raw}
+    assert len(raw) == 5 and lags == {90.0}  # CoinGecko's own time kept as a field

@@ -525,3 +525,27 @@ def test_stream_stop_signals_the_python_driver_so_the_launcher_exits_with_it(sup
     stopped = supervisor.stop("stream", sup_settings)
     assert stopped.reason.startswith(f"stopped (SIGTERM to {driver}, ")
     assert process.group_members(started.pid) == []
+
+
+def test_producer_waiting_out_a_ban_or_the_broker_is_healthy(tmp_path, caplog):
+    settings = load_settings(data_dir=tmp_path, supervisor_producer_stale_s=60)
+    now = time.time()
+    old = _record(now - 600)
+    base = {"last_publish_at": _iso(300), "sources": {}}
+    ban = {"binance": {"reason": "ip_ban", "until": _iso(-120)}}
+    write_status(settings.producer_status_path, {**base, "updated_at": _iso(2), "waiting": ban})
+    with caplog.at_level(logging.INFO):
+        assert supervisor._producer_stale(settings, old, now) == decide.OK
+    assert "no publish within 60 s but healthy, ok, waiting: binance ip_ban until" in caplog.text
+    # a status record that is itself stale proves nothing (hung or dead producer)
+    write_status(settings.producer_status_path, {**base, "updated_at": _iso(100), "waiting": ban})
+    assert supervisor._producer_stale(settings, old, now) == "no publish for 300 s (limit 60 s)"
+    # a ban that is over is no excuse
+    over = {"binance": {"reason": "ip_ban", "until": _iso(5)}}
+    write_status(settings.producer_status_path, {**base, "updated_at": _iso(2), "waiting": over})
+    assert supervisor._producer_stale(settings, old, now) == "no publish for 300 s (limit 60 s)"
+    # the broker down: waiting since a time
+    kafka = {"kafka": {"reason": "broker_unreachable", "since": _iso(200)}}
+    write_status(settings.producer_status_path, {**base, "updated_at": _iso(1), "waiting": kafka})
+    assert supervisor._producer_stale(settings, old, now) == decide.OK
+    assert decide.producer(now - 600, now, now - 100, 60, "binance ip_ban") == "ok, waiting: binance ip_ban"

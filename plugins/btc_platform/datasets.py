@@ -72,6 +72,10 @@ MINUTE_METRICS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("cg_price_change_pct_24h", DOUBLE),  # latest CoinGecko 24 h change %
     ("date", STRING),
     ("hour", INT),
+    # added with message schema 2 (existing tables get them through tables.ensure_table)
+    ("volume", DOUBLE),  # base volume traded in the minute (its closed 1m kline; null if none arrived)
+    ("quote_volume", DOUBLE),  # quote volume of the minute's kline
+    ("trade_count", LONG),  # trades of the minute's kline
 )
 
 #: hourly_metrics: one row per symbol per hour (``hour_start``), in partition date=/hour=.
@@ -94,9 +98,9 @@ HOURLY_METRICS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("tick_count", LONG),
     ("minutes_present", INT),  # minutes with a mid price (null for a backfilled candle: unknown)
     ("coverage", DOUBLE),  # minutes_present / 60 (1.0 for a backfilled candle)
-    ("volume", DOUBLE),  # base volume (candles); null for stream hours
-    ("quote_volume", DOUBLE),  # quote volume (candles); null for stream hours
-    ("trade_count", LONG),  # trades (candles); null for stream hours
+    ("volume", DOUBLE),  # base volume: the candle's, or for a stream hour the sum of its minutes' 1m klines
+    ("quote_volume", DOUBLE),  # quote volume, likewise
+    ("trade_count", LONG),  # trades, likewise
     ("market_cap", DOUBLE),
     ("cg_volume_24h", DOUBLE),
     ("cg_price_change_pct_24h", DOUBLE),
@@ -104,6 +108,9 @@ HOURLY_METRICS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("produced_at", TIMESTAMP),
     ("date", STRING),
     ("hour", INT),
+    # added with message schema 2: minutes whose closed 1m kline the stream received (volume is
+    # complete at 60); null for a backfilled candle (its volume is the whole hour's)
+    ("volume_minutes", INT),
 )
 
 HOURLY_SOURCE_STREAM = "stream"

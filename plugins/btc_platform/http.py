@@ -3,14 +3,23 @@
 Rules, applied to every request made through :class:`HttpClient`:
 
 * connect and read timeouts on every request (``http_connect_timeout_s``/``http_read_timeout_s``);
-* 5xx, timeouts and connection errors: bounded exponential backoff with jitter
-  (``http_backoff_base_s`` doubling up to ``http_backoff_max_s``, at most ``http_max_retries``
-  retries), then :class:`ExchangeUnavailable`;
+* 5xx and every transport failure of ``requests`` (timeout, connection refused/reset, SSL,
+  truncated body, bad content encoding, too many redirects) and a 2xx body that is not JSON:
+  bounded exponential backoff with jitter (``http_backoff_base_s`` doubling up to
+  ``http_backoff_max_s``, at most ``http_max_retries`` retries), then
+  :class:`ExchangeUnavailable` (:class:`InvalidResponse` for a body that stayed invalid JSON).
+  Each failure is counted by kind (:data:`ERROR_KINDS`) in ``counters.errors``, which the
+  producer puts in its status record;
 * HTTP 429: wait ``Retry-After`` and slow down (a minimum spacing between requests that doubles
   on every 429 and decays slowly, x0.9 per success);
 * HTTP 418 (Binance IP ban): log loudly, remember when the ban ends (``Retry-After``) and raise
   :class:`IPBanned` for every call until then, without touching the network;
-* a 2xx body that is not JSON: :class:`InvalidResponse`; other 4xx: :class:`ClientError`.
+* other 4xx: :class:`ClientError`.
+
+Limits survive restarts: with a ``state_path`` (``<status_dir>/http_<name>.json``, next to the
+CoinGecko call budget) the ban end, the 429 pause and the request spacing are written atomically
+whenever they change and read back by the next process, which therefore makes no call before a
+ban (or a 429's ``Retry-After``) ends.
 
 JSON numbers are parsed as ``Decimal`` so that prices are never rounded through ``float``.
 ``clock`` and ``sleep`` are injected so tests assert on the requested waits without sleeping.
@@ -23,10 +32,11 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -68,12 +78,47 @@ class ClientError(ExchangeError):
     """A non-retryable 4xx answer (bad symbol, bad key, ...)."""
 
 
+#: Kinds of failed attempts counted in ``HttpCounters.errors`` (transport kinds first).
+ERROR_KINDS = (
+    "timeout",  # requests.Timeout (connect or read)
+    "ssl",  # requests.exceptions.SSLError
+    "connection",  # other requests.ConnectionError (refused, reset, DNS)
+    "truncated",  # requests.exceptions.ChunkedEncodingError (body shorter than announced, bad chunk)
+    "decoding",  # requests.exceptions.ContentDecodingError (Content-Encoding the body does not match)
+    "too_many_redirects",  # requests.exceptions.TooManyRedirects
+    "other_transport",  # any other requests.RequestException
+    "invalid_json",  # 2xx body that is not JSON
+    "http_5xx",
+    "http_429",
+    "http_418",
+)
+
+
+def transport_error_kind(exc: requests.RequestException) -> str:
+    """The :data:`ERROR_KINDS` entry of a ``requests`` exception (most specific class first)."""
+    for cls, kind in (
+        (requests.Timeout, "timeout"),
+        (requests.exceptions.SSLError, "ssl"),
+        (requests.ConnectionError, "connection"),
+        (requests.exceptions.ChunkedEncodingError, "truncated"),
+        (requests.exceptions.ContentDecodingError, "decoding"),
+        (requests.TooManyRedirects, "too_many_redirects"),
+    ):
+        if isinstance(exc, cls):
+            return kind
+    return "other_transport"
+
+
 @dataclass
 class HttpCounters:
     requests: int = 0
     retries: int = 0
     rate_limited: int = 0
     failures: int = 0
+    errors: dict[str, int] = field(default_factory=dict)  # failed attempts by ERROR_KINDS entry
+
+    def count(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -127,6 +172,7 @@ class HttpClient:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Any] = time.sleep,
         rng: Callable[[], float] = random.random,
+        state_path: str | Path | None = None,
     ):
         self.base_url = base_url.rstrip("/")
         self.name = name
@@ -145,6 +191,8 @@ class HttpClient:
         self.banned_until = 0.0
         self._pause_until = 0.0
         self._last_request_at: float | None = None
+        self.state_path = Path(state_path) if state_path is not None else None
+        self._load_state()
 
     @classmethod
     def from_settings(cls, base_url: str, settings, *, name: str, **kwargs) -> HttpClient:
@@ -156,8 +204,64 @@ class HttpClient:
             max_retries=settings.http_max_retries,
             backoff_base_s=settings.http_backoff_base_s,
             backoff_max_s=settings.http_backoff_max_s,
+            state_path=kwargs.pop("state_path", settings.status_dir / f"http_{name}.json"),
             **kwargs,
         )
+
+    # ---- limits that survive restarts ------------------------------------------------------
+    @property
+    def pause_until(self) -> float:
+        """Epoch seconds before which no request is sent (a 429's ``Retry-After``)."""
+        return self._pause_until
+
+    def _load_state(self) -> None:
+        if self.state_path is None:
+            return
+        from btc_platform.status import StatusError, read_status
+
+        try:
+            record = read_status(self.state_path)
+        except StatusError as exc:
+            raise ExchangeError(f"{self.name}: cannot read the persisted rate-limit state: {exc}") from exc
+        if not record:
+            return
+        try:
+            self.banned_until = float(record.get("banned_until") or 0.0)
+            self._pause_until = float(record.get("pause_until") or 0.0)
+            self.min_interval_s = float(record.get("min_interval_s") or 0.0)
+        except (TypeError, ValueError) as exc:
+            raise ExchangeError(f"{self.state_path}: bad rate-limit state {record!r}: {exc}") from exc
+        now = self.clock()
+        if self.banned_until > now:
+            log.error(
+                "!!! %s: IP ban from an earlier run lasts until %s (%.0fs more): no request before then",
+                self.name, datetime.fromtimestamp(self.banned_until, tz=UTC).isoformat(), self.banned_until - now,
+            )
+        elif self._pause_until > now:
+            log.warning("%s: rate-limit pause from an earlier run: %.1fs more, requests spaced by %.2fs",
+                        self.name, self._pause_until - now, self.min_interval_s)
+
+    def _save_state(self) -> None:
+        if self.state_path is None:
+            return
+        from btc_platform.status import write_status
+
+        write_status(self.state_path, {
+            "name": self.name,
+            "banned_until": self.banned_until,
+            "pause_until": self._pause_until,
+            "min_interval_s": self.min_interval_s,
+            "updated_at": self.clock(),
+        })  # fmt: skip
+
+    def waiting_until(self) -> tuple[str, float] | None:
+        """(``"ip_ban"`` or ``"rate_limit"``, epoch end) while a ban or 429 pause lasts, else None."""
+        now = self.clock()
+        if self.banned_until > now:
+            return "ip_ban", self.banned_until
+        if self._pause_until > now:
+            return "rate_limit", self._pause_until
+        return None
 
     # ---- waits ---------------------------------------------------------------------------
     def backoff_delay(self, attempt: int) -> float:
@@ -176,6 +280,7 @@ class HttpClient:
     def _slow_down(self, retry_after: float) -> None:
         self._pause_until = self.clock() + retry_after
         self.min_interval_s = min(self.backoff_max_s, max(self.backoff_base_s, self.min_interval_s * 2))
+        self._save_state()
         log.warning(
             "%s: rate limited (429), waiting %.1fs and spacing requests by %.2fs",
             self.name, retry_after, self.min_interval_s,
@@ -186,6 +291,7 @@ class HttpClient:
             self.min_interval_s *= SPEED_UP_FACTOR
             if self.min_interval_s < self.backoff_base_s / 8:
                 self.min_interval_s = 0.0
+                self._save_state()  # back to full speed: the next process need not slow down
 
     # ---- requests ------------------------------------------------------------------------
     def get_json(
@@ -217,43 +323,56 @@ class HttpClient:
             self.counters.requests += 1
             self._last_request_at = self.clock()
             status: int | None = None
+            invalid: InvalidResponse | None = None
             try:
                 response = self.session.get(url, params=params, timeout=self.timeout)
-            except (requests.Timeout, requests.ConnectionError) as exc:
+            except requests.RequestException as exc:  # every transport failure: retried below
+                kind = transport_error_kind(exc)
                 reason = _short_reason(exc)
             else:
                 status = response.status_code
                 if on_response is not None:
                     on_response(response)
                 if 200 <= status < 300:
-                    self._speed_up()
-                    return self._decode(response, endpoint)
-                if status == 418:
+                    try:
+                        payload = self._decode(response, endpoint)
+                    except InvalidResponse as exc:
+                        invalid, kind, reason = exc, "invalid_json", f"invalid JSON in HTTP {status} body"
+                    else:
+                        self._speed_up()
+                        return payload
+                elif status == 418:
+                    self.counters.count("http_418")
                     self._ban(response, endpoint, path)
-                if status == 429:
+                elif status == 429:
+                    self.counters.count("http_429")
                     self.counters.rate_limited += 1
                     retry_after = parse_retry_after(response.headers.get("Retry-After"), self.clock())
                     if retry_after is None:
                         retry_after = self.backoff_delay(attempt)
+                    self._slow_down(retry_after)  # also when giving up: the next call (or process) waits
                     if attempt >= self.max_retries:
                         self.counters.failures += 1
                         raise ExchangeUnavailable(
                             f"{endpoint}: still rate limited (429) after {attempt} retries",
                             endpoint=path, status=status,
                         )
-                    self._slow_down(retry_after)
                     attempt += 1
                     self.counters.retries += 1
                     continue
-                if status < 500:
+                elif status < 500:
                     self.counters.failures += 1
                     raise ClientError(
                         f"{endpoint}: HTTP {status}: {response.text[:200]!r}", endpoint=path, status=status
                     )
-                reason = f"HTTP {status}"
+                else:
+                    kind, reason = "http_5xx", f"HTTP {status}"
+            self.counters.count(kind)
             if attempt >= self.max_retries:
                 self.counters.failures += 1
                 log.warning("%s: giving up after %d retries (%s)", endpoint, attempt, reason)
+                if invalid is not None:
+                    raise invalid
                 raise ExchangeUnavailable(
                     f"{endpoint}: unavailable after {attempt} retries ({reason})", endpoint=path, status=status
                 )
@@ -269,6 +388,7 @@ class HttpClient:
         if wait is None:
             wait = DEFAULT_BAN_S
         self.banned_until = now + wait
+        self._save_state()
         self.counters.failures += 1
         until = datetime.fromtimestamp(self.banned_until, tz=UTC).isoformat()
         log.error(

@@ -6,6 +6,9 @@ with ``schema.make_message``. A payload without a field the message needs raises
 ``SchemaError`` naming the field: the caller counts it as rejected. Nothing is defaulted.
 Optional fields (e.g. high/low in the 24 h ticker) are carried when the payload has them and
 left out (null) when it does not.
+
+``event_time`` is the receipt time (``ingest_time``) for every live message; the exchange's own
+time goes to ``exchange_time`` (see ``btc_platform.schema``).
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ def book_ticker(payload: Any, *, ingest_time: datetime | str, source: str = BINA
 
 
 def ticker_24hr(payload: Any, *, ingest_time: datetime | str, source: str = BINANCE) -> dict[str, Any]:
-    """Binance ``/api/v3/ticker/24hr``; event_time is the ticker's ``closeTime``."""
+    """Binance ``/api/v3/ticker/24hr``; exchange_time is the ticker's ``closeTime``."""
     what = "ticker/24hr"
     close_time = _require(payload, "closeTime", what)
     optional = {
@@ -77,8 +80,9 @@ def ticker_24hr(payload: Any, *, ingest_time: datetime | str, source: str = BINA
         message_type="ticker_24hr",
         source=source,
         symbol=_require(payload, "symbol", what),
-        event_time=ms_to_ts(close_time),
+        event_time=_ts(ingest_time),
         ingest_time=_ts(ingest_time),
+        exchange_time=ms_to_ts(close_time),
         last_price=to_decimal(_require(payload, "lastPrice", what), "lastPrice"),
         volume_24h=to_decimal(_require(payload, "volume", what), "volume"),
         quote_volume_24h=to_decimal(_require(payload, "quoteVolume", what), "quoteVolume"),
@@ -95,7 +99,7 @@ def coingecko_simple_price(
     ingest_time: datetime | str,
     source: str = COINGECKO,
 ) -> dict[str, Any]:
-    """CoinGecko ``/api/v3/simple/price`` with every include_* flag; event_time = last_updated_at."""
+    """CoinGecko ``/api/v3/simple/price`` with every include_* flag; exchange_time = last_updated_at."""
     what = "simple/price"
     coin = _require(payload, coin_id, what)
     vs = vs_currency.lower()
@@ -109,8 +113,9 @@ def coingecko_simple_price(
         message_type="market",
         source=source,
         symbol=symbol,
-        event_time=event_time,
+        event_time=_ts(ingest_time),
         ingest_time=_ts(ingest_time),
+        exchange_time=event_time,
         last_price=to_decimal(_require(coin, vs, what), vs),
         market_cap=to_decimal(_require(coin, f"{vs}_market_cap", what), f"{vs}_market_cap"),
         quote_volume_24h=to_decimal(_require(coin, f"{vs}_24h_vol", what), f"{vs}_24h_vol"),
@@ -121,7 +126,7 @@ def coingecko_simple_price(
 def coingecko_market(
     payload: Any, *, symbol: str, ingest_time: datetime | str, source: str = COINGECKO
 ) -> dict[str, Any]:
-    """One entry of CoinGecko ``/api/v3/coins/markets``; event_time = ``last_updated``."""
+    """One entry of CoinGecko ``/api/v3/coins/markets``; exchange_time = ``last_updated``."""
     what = "coins/markets"
     if isinstance(payload, list):
         if len(payload) != 1:
@@ -141,10 +146,40 @@ def coingecko_market(
         message_type="market",
         source=source,
         symbol=symbol,
-        event_time=format_ts(parse_ts(_require(payload, "last_updated", what))),
+        event_time=_ts(ingest_time),
         ingest_time=_ts(ingest_time),
+        exchange_time=format_ts(parse_ts(_require(payload, "last_updated", what))),
         last_price=to_decimal(_require(payload, "current_price", what), "current_price"),
         market_cap=to_decimal(_require(payload, "market_cap", what), "market_cap"),
         quote_volume_24h=to_decimal(_require(payload, "total_volume", what), "total_volume"),
         **values,
+    )
+
+
+def kline_1m(payload: Any, *, symbol: str, ingest_time: datetime | str, source: str = BINANCE) -> dict[str, Any]:
+    """One closed 1-minute kline of Binance ``/api/v3/klines`` (the raw 12-value array).
+
+    ``kline_open_time`` is the minute it describes, ``exchange_time`` its close time. The caller
+    makes sure the kline is closed (its close time is before the receipt time).
+    """
+    from btc_platform.clients.binance import parse_kline
+
+    kline = parse_kline(payload)
+    if kline.close_time_ms - kline.open_time_ms != 59_999:
+        raise SchemaError(f"kline_1m: not a 1-minute kline: open {kline.open_time_ms}, close {kline.close_time_ms}")
+    return make_message(
+        message_type="kline_1m",
+        source=source,
+        symbol=symbol,
+        event_time=_ts(ingest_time),
+        ingest_time=_ts(ingest_time),
+        exchange_time=ms_to_ts(kline.close_time_ms),
+        kline_open_time=ms_to_ts(kline.open_time_ms),
+        kline_open=kline.open,
+        kline_high=kline.high,
+        kline_low=kline.low,
+        kline_close=kline.close,
+        kline_volume=kline.volume,
+        kline_quote_volume=kline.quote_volume,
+        kline_trade_count=kline.trades,
     )

@@ -11,13 +11,28 @@ value = ``schema.encode`` bytes. Delivery reports are counted (published / faile
 down librdkafka keeps every accepted message queued and retries it for
 ``producer_message_timeout_s``; when the local queue is full the source waits (backpressure),
 nothing is dropped. SIGTERM/SIGINT stop the source and flush, bounded by
-``producer_flush_timeout_s``; anything still unconfirmed then is logged and counted as failed.
+``producer_flush_timeout_s`` (below the supervisor's stop timeout, so the spool below is written
+before a SIGKILL).
+
+Spool: a message that was accepted but cannot be delivered - still queued when the flush ends
+(purged then), timed out after ``producer_message_timeout_s``, or not taken by a full queue at
+stop - is appended to the spool file ``<data_dir>/spool/producer.jsonl`` (one wire message a
+line, fsync'ed at close) instead of being lost, and counted as ``spooled``. The next start
+delivers the spool first, byte for byte (same ``message_id``), before any new message: the file
+is renamed to ``producer.jsonl.sending`` and removed once every message in it was delivered or
+spooled again (a process killed in between sends it again: duplicates, never a loss). Only a
+SIGKILL loses what librdkafka held in memory.
 
 Health: a JSON status record (``btc_platform.status``) at ``producer_status_path``, rewritten
 every ``producer_status_interval_s`` and at exit: pid, source mode, started_at, updated_at,
 state, counters ``published``/``rejected``/``retried``/``failed``/``accepted``/``in_flight``,
-and per upstream (``binance``, ``coingecko``, ``simulated``, ...) the last successful poll and
-publish. Payloads that cannot become messages are counted as rejected, logged, and appended
+per upstream (``binance``, ``coingecko``, ``simulated``, ...) the last successful poll and
+publish, ``http_errors`` (failed HTTP attempts per upstream by kind: timeout, ssl, connection,
+truncated, decoding, too_many_redirects, other_transport, invalid_json, http_5xx/429/418) and
+``waiting``: what the producer is legitimately waiting for, per upstream ``{"reason": "ip_ban" |
+"rate_limit", "until": <time>}`` and for Kafka ``{"reason": "broker_unreachable", "since": <time>}``
+while librdkafka reports all brokers down and no delivery succeeded since. The supervisor does
+not restart a producer whose fresh status record says it is waiting. Payloads that cannot become messages are counted as rejected, logged, and appended
 with the reason to ``<logs_dir>/producer_rejected.jsonl``.
 """
 
@@ -26,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -40,6 +56,11 @@ from btc_platform.status import write_status
 log = logging.getLogger(__name__)
 
 REJECTED_FILE = "producer_rejected.jsonl"
+SENDING_SUFFIX = ".sending"
+#: Delivery errors after which a message is spooled for the next start (transient by nature).
+_SPOOL_ERRORS = ("_MSG_TIMED_OUT", "_PURGE_QUEUE", "_PURGE_INFLIGHT", "_TRANSPORT", "_ALL_BROKERS_DOWN",
+                 "_TIMED_OUT", "REQUEST_TIMED_OUT", "NOT_ENOUGH_REPLICAS", "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
+                 "LEADER_NOT_AVAILABLE", "NOT_LEADER_FOR_PARTITION")
 _LOG_EVERY_FAILURE = 20  # log the first N delivery failures individually, then every 1000th
 
 
@@ -143,7 +164,14 @@ class FeedProducer:
         self.rejected_path = settings.logs_dir / REJECTED_FILE
         self.started_at = time.time()
         self.accepted = self.published = self.failed = self.rejected = self.retried = 0
+        self.spooled = self.from_spool = 0
+        self.spool_path = Path(settings.producer_spool_path)
+        self._spool_handle = None
+        self._spool_codes: frozenset[int] | None = None
+        self._sending_taken = False
         self.upstreams: dict[str, UpstreamHealth] = {}
+        self.http_errors: dict[str, dict[str, int]] = {}
+        self.waiting: dict[str, dict[str, Any]] = {}
         self.latencies: list[float] | None = [] if collect_latency else None
         self._callbacks: dict[str, Any] = {}
         self._stop = threading.Event()
@@ -197,6 +225,15 @@ class FeedProducer:
     def set_retried(self, count: int) -> None:
         self.retried = count
 
+    def set_http_errors(self, errors: dict[str, dict[str, int]]) -> None:
+        self.http_errors = errors
+
+    def set_waiting(self, upstream: str, reason: str | None, until: float | None) -> None:
+        if reason is None:
+            self.waiting.pop(upstream, None)
+        else:
+            self.waiting[upstream] = {"reason": reason, "until": _iso(until)}
+
     def reject(self, source: str, reason: str, payload: Any) -> None:
         self.rejected += 1
         log.warning("rejected %s payload: %s", source, reason)
@@ -216,6 +253,8 @@ class FeedProducer:
             log.error("fatal Kafka producer error, stopping: %s", err)
             self._stop.set()
         elif err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            if err.code() == KafkaError._ALL_BROKERS_DOWN and "kafka" not in self.waiting:
+                self.waiting["kafka"] = {"reason": "broker_unreachable", "since": _iso(time.time())}
             self._kafka_log.error(
                 "Kafka unreachable at %s (%s): accepted messages stay queued and are retried for up to %.0fs",
                 self.settings.kafka_bootstrap_servers, err.str(), self.settings.producer_message_timeout_s,
@@ -230,12 +269,16 @@ class FeedProducer:
 
             def callback(err, msg, _health=health):
                 if err is None:
+                    if self.waiting:
+                        self.waiting.pop("kafka", None)
                     self.published += 1
                     _health.published += 1
                     if self.latencies is not None:
                         self.latencies.append(msg.latency())
                     if self._record is not None:
                         self._record.write(msg.value() + b"\n")
+                elif self._spoolable(err):
+                    self.spool(msg.value())
                 else:
                     self.failed += 1
                     if self.failed <= _LOG_EVERY_FAILURE or self.failed % 1000 == 0:
@@ -243,6 +286,78 @@ class FeedProducer:
 
             self._callbacks[source] = callback
         return callback
+
+    # ---- spool -------------------------------------------------------------------------------
+    def _spoolable(self, err) -> bool:
+        if self._spool_codes is None:
+            from confluent_kafka import KafkaError
+
+            self._spool_codes = frozenset(getattr(KafkaError, name) for name in _SPOOL_ERRORS
+                                          if hasattr(KafkaError, name))
+        return err.code() in self._spool_codes or err.retriable()
+
+    def spool(self, value: bytes) -> None:
+        """Keep an accepted, undelivered message for the next start (see the module docstring)."""
+        if self._spool_handle is None:
+            self.spool_path.parent.mkdir(parents=True, exist_ok=True)
+            self._spool_handle = open(self.spool_path, "ab")  # closed in _close_spool()
+        self._spool_handle.write(value + b"\n")
+        self.spooled += 1
+
+    def _close_spool(self) -> None:
+        if self._spool_handle is not None:
+            self._spool_handle.flush()
+            os.fsync(self._spool_handle.fileno())
+            self._spool_handle.close()
+            self._spool_handle = None
+            log.warning("%d undelivered message(s) kept in %s for the next start", self.spooled, self.spool_path)
+
+    def _sending_path(self) -> Path:
+        return self.spool_path.with_name(self.spool_path.name + SENDING_SUFFIX)
+
+    def _take_spool(self) -> Path | None:
+        """Move the spool aside for sending (kept beside one left by a killed run); None if empty."""
+        sending = self._sending_path()
+        if self.spool_path.exists():
+            if sending.exists():  # a run was killed while sending: send both
+                with sending.open("ab") as out, self.spool_path.open("rb") as extra:
+                    out.write(extra.read())
+                    out.flush()
+                    os.fsync(out.fileno())
+                self.spool_path.unlink()
+            else:
+                os.replace(self.spool_path, sending)
+        return sending if sending.exists() else None
+
+    def send_spool(self) -> int:
+        """Hand the spooled messages to Kafka before anything new; returns how many."""
+        sending = self._take_spool()
+        if sending is None:
+            return 0
+        self._sending_taken = True
+        count = 0
+        stopped = False
+        with sending.open("rb") as handle:
+            for lineno, raw in enumerate(handle, 1):
+                value = raw.rstrip(b"\n")
+                if not value:
+                    continue
+                if stopped:  # stopped with a full queue: the rest stays spooled
+                    self.spool(value)
+                    continue
+                try:
+                    head = json.loads(value)
+                    key, source = head["symbol"].encode("utf-8"), head["source"]
+                except (ValueError, KeyError, TypeError, AttributeError) as exc:  # a line cut by a crash
+                    self.reject("spool", f"{sending.name} line {lineno}: {exc}", value[:500])
+                    continue
+                if not self.publish(key, value, source):  # spooled it again
+                    stopped = True
+                    continue
+                count += 1
+        self.from_spool += count
+        log.info("re-sent %d spooled message(s) from %s first", count, sending)
+        return count
 
     def publish(self, key: bytes, value: bytes, source: str) -> bool:
         """Hand one message to librdkafka; wait (serving reports) while its queue is full.
@@ -268,9 +383,9 @@ class FeedProducer:
             except BufferError:
                 if self._stop.is_set():
                     stop_seen = stop_seen or time.monotonic()
-                    if time.monotonic() - stop_seen > self.settings.producer_flush_timeout_s:
-                        self.failed += 1
-                        log.error("stopping with the Kafka queue still full: message for %s not accepted", key)
+                    if time.monotonic() - stop_seen > self._flush_timeout():
+                        self.spool(value)
+                        log.error("stopping with the Kafka queue still full: message for %s spooled", key)
                         return False
 
     # ---- status ------------------------------------------------------------------------------
@@ -301,9 +416,13 @@ class FeedProducer:
             "rejected": self.rejected,
             "retried": self.retried,
             "in_flight": len(self._kafka),
+            "spooled": self.spooled,
+            "from_spool": self.from_spool,
             "last_publish_at": _iso(max(publishes)) if publishes else None,
             "last_poll_ok_at": _iso(max(polls)) if polls else None,
             "sources": {name: h.as_dict() for name, h in sorted(self.upstreams.items())},
+            "http_errors": self.http_errors,
+            "waiting": dict(self.waiting),
         }
 
     def write_status(self) -> None:
@@ -328,6 +447,7 @@ class FeedProducer:
         log.info("producer started: source=%s topic=%s bootstrap=%s", self.source_mode, self.topic,
                  self.settings.kafka_bootstrap_servers)
         count = 0
+        self.send_spool()
         iterator = source.messages(self)
         produce, topic, callbacks = self._kafka.produce, self.topic, self._callbacks
         try:
@@ -357,17 +477,29 @@ class FeedProducer:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         ok = remaining == 0 and self.failed == 0
-        log.info("producer stopped: accepted=%d published=%d failed=%d rejected=%d retried=%d",
-                 self.accepted, self.published, self.failed, self.rejected, self.retried)
+        log.info("producer stopped: accepted=%d published=%d failed=%d rejected=%d retried=%d spooled=%d",
+                 self.accepted, self.published, self.failed, self.rejected, self.retried, self.spooled)
         return 0 if ok else 1
 
+    def _flush_timeout(self) -> float:
+        return self.settings.producer_flush_timeout_s
+
     def close(self) -> int:
-        """Flush (bounded by producer_flush_timeout_s), write the final status; return unconfirmed count."""
-        remaining = self._kafka.flush(self.settings.producer_flush_timeout_s)
+        """Flush (bounded), spool what is still undelivered, write the final status; return the
+        count of messages neither delivered nor spooled (0 unless the spool cannot be written)."""
+        timeout = self._flush_timeout()
+        remaining = self._kafka.flush(timeout)
         if remaining:
-            self.failed += remaining
-            log.error("%d message(s) still unconfirmed after the %.0fs flush timeout: counted as failed",
-                      remaining, self.settings.producer_flush_timeout_s)
+            log.warning("%d message(s) undelivered after the %.0fs flush: spooling them", remaining, timeout)
+            self._kafka.purge(in_queue=True, in_flight=True)
+            remaining = self._kafka.flush(5.0)  # serves the purged messages' reports: they spool
+            if remaining:
+                self.failed += remaining
+                log.error("%d message(s) neither delivered nor spooled: counted as failed", remaining)
+        self._close_spool()
+        sending = self._sending_path()
+        if self._sending_taken and sending.exists():
+            sending.unlink()  # every message in it was delivered or spooled again
         if self._record is not None:
             self._record.close()
             self._record = None
@@ -377,8 +509,6 @@ class FeedProducer:
 
 
 def _pid() -> int:
-    import os
-
     return os.getpid()
 
 
@@ -409,6 +539,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--start-price", type=float, default=30000.0,
                         help="simulate (random walk): starting price (default 30000).")
     parser.add_argument("--seed", type=int, default=None, help="simulate: random seed (reproducible runs).")
+    parser.add_argument("--market-lag", type=float, default=0.0, metavar="S",
+                        help="simulate: CoinGecko-like market messages carry an exchange_time S seconds older "
+                        "than their receipt, as the real CoinGecko's last_updated_at (default 0).")
     parser.add_argument("--max-messages", type=int, default=None, metavar="N",
                         help="stop after N messages were handed to Kafka (then flush).")
     parser.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds.")
@@ -442,6 +575,7 @@ def build_source(args: argparse.Namespace, settings, *, sleep=time.sleep):
         tick_ms=args.tick_ms,
         start_price=args.start_price,
         seed=args.seed,
+        market_lag_s=args.market_lag,
     )
 
 

@@ -16,6 +16,8 @@ check                         severity  fails when
 ``negative_spread``           error     a spread field (mean/max, absolute or %) ``< 0``
 ``duplicate_symbol_hour``     error     more than one row for the same (symbol, hour_start)
 ``hour_gap``                  warning   an expected (symbol, hour) of the range has no row
+``volume_incomplete``         warning   a stream hour's volume sums fewer than 60 minutes'
+                                        1m klines (``volume_minutes < 60`` or null)
 ============================  ========  ==================================================
 
 A failing ``error`` check makes the run fail (:func:`raise_on_errors` raises
@@ -40,6 +42,7 @@ NON_POSITIVE_PRICE = "non_positive_price"
 NEGATIVE_SPREAD = "negative_spread"
 DUPLICATE = "duplicate_symbol_hour"
 HOUR_GAP = "hour_gap"
+VOLUME_INCOMPLETE = "volume_incomplete"
 
 #: check name -> (severity, what a failure means); order = report order.
 CHECKS: dict[str, tuple[str, str]] = {
@@ -49,6 +52,7 @@ CHECKS: dict[str, tuple[str, str]] = {
     NEGATIVE_SPREAD: (ERROR, "negative spread"),
     DUPLICATE: (ERROR, "more than one row for the same (symbol, hour)"),
     HOUR_GAP: (WARNING, "no row for the hour (gap in the hour sequence)"),
+    VOLUME_INCOMPLETE: (WARNING, "stream hour's volume from fewer than 60 one-minute klines"),
 }
 
 #: How many failing (symbol, hour) pairs a result names in its message / report record.

@@ -7,11 +7,20 @@ builds and validates messages from it, and the Spark job derives its ``StructTyp
 Message types (``message_type``):
 
 * ``book_ticker`` – Binance ``/api/v3/ticker/bookTicker``: best bid/ask price and quantity.
-  Binance gives no exchange time here, so ``event_time`` is the receipt time.
-* ``ticker_24hr`` – Binance ``/api/v3/ticker/24hr``: last price, 24 h volumes, change, high/low.
-  ``event_time`` is the ticker's ``closeTime``.
-* ``market`` – CoinGecko: price, market cap, 24 h volume and change in USD.
-  ``event_time`` is CoinGecko's ``last_updated_at`` / ``last_updated``.
+* ``ticker_24hr`` – Binance ``/api/v3/ticker/24hr``: last price, 24 h volumes, change, high/low;
+  ``exchange_time`` is the ticker's ``closeTime``.
+* ``market`` – CoinGecko: price, market cap, 24 h volume and change in USD; ``exchange_time`` is
+  CoinGecko's ``last_updated_at`` / ``last_updated`` (often 30-90 s old when received).
+* ``kline_1m`` – Binance ``/api/v3/klines?interval=1m``: the last *closed* 1-minute candle of a
+  symbol (open/high/low/close, base and quote volume, trade count); ``kline_open_time`` is the
+  minute it describes, ``exchange_time`` its close time. One message per symbol and minute.
+
+Times (schema version 2): ``event_time`` is when the producer received the data (for simulated
+and replayed data: the simulated clock), so it is close to receipt for every message and the
+stream's windows and watermark use it: a message is never behind the watermark because the
+exchange's own clock lags. The exchange's own time is kept as ``exchange_time`` (none for
+``book_ticker``: Binance gives none). ``ingest_time`` is the wall-clock receipt time. Version 1
+messages (``event_time`` = exchange time, no ``exchange_time``) are still accepted.
 
 ``source`` says where the data came from: ``binance``, ``coingecko`` or ``simulated``
 (every message made by the simulator says so). Prices and quantities are carried as JSON
@@ -19,8 +28,9 @@ numbers written from ``Decimal`` (no float round trip in Python); timestamps are
 ISO-8601 strings with milliseconds and a ``Z`` suffix.
 
 ``message_id`` is a SHA-256 over the canonical content of the message (everything except
-``message_id`` and ``ingest_time``): the same observation polled twice gets the same id, so
-duplicates can be removed downstream.
+``message_id`` and ``ingest_time``, and ``event_time`` too when the message carries an
+``exchange_time``): the same exchange observation polled twice gets the same id, so duplicates
+can be removed downstream.
 """
 
 from __future__ import annotations
@@ -33,10 +43,10 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-SCHEMA_VERSION = 1
-SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
+SCHEMA_VERSION = 2
+SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2})
 
-MESSAGE_TYPES = ("book_ticker", "ticker_24hr", "market")
+MESSAGE_TYPES = ("book_ticker", "ticker_24hr", "market", "kline_1m")
 SOURCES = ("binance", "coingecko", "simulated")
 
 STRING, INT, DECIMAL, TIMESTAMP = "string", "int", "decimal", "timestamp"
@@ -65,8 +75,9 @@ FIELDS: tuple[FieldSpec, ...] = (
     _f("message_type", STRING, _ALL, doc="book_ticker | ticker_24hr | market."),
     _f("source", STRING, _ALL, doc="binance | coingecko | simulated."),
     _f("symbol", STRING, _ALL, doc="Trading pair, e.g. BTCUSDT; also the Kafka key."),
-    _f("event_time", TIMESTAMP, _ALL, doc="Exchange time where the API gives one, else receipt time."),
-    _f("ingest_time", TIMESTAMP, _ALL, doc="When the producer received the payload."),
+    _f("event_time", TIMESTAMP, _ALL,
+       doc="When the producer received the data (simulated clock for simulated data); windows use it."),
+    _f("ingest_time", TIMESTAMP, _ALL, doc="When the producer received the payload (wall clock)."),
     # book ticker
     _f("bid_price", DECIMAL, {"book_ticker"}, positive=True),
     _f("bid_qty", DECIMAL, {"book_ticker"}, non_negative=True),
@@ -85,6 +96,17 @@ FIELDS: tuple[FieldSpec, ...] = (
     _f("trade_count_24h", INT, non_negative=True),
     _f("market_cap", DECIMAL, {"market"}, non_negative=True),
     _f("window_open_time", TIMESTAMP, doc="Start of the 24 h ticker window."),
+    # schema version 2
+    _f("exchange_time", TIMESTAMP,
+       doc="The exchange's own time: CoinGecko last_updated_at, Binance closeTime (24 h ticker, kline)."),
+    _f("kline_open_time", TIMESTAMP, {"kline_1m"}, doc="Start of the minute the kline describes."),
+    _f("kline_open", DECIMAL, {"kline_1m"}, positive=True),
+    _f("kline_high", DECIMAL, {"kline_1m"}, positive=True),
+    _f("kline_low", DECIMAL, {"kline_1m"}, positive=True),
+    _f("kline_close", DECIMAL, {"kline_1m"}, positive=True),
+    _f("kline_volume", DECIMAL, {"kline_1m"}, non_negative=True, doc="Base-asset volume traded in the minute."),
+    _f("kline_quote_volume", DECIMAL, {"kline_1m"}, non_negative=True, doc="Quote-asset volume of the minute."),
+    _f("kline_trade_count", INT, {"kline_1m"}, non_negative=True, doc="Trades in the minute."),
 )
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
@@ -174,8 +196,16 @@ def _coerce(spec: FieldSpec, value: Any) -> Any:
     return result
 
 
+def id_fields(names) -> frozenset[str]:
+    """Which of the field ``names`` a message's id covers (see the module docstring)."""
+    excluded = _ID_EXCLUDED | ({"event_time"} if "exchange_time" in names else frozenset())
+    return frozenset(n for n in names if n not in excluded)
+
+
 def compute_message_id(message: Mapping[str, Any]) -> str:
-    content = {k: message[k] for k in FIELD_NAMES if k not in _ID_EXCLUDED and message.get(k) is not None}
+    present = [k for k in FIELD_NAMES if message.get(k) is not None]
+    covered = id_fields(present)
+    content = {k: message[k] for k in present if k in covered}
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -207,6 +237,14 @@ def validate(message: Mapping[str, Any]) -> dict[str, Any]:
         out[spec.name] = _coerce(spec, value)
     if mtype == "book_ticker" and out["ask_price"] < out["bid_price"]:
         raise SchemaError(f"ask_price {out['ask_price']} < bid_price {out['bid_price']}")
+    if mtype == "kline_1m" and not (
+        out["kline_low"] <= min(out["kline_open"], out["kline_close"])
+        and max(out["kline_open"], out["kline_close"]) <= out["kline_high"]
+    ):
+        raise SchemaError(
+            f"kline_1m: inconsistent OHLC open={out['kline_open']} high={out['kline_high']} "
+            f"low={out['kline_low']} close={out['kline_close']}"
+        )
     return out
 
 

@@ -128,7 +128,11 @@ class Settings(BaseSettings):
     http_backoff_base_s: PositiveFloat = 0.5
     http_backoff_max_s: PositiveFloat = 30.0
     producer_status_interval_s: PositiveFloat = 5.0
-    producer_flush_timeout_s: PositiveFloat = 30.0
+    producer_flush_timeout_s: PositiveFloat = Field(
+        default=20.0,
+        description="How long the producer waits for outstanding deliveries on shutdown before it spools them "
+        "(keep it below BTC_SUPERVISOR_STOP_TIMEOUT_S, so the spool is written before a SIGKILL).",
+    )
     producer_message_timeout_s: PositiveFloat = Field(
         default=300.0,
         description="How long librdkafka keeps retrying an accepted message (e.g. Kafka down) before "
@@ -322,6 +326,11 @@ class Settings(BaseSettings):
     @property
     def producer_status_path(self) -> Path:
         return self.status_dir / "producer.json"
+
+    @property
+    def producer_spool_path(self) -> Path:
+        """Messages the producer accepted but could not deliver, kept for its next start."""
+        return self.data_dir / "spool" / "producer.jsonl"
 
     @property
     def stream_status_path(self) -> Path:

@@ -9,14 +9,18 @@ logs a payload that could not become a message, ``ctx.poll_ok``/``ctx.poll_faile
 health of each upstream.
 
 * :class:`LiveSource` polls Binance (bookTicker + 24hr per symbol, every
-  ``binance_poll_interval_s``) and CoinGecko (own cadence and budget). When an API cannot be
+  ``binance_poll_interval_s``; the last closed 1-minute kline per symbol once a minute, see
+  :meth:`LiveSource.poll_klines`) and CoinGecko (own cadence and budget). A CoinGecko update
+  already published (same ``last_updated_at``) is not published again. When an API cannot be
   reached it says so and names the offline option; it never switches to simulated data.
 * :class:`ReplaySource` re-publishes a JSONL file of captured messages (``--record`` output),
   paced by event time / ``speed`` (0 = as fast as possible).
 * :class:`SimulateSource` makes a synthetic market (random walk, or driven by a candle CSV
   ``open_time_utc,open,high,low,close,volume``) with ``source = "simulated"``: book tickers
-  every tick, a 24 h ticker every ``TICKER_EVERY_MS`` and a CoinGecko-like market message every
-  ``MARKET_EVERY_MS`` of simulated time. Event times come from the simulated clock (historical
+  every tick, a 24 h ticker every ``TICKER_EVERY_MS``, a CoinGecko-like market message every
+  ``MARKET_EVERY_MS`` of simulated time (its ``exchange_time`` lagging by ``market_lag_s``, as
+  CoinGecko's does) and a ``kline_1m`` per symbol when a minute closes (simulated trade count:
+  ``SIMULATED_TRADES_PER_UNIT`` x volume). Event times come from the simulated clock (historical
   for candle files). Book tickers are encoded with a string template (the message id computed
   exactly as ``schema.compute_message_id`` does) so the source can feed >= 50k msg/s.
 """
@@ -42,11 +46,14 @@ from btc_platform.http import ClientError, ExchangeError, ExchangeUnavailable, I
 from btc_platform.schema import (
     DECIMAL,
     FIELD_NAMES,
+    FIELDS,
     FIELDS_BY_NAME,
+    INT,
     SCHEMA_VERSION,
     SchemaError,
     decode,
     encode,
+    id_fields,
     parse_ts,
 )
 
@@ -63,6 +70,8 @@ class SourceContext(Protocol):
     def poll_ok(self, source: str) -> None: ...
     def poll_failed(self, source: str, error: BaseException) -> None: ...
     def set_retried(self, count: int) -> None: ...
+    def set_http_errors(self, errors: dict[str, dict[str, int]]) -> None: ...
+    def set_waiting(self, upstream: str, reason: str | None, until: float | None) -> None: ...
 
 
 class ConfigError(ValueError):
@@ -85,6 +94,8 @@ class LiveSource:
         self.coingecko = coingecko
         self.clock = clock
         self._unreachable: set[str] = set()
+        self._kline_open_ms: dict[str, int] = {}  # newest kline published per symbol (dedup by open time)
+        self._market_updated: str | None = None  # exchange_time of the last CoinGecko update published
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), tz=UTC)
@@ -92,8 +103,25 @@ class LiveSource:
     def _retried(self) -> int:
         return self.binance.http.counters.retries + self.coingecko.http.counters.retries
 
+    def _http_errors(self) -> dict[str, dict[str, int]]:
+        return {"binance": dict(self.binance.http.counters.errors),
+                "coingecko": dict(self.coingecko.http.counters.errors)}
+
+    def report_waits(self, ctx: SourceContext) -> None:
+        """Tell the producer which upstream waits out a ban or a 429 pause (and until when)."""
+        for upstream, client in (("binance", self.binance), ("coingecko", self.coingecko)):
+            wait = client.http.waiting_until()
+            ctx.set_waiting(upstream, *(wait or (None, None)))
+
     def _fetch(self, ctx: SourceContext, upstream: str, call: Callable[[], Any]) -> Any:
         """Run one client call; log and record failures per their kind; None on failure."""
+        try:
+            payload = self._call(ctx, upstream, call)
+        finally:
+            ctx.set_http_errors(self._http_errors())
+        return payload
+
+    def _call(self, ctx: SourceContext, upstream: str, call: Callable[[], Any]) -> Any:
         try:
             payload = call()
         except IPBanned as exc:
@@ -148,6 +176,43 @@ class LiveSource:
                 if item is not None:
                     yield item
 
+    def kline_due(self, symbol: str) -> bool:
+        """True once a minute closed after the newest kline published for ``symbol``."""
+        last_closed_open_ms = (int(self.clock() * 1000) // MINUTE_MS - 1) * MINUTE_MS
+        return self._kline_open_ms.get(symbol, -1) < last_closed_open_ms
+
+    def poll_klines(self, ctx: SourceContext) -> Iterator[Outgoing]:
+        """The last *closed* 1-minute kline of each symbol whose kline is due (weight 2 each).
+
+        ``GET /api/v3/klines?interval=1m&limit=2`` returns the newest two klines; the last one is
+        the minute in progress and is never used. A kline whose close time is not yet past, or
+        whose open time was already published, is skipped (dedup by open time) and asked for
+        again at the next poll.
+        """
+        for symbol in self.settings.binance_symbols:
+            if self.clock() < self.binance.http.banned_until:
+                return
+            if not self.kline_due(symbol):
+                continue
+            rows = self._fetch(ctx, "binance", lambda s=symbol: self.binance.recent_klines(s, "1m", 2))
+            if not rows:
+                continue
+            now_ms = int(self.clock() * 1000)
+            closed = [r for r in rows[:-1] if _int_or_none(r[6]) is not None and int(r[6]) < now_ms]
+            if not closed:
+                continue
+            row = closed[-1]
+            open_ms = _int_or_none(row[0])
+            if open_ms is None or open_ms <= self._kline_open_ms.get(symbol, -1):
+                continue
+            ingest = self._now()
+            item = self._normalise(
+                ctx, "binance", lambda r=row, s=symbol, t=ingest: normalize.kline_1m(r, symbol=s, ingest_time=t), row
+            )
+            self._kline_open_ms[symbol] = open_ms  # a rejected kline is not asked for again either
+            if item is not None:
+                yield item
+
     def poll_coingecko(self, ctx: SourceContext) -> Iterator[Outgoing]:
         if self.clock() < self.coingecko.http.banned_until:
             return
@@ -163,8 +228,14 @@ class LiveSource:
             ),
             payload,
         )
-        if item is not None:
-            yield item
+        if item is None:
+            return
+        updated = decode(item[1]).get("exchange_time")
+        if updated == self._market_updated:
+            log.debug("coingecko: no new update since %s, nothing published", updated)
+            return
+        self._market_updated = updated
+        yield item
 
     def messages(self, ctx: SourceContext) -> Iterator[Outgoing]:
         interval = self.settings.binance_poll_interval_s
@@ -175,7 +246,9 @@ class LiveSource:
             self.coingecko.budget.monthly_budget, self.coingecko.budget.remaining,
         )
         next_poll = self.clock()
+        self.report_waits(ctx)
         while not ctx.stopping():
+            self.report_waits(ctx)
             wait = next_poll - self.clock()
             if wait > 0:
                 if not ctx.idle(wait):
@@ -183,9 +256,17 @@ class LiveSource:
                 continue
             next_poll = max(next_poll + interval, self.clock())
             yield from self.poll_binance(ctx)
+            yield from self.poll_klines(ctx)
             if self.coingecko.seconds_until_due() <= 0:
                 yield from self.poll_coingecko(ctx)
             ctx.set_retried(self._retried())
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 # ---- replay ---------------------------------------------------------------------------------
@@ -236,6 +317,8 @@ MINUTE_MS = 60_000
 DAY_MINUTES = 1440
 #: Order of magnitude of the bitcoin supply, for the simulated CoinGecko market cap.
 SIMULATED_SUPPLY = 19_500_000
+#: Simulated trades per unit of base volume in a minute (candle files carry no trade count).
+SIMULATED_TRADES_PER_UNIT = 20
 CANDLE_COLUMNS = ("open_time_utc", "open", "high", "low", "close", "volume")
 
 _SCHEMA_VERSION = str(SCHEMA_VERSION)
@@ -364,7 +447,10 @@ class SimulateSource:
         seed: int | None = None,
         start_time_ms: int | None = None,
         clock: Callable[[], float] = time.time,
+        market_lag_s: float = 0.0,
     ):
+        if market_lag_s < 0:
+            raise ConfigError(f"--market-lag must be >= 0, got {market_lag_s}")
         if speed < 0:
             raise ConfigError(f"--speed must be >= 0 (0 = as fast as possible), got {speed}")
         if not 1 <= tick_ms <= MINUTE_MS or MINUTE_MS % tick_ms:
@@ -387,7 +473,9 @@ class SimulateSource:
         self.rng = random.Random(seed)
         self.clock = clock
         self.start_time_ms = start_time_ms
+        self.market_lag_ms = int(round(market_lag_s * 1000))
         self._fmt_window = _TimeFormatter()
+        self._fmt_exchange = _TimeFormatter()
 
     # ---- price path ------------------------------------------------------------------------
     def _random_candles(self, start_ms: int) -> Iterator[tuple[int, float, float, float, float, float]]:
@@ -484,9 +572,13 @@ class SimulateSource:
                                            (hi_seen, lo_seen, v * done, o))
                 if t_ms >= next_market_ms:
                     next_market_ms += MARKET_EVERY_MS
-                    market_time = event_time if t_ms % 1000 == 0 else fmt_event(t_ms - t_ms % 1000)
-                    yield self._market(window, market_time, ingest_time, mid, v * k / ticks)
+                    yield self._market(window, event_time, ingest_time, mid, v * k / ticks,
+                                       t_ms - t_ms % 1000 - self.market_lag_ms)
             window.add(open_ms, o, h, lo, c, v)
+            # the minute closed: its kline, received at the close (simulated clock)
+            close_time = fmt_event(open_ms + MINUTE_MS)
+            for symbol in self.symbols:
+                yield self._kline(symbol, factors[symbol], open_ms, (o, h, lo, c, v), close_time, ingest_time)
 
     def _ticker(self, symbol, f, window, t_ms, event_time, ingest_time, mid, partial) -> Outgoing:
         hi_seen, lo_seen, vol_so_far, minute_open = partial
@@ -514,12 +606,31 @@ class SimulateSource:
         }
         return symbol.encode("utf-8"), encode_prevalidated("ticker_24hr", symbol, values), SIMULATED
 
-    def _market(self, window, event_time, ingest_time, mid, vol_so_far) -> Outgoing:
+    def _kline(self, symbol, f, open_ms, candle, event_time, ingest_time) -> Outgoing:
+        o, h, lo, c, v = candle
+        volume = v / f
+        values = {
+            "event_time": event_time,
+            "ingest_time": ingest_time,
+            "exchange_time": self._fmt_exchange(open_ms + MINUTE_MS - 1),
+            "kline_open_time": self._fmt_exchange(open_ms),
+            "kline_open": _cents(round(o * f * 100)),
+            "kline_high": _cents(round(h * f * 100)),
+            "kline_low": _cents(round(lo * f * 100)),
+            "kline_close": _cents(round(c * f * 100)),
+            "kline_volume": f"{volume:.5f}",
+            "kline_quote_volume": f"{v * (o + c) / 2:.2f}",
+            "kline_trade_count": str(int(volume * SIMULATED_TRADES_PER_UNIT)),
+        }
+        return symbol.encode("utf-8"), encode_prevalidated("kline_1m", symbol, values), SIMULATED
+
+    def _market(self, window, event_time, ingest_time, mid, vol_so_far, updated_ms) -> Outgoing:
         open_24 = window.bars[0][1] if window else mid
         last_c = round(mid * 100)
         values = {
             "event_time": event_time,
             "ingest_time": ingest_time,
+            "exchange_time": self._fmt_exchange(updated_ms),
             "last_price": _cents(last_c),
             "market_cap": _cents(last_c * SIMULATED_SUPPLY),
             "quote_volume_24h": f"{vol_so_far * mid + window.quote:.2f}",
@@ -535,6 +646,8 @@ def _cents(value: int) -> str:
 
 
 _WIRE_ORDER = {name: i for i, name in enumerate(FIELD_NAMES)}
+#: Fields written as bare JSON integers (schema version and INT fields): ids and wire alike.
+_BARE = frozenset(f.name for f in FIELDS if f.kind == INT)
 _LAYOUTS: dict[tuple[str, ...], tuple[tuple[tuple[str, bool], ...], tuple[tuple[str, bool], ...]]] = {}
 
 
@@ -542,7 +655,8 @@ def _layout(names: tuple[str, ...]):
     """(id order, wire order) of a set of field names, each with 'is decimal'; cached."""
     layout = _LAYOUTS.get(names)
     if layout is None:
-        id_order = tuple((n, FIELDS_BY_NAME[n].kind == DECIMAL) for n in sorted(names) if n != "ingest_time")
+        covered = id_fields(names)
+        id_order = tuple((n, FIELDS_BY_NAME[n].kind == DECIMAL) for n in sorted(names) if n in covered)
         wire_order = tuple((n, FIELDS_BY_NAME[n].kind == DECIMAL) for n in sorted(names, key=_WIRE_ORDER.__getitem__))
         layout = _LAYOUTS[names] = (id_order, wire_order)
     return layout
@@ -564,12 +678,12 @@ def encode_prevalidated(message_type: str, symbol: str, values: dict[str, str]) 
     fields["schema_version"] = _SCHEMA_VERSION
     id_order, wire_order = _layout(tuple(fields) + ("message_id",))
     canonical = ",".join(
-        f'"{n}":"{Decimal(fields[n])}"' if dec else (f'"{n}":{fields[n]}' if n == "schema_version"
+        f'"{n}":"{Decimal(fields[n])}"' if dec else (f'"{n}":{fields[n]}' if n in _BARE
                                                       else f'"{n}":"{fields[n]}"')
-        for n, dec in id_order if n != "message_id"
+        for n, dec in id_order
     )
     fields["message_id"] = sha256(("{" + canonical + "}").encode()).hexdigest()
     wire = ",".join(
-        f'"{n}":{fields[n]}' if dec or n == "schema_version" else f'"{n}":"{fields[n]}"' for n, dec in wire_order
+        f'"{n}":{fields[n]}' if dec or n in _BARE else f'"{n}":"{fields[n]}"' for n, dec in wire_order
     )
     return ("{" + wire + "}").encode()

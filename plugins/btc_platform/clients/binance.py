@@ -182,6 +182,16 @@ class BinanceClient:
                                   endpoint="/api/v3/klines")
         return rows
 
+    def recent_klines(self, symbol: str, interval: str = "1m", limit: int = 2) -> list:
+        """``GET /api/v3/klines?symbol=&interval=&limit=`` without a time range: the newest
+        ``limit`` klines, oldest first; the last one is usually still open (weight 2)."""
+        rows = self._get("/api/v3/klines", {"symbol": symbol, "interval": interval, "limit": int(limit)},
+                         WEIGHT_KLINES)
+        if not isinstance(rows, list) or any(not isinstance(r, list) or len(r) < KLINE_FIELDS for r in rows):
+            raise InvalidResponse(f"binance /api/v3/klines: expected a list of {KLINE_FIELDS}-value arrays",
+                                  endpoint="/api/v3/klines")
+        return rows
+
     def iter_klines(
         self, symbol: str, interval: str, start_ms: int, end_ms: int, limit: int = MAX_KLINES_LIMIT
     ) -> Iterator[list]:

@@ -53,6 +53,7 @@ from btc_platform.supervisor.health import (
     last_publish_time,
     last_stream_progress,
     producer_problems,
+    producer_waiting,
     stream_lag,
     stream_offsets,
 )
@@ -183,9 +184,15 @@ def _stop_record(settings: Settings, record: ProcessRecord, graceful: bool = Tru
 # checks
 # ---------------------------------------------------------------------------------------------
 def _producer_stale(settings: Settings, record: ProcessRecord, now: float) -> str:
-    return decide.producer(
-        record.started_epoch, now, last_publish_time(settings), settings.supervisor_producer_stale_s
-    )
+    limit = settings.supervisor_producer_stale_s
+    why = decide.producer(
+        record.started_epoch, now, last_publish_time(settings), limit,
+        producer_waiting(settings, now, fresh_s=limit),
+    )  # fmt: skip
+    if why.startswith(decide.WAITING):
+        log.info("producer: no publish within %.0f s but healthy, %s", limit, why)
+        return decide.OK
+    return why
 
 
 def _stream_stale(settings: Settings, record: ProcessRecord, now: float) -> str:

@@ -39,11 +39,21 @@ def quiet_seconds(started_epoch: float, now: float, last: float | None) -> float
     return now - max(started_epoch, last or 0.0)
 
 
-def producer(started_epoch: float, now: float, last_publish: float | None, limit_s: float) -> str:
+#: Prefix of the OK-with-a-reason answer for a producer that waits for an upstream or the broker.
+WAITING = "ok, waiting:"
+
+
+def producer(
+    started_epoch: float, now: float, last_publish: float | None, limit_s: float, waiting: str | None = None
+) -> str:
     """The producer is stale when it has not published for ``limit_s`` (counted from its start
-    if it never published since)."""
+    if it never published since), unless its fresh status says it is ``waiting`` (an exchange's
+    ban or 429 pause, the broker unreachable): restarting it would not help, and a new process
+    calling mid-ban lengthens the ban. Then the answer is ``"ok, waiting: <why>"`` (healthy)."""
     if quiet_seconds(started_epoch, now, last_publish) <= limit_s:
         return OK
+    if waiting:
+        return f"{WAITING} {waiting}"
     if last_publish is None or last_publish < started_epoch:
         return f"no publish since it started {now - started_epoch:.0f} s ago (limit {limit_s:.0f} s)"
     return f"no publish for {now - last_publish:.0f} s (limit {limit_s:.0f} s)"

@@ -71,6 +71,32 @@ def last_publish_time(settings: Settings) -> float | None:
     return _latest(read_status(settings.producer_status_path), PUBLISH_TIME_KEYS)
 
 
+def producer_waiting(settings: Settings, now: float, fresh_s: float) -> str | None:
+    """What a live producer is legitimately waiting for, from its status record, or None.
+
+    The record's ``waiting`` entries (an upstream's IP ban or 429 pause with its end, Kafka
+    unreachable since a time) count only while the record itself is fresher than ``fresh_s``
+    (the producer is alive and servicing) and, for bans and pauses, while their end is ahead.
+    """
+    from btc_platform.status import read_status
+
+    record = read_status(settings.producer_status_path) or {}
+    updated = _parse_time(record.get("updated_at"))
+    waiting = record.get("waiting")
+    if updated is None or now - updated > fresh_s or not isinstance(waiting, dict):
+        return None
+    reasons = []
+    for upstream, entry in sorted(waiting.items()):
+        if not isinstance(entry, dict):
+            continue
+        until = _parse_time(entry.get("until"))
+        if until is not None and until > now:
+            reasons.append(f"{upstream} {entry.get('reason')} until {entry.get('until')} ({until - now:.0f} s more)")
+        elif until is None and entry.get("since"):
+            reasons.append(f"{upstream} {entry.get('reason')} since {entry.get('since')}")
+    return "; ".join(reasons) or None
+
+
 def last_stream_progress(settings: Settings) -> float | None:
     """Epoch seconds of the streaming job's last batch progress (from its status file)."""
     from btc_platform.status import read_status

@@ -1,0 +1,62 @@
+"""Accepted but undelivered messages survive a producer stop in the on-disk spool and are sent
+first by the next start, byte for byte (same message_id).
+
+Real librdkafka producer; the broker is a closed port (nothing can be delivered), so every
+accepted message must end up in the spool, none counted as failed. Delivery of a spool to a real
+broker: tests/test_producer_kafka.py."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+from btc_platform.producer import FeedProducer
+from btc_platform.settings import load_settings
+from btc_platform.sources import SimulateSource
+from btc_platform.status import read_status
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ids(path) -> list[str]:
+    return [json.loads(line)["message_id"] for line in path.read_bytes().splitlines()]
+
+
+def test_undelivered_messages_are_spooled_and_sent_first_by_the_next_start(tmp_path):
+    settings = load_settings(data_dir=tmp_path / "data", kafka_bootstrap_servers=f"127.0.0.1:{_closed_port()}",
+                             producer_flush_timeout_s=1.0, producer_status_interval_s=0.2)
+    first = FeedProducer(settings, source_mode="simulate")
+    assert first.run(SimulateSource(["BTCUSDT"], coingecko_symbol="BTCUSDT", speed=0, seed=1), max_messages=300) == 0
+    status = read_status(settings.producer_status_path)
+    assert (status["accepted"], status["published"], status["spooled"], status["failed"]) == (300, 0, 300, 0)
+    spooled = _ids(settings.producer_spool_path)
+    assert len(spooled) == len(set(spooled)) == 300
+
+    second = FeedProducer(settings, source_mode="simulate")
+    assert second.run(SimulateSource(["BTCUSDT"], coingecko_symbol="BTCUSDT", speed=0, seed=2), max_messages=10) == 0
+    status = read_status(settings.producer_status_path)
+    assert (status["from_spool"], status["accepted"], status["spooled"], status["failed"]) == (300, 310, 310, 0)
+    again = _ids(settings.producer_spool_path)
+    assert set(spooled) <= set(again) and len(again) == len(set(again)) == 310  # same ids, nothing lost
+    assert not settings.producer_spool_path.with_name("producer.jsonl.sending").exists()
+
+
+def test_a_spool_left_by_a_killed_run_is_sent_with_the_new_one_and_bad_lines_rejected(tmp_path):
+    settings = load_settings(data_dir=tmp_path / "data", kafka_bootstrap_servers=f"127.0.0.1:{_closed_port()}",
+                             producer_flush_timeout_s=1.0)
+    source = SimulateSource(["BTCUSDT"], coingecko_symbol="BTCUSDT", speed=0, seed=3)
+    first = FeedProducer(settings, source_mode="simulate")
+    first.run(source, max_messages=20)
+    lines = settings.producer_spool_path.read_bytes().splitlines()
+    sending = settings.producer_spool_path.with_name("producer.jsonl.sending")
+    sending.write_bytes(b"\n".join(lines[:5]) + b"\n" + lines[5][:40] + b"\n")  # killed mid-send, last line cut
+    settings.producer_spool_path.write_bytes(b"\n".join(lines[5:]) + b"\n")
+    second = FeedProducer(settings, source_mode="simulate")
+    second.run(SimulateSource(["BTCUSDT"], coingecko_symbol="BTCUSDT", speed=0, seed=4), max_messages=1)
+    assert second.from_spool == 20 and second.rejected == 1
+    assert set(_ids(settings.producer_spool_path)) >= {json.loads(line)["message_id"] for line in lines}
+    assert "spool" in (settings.logs_dir / "producer_rejected.jsonl").read_text()
