@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import btc_platform
 from tests import dashboard_testdata as td
 
 ENDPOINTS = ("market", "history", "forecast", "pipeline", "config")
@@ -155,7 +156,9 @@ print(json.dumps({
 }))
 """
     env = airflow_env(load_settings(data_dir=tmp_path / "data"))
-    done = subprocess.run([sys.executable, "-c", script], env={**env, "PYTHONPATH": ":".join(sys.path)},
+    # btc_platform_plugin is the one module of plugins/ outside the installed package: run where
+    # Airflow's plugin loader finds it
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=Path(btc_platform.__file__).parents[1],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
