@@ -94,11 +94,28 @@ def ensure_table(
     builder = DeltaTable.createIfNotExists(spark).location(location).addColumns(schema)
     if table.partition_by:
         builder = builder.partitionedBy(*table.partition_by)
-    for key, value in table.properties.items():
+    for key, value in _properties(table, schema.fieldNames()).items():
         builder = builder.property(key, value)
     builder.execute()
     log.info("created Delta table %s at %s", name, uri)
     return uri
+
+
+_STATS_COLUMNS = "delta.dataSkippingStatsColumns"
+
+
+def _properties(table: datasets.Table, columns: list[str]) -> dict[str, str]:
+    """The layout's table properties for a table with ``columns``: Delta refuses statistics
+    columns the table lacks, so those are left out of ``delta.dataSkippingStatsColumns`` (and
+    the property when none is left)."""
+    properties = dict(table.properties)
+    if _STATS_COLUMNS in properties:
+        kept = [c for c in properties[_STATS_COLUMNS].split(",") if c in columns]
+        if kept:
+            properties[_STATS_COLUMNS] = ",".join(kept)
+        else:
+            del properties[_STATS_COLUMNS]
+    return properties
 
 
 def _update_properties(spark: SparkSession, uri: str, table: datasets.Table) -> None:
@@ -108,8 +125,10 @@ def _update_properties(spark: SparkSession, uri: str, table: datasets.Table) -> 
 
     if not table.properties:
         return
-    current = DeltaTable.forPath(spark, uri).detail().select("properties").first()["properties"] or {}
-    changed = {k: v for k, v in table.properties.items() if current.get(k) != v}
+    delta_table = DeltaTable.forPath(spark, uri)
+    current = delta_table.detail().select("properties").first()["properties"] or {}
+    wanted = _properties(table, delta_table.toDF().columns)
+    changed = {k: v for k, v in wanted.items() if current.get(k) != v}
     if not changed:
         return
     assignments = ", ".join(f"'{k}' = '{v}'" for k, v in sorted(changed.items()))
