@@ -199,7 +199,19 @@ class Settings(BaseSettings):
     supervisor_stream_stale_s: PositiveFloat = 120.0
     supervisor_max_lag_messages: PositiveInt = 100000
     supervisor_interval_s: PositiveFloat = Field(
-        default=60.0, description="How often the btc_stream_supervisor DAG checks producer and stream."
+        default=20.0,
+        description="How often the btc_stream_supervisor's trigger checks the services, producer and stream "
+        "(in Airflow's triggerer; a worker runs only to restart something).",
+    )
+    supervisor_services: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Local services (kafka, hdfs) the supervisor checks and restarts, comma-separated; "
+        "`btc-services run` sets kafka (and hdfs when the storage root is hdfs://). Empty: none "
+        "(services run elsewhere, e.g. docker compose).",
+    )
+    supervisor_run_days: PositiveFloat = Field(
+        default=1.0,
+        description="Days one btc_stream_supervisor run supervises before it ends and the next run takes over.",
     )
     supervisor_stop_timeout_s: PositiveFloat = Field(
         default=30.0, description="Grace after SIGTERM before a supervised process group gets SIGKILL."
@@ -260,6 +272,18 @@ class Settings(BaseSettings):
             if not value:
                 raise ValueError("at least one symbol is required")
             return tuple(str(v).upper() for v in value)
+        return value
+
+    @field_validator("supervisor_services", mode="before")
+    @classmethod
+    def _split_services(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, (list, tuple)):
+            unknown = sorted({str(v) for v in value} - {"kafka", "hdfs"})
+            if unknown:
+                raise ValueError(f"supervised services must be kafka and/or hdfs, got {', '.join(unknown)}")
+            return tuple(str(v) for v in value)
         return value
 
     @field_validator("binance_base_url", "coingecko_base_url")

@@ -163,7 +163,8 @@ def stop_all(settings: Settings) -> None:
 
 
 def run(settings: Settings, source: str) -> None:
-    """Start the platform: Kafka, HDFS when the storage root is hdfs://, then Airflow.
+    """Start the platform: Kafka, HDFS when the storage root is hdfs://, then Airflow, whose
+    supervisor also keeps those services up (``supervisor_services``).
 
     Refuses (``LegacyLayoutError``) a storage root with datasets of the Parquet layout, before
     Airflow starts anything that writes to them."""
@@ -173,6 +174,9 @@ def run(settings: Settings, source: str) -> None:
     from btc_platform.supervisor import wait_until_supervised
 
     overrides = {name: getattr(settings, name) for name in settings.model_fields_set}
+    # the supervisor restarts the local services this platform runs (unless set explicitly)
+    supervised = ("kafka", "hdfs") if settings.storage_root.startswith("hdfs://") else ("kafka",)
+    overrides.setdefault("supervisor_services", supervised)
     settings = load_settings(**{**overrides, "producer_source": source})
     start_kafka(settings)
     if settings.storage_root.startswith("hdfs://"):

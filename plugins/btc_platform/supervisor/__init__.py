@@ -42,7 +42,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from btc_platform import process
-from btc_platform.process import FirstSignal, ProcessRecord
+from btc_platform.process import FirstSignal, ProcessError, ProcessRecord
 from btc_platform.settings import PROJECT_ROOT, Settings, get_settings
 from btc_platform.supervisor import decide
 from btc_platform.supervisor.health import (
@@ -82,7 +82,10 @@ __all__ = [
     "CheckResult",
     "LaunchSpec",
     "SupervisorError",
+    "assess",
+    "ensure_all",
     "ensure_producer",
+    "ensure_services",
     "ensure_stream",
     "fingerprint",
     "kafka_end_offsets",
@@ -94,6 +97,7 @@ __all__ = [
     "producer_spec",
     "read_record",
     "record_path",
+    "service_problem",
     "settings_env",
     "state_dir",
     "status",
@@ -183,19 +187,20 @@ def _stop_record(settings: Settings, record: ProcessRecord, graceful: bool = Tru
 # ---------------------------------------------------------------------------------------------
 # checks
 # ---------------------------------------------------------------------------------------------
-def _producer_stale(settings: Settings, record: ProcessRecord, now: float) -> str:
+def _producer_stale(settings: Settings, record: ProcessRecord, now: float, quiet: bool = False) -> str:
     limit = settings.supervisor_producer_stale_s
     why = decide.producer(
         record.started_epoch, now, last_publish_time(settings), limit,
         producer_waiting(settings, now, fresh_s=limit),
     )  # fmt: skip
     if why.startswith(decide.WAITING):
-        log.info("producer: no publish within %.0f s but healthy, %s", limit, why)
+        log.log(logging.DEBUG if quiet else logging.INFO, "producer: no publish within %.0f s but healthy, %s",
+                limit, why)  # fmt: skip
         return decide.OK
     return why
 
 
-def _stream_stale(settings: Settings, record: ProcessRecord, now: float) -> str:
+def _stream_stale(settings: Settings, record: ProcessRecord, now: float, quiet: bool = False) -> str:
     limit = settings.supervisor_stream_stale_s
     if decide.in_grace(record.started_epoch, now, limit):
         return decide.OK  # a fresh job gets the stale limit to start up and catch up (no Kafka query)
@@ -207,8 +212,72 @@ def _stream_stale(settings: Settings, record: ProcessRecord, now: float) -> str:
         lag = None
     if lag is not None:
         quiet_s = decide.quiet_seconds(record.started_epoch, now, last)
-        log.info("stream: %d messages behind Kafka, last progress %.0f s ago", lag, quiet_s)
+        log.log(logging.DEBUG if quiet else logging.INFO, "stream: %d messages behind Kafka, last progress %.0f s ago",
+                lag, quiet_s)  # fmt: skip
     return decide.stream(record.started_epoch, now, last, lag, limit, settings.supervisor_max_lag_messages)
+
+
+# ---------------------------------------------------------------------------------------------
+# local services (Kafka, HDFS) of the platform
+# ---------------------------------------------------------------------------------------------
+def service_problem(settings: Settings, name: str) -> str | None:
+    """Why a supervised local service (``kafka`` / ``hdfs``) is not healthy, or None."""
+    from btc_platform import services
+
+    return services.status(name, settings).problem
+
+
+def ensure_services(settings: Settings | None = None) -> list[CheckResult]:
+    """Check every local service of ``supervisor_services`` and restart the unhealthy ones
+    (bounded wait for their health check). Raises :class:`SupervisorError` with the reason when a
+    service cannot be brought back, so the Airflow task fails and says why."""
+    from btc_platform import services
+
+    s = settings or get_settings()
+    results = []
+    for name in s.supervisor_services:
+        with _locked(s, name):
+            problem = service_problem(s, name)
+            if problem is None:
+                result = CheckResult(name, "ok", "healthy")
+                log.info("%s", result)
+                results.append(result)
+                continue
+            log.warning("%s: unhealthy (%s): restarting it", name, problem)
+            try:
+                services.start(name, s)
+            except ProcessError as exc:
+                raise SupervisorError(f"{name} is down ({problem}) and could not be restarted: {exc}") from exc
+            pid = services.status(name, s).pids
+            result = CheckResult(name, "restarted", problem, next(iter(pid.values()), None), {"pids": pid})
+            record_event(s, result)
+            log.warning("%s", result)
+            results.append(result)
+    return results
+
+
+def assess(settings: Settings | None = None, now: float | None = None) -> dict[str, str]:
+    """What needs a (re)start now and why, without acting: ``{name: reason}`` for every unhealthy
+    local service of ``supervisor_services`` and for the producer and the stream when they are
+    absent, dead, reconfigured or stale (the same decisions as the checks that act). Empty when
+    all is well. This is what the supervisor's trigger runs in Airflow's triggerer."""
+    s = settings or get_settings()
+    due: dict[str, str] = {}
+    for name in s.supervisor_services:
+        problem = service_problem(s, name)
+        if problem is not None:
+            due[name] = problem
+    checks = ((producer_spec(s), _producer_stale), (stream_spec(s), _stream_stale))
+    for spec, stale in checks:
+        record = read_record(s, spec.name)
+        reason = decide.lifecycle(record, process.is_alive(record), spec.fingerprint)
+        if reason == decide.OK and record is not None:
+            why = stale(s, record, time.time() if now is None else now, quiet=True)
+            if why == decide.OK:
+                continue
+            reason = f"stale: {why}"
+        due[spec.name] = reason
+    return due
 
 
 def _ensure(
@@ -304,6 +373,25 @@ def ensure_stream(settings: Settings | None = None) -> CheckResult:
     """Start, keep or restart the Spark streaming job (see module docstring)."""
     s = settings or get_settings()
     return _ensure(s, stream_spec(s), _stream_stale)
+
+
+def ensure_all(settings: Settings | None = None) -> list[CheckResult]:
+    """The local services first, then the producer and the stream (one check each, acting as
+    needed). A service that cannot be restarted raises at once (the producer waits for the broker
+    and the stream would only fail again); a failed producer or stream check is raised after the
+    other one was checked."""
+    s = settings or get_settings()
+    results = ensure_services(s)
+    errors = []
+    for check in (ensure_producer, ensure_stream):
+        try:
+            results.append(check(s))
+        except ProcessError as exc:
+            log.error("%s", exc)
+            errors.append(str(exc))
+    if errors:
+        raise SupervisorError("; ".join(errors))
+    return results
 
 
 def stop(name: str, settings: Settings | None = None) -> CheckResult:
