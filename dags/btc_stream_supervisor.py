@@ -1,22 +1,29 @@
 """
 ### btc_stream_supervisor
 
-Keeps the two long-running processes of the platform alive: the **producer** (exchange APIs ->
-Kafka `cryptoTopic`) and the **Spark streaming job** (Kafka -> raw_data, minute_metrics,
-quarantine).
+Keeps the long-running parts of the platform alive: the local **Kafka** broker (and **HDFS**
+when it is the storage), the **producer** (exchange APIs -> Kafka `cryptoTopic`) and the
+**Spark streaming job** (Kafka -> raw_data, minute_metrics, quarantine).
 
-Airflow is not built for never-ending tasks, so this DAG does not *run* them: every
-`BTC_SUPERVISOR_INTERVAL_S` seconds (default 60) two short tasks check them and
+Airflow is not built for never-ending tasks, and a DAG run every minute costs two task
+processes a minute. So this DAG runs **once a day** (`BTC_SUPERVISOR_RUN_DAYS`) with one
+deferrable task, `supervise`:
 
-* start the process when it is absent (detached, own process group, outlives the task);
-* restart it when it died, when it is stale (producer: no publish for
-  `BTC_SUPERVISOR_PRODUCER_STALE_S`; stream: no progress for `BTC_SUPERVISOR_STREAM_STALE_S`
-  or more than `BTC_SUPERVISOR_MAX_LAG_MESSAGES` behind Kafka) or when its configuration changed;
-* never start the same configuration twice (pid record + config fingerprint + file lock).
+* on a worker it checks everything once (starts what is missing), then **defers**: the health
+  checks run in Airflow's **triggerer** every `BTC_SUPERVISOR_INTERVAL_S` seconds (20), with no
+  worker and no task process;
+* when something is due the trigger fires and the task resumes on a worker, logs what the
+  trigger found, and restarts: a service that is down (`BTC_SUPERVISOR_SERVICES`, set by
+  `make run`), a process that died, is stale (producer: no publish for
+  `BTC_SUPERVISOR_PRODUCER_STALE_S` unless it says it waits for a ban or the broker; stream:
+  no progress for `BTC_SUPERVISOR_STREAM_STALE_S` with data waiting, or more than
+  `BTC_SUPERVISOR_MAX_LAG_MESSAGES` behind Kafka) or was reconfigured; then it defers again;
+* a service that cannot be restarted fails the try with the reason in the log; the retries
+  (every 30 s) check again until it is back;
+* never starts the same configuration twice (pid record + config fingerprint + file lock).
 
-Each check and every restart reason is in the task log. Process logs:
-`<BTC_DATA_DIR>/logs/producer.log` and `stream.log`. The producer source comes from
-`BTC_PRODUCER_SOURCE` (`make run SOURCE=simulate` when the live APIs are unreachable).
+Every restart and its reason is in this task's log (and `supervisor_events.jsonl`). Process
+logs: `<BTC_DATA_DIR>/logs/producer.log` and `stream.log`.
 """
 
 from __future__ import annotations
@@ -24,41 +31,29 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import dag, task
+from airflow.sdk import dag
 
 from btc_platform.settings import get_settings
+from btc_platform.supervisor.trigger import SupervisorOperator
 
 
 @dag(
     dag_id="btc_stream_supervisor",
-    schedule=timedelta(seconds=get_settings().supervisor_interval_s),
+    schedule=timedelta(days=get_settings().supervisor_run_days),
     start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    dagrun_timeout=timedelta(minutes=10),
-    default_args={"retries": 1, "retry_delay": timedelta(seconds=10)},
     tags=["btc", "streaming", "supervision"],
     doc_md=__doc__,
 )
 def btc_stream_supervisor():
-    @task
-    def ensure_producer() -> dict:
-        """Start / keep / restart the producer; the outcome and its reason are logged."""
-        from btc_platform.supervisor import ensure_producer as check
-
-        result = check()
-        return {"action": result.action, "reason": result.reason, "pid": result.pid}
-
-    @task
-    def ensure_stream() -> dict:
-        """Start / keep / restart the Spark streaming job; the outcome and its reason are logged."""
-        from btc_platform.supervisor import ensure_stream as check
-
-        result = check()
-        return {"action": result.action, "reason": result.reason, "pid": result.pid}
-
-    ensure_producer()
-    ensure_stream()
+    SupervisorOperator(
+        task_id="supervise",
+        interval_s=get_settings().supervisor_interval_s,
+        run_days=get_settings().supervisor_run_days,
+        retries=100_000,
+        retry_delay=timedelta(seconds=30),
+    )
 
 
 btc_stream_supervisor()

@@ -1,0 +1,227 @@
+"""Supervision in Airflow's triggerer: the health assessment the trigger runs, the trigger's
+events, the local services (Kafka) checked and restarted, and a restart through that path.
+
+The processes are real (``sleep`` stand-ins recorded with the real launch fingerprints, a real
+Kafka broker for the integration test); no Airflow daemon is needed: the trigger's ``run()`` is
+driven with asyncio exactly as the triggerer drives it, and the worker side is the function
+the deferred task resumes into.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from btc_platform import supervisor
+from btc_platform.settings import get_settings, load_settings
+from btc_platform.supervisor import launch
+from btc_platform.supervisor.trigger import SupervisionTrigger, SupervisorOperator, run_end
+from tests.fixtures_services import free_ports
+
+
+def _stand_in(settings, name: str) -> supervisor.CheckResult:
+    """Start a ``sleep`` recorded as ``name`` with the fingerprint of the real launch, so the
+    lifecycle decision sees the configured process running."""
+    real = launch.producer_spec(settings) if name == supervisor.PRODUCER else launch.stream_spec(settings)
+    argv = (sys.executable, "-c", "import time; time.sleep(600)")
+    spec = supervisor.LaunchSpec(name, argv, real.env, real.fingerprint)
+    record = supervisor._start(settings, spec)
+    return supervisor.CheckResult(name, "started", "stand-in", record.pid)
+
+
+@pytest.fixture
+def env_settings(tmp_path, monkeypatch):
+    """Settings from the environment (as the triggerer reads them), in a temporary data dir."""
+    monkeypatch.setenv("BTC_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("BTC_SUPERVISOR_STOP_TIMEOUT_S", "5")
+    (kafka_port,) = free_ports(1)
+    monkeypatch.setenv("BTC_KAFKA_PORT", str(kafka_port))  # nothing listens there
+    get_settings.cache_clear()
+    settings = get_settings()
+    yield settings
+    for name in supervisor.NAMES:
+        supervisor.stop(name, settings)
+    get_settings.cache_clear()
+
+
+def _events(trigger: SupervisionTrigger, timeout_s: float = 30.0) -> list[dict]:
+    async def collect():
+        return [event.payload async for event in trigger.run()]
+
+    return asyncio.run(asyncio.wait_for(collect(), timeout_s))
+
+
+def _soon(seconds: float) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
+
+
+# ---------------------------------------------------------------------------------------------
+# the health assessment (what the trigger runs)
+# ---------------------------------------------------------------------------------------------
+def test_assess_names_absent_dead_stale_and_reconfigured_processes(env_settings):
+    s = env_settings
+    assert supervisor.assess(s) == {
+        "producer": "no supervised process yet",
+        "stream": "no supervised process yet",
+    }
+    producer = _stand_in(s, supervisor.PRODUCER)
+    _stand_in(s, supervisor.STREAM)
+    assert supervisor.assess(s) == {}, "running, configured, within their start-up grace"
+
+    os.kill(producer.pid, signal.SIGKILL)
+    time.sleep(0.2)
+    assert supervisor.assess(s) == {"producer": f"process {producer.pid} is not running (died)"}
+    supervisor.stop(supervisor.PRODUCER, s)
+    _stand_in(s, supervisor.PRODUCER)
+
+    # 10 minutes later: neither published nor progressed (the stream's lag is unknown: no Kafka)
+    later = time.time() + 600
+    due = supervisor.assess(s, now=later)
+    assert due["producer"].startswith("stale: no publish since it started 6")
+    assert due["stream"].startswith("stale: no streaming progress since it started 6")
+
+    changed = load_settings(data_dir=s.data_dir, supervisor_stop_timeout_s=5, producer_flush_timeout_s=7)
+    due = supervisor.assess(changed)
+    assert due["producer"].startswith("configuration changed (")
+    assert due["stream"].startswith("configuration changed (")
+
+
+def test_assess_and_ensure_services_report_a_dead_kafka_that_cannot_be_restarted(env_settings, caplog):
+    s = load_settings(data_dir=env_settings.data_dir, kafka_port=env_settings.kafka_port,
+                      supervisor_services="kafka")  # fmt: skip
+    assert s.supervisor_services == ("kafka",)
+    _stand_in(s, supervisor.PRODUCER)
+    _stand_in(s, supervisor.STREAM)
+    assert supervisor.assess(s) == {"kafka": "not running"}
+    # the port is taken by something that is not our broker: a restart cannot succeed, and the
+    # check fails with the reason (the Airflow try goes red, its retries check again)
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", s.kafka_port))
+        squatter.listen()
+        with pytest.raises(supervisor.SupervisorError) as failed:
+            supervisor.ensure_all(s)
+    message = str(failed.value)
+    assert message.startswith("kafka is down (not running) and could not be restarted: port ")
+    assert "BTC_KAFKA_PORT" in message
+    assert "kafka: unhealthy (not running): restarting it" in caplog.text
+
+
+def test_supervised_services_setting_is_validated():
+    assert load_settings(supervisor_services="kafka, hdfs").supervisor_services == ("kafka", "hdfs")
+    assert load_settings().supervisor_services == ()
+    with pytest.raises(ValueError, match="supervised services must be kafka and/or hdfs, got zookeeper"):
+        load_settings(supervisor_services="kafka,zookeeper")
+
+
+# ---------------------------------------------------------------------------------------------
+# the trigger
+# ---------------------------------------------------------------------------------------------
+def test_trigger_fires_with_the_reasons_when_something_is_due(env_settings):
+    _stand_in(env_settings, supervisor.STREAM)
+    events = _events(SupervisionTrigger(end_at=_soon(60), interval_s=0.05))
+    assert len(events) == 1
+    assert events[0]["due"] == {"producer": "no supervised process yet"}
+    assert events[0]["checks"] == 1
+
+
+def test_trigger_stays_quiet_while_healthy_and_ends_with_the_run(env_settings):
+    _stand_in(env_settings, supervisor.PRODUCER)
+    _stand_in(env_settings, supervisor.STREAM)
+    started = time.monotonic()
+    events = _events(SupervisionTrigger(end_at=_soon(1.0), interval_s=0.1))
+    assert [e.get("ended") for e in events] == [True]
+    assert events[0]["checks"] >= 5, "it kept checking until the end"
+    assert time.monotonic() - started >= 0.9
+
+
+def test_trigger_survives_a_failing_check(env_settings, monkeypatch, capsys):
+    calls = []
+
+    def flaky(settings):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("status file unreadable")
+        return {"producer": "stale: no publish for 99 s (limit 60 s)"}
+
+    monkeypatch.setattr(supervisor, "assess", flaky)
+    events = _events(SupervisionTrigger(end_at=_soon(60), interval_s=0.05))
+    assert events == [{"due": {"producer": "stale: no publish for 99 s (limit 60 s)"},
+                       "found_at": events[0]["found_at"], "checks": 1}]  # fmt: skip
+    # the trigger logs through Airflow's structured logging (to the task log in the triggerer)
+    assert "health check failed (OSError: status file unreadable)" in capsys.readouterr().out
+
+
+def test_trigger_round_trips_through_its_serialized_form():
+    trigger = SupervisionTrigger(end_at="2026-12-04T10:00:00+00:00", interval_s=20)
+    classpath, kwargs = trigger.serialize()
+    module, _, name = classpath.rpartition(".")
+    rebuilt = getattr(__import__(module, fromlist=[name]), name)(**kwargs)
+    assert rebuilt.serialize() == (classpath, kwargs)
+    assert classpath == "btc_platform.supervisor.trigger.SupervisionTrigger"
+
+
+def test_run_end_is_a_day_after_the_run_started_and_never_in_the_past():
+    start = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
+    assert run_end(start, 1.0, now=start + timedelta(hours=5)) == start + timedelta(days=1)
+    late = start + timedelta(days=2)
+    assert run_end(start, 1.0, now=late) == late
+
+
+# ---------------------------------------------------------------------------------------------
+# a dead broker restarted through the new path (integration: a real Kafka)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.integration
+def test_killed_kafka_is_found_by_the_trigger_and_restarted_by_the_resumed_task(
+    env_settings, monkeypatch, caplog, capsys
+):
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from btc_platform import services
+
+    broker, controller = free_ports(2)
+    for key, value in {"KAFKA_PORT": broker, "KAFKA_CONTROLLER_PORT": controller, "KAFKA_HEAP": "256m",
+                       "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{broker}", "SUPERVISOR_SERVICES": "kafka"}.items():
+        monkeypatch.setenv(f"BTC_{key}", str(value))
+    get_settings.cache_clear()
+    settings = get_settings()
+    try:
+        services.start_kafka(settings)
+        _stand_in(settings, supervisor.PRODUCER)  # healthy stand-ins: only the broker is due
+        _stand_in(settings, supervisor.STREAM)
+        first = services.base.read_pid(settings, "kafka")
+        os.kill(first.pid, signal.SIGKILL)
+        killed = time.monotonic()
+
+        # triggerer side: the trigger's check finds the dead broker and fires
+        events = _events(SupervisionTrigger(end_at=_soon(120), interval_s=0.5))
+        assert events[0]["due"] == {"kafka": "not running"}
+        found_s = time.monotonic() - killed
+
+        # worker side: the task resumes with the event, restarts the broker (reason in its log),
+        # checks producer and stream, and defers again with the same end
+        end_at = _soon(3600)
+        operator = SupervisorOperator(task_id="supervise", interval_s=20, run_days=1)
+        with caplog.at_level(logging.INFO), pytest.raises(TaskDeferred) as deferred:
+            operator.resume({}, event=events[0], end_at=end_at)
+        back_s = time.monotonic() - killed
+        assert services.kafka_health(settings) is None
+        second = services.base.read_pid(settings, "kafka")
+        assert second.pid != first.pid
+        task_log = caplog.text + capsys.readouterr().out  # the operator logs through Airflow's structlog
+        assert "kafka needs a (re)start: not running" in task_log
+        assert f"kafka: restarted (pid {second.pid}) - not running" in task_log
+        assert "producer: ok" in task_log and "stream: ok" in task_log
+        assert deferred.value.trigger.end_at == end_at and deferred.value.method_name == "resume"
+        assert [(e["name"], e["action"]) for e in supervisor.read_events(settings)][-1] == ("kafka", "restarted")
+        logging.getLogger(__name__).info("kafka found dead after %.1f s, healthy again after %.1f s", found_s, back_s)
+    finally:
+        services.stop("kafka", settings)
