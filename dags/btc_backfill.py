@@ -35,7 +35,12 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.sdk import Asset, Param, chain, dag, task
 
 from btc_platform import datasets
-from btc_platform.orchestration import HOURLY_METRICS_ASSET, job_path, spark_submit_kwargs
+from btc_platform.orchestration import (
+    HOURLY_METRICS_ASSET,
+    job_path,
+    spark_submit_kwargs,
+    table_writer_kwargs,
+)
 from btc_platform.settings import get_settings
 
 settings = get_settings()
@@ -81,6 +86,7 @@ def btc_backfill():
         application_args=backfill_arguments(),
         execution_timeout=timedelta(hours=2),
         **spark_submit_kwargs(settings, "btc-backfill"),
+        **table_writer_kwargs(),
     )
     data_quality = SparkSubmitOperator(
         task_id="data_quality",
@@ -89,6 +95,7 @@ def btc_backfill():
         outlets=[Asset(name=HOURLY_METRICS_ASSET, uri=settings.path(datasets.HOURLY_METRICS))],
         execution_timeout=timedelta(minutes=30),
         **spark_submit_kwargs(settings, "btc-quality"),
+        **table_writer_kwargs(),
     )
     chain(backfill, data_quality)
 

@@ -34,6 +34,7 @@ from btc_platform.orchestration import (
     job_path,
     schedule_start,
     spark_submit_kwargs,
+    table_writer_kwargs,
 )
 from btc_platform.settings import get_settings
 
@@ -80,6 +81,7 @@ def btc_hourly_consolidation():
         application_args=interval_args,
         execution_timeout=timedelta(minutes=30),
         **spark_submit_kwargs(settings, "btc-consolidate"),
+        **table_writer_kwargs(),
     )
     data_quality = SparkSubmitOperator(
         task_id="data_quality",
@@ -88,6 +90,7 @@ def btc_hourly_consolidation():
         outlets=[hourly_metrics],
         execution_timeout=timedelta(minutes=30),
         **spark_submit_kwargs(settings, "btc-quality"),
+        **table_writer_kwargs(),
     )
     chain(wait_for_minutes(), consolidate, data_quality)
 

@@ -21,7 +21,7 @@ import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import CronTriggerTimetable, chain, dag, task
 
-from btc_platform.orchestration import job_path, schedule_start, spark_submit_kwargs
+from btc_platform.orchestration import job_path, schedule_start, spark_submit_kwargs, table_writer_kwargs
 from btc_platform.settings import get_settings
 
 settings = get_settings()
@@ -44,6 +44,7 @@ def btc_maintenance():
         application=job_path("maintenance_job.py"),
         execution_timeout=timedelta(hours=2),
         **spark_submit_kwargs(settings, "btc-maintenance"),
+        **table_writer_kwargs(),
     )
 
     @task(execution_timeout=timedelta(minutes=30))

@@ -102,6 +102,8 @@ RUNNER = textwrap.dedent(
             for t in dag.tasks:
                 tasks[t.task_id] = {
                     "retries": t.retries,
+                    "pool": t.pool,
+                    "retry_delay_s": t.retry_delay.total_seconds(),
                     "type": type(t).__name__,
                     "upstream": sorted(t.upstream_task_ids),
                     "outlets": [getattr(o, "name", str(o)) for o in (t.outlets or [])],
@@ -330,8 +332,29 @@ def test_supervisor_dag_shape(parsed):
     dag = parsed["dags"]["btc_stream_supervisor"]
     assert dag["catchup"] is False and dag["max_active_runs"] == 1
     assert dag["timetable"] == "DeltaTriggerTimetable"
-    assert set(dag["tasks"]) == {"ensure_producer", "ensure_stream"}
-    assert all(t["upstream"] == [] for t in dag["tasks"].values()), "independent checks"
+    assert set(dag["tasks"]) == {"supervise"}, "one deferrable task, not two task processes a minute"
+    supervise = dag["tasks"]["supervise"]
+    assert supervise["type"] == "SupervisorOperator"
+    # a service that cannot be restarted fails a try; the retries keep supervising
+    assert supervise["retries"] >= 10_000 and supervise["retry_delay_s"] <= 60
+
+
+def test_table_writers_share_one_pool(parsed):
+    """Backfill, consolidation, their quality checks and maintenance write hourly_metrics /
+    data_quality: all in the one-slot pool, so two of them never write at once."""
+    from btc_platform.orchestration import TABLE_WRITERS_POOL
+
+    writers = {
+        ("btc_hourly_consolidation", "consolidate"), ("btc_hourly_consolidation", "data_quality"),
+        ("btc_backfill", "backfill"), ("btc_backfill", "data_quality"), ("btc_maintenance", "optimize_vacuum"),
+    }  # fmt: skip
+    pooled = {
+        (dag_id, task_id)
+        for dag_id, dag in parsed["dags"].items()
+        for task_id, task in dag["tasks"].items()
+        if task["pool"] == TABLE_WRITERS_POOL
+    }
+    assert pooled == writers
 
 
 def test_consolidation_dag_shape(parsed, sandbox):

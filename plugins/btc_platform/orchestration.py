@@ -29,6 +29,43 @@ KAFKA_CONN_ID = "kafka_default"
 #: Name (and URI path under the storage root) of the Asset marking fresh hourly metrics.
 HOURLY_METRICS_ASSET = "hourly_metrics"
 
+#: Airflow pool of every task that writes ``hourly_metrics`` or ``data_quality`` (consolidation,
+#: backfill, their data-quality checks, maintenance's OPTIMIZE/VACUUM). One slot: two such writes
+#: never run at once (concurrent MERGEs into one Delta table would conflict and fail). The local
+#: platform creates it when Airflow starts (:func:`ensure_table_writers_pool`); docker compose
+#: in ``airflow-init``.
+TABLE_WRITERS_POOL = "btc_table_writers"
+TABLE_WRITERS_POOL_SLOTS = 1
+TABLE_WRITERS_POOL_DESCRIPTION = "tasks writing hourly_metrics / data_quality: one at a time"
+
+
+def table_writer_kwargs() -> dict[str, Any]:
+    """Operator arguments of a task that writes hourly_metrics or data_quality."""
+    return {"pool": TABLE_WRITERS_POOL, "pool_slots": 1}
+
+
+def ensure_table_writers_pool(api_url: str, password: str, timeout_s: float = 30.0) -> str:
+    """Create (or set back to one slot) :data:`TABLE_WRITERS_POOL` through Airflow's REST API,
+    as the admin user. Returns what was done; raises ``RuntimeError`` with the answer on failure."""
+    import requests
+
+    session = requests.Session()
+    token = session.post(f"{api_url}/auth/token", json={"username": "admin", "password": password},
+                         timeout=(3, timeout_s))  # fmt: skip
+    if token.status_code not in (200, 201):
+        raise RuntimeError(f"Airflow token request answered HTTP {token.status_code}: {token.text[:300]}")
+    session.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+    body = {"name": TABLE_WRITERS_POOL, "slots": TABLE_WRITERS_POOL_SLOTS, "description": TABLE_WRITERS_POOL_DESCRIPTION}
+    url = f"{api_url}/api/v2/pools"
+    answer = session.patch(f"{url}/{TABLE_WRITERS_POOL}", json=body, timeout=(3, timeout_s))
+    action = "updated"
+    if answer.status_code == 404:
+        answer, action = session.post(url, json=body, timeout=(3, timeout_s)), "created"
+    if answer.status_code not in (200, 201):
+        raise RuntimeError(f"Airflow pool {TABLE_WRITERS_POOL}: HTTP {answer.status_code}: {answer.text[:300]}")
+    log.info("Airflow pool %s %s (%d slot)", TABLE_WRITERS_POOL, action, TABLE_WRITERS_POOL_SLOTS)
+    return action
+
 
 def schedule_start(settings: Settings, now: datetime | None = None) -> datetime:
     """Start date of the hourly consolidation DAG (UTC, tz-aware).

@@ -57,6 +57,20 @@ def airflow_health(settings: Settings) -> str | None:
     return None
 
 
+def _ensure_pools(settings: Settings) -> None:
+    """The pools the DAGs use (a task of a pool that does not exist is never scheduled)."""
+    import json
+
+    from btc_platform.airflow_env import api_url, password_file
+    from btc_platform.orchestration import ensure_table_writers_pool
+
+    try:
+        password = json.loads(password_file(settings).read_text())["admin"]
+        ensure_table_writers_pool(api_url(settings), password)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ServiceError(f"creating the Airflow pools failed: {exc}") from exc
+
+
 def start_airflow(settings: Settings) -> None:
     from btc_platform.airflow_env import airflow_env, airflow_home, api_url, password_file
 
@@ -72,5 +86,6 @@ def start_airflow(settings: Settings) -> None:
         record = base.spawn(settings, "airflow", [_airflow_bin(), "standalone"], env, airflow_home(settings))
         process.wait_until_healthy(record, lambda: airflow_health(settings), AIRFLOW_START_TIMEOUT_S, "API health")
         log.info("airflow ready in %.1f s", time.monotonic() - started)
+    _ensure_pools(settings)
     log.info("Airflow UI: %s (user admin, password in %s)", api_url(settings), password_file(settings))
 
