@@ -115,6 +115,26 @@ def test_assess_and_ensure_services_report_a_dead_kafka_that_cannot_be_restarted
     assert "kafka: unhealthy (not running): restarting it" in caplog.text
 
 
+def test_a_running_service_is_restarted_only_when_its_problem_lasts(env_settings, monkeypatch):
+    answers = iter(["metadata request failed: timed out", None])
+    monkeypatch.setattr(supervisor, "service_problem", lambda s, name: next(answers))
+    waits = []
+    assert supervisor._lasting_problem(env_settings, "kafka", sleep=waits.append) is None
+    assert waits == [supervisor.SERVICE_RECHECK_S], "asked again once, then it answered"
+
+    lasting = iter(["metadata request failed: timed out"] * 3)
+    monkeypatch.setattr(supervisor, "service_problem", lambda s, name: next(lasting))
+    waits.clear()
+    assert supervisor._lasting_problem(env_settings, "kafka", sleep=waits.append).startswith("metadata request")
+    assert len(waits) == supervisor.SERVICE_RECHECKS
+
+    dead = iter(["not running"])
+    monkeypatch.setattr(supervisor, "service_problem", lambda s, name: next(dead))
+    waits.clear()
+    assert supervisor._lasting_problem(env_settings, "kafka", sleep=waits.append) == "not running"
+    assert waits == [], "a dead process is restarted at once"
+
+
 def test_supervised_services_setting_is_validated():
     assert load_settings(supervisor_services="kafka, hdfs").supervisor_services == ("kafka", "hdfs")
     assert load_settings().supervisor_services == ()

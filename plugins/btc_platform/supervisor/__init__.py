@@ -230,6 +230,24 @@ def service_problem(settings: Settings, name: str) -> str | None:
     return services.status(name, settings).problem
 
 
+#: A running service that fails its health check is asked again this often, this many seconds
+#: apart, before it is restarted (a slow answer on a busy machine is no reason to restart a broker).
+SERVICE_RECHECKS = 2
+SERVICE_RECHECK_S = 5.0
+
+
+def _lasting_problem(settings: Settings, name: str, sleep: Callable[[float], None] = time.sleep) -> str | None:
+    """The service's problem, unless a running process recovers within the rechecks."""
+    problem = service_problem(settings, name)
+    for _ in range(SERVICE_RECHECKS):
+        if problem is None or problem == "not running":
+            return problem
+        log.info("%s: unhealthy (%s), asking again in %.0f s", name, problem, SERVICE_RECHECK_S)
+        sleep(SERVICE_RECHECK_S)
+        problem = service_problem(settings, name)
+    return problem
+
+
 def ensure_services(settings: Settings | None = None) -> list[CheckResult]:
     """Check every local service of ``supervisor_services`` and restart the unhealthy ones
     (bounded wait for their health check). Raises :class:`SupervisorError` with the reason when a
@@ -240,7 +258,7 @@ def ensure_services(settings: Settings | None = None) -> list[CheckResult]:
     results = []
     for name in s.supervisor_services:
         with _locked(s, name):
-            problem = service_problem(s, name)
+            problem = _lasting_problem(s, name)
             if problem is None:
                 result = CheckResult(name, "ok", "healthy")
                 log.info("%s", result)

@@ -1,0 +1,163 @@
+"""Cost of supervision on a running platform (``make run SOURCE=simulate``), and how fast a
+killed producer comes back.
+
+Not a ``bench_*`` module (``make bench`` does not run it): it needs the platform up. It measures
+
+* CPU seconds of Airflow (``airflow standalone`` and every process of its session: scheduler,
+  dag-processor, triggerer, API server and the task processes they start; the producer and
+  the stream run in their own sessions and are not counted) over ``--window`` seconds, per hour;
+* the ``btc_stream_supervisor`` DAG runs and task tries that started in the window, per day;
+* with ``--kill-producer``: SIGKILL of the supervised producer, then the seconds until a new
+  producer process runs and until it has published;
+* with ``--kill-kafka``: SIGKILL of the local broker, then the seconds until a new one is
+  healthy, and whether the producer was kept meanwhile.
+
+Usage (settings from the ``BTC_*`` environment, as ``make run``)::
+
+    python bench/measure_supervision.py --window 300 --kill-producer [--kill-kafka]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sqlite3
+import time
+from datetime import UTC, datetime
+
+import psutil
+
+log = logging.getLogger("measure_supervision")
+DAG_ID = "btc_stream_supervisor"
+
+
+def airflow_cpu_seconds(root_pid: int) -> float:
+    """CPU seconds (user + system, with reaped children) of ``root_pid`` and the live processes
+    of its session below it: every process that ever ran there is counted once (a reaped one
+    in its parent's children times)."""
+    root = psutil.Process(root_pid)
+    session = os.getsid(root_pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            if os.getsid(proc.pid) != session:
+                continue  # detached (producer, stream): not Airflow's cost
+            times = proc.cpu_times()
+        except (psutil.NoSuchProcess, ProcessLookupError):
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+def count_runs(db_path: str, since: datetime) -> tuple[int, int]:
+    """(DAG runs, task instance tries) of the supervisor DAG that started after ``since``."""
+    stamp = since.strftime("%Y-%m-%d %H:%M:%S")
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as conn:
+        runs = conn.execute(
+            "SELECT count(*) FROM dag_run WHERE dag_id = ? AND start_date >= ?", (DAG_ID, stamp)
+        ).fetchone()[0]
+        tries = conn.execute(
+            "SELECT count(*) FROM task_instance_history WHERE dag_id = ? AND start_date >= ?", (DAG_ID, stamp)
+        ).fetchone()[0]
+        tries += conn.execute(
+            "SELECT count(*) FROM task_instance WHERE dag_id = ? AND start_date >= ?", (DAG_ID, stamp)
+        ).fetchone()[0]
+    return runs, tries
+
+
+def kill_producer(settings, timeout_s: float = 240.0) -> tuple[float, float | None]:
+    """SIGKILL the supervised producer; seconds until a new one runs and until it published."""
+    from btc_platform import supervisor
+    from btc_platform.process import is_alive
+
+    old = supervisor.read_record(settings, supervisor.PRODUCER)
+    if old is None or not is_alive(old):
+        raise SystemExit("no running supervised producer to kill")
+    os.kill(old.pid, signal.SIGKILL)
+    killed = time.time()
+    log.info("SIGKILL producer pid %d", old.pid)
+    running = published = None
+    while time.time() - killed < timeout_s and published is None:
+        new = supervisor.read_record(settings, supervisor.PRODUCER)
+        if running is None and new is not None and new.pid != old.pid and is_alive(new):
+            running = time.time() - killed
+            log.info("new producer pid %d running after %.1f s", new.pid, running)
+        last = supervisor.last_publish_time(settings)
+        if running is not None and last is not None and last > killed + running:
+            published = time.time() - killed
+            log.info("new producer published after %.1f s", published)
+        time.sleep(0.5)
+    if running is None:
+        raise SystemExit(f"no new producer within {timeout_s:.0f} s")
+    return running, published
+
+
+def kill_kafka(settings, timeout_s: float = 240.0) -> float:
+    """SIGKILL the local broker; seconds until a new broker answers its health check. Logs
+    whether the producer was restarted meanwhile (it should wait for the broker instead)."""
+    from btc_platform import supervisor
+    from btc_platform.services import kafka_health
+    from btc_platform.services.base import read_pid
+
+    old = read_pid(settings, "kafka")
+    producer = supervisor.read_record(settings, supervisor.PRODUCER)
+    if old is None:
+        raise SystemExit("no running local Kafka to kill")
+    os.kill(old.pid, signal.SIGKILL)
+    killed = time.time()
+    log.info("SIGKILL kafka pid %d", old.pid)
+    while time.time() - killed < timeout_s:
+        new = read_pid(settings, "kafka")
+        if new is not None and new.pid != old.pid and kafka_health(settings) is None:
+            back = time.time() - killed
+            log.info("new kafka pid %d healthy after %.1f s", new.pid, back)
+            after = supervisor.read_record(settings, supervisor.PRODUCER)
+            log.info("producer %s meanwhile", "kept (same pid)" if after and producer and after.pid == producer.pid
+                     else "RESTARTED")  # fmt: skip
+            return back
+        time.sleep(0.5)
+    raise SystemExit(f"kafka not back within {timeout_s:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--window", type=float, default=300.0, help="seconds of CPU measurement")
+    parser.add_argument("--kill-producer", action="store_true", help="then SIGKILL the producer and time its return")
+    parser.add_argument("--kill-kafka", action="store_true", help="then SIGKILL the local broker and time its return")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    from btc_platform.airflow_env import airflow_home
+    from btc_platform.services.base import read_pid
+    from btc_platform.settings import get_settings
+
+    settings = get_settings()
+    record = read_pid(settings, "airflow")
+    if record is None:
+        raise SystemExit("Airflow of this platform is not running (make run SOURCE=simulate)")
+    db_path = str(airflow_home(settings) / "airflow.db")
+    started = datetime.now(UTC)
+    cpu0 = airflow_cpu_seconds(record.pid)
+    time.sleep(args.window)
+    cpu1 = airflow_cpu_seconds(record.pid)
+    runs, tries = count_runs(db_path, started)
+    per_hour = (cpu1 - cpu0) / args.window * 3600
+    day = 86400 / args.window
+    log.info(
+        "window %.0f s: Airflow CPU %.1f s (%.0f CPU s per hour); %s: %d DAG runs, %d task tries "
+        "(%.0f runs and %.0f task tries per day)",
+        args.window, cpu1 - cpu0, per_hour, DAG_ID, runs, tries, runs * day, tries * day,
+    )  # fmt: skip
+    if args.kill_producer:
+        running, published = kill_producer(settings)
+        log.info("producer after SIGKILL: running again %.1f s, publishing %s", running,
+                 f"{published:.1f} s" if published is not None else "not within the timeout")  # fmt: skip
+    if args.kill_kafka:
+        kill_kafka(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
