@@ -1,20 +1,25 @@
-"""Supervision in Airflow's triggerer: the health assessment the trigger runs, the trigger's
-events, the local services (Kafka) checked and restarted, and a restart through that path.
+"""Supervision in Airflow's triggerer: the health assessment the trigger runs, its watch loop
+and events, the local services (Kafka) checked and restarted, and a restart through that path.
 
 The processes are real (``sleep`` stand-ins recorded with the real launch fingerprints, a real
-Kafka broker for the integration test); no Airflow daemon is needed: the trigger's ``run()`` is
-driven with asyncio exactly as the triggerer drives it, and the worker side is the function
-the deferred task resumes into.
+Kafka broker for the integration test). The watch loop (what the trigger's ``run()`` yields) is
+driven with asyncio as the triggerer drives it, and ``handle`` is what the resumed task runs;
+both are Airflow-free. The Airflow classes themselves (trigger serialisation, events, the
+operator's defer) are checked in a subprocess with its own AIRFLOW_HOME, like every Airflow
+test here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
+import textwrap
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -23,7 +28,7 @@ import pytest
 from btc_platform import supervisor
 from btc_platform.settings import get_settings, load_settings
 from btc_platform.supervisor import launch
-from btc_platform.supervisor.trigger import SupervisionTrigger, SupervisorOperator, run_end
+from btc_platform.supervisor.watch import handle, run_end, watch
 from tests.fixtures_services import free_ports
 
 
@@ -52,9 +57,14 @@ def env_settings(tmp_path, monkeypatch):
     get_settings.cache_clear()
 
 
-def _events(trigger: SupervisionTrigger, timeout_s: float = 30.0) -> list[dict]:
+WATCH_LOG = logging.getLogger("tests.watch")
+
+
+def _events(end_at: str, interval_s: float, timeout_s: float = 30.0) -> list[dict]:
+    """Every payload the watch loop yields (it yields one, then ends)."""
+
     async def collect():
-        return [event.payload async for event in trigger.run()]
+        return [payload async for payload in watch(end_at, interval_s, WATCH_LOG)]
 
     return asyncio.run(asyncio.wait_for(collect(), timeout_s))
 
@@ -145,25 +155,25 @@ def test_supervised_services_setting_is_validated():
 # ---------------------------------------------------------------------------------------------
 # the trigger
 # ---------------------------------------------------------------------------------------------
-def test_trigger_fires_with_the_reasons_when_something_is_due(env_settings):
+def test_watch_fires_with_the_reasons_when_something_is_due(env_settings):
     _stand_in(env_settings, supervisor.STREAM)
-    events = _events(SupervisionTrigger(end_at=_soon(60), interval_s=0.05))
+    events = _events(_soon(60), 0.05)
     assert len(events) == 1
     assert events[0]["due"] == {"producer": "no supervised process yet"}
     assert events[0]["checks"] == 1
 
 
-def test_trigger_stays_quiet_while_healthy_and_ends_with_the_run(env_settings):
+def test_watch_stays_quiet_while_healthy_and_ends_with_the_run(env_settings):
     _stand_in(env_settings, supervisor.PRODUCER)
     _stand_in(env_settings, supervisor.STREAM)
     started = time.monotonic()
-    events = _events(SupervisionTrigger(end_at=_soon(1.0), interval_s=0.1))
+    events = _events(_soon(1.0), 0.1)
     assert [e.get("ended") for e in events] == [True]
     assert events[0]["checks"] >= 5, "it kept checking until the end"
     assert time.monotonic() - started >= 0.9
 
 
-def test_trigger_survives_a_failing_check(env_settings, monkeypatch, capsys):
+def test_watch_survives_a_failing_check(env_settings, monkeypatch, caplog):
     calls = []
 
     def flaky(settings):
@@ -173,20 +183,77 @@ def test_trigger_survives_a_failing_check(env_settings, monkeypatch, capsys):
         return {"producer": "stale: no publish for 99 s (limit 60 s)"}
 
     monkeypatch.setattr(supervisor, "assess", flaky)
-    events = _events(SupervisionTrigger(end_at=_soon(60), interval_s=0.05))
+    with caplog.at_level(logging.WARNING, logger="tests.watch"):
+        events = _events(_soon(60), 0.05)
     assert events == [{"due": {"producer": "stale: no publish for 99 s (limit 60 s)"},
                        "found_at": events[0]["found_at"], "checks": 1}]  # fmt: skip
-    # the trigger logs through Airflow's structured logging (to the task log in the triggerer)
-    assert "health check failed (OSError: status file unreadable)" in capsys.readouterr().out
+    assert "health check failed (OSError: status file unreadable)" in caplog.text
 
 
-def test_trigger_round_trips_through_its_serialized_form():
-    trigger = SupervisionTrigger(end_at="2026-12-04T10:00:00+00:00", interval_s=20)
-    classpath, kwargs = trigger.serialize()
+def test_handle_ends_the_run_or_checks_and_watches_again(env_settings, caplog):
+    with caplog.at_level(logging.INFO, logger="tests.watch"):
+        assert handle({"ended": True, "checks": 4320}, WATCH_LOG) is False
+    assert "supervision run over (4320 checks in the triggerer)" in caplog.text
+    _stand_in(env_settings, supervisor.PRODUCER)
+    _stand_in(env_settings, supervisor.STREAM)
+    with caplog.at_level(logging.INFO):
+        again = handle({"due": {"stream": "stale: no streaming progress for 200 s"}, "found_at": "T"}, WATCH_LOG)
+    assert again is True
+    assert "trigger found at T: stream needs a (re)start: stale: no streaming progress for 200 s" in caplog.text
+    assert "producer: ok (pid" in caplog.text and "stream: ok (pid" in caplog.text
+
+
+AIRFLOW_CHECK = textwrap.dedent(
+    """
+    import asyncio, importlib, json, sys
+    from airflow.sdk.exceptions import TaskDeferred
+    from btc_platform.supervisor.trigger import SupervisionTrigger, SupervisorOperator
+
+    end_at = sys.argv[1]
+    classpath, kwargs = SupervisionTrigger(end_at=end_at, interval_s=0.05).serialize()
     module, _, name = classpath.rpartition(".")
-    rebuilt = getattr(__import__(module, fromlist=[name]), name)(**kwargs)
-    assert rebuilt.serialize() == (classpath, kwargs)
-    assert classpath == "btc_platform.supervisor.trigger.SupervisionTrigger"
+    trigger = getattr(importlib.import_module(module), name)(**kwargs)  # as the triggerer rebuilds it
+
+    async def first():
+        async for event in trigger.run():
+            return event
+
+    event = asyncio.run(first())
+    operator = SupervisorOperator(task_id="supervise", interval_s=20, run_days=1)
+    ended = operator.resume({}, event={"ended": True, "checks": 1})
+    try:
+        operator._defer(end_at)
+    except TaskDeferred as deferred:
+        again = {"method": deferred.method_name, "kwargs": deferred.kwargs,
+                 "trigger": list(deferred.trigger.serialize())}
+    print("CHECK " + json.dumps({"classpath": classpath, "kwargs": kwargs, "rebuilt": list(trigger.serialize()),
+                                 "event": type(event).__name__, "payload": event.payload, "ended": ended,
+                                 "deferred": again}))
+    """
+)
+
+
+def test_airflow_trigger_and_operator_in_their_own_airflow_home(tmp_path):
+    from btc_platform.airflow_env import airflow_env
+
+    settings = load_settings(data_dir=tmp_path / "data")
+    env = {**os.environ, **airflow_env(settings)}
+    end_at = _soon(3600)
+    proc = subprocess.run([sys.executable, "-c", AIRFLOW_CHECK, end_at], env=env, capture_output=True,
+                          text=True, timeout=300, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("CHECK "))
+    result = json.loads(line.removeprefix("CHECK "))
+    assert result["classpath"] == "btc_platform.supervisor.trigger.SupervisionTrigger"
+    assert result["rebuilt"] == [result["classpath"], result["kwargs"]]
+    assert result["kwargs"]["end_at"] == end_at and result["kwargs"]["interval_s"] == 0.05
+    # an empty data dir: nothing runs yet, the trigger's event says so
+    assert result["event"] == "TriggerEvent"
+    assert result["payload"]["due"] == {"producer": "no supervised process yet", "stream": "no supervised process yet"}
+    assert result["ended"] is None, "the run is over: no new deferral"
+    deferred = result["deferred"]
+    assert deferred["method"] == "resume" and deferred["kwargs"] == {"end_at": end_at}
+    assert deferred["trigger"] == [result["classpath"], {"end_at": end_at, "interval_s": 20.0, "report_every_s": 3600.0}]
 
 
 def test_run_end_is_a_day_after_the_run_started_and_never_in_the_past():
@@ -200,11 +267,7 @@ def test_run_end_is_a_day_after_the_run_started_and_never_in_the_past():
 # a dead broker restarted through the new path (integration: a real Kafka)
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.integration
-def test_killed_kafka_is_found_by_the_trigger_and_restarted_by_the_resumed_task(
-    env_settings, monkeypatch, caplog, capsys
-):
-    from airflow.sdk.exceptions import TaskDeferred
-
+def test_killed_kafka_is_found_by_the_trigger_and_restarted_by_the_resumed_task(env_settings, monkeypatch, caplog):
     from btc_platform import services
 
     broker, controller = free_ports(2)
@@ -221,26 +284,23 @@ def test_killed_kafka_is_found_by_the_trigger_and_restarted_by_the_resumed_task(
         os.kill(first.pid, signal.SIGKILL)
         killed = time.monotonic()
 
-        # triggerer side: the trigger's check finds the dead broker and fires
-        events = _events(SupervisionTrigger(end_at=_soon(120), interval_s=0.5))
+        # triggerer side: the trigger's watch loop finds the dead broker and fires
+        events = _events(_soon(120), 0.5)
         assert events[0]["due"] == {"kafka": "not running"}
         found_s = time.monotonic() - killed
 
-        # worker side: the task resumes with the event, restarts the broker (reason in its log),
-        # checks producer and stream, and defers again with the same end
-        end_at = _soon(3600)
-        operator = SupervisorOperator(task_id="supervise", interval_s=20, run_days=1)
-        with caplog.at_level(logging.INFO), pytest.raises(TaskDeferred) as deferred:
-            operator.resume({}, event=events[0], end_at=end_at)
+        # worker side: the resumed task handles the event: restarts the broker (reason in its
+        # log), checks producer and stream, and watches again
+        with caplog.at_level(logging.INFO):
+            again = handle(events[0], WATCH_LOG)
         back_s = time.monotonic() - killed
+        assert again is True
         assert services.kafka_health(settings) is None
         second = services.base.read_pid(settings, "kafka")
         assert second.pid != first.pid
-        task_log = caplog.text + capsys.readouterr().out  # the operator logs through Airflow's structlog
-        assert "kafka needs a (re)start: not running" in task_log
-        assert f"kafka: restarted (pid {second.pid}) - not running" in task_log
-        assert "producer: ok" in task_log and "stream: ok" in task_log
-        assert deferred.value.trigger.end_at == end_at and deferred.value.method_name == "resume"
+        assert "kafka needs a (re)start: not running" in caplog.text
+        assert f"kafka: restarted (pid {second.pid}) - not running" in caplog.text
+        assert "producer: ok" in caplog.text and "stream: ok" in caplog.text
         assert [(e["name"], e["action"]) for e in supervisor.read_events(settings)][-1] == ("kafka", "restarted")
         logging.getLogger(__name__).info("kafka found dead after %.1f s, healthy again after %.1f s", found_s, back_s)
     finally:

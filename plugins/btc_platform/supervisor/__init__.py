@@ -260,7 +260,8 @@ def ensure_services(settings: Settings | None = None) -> list[CheckResult]:
         with _locked(s, name):
             problem = _lasting_problem(s, name)
             if problem is None:
-                result = CheckResult(name, "ok", "healthy")
+                pids = services.status(name, s).pids
+                result = CheckResult(name, "ok", "healthy", next(iter(pids.values()), None), {"pids": pids})
                 log.info("%s", result)
                 results.append(result)
                 continue
@@ -281,13 +282,18 @@ def assess(settings: Settings | None = None, now: float | None = None) -> dict[s
     """What needs a (re)start now and why, without acting: ``{name: reason}`` for every unhealthy
     local service of ``supervisor_services`` and for the producer and the stream when they are
     absent, dead, reconfigured or stale (the same decisions as the checks that act). Empty when
-    all is well. This is what the supervisor's trigger runs in Airflow's triggerer."""
+    all is well; only the services when one of them is due. This is what the supervisor's
+    trigger runs in Airflow's triggerer."""
     s = settings or get_settings()
     due: dict[str, str] = {}
     for name in s.supervisor_services:
         problem = service_problem(s, name)
         if problem is not None:
             due[name] = problem
+    if due:
+        # the task checks producer and stream after the service anyway; their checks would only
+        # wait for the dead broker here (the stream's lag query times out)
+        return due
     checks = ((producer_spec(s), _producer_stale), (stream_spec(s), _stream_stale))
     for spec, stale in checks:
         record = read_record(s, spec.name)

@@ -1,0 +1,97 @@
+"""The supervision loop of the triggerer and the worker's answer to its events, without Airflow
+(``trigger`` wraps them in Airflow's trigger and operator classes, so they are tested here
+without importing Airflow).
+
+:func:`watch` runs :func:`btc_platform.supervisor.assess` every ``interval_s`` seconds (in a
+thread, so the triggerer's event loop never blocks on a file, a process table or a Kafka query)
+and yields one payload, then ends:
+
+* ``{"due": {name: reason, ...}, "found_at": ..., "checks": n}`` when a local service, the
+  producer or the stream needs a (re)start;
+* ``{"ended": True, "end_at": ..., "checks": n}`` at ``end_at`` (the DAG run's day is over).
+
+A failing check (e.g. an unreadable status file) is logged and retried at the next interval; it
+never fires. :func:`handle` is what the resumed task does with a payload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+#: How often the loop writes an "all healthy" line to the task log while nothing happens.
+REPORT_EVERY_S = 3600.0
+
+
+def parse_time(moment: str) -> float:
+    value = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+def run_end(start: datetime | None, days: float, now: datetime | None = None) -> datetime:
+    """When a supervision run hands over to the next: ``days`` after the run started (its
+    retries keep that end), never before ``now``."""
+    now = now or datetime.now(UTC)
+    start = start or now
+    return max(start + timedelta(days=days), now)
+
+
+async def watch(
+    end_at: str, interval_s: float, log: logging.Logger, report_every_s: float = REPORT_EVERY_S
+) -> AsyncIterator[dict[str, Any]]:
+    """Check health every ``interval_s`` until something is due or ``end_at`` (ISO); yields one
+    payload (see the module docstring)."""
+    from btc_platform import supervisor
+    from btc_platform.settings import get_settings
+
+    settings = get_settings()
+    end = parse_time(end_at)
+    checks, last_report = 0, time.monotonic()
+    log.info("supervising every %g s in the triggerer until %s", interval_s, end_at)
+    while True:
+        left = end - time.time()
+        if left <= 0:
+            log.info("supervision run over at %s after %d checks", end_at, checks)
+            yield {"ended": True, "end_at": end_at, "checks": checks}
+            return
+        await asyncio.sleep(min(interval_s, left))
+        try:
+            due = await asyncio.to_thread(supervisor.assess, settings)
+        except Exception as exc:  # noqa: BLE001 - one failed look must not end supervision; logged, retried
+            log.warning("health check failed (%s: %s); next try in %g s", type(exc).__name__, exc, interval_s)
+            continue
+        checks += 1
+        if due:
+            for name, reason in due.items():
+                log.warning("%s: needs a (re)start: %s", name, reason)
+            yield {"due": due, "found_at": _iso(time.time()), "checks": checks}
+            return
+        if time.monotonic() - last_report >= report_every_s:
+            log.info("%d checks, all healthy", checks)
+            last_report = time.monotonic()
+
+
+def handle(event: dict[str, Any] | None, log: logging.Logger) -> bool:
+    """The resumed task's answer to a payload of :func:`watch`: False when the run is over,
+    else log what was found, run every check (they act; a service that cannot be restarted
+    raises ``SupervisorError``) and return True (watch again)."""
+    from btc_platform.supervisor import ensure_all
+
+    event = event or {}
+    if event.get("ended"):
+        log.info("supervision run over (%s checks in the triggerer); the next run takes over", event.get("checks"))
+        return False
+    for name, reason in (event.get("due") or {}).items():
+        log.warning("trigger found at %s: %s needs a (re)start: %s", event.get("found_at"), name, reason)
+    ensure_all()
+    return True
