@@ -33,21 +33,40 @@ log = logging.getLogger("measure_supervision")
 DAG_ID = "btc_stream_supervisor"
 
 
-def airflow_cpu_seconds(root_pid: int) -> float:
-    """CPU seconds (user + system, with reaped children) of ``root_pid`` and the live processes
-    of its session below it: every process that ever ran there is counted once (a reaped one
-    in its parent's children times)."""
+COMPONENTS = ("scheduler", "triggerer", "dag-processor", "api-server")
+
+
+def _component(proc: psutil.Process) -> str:
+    """The Airflow component a process belongs to (its own or an ancestor's sub-command)."""
+    while proc is not None:
+        try:
+            argv = proc.cmdline()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return "other"
+        for name in COMPONENTS:
+            if name in argv[1:3] or any(arg.endswith(f"airflow {name}") for arg in argv):
+                return name
+        proc = proc.parent()
+    return "standalone"
+
+
+def airflow_cpu_seconds(root_pid: int) -> dict[str, float]:
+    """CPU seconds (user + system, with reaped children) per Airflow component of ``root_pid``
+    and the live processes of its session below it: every process that ever ran there is counted
+    once (a reaped one in its parent's children times; task processes are the scheduler's
+    executor's children)."""
     root = psutil.Process(root_pid)
     session = os.getsid(root_pid)
-    total = 0.0
+    total: dict[str, float] = {}
     for proc in [root, *root.children(recursive=True)]:
         try:
             if os.getsid(proc.pid) != session:
                 continue  # detached (producer, stream): not Airflow's cost
             times = proc.cpu_times()
+            name = "standalone" if proc.pid == root_pid else _component(proc)
         except (psutil.NoSuchProcess, ProcessLookupError):
             continue
-        total += times.user + times.system + times.children_user + times.children_system
+        total[name] = total.get(name, 0.0) + times.user + times.system + times.children_user + times.children_system
     return total
 
 
@@ -139,11 +158,15 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("Airflow of this platform is not running (make run SOURCE=simulate)")
     db_path = str(airflow_home(settings) / "airflow.db")
     started = datetime.now(UTC)
-    cpu0 = airflow_cpu_seconds(record.pid)
+    parts0 = airflow_cpu_seconds(record.pid)
     time.sleep(args.window)
-    cpu1 = airflow_cpu_seconds(record.pid)
+    parts1 = airflow_cpu_seconds(record.pid)
     runs, tries = count_runs(db_path, started)
+    cpu0, cpu1 = sum(parts0.values()), sum(parts1.values())
     per_hour = (cpu1 - cpu0) / args.window * 3600
+    for name in sorted(parts1):
+        used = parts1[name] - parts0.get(name, 0.0)
+        log.info("  %-14s %6.1f CPU s in the window (%4.0f per hour)", name, used, used / args.window * 3600)
     day = 86400 / args.window
     log.info(
         "window %.0f s: Airflow CPU %.1f s (%.0f CPU s per hour); %s: %d DAG runs, %d task tries "
