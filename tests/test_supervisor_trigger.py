@@ -125,6 +125,12 @@ def test_assess_and_ensure_services_report_a_dead_kafka_that_cannot_be_restarted
     assert "kafka: unhealthy (not running): restarting it" in caplog.text
 
 
+def test_hdfs_is_assessed_when_it_is_the_storage(env_settings):
+    s = load_settings(data_dir=env_settings.data_dir, supervisor_services="kafka,hdfs",
+                      kafka_port=env_settings.kafka_port)  # fmt: skip
+    assert supervisor.assess(s) == {"kafka": "not running", "hdfs": "not running"}
+
+
 def test_a_running_service_is_restarted_only_when_its_problem_lasts(env_settings, monkeypatch):
     answers = iter(["metadata request failed: timed out", None])
     monkeypatch.setattr(supervisor, "service_problem", lambda s, name: next(answers))
