@@ -151,6 +151,13 @@ def test_a_running_service_is_restarted_only_when_its_problem_lasts(env_settings
     assert waits == [], "a dead process is restarted at once"
 
 
+def test_the_local_platform_supervises_the_services_it_runs():
+    from btc_platform.services import supervised_services
+
+    assert supervised_services(load_settings()) == ("kafka",)
+    assert supervised_services(load_settings(storage_root="hdfs://127.0.0.1:8020/bitcoin")) == ("kafka", "hdfs")
+
+
 def test_supervised_services_setting_is_validated():
     assert load_settings(supervisor_services="kafka, hdfs").supervisor_services == ("kafka", "hdfs")
     assert load_settings().supervisor_services == ()

@@ -74,6 +74,7 @@ __all__ = [
     "status",
     "stop",
     "stop_all",
+    "supervised_services",
 ]
 
 log = logging.getLogger(__name__)
@@ -162,6 +163,12 @@ def stop_all(settings: Settings) -> None:
     log.info("no process of this platform instance (%s) is left", instance_id(settings))
 
 
+def supervised_services(settings: Settings) -> tuple[str, ...]:
+    """The local services ``run`` starts, which its supervisor then keeps up (unless
+    ``supervisor_services`` is set explicitly): Kafka, and HDFS when it holds the storage."""
+    return ("kafka", "hdfs") if settings.storage_root.startswith("hdfs://") else ("kafka",)
+
+
 def run(settings: Settings, source: str) -> None:
     """Start the platform: Kafka, HDFS when the storage root is hdfs://, then Airflow, whose
     supervisor also keeps those services up (``supervisor_services``).
@@ -174,9 +181,7 @@ def run(settings: Settings, source: str) -> None:
     from btc_platform.supervisor import wait_until_supervised
 
     overrides = {name: getattr(settings, name) for name in settings.model_fields_set}
-    # the supervisor restarts the local services this platform runs (unless set explicitly)
-    supervised = ("kafka", "hdfs") if settings.storage_root.startswith("hdfs://") else ("kafka",)
-    overrides.setdefault("supervisor_services", supervised)
+    overrides.setdefault("supervisor_services", supervised_services(settings))
     settings = load_settings(**{**overrides, "producer_source": source})
     start_kafka(settings)
     if settings.storage_root.startswith("hdfs://"):
