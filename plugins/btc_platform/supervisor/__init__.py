@@ -1,7 +1,7 @@
 """Supervision of the two long-running processes: the producer and the Spark streaming job.
 
 Airflow is not built for never-ending tasks, so the platform does not run them *inside* a task.
-Instead the ``btc_stream_supervisor`` DAG's one deferrable task (``trigger``) calls
+Instead the ``btc_stream_supervisor`` DAG's one deferrable task (module ``trigger``) calls
 :func:`ensure_all` (the local services of ``supervisor_services``, then :func:`ensure_producer`
 and :func:`ensure_stream`), then defers to a trigger that runs :func:`assess` in Airflow's
 triggerer and wakes the task only when something is due. Each ensure call is a short check that
@@ -21,8 +21,9 @@ which is what the Airflow task log shows.
 
 Modules: ``launch`` (what runs: launch specs, environment, fingerprint, paths), ``health``
 (observations: last publish, stream progress and offsets, Kafka lag, producer problems),
-``decide`` (pure restart decisions on those observations), ``trigger`` (the triggerer's
-trigger and the deferrable Airflow operator), ``cli`` (the command line); this module does the
+``decide`` (pure restart decisions on those observations), ``watch`` (the triggerer's check
+loop and the resumed task's answer, without Airflow), ``trigger`` (the Airflow trigger and the
+deferrable operator around them), ``cli`` (the command line); this module does the
 orchestration (ensure / assess / stop / status / wait_until_supervised).
 
 CLI (operators, ``make stop``)::
