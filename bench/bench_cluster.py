@@ -179,7 +179,10 @@ def main(argv: list[str] | None = None) -> int:
 
         # a batch job submitted to the master, code shipped with --py-files (as the stream)
         hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-        env = {**os.environ, "BTC_PROFILE": "cluster", "BTC_CONSOLIDATION_MAX_WAIT_S": "5"}
+        from btc_platform.services.spark import spark_home
+        from btc_platform.supervisor.launch import child_env
+
+        env = {**child_env(settings)[0], "SPARK_HOME": spark_home(), "BTC_CONSOLIDATION_MAX_WAIT_S": "5"}
         cmd = [spark_submit_binary(), *spark_submit_args(settings, "btc-consolidate-bench"),
                "spark_jobs/consolidate_job.py", "--start", hour.isoformat(), "--end",
                (hour + timedelta(hours=1)).isoformat()]  # fmt: skip

@@ -42,10 +42,22 @@ def _spark_class() -> str:
         raise ServiceError(f"{exc}: pyspark's spark-class is needed (run `make venv`)") from exc
 
 
+def spark_home() -> str:
+    """The installed pyspark package, which is the Spark home (jars/, bin/) of a pip install.
+    Explicit, because spark-class's find-spark-home asks whichever ``python3`` is on PATH."""
+    import pyspark
+
+    return str(Path(pyspark.__file__).resolve().parent)
+
+
 def _env(settings: Settings) -> dict[str, str]:
+    import sys
+
     env = base.base_env()
     env.update(
         {
+            "SPARK_HOME": spark_home(),
+            "PYSPARK_PYTHON": env.get("PYSPARK_PYTHON", sys.executable),
             "SPARK_DAEMON_MEMORY": settings.spark_daemon_memory,
             "SPARK_LOCAL_IP": "127.0.0.1",
             "SPARK_NO_DAEMONIZE": "1",
