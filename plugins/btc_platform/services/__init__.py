@@ -122,8 +122,17 @@ def stop(name: str, settings: Settings, timeout: float = STOP_TIMEOUT_S) -> bool
     """Stop one service (SIGTERM, bounded wait, SIGKILL); True if something was running."""
     service = expand([name])[0]
     stopped = False
-    # workers before the master, brokers in reverse: the reverse of the start order
-    for process in reversed(recorded_processes(settings, service)):
+    names = recorded_processes(settings, service)
+    if service == "kafka" and len(names) > 1:
+        # a KRaft quorum stops together: the last broker stopped alone waits for a quorum that is gone
+        # (it needed the 30 s SIGKILL grace when stopped one after the other)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(names)) as pool:
+            stopped = any(list(pool.map(lambda p: terminate(settings, p, timeout), names)))
+        return bool(sweep(settings, service, timeout)) or stopped
+    # workers before the master: the reverse of the start order
+    for process in reversed(names):
         stopped = terminate(settings, process, timeout) or stopped
     return bool(sweep(settings, service, timeout)) or stopped
 
