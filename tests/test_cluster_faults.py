@@ -100,6 +100,7 @@ def test_kill_9_of_a_leading_broker_loses_and_duplicates_nothing(kafka_cluster):
     acked: dict[str, int] = {}
     failures: list[str] = []
     first_ack_after_kill: dict[int, float] = {}
+    partitions_used: set[int] = set()
     killed_at: list[float] = []
 
     def report(err, msg):
@@ -108,13 +109,14 @@ def test_kill_9_of_a_leading_broker_loses_and_duplicates_nothing(kafka_cluster):
             return
         message_id = json.loads(msg.value())["message_id"]
         acked[message_id] = acked.get(message_id, 0) + 1
+        partitions_used.add(msg.partition())
         if killed_at and msg.partition() in led and msg.partition() not in first_ack_after_kill:
             first_ack_after_kill[msg.partition()] = time.monotonic() - killed_at[0]
 
     producer = Producer(kafka_config(settings))
     total, kill_at = 20000, 8000
     for i in range(total):
-        key = f"SYM{i % 7}"
+        key = f"SYM{i % 31}"
         producer.produce(settings.kafka_topic, key=key, value=json.dumps({"message_id": f"m-{i:06d}", "i": i}),
                          on_delivery=report)  # fmt: skip
         producer.poll(0)
@@ -156,7 +158,8 @@ def test_kill_9_of_a_leading_broker_loses_and_duplicates_nothing(kafka_cluster):
     duplicated = {m for m, n in seen.items() if n > 1}
     log.info("broker kill: %d messages, lost %d, duplicated %d", total, len(lost), len(duplicated))
     assert (len(lost), len(duplicated), set(seen) - expected) == (0, 0, set())
-    assert led and set(first_ack_after_kill) == led  # the killed leader's partitions got new leaders
+    # the killed leader's partitions (those the keys use) got new leaders and took writes again
+    assert led & partitions_used and set(first_ack_after_kill) == led & partitions_used
 
 
 # ---------------------------------------------------------------------------------------------
