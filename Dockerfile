@@ -14,8 +14,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/btc
 COPY requirements.txt constraints.txt ./
-# psycopg2-binary: Postgres driver for the Airflow metadata DB of the compose stack only
-RUN pip install -r requirements.txt -c constraints.txt psycopg2-binary==2.9.10
+RUN pip install -r requirements.txt -c constraints.txt
 
 # ---- jars: resolve the Spark Kafka connector (and Kafka/HDFS jars) from Maven Central -----
 FROM base AS jars

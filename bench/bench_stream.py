@@ -15,8 +15,12 @@
    be given as a ratio to it (absolute speeds on these machines move by half between days).
 
 The broker is started by this benchmark (own data dir, free ports) and stopped at the end.
+``--profile cluster`` runs parts 1 and 2 on the cluster profile's shape instead (btc_platform.topology:
+three brokers with the topics at replication 3 / min.insync.replicas 2, a Spark standalone master
+with two workers, the job's executors there); storage stays file:// on this machine so the latency
+watcher can read the Delta log (the executors write it with Hadoop's stock local file system).
 Run: ``.venv/bin/python bench/bench_stream.py [--messages N] [--rate R]
-[--seconds S] [--warmup S] [--skip-latency]``. Needs the jars (``make jars``). Targets on a 2-core machine:
+[--seconds S] [--warmup S] [--skip-latency] [--profile local|cluster]``. Needs the jars (``make jars``). Targets on a 2-core machine:
 >= 20,000 msg/s sustained, p95 <= 5 s.
 """
 
@@ -146,8 +150,13 @@ def job_command(bootstrap: str, topic: str, storage: str, *extra: str) -> list[s
     ]  # fmt: skip
 
 
+#: Settings of the job's environment beyond the data dir (the cluster profile's master and sizes).
+JOB_SETTINGS: dict[str, str] = {}
+
+
 def job_env(data_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
+    env.update(JOB_SETTINGS)
     env["BTC_DATA_DIR"] = str(data_dir)
     return env
 
@@ -394,6 +403,10 @@ def main(argv: list[str] | None = None) -> int:
         "start is reported separately",
     )  # fmt: skip
     parser.add_argument("--skip-latency", action="store_true", help="throughput part only")
+    parser.add_argument("--skip-reference", action="store_true", help="no bare-Spark reference run")
+    parser.add_argument("--profile", choices=("local", "cluster"), default="local",
+                        help="local: Spark local[2], one broker; cluster: Spark standalone master + 2 workers, "
+                             "3 brokers (replication 3, min.insync.replicas 2)")  # fmt: skip
     parser.add_argument("--job-log", type=Path, help="keep the latency run's job log (stderr) in this file, the throughput run's next to it (.throughput.log)")
     args = parser.parse_args(argv if argv is not None else [])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -409,14 +422,29 @@ def main(argv: list[str] | None = None) -> int:
             settings.jars_dir,
         )
         return 0
-    port, controller = _free_ports(2)
+    port, controller, master, master_ui, worker_ui = _free_ports(5)
+    cluster = {}
+    if args.profile == "cluster":
+        from btc_platform.topology import CLUSTER_SHAPE
+
+        cluster = {k: v for k, v in CLUSTER_SHAPE.items() if k != "airflow_database"}
+        cluster.update(spark_master_port=master, spark_master_ui_port=master_ui, spark_worker_ui_port=worker_ui,
+                       spark_master=f"spark://127.0.0.1:{master}", spark_driver_host="127.0.0.1")  # fmt: skip
     settings = load_settings(
         data_dir=workdir / "kafka-data",
         kafka_port=port,
         kafka_controller_port=controller,
         kafka_bootstrap_servers=f"127.0.0.1:{port}",
+        **cluster,
     )
     services.start_kafka(settings)
+    if cluster:
+        settings = load_settings(**{**{n: getattr(settings, n) for n in settings.model_fields_set},
+                                    "kafka_bootstrap_servers": ",".join(f"127.0.0.1:{p}" for p, _ in
+                                                                        settings.kafka_broker_ports())})  # fmt: skip
+        services.start_spark(settings)
+        JOB_SETTINGS.update({f"BTC_{k.upper()}": str(v) for k, v in cluster.items()})
+        JOB_SETTINGS["BTC_KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers
     try:
         bootstrap = settings.kafka_bootstrap_servers
         topic = services.ensure_topic(settings, "bench-throughput", 3)
@@ -432,21 +460,31 @@ def main(argv: list[str] | None = None) -> int:
             topic = services.ensure_topic(settings, "bench-latency", 3)
             lat = latency(bootstrap, topic, workdir, args.rate, args.seconds, args.warmup, args.job_log)
             log.info("latency figures: %s", json.dumps(lat))
-        ref = reference(bootstrap, "bench-throughput", args.messages, workdir)
-        log.info("reference figures: %s", json.dumps(ref))
+        ref = None
+        if not args.skip_reference:
+            ref = reference(bootstrap, "bench-throughput", args.messages, workdir)
+            log.info("reference figures: %s", json.dumps(ref))
     finally:
+        if cluster:
+            services.stop("spark", settings)
         services.stop("kafka", settings)
         shutil.rmtree(workdir, ignore_errors=True)
 
     rows = [
+        ("profile", f"{args.profile} (Spark {settings.spark_master}, {settings.kafka_brokers} broker(s), "
+                    f"replication {settings.kafka_replication_factor})"),
         ("messages preloaded", f"{args.messages:,}"),
         ("sustained throughput (both queries, msg/s)", f"{tp.get('sustained_msgs_per_s', 0):,.0f}"),
         ("processing span (s)", f"{tp.get('processing_span_s', 0):.1f}"),
         ("job wall time incl. startup (s)", f"{tp['job_wall_s']:.1f}"),
-        ("reference: bare Spark parse + Parquet write (rows/s, warm / cold)",
-         f"{ref['rows_per_s']:,.0f} / {ref['cold_rows_per_s']:,.0f}"),
-        ("sustained throughput / warm reference", f"{tp.get('sustained_msgs_per_s', 0) / ref['rows_per_s']:.2f}"),
     ]
+    if ref:
+        rows += [
+            ("reference: bare Spark parse + Parquet write (rows/s, warm / cold)",
+             f"{ref['rows_per_s']:,.0f} / {ref['cold_rows_per_s']:,.0f}"),
+            ("sustained throughput / warm reference",
+             f"{tp.get('sustained_msgs_per_s', 0) / ref['rows_per_s']:.2f}"),
+        ]  # fmt: skip
     for query in ("ingest", "minute_metrics"):
         q = tp[query]
         rate = f"{q['rows_per_s_busy']:,.0f}" if q["rows_per_s_busy"] else "-"

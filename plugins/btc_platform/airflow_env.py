@@ -33,6 +33,14 @@ def password_file(settings: Settings) -> Path:
     return airflow_home(settings) / "simple_auth_manager_passwords.json.generated"
 
 
+def database_url(settings: Settings) -> str:
+    """SQLAlchemy URL of Airflow's metadata DB: the SQLite file in AIRFLOW_HOME, or the local
+    PostgreSQL server (``BTC_AIRFLOW_DATABASE=postgres``, psycopg2 driver)."""
+    if settings.airflow_database == "postgres":
+        return settings.postgres_url
+    return f"sqlite:///{quote(str(airflow_home(settings) / 'airflow.db'))}"
+
+
 def _spark_conn(master: str) -> str:
     """``spark_default`` as a JSON connection: host carries the master (local[2], spark://h:p, yarn)."""
     return json.dumps({"conn_type": "spark", "host": master})
@@ -64,7 +72,6 @@ def airflow_env(settings: Settings, environ: dict[str, str] | None = None) -> di
     """Variables to set for every Airflow process started for this platform."""
     source = os.environ if environ is None else environ
     home = airflow_home(settings)
-    db_path = home / "airflow.db"
     env = {key: value for key, value in source.items() if key.upper().startswith(ENV_PREFIX)}
     env.update(settings_overrides_env(settings))
     env.update(
@@ -74,7 +81,7 @@ def airflow_env(settings: Settings, environ: dict[str, str] | None = None) -> di
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__PARALLELISM": str(settings.airflow_parallelism),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{quote(str(db_path))}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url(settings),
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(settings.airflow_port),
             "AIRFLOW__API__BASE_URL": api_url(settings),
@@ -87,6 +94,9 @@ def airflow_env(settings: Settings, environ: dict[str, str] | None = None) -> di
             f"{ENV_PREFIX}STORAGE_ROOT": settings.storage_root,
         }
     )
+    if settings.airflow_database == "postgres":
+        # what `airflow standalone` picks on SQLite too, explicit here as in docker-compose.yml
+        env["AIRFLOW__CORE__EXECUTOR"] = "LocalExecutor"
     env.update(orchestration_env(settings, source))
     return env
 

@@ -32,6 +32,10 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 _STORAGE_SCHEMES = ("file", "hdfs")
 
+#: Port step between the local brokers of the cluster profile: broker i (0-based) listens on
+#: kafka_port + i * step and its controller on kafka_controller_port + i * step.
+KAFKA_BROKER_PORT_STEP = 100
+
 
 class SettingsError(ValueError):
     """A setting has a value the platform cannot use; the message names the variable."""
@@ -45,6 +49,16 @@ class Settings(BaseSettings):
         extra="ignore",
         frozen=True,
         case_sensitive=False,
+    )
+
+    # ---- profile ----------------------------------------------------------------------------
+    profile: Literal["local", "cluster"] = Field(
+        default="local",
+        description="`local`: one Kafka broker, Spark local[2], file:// storage, Airflow on SQLite. "
+        "`cluster` (`make run PROFILE=cluster`): Spark standalone master + workers, three Kafka brokers "
+        "(replication 3, min.insync.replicas 2), HDFS storage, Airflow on PostgreSQL with LocalExecutor; "
+        "it changes the defaults of the settings it concerns (btc_platform.topology), "
+        "an explicitly set variable still wins.",
     )
 
     # ---- local layout -------------------------------------------------------------------
@@ -69,6 +83,19 @@ class Settings(BaseSettings):
     kafka_port: PositiveInt = 9092
     kafka_controller_port: PositiveInt = 9093
     kafka_heap: str = "512m"
+    kafka_brokers: PositiveInt = Field(
+        default=1,
+        description="Number of local Kafka brokers btc-services starts (KRaft, each broker and controller; "
+        "broker i on BTC_KAFKA_PORT + 100*i).",
+    )
+    kafka_replication_factor: PositiveInt = Field(
+        default=1, description="Replication factor of the topic (at most BTC_KAFKA_BROKERS)."
+    )
+    kafka_min_insync_replicas: PositiveInt = Field(
+        default=1,
+        description="min.insync.replicas of the topic: with the producer's acks=all, a write needs this "
+        "many replicas in sync.",
+    )
 
     # ---- HDFS (local single-node services) ------------------------------------------------
     hdfs_namenode_port: PositiveInt = 8020
@@ -91,9 +118,47 @@ class Settings(BaseSettings):
     spark_master: str = "local[2]"
     spark_shuffle_partitions: PositiveInt = 2
     spark_driver_memory: str = "1g"
+    spark_master_port: PositiveInt = Field(default=7077, description="Port of the local Spark standalone master.")
+    spark_master_ui_port: PositiveInt = Field(default=8081, description="Web UI port of the local Spark master.")
+    spark_workers: NonNegativeInt = Field(
+        default=0, description="Number of local Spark standalone workers btc-services starts (0: no standalone cluster)."
+    )
+    spark_worker_ui_port: PositiveInt = Field(
+        default=8082, description="Web UI port of the first local Spark worker (worker i uses port + i)."
+    )
+    spark_worker_cores: PositiveInt = Field(default=1, description="Cores each local Spark worker offers.")
+    spark_worker_memory: str = Field(default="1g", description="Memory each local Spark worker offers to executors.")
+    spark_daemon_memory: str = Field(
+        default="256m", description="JVM heap of the local Spark master and worker daemons themselves."
+    )
+    spark_executor_memory: str = Field(
+        default="", description="spark.executor.memory on a spark:// master; empty: Spark's default (1g)."
+    )
+    spark_executor_cores: NonNegativeInt = Field(
+        default=0, description="spark.executor.cores on a spark:// master (0: unset, one executor takes a worker's cores)."
+    )
+    spark_cores_max: NonNegativeInt = Field(
+        default=0,
+        description="spark.cores.max of a batch job on a spark:// master (0: unset, the job takes every free core).",
+    )
+    stream_cores_max: NonNegativeInt = Field(
+        default=0,
+        description="spark.cores.max of the streaming job on a spark:// master (0: unset); leave cores to the "
+        "batch jobs, which otherwise wait for the never-ending stream.",
+    )
+    spark_driver_host: str = Field(
+        default="",
+        description="spark.driver.host (the address executors connect back to); empty: Spark's default.",
+    )
 
     # ---- Airflow ----------------------------------------------------------------------------
     airflow_port: PositiveInt = 8080
+    airflow_database: Literal["sqlite", "postgres"] = Field(
+        default="sqlite",
+        description="Airflow metadata DB: SQLite file in AIRFLOW_HOME, or the local PostgreSQL server that "
+        "btc-services starts (Debian package postgresql; LocalExecutor either way).",
+    )
+    postgres_port: PositiveInt = Field(default=5432, description="Port of the local PostgreSQL server on 127.0.0.1.")
     airflow_parallelism: PositiveInt = Field(
         default=4,
         description="Task slots (LocalExecutor worker processes) of the local Airflow; small for 2-core machines.",
@@ -324,6 +389,23 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _profile(self) -> Settings:
+        """The cluster profile's defaults for the settings not set explicitly (one place:
+        btc_platform.topology.profile_defaults)."""
+        if self.profile != "local":
+            from btc_platform.topology import profile_defaults
+
+            for name, value in profile_defaults(self).items():
+                if name not in self.model_fields_set:
+                    object.__setattr__(self, name, value)
+        if self.kafka_replication_factor > self.kafka_brokers:
+            raise ValueError(f"kafka_replication_factor {self.kafka_replication_factor} > kafka_brokers {self.kafka_brokers}")
+        if self.kafka_min_insync_replicas > self.kafka_replication_factor:
+            raise ValueError(f"kafka_min_insync_replicas {self.kafka_min_insync_replicas} > kafka_replication_factor "
+                             f"{self.kafka_replication_factor}")  # fmt: skip
+        return self
+
+    @model_validator(mode="after")
     def _storage(self) -> Settings:
         uri = self.storage_root or f"file://{self.data_dir.resolve()}/bitcoin"
         parsed = urlparse(uri)
@@ -368,6 +450,21 @@ class Settings(BaseSettings):
     def hdfs_uri(self) -> str:
         """URI of the local single-node HDFS started by infra/ (not necessarily the storage root)."""
         return f"hdfs://127.0.0.1:{self.hdfs_namenode_port}"
+
+    def kafka_broker_ports(self) -> list[tuple[int, int]]:
+        """(broker port, controller port) of each local broker."""
+        step = KAFKA_BROKER_PORT_STEP
+        return [(self.kafka_port + i * step, self.kafka_controller_port + i * step) for i in range(self.kafka_brokers)]
+
+    @property
+    def spark_standalone_url(self) -> str:
+        """URL of the local Spark standalone master."""
+        return f"spark://127.0.0.1:{self.spark_master_port}"
+
+    @property
+    def postgres_url(self) -> str:
+        """SQLAlchemy URL of the Airflow DB on the local PostgreSQL server (psycopg2 driver)."""
+        return f"postgresql+psycopg2://airflow@127.0.0.1:{self.postgres_port}/airflow"
 
     def path(self, *parts: str) -> str:
         """A URI under the storage root, e.g. ``s.path("raw_data")``."""

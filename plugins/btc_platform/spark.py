@@ -94,6 +94,7 @@ def spark_conf(
     with_launch_options: bool = True,
     driver_memory: str | None = None,
     driver_java_options: str = "",
+    cores_max: int | None = None,
 ) -> dict[str, str]:
     """Every Spark option of the platform, the one place they are decided.
 
@@ -102,6 +103,8 @@ def spark_conf(
     ``orchestration.spark_submit_kwargs`` (Airflow's SparkSubmitOperator). ``with_launch_options``
     adds what only takes effect when the driver JVM is launched (memory, JVM options, the
     local file system's classpath); ``driver_memory`` defaults to ``settings.spark_driver_memory``.
+    On a ``spark://`` master: executor cores and memory, ``spark.cores.max`` (``cores_max``,
+    default ``settings.spark_cores_max``; 0 leaves it unset) and the driver's address.
     """
     master = master or settings.spark_master
     conf = {
@@ -117,6 +120,8 @@ def spark_conf(
         # VACUUM lists files with this many tasks (default 10,000)
         "spark.sql.sources.parallelPartitionDiscovery.parallelism": str(4 * settings.spark_shuffle_partitions),
     }
+    if master.startswith("spark://"):
+        conf.update(standalone_conf(settings, cores_max))
     jars = settings.spark_jars()
     if jars:
         conf["spark.jars"] = ",".join(jars)
@@ -127,6 +132,22 @@ def spark_conf(
         conf["spark.driver.memory"] = driver_memory or settings.spark_driver_memory
         conf["spark.driver.extraJavaOptions"] = jvm_options(driver_java_options)
         conf.update(local_fs_conf(settings, master))
+    return conf
+
+
+def standalone_conf(settings: Settings, cores_max: int | None = None) -> dict[str, str]:
+    """Options of an application on a Spark standalone master (only the ones that are set)."""
+    cores_max = settings.spark_cores_max if cores_max is None else cores_max
+    conf = {}
+    if settings.spark_executor_memory:
+        conf["spark.executor.memory"] = settings.spark_executor_memory
+    if settings.spark_executor_cores:
+        conf["spark.executor.cores"] = str(settings.spark_executor_cores)
+    if cores_max:
+        conf["spark.cores.max"] = str(cores_max)
+    if settings.spark_driver_host:
+        conf["spark.driver.host"] = settings.spark_driver_host
+        conf["spark.driver.bindAddress"] = settings.spark_driver_host
     return conf
 
 
@@ -205,12 +226,13 @@ def spark_submit_args(
     with_py_files: bool | None = None,
     driver_memory: str | None = None,
     driver_java_options: str = "",
+    cores_max: int | None = None,
 ) -> list[str]:
     """spark-submit options of a platform job (master, name, every :func:`spark_conf` option,
     ``--py-files`` with the package zip on non-local masters)."""
     args = ["--master", settings.spark_master, "--name", app_name]
     conf = spark_conf(settings, settings.spark_master, driver_memory=driver_memory,
-                      driver_java_options=driver_java_options)  # fmt: skip
+                      driver_java_options=driver_java_options, cores_max=cores_max)  # fmt: skip
     for key, value in conf.items():
         args += ["--conf", f"{key}={value}"]
     if with_py_files is None:

@@ -1,12 +1,14 @@
-"""Local real services of the platform: Kafka (KRaft), HDFS (NameNode + DataNode), Airflow.
+"""Local real services of the platform: PostgreSQL (cluster profile), Kafka (KRaft, one broker
+or several), HDFS (NameNode + DataNode), Spark standalone (cluster profile), Airflow.
 
 Python API (used by ``btc-services``, the test fixtures and the benchmarks): ``start(name,
 settings)``, ``stop(name, settings)``, ``status(name, settings)``, ``stop_all(settings)``,
 ``run(settings, source)``, ``ensure_topic(settings, topic, partitions)`` and the per-service
 ``start_kafka`` / ``start_hdfs`` / ``start_airflow``.
 
-Modules: ``base`` (errors, pid records, markers, ports, java), ``kafka``, ``hdfs``, ``airflow``
-(one per service), ``cli`` (``btc-services start|stop|status|run``).
+Modules: ``base`` (errors, pid records, markers, ports, java), ``postgres``, ``kafka``, ``hdfs``,
+``spark``, ``airflow`` (one per service), ``cli`` (``btc-services start|stop|status|run``).
+Which processes a service has depends on the profile (``base.processes``; btc_platform.topology).
 
 Every process runs detached in its own process group (``btc_platform.process``), with its pid
 record under ``<data_dir>/run`` and its log under ``<data_dir>/logs``. Start is idempotent,
@@ -28,7 +30,6 @@ from btc_platform.services.airflow import airflow_health, start_airflow
 from btc_platform.services.base import (
     COMPONENT_ENV,
     INSTANCE_ENV,
-    PROCESSES,
     SERVICES,
     STOP_TIMEOUT_S,
     PortInUseError,
@@ -36,6 +37,8 @@ from btc_platform.services.base import (
     instance_id,
     log_path,
     marked_processes,
+    processes,
+    recorded_processes,
     run_dir,
     running_pid,
     sweep,
@@ -43,6 +46,8 @@ from btc_platform.services.base import (
 )
 from btc_platform.services.hdfs import hdfs_dir, hdfs_health, start_hdfs
 from btc_platform.services.kafka import ensure_topic, kafka_dir, kafka_health, start_kafka
+from btc_platform.services.postgres import postgres_health, start_postgres
+from btc_platform.services.spark import spark_health, start_spark
 
 if TYPE_CHECKING:
     from btc_platform.settings import Settings
@@ -50,7 +55,6 @@ if TYPE_CHECKING:
 __all__ = [
     "COMPONENT_ENV",
     "INSTANCE_ENV",
-    "PROCESSES",
     "SERVICES",
     "PortInUseError",
     "ServiceError",
@@ -64,6 +68,7 @@ __all__ = [
     "kafka_health",
     "log_path",
     "marked_processes",
+    "processes",
     "run",
     "run_dir",
     "running_pid",
@@ -80,13 +85,17 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _STARTERS: dict[str, Callable[[Settings], None]] = {
+    "postgres": start_postgres,
     "kafka": start_kafka,
     "hdfs": start_hdfs,
+    "spark": start_spark,
     "airflow": start_airflow,
 }
 _HEALTH: dict[str, Callable[[Settings], str | None]] = {
+    "postgres": postgres_health,
     "kafka": kafka_health,
     "hdfs": hdfs_health,
+    "spark": spark_health,
     "airflow": airflow_health,
 }
 
@@ -114,7 +123,17 @@ def stop(name: str, settings: Settings, timeout: float = STOP_TIMEOUT_S) -> bool
     """Stop one service (SIGTERM, bounded wait, SIGKILL); True if something was running."""
     service = expand([name])[0]
     stopped = False
-    for process in reversed(PROCESSES[service]):
+    names = recorded_processes(settings, service)
+    if service == "kafka" and len(names) > 1:
+        # a KRaft quorum stops together: the last broker stopped alone waits for a quorum that is gone
+        # (it needed the 30 s SIGKILL grace when stopped one after the other)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(names)) as pool:
+            stopped = any(list(pool.map(lambda p: terminate(settings, p, timeout), names)))
+        return bool(sweep(settings, service, timeout)) or stopped
+    # workers before the master: the reverse of the start order
+    for process in reversed(names):
         stopped = terminate(settings, process, timeout) or stopped
     return bool(sweep(settings, service, timeout)) or stopped
 
@@ -137,8 +156,10 @@ class ServiceStatus:
 def status(name: str, settings: Settings) -> ServiceStatus:
     """Pid liveness and health of one service."""
     name = expand([name])[0]
-    result = ServiceStatus(name, {p: running_pid(settings, p) for p in PROCESSES[name]})
-    if result.running:
+    result = ServiceStatus(name, {p: running_pid(settings, p) for p in processes(settings, name)})
+    if not result.pids:
+        result.problem = f"not used by the {settings.profile} profile"
+    elif result.running:
         result.problem = _HEALTH[name](settings)
     else:
         result.problem = "not running"
@@ -156,7 +177,7 @@ def stop_all(settings: Settings) -> None:
     for name in reversed(SERVICES):
         stop(name, settings)
     sweep(settings, None)
-    left = [p for procs in PROCESSES.values() for p in procs if running_pid(settings, p)]
+    left = [p for name in SERVICES for p in recorded_processes(settings, name) if running_pid(settings, p)]
     left += [str(pid) for pid in marked_processes(settings)]
     if left:
         raise ServiceError(f"still running after stop: {left}")
@@ -170,8 +191,9 @@ def supervised_services(settings: Settings) -> tuple[str, ...]:
 
 
 def run(settings: Settings, source: str) -> None:
-    """Start the platform: Kafka, HDFS when the storage root is hdfs://, then Airflow, whose
-    supervisor also keeps those services up (``supervisor_services``).
+    """Start the platform: PostgreSQL (when Airflow's DB is postgres), Kafka, HDFS when the
+    storage root is hdfs://, the Spark standalone cluster (when BTC_SPARK_WORKERS > 0), then
+    Airflow, whose supervisor also keeps Kafka and HDFS up (``supervisor_services``).
 
     Refuses (``LegacyLayoutError``) a storage root with datasets of the Parquet layout, before
     Airflow starts anything that writes to them."""
@@ -183,9 +205,14 @@ def run(settings: Settings, source: str) -> None:
     overrides = {name: getattr(settings, name) for name in settings.model_fields_set}
     overrides.setdefault("supervisor_services", supervised_services(settings))
     settings = load_settings(**{**overrides, "producer_source": source})
+    log.info("profile %s", settings.profile)
+    if settings.airflow_database == "postgres":
+        start_postgres(settings)
     start_kafka(settings)
     if settings.storage_root.startswith("hdfs://"):
         start_hdfs(settings)
+    if settings.spark_workers:
+        start_spark(settings)
     # before Airflow starts the stream and the jobs on datasets of the Parquet layout
     check_layout(settings)
     start_airflow(settings)
@@ -195,7 +222,12 @@ def run(settings: Settings, source: str) -> None:
         log.info("  %s", line)
     log.info("platform up (producer source %s)", source)
     log.info("  Airflow UI : %s  (user admin, password in %s)", api_url(settings), password_file(settings))
-    log.info("  Kafka      : %s topic %s", settings.kafka_bootstrap_servers, settings.kafka_topic)
+    log.info("  Kafka      : %s topic %s (replication factor %d, min.insync.replicas %d)",
+             settings.kafka_bootstrap_servers, settings.kafka_topic, settings.kafka_replication_factor,
+             settings.kafka_min_insync_replicas)  # fmt: skip
+    log.info("  Spark      : %s", settings.spark_master)
+    if settings.airflow_database == "postgres":
+        log.info("  Airflow DB : PostgreSQL on 127.0.0.1:%d", settings.postgres_port)
     log.info("  storage    : %s", settings.storage_root)
     log.info("  logs       : %s", settings.logs_dir)
     log.info("  stop with  : make stop")

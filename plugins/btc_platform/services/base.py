@@ -21,13 +21,40 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SERVICES: tuple[str, ...] = ("kafka", "hdfs", "airflow")
-#: Processes of each service, in start order (stopped in reverse).
-PROCESSES: dict[str, tuple[str, ...]] = {
-    "kafka": ("kafka",),
-    "hdfs": ("hdfs-namenode", "hdfs-datanode"),
-    "airflow": ("airflow",),
-}
+#: Services in start order (stopped in reverse). postgres and spark only run in profiles that
+#: use them (BTC_AIRFLOW_DATABASE=postgres, BTC_SPARK_WORKERS > 0).
+SERVICES: tuple[str, ...] = ("postgres", "kafka", "hdfs", "spark", "airflow")
+
+
+def processes(settings: Settings, service: str) -> tuple[str, ...]:
+    """Processes of ``service`` under these settings, in start order (empty: not used)."""
+    if service == "postgres":
+        return ("postgres",) if settings.airflow_database == "postgres" else ()
+    if service == "kafka":
+        if settings.kafka_brokers == 1:
+            return ("kafka",)
+        return tuple(f"kafka-{i + 1}" for i in range(settings.kafka_brokers))
+    if service == "hdfs":
+        return ("hdfs-namenode", "hdfs-datanode")
+    if service == "spark":
+        if not settings.spark_workers:
+            return ()
+        return ("spark-master", *(f"spark-worker-{i + 1}" for i in range(settings.spark_workers)))
+    if service == "airflow":
+        return ("airflow",)
+    raise ServiceError(f"unknown service {service!r}")
+
+
+def recorded_processes(settings: Settings, service: str) -> list[str]:
+    """Processes of ``service`` with a pid record, whatever profile started them (``make stop``
+    stops a cluster profile's processes without being told the profile)."""
+    found = set(processes(settings, service))
+    folder = run_dir(settings)
+    if folder.is_dir():
+        for path in folder.glob("*.pid"):
+            if path.stem == service or path.stem.startswith(f"{service}-"):
+                found.add(path.stem)
+    return sorted(found)
 STOP_TIMEOUT_S = 30.0
 #: After the leader's SIGINT timed out, how long the group gets after SIGTERM.
 GROUP_TERM_AFTER_INTERRUPT_S = 10.0

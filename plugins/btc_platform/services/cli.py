@@ -1,11 +1,12 @@
-"""``btc-services``: start, stop and check the local Kafka, HDFS and Airflow of the platform.
+"""``btc-services``: start, stop and check the local services of the platform (PostgreSQL,
+Kafka, HDFS, Spark standalone, Airflow; which of them run depends on ``BTC_PROFILE``).
 
 ::
 
-    btc-services start  kafka|hdfs|airflow|all [...]
-    btc-services stop   kafka|hdfs|airflow|all [...]
-    btc-services status kafka|hdfs|airflow|all [...]
-    btc-services run --source live|simulate|replay
+    btc-services start  postgres|kafka|hdfs|spark|airflow|all [...]
+    btc-services stop   postgres|kafka|hdfs|spark|airflow|all [...]
+    btc-services status postgres|kafka|hdfs|spark|airflow|all [...]
+    btc-services run --source live|simulate|replay [--profile local|cluster]
 
 (also ``python -m btc_platform.services.cli``). Exit status: 0 done / healthy, 1 a service
 failed or is not healthy, 2 bad arguments.
@@ -44,7 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("run", help="start the platform (Kafka, HDFS if the storage root is hdfs://, Airflow)",
                        description="start the platform (Kafka, HDFS if the storage root is hdfs://, Airflow)")  # fmt: skip
     p.add_argument("--source", choices=("live", "simulate", "replay"), default=None,
-                   help="producer data source, passed on as BTC_PRODUCER_SOURCE (default: the setting, 'live')")  # fmt: skip
+                   help="producer data source, passed on as BTC_PRODUCER_SOURCE (default: the setting, 'live')")
+    p.add_argument("--profile", choices=("local", "cluster"), default=None,
+                   help="local (default) or cluster: Spark standalone + 3 Kafka brokers + HDFS + Airflow on "
+                        "PostgreSQL; passed on as BTC_PROFILE")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
@@ -55,6 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         settings = get_settings()
+        if args.command == "run" and args.profile and args.profile != settings.profile:
+            from btc_platform.settings import load_settings
+
+            overrides = {name: getattr(settings, name) for name in settings.model_fields_set}
+            settings = load_settings(**{**overrides, "profile": args.profile})
         if args.command == "run":
             run(settings, args.source or settings.producer_source)
         elif args.command == "start":
@@ -74,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 optional = (
                     "all" in args.services and name == "hdfs" and not settings.storage_root.startswith("hdfs://")
                 )
+                if not st.pids:  # postgres / spark outside the cluster profile
+                    log.info("%-8s %-9s (%s)", name, "unused", st.problem)
+                    continue
                 pids = ", ".join(f"{p}={pid or '-'}" for p, pid in st.pids.items())
                 log.info("%-8s %-9s %s%s", name, "healthy" if st.healthy else ("unhealthy" if st.running else "stopped"),
                          pids, "" if st.healthy else f"  ({st.problem})")  # fmt: skip

@@ -144,7 +144,7 @@ def start_hdfs(settings: Settings) -> None:
             log.info("hdfs already running at %s", settings.hdfs_uri)
             return
     started = time.monotonic()
-    for name in reversed(base.PROCESSES["hdfs"]):
+    for name in reversed(base.processes(settings, "hdfs")):
         base.terminate(settings, name)
     for port, what, setting in (
         (settings.hdfs_namenode_port, "NameNode RPC", "BTC_HDFS_NAMENODE_PORT"),

@@ -104,7 +104,8 @@ def stream_spec(settings: Settings) -> LaunchSpec:
     argv = (
         spark_submit_binary(),
         *spark_submit_args(settings, "btc-stream", driver_memory=settings.stream_driver_memory,
-                           driver_java_options=settings.stream_driver_java_options),  # fmt: skip
+                           driver_java_options=settings.stream_driver_java_options,
+                           cores_max=settings.stream_cores_max),  # fmt: skip
         str(PROJECT_ROOT / "spark_jobs" / STREAM_DRIVER_MARKER),
         "--master", settings.spark_master,
     )  # fmt: skip
