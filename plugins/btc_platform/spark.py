@@ -117,6 +117,12 @@ def spark_conf(
         # VACUUM lists files with this many tasks (default 10,000)
         "spark.sql.sources.parallelPartitionDiscovery.parallelism": str(4 * settings.spark_shuffle_partitions),
     }
+    # every Delta commit of a job run by an Airflow task names that task instance (the dashboard links it)
+    from btc_platform import lineage
+
+    task_metadata = lineage.user_metadata()
+    if task_metadata:
+        conf["spark.databricks.delta.commitInfo.userMetadata"] = task_metadata
     jars = settings.spark_jars()
     if jars:
         conf["spark.jars"] = ",".join(jars)

@@ -1,5 +1,5 @@
 // BTC dashboard: fetches the JSON endpoints next to this page (api/...), draws them with plotly.js
-// (served by the same app from the installed plotly package) and refreshes itself.
+// (served by the same app: the npm package plotly.js-finance-dist-min, installed by `make js`) and refreshes itself.
 // Hand-written, not minified. Every chart is drawn from exactly the rows its endpoint returned;
 // a section without rows shows the endpoint's reason instead of a chart.
 "use strict";
@@ -67,11 +67,11 @@ function table(id, columns, rows) {
 }
 
 // Draw a chart, or hide it when its endpoint returned no rows (the section's reason says why).
-// plotly.min.js loads deferred, in parallel with the first data requests
+// plotly.js loads deferred, in parallel with the first data requests
 const plotlyReady = window.Plotly ? Promise.resolve() : new Promise((resolve, reject) => {
   const script = document.getElementById("plotly-js");
   script.addEventListener("load", () => { performance.mark("btc:plotly-ready"); resolve(); });
-  script.addEventListener("error", () => reject(new Error("static/plotly.min.js did not load")));
+  script.addEventListener("error", () => reject(new Error("static/plotly.js did not load (run `make js`)")));
 });
 
 function draw(id, traces, layout) {
@@ -213,6 +213,20 @@ function link(href, text) {
   return a;
 }
 
+// The commit that wrote a table's data, and the Airflow task instance that made it (run, task log).
+function producedBy(r) {
+  const p = r.produced_by;
+  if (!p) return r.version === null ? "" : r.reason;
+  const span = document.createElement("span");
+  span.className = "produced";
+  span.append(`v${p.version} ${p.operation} ${p.committed_at}: `);
+  if (!p.airflow) { span.append(r.reason); return span; }
+  const tries = p.airflow.try_number > 1 ? ` (try ${p.airflow.try_number})` : "";
+  span.append(link(p.run, `${p.airflow.dag_id} ${p.airflow.run_id}`), " / ",
+    link(p.task_log, `${p.airflow.task_id}${tries} log`));
+  return span;
+}
+
 async function drawPipeline(d) {
   const prod = d.producer;
   const st = d.stream;
@@ -233,7 +247,8 @@ async function drawPipeline(d) {
     ["watermark", "watermark"], [(q) => age(q.age_s), "last batch"]], st.queries || []);
   reason("restarts", d.restarts.length ? "" : "the supervisor has started nothing yet (btc_stream_supervisor DAG)");
   table("restarts", [["time", "when"], ["name", "process"], ["action", "action"], ["reason", "reason"], ["pid", "pid"],
-    [() => link("../dags/btc_stream_supervisor/runs", "task logs"), "logs"]], d.restarts);
+    [(r) => (r.task_log ? link(r.task_log, `${r.airflow.run_id} ${r.airflow.task_id}`)
+      : link("../dags/btc_stream_supervisor/runs", "btc_stream_supervisor runs")), "task log"]], d.restarts);
   const q = d.quarantine;
   reason("quarantine", q.reason);
   const qTraces = q.total > 0 ? Object.entries(q.series).map(([code, counts]) =>
@@ -253,10 +268,11 @@ async function drawPipeline(d) {
   table("quality-failures", [["hour_start", "hour"], ["symbol", "symbol"], ["check", "check"], ["severity", "severity"],
     ["detail", "detail"]], dq.failures);
   table("datasets", [["table", "table"], [(r) => (r.version === null ? r.reason : `v${r.version}`), "version"],
-    ["operation", "last commit"], ["committed_at", "at"],
+    [(r) => (r.last_commit ? `${r.last_commit.operation} ${r.last_commit.committed_at}` : ""), "last commit"],
+    [(r) => producedBy(r), "data written by (task log)"],
     [(r) => { const span = document.createElement("span");
-      r.dags.forEach((dag, i) => { if (i) span.append(", "); span.append(link(`../dags/${dag}/runs`, dag)); });
-      return span; }, "DAG runs (task logs inside)"]], d.datasets);
+      r.dags.forEach((dag, i) => { if (i) span.append(", "); span.append(link(r.dag_runs[i], dag)); });
+      return span; }, "all runs"]], d.datasets);
 }
 
 // ---- wiring ---------------------------------------------------------------------------------
