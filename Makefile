@@ -9,7 +9,7 @@ SOURCE ?= live
 export PYTHONUNBUFFERED := 1
 
 .PHONY: help venv jars run stop status services-up services-down test test-fast bench evaluate lint clean-data \
-	convert-data sql chromium
+	convert-data sql chromium js
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,7 +26,10 @@ venv: $(VENV)/.installed ## create .venv, install the pinned dependencies and th
 jars: venv ## resolve Kafka, Hadoop and the Spark Kafka connector from Maven Central (once)
 	$(VENV)/bin/btc-jars
 
-run: venv jars ## start the whole platform locally (SOURCE=live|simulate|replay)
+js: venv ## the dashboard's chart library (npm package plotly.js-finance-dist-min) into the cache dir (once)
+	$(PY) -m btc_platform.dashboard.assets
+
+run: venv jars js ## start the whole platform locally (SOURCE=live|simulate|replay)
 	$(VENV)/bin/btc-services run --source $(SOURCE)
 
 stop: venv ## stop everything `make run` started
@@ -44,13 +47,13 @@ services-down: venv ## stop Kafka and HDFS
 chromium: venv ## Debian's chromium for the dashboard's browser test (apt-get when missing and root)
 	$(PY) -m btc_platform.dashboard.browser
 
-test: venv jars chromium ## install what is needed, run every test (tests start their own Kafka/HDFS/Airflow)
+test: venv jars js chromium ## install what is needed, run every test (tests start their own Kafka/HDFS/Airflow)
 	$(PY) -m pytest
 
 test-fast: venv ## unit tests only (no services, no Spark streaming, no training)
 	$(PY) -m pytest -m "not integration and not slow"
 
-bench: venv jars ## benchmarks that print figures
+bench: venv jars js ## benchmarks that print figures
 	$(PY) bench/run_all.py
 
 DATA ?=

@@ -86,6 +86,37 @@ def test_endpoints_return_the_seeded_rows(seeded, client):
     assert pipeline["producer"]["published"] == 1234 and pipeline["stream"]["queries"][0]["name"] == "ingest"
     tables = {d["table"]: d for d in pipeline["datasets"]}
     assert tables["hourly_metrics"]["version"] == 0 and tables["data_quality"]["version"] is None
+    # the exact DAG run and task log behind a table (recorded in its commit) and behind a restart
+    produced = tables["hourly_metrics"]["produced_by"]
+    assert produced["airflow"] == td.BACKFILL_TASK and produced["version"] == 0
+    assert produced["task_log"] == "../dags/btc_backfill/runs/manual__2026-01-01T00%3A00%3A00%2B00%3A00/tasks/backfill?try_number=2"
+    assert produced["run"] == "../dags/btc_backfill/runs/manual__2026-01-01T00%3A00%3A00%2B00%3A00"
+    assert tables["minute_metrics"]["produced_by"]["airflow"] is None
+    assert "names no Airflow task" in tables["minute_metrics"]["reason"]
+    restart, start = pipeline["restarts"]
+    assert restart["airflow"] == td.SUPERVISOR_TASK and restart["task_log"].endswith(
+        "/runs/scheduled__2026-01-01T00%3A01%3A00%2B00%3A00/tasks/ensure_stream?try_number=1")
+    assert start["task_log"] is None  # recorded outside Airflow: no link invented
+
+
+def test_maintenance_commits_do_not_hide_the_writer(settings_env, client):
+    """The newest commit of a compacted table is OPTIMIZE (no data, no Airflow task of its own
+    here): the table still links the task that wrote its data; the last commit is shown as such."""
+    from btc_platform import lake
+
+    settings = settings_env()
+    now = pd.Timestamp.now(tz="UTC")
+    with td.airflow_task_env(td.BACKFILL_TASK):
+        td.hourly_metrics(settings, now, 24)
+        td.hourly_metrics(settings, now - pd.Timedelta(days=2), 24)  # a second file to compact
+    table = lake.open_table("hourly_metrics", settings)
+    table.optimize.compact()
+    tables = {d["table"]: d for d in client.get("/api/pipeline").json()["datasets"]}
+    entry = tables["hourly_metrics"]
+    assert entry["version"] == 2 and entry["last_commit"]["operation"] == "OPTIMIZE"
+    assert entry["last_commit"]["airflow"] is None
+    assert entry["produced_by"]["version"] == 1 and entry["produced_by"]["operation"] == "WRITE"
+    assert entry["produced_by"]["airflow"] == td.BACKFILL_TASK and entry["reason"] is None
 
 
 def test_empty_storage_gives_reasons_not_errors(client):
@@ -168,7 +199,7 @@ print(json.dumps({
     assert out["appbuilder"] == 0
     assert out["docs"] == [None, None, None]
     assert any("requires_access_view" in d for d in out["deps"]), out["deps"]
-    assert out["routes"] == sorted(["/", "/static/plotly.min.js", "/static/{name}", "/api/config", "/api/market",
+    assert out["routes"] == sorted(["/", "/static/plotly.js", "/static/{name}", "/api/config", "/api/market",
                                     "/api/history", "/api/forecast", "/api/pipeline"])
 
 
@@ -239,7 +270,7 @@ def chromium():
     return ensure_chromium()  # installs the Debian package or fails naming it: never a skip
 
 
-ROUTES = ("/btc/", "/btc/static/dashboard.js", "/btc/static/dashboard.css", "/btc/static/plotly.min.js",
+ROUTES = ("/btc/", "/btc/static/dashboard.js", "/btc/static/dashboard.css", "/btc/static/plotly.js",
           *(f"/btc/api/{name}" for name in ENDPOINTS))
 
 
@@ -370,6 +401,16 @@ def test_dashboard_in_a_browser(airflow_dashboard, chromium, tmp_path):
             assert "age" in frame.locator("#tick").inner_text()
             # links to the runs of the DAGs that write each table
             assert frame.locator("#datasets a[href='../dags/btc_hourly_consolidation/runs']").count() == 2
+            # and to the exact run and task log that wrote a table's data, and that restarted the stream
+            pipeline = answers["pipeline"]
+            produced = next(d for d in pipeline["datasets"] if d["table"] == "hourly_metrics")["produced_by"]
+            for href in (produced["task_log"], produced["run"], pipeline["restarts"][0]["task_log"]):
+                assert frame.locator(f"#datasets a[href='{href}'], #restarts a[href='{href}']").count() == 1, href
+            assert "backfill (try 2) log" in frame.locator("#datasets").inner_text()
+            assert "names no Airflow task" in frame.locator("#datasets").inner_text()
+            # the chart library is the finance bundle installed by `make js`, not the full plotly.js
+            traces = set(frame.evaluate("() => Object.keys(Plotly.PlotSchema.get().traces)"))
+            assert {"scatter", "bar", "candlestick"} <= traces and not {"scatter3d", "scattergl", "sankey"} & traces
 
             for view in ("market", "history", "forecast", "pipeline"):
                 frame.locator(f"section#{view}").screenshot(path=str(shots / f"{view}.png"))

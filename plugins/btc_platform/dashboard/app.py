@@ -5,11 +5,12 @@ A plugin app gets no authentication from Airflow by itself: every route here, th
 scripts and the JSON alike, depends on ``requires_access_view(AccessView.WEBSITE)`` (Airflow's
 own check: the session cookie or a bearer token, then the auth manager), so without a session
 each answers 401 (no token) or 403 (invalid token / not allowed). The docs and OpenAPI routes are
-off. plotly.js is served from the ``plotly`` Python package's bundled ``plotly.min.js`` (installed
-by ``make venv``); nothing is loaded from elsewhere.
+off. plotly.js is the finance bundle of the npm package ``plotly.js-finance-dist-min``, installed
+into the cache directory by ``make js`` (``btc_platform.dashboard.assets``); nothing is loaded from
+elsewhere.
 
 Routes (relative to the mount point): ``/`` the page, ``/static/<file>`` its script and style,
-``/static/plotly.min.js``, and the JSON endpoints ``/api/market``, ``/api/history``,
+``/static/plotly.js``, and the JSON endpoints ``/api/market``, ``/api/history``,
 ``/api/forecast``, ``/api/pipeline`` (README, BTC dashboard). Each endpoint's answer is kept for
 :data:`CACHE_TTL_S` seconds per set of arguments.
 """
@@ -21,7 +22,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -65,14 +65,13 @@ class TTLCache:
             self._entries.clear()
 
 
-def plotly_js_path() -> Path:
-    """``plotly.min.js`` as shipped in the installed ``plotly`` package."""
-    try:
-        path = Path(str(resources.files("plotly") / "package_data" / "plotly.min.js"))
-    except ModuleNotFoundError as exc:
-        raise FileNotFoundError("the plotly package is not installed: run `make venv`") from exc
+def plotly_js_path(settings: Any) -> Path:
+    """The installed plotly.js finance bundle (``make js``; see ``btc_platform.dashboard.assets``)."""
+    from btc_platform.dashboard.assets import AssetsMissingError, bundle_path
+
+    path = bundle_path(settings)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: reinstall the plotly package (`make venv`)")
+        raise AssetsMissingError(f"{path} is missing: run `make js` (installs the npm package with npm)")
     return path
 
 
@@ -134,10 +133,16 @@ def create_app(settings_factory: Callable[[], Any] | None = None, *, secured: bo
         html = html.replace("__BTC_CONFIG__", json.dumps(page_config()).replace("<", "\\u003c"))
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
-    @app.get("/static/plotly.min.js")
+    @app.get("/static/plotly.js")
     def plotly_js() -> FileResponse:
-        return FileResponse(plotly_js_path(), media_type="text/javascript",
-                            headers={"Cache-Control": "private, max-age=86400"})
+        from btc_platform.dashboard.assets import AssetsMissingError
+
+        try:
+            path = plotly_js_path(settings_of())
+        except AssetsMissingError as exc:
+            log.error("dashboard: %s", exc)
+            raise HTTPException(status_code=503, detail=str(exc)) from exc
+        return FileResponse(path, media_type="text/javascript", headers={"Cache-Control": "private, max-age=86400"})
 
     @app.get("/static/{name}")
     def static(name: str) -> FileResponse:
