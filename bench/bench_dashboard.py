@@ -119,8 +119,10 @@ def page_load(settings, loads: int) -> dict:
     from playwright.sync_api import sync_playwright
 
     from btc_platform.dashboard.app import create_app
+    from btc_platform.dashboard.assets import ensure_bundle
     from btc_platform.dashboard.browser import ensure_chromium
 
+    ensure_bundle(settings)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(lambda: settings, secured=False), host="127.0.0.1", port=port,
                                            log_level="warning"))

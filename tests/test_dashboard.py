@@ -254,7 +254,10 @@ class AirflowApiServer:
 
 @pytest.fixture(scope="module")
 def airflow_dashboard(tmp_path_factory):
+    from btc_platform.dashboard.assets import ensure_bundle
+
     server = AirflowApiServer(tmp_path_factory.mktemp("dashboard-airflow"))
+    ensure_bundle(server.settings)  # plotly.js (`make js`): installs it with npm when missing, or fails saying so
     seeded = td.seed_all(server.settings, minutes=120, hours=96)
     try:
         server.start()
