@@ -192,6 +192,28 @@ def _login(page, url: str, password: str) -> None:
     page.get_by_role("link", name="BTC dashboard").wait_for(timeout=60_000)
 
 
+def task_links(url: str, session) -> list[str]:
+    """Each table's and restart's task instance as the pipeline endpoint links it, looked up in
+    Airflow's REST API (``/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/{task}``): does it exist?"""
+    from urllib.parse import quote
+
+    pipeline = session.get(f"{url}/btc/api/pipeline", params={"days": 1}, timeout=(3, 60)).json()
+    linked = [(d["table"], (d.get("produced_by") or {}).get("airflow"), d.get("reason")) for d in pipeline["datasets"]]
+    linked += [(f"restart of {e['name']} at {e['time']}", e.get("airflow"), None) for e in pipeline["restarts"][:3]]
+    lines = ["links of the pipeline view to the task instance behind each table / restart, checked in /api/v2:"]
+    for what, task, reason in linked:
+        if not task:
+            lines.append(f"  {what}: no task instance ({reason})")
+            continue
+        path = "/".join(quote(task[k], safe="") for k in ("dag_id", "run_id", "task_id"))
+        dag, run, ti = path.split("/")
+        found = session.get(f"{url}/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/{ti}", timeout=(3, 30))
+        state = found.json().get("state") if found.ok else f"HTTP {found.status_code}"
+        lines.append(f"  {what}: {task['dag_id']} {task['run_id']} {task['task_id']} try {task.get('try_number')} "
+                     f"-> {state}")
+    return lines
+
+
 def live(url: str, password: str, repeat: int, loads: int, browser_too: bool) -> list[str]:
     import requests
 
@@ -217,6 +239,7 @@ def live(url: str, password: str, repeat: int, loads: int, browser_too: bool) ->
             warm.append(1000 * (time.perf_counter() - started))
         lines.append(f"{f'/btc/api/{name}?{key}={value}':<32} {statistics.median(cold):7.1f} "
                      f"{percentile(cold, 95):7.1f} {max(cold):7.1f} {percentile(warm, 95):11.1f} {size / 1024:7.0f}")
+    lines += task_links(url, session)
     if not browser_too:
         return lines
     from playwright.sync_api import sync_playwright
