@@ -214,7 +214,7 @@ def task_links(url: str, session) -> list[str]:
     return lines
 
 
-def live(url: str, password: str, repeat: int, loads: int, browser_too: bool) -> list[str]:
+def live(url: str, password: str, repeat: int, loads: int, browser_too: bool, shots: Path | None = None) -> list[str]:
     import requests
 
     token = requests.post(f"{url}/auth/token", json={"username": "admin", "password": password},
@@ -280,6 +280,14 @@ def live(url: str, password: str, repeat: int, loads: int, browser_too: bool) ->
             page = context.new_page()
             page.goto(url + "/btc/")
             page.wait_for_selector("#dashboard[data-state='drawn']", timeout=60_000)
+            if shots:  # the pipeline view, and the task page its first table link opens
+                page.locator("section#pipeline").screenshot(path=str(shots / "live-pipeline.png"))
+                href = page.locator("#datasets a[href*='/tasks/']").first.get_attribute("href")
+                task_page = context.new_page()
+                task_page.goto(url + "/btc/" + href)
+                task_page.wait_for_timeout(5_000)
+                task_page.screenshot(path=str(shots / "live-task-log.png"))
+                task_page.close()
             for _ in range(loads):  # repeat visits: the browser's cache is warm
                 started = time.perf_counter()
                 page.reload()
@@ -304,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--page-loads", type=int, default=5, help="page loads in Chromium (default 5)")
     parser.add_argument("--browser", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--live", metavar="URL", help="measure the running platform's Airflow at URL instead")
+    parser.add_argument("--screenshots", type=Path, help="with --live: save the pipeline view and a linked task page here")
     parser.add_argument("--seed-live", action="store_true",
                         help="seed a year of hourly and a week of minute rows into the platform's fresh storage")
     args = parser.parse_args(argv)
@@ -321,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(seed_live(settings) + "\n")
         if args.live:
             password = json.loads(password_file(settings).read_text())["admin"]
-            lines = live(args.live.rstrip("/"), password, args.repeat, args.page_loads, args.browser)
+            lines = live(args.live.rstrip("/"), password, args.repeat, args.page_loads, args.browser, args.screenshots)
             sys.stdout.write("\n".join(lines) + "\n")
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as tmp:
