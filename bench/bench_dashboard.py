@@ -103,8 +103,10 @@ PHASES = r"""() => {
   const at = (name) => (performance.getEntriesByName(name)[0] || {}).startTime;
   const js = performance.getEntriesByType('resource').find((r) => /plotly[^/]*\.js$/.test(r.name));
   const api = performance.getEntriesByType('resource').filter((r) => r.name.includes('/api/'));
+  const draws = Object.fromEntries(performance.getEntriesByType('measure').filter((m) => m.name.startsWith('btc:draw:'))
+    .map((m) => [m.name.replace('btc:', ''), m.duration]));
   return {plotly_downloaded: js && js.responseEnd, plotly_ready: at('btc:plotly-ready'),
-          data_received: Math.max(...api.map((r) => r.responseEnd)), drawn: at('btc:drawn')};
+          data_received: Math.max(...api.map((r) => r.responseEnd)), drawn: at('btc:drawn'), ...draws};
 }"""
 
 

@@ -289,7 +289,9 @@ async function load(view) {
   if (view !== "pipeline") params.symbol = state.symbol;
   const d = await getJson(view, params);
   await plotlyReady;
+  const started = performance.now();
   await v.draw(d);
+  performance.measure(`btc:draw:${view}`, { start: started, end: performance.now() });  // where a load's time goes
   return d;
 }
 
