@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 import pandas as pd
 import pytest
@@ -424,6 +425,11 @@ def test_dashboard_in_a_browser(airflow_dashboard, chromium, tmp_path):
             one_hour = frame.evaluate(COUNT_DRAWN, "chart-market-price")
             assert one_hour == [frame.evaluate(
                 "async () => (await fetch('api/market?hours=1')).json()")["count"]]
+            # a task log link opens that page in the Airflow UI itself (not a second UI in the frame)
+            frame.locator(f"#datasets a[href='{produced['task_log']}']").click()
+            task_page = unquote(produced["task_log"].removeprefix(".."))
+            page.wait_for_url(lambda url: unquote(url).endswith(task_page), timeout=30_000)
+            page.wait_for_selector("iframe[title='BTC dashboard']", state="detached", timeout=30_000)
         finally:
             browser.close()
     sys.stdout.write(f"\ndashboard: all charts drawn {drawn_s:.2f} s after the click; screenshots in {shots}\n")

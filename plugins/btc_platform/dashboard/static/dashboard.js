@@ -210,7 +210,25 @@ function link(href, text) {
   const a = document.createElement("a");
   a.href = href;
   a.textContent = text;
+  a.addEventListener("click", (event) => openInUi(event, a));
   return a;
+}
+
+// A link to an Airflow UI page (a DAG run, a task log). Framed in the UI (same origin), the UI
+// itself shows it: its router is moved to that page, instead of a second UI loading inside the
+// frame (the frame's sandbox forbids navigating the top window, not its history). Alone, or when
+// the top window is not reachable, the link opens as usual.
+function openInUi(event, a) {
+  if (window.top === window || event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey) return;
+  try {
+    const url = new URL(a.href, document.baseURI);
+    if (url.origin !== window.top.location.origin) return;
+    window.top.history.pushState(null, "", url.pathname + url.search + url.hash);
+    window.top.dispatchEvent(new PopStateEvent("popstate", { state: null }));
+    event.preventDefault();
+  } catch (err) {
+    console.warn("opening the link in the frame:", err);
+  }
 }
 
 // The commit that wrote a table's data, and the Airflow task instance that made it (run, task log).
