@@ -120,6 +120,26 @@ def test_maintenance_commits_do_not_hide_the_writer(settings_env, client):
     assert entry["produced_by"]["airflow"] == td.BACKFILL_TASK and entry["reason"] is None
 
 
+def test_answers_and_plotly_are_sent_compressed_once(seeded, client):
+    """The app gzips an answer once per cached answer (Airflow's GZip middleware then leaves it
+    alone); a client without gzip gets the same JSON; plotly.js is revalidated by its ETag."""
+    from btc_platform.dashboard.assets import ensure_bundle
+
+    settings, seeded = seeded
+    zipped = client.get("/api/market", params={"hours": 6}, headers={"Accept-Encoding": "gzip"})
+    plain = client.get("/api/market", params={"hours": 6}, headers={"Accept-Encoding": "identity"})
+    assert zipped.headers["content-encoding"] == "gzip" and "content-encoding" not in plain.headers
+    assert zipped.json() == plain.json() and plain.json()["count"] == seeded.minutes
+
+    bundle = ensure_bundle(settings)
+    script = client.get("/static/plotly.js", headers={"Accept-Encoding": "gzip"})
+    assert script.status_code == 200 and script.headers["content-encoding"] == "gzip"
+    assert script.content == bundle.read_bytes()  # httpx decodes: the installed bundle, byte for byte
+    assert int(script.headers["content-length"]) < len(script.content) / 2
+    again = client.get("/static/plotly.js", headers={"If-None-Match": script.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
+
+
 def test_empty_storage_gives_reasons_not_errors(client):
     for name in ENDPOINTS:
         response = client.get(f"/api/{name}")
