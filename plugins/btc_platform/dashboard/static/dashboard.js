@@ -79,7 +79,9 @@ function draw(id, traces, layout) {
   if (!traces) { Plotly.purge(el); el.replaceChildren(); el.hidden = true; return Promise.resolve(); }
   el.hidden = false;  // visible before drawing, so plotly sizes it to its container
   const title = layout.title ? { ...TITLE, ...layout.title } : undefined;
-  return Plotly.react(el, traces, { ...LAYOUT, ...layout, title }, CONFIG);
+  const fit = Math.floor(el.clientWidth / MIN_MARKER_SPACING_PX);
+  const shown = traces.map((t) => (t.mode === "lines+markers" && t.x.length > fit ? { ...t, mode: "lines" } : t));
+  return Plotly.react(el, shown, { ...LAYOUT, ...layout, title }, CONFIG);
 }
 
 async function getJson(path, params) {
@@ -89,12 +91,13 @@ async function getJson(path, params) {
   return response.json();
 }
 
-// A marker per point while there are few enough to tell apart (and to draw quickly in SVG).
-const MAX_MARKERS = 1500;
+// A marker per point while the points are at least this far apart on the chart, so each can be
+// told apart; denser lines are drawn without markers (thousands of SVG markers nobody can tell
+// apart took most of a page load's drawing time).
+const MIN_MARKER_SPACING_PX = 3;
 
 function line(x, y, name, extra = {}) {
-  const mode = x.length <= MAX_MARKERS ? "lines+markers" : "lines";
-  return { type: "scatter", mode, marker: { size: 3 }, x, y, name, ...extra };
+  return { type: "scatter", mode: "lines+markers", marker: { size: 3 }, x, y, name, ...extra };
 }
 
 // ---- market ---------------------------------------------------------------------------------
