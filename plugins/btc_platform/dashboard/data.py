@@ -49,6 +49,7 @@ PRODUCERS: dict[str, tuple[str, ...]] = {
     datasets.PREDICTIONS: ("btc_retrain",),
     datasets.PREDICTION_METRICS: ("btc_retrain",),
     datasets.FUTURE_PREDICTIONS: ("btc_retrain",),
+    datasets.FORECAST_ACTUALS: ("btc_retrain",),
 }
 #: Supervised processes and their logs (the supervisor writes a ``==== <time> ...`` line per start).
 PROCESSES = ("producer", "stream")
