@@ -39,3 +39,20 @@ def test_commits_without_a_valid_task_give_none():
     assert lineage.from_commit({"userMetadata": json.dumps({"job": "backfill"})}) is None
     assert lineage.from_commit({"userMetadata": json.dumps({"airflow": {"dag_id": "d", "run_id": "", "task_id": "t"}})}) is None
     assert lineage.from_commit({"userMetadata": json.dumps(["airflow"])}) is None
+
+
+def test_the_task_instance_reaches_the_stream_but_not_its_launch_fingerprint(settings_env, monkeypatch):
+    """A supervisor run starts the stream with its AIRFLOW_CTX_* environment (so the stream's
+    commits name it), while the launch's fingerprint (argv + BTC_* settings) stays the same from
+    one supervisor run to the next: a new run id must not restart the stream."""
+    from btc_platform.supervisor import launch
+
+    settings = settings_env()
+    for var, value in ENV.items():
+        monkeypatch.setenv(var, value)
+    first = launch.stream_spec(settings)
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_RUN_ID", "scheduled__2026-12-03T15:01:00+00:00")
+    second = launch.stream_spec(settings)
+    assert first.fingerprint == second.fingerprint
+    assert not any("userMetadata" in arg for arg in second.argv)
+    assert lineage.airflow_task(second.env)["run_id"] == "scheduled__2026-12-03T15:01:00+00:00"
