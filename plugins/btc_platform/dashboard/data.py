@@ -660,8 +660,8 @@ def dataset_runs(settings: Settings) -> list[dict]:
         if produced is None:
             entry["reason"] = f"none of the last {HISTORY_COMMITS} commits wrote data (maintenance only)"
         elif produced["airflow"] is None:
-            entry["reason"] = (f"version {produced['version']} ({produced['operation']}) names no Airflow task: "
-                               "written outside Airflow (by hand, a test) or by an older version of the platform")
+            entry["reason"] = ("the commit names no Airflow task: written outside Airflow (by hand, a test) "
+                               "or by an older version of the platform")
         out.append(entry)
     return out
 
