@@ -50,7 +50,7 @@ chromium: venv ## Debian's chromium for the dashboard's browser test (apt-get wh
 test: venv jars js chromium ## install what is needed, run every test (tests start their own Kafka/HDFS/Airflow)
 	$(PY) -m pytest
 
-test-fast: venv ## unit tests only (no services, no Spark streaming, no training)
+test-fast: venv js ## unit tests only (no services, no Spark streaming, no training)
 	$(PY) -m pytest -m "not integration and not slow"
 
 bench: venv jars js ## benchmarks that print figures
