@@ -28,6 +28,12 @@ COPY spark_jobs/ spark_jobs/
 COPY models/ models/
 RUN pip install --no-deps -e . && BTC_CACHE_DIR=/opt/btc/.cache btc-jars --group spark
 
+# ---- js: the dashboard's chart library from the npm registry (pinned by infra/js/package-lock.json)
+FROM node:22-bookworm-slim AS js
+WORKDIR /opt/btc/.cache/js
+COPY infra/js/package.json infra/js/package-lock.json ./
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
+
 # ---- runtime -------------------------------------------------------------------------------
 FROM base
 ARG BTC_UID=50000
@@ -36,6 +42,7 @@ RUN useradd --create-home --uid "${BTC_UID}" --gid 0 btc \
     && chown -R btc:0 /opt/btc /opt/airflow
 COPY --chown=btc:0 . /opt/btc
 COPY --chown=btc:0 --from=jars /opt/btc/.cache/jars /opt/btc/.cache/jars
+COPY --chown=btc:0 --from=js /opt/btc/.cache/js /opt/btc/.cache/js
 # the project as an editable install over the copied tree (console scripts btc-*, packages
 # btc_platform, spark_jobs, models importable by every process; DAGs and jobs run from /opt/btc)
 RUN pip install --no-deps -e /opt/btc

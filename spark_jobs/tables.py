@@ -238,9 +238,17 @@ def history_metadata(spark: SparkSession, uri: str, limit: int = 50) -> Iterator
 
 @contextmanager
 def commit_metadata(spark: SparkSession, metadata: dict[str, Any]) -> Iterator[None]:
-    """Store ``metadata`` (JSON) with the Delta commits made inside the block."""
-    spark.conf.set(_USER_METADATA, json.dumps(metadata, sort_keys=True, default=str))
+    """Store ``metadata`` (JSON) with the Delta commits made inside the block, with the Airflow
+    task instance running the job (``btc_platform.lineage``); afterwards the session's own
+    metadata (that task instance only, see ``btc_platform.spark``) applies again."""
+    from btc_platform import lineage
+
+    spark.conf.set(_USER_METADATA, json.dumps(lineage.with_task(metadata), sort_keys=True, default=str))
     try:
         yield
     finally:
-        spark.conf.unset(_USER_METADATA)
+        default = lineage.user_metadata()
+        if default:
+            spark.conf.set(_USER_METADATA, default)
+        else:
+            spark.conf.unset(_USER_METADATA)

@@ -7,19 +7,41 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 
-from btc_platform import datasets, lake
+from btc_platform import datasets, lake, lineage
 from btc_platform.settings import Settings
 from btc_platform.status import write_status
 
 SYMBOL = "BTCUSDT"
 MODEL = "20260101T000000-test"
 OLD_MODEL = "20251231T000000-test"
+#: The Airflow task instances the seeded hourly_metrics and the stream restart claim to come from.
+BACKFILL_TASK = {"dag_id": "btc_backfill", "run_id": "manual__2026-01-01T00:00:00+00:00", "task_id": "backfill",
+                 "try_number": 2}
+SUPERVISOR_TASK = {"dag_id": "btc_stream_supervisor", "run_id": "scheduled__2026-01-01T00:01:00+00:00",
+                   "task_id": "ensure_stream", "try_number": 1}
+
+
+@contextmanager
+def airflow_task_env(task: dict) -> Iterator[None]:
+    """The environment Airflow's task runner gives a task instance (``AIRFLOW_CTX_*``), for the block."""
+    saved = {var: os.environ.get(var) for var in lineage.ENV.values()}
+    os.environ.update({var: str(task[name]) for name, var in lineage.ENV.items()})
+    try:
+        yield
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
 
 
 @dataclass
@@ -179,7 +201,8 @@ def status_records(settings: Settings, now: pd.Timestamp) -> None:
     from btc_platform import supervisor
 
     supervisor.record_event(settings, supervisor.CheckResult("stream", "started", "no pid record", 4242))
-    supervisor.record_event(settings, supervisor.CheckResult("stream", "restarted", RESTART_REASON, 4343))
+    with airflow_task_env(SUPERVISOR_TASK):
+        supervisor.record_event(settings, supervisor.CheckResult("stream", "restarted", RESTART_REASON, 4343))
     iso = (now - timedelta(seconds=3)).isoformat()
     write_status(settings.producer_status_path, {"pid": 1, "source_mode": "simulate", "state": "running",
                                                  "published": 1234, "failed": 0, "last_publish_time": iso})
@@ -196,7 +219,8 @@ def seed_all(settings: Settings, now: datetime | None = None, minutes: int = 90,
     ts = _now(now)
     out = Seeded(now=ts)
     out.minutes = minute_metrics(settings, ts, minutes)
-    out.hours, out.gap_hours = hourly_metrics(settings, ts, hours)
+    with airflow_task_env(BACKFILL_TASK):  # as if written by that task (the other tables: outside Airflow)
+        out.hours, out.gap_hours = hourly_metrics(settings, ts, hours)
     raw_tick(settings, ts)
     forecasts(settings, ts)
     registry(settings, ts)

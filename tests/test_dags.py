@@ -16,6 +16,7 @@ import sys
 import textwrap
 from datetime import UTC
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -149,8 +150,8 @@ RUNNER = textwrap.dedent(
                 AssetEvent.source_dag_id == dag_id, AssetEvent.source_run_id == run.run_id).all()]
             xcoms = {x.task_id: XComModel.deserialize_value(x) for x in session.query(XComModel).filter(
                 XComModel.dag_id == dag_id, XComModel.run_id == run.run_id, XComModel.key == "return_value").all()}
-        print(MARK + json.dumps({"state": str(run.state), "tasks": states, "asset_extras": events,
-                                  "xcoms": xcoms,
+        print(MARK + json.dumps({"state": str(run.state), "run_id": run.run_id, "tasks": states,
+                                  "asset_extras": events, "xcoms": xcoms,
                                   "interval": [str(run.data_interval_start), str(run.data_interval_end)]},
                                  default=str))
     """
@@ -647,6 +648,22 @@ def test_backfill_dag_run_from_a_candle_file(sandbox, tmp_path):
     assert sorted({pd.Timestamp(t).hour for t in btc["hour_start"]}) == [0, 1, 2]
     assert len(btc) == 3 * len(CHECKS) and set(btc["status"]) == {"pass"}
     assert "--last-backfill" in output
+    # each table's commit names the task instance that wrote it (spark-submit inherits the task's
+    # AIRFLOW_CTX_* environment): the dashboard links the exact run and task log
+    from btc_platform.dashboard.data import dataset_runs
+
+    tables = {d["table"]: d for d in dataset_runs(sandbox.settings)}
+    for table, task_id in ((datasets.HOURLY_METRICS, "backfill"), (datasets.DATA_QUALITY, "data_quality")):
+        produced = tables[table]["produced_by"]
+        assert produced["operation"] == "MERGE", tables[table]
+        assert produced["airflow"] == {"dag_id": "btc_backfill", "run_id": result["run_id"], "task_id": task_id,
+                                       "try_number": 1}, tables[table]
+        assert produced["task_log"] == (f"../dags/btc_backfill/runs/{quote(result['run_id'], safe='')}"
+                                        f"/tasks/{task_id}?try_number=1")
+    # the backfill job's own metadata is still there next to it
+    history = lake.open_table(datasets.HOURLY_METRICS, sandbox.settings).history(5)
+    merge = next(c for c in history if c["operation"] == "MERGE")
+    assert json.loads(merge["userMetadata"])["job"] == "backfill"
 
 
 @pytest.mark.slow

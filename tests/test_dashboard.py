@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 import pandas as pd
 import pytest
@@ -86,6 +87,57 @@ def test_endpoints_return_the_seeded_rows(seeded, client):
     assert pipeline["producer"]["published"] == 1234 and pipeline["stream"]["queries"][0]["name"] == "ingest"
     tables = {d["table"]: d for d in pipeline["datasets"]}
     assert tables["hourly_metrics"]["version"] == 0 and tables["data_quality"]["version"] is None
+    # the exact DAG run and task log behind a table (recorded in its commit) and behind a restart
+    produced = tables["hourly_metrics"]["produced_by"]
+    assert produced["airflow"] == td.BACKFILL_TASK and produced["version"] == 0
+    assert produced["task_log"] == "../dags/btc_backfill/runs/manual__2026-01-01T00%3A00%3A00%2B00%3A00/tasks/backfill?try_number=2"
+    assert produced["run"] == "../dags/btc_backfill/runs/manual__2026-01-01T00%3A00%3A00%2B00%3A00"
+    assert tables["minute_metrics"]["produced_by"]["airflow"] is None
+    assert "names no Airflow task" in tables["minute_metrics"]["reason"]
+    restart, start = pipeline["restarts"]
+    assert restart["airflow"] == td.SUPERVISOR_TASK and restart["task_log"].endswith(
+        "/runs/scheduled__2026-01-01T00%3A01%3A00%2B00%3A00/tasks/ensure_stream?try_number=1")
+    assert start["task_log"] is None  # recorded outside Airflow: no link invented
+
+
+def test_maintenance_commits_do_not_hide_the_writer(settings_env, client):
+    """The newest commit of a compacted table is OPTIMIZE (no data, no Airflow task of its own
+    here): the table still links the task that wrote its data; the last commit is shown as such."""
+    from btc_platform import lake
+
+    settings = settings_env()
+    now = pd.Timestamp.now(tz="UTC")
+    with td.airflow_task_env(td.BACKFILL_TASK):
+        td.hourly_metrics(settings, now, 24)
+        td.hourly_metrics(settings, now - pd.Timedelta(days=2), 24)  # a second file to compact
+    table = lake.open_table("hourly_metrics", settings)
+    table.optimize.compact()
+    tables = {d["table"]: d for d in client.get("/api/pipeline").json()["datasets"]}
+    entry = tables["hourly_metrics"]
+    assert entry["version"] == 2 and entry["last_commit"]["operation"] == "OPTIMIZE"
+    assert entry["last_commit"]["airflow"] is None
+    assert entry["produced_by"]["version"] == 1 and entry["produced_by"]["operation"] == "WRITE"
+    assert entry["produced_by"]["airflow"] == td.BACKFILL_TASK and entry["reason"] is None
+
+
+def test_answers_and_plotly_are_sent_compressed_once(seeded, client):
+    """The app gzips an answer once per cached answer (Airflow's GZip middleware then leaves it
+    alone); a client without gzip gets the same JSON; plotly.js is revalidated by its ETag."""
+    from btc_platform.dashboard.assets import ensure_bundle
+
+    settings, seeded = seeded
+    zipped = client.get("/api/market", params={"hours": 6}, headers={"Accept-Encoding": "gzip"})
+    plain = client.get("/api/market", params={"hours": 6}, headers={"Accept-Encoding": "identity"})
+    assert zipped.headers["content-encoding"] == "gzip" and "content-encoding" not in plain.headers
+    assert zipped.json() == plain.json() and plain.json()["count"] == seeded.minutes
+
+    bundle = ensure_bundle(settings)
+    script = client.get("/static/plotly.js", headers={"Accept-Encoding": "gzip"})
+    assert script.status_code == 200 and script.headers["content-encoding"] == "gzip"
+    assert script.content == bundle.read_bytes()  # httpx decodes: the installed bundle, byte for byte
+    assert int(script.headers["content-length"]) < len(script.content) / 2
+    again = client.get("/static/plotly.js", headers={"If-None-Match": script.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
 
 
 def test_empty_storage_gives_reasons_not_errors(client):
@@ -168,7 +220,7 @@ print(json.dumps({
     assert out["appbuilder"] == 0
     assert out["docs"] == [None, None, None]
     assert any("requires_access_view" in d for d in out["deps"]), out["deps"]
-    assert out["routes"] == sorted(["/", "/static/plotly.min.js", "/static/{name}", "/api/config", "/api/market",
+    assert out["routes"] == sorted(["/", "/static/plotly.js", "/static/{name}", "/api/config", "/api/market",
                                     "/api/history", "/api/forecast", "/api/pipeline"])
 
 
@@ -223,7 +275,10 @@ class AirflowApiServer:
 
 @pytest.fixture(scope="module")
 def airflow_dashboard(tmp_path_factory):
+    from btc_platform.dashboard.assets import ensure_bundle
+
     server = AirflowApiServer(tmp_path_factory.mktemp("dashboard-airflow"))
+    ensure_bundle(server.settings)  # plotly.js (`make js`): installs it with npm when missing, or fails saying so
     seeded = td.seed_all(server.settings, minutes=120, hours=96)
     try:
         server.start()
@@ -239,7 +294,7 @@ def chromium():
     return ensure_chromium()  # installs the Debian package or fails naming it: never a skip
 
 
-ROUTES = ("/btc/", "/btc/static/dashboard.js", "/btc/static/dashboard.css", "/btc/static/plotly.min.js",
+ROUTES = ("/btc/", "/btc/static/dashboard.js", "/btc/static/dashboard.css", "/btc/static/plotly.js",
           *(f"/btc/api/{name}" for name in ENDPOINTS))
 
 
@@ -370,6 +425,16 @@ def test_dashboard_in_a_browser(airflow_dashboard, chromium, tmp_path):
             assert "age" in frame.locator("#tick").inner_text()
             # links to the runs of the DAGs that write each table
             assert frame.locator("#datasets a[href='../dags/btc_hourly_consolidation/runs']").count() == 2
+            # and to the exact run and task log that wrote a table's data, and that restarted the stream
+            pipeline = answers["pipeline"]
+            produced = next(d for d in pipeline["datasets"] if d["table"] == "hourly_metrics")["produced_by"]
+            for href in (produced["task_log"], produced["run"], pipeline["restarts"][0]["task_log"]):
+                assert frame.locator(f"#datasets a[href='{href}'], #restarts a[href='{href}']").count() == 1, href
+            assert "backfill (try 2) log" in frame.locator("#datasets").inner_text()
+            assert "names no Airflow task" in frame.locator("#datasets").inner_text()
+            # the chart library is the finance bundle installed by `make js`, not the full plotly.js
+            traces = set(frame.evaluate("() => Object.keys(Plotly.PlotSchema.get().traces)"))
+            assert {"scatter", "bar", "candlestick"} <= traces and not {"scatter3d", "scattergl", "sankey"} & traces
 
             for view in ("market", "history", "forecast", "pipeline"):
                 frame.locator(f"section#{view}").screenshot(path=str(shots / f"{view}.png"))
@@ -380,6 +445,11 @@ def test_dashboard_in_a_browser(airflow_dashboard, chromium, tmp_path):
             one_hour = frame.evaluate(COUNT_DRAWN, "chart-market-price")
             assert one_hour == [frame.evaluate(
                 "async () => (await fetch('api/market?hours=1')).json()")["count"]]
+            # a task log link opens that page in the Airflow UI itself (not a second UI in the frame)
+            frame.locator(f"#datasets a[href='{produced['task_log']}']").click()
+            task_page = unquote(produced["task_log"].removeprefix(".."))
+            page.wait_for_url(lambda url: unquote(url).endswith(task_page), timeout=30_000)
+            page.wait_for_selector("iframe[title='BTC dashboard']", state="detached", timeout=30_000)
         finally:
             browser.close()
     sys.stdout.write(f"\ndashboard: all charts drawn {drawn_s:.2f} s after the click; screenshots in {shots}\n")

@@ -307,8 +307,13 @@ def write_at(
     ``frame`` the table lacks are added to it (older rows read them as null) instead of failing.
     Returns the new table version."""
     import pyarrow as pa
-    from deltalake import write_deltalake
+    from deltalake import CommitProperties, write_deltalake
 
+    from btc_platform import lineage
+
+    # the Airflow task instance writing (when there is one), in the commit's info
+    info = lineage.commit_info()
+    commit = CommitProperties(custom_metadata=info) if info else None
     data = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
     untyped = [f.name for f in data.schema if pa.types.is_null(f.type)]
     if untyped:
@@ -319,13 +324,13 @@ def write_at(
         log.info("creating Delta table at %s", uri)
         write_deltalake(
             _local(uri), data, mode="append", partition_by=list(partition_by) or None,
-            configuration=dict(properties) if properties else None,
+            configuration=dict(properties) if properties else None, commit_properties=commit,
         )
         table = open_at(uri)
     else:
         predicate = replace_predicate(frame, replace_on) if replace_on and len(frame) else None
         write_deltalake(table, data, mode="overwrite" if predicate else "append", predicate=predicate,
-                        schema_mode="merge" if add_columns else None)
+                        schema_mode="merge" if add_columns else None, commit_properties=commit)
         if predicate:
             log.info("replaced the rows of %s where %s", uri, predicate)
     version = int(table.version())

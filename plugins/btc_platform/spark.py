@@ -87,6 +87,10 @@ def _launches_jvm() -> bool:
     return SparkContext._active_spark_context is None and "PYSPARK_GATEWAY_PORT" not in os.environ
 
 
+#: Delta's commit user metadata (JSON here: a job's own record and the Airflow task instance).
+USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+
+
 def spark_conf(
     settings: Settings,
     master: str | None = None,
@@ -172,6 +176,15 @@ def build_session(
     master = master or s.spark_master
     conf = spark_conf(s, master, with_launch_options=_launches_jvm(),
                       driver_memory=driver_memory, driver_java_options=driver_java_options)  # fmt: skip
+    # Every Delta commit of a job run by an Airflow task (or by a process it started) names that
+    # task instance (btc_platform.lineage; the dashboard links it). Set here, in the driver, and
+    # never in spark_conf: spark-submit's argv is part of the supervisor's launch fingerprint, and a
+    # run id in it would restart the stream at every supervisor run.
+    from btc_platform import lineage
+
+    task_metadata = lineage.user_metadata()
+    if task_metadata:
+        conf[USER_METADATA_CONF] = task_metadata
     conf.update(extra_conf or {})
     builder = SparkSession.builder.appName(app_name).master(master)
     for key, value in conf.items():

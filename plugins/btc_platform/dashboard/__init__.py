@@ -2,8 +2,8 @@
 
 ``data`` reads the tables and status records (pure functions of settings and range), ``app``
 builds the FastAPI app (routes, Airflow's access check, caches), ``static/`` holds the page
-(hand-written HTML/JS/CSS; plotly.js comes from the installed ``plotly`` package), ``browser``
-finds or installs the Chromium the browser test drives.
+(hand-written HTML/JS/CSS), ``assets`` installs plotly.js (npm package) into the cache directory,
+``browser`` finds or installs the Chromium the browser test drives.
 
 :data:`app` is what the plugin mounts: an ASGI app that builds the FastAPI app on its first
 request, so loading the plugin (which every Airflow process does) imports neither FastAPI's

@@ -42,8 +42,19 @@ def _apt(*args: str) -> None:
     if done.returncode != 0:
         raise BrowserMissingError(
             f"`apt-get {' '.join(args)}` failed (exit {done.returncode}): {done.stderr.strip()[-500:]}; "
-            f"install the Debian package `{PACKAGE}` by hand"
+            f"install the Debian package by hand"
         )
+
+
+def can_apt() -> bool:
+    """Running as root with apt-get: a missing Debian package can be installed from here."""
+    return os.geteuid() == 0 and shutil.which("apt-get") is not None
+
+
+def apt_install(package: str) -> None:
+    """``apt-get update`` then ``apt-get install -y package`` (raises naming the package on failure)."""
+    _apt("update", "-qq")
+    _apt("install", "-y", "-qq", package)
 
 
 def ensure_chromium(install: bool = True) -> str:
@@ -54,14 +65,13 @@ def ensure_chromium(install: bool = True) -> str:
         return found
     if not install:
         raise BrowserMissingError(f"Chromium not found ({', '.join(CANDIDATES)}): install the Debian package `{PACKAGE}`")
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+    if not can_apt():
         raise BrowserMissingError(
             f"Chromium not found ({', '.join(CANDIDATES)}) and it cannot be installed from here "
             f"(needs root and apt-get): run `sudo apt-get install -y {PACKAGE}`"
         )
     log.warning("Chromium is missing: installing the Debian package %s", PACKAGE)
-    _apt("update", "-qq")
-    _apt("install", "-y", "-qq", PACKAGE)
+    apt_install(PACKAGE)
     found = find_chromium()
     if not found:
         raise BrowserMissingError(f"apt-get installed `{PACKAGE}` but no binary is at {', '.join(CANDIDATES)}")

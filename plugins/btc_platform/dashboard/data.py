@@ -49,6 +49,7 @@ PRODUCERS: dict[str, tuple[str, ...]] = {
     datasets.PREDICTIONS: ("btc_retrain",),
     datasets.PREDICTION_METRICS: ("btc_retrain",),
     datasets.FUTURE_PREDICTIONS: ("btc_retrain",),
+    datasets.FORECAST_ACTUALS: ("btc_retrain",),
 }
 #: Supervised processes and their logs (the supervisor writes a ``==== <time> ...`` line per start).
 PROCESSES = ("producer", "stream")
@@ -610,24 +611,69 @@ def data_quality(settings: Settings, days: float, now: datetime) -> dict:
     return out
 
 
-def dataset_runs(settings: Settings) -> list[dict]:
-    """Per table: current version, last commit (time, operation) and the DAGs that write it."""
+#: Commits that change no data (compaction, clean-up, table properties): a table's data was
+#: produced by the newest commit of another operation.
+MAINTENANCE_OPERATIONS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES",
+                                    "UNSET TBLPROPERTIES", "ADD COLUMNS", "CHANGE COLUMN"})
+#: Commits of a table searched (newest first) for the one that produced its data.
+HISTORY_COMMITS = 25
+
+
+def _commit(entry: dict) -> dict:
     from datetime import datetime as dt
 
+    from btc_platform import lineage
+
+    stamp = entry.get("timestamp")
+    task = lineage.from_commit(entry)
+    out: dict[str, Any] = {
+        "version": entry.get("version"),
+        "operation": entry.get("operation"),
+        "committed_at": iso(dt.fromtimestamp(stamp / 1000, UTC)) if stamp else None,
+        "airflow": task,
+    }
+    if task:  # relative to the dashboard's page (<base>/btc/): the Airflow UI's own routes
+        out["task_log"] = "../" + lineage.ui_path(task)
+        out["run"] = "../" + lineage.run_path(task)
+    return out
+
+
+def dataset_runs(settings: Settings) -> list[dict]:
+    """Per table: its version, its last commit and the commit that produced its data (the newest
+    that is not maintenance) with the Airflow task instance that made it (``btc_platform.lineage``:
+    recorded in the commit) and links to that DAG run and task log; the DAGs that write it."""
     out = []
     for name, dags in PRODUCERS.items():
-        entry: dict[str, Any] = {"table": name, "dags": list(dags)}
+        entry: dict[str, Any] = {"table": name, "dags": list(dags), "dag_runs": [f"../dags/{d}/runs" for d in dags]}
         try:
             table = lake.open_table(name, settings)
         except lake.TableNotFoundError:
-            entry.update(version=None, reason="does not exist yet")
-        else:
-            last = table.history(1)[0] if table.version() is not None else {}
-            stamp = last.get("timestamp")
-            entry.update(version=int(table.version()), operation=last.get("operation"),
-                         committed_at=iso(dt.fromtimestamp(stamp / 1000, UTC)) if stamp else None, reason=None)
+            entry.update(version=None, last_commit=None, produced_by=None, reason="does not exist yet")
+            out.append(entry)
+            continue
+        commits = [_commit(c) for c in table.history(HISTORY_COMMITS)]
+        commits.sort(key=lambda c: -1 if c["version"] is None else c["version"], reverse=True)
+        data_commits = [c for c in commits if c["operation"] not in MAINTENANCE_OPERATIONS]
+        produced = data_commits[0] if data_commits else None
+        entry.update(version=int(table.version()), last_commit=commits[0] if commits else None,
+                     produced_by=produced, reason=None)
+        if produced is None:
+            entry["reason"] = f"none of the last {HISTORY_COMMITS} commits wrote data (maintenance only)"
+        elif produced["airflow"] is None:
+            entry["reason"] = ("the commit names no Airflow task: written outside Airflow (by hand, a test) "
+                               "or by an older version of the platform")
         out.append(entry)
     return out
+
+
+def _restart_links(events: list[dict]) -> list[dict]:
+    from btc_platform import lineage
+
+    for event in events:
+        task = lineage.task_of(event.get(lineage.KEY))
+        event["airflow"] = task
+        event["task_log"] = "../" + lineage.ui_path(task) if task else None
+    return events
 
 
 def pipeline(settings: Settings, days: float, now: datetime | None = None) -> dict:
@@ -639,7 +685,7 @@ def pipeline(settings: Settings, days: float, now: datetime | None = None) -> di
         "producer": producer_state(settings, now),
         "stream": stream_state(settings, now),
         "processes": processes(settings),
-        "restarts": supervisor_events(settings),
+        "restarts": _restart_links(supervisor_events(settings)),
         "kafka_lag": kafka_lag(settings),
         "quarantine": quarantine(settings, days, now),
         "data_quality": data_quality(settings, days, now),

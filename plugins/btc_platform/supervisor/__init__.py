@@ -350,16 +350,22 @@ def events_path(settings: Settings):
 
 
 def record_event(settings: Settings, result: CheckResult) -> None:
-    """Append a start/restart and its reason to the event log (the dashboard shows them); the
-    log is cut to the last :data:`MAX_EVENTS` when it has grown to twice that."""
+    """Append a start/restart and its reason to the event log (the dashboard shows them), with
+    the Airflow task instance that did it when there is one; the log is cut to the last
+    :data:`MAX_EVENTS` when it has grown to twice that."""
     import json
 
+    from btc_platform import lineage
     from btc_platform.status import utc_now_iso
 
     path = events_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({"time": utc_now_iso(), "name": result.name, "action": result.action,
-                       "reason": result.reason, "pid": result.pid}, sort_keys=True)
+    event = {"time": utc_now_iso(), "name": result.name, "action": result.action, "reason": result.reason,
+             "pid": result.pid}
+    task = lineage.airflow_task()  # the btc_stream_supervisor task instance that did it (its log says more)
+    if task:
+        event["airflow"] = task
+    line = json.dumps(event, sort_keys=True)
     with path.open("a", encoding="utf-8") as handle:
         handle.write(line + "\n")
     lines = path.read_text(encoding="utf-8").splitlines()

@@ -1,5 +1,5 @@
 // BTC dashboard: fetches the JSON endpoints next to this page (api/...), draws them with plotly.js
-// (served by the same app from the installed plotly package) and refreshes itself.
+// (served by the same app: the npm package plotly.js-finance-dist-min, installed by `make js`) and refreshes itself.
 // Hand-written, not minified. Every chart is drawn from exactly the rows its endpoint returned;
 // a section without rows shows the endpoint's reason instead of a chart.
 "use strict";
@@ -67,11 +67,11 @@ function table(id, columns, rows) {
 }
 
 // Draw a chart, or hide it when its endpoint returned no rows (the section's reason says why).
-// plotly.min.js loads deferred, in parallel with the first data requests
+// plotly.js loads deferred, in parallel with the first data requests
 const plotlyReady = window.Plotly ? Promise.resolve() : new Promise((resolve, reject) => {
   const script = document.getElementById("plotly-js");
   script.addEventListener("load", () => { performance.mark("btc:plotly-ready"); resolve(); });
-  script.addEventListener("error", () => reject(new Error("static/plotly.min.js did not load")));
+  script.addEventListener("error", () => reject(new Error("static/plotly.js did not load (run `make js`)")));
 });
 
 function draw(id, traces, layout) {
@@ -79,7 +79,9 @@ function draw(id, traces, layout) {
   if (!traces) { Plotly.purge(el); el.replaceChildren(); el.hidden = true; return Promise.resolve(); }
   el.hidden = false;  // visible before drawing, so plotly sizes it to its container
   const title = layout.title ? { ...TITLE, ...layout.title } : undefined;
-  return Plotly.react(el, traces, { ...LAYOUT, ...layout, title }, CONFIG);
+  const fit = Math.floor(el.clientWidth / MIN_MARKER_SPACING_PX);
+  const shown = traces.map((t) => (t.mode === "lines+markers" && t.x.length > fit ? { ...t, mode: "lines" } : t));
+  return Plotly.react(el, shown, { ...LAYOUT, ...layout, title }, CONFIG);
 }
 
 async function getJson(path, params) {
@@ -89,12 +91,13 @@ async function getJson(path, params) {
   return response.json();
 }
 
-// A marker per point while there are few enough to tell apart (and to draw quickly in SVG).
-const MAX_MARKERS = 1500;
+// A marker per point while the points are at least this far apart on the chart, so each can be
+// told apart; denser lines are drawn without markers (thousands of SVG markers nobody can tell
+// apart took most of a page load's drawing time).
+const MIN_MARKER_SPACING_PX = 3;
 
 function line(x, y, name, extra = {}) {
-  const mode = x.length <= MAX_MARKERS ? "lines+markers" : "lines";
-  return { type: "scatter", mode, marker: { size: 3 }, x, y, name, ...extra };
+  return { type: "scatter", mode: "lines+markers", marker: { size: 3 }, x, y, name, ...extra };
 }
 
 // ---- market ---------------------------------------------------------------------------------
@@ -210,7 +213,39 @@ function link(href, text) {
   const a = document.createElement("a");
   a.href = href;
   a.textContent = text;
+  a.addEventListener("click", (event) => openInUi(event, a));
   return a;
+}
+
+// A link to an Airflow UI page (a DAG run, a task log). Framed in the UI (same origin), the UI
+// itself shows it: its router is moved to that page, instead of a second UI loading inside the
+// frame (the frame's sandbox forbids navigating the top window, not its history). Alone, or when
+// the top window is not reachable, the link opens as usual.
+function openInUi(event, a) {
+  if (window.top === window || event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey) return;
+  try {
+    const url = new URL(a.href, document.baseURI);
+    if (url.origin !== window.top.location.origin) return;
+    window.top.history.pushState(null, "", url.pathname + url.search + url.hash);
+    window.top.dispatchEvent(new PopStateEvent("popstate", { state: null }));
+    event.preventDefault();
+  } catch (err) {
+    console.warn("opening the link in the frame:", err);
+  }
+}
+
+// The commit that wrote a table's data, and the Airflow task instance that made it (run, task log).
+function producedBy(r) {
+  const p = r.produced_by;
+  if (!p) return r.version === null ? "" : r.reason;
+  const span = document.createElement("span");
+  span.className = "produced";
+  span.append(`v${p.version} ${p.operation} ${p.committed_at}: `);
+  if (!p.airflow) { span.append(r.reason); return span; }
+  const tries = p.airflow.try_number > 1 ? ` (try ${p.airflow.try_number})` : "";
+  span.append(link(p.run, `${p.airflow.dag_id} ${p.airflow.run_id}`), " / ",
+    link(p.task_log, `${p.airflow.task_id}${tries} log`));
+  return span;
 }
 
 async function drawPipeline(d) {
@@ -233,7 +268,8 @@ async function drawPipeline(d) {
     ["watermark", "watermark"], [(q) => age(q.age_s), "last batch"]], st.queries || []);
   reason("restarts", d.restarts.length ? "" : "the supervisor has started nothing yet (btc_stream_supervisor DAG)");
   table("restarts", [["time", "when"], ["name", "process"], ["action", "action"], ["reason", "reason"], ["pid", "pid"],
-    [() => link("../dags/btc_stream_supervisor/runs", "task logs"), "logs"]], d.restarts);
+    [(r) => (r.task_log ? link(r.task_log, `${r.airflow.run_id} ${r.airflow.task_id}`)
+      : link("../dags/btc_stream_supervisor/runs", "btc_stream_supervisor runs")), "task log"]], d.restarts);
   const q = d.quarantine;
   reason("quarantine", q.reason);
   const qTraces = q.total > 0 ? Object.entries(q.series).map(([code, counts]) =>
@@ -253,10 +289,11 @@ async function drawPipeline(d) {
   table("quality-failures", [["hour_start", "hour"], ["symbol", "symbol"], ["check", "check"], ["severity", "severity"],
     ["detail", "detail"]], dq.failures);
   table("datasets", [["table", "table"], [(r) => (r.version === null ? r.reason : `v${r.version}`), "version"],
-    ["operation", "last commit"], ["committed_at", "at"],
+    [(r) => (r.last_commit ? `${r.last_commit.operation} ${r.last_commit.committed_at}` : ""), "last commit"],
+    [(r) => producedBy(r), "data written by (task log)"],
     [(r) => { const span = document.createElement("span");
-      r.dags.forEach((dag, i) => { if (i) span.append(", "); span.append(link(`../dags/${dag}/runs`, dag)); });
-      return span; }, "DAG runs (task logs inside)"]], d.datasets);
+      r.dags.forEach((dag, i) => { if (i) span.append(", "); span.append(link(r.dag_runs[i], dag)); });
+      return span; }, "all runs"]], d.datasets);
 }
 
 // ---- wiring ---------------------------------------------------------------------------------
@@ -273,7 +310,9 @@ async function load(view) {
   if (view !== "pipeline") params.symbol = state.symbol;
   const d = await getJson(view, params);
   await plotlyReady;
+  const started = performance.now();
   await v.draw(d);
+  performance.measure(`btc:draw:${view}`, { start: started, end: performance.now() });  // where a load's time goes
   return d;
 }
 
