@@ -112,10 +112,12 @@ def _validation_reason(msg: Column, corrupt: Column, value_text: Column) -> Colu
         F.when(value_text.isNull(), _reason(REASON_EMPTY, "record has no value")),
         F.when(corrupt.isNotNull(), _reason(REASON_UNPARSEABLE, "not a JSON object of the message schema")),
     ]
-    # Keys the schema does not know (from_json would silently ignore them).
+    # Keys the schema does not know (from_json would silently ignore them). sort_array, not
+    # array_sort: array_sort's comparator is a lambda, which has no generated code and would keep
+    # this whole projection out of whole-stage code generation.
     unknown = F.array_except(F.json_object_keys(value_text), F.array(*[F.lit(n) for n in schema.FIELD_NAMES]))
     checks.append(
-        F.when(F.size(unknown) > 0, _reason(REASON_UNKNOWN_FIELD, F.array_join(F.array_sort(unknown), ",")))
+        F.when(F.size(unknown) > 0, _reason(REASON_UNKNOWN_FIELD, F.array_join(F.sort_array(unknown), ",")))
     )
     checks += [
         F.when(msg["schema_version"].isNull(), _reason(REASON_MISSING, "schema_version")),
