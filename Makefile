@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 SOURCE ?= live
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv jars run stop status services-up services-down test test-fast bench evaluate lint clean-data \
+.PHONY: help venv jars run stop status services-up services-down test test-fast bench chaos evaluate lint clean-data \
 	convert-data sql chromium
 
 help: ## list the targets
@@ -52,6 +52,9 @@ test-fast: venv ## unit tests only (no services, no Spark streaming, no training
 
 bench: venv jars ## benchmarks that print figures
 	$(PY) bench/run_all.py
+
+chaos: venv jars ## fault-injection suite: kills, bad bursts, exchange faults, disk full, HDFS; loss/duplicate table
+	PYTHONPATH=.$${PYTHONPATH:+:$$PYTHONPATH} $(PY) bench/chaos.py $(if $(ONLY),--only $(ONLY),)
 
 DATA ?=
 evaluate: venv ## evaluate the LSTM on a candle file: make evaluate DATA=path/to/btc_usdt_1h.csv
