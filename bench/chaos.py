@@ -458,6 +458,8 @@ def count(platform: Platform, results: list[Result]) -> None:
             first_seen.setdefault(line.decode(), number)
     accepted_all = set(first_seen)
     extra = len(set(raw) - accepted_all)
+    if results:  # the warm-up counts with the first scenario, the drain with the last
+        results[0].start_line, results[-1].end_line = 0, len(lines)
     for result in results:
         ids = {mid for mid, number in first_seen.items() if result.start_line <= number < result.end_line}
         result.accepted = len(ids)

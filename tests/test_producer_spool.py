@@ -79,6 +79,7 @@ def test_messages_a_killed_run_journaled_but_kafka_never_confirmed_are_sent_agai
         killed.accept(value)
     for value in values[:2]:  # Kafka confirmed the first two before the kill
         killed.delivered(value)
+    killed.flush_delivered()
     killed._fd = killed._delivered_fd = None  # the process died: nothing closed, files stay
 
     second = FeedProducer(settings, source_mode="simulate")

@@ -25,11 +25,11 @@ SIGKILL would lose what librdkafka held in memory, hence the journal:
 
 Journal (``producer_journal``, on by default): every message is appended to the write-ahead
 journal ``<data_dir>/spool/producer.wal`` (unbuffered, so in the kernel before librdkafka has
-it) before it is handed to Kafka, and a short digest of every confirmed one to
-``producer.wal.delivered``. Both are emptied whenever nothing is outstanding (at a status
-tick with an empty librdkafka queue) and removed at a clean stop. A producer killed with
-SIGKILL leaves them behind: the next start re-sends, before the spool, every journaled message
-without a delivery digest, byte for byte (a message confirmed in the instant before the kill
+it) before it is handed to Kafka, and the message_id of every confirmed one to
+``producer.wal.delivered`` (collected, written at every status tick and poll). Both are emptied
+whenever nothing is outstanding (at a status tick with an empty librdkafka queue) and removed
+at a clean stop. A producer killed with SIGKILL leaves them behind: the next start re-sends,
+before the spool, every journaled message without a confirmation, byte for byte (a message confirmed in the instant before the kill
 is sent again: a duplicate the stream drops within its watermark delay, never a loss).
 ``producer_accepted_log`` (off by default) appends the ``message_id`` of every accepted message
 to a file (the fault-injection suite counts losses against it).
@@ -76,11 +76,15 @@ _SPOOL_ERRORS = ("_MSG_TIMED_OUT", "_PURGE_QUEUE", "_PURGE_INFLIGHT", "_TRANSPOR
 _LOG_EVERY_FAILURE = 20  # log the first N delivery failures individually, then every 1000th
 
 
-def _digest(value: bytes) -> bytes:
-    return hashlib.blake2b(value, digest_size=12).hexdigest().encode("ascii")
-
-
 _MESSAGE_ID = b'"message_id":"'
+
+
+def _digest(value: bytes) -> bytes:
+    """What the journal records of a confirmed message: its message_id, else a hash of it."""
+    start = value.find(_MESSAGE_ID)
+    if start >= 0:
+        return value[start + len(_MESSAGE_ID): start + len(_MESSAGE_ID) + 64]
+    return hashlib.blake2b(value, digest_size=12).hexdigest().encode("ascii")
 
 
 def message_id_of(value: bytes) -> bytes:
@@ -97,8 +101,10 @@ class Journal:
     """Write-ahead journal of accepted messages until Kafka confirmed them (module docstring).
 
     ``accept`` before ``produce``, ``delivered`` from the delivery report; ``clear`` only when
-    no message is outstanding. Writes are unbuffered ``os.write`` calls on O_APPEND files, so a
-    SIGKILL of the process loses nothing that was written."""
+    no message is outstanding. Accepted messages are written at once (``os.write`` on an
+    O_APPEND file: a SIGKILL of the process loses nothing written); delivery digests are
+    collected and written by ``flush_delivered`` (at every status tick and poll of the producer
+    loop): a kill before that only makes the next start send a confirmed message again."""
 
     RECOVERING = ".recovering"
 
@@ -107,6 +113,7 @@ class Journal:
         self.delivered_path = self._delivered(path)
         self._fd: int | None = None
         self._delivered_fd: int | None = None
+        self._confirmed: list[bytes] = []
         self.dirty = False
 
     @staticmethod
@@ -124,17 +131,25 @@ class Journal:
         self.dirty = True
 
     def delivered(self, value: bytes) -> None:
-        os.write(self._delivered_fd, _digest(value) + b"\n")
+        self._confirmed.append(_digest(value))
+
+    def flush_delivered(self) -> None:
+        if self._confirmed and self._delivered_fd is not None:
+            self._confirmed.append(b"")
+            os.write(self._delivered_fd, b"\n".join(self._confirmed))
+            self._confirmed.clear()
 
     def clear(self) -> None:
         """Nothing is outstanding: forget every journaled message."""
         os.ftruncate(self._fd, 0)
         os.ftruncate(self._delivered_fd, 0)
+        self._confirmed.clear()
         self.dirty = False
 
     def close(self, *, remove: bool) -> None:
         if self._fd is None:
             return
+        self.flush_delivered()
         for fd in (self._fd, self._delivered_fd):
             if fd is not None:
                 os.close(fd)
@@ -543,6 +558,8 @@ class FeedProducer:
 
     # ---- status ------------------------------------------------------------------------------
     def _service(self) -> None:
+        if self.journal is not None:
+            self.journal.flush_delivered()
         now = time.monotonic()
         if now >= self._next_status:
             self._next_status = now + self.settings.producer_status_interval_s
@@ -551,7 +568,10 @@ class FeedProducer:
 
     def _clear_journal(self) -> None:
         """Empty the journal when nothing is outstanding (every report served; spooled ones on disk)."""
-        if self.journal is not None and self.journal.dirty and len(self._kafka) == 0:
+        if self.journal is None:
+            return
+        self.journal.flush_delivered()
+        if self.journal.dirty and len(self._kafka) == 0:
             if self._spool_handle is not None:
                 self._spool_handle.flush()
                 os.fsync(self._spool_handle.fileno())
