@@ -332,9 +332,7 @@ def burst_records(count: int) -> list[bytes]:
         elif i % 8 == 3:
             records.append(bytes(range(256)) * 2400)  # 600 KB of garbage
         else:
-            message = book(i, "40000.5", "40001.5")
-            message["bid_price"] = "4" + "0" * 300_000
-            records.append(json.dumps(message).encode())
+            records.append(tamper(book(i, "40000.5", "40001.5"), bid_price="4" + "0" * 300_000))
     return records
 
 
