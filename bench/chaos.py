@@ -640,6 +640,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds between supervision checks (the DAG's is BTC_SUPERVISOR_INTERVAL_S, 60)")
     parser.add_argument("--down", type=float, default=defaults.broker_down_s,
                         help="how long a killed broker / NameNode / DataNode stays down")
+    parser.add_argument("--phase", type=float, default=defaults.fault_phase_s,
+                        help="seconds of each exchange fault (500, truncated, garbage, 429, 418)")
+    parser.add_argument("--disk-full", type=float, default=defaults.disk_full_s,
+                        help="how long the storage root stays full")
     parser.add_argument("--symbols", type=int, default=defaults.symbols,
                         help=f"simulated symbols, one book ticker each a second (at most {len(SYMBOLS)})")
     parser.add_argument("--workdir", type=Path, help="keep everything here (default: a temporary dir, removed)")
@@ -650,7 +654,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown scenario(s) {unknown}; choose from {every}")
     options = Options(pre_s=args.pre, post_s=args.post, check_interval_s=args.check_interval,
-                      broker_down_s=args.down, symbols=min(args.symbols, len(SYMBOLS)))  # fmt: skip
+                      broker_down_s=args.down, fault_phase_s=args.phase, disk_full_s=args.disk_full,
+                      symbols=min(args.symbols, len(SYMBOLS)))  # fmt: skip
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
