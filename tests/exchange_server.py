@@ -74,6 +74,10 @@ class ExchangeServer:
         self.klines: list[list] = fixture("binance_klines_BTCUSDT_1h.json")
         self.clock = time.time  # "now" of the recent 1m klines (tests put a FakeClock here)
         self.used_weight = 0
+        #: True: the 24 h ticker's openTime/closeTime follow ``clock`` (as the live API's do), so
+        #: every poll is a new observation instead of the fixture's fixed one
+        self.live_times = False
+        self._outage: tuple[Reply, float] | None = None
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -88,6 +92,11 @@ class ExchangeServer:
         """Queue replies for ``path``; once used up the path answers normally again."""
         with self._lock:
             self.scripts.setdefault(path, deque()).extend(replies)
+
+    def fail_for(self, reply: Reply, seconds: float) -> None:
+        """Answer every request with ``reply`` (unless a scripted one is queued) for ``seconds``."""
+        with self._lock:
+            self._outage = (reply, time.time() + seconds)
 
     def requests_to(self, path: str) -> list[Request]:
         with self._lock:
@@ -121,7 +130,12 @@ class ExchangeServer:
         if path == BOOK_TICKER:
             return 200, fixture_text("binance_book_ticker_BTCUSDT.json")
         if path == TICKER_24HR:
-            return 200, fixture_text("binance_ticker_24hr_BTCUSDT.json")
+            if not self.live_times:
+                return 200, fixture_text("binance_ticker_24hr_BTCUSDT.json")
+            ticker = fixture("binance_ticker_24hr_BTCUSDT.json")
+            ticker["closeTime"] = int(self.clock() * 1000)
+            ticker["openTime"] = ticker["closeTime"] - 86_400_000
+            return 200, json.dumps(ticker)
         if path == KLINES and "startTime" not in query and query.get("interval") == "1m":
             return 200, json.dumps(self.recent_1m_klines(int(query.get("limit", 500))))
         if path == KLINES:
@@ -153,7 +167,8 @@ class ExchangeServer:
         with self._lock:
             self.requests.append(Request(path, query, {k.lower(): v for k, v in handler.headers.items()}))
             queue = self.scripts.get(path)
-            reply = queue.popleft() if queue else Reply()
+            outage = self._outage if self._outage is not None and self._outage[1] > time.time() else None
+            reply = queue.popleft() if queue else (outage[0] if outage else Reply())
             if path.startswith("/api/v3/") and path not in (SIMPLE_PRICE, COINS_MARKETS):
                 self.used_weight += 2
             weight = self.used_weight

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+from types import SimpleNamespace
 
 from btc_platform.producer import FeedProducer
 from btc_platform.settings import load_settings
@@ -60,3 +61,31 @@ def test_a_spool_left_by_a_killed_run_is_sent_with_the_new_one_and_bad_lines_rej
     assert second.from_spool == 20 and second.rejected == 1
     assert set(_ids(settings.producer_spool_path)) >= {json.loads(line)["message_id"] for line in lines}
     assert "spool" in (settings.logs_dir / "producer_rejected.jsonl").read_text()
+
+
+def test_messages_a_killed_run_journaled_but_kafka_never_confirmed_are_sent_again(tmp_path):
+    """The write-ahead journal: a SIGKILLed run leaves producer.wal (+ delivery digests); the next
+    start re-sends exactly the journaled messages without a digest, and a clean stop removes it."""
+    from btc_platform.producer import Journal
+
+    settings = load_settings(data_dir=tmp_path / "data", kafka_bootstrap_servers=f"127.0.0.1:{_closed_port()}",
+                             producer_flush_timeout_s=1.0)
+    source = SimulateSource(["BTCUSDT"], coingecko_symbol="BTCUSDT", speed=0, seed=5)
+    ctx = SimpleNamespace(poll_ok=lambda _source: None)
+    values = [value for _, (_, value, _) in zip(range(6), source.messages(ctx), strict=False)]
+    killed = Journal(settings.producer_journal_path)
+    killed.open()
+    for value in values:
+        killed.accept(value)
+    for value in values[:2]:  # Kafka confirmed the first two before the kill
+        killed.delivered(value)
+    killed.flush_delivered()
+    killed._fd = killed._delivered_fd = None  # the process died: nothing closed, files stay
+
+    second = FeedProducer(settings, source_mode="simulate")
+    second.run(SimulateSource(["BTCUSDT"], coingecko_symbol="BTCUSDT", speed=0, seed=6), max_messages=1)
+    assert second.from_journal == 4
+    spooled = _ids(settings.producer_spool_path)  # the broker is down: all of them spooled at stop
+    assert [json.loads(v)["message_id"] for v in values[2:]] == spooled[:4] and len(spooled) == 5
+    assert not settings.producer_journal_path.exists()
+    assert not settings.producer_journal_path.with_name("producer.wal.recovering").exists()

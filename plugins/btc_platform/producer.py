@@ -21,7 +21,18 @@ line, fsync'ed at close) instead of being lost, and counted as ``spooled``. The 
 delivers the spool first, byte for byte (same ``message_id``), before any new message: the file
 is renamed to ``producer.jsonl.sending`` and removed once every message in it was delivered or
 spooled again (a process killed in between sends it again: duplicates, never a loss). Only a
-SIGKILL loses what librdkafka held in memory.
+SIGKILL would lose what librdkafka held in memory, hence the journal:
+
+Journal (``producer_journal``, on by default): every message is appended to the write-ahead
+journal ``<data_dir>/spool/producer.wal`` (unbuffered, so in the kernel before librdkafka has
+it) before it is handed to Kafka, and the message_id of every confirmed one to
+``producer.wal.delivered`` (collected, written at every status tick and poll). Both are emptied
+whenever nothing is outstanding (at a status tick with an empty librdkafka queue) and removed
+at a clean stop. A producer killed with SIGKILL leaves them behind: the next start re-sends,
+before the spool, every journaled message without a confirmation, byte for byte (a message confirmed in the instant before the kill
+is sent again: a duplicate the stream drops within its watermark delay, never a loss).
+``producer_accepted_log`` (off by default) appends the ``message_id`` of every accepted message
+to a file (the fault-injection suite counts losses against it).
 
 Health: a JSON status record (``btc_platform.status``) at ``producer_status_path``, rewritten
 every ``producer_status_interval_s`` and at exit: pid, source mode, started_at, updated_at,
@@ -39,6 +50,7 @@ with the reason to ``<logs_dir>/producer_rejected.jsonl``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -62,6 +74,118 @@ _SPOOL_ERRORS = ("_MSG_TIMED_OUT", "_PURGE_QUEUE", "_PURGE_INFLIGHT", "_TRANSPOR
                  "_TIMED_OUT", "REQUEST_TIMED_OUT", "NOT_ENOUGH_REPLICAS", "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
                  "LEADER_NOT_AVAILABLE", "NOT_LEADER_FOR_PARTITION")
 _LOG_EVERY_FAILURE = 20  # log the first N delivery failures individually, then every 1000th
+
+
+_MESSAGE_ID = b'"message_id":"'
+
+
+def _digest(value: bytes) -> bytes:
+    """What the journal records of a confirmed message: its message_id, else a hash of it."""
+    start = value.find(_MESSAGE_ID)
+    if start >= 0:
+        return value[start + len(_MESSAGE_ID): start + len(_MESSAGE_ID) + 64]
+    return hashlib.blake2b(value, digest_size=12).hexdigest().encode("ascii")
+
+
+def message_id_of(value: bytes) -> bytes:
+    """The ``message_id`` of an encoded message without parsing it (b"-" when it has none)."""
+    start = value.find(_MESSAGE_ID)
+    if start < 0:
+        return b"-"
+    start += len(_MESSAGE_ID)
+    end = value.find(b'"', start)
+    return value[start:end] if end > start else b"-"
+
+
+class Journal:
+    """Write-ahead journal of accepted messages until Kafka confirmed them (module docstring).
+
+    ``accept`` before ``produce``, ``delivered`` from the delivery report; ``clear`` only when
+    no message is outstanding. Accepted messages are written at once (``os.write`` on an
+    O_APPEND file: a SIGKILL of the process loses nothing written); delivery digests are
+    collected and written by ``flush_delivered`` (at every status tick and poll of the producer
+    loop): a kill before that only makes the next start send a confirmed message again."""
+
+    RECOVERING = ".recovering"
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.delivered_path = self._delivered(path)
+        self._fd: int | None = None
+        self._delivered_fd: int | None = None
+        self._confirmed: list[bytes] = []
+        self.dirty = False
+
+    @staticmethod
+    def _delivered(path: Path) -> Path:
+        return path.with_name(path.name + ".delivered")
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        self._fd = os.open(self.path, flags | os.O_TRUNC, 0o644)
+        self._delivered_fd = os.open(self.delivered_path, flags | os.O_TRUNC, 0o644)
+
+    def accept(self, value: bytes) -> None:
+        os.write(self._fd, value + b"\n")
+        self.dirty = True
+
+    def delivered(self, value: bytes) -> None:
+        self._confirmed.append(_digest(value))
+
+    def flush_delivered(self) -> None:
+        if self._confirmed and self._delivered_fd is not None:
+            self._confirmed.append(b"")
+            os.write(self._delivered_fd, b"\n".join(self._confirmed))
+            self._confirmed.clear()
+
+    def clear(self) -> None:
+        """Nothing is outstanding: forget every journaled message."""
+        os.ftruncate(self._fd, 0)
+        os.ftruncate(self._delivered_fd, 0)
+        self._confirmed.clear()
+        self.dirty = False
+
+    def close(self, *, remove: bool) -> None:
+        if self._fd is None:
+            return
+        self.flush_delivered()
+        for fd in (self._fd, self._delivered_fd):
+            if fd is not None:
+                os.close(fd)
+        self._fd = self._delivered_fd = None
+        if remove:
+            self.path.unlink(missing_ok=True)
+            self.delivered_path.unlink(missing_ok=True)
+
+    def take_left_over(self) -> Path | None:
+        """Move the journal a killed run left behind aside (kept beside an earlier one that was
+        being re-sent when that run died too); None if there is none."""
+        recovering = self.path.with_name(self.path.name + self.RECOVERING)
+        if self.path.exists():
+            if recovering.exists():
+                for src, dst in ((self.path, recovering), (self.delivered_path, self._delivered(recovering))):
+                    if src.exists():
+                        with dst.open("ab") as out:
+                            out.write(src.read_bytes())
+                        src.unlink()
+            else:
+                os.replace(self.path, recovering)
+                if self.delivered_path.exists():
+                    os.replace(self.delivered_path, self._delivered(recovering))
+        return recovering if recovering.exists() else None
+
+    @classmethod
+    def undelivered(cls, recovering: Path) -> list[bytes]:
+        """Journaled messages of ``recovering`` without a delivery digest, in journal order."""
+        delivered_path = cls._delivered(recovering)
+        done = set(delivered_path.read_bytes().split(b"\n")) if delivered_path.exists() else set()
+        return [line for line in recovering.read_bytes().split(b"\n") if line and _digest(line) not in done]
+
+    @classmethod
+    def remove(cls, recovering: Path) -> None:
+        recovering.unlink(missing_ok=True)
+        cls._delivered(recovering).unlink(missing_ok=True)
 
 
 def _iso(epoch: float | None) -> str | None:
@@ -169,6 +293,13 @@ class FeedProducer:
         self._spool_handle = None
         self._spool_codes: frozenset[int] | None = None
         self._sending_taken = False
+        self.journal = Journal(settings.producer_journal_path) if settings.producer_journal else None
+        self.from_journal = 0
+        self._accepted_fd: int | None = None
+        if settings.producer_accepted_log:
+            accepted_log = Path(settings.producer_accepted_log)
+            accepted_log.parent.mkdir(parents=True, exist_ok=True)
+            self._accepted_fd = os.open(accepted_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.upstreams: dict[str, UpstreamHealth] = {}
         self.http_errors: dict[str, dict[str, int]] = {}
         self.waiting: dict[str, dict[str, Any]] = {}
@@ -269,6 +400,8 @@ class FeedProducer:
 
             def callback(err, msg, _health=health):
                 if err is None:
+                    if self.journal is not None:
+                        self.journal.delivered(msg.value())
                     if self.waiting:
                         self.waiting.pop("kafka", None)
                     self.published += 1
@@ -359,13 +492,48 @@ class FeedProducer:
         log.info("re-sent %d spooled message(s) from %s first", count, sending)
         return count
 
-    def publish(self, key: bytes, value: bytes, source: str) -> bool:
+    def send_journal(self) -> int:
+        """Re-send what a killed run journaled but Kafka never confirmed; returns how many."""
+        if self.journal is None:
+            return 0
+        recovering = self.journal.take_left_over()
+        self.journal.open()
+        if recovering is None:
+            return 0
+        count = 0
+        for number, value in enumerate(Journal.undelivered(recovering), 1):
+            try:
+                head = json.loads(value)
+                key, source = head["symbol"].encode("utf-8"), head["source"]
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:  # a line cut by the kill
+                self.reject("journal", f"{recovering.name} message {number}: {exc}", value[:500])
+                continue
+            if not self.publish(key, value, source):
+                break  # stopped with a full queue: that one is spooled, the rest stays journaled
+            count += 1
+        else:
+            Journal.remove(recovering)  # every message in it is journaled again (or spooled)
+        self.from_journal += count
+        log.warning("re-sent %d message(s) a killed run had accepted but Kafka had not confirmed (%s)",
+                    count, recovering)
+        return count
+
+    def _accept(self, value: bytes) -> None:
+        """Bookkeeping of a message about to be handed to librdkafka."""
+        if self.journal is not None:
+            self.journal.accept(value)
+        if self._accepted_fd is not None:
+            os.write(self._accepted_fd, message_id_of(value) + b"\n")
+
+    def publish(self, key: bytes, value: bytes, source: str, *, journaled: bool = False) -> bool:
         """Hand one message to librdkafka; wait (serving reports) while its queue is full.
 
         Returns False only when a stop was requested while the queue stayed full past the flush
         timeout: that message was never accepted, it is logged and counted as failed.
         """
         callback = self._callbacks.get(source) or self._callback(source)
+        if not journaled:
+            self._accept(value)
         try:
             self._kafka.produce(self.topic, value, key, on_delivery=callback)
             self.accepted += 1
@@ -390,10 +558,24 @@ class FeedProducer:
 
     # ---- status ------------------------------------------------------------------------------
     def _service(self) -> None:
+        if self.journal is not None:
+            self.journal.flush_delivered()
         now = time.monotonic()
         if now >= self._next_status:
             self._next_status = now + self.settings.producer_status_interval_s
+            self._clear_journal()
             self.write_status()
+
+    def _clear_journal(self) -> None:
+        """Empty the journal when nothing is outstanding (every report served; spooled ones on disk)."""
+        if self.journal is None:
+            return
+        self.journal.flush_delivered()
+        if self.journal.dirty and len(self._kafka) == 0:
+            if self._spool_handle is not None:
+                self._spool_handle.flush()
+                os.fsync(self._spool_handle.fileno())
+            self.journal.clear()
 
     def status(self) -> dict[str, Any]:
         now = time.time()
@@ -418,6 +600,7 @@ class FeedProducer:
             "in_flight": len(self._kafka),
             "spooled": self.spooled,
             "from_spool": self.from_spool,
+            "from_journal": self.from_journal,
             "last_publish_at": _iso(max(publishes)) if publishes else None,
             "last_poll_ok_at": _iso(max(polls)) if polls else None,
             "sources": {name: h.as_dict() for name, h in sorted(self.upstreams.items())},
@@ -447,17 +630,21 @@ class FeedProducer:
         log.info("producer started: source=%s topic=%s bootstrap=%s", self.source_mode, self.topic,
                  self.settings.kafka_bootstrap_servers)
         count = 0
+        self.send_journal()
         self.send_spool()
         iterator = source.messages(self)
         produce, topic, callbacks = self._kafka.produce, self.topic, self._callbacks
+        bookkeeping = self._accept if (self.journal is not None or self._accepted_fd is not None) else None
         try:
             for key, value, src in iterator:
                 callback = callbacks.get(src) or self._callback(src)
                 try:  # fast path inline; publish() waits while the local queue is full
+                    if bookkeeping is not None:
+                        bookkeeping(value)
                     produce(topic, value, key, on_delivery=callback)
                     self.accepted += 1
                 except BufferError:
-                    if not self.publish(key, value, src):
+                    if not self.publish(key, value, src, journaled=True):
                         break
                 count += 1
                 if max_messages is not None and count >= max_messages:
@@ -497,6 +684,11 @@ class FeedProducer:
                 self.failed += remaining
                 log.error("%d message(s) neither delivered nor spooled: counted as failed", remaining)
         self._close_spool()
+        if self.journal is not None:  # kept when a message is neither delivered nor spooled
+            self.journal.close(remove=remaining == 0)
+        if self._accepted_fd is not None:
+            os.close(self._accepted_fd)
+            self._accepted_fd = None
         sending = self._sending_path()
         if self._sending_taken and sending.exists():
             sending.unlink()  # every message in it was delivered or spooled again

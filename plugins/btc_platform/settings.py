@@ -207,6 +207,16 @@ class Settings(BaseSettings):
         default=500000, description="Local producer queue bound; when full the source waits (backpressure)."
     )
     producer_linger_ms: NonNegativeInt = Field(default=5, description="Batching delay (linger.ms).")
+    producer_journal: bool = Field(
+        default=True,
+        description="Write-ahead journal of accepted messages (<data_dir>/spool/producer.wal) until Kafka "
+        "confirmed them: a producer killed with SIGKILL loses nothing, its next start re-sends them.",
+    )
+    producer_accepted_log: str = Field(
+        default="",
+        description="File to append the message_id of every message the producer accepted (one a line; "
+        "audit, used by the fault-injection suite `make chaos`). Empty: off.",
+    )
     producer_compression: Literal["none", "lz4", "snappy", "gzip", "zstd"] = Field(
         default="lz4", description="Kafka compression.type of the producer."
     )
@@ -437,6 +447,11 @@ class Settings(BaseSettings):
     def producer_spool_path(self) -> Path:
         """Messages the producer accepted but could not deliver, kept for its next start."""
         return self.data_dir / "spool" / "producer.jsonl"
+
+    @property
+    def producer_journal_path(self) -> Path:
+        """Write-ahead journal of the producer's accepted, not yet confirmed messages."""
+        return self.data_dir / "spool" / "producer.wal"
 
     @property
     def stream_status_path(self) -> Path:

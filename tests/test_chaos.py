@@ -1,0 +1,34 @@
+"""The short fault-injection suite (``make chaos`` runs the full one, bench/chaos.py): a real
+broker, the producer (simulate source) and the Spark stream under the platform's supervision
+checks; kill -9 of the producer, of the stream job and of the broker, and a burst of malformed
+and oversized records. Every message the producer accepted (its own log of accepted ids) must
+be in raw_data exactly once, nothing else may be there, and the bad records must all be in
+quarantine."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import chaos
+
+pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
+
+SHORT = ["producer_kill", "stream_kill", "broker_kill", "burst"]
+
+
+def test_kill_9_and_a_bad_burst_lose_and_duplicate_nothing(tmp_path):
+    options = chaos.Options(pre_s=0, post_s=1, check_interval_s=1, broker_down_s=3, burst=40, symbols=4,
+                            recovery_timeout_s=120, warmup_timeout_s=180)
+    results = chaos.run(SHORT, options, workdir=tmp_path)
+    table = chaos.table(results)
+    assert [r.scenario for r in results] == SHORT, table
+    for result in results:
+        assert result.accepted > 0, table  # the producer accepted messages in every scenario
+        assert (result.lost, result.duplicated, result.extra) == (0, 0, 0), table
+        assert result.in_raw == result.accepted, table
+        assert result.recovery_s is not None, table  # data flowed again after each fault
+    assert "supervisor restarted producer" in results[0].note, table
+    assert "supervisor restarted stream" in results[1].note, table
+    assert "btc-services start kafka" in results[2].note, table
+    assert "quarantined 40 of 40" in results[3].note, table
+    assert all(r.ok for r in results), table
