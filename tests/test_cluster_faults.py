@@ -27,6 +27,7 @@ import pytest
 
 from btc_platform.settings import load_settings
 from tests.fixtures_services import _start_with_free_ports, free_ports
+from tests.polling import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 log = logging.getLogger(__name__)
@@ -41,14 +42,8 @@ def _group(settings, name: str) -> int:
     return record.pgid
 
 
-def _wait(check, timeout_s: float, what: str, poll_s: float = 0.2):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(poll_s)
-    raise AssertionError(f"{what} not within {timeout_s:.0f} s")
+def _wait(check, timeout_s: float, what: str):
+    return wait_until(check, timeout_s, what, interval_s=0.2)
 
 
 # ---------------------------------------------------------------------------------------------
