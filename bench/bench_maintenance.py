@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    from bench.bench_models import log_figures
     from bench.bench_stream import payloads
     from btc_platform import datasets
     from btc_platform.settings import load_settings
@@ -109,8 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         ("raw_data vacuumed files", f"{raw.vacuumed_files}"),
         ("maintenance job, every table (s)", f"{maint_s:.1f}"),
     ]
-    width = max(len(name) for name, _ in figures)
-    log.info("bench_maintenance\n%s", "\n".join(f"  {name:<{width}}  {value}" for name, value in figures))
+    log_figures(log, "bench_maintenance", figures)
     return 0
 
 
