@@ -104,6 +104,52 @@ def test_assess_names_absent_dead_stale_and_reconfigured_processes(env_settings)
     assert due["stream"].startswith("configuration changed (")
 
 
+def test_assess_keeps_a_producer_backing_off_from_exchange_failures_and_says_why(env_settings, caplog):
+    """Alive and retrying 5xx / truncated / garbage answers: not stale (restarting would only call
+    the failing exchange again); a producer whose status stopped (hung) or that stopped trying is."""
+    from btc_platform.status import write_status
+
+    s = env_settings
+    _stand_in(s, supervisor.PRODUCER)
+    _stand_in(s, supervisor.STREAM)
+    later = time.time() + 600  # 10 minutes without a publish
+
+    def at(seconds_before_later: float) -> str:
+        return datetime.fromtimestamp(later - seconds_before_later, UTC).isoformat()
+
+    failing = {"reason": "exchange_failing", "until": None, "kind": "http_5xx", "failures": 41,
+               "since": at(500), "last_failure": at(3), "next_attempt": at(-4), "detail": "HTTP 503"}  # fmt: skip
+    write_status(s.producer_status_path, {"updated_at": at(2), "last_publish_at": at(520),
+                                          "waiting": {"binance": failing}})  # fmt: skip
+    with caplog.at_level(logging.DEBUG, logger="btc_platform.supervisor"):
+        assert "producer" not in supervisor.assess(s, now=later)
+        first = [r for r in caplog.records if "but healthy" in r.getMessage()]
+        assert [r.levelno for r in first] == [logging.INFO]
+        assert first[0].getMessage() == (
+            "producer: no publish within 60 s but healthy, ok, waiting: binance failing: 41 failed attempts "
+            f"(http_5xx: HTTP 503) since {at(500)}, backing off, next attempt at {at(-4)} (4 s)"
+        )
+        caplog.clear()
+        assert "producer" not in supervisor.assess(s, now=later + 1)  # the next check: same cause, not repeated
+        assert [r.levelno for r in caplog.records if "but healthy" in r.getMessage()] == [logging.DEBUG]
+        # the kind changed: logged again
+        caplog.clear()
+        write_status(s.producer_status_path, {"updated_at": at(2), "last_publish_at": at(520),
+                                              "waiting": {"binance": {**failing, "kind": "truncated"}}})  # fmt: skip
+        assert "producer" not in supervisor.assess(s, now=later)
+        assert [r.levelno for r in caplog.records if "but healthy" in r.getMessage()] == [logging.INFO]
+
+    # hung: the status record itself is 2 minutes old
+    write_status(s.producer_status_path, {"updated_at": at(120), "last_publish_at": at(520),
+                                          "waiting": {"binance": failing}})  # fmt: skip
+    assert supervisor.assess(s, now=later)["producer"] == "stale: no publish for 520 s (limit 60 s)"
+    # alive but no longer trying (last failure and next attempt long past)
+    stopped = {**failing, "last_failure": at(300), "next_attempt": at(290)}
+    write_status(s.producer_status_path, {"updated_at": at(2), "last_publish_at": at(520),
+                                          "waiting": {"binance": stopped}})  # fmt: skip
+    assert supervisor.assess(s, now=later)["producer"] == "stale: no publish for 520 s (limit 60 s)"
+
+
 def test_assess_and_ensure_services_report_a_dead_kafka_that_cannot_be_restarted(env_settings, caplog):
     s = load_settings(data_dir=env_settings.data_dir, kafka_port=env_settings.kafka_port,
                       supervisor_services="kafka")  # fmt: skip
