@@ -171,6 +171,35 @@ def test_assess_and_ensure_services_report_a_dead_kafka_that_cannot_be_restarted
     assert "kafka: unhealthy (not running): restarting it" in caplog.text
 
 
+def test_a_check_that_cannot_restart_fails_and_paces_the_next_run(env_settings, monkeypatch, caplog):
+    """The resumed task's check fails with the reason (the run goes red) and remembers it; the
+    next run sees the recent failure (it watches before acting); a good check forgets it."""
+    from btc_platform.supervisor import watch as watch_module
+
+    monkeypatch.setenv("BTC_SUPERVISOR_SERVICES", "kafka")
+    get_settings.cache_clear()
+    s = get_settings()
+    _stand_in(s, supervisor.PRODUCER)
+    _stand_in(s, supervisor.STREAM)
+    assert watch_module.recent_failure(s) is None
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", s.kafka_port))
+        squatter.listen()
+        with caplog.at_level(logging.ERROR, logger="tests.watch"), pytest.raises(supervisor.SupervisorError):
+            handle({"due": {"kafka": "not running"}, "found_at": "T"}, WATCH_LOG)
+    assert "supervision cannot do its job, this run fails (the next one checks again): kafka is down" in caplog.text
+    failed = watch_module.recent_failure(s)
+    assert failed["reason"].startswith("kafka is down (not running) and could not be restarted: port ")
+    assert time.time() - failed["at"] < 60
+    assert watch_module.recent_failure(s, now=failed["at"] + watch_module.FAILURE_PACING_S + 1) is None
+
+    monkeypatch.setenv("BTC_SUPERVISOR_SERVICES", "")  # nothing left that cannot be restarted
+    get_settings.cache_clear()
+    assert handle({"due": {}, "found_at": "T"}, WATCH_LOG) is True
+    assert watch_module.recent_failure(get_settings()) is None
+
+
 def test_hdfs_is_assessed_when_it_is_the_storage(env_settings):
     s = load_settings(data_dir=env_settings.data_dir, supervisor_services="kafka,hdfs",
                       kafka_port=env_settings.kafka_port)  # fmt: skip
@@ -280,6 +309,17 @@ AIRFLOW_CHECK = textwrap.dedent(
     event = asyncio.run(first())
     operator = SupervisorOperator(task_id="supervise", interval_s=20, run_days=1)
     ended = operator.resume({}, event={"ended": True, "checks": 1})
+    # a run that starts right after a failed one watches first: it defers without acting
+    from btc_platform import supervisor
+    from btc_platform.settings import get_settings
+    from btc_platform.status import write_status
+    from btc_platform.supervisor.watch import _failure_path
+    import time
+    write_status(_failure_path(get_settings()), {"at": time.time() - 5, "reason": "kafka is down"})
+    try:
+        operator.execute({})
+    except TaskDeferred as deferred:
+        paced = {"method": deferred.method_name, "producer": supervisor.status("producer").action}
     try:
         operator._defer(end_at)
     except TaskDeferred as deferred:
@@ -287,7 +327,7 @@ AIRFLOW_CHECK = textwrap.dedent(
                  "trigger": list(deferred.trigger.serialize())}
     print("CHECK " + json.dumps({"classpath": classpath, "kwargs": kwargs, "rebuilt": list(trigger.serialize()),
                                  "event": type(event).__name__, "payload": event.payload, "ended": ended,
-                                 "deferred": again}))
+                                 "deferred": again, "paced": paced}))
     """
 )
 
@@ -313,6 +353,7 @@ def test_airflow_trigger_and_operator_in_their_own_airflow_home(tmp_path):
     deferred = result["deferred"]
     assert deferred["method"] == "resume" and deferred["kwargs"] == {"end_at": end_at}
     assert deferred["trigger"] == [result["classpath"], {"end_at": end_at, "interval_s": 20.0, "report_every_s": 3600.0}]
+    assert result["paced"] == {"method": "resume", "producer": "absent"}, "deferred without starting anything"
 
 
 def test_run_end_is_a_day_after_the_run_started_and_never_in_the_past():

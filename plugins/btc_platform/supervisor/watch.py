@@ -11,7 +11,11 @@ and yields one payload, then ends:
 * ``{"ended": True, "end_at": ..., "checks": n}`` at ``end_at`` (the DAG run's day is over).
 
 A failing check (e.g. an unreadable status file) is logged and retried at the next interval; it
-never fires. :func:`handle` is what the resumed task does with a payload.
+never fires. :func:`handle` is what the resumed task does with a payload; :func:`check` runs
+the acting checks and remembers a failure (a service or process that cannot be (re)started):
+the task then fails (a red run with the reason in its log), and the next run of the continuous
+DAG, seeing :func:`recent_failure`, watches first instead of trying again at once, so a lasting
+failure costs one failed run per check interval and a restart attempt, not a tight loop.
 """
 
 from __future__ import annotations
@@ -25,6 +29,45 @@ from typing import Any
 
 #: How often the loop writes an "all healthy" line to the task log while nothing happens.
 REPORT_EVERY_S = 3600.0
+
+
+#: A failure younger than this makes the next run watch first (see the module docstring).
+FAILURE_PACING_S = 120.0
+
+
+def _failure_path(settings):
+    from btc_platform.supervisor.launch import state_dir
+
+    return state_dir(settings) / "supervise_failed.json"
+
+
+def recent_failure(settings, now: float | None = None, within_s: float = FAILURE_PACING_S) -> dict[str, Any] | None:
+    """The last failed check (``{"at": epoch, "reason": ...}``) if younger than ``within_s``."""
+    from btc_platform.status import read_status
+
+    record = read_status(_failure_path(settings))
+    now = time.time() if now is None else now
+    if not record or now - float(record.get("at", 0.0)) > within_s:
+        return None
+    return record
+
+
+def check(log: logging.Logger) -> None:
+    """Run every acting check (:func:`btc_platform.supervisor.ensure_all`); a failure is recorded
+    (for :func:`recent_failure`), logged and raised, success clears the record."""
+    from btc_platform.process import ProcessError
+    from btc_platform.settings import get_settings
+    from btc_platform.status import write_status
+    from btc_platform.supervisor import ensure_all
+
+    settings = get_settings()
+    try:
+        ensure_all(settings)
+    except ProcessError as exc:
+        write_status(_failure_path(settings), {"at": time.time(), "reason": str(exc)})
+        log.error("supervision cannot do its job, this run fails (the next one checks again): %s", exc)
+        raise
+    _failure_path(settings).unlink(missing_ok=True)
 
 
 def parse_time(moment: str) -> float:
@@ -83,15 +126,13 @@ async def watch(
 
 def handle(event: dict[str, Any] | None, log: logging.Logger) -> bool:
     """The resumed task's answer to a payload of :func:`watch`: False when the run is over,
-    else log what was found, run every check (they act; a service that cannot be restarted
-    raises ``SupervisorError``) and return True (watch again)."""
-    from btc_platform.supervisor import ensure_all
-
+    else log what was found, run every check (:func:`check`: they act; a service that cannot be
+    restarted raises ``SupervisorError``) and return True (watch again)."""
     event = event or {}
     if event.get("ended"):
         log.info("supervision run over (%s checks in the triggerer); the next run takes over", event.get("checks"))
         return False
     for name, reason in (event.get("due") or {}).items():
         log.warning("trigger found at %s: %s needs a (re)start: %s", event.get("found_at"), name, reason)
-    ensure_all()
+    check(log)
     return True
