@@ -5,12 +5,12 @@ The platform under test is the real one, small: a Kafka broker (KRaft) on free p
 producer (simulate source at a fixed rate: ``--symbols`` book tickers a second plus 24 h tickers,
 market messages and klines; the live source against the local fake exchange server for the
 exchange scenario) and the Spark streaming job writing Delta tables, both started and restarted
-by the platform's own supervision (``btc_platform.supervisor.ensure_producer`` /
-``ensure_stream``, the calls the ``btc_stream_supervisor`` DAG makes) every
-``--check-interval`` seconds. Kafka and HDFS are not covered by that supervision yet: this
-suite restarts them the way an operator does (``btc-services start kafka|hdfs``, i.e.
-``btc_platform.services.start_kafka`` / ``start_hdfs``) when its check finds them down; the
-table says which way each scenario recovered.
+by the platform's own supervision every ``--check-interval`` seconds: the calls the
+``btc_stream_supervisor`` DAG makes, ``btc_platform.supervisor.ensure_services`` for the Kafka
+broker (and HDFS when it is the storage), then ``ensure_producer`` and ``ensure_stream``. A
+killed broker, NameNode or DataNode is held down for ``--down`` s (the outage the producer's
+spool and the stream must ride out), then supervision finds it down and restarts it; the table
+says what recovered each scenario.
 
 Scenarios run one after another on the same platform (each for ``--pre`` s steady, the fault,
 until data flows again, ``--post`` s steady), then the producer is stopped gracefully, the
@@ -152,18 +152,17 @@ class Platform:
 
     # ---- supervision ---------------------------------------------------------------------
     def check(self) -> None:
-        """One supervision round: services (btc-services), then the platform's own checks."""
-        from btc_platform import services, supervisor
+        """One supervision round, as the supervisor DAG's task does it: the services
+        (``ensure_services``, each with its own instance's settings), then producer and stream."""
+        from btc_platform import supervisor
 
         with self._check_lock:
             for name, service_settings in (("kafka", self.kafka), ("hdfs", self.hdfs)):
                 if service_settings is None or self.suspended.get(name, 0) > time.time():
                     continue
-                state = services.status(name, service_settings)
-                if not state.healthy:
-                    log.warning("%s is down (%s): btc-services start %s", name, state.problem, name)
-                    services.start(name, service_settings)
-                    self.events.append((time.time(), f"btc-services start {name}"))
+                for result in supervisor.ensure_services(service_settings):
+                    if result.action != "ok":
+                        self.events.append((time.time(), f"supervisor {result.action} {name}: {result.reason}"))
             for name, ensure in (("producer", lambda: supervisor.ensure_producer(self.settings, self.source)),
                                  ("stream", lambda: supervisor.ensure_stream(self.settings))):  # fmt: skip
                 result = ensure()
@@ -298,7 +297,7 @@ def kill_service_process(platform: Platform, service: str, process_name: str, do
     os.kill(pid, signal.SIGKILL)
     killed = time.time()
     time.sleep(down_s)
-    return killed, f"btc-services start {service} (after {down_s:.0f} s down) + supervisor checks", \
+    return killed, f"supervisor ensure_services (held down {down_s:.0f} s) + checks", \
         f"kill -9 {process_name} pid {pid}, down {down_s:.0f} s"
 
 
@@ -494,7 +493,7 @@ def start_kafka(workdir: Path):
 
     port, controller = free_ports(2)
     settings = load_settings(data_dir=workdir / "kafka", kafka_port=port, kafka_controller_port=controller,
-                             kafka_bootstrap_servers=f"127.0.0.1:{port}")  # fmt: skip
+                             kafka_bootstrap_servers=f"127.0.0.1:{port}", supervisor_services="kafka")  # fmt: skip
     services.start_kafka(settings)
     return settings
 
@@ -506,7 +505,7 @@ def start_hdfs(workdir: Path):
     rpc, http, dn, dn_http, dn_ipc = free_ports(5)
     settings = load_settings(data_dir=workdir / "hdfs", hdfs_namenode_port=rpc, hdfs_namenode_http_port=http,
                              hdfs_datanode_port=dn, hdfs_datanode_http_port=dn_http,
-                             hdfs_datanode_ipc_port=dn_ipc)  # fmt: skip
+                             hdfs_datanode_ipc_port=dn_ipc, supervisor_services="hdfs")  # fmt: skip
     services.start_hdfs(settings)
     return settings
 
