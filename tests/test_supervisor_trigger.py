@@ -200,6 +200,33 @@ def test_a_check_that_cannot_restart_fails_and_paces_the_next_run(env_settings, 
     assert watch_module.recent_failure(get_settings()) is None
 
 
+def test_a_dead_airflow_scheduler_is_found_by_its_marker_and_command_line(env_settings):
+    """``airflow standalone`` never restarts its scheduler; the trigger's ensure_scheduler starts
+    one only when no scheduler process of this platform instance lives."""
+    from btc_platform.services import airflow as airflow_service
+    from btc_platform.services import base
+
+    s = env_settings
+    assert airflow_service.scheduler_pids(s) == []
+    # a stand-in with the command line of standalone's child (`.../airflow scheduler`), marked as ours
+    fake_bin = s.data_dir / "bin" / "airflow"
+    fake_bin.parent.mkdir(parents=True, exist_ok=True)
+    fake_bin.write_text("import time\ntime.sleep(600)\n")
+    record = base.spawn(s, "airflow-scheduler", [sys.executable, str(fake_bin), "scheduler"], base.base_env(),
+                        s.data_dir)  # fmt: skip
+    other = base.spawn(s, "airflow-triggerer", [sys.executable, str(fake_bin), "triggerer"], base.base_env(),
+                       s.data_dir)  # fmt: skip
+    try:
+        assert airflow_service.scheduler_pids(s) == [record.pid]
+        assert airflow_service.ensure_scheduler(s) is None, "one runs: nothing started"
+    finally:
+        base.terminate(s, "airflow-scheduler", 5)
+        base.terminate(s, "airflow-triggerer", 5)
+    assert airflow_service.scheduler_pids(s) == [], "killed: a restart is due"
+    assert load_settings().supervisor_airflow_scheduler is False  # only `btc-services run` turns it on
+    assert other.pid not in airflow_service.scheduler_pids(s)
+
+
 def test_hdfs_is_assessed_when_it_is_the_storage(env_settings):
     s = load_settings(data_dir=env_settings.data_dir, supervisor_services="kafka,hdfs",
                       kafka_port=env_settings.kafka_port)  # fmt: skip

@@ -10,6 +10,11 @@ and yields one payload, then ends:
   producer or the stream needs a (re)start;
 * ``{"ended": True, "end_at": ..., "checks": n}`` at ``end_at`` (the DAG run's day is over).
 
+With ``supervisor_airflow_scheduler`` (set by ``btc-services run``) every check first makes sure
+an Airflow scheduler of this platform runs and starts one if not
+(``btc_platform.services.airflow.ensure_scheduler``): the only restart done in the triggerer,
+because without a scheduler the resumed task that does the others would never run.
+
 A failing check (e.g. an unreadable status file) is logged and retried at the next interval; it
 never fires. :func:`handle` is what the resumed task does with a payload; :func:`check` runs
 the acting checks and remembers a failure (a service or process that cannot be (re)started):
@@ -108,6 +113,12 @@ async def watch(
             yield {"ended": True, "end_at": end_at, "checks": checks}
             return
         await asyncio.sleep(min(interval_s, left))
+        if settings.supervisor_airflow_scheduler:
+            try:
+                await asyncio.to_thread(_ensure_scheduler, settings, log)
+            except Exception as exc:  # noqa: BLE001 - logged; the next interval tries again
+                log.error("could not start an Airflow scheduler (%s: %s); next try in %g s",
+                          type(exc).__name__, exc, interval_s)  # fmt: skip
         try:
             due = await asyncio.to_thread(supervisor.assess, settings)
         except Exception as exc:  # noqa: BLE001 - one failed look must not end supervision; logged, retried
@@ -122,6 +133,16 @@ async def watch(
         if time.monotonic() - last_report >= report_every_s:
             log.info("%d checks, all healthy", checks)
             last_report = time.monotonic()
+
+
+def _ensure_scheduler(settings, log: logging.Logger) -> None:
+    """The one restart done in the triggerer: a dead Airflow scheduler (nothing else would
+    schedule the resumed task that restarts things)."""
+    from btc_platform.services.airflow import ensure_scheduler
+
+    pid = ensure_scheduler(settings)
+    if pid is not None:
+        log.warning("airflow scheduler: none of this platform was running; started one (pid %d)", pid)
 
 
 def handle(event: dict[str, Any] | None, log: logging.Logger) -> bool:
