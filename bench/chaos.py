@@ -61,8 +61,9 @@ FILE_SCENARIOS = ("producer_kill", "stream_kill", "broker_kill", "burst", "excha
 HDFS_SCENARIOS = ("namenode_kill", "datanode_kill")
 NOT_RUN = {
     "scheduler_kill": "not run: the producer and the stream run detached from Airflow (own sessions), so a "
-    "dead scheduler stops only the supervision checks; this suite drives those checks itself and does "
-    "not start Airflow (its ~1.5 GiB and start-up time do not fit the 20 min budget on 2 cores)",
+    "dead scheduler stops only the supervision's restarts (the trigger in the triggerer starts a new "
+    "scheduler, services.airflow.ensure_scheduler); this suite drives the checks itself and does not start "
+    "Airflow (its ~1.5 GiB and start-up time do not fit the budget on 2 cores)",
 }
 TMPFS_SIZE = "512m"
 
