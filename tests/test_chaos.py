@@ -20,7 +20,7 @@ SHORT = ["producer_kill+burst", "stream_kill+broker_kill"]
 
 
 def test_kill_9_and_a_bad_burst_lose_and_duplicate_nothing(tmp_path):
-    options = chaos.Options(pre_s=0, post_s=1, check_interval_s=1, broker_down_s=3, burst=40, symbols=4,
+    options = chaos.Options(pre_s=0, post_s=0, check_interval_s=1, broker_down_s=1, burst=40, symbols=4,
                             recovery_timeout_s=120, warmup_timeout_s=180)
     results = chaos.run(SHORT, options, workdir=tmp_path)
     table = chaos.table(results)
