@@ -76,7 +76,9 @@ def scheduler_pids(settings: Settings) -> list[int]:
             cmd = psutil.Process(pid).cmdline()
         except psutil.Error:
             continue
-        if len(cmd) >= 2 and cmd[-1] == "scheduler" and any(Path(c).name == "airflow" for c in cmd[:-1]):
+        # `<python> .../airflow scheduler` (standalone's Popen), or a process title set to it; the
+        # LocalExecutor's forked workers retitle themselves (`airflow executor -- ...`)
+        if " ".join(cmd).endswith("airflow scheduler"):
             found.append(pid)
     return found
 
