@@ -184,10 +184,12 @@ def count_after_stop(settings, timeout_s: float = 300.0) -> tuple[int, int, int,
 
     if not settings.producer_accepted_log:
         raise SystemExit("--count needs BTC_PRODUCER_ACCEPTED_LOG set when the platform was started")
-    services.stop("airflow", settings)
+    services.stop("airflow", settings)  # its sweep also stops what the supervise task started
     supervisor.stop(supervisor.PRODUCER, settings)
     deadline = time.time() + timeout_s
     while time.time() < deadline:
+        if supervisor.status(supervisor.STREAM, settings).action != "running":
+            supervisor.ensure_stream(settings)  # the drain needs a running stream (started again if swept)
         try:
             if supervisor.stream_lag(settings) == 0:
                 time.sleep(6.0)  # the last batch's files are committed after its progress
