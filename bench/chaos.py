@@ -63,7 +63,8 @@ NOT_RUN = {
     "scheduler_kill": "not run: the producer and the stream run detached from Airflow (own sessions), so a "
     "dead scheduler stops only the supervision's restarts (the trigger in the triggerer starts a new "
     "scheduler, services.airflow.ensure_scheduler); this suite drives the checks itself and does not start "
-    "Airflow (its ~1.5 GiB and start-up time do not fit the budget on 2 cores)",
+    "Airflow (its ~1.5 GiB and start-up time do not fit the budget on 2 cores); measured by hand on `make run` "
+    "with bench/measure_supervision.py --kill-scheduler --count (README, benchmark table)",
 }
 TMPFS_SIZE = "512m"
 
