@@ -5,12 +5,12 @@ The platform under test is the real one, small: a Kafka broker (KRaft) on free p
 producer (simulate source at a fixed rate: ``--symbols`` book tickers a second plus 24 h tickers,
 market messages and klines; the live source against the local fake exchange server for the
 exchange scenario) and the Spark streaming job writing Delta tables, both started and restarted
-by the platform's own supervision (``btc_platform.supervisor.ensure_producer`` /
-``ensure_stream``, the calls the ``btc_stream_supervisor`` DAG makes) every
-``--check-interval`` seconds. Kafka and HDFS are not covered by that supervision yet: this
-suite restarts them the way an operator does (``btc-services start kafka|hdfs``, i.e.
-``btc_platform.services.start_kafka`` / ``start_hdfs``) when its check finds them down; the
-table says which way each scenario recovered.
+by the platform's own supervision every ``--check-interval`` seconds: the calls the
+``btc_stream_supervisor`` DAG makes, ``btc_platform.supervisor.ensure_services`` for the Kafka
+broker (and HDFS when it is the storage), then ``ensure_producer`` and ``ensure_stream``. A
+killed broker, NameNode or DataNode is held down for ``--down`` s (the outage the producer's
+spool and the stream must ride out), then supervision finds it down and restarts it; the table
+says what recovered each scenario.
 
 Scenarios run one after another on the same platform (each for ``--pre`` s steady, the fault,
 until data flows again, ``--post`` s steady), then the producer is stopped gracefully, the
@@ -61,8 +61,10 @@ FILE_SCENARIOS = ("producer_kill", "stream_kill", "broker_kill", "burst", "excha
 HDFS_SCENARIOS = ("namenode_kill", "datanode_kill")
 NOT_RUN = {
     "scheduler_kill": "not run: the producer and the stream run detached from Airflow (own sessions), so a "
-    "dead scheduler stops only the supervision checks; this suite drives those checks itself and does "
-    "not start Airflow (its ~1.5 GiB and start-up time do not fit the 20 min budget on 2 cores)",
+    "dead scheduler stops only the supervision's restarts (the trigger in the triggerer starts a new "
+    "scheduler, services.airflow.ensure_scheduler); this suite drives the checks itself and does not start "
+    "Airflow (its ~1.5 GiB and start-up time do not fit the budget on 2 cores); measured by hand on `make run` "
+    "with bench/measure_supervision.py --kill-scheduler --count (README, benchmark table)",
 }
 TMPFS_SIZE = "512m"
 
@@ -152,18 +154,17 @@ class Platform:
 
     # ---- supervision ---------------------------------------------------------------------
     def check(self) -> None:
-        """One supervision round: services (btc-services), then the platform's own checks."""
-        from btc_platform import services, supervisor
+        """One supervision round, as the supervisor DAG's task does it: the services
+        (``ensure_services``, each with its own instance's settings), then producer and stream."""
+        from btc_platform import supervisor
 
         with self._check_lock:
             for name, service_settings in (("kafka", self.kafka), ("hdfs", self.hdfs)):
                 if service_settings is None or self.suspended.get(name, 0) > time.time():
                     continue
-                state = services.status(name, service_settings)
-                if not state.healthy:
-                    log.warning("%s is down (%s): btc-services start %s", name, state.problem, name)
-                    services.start(name, service_settings)
-                    self.events.append((time.time(), f"btc-services start {name}"))
+                for result in supervisor.ensure_services(service_settings):
+                    if result.action != "ok":
+                        self.events.append((time.time(), f"supervisor {result.action} {name}: {result.reason}"))
             for name, ensure in (("producer", lambda: supervisor.ensure_producer(self.settings, self.source)),
                                  ("stream", lambda: supervisor.ensure_stream(self.settings))):  # fmt: skip
                 result = ensure()
@@ -298,7 +299,7 @@ def kill_service_process(platform: Platform, service: str, process_name: str, do
     os.kill(pid, signal.SIGKILL)
     killed = time.time()
     time.sleep(down_s)
-    return killed, f"btc-services start {service} (after {down_s:.0f} s down) + supervisor checks", \
+    return killed, f"supervisor ensure_services (held down {down_s:.0f} s) + checks", \
         f"kill -9 {process_name} pid {pid}, down {down_s:.0f} s"
 
 
@@ -420,6 +421,18 @@ class ChaosError(RuntimeError):
     """The suite itself could not do what a scenario needs (named in the table)."""
 
 
+def parts(name: str) -> list[str]:
+    """The faults of a scenario: ``a+b`` injects a and b at the same moment (one row)."""
+    return name.split("+")
+
+
+def inject(platform: Platform, name: str) -> tuple[float, str, str]:
+    """Inject the scenario's faults one right after the other; data must flow after the last
+    one's moment."""
+    done = [SCENARIOS[part](platform) for part in parts(name)]
+    return max(d[0] for d in done), " + ".join(d[1] for d in done), "; ".join(d[2] for d in done)
+
+
 def run_scenario(platform: Platform, name: str) -> Result:
     options = platform.options
     result = Result(name, start_line=platform.accepted_lines())
@@ -427,7 +440,7 @@ def run_scenario(platform: Platform, name: str) -> Result:
     log.info("=== scenario %s: %.0f s steady first ===", name, options.pre_s)
     time.sleep(options.pre_s)
     try:
-        moment, result.recovered_by, result.note = SCENARIOS[name](platform)
+        moment, result.recovered_by, result.note = inject(platform, name)
     except ChaosError as exc:
         result.ok, result.note = False, str(exc)
         result.end_line = platform.accepted_lines()
@@ -474,7 +487,7 @@ def count(platform: Platform, results: list[Result]) -> None:
         delivered, before = platform.burst
         quarantined = platform.quarantined() - before
         for result in results:
-            if result.scenario == "burst":
+            if "burst" in parts(result.scenario):
                 result.note += f"; quarantined {quarantined} of {delivered}"
                 result.ok = result.ok and quarantined == delivered
 
@@ -494,7 +507,7 @@ def start_kafka(workdir: Path):
 
     port, controller = free_ports(2)
     settings = load_settings(data_dir=workdir / "kafka", kafka_port=port, kafka_controller_port=controller,
-                             kafka_bootstrap_servers=f"127.0.0.1:{port}")  # fmt: skip
+                             kafka_bootstrap_servers=f"127.0.0.1:{port}", supervisor_services="kafka")  # fmt: skip
     services.start_kafka(settings)
     return settings
 
@@ -506,7 +519,7 @@ def start_hdfs(workdir: Path):
     rpc, http, dn, dn_http, dn_ipc = free_ports(5)
     settings = load_settings(data_dir=workdir / "hdfs", hdfs_namenode_port=rpc, hdfs_namenode_http_port=http,
                              hdfs_datanode_port=dn, hdfs_datanode_http_port=dn_http,
-                             hdfs_datanode_ipc_port=dn_ipc)  # fmt: skip
+                             hdfs_datanode_ipc_port=dn_ipc, supervisor_services="hdfs")  # fmt: skip
     services.start_hdfs(settings)
     return settings
 
@@ -609,10 +622,10 @@ def run(names: list[str], options: Options, workdir: Path | None = None) -> list
     results: list[Result] = []
     kafka = start_kafka(workdir)
     try:
-        file_names = [n for n in names if n in FILE_SCENARIOS]
+        file_names = [n for n in names if set(parts(n)) <= set(FILE_SCENARIOS)]
         if file_names:
             results += run_group(workdir / "file", kafka, file_names, options)
-        hdfs_names = [n for n in names if n in HDFS_SCENARIOS]
+        hdfs_names = [n for n in names if set(parts(n)) <= set(HDFS_SCENARIOS)]
         if hdfs_names:
             hdfs = start_hdfs(workdir)
             try:
@@ -632,7 +645,8 @@ def run(names: list[str], options: Options, workdir: Path | None = None) -> list
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     every = [*FILE_SCENARIOS, *HDFS_SCENARIOS, *NOT_RUN]
-    parser.add_argument("--only", default="", help=f"comma-separated scenarios of: {', '.join(every)}")
+    parser.add_argument("--only", default="", help=f"comma-separated scenarios of: {', '.join(every)}; "
+                        "a+b injects a and b at the same moment (one row; both of the file or of the HDFS group)")
     defaults = Options()
     parser.add_argument("--pre", type=float, default=defaults.pre_s, help="steady seconds before each fault")
     parser.add_argument("--post", type=float, default=defaults.post_s, help="steady seconds after recovery")
@@ -650,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     names = [n.strip() for n in args.only.split(",") if n.strip()] or every
-    unknown = sorted(set(names) - set(every))
+    unknown = sorted({part for n in names for part in parts(n)} - set(every))
     if unknown:
         parser.error(f"unknown scenario(s) {unknown}; choose from {every}")
     options = Options(pre_s=args.pre, post_s=args.post, check_interval_s=args.check_interval,

@@ -10,7 +10,11 @@ Not a ``bench_*`` module (``make bench`` does not run it): it needs the platform
 * with ``--kill-producer``: SIGKILL of the supervised producer, then the seconds until a new
   producer process runs and until it has published;
 * with ``--kill-kafka``: SIGKILL of the local broker, then the seconds until a new one is
-  healthy, and whether the producer was kept meanwhile.
+  healthy, and whether the producer was kept meanwhile;
+* with ``--kill-scheduler`` (first): SIGKILL of the Airflow scheduler, then the seconds until a
+  new one runs (the supervisor's trigger starts it) and the API reports it healthy;
+* with ``--count`` (last): Airflow and the producer stopped, the stream drained, accepted vs
+  raw_data by ``message_id`` (lost, duplicated).
 
 Usage (settings from the ``BTC_*`` environment, as ``make run``)::
 
@@ -26,6 +30,7 @@ import signal
 import sqlite3
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psutil
 
@@ -140,11 +145,81 @@ def kill_kafka(settings, timeout_s: float = 240.0) -> float:
     raise SystemExit(f"kafka not back within {timeout_s:.0f} s")
 
 
+def kill_scheduler(settings, timeout_s: float = 300.0) -> tuple[float, float]:
+    """SIGKILL every Airflow scheduler process of this platform; seconds until a new scheduler
+    process runs (started by the supervisor's trigger in the triggerer) and until the API's
+    health endpoint reports the scheduler healthy again."""
+    from btc_platform.services.airflow import airflow_health, scheduler_pids
+
+    old = scheduler_pids(settings)
+    if not old:
+        raise SystemExit("no Airflow scheduler of this platform is running")
+    for pid in old:
+        os.kill(pid, signal.SIGKILL)
+    killed = time.time()
+    log.info("SIGKILL airflow scheduler pid(s) %s", old)
+    running = None
+    while time.time() - killed < timeout_s:
+        new = [pid for pid in scheduler_pids(settings) if pid not in old]
+        if running is None and new:
+            running = time.time() - killed
+            log.info("new scheduler pid %s running after %.1f s", new, running)
+        if running is not None and airflow_health(settings) is None:
+            healthy = time.time() - killed
+            log.info("scheduler healthy again after %.1f s", healthy)
+            return running, healthy
+        time.sleep(1.0)
+    raise SystemExit(f"scheduler not back within {timeout_s:.0f} s (running after {running})")
+
+
+def count_after_stop(settings, timeout_s: float = 300.0) -> tuple[int, int, int, int]:
+    """Stop Airflow (no more supervision), the producer gracefully, let the stream drain Kafka,
+    stop it; then (accepted, in raw_data, lost, duplicated) by message_id against the producer's
+    log of accepted ids (``BTC_PRODUCER_ACCEPTED_LOG``)."""
+    from collections import Counter
+
+    from deltalake import DeltaTable
+
+    from btc_platform import services, supervisor
+
+    if not settings.producer_accepted_log:
+        raise SystemExit("--count needs BTC_PRODUCER_ACCEPTED_LOG set when the platform was started")
+    services.stop("airflow", settings)  # its sweep also stops what the supervise task started
+    supervisor.stop(supervisor.PRODUCER, settings)
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if supervisor.status(supervisor.STREAM, settings).action != "running":
+            supervisor.ensure_stream(settings)  # the drain needs a running stream (started again if swept)
+        try:
+            if supervisor.stream_lag(settings) == 0:
+                time.sleep(6.0)  # the last batch's files are committed after its progress
+                break
+        except Exception as exc:  # noqa: BLE001 - ask again
+            log.info("lag unknown (%s)", exc)
+        time.sleep(2.0)
+    supervisor.stop(supervisor.STREAM, settings)
+    lines = Path(settings.producer_accepted_log).read_text().split()
+    accepted = {line for line in lines if line and line != "-"}
+    raw = Counter(DeltaTable(f"{settings.storage_root}/raw_data").to_pyarrow_table(
+        columns=["message_id"]).column("message_id").to_pylist())  # fmt: skip
+    in_raw = sum(1 for mid in accepted if mid in raw)
+    duplicated = sum(n - 1 for n in raw.values() if n > 1)
+    log.info("accepted %d, in raw_data %d, lost %d, duplicated %d, raw_data ids never accepted %d",
+             len(accepted), in_raw, len(accepted) - in_raw, duplicated, len(set(raw) - accepted))  # fmt: skip
+    return len(accepted), in_raw, len(accepted) - in_raw, duplicated
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--window", type=float, default=300.0, help="seconds of CPU measurement")
     parser.add_argument("--kill-producer", action="store_true", help="then SIGKILL the producer and time its return")
     parser.add_argument("--kill-kafka", action="store_true", help="then SIGKILL the local broker and time its return")
+    parser.add_argument("--kill-scheduler", action="store_true",
+                        help="first SIGKILL the Airflow scheduler and time its return (then --kill-producer times "
+                        "supervision acting again)")
+    parser.add_argument("--count", action="store_true",
+                        help="at the end stop Airflow and the producer, drain the stream and count accepted vs "
+                        "raw_data by message_id (needs BTC_PRODUCER_ACCEPTED_LOG at the start)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -157,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     if record is None:
         raise SystemExit("Airflow of this platform is not running (make run SOURCE=simulate)")
     db_path = str(airflow_home(settings) / "airflow.db")
+    if args.kill_scheduler:
+        running, healthy = kill_scheduler(settings)
+        log.info("scheduler after SIGKILL: running again %.1f s, healthy %.1f s", running, healthy)
     started = datetime.now(UTC)
     parts0 = airflow_cpu_seconds(record.pid)
     time.sleep(args.window)
@@ -179,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
                  f"{published:.1f} s" if published is not None else "not within the timeout")  # fmt: skip
     if args.kill_kafka:
         kill_kafka(settings)
+    if args.count:
+        _, _, lost, duplicated = count_after_stop(settings)
+        return 1 if lost or duplicated else 0
     return 0
 
 

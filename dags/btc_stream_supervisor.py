@@ -6,8 +6,9 @@ when it is the storage), the **producer** (exchange APIs -> Kafka `cryptoTopic`)
 **Spark streaming job** (Kafka -> raw_data, minute_metrics, quarantine).
 
 Airflow is not built for never-ending tasks, and a DAG run every minute costs two task
-processes a minute. So this DAG runs **once a day** (`BTC_SUPERVISOR_RUN_DAYS`) with one
-deferrable task, `supervise`:
+processes a minute. So this DAG is **`@continuous`** (one run at a time, the next starts when
+one ends) and a healthy run lasts **a day** (`BTC_SUPERVISOR_RUN_DAYS`) with one deferrable
+task, `supervise`:
 
 * on a worker it checks everything once (starts what is missing), then **defers**: the health
   checks run in Airflow's **triggerer** every `BTC_SUPERVISOR_INTERVAL_S` seconds (20), with no
@@ -18,8 +19,10 @@ deferrable task, `supervise`:
   `BTC_SUPERVISOR_PRODUCER_STALE_S` unless it says it waits for a ban or the broker; stream:
   no progress for `BTC_SUPERVISOR_STREAM_STALE_S` with data waiting, or more than
   `BTC_SUPERVISOR_MAX_LAG_MESSAGES` behind Kafka) or was reconfigured; then it defers again;
-* a service that cannot be restarted fails the try with the reason in the log; the retries
-  (every 30 s) check again until it is back;
+* a service (or the producer / stream) that cannot be restarted **fails the task and the run**
+  (red in the grid) with the reason in the log; the next run starts at once, watches in the
+  triggerer first (a failure less than 2 minutes old) and tries again when the check interval
+  finds it still down: one red run per attempt until it is back, then green runs of a day;
 * never starts the same configuration twice (pid record + config fingerprint + file lock).
 
 Every restart and its reason is in this task's log (and `supervisor_events.jsonl`). Process
@@ -27,8 +30,6 @@ logs: `<BTC_DATA_DIR>/logs/producer.log` and `stream.log`.
 """
 
 from __future__ import annotations
-
-from datetime import timedelta
 
 import pendulum
 from airflow.sdk import dag
@@ -39,10 +40,11 @@ from btc_platform.supervisor.trigger import SupervisorOperator
 
 @dag(
     dag_id="btc_stream_supervisor",
-    schedule=timedelta(days=get_settings().supervisor_run_days),
+    schedule="@continuous",
     start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    max_consecutive_failed_dag_runs=0,  # never paused: failed runs are how a lasting outage shows
     tags=["btc", "streaming", "supervision"],
     doc_md=__doc__,
 )
@@ -51,8 +53,7 @@ def btc_stream_supervisor():
         task_id="supervise",
         interval_s=get_settings().supervisor_interval_s,
         run_days=get_settings().supervisor_run_days,
-        retries=100_000,
-        retry_delay=timedelta(seconds=30),
+        retries=0,  # a failure is a red run; the next run checks again
     )
 
 

@@ -119,6 +119,7 @@ RUNNER = textwrap.dedent(
                 "doc_md": dag.doc_md or "",
                 "catchup": dag.catchup,
                 "max_active_runs": dag.max_active_runs,
+                "max_consecutive_failed_dag_runs": dag.max_consecutive_failed_dag_runs,
                 "start_date": dag.start_date.isoformat() if dag.start_date else None,
                 "timetable": type(dag.timetable).__name__,
                 "timetable_summary": getattr(dag.timetable, "expression", None),
@@ -332,12 +333,14 @@ def test_heavy_import_guard_catches_heavy_imports_of_ours(sandbox, tmp_path):
 def test_supervisor_dag_shape(parsed):
     dag = parsed["dags"]["btc_stream_supervisor"]
     assert dag["catchup"] is False and dag["max_active_runs"] == 1
-    assert dag["timetable"] == "DeltaTriggerTimetable"
+    # one run at a time, the next as soon as one ends (a day when healthy, at once after a failure)
+    assert dag["timetable"] == "ContinuousTimetable"
+    assert dag["max_consecutive_failed_dag_runs"] == 0, "a lasting outage must never pause supervision"
     assert set(dag["tasks"]) == {"supervise"}, "one deferrable task, not two task processes a minute"
     supervise = dag["tasks"]["supervise"]
     assert supervise["type"] == "SupervisorOperator"
-    # a service that cannot be restarted fails a try; the retries keep supervising
-    assert supervise["retries"] >= 10_000 and supervise["retry_delay_s"] <= 60
+    # a service that cannot be restarted fails the task and the run (red, not up_for_retry)
+    assert supervise["retries"] == 0
 
 
 def test_table_writers_share_one_pool(parsed):

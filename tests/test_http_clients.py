@@ -88,6 +88,7 @@ class RecordingContext:
         self.retried = 0
         self.errors = {}
         self.waiting = {}
+        self.history = []
 
     def idle(self, seconds):
         return True
@@ -110,8 +111,9 @@ class RecordingContext:
     def set_http_errors(self, errors):
         self.errors = errors
 
-    def set_waiting(self, upstream, reason, until):
-        self.waiting[upstream] = (reason, until)
+    def set_waiting(self, upstream, reason, until, **details):
+        self.waiting[upstream] = (reason, until, details) if details else (reason, until)
+        self.history.append((upstream, self.waiting[upstream]))
 
 
 # ---- Binance: normal responses -------------------------------------------------------------
@@ -468,6 +470,43 @@ def test_live_source_reports_the_ban_it_waits_out(tmp_path, server, clock):
     assert ctx.waiting == {"binance": ("ip_ban", pytest.approx(clock.now + 120)), "coingecko": (None, None)}
     assert list(restarted.poll_binance(ctx)) == []
     assert len(server.requests_to(BOOK_TICKER)) == 1 and server.requests_to(TICKER_24HR) == []
+
+
+def test_live_source_reports_the_failures_it_backs_off_from(tmp_path, server, clock):
+    """5xx and transport failures: the status says the producer waits, of which kind, since when
+    and when it tries next, before every backoff wait and after giving up; a good answer clears it."""
+    settings = make_settings(tmp_path, server, http_max_retries=1)
+    ctx = RecordingContext()
+    seen = []
+
+    def sleep(seconds):  # what the status record would say during each backoff wait
+        seen.append(ctx.waiting.get("binance"))
+        clock.sleep(seconds)
+
+    source = LiveSource(settings, BinanceClient.from_settings(settings, clock=clock, sleep=sleep, rng=lambda: 0.5),
+                        CoinGeckoClient.from_settings(settings, clock=clock, sleep=sleep), clock=clock)
+    server.script(BOOK_TICKER, Reply(503), Reply(fault="truncated"))
+    server.script(TICKER_24HR, Reply(fault="truncated"))
+    start = clock.now
+    messages = source.messages(ctx)
+    first = decode(next(messages)[1])
+    assert first["message_type"] == "ticker_24hr"  # bookTicker gave up after its one retry
+    iso = lambda epoch: datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")  # noqa: E731
+    assert seen[0] == ("exchange_failing", None, {
+        "kind": "http_5xx", "failures": 1, "since": iso(start), "last_failure": iso(start),
+        "next_attempt": iso(start + 0.375), "detail": "HTTP 503",
+    })  # fmt: skip
+    # gave up on bookTicker: the next attempt is the next Binance poll
+    gave_up = [w[2] for u, w in ctx.history if u == "binance" and w[0] and w[2]["failures"] == 2]
+    assert gave_up and gave_up[0]["next_attempt"] == iso(start + settings.binance_poll_interval_s)
+    assert gave_up[0]["kind"] == "truncated"
+    # still failing during ticker_24hr's backoff
+    reason, until, details = seen[1]
+    assert (reason, until, details["kind"], details["failures"]) == ("exchange_failing", None, "truncated", 3)
+    assert details["since"] == iso(start)
+    # ticker_24hr answered: nothing to wait for any more
+    assert ctx.waiting["binance"] == (None, None)
+    assert ctx.errors["binance"] == {"http_5xx": 1, "truncated": 2}
 
 
 # ---- live 1-minute klines ---------------------------------------------------------------------

@@ -104,6 +104,52 @@ def test_assess_names_absent_dead_stale_and_reconfigured_processes(env_settings)
     assert due["stream"].startswith("configuration changed (")
 
 
+def test_assess_keeps_a_producer_backing_off_from_exchange_failures_and_says_why(env_settings, caplog):
+    """Alive and retrying 5xx / truncated / garbage answers: not stale (restarting would only call
+    the failing exchange again); a producer whose status stopped (hung) or that stopped trying is."""
+    from btc_platform.status import write_status
+
+    s = env_settings
+    _stand_in(s, supervisor.PRODUCER)
+    _stand_in(s, supervisor.STREAM)
+    later = time.time() + 600  # 10 minutes without a publish
+
+    def at(seconds_before_later: float) -> str:
+        return datetime.fromtimestamp(later - seconds_before_later, UTC).isoformat()
+
+    failing = {"reason": "exchange_failing", "until": None, "kind": "http_5xx", "failures": 41,
+               "since": at(500), "last_failure": at(3), "next_attempt": at(-4), "detail": "HTTP 503"}  # fmt: skip
+    write_status(s.producer_status_path, {"updated_at": at(2), "last_publish_at": at(520),
+                                          "waiting": {"binance": failing}})  # fmt: skip
+    with caplog.at_level(logging.DEBUG, logger="btc_platform.supervisor"):
+        assert "producer" not in supervisor.assess(s, now=later)
+        first = [r for r in caplog.records if "but healthy" in r.getMessage()]
+        assert [r.levelno for r in first] == [logging.INFO]
+        assert first[0].getMessage() == (
+            "producer: no publish within 60 s but healthy, ok, waiting: binance failing: 41 failed attempts "
+            f"(http_5xx: HTTP 503) since {at(500)}, backing off, next attempt at {at(-4)} (4 s)"
+        )
+        caplog.clear()
+        assert "producer" not in supervisor.assess(s, now=later + 1)  # the next check: same cause, not repeated
+        assert [r.levelno for r in caplog.records if "but healthy" in r.getMessage()] == [logging.DEBUG]
+        # the kind changed: logged again
+        caplog.clear()
+        write_status(s.producer_status_path, {"updated_at": at(2), "last_publish_at": at(520),
+                                              "waiting": {"binance": {**failing, "kind": "truncated"}}})  # fmt: skip
+        assert "producer" not in supervisor.assess(s, now=later)
+        assert [r.levelno for r in caplog.records if "but healthy" in r.getMessage()] == [logging.INFO]
+
+    # hung: the status record itself is 2 minutes old
+    write_status(s.producer_status_path, {"updated_at": at(120), "last_publish_at": at(520),
+                                          "waiting": {"binance": failing}})  # fmt: skip
+    assert supervisor.assess(s, now=later)["producer"] == "stale: no publish for 520 s (limit 60 s)"
+    # alive but no longer trying (last failure and next attempt long past)
+    stopped = {**failing, "last_failure": at(300), "next_attempt": at(290)}
+    write_status(s.producer_status_path, {"updated_at": at(2), "last_publish_at": at(520),
+                                          "waiting": {"binance": stopped}})  # fmt: skip
+    assert supervisor.assess(s, now=later)["producer"] == "stale: no publish for 520 s (limit 60 s)"
+
+
 def test_assess_and_ensure_services_report_a_dead_kafka_that_cannot_be_restarted(env_settings, caplog):
     s = load_settings(data_dir=env_settings.data_dir, kafka_port=env_settings.kafka_port,
                       supervisor_services="kafka")  # fmt: skip
@@ -123,6 +169,62 @@ def test_assess_and_ensure_services_report_a_dead_kafka_that_cannot_be_restarted
     assert message.startswith("kafka is down (not running) and could not be restarted: port ")
     assert "BTC_KAFKA_PORT" in message
     assert "kafka: unhealthy (not running): restarting it" in caplog.text
+
+
+def test_a_check_that_cannot_restart_fails_and_paces_the_next_run(env_settings, monkeypatch, caplog):
+    """The resumed task's check fails with the reason (the run goes red) and remembers it; the
+    next run sees the recent failure (it watches before acting); a good check forgets it."""
+    from btc_platform.supervisor import watch as watch_module
+
+    monkeypatch.setenv("BTC_SUPERVISOR_SERVICES", "kafka")
+    get_settings.cache_clear()
+    s = get_settings()
+    _stand_in(s, supervisor.PRODUCER)
+    _stand_in(s, supervisor.STREAM)
+    assert watch_module.recent_failure(s) is None
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", s.kafka_port))
+        squatter.listen()
+        with caplog.at_level(logging.ERROR, logger="tests.watch"), pytest.raises(supervisor.SupervisorError):
+            handle({"due": {"kafka": "not running"}, "found_at": "T"}, WATCH_LOG)
+    assert "supervision cannot do its job, this run fails (the next one checks again): kafka is down" in caplog.text
+    failed = watch_module.recent_failure(s)
+    assert failed["reason"].startswith("kafka is down (not running) and could not be restarted: port ")
+    assert time.time() - failed["at"] < 60
+    assert watch_module.recent_failure(s, now=failed["at"] + watch_module.FAILURE_PACING_S + 1) is None
+
+    monkeypatch.setenv("BTC_SUPERVISOR_SERVICES", "")  # nothing left that cannot be restarted
+    get_settings.cache_clear()
+    assert handle({"due": {}, "found_at": "T"}, WATCH_LOG) is True
+    assert watch_module.recent_failure(get_settings()) is None
+
+
+def test_a_dead_airflow_scheduler_is_found_by_its_marker_and_command_line(env_settings):
+    """``airflow standalone`` never restarts its scheduler; the trigger's ensure_scheduler starts
+    one only when no scheduler process of this platform instance lives."""
+    from btc_platform.services import airflow as airflow_service
+    from btc_platform.services import base
+
+    s = env_settings
+    assert airflow_service.scheduler_pids(s) == []
+    # a stand-in with the command line of standalone's child (`.../airflow scheduler`), marked as ours
+    fake_bin = s.data_dir / "bin" / "airflow"
+    fake_bin.parent.mkdir(parents=True, exist_ok=True)
+    fake_bin.write_text("import time\ntime.sleep(600)\n")
+    record = base.spawn(s, "airflow-scheduler", [sys.executable, str(fake_bin), "scheduler"], base.base_env(),
+                        s.data_dir)  # fmt: skip
+    other = base.spawn(s, "airflow-triggerer", [sys.executable, str(fake_bin), "triggerer"], base.base_env(),
+                       s.data_dir)  # fmt: skip
+    try:
+        assert airflow_service.scheduler_pids(s) == [record.pid]
+        assert airflow_service.ensure_scheduler(s) is None, "one runs: nothing started"
+    finally:
+        base.terminate(s, "airflow-scheduler", 5)
+        base.terminate(s, "airflow-triggerer", 5)
+    assert airflow_service.scheduler_pids(s) == [], "killed: a restart is due"
+    assert load_settings().supervisor_airflow_scheduler is False  # only `btc-services run` turns it on
+    assert other.pid not in airflow_service.scheduler_pids(s)
 
 
 def test_hdfs_is_assessed_when_it_is_the_storage(env_settings):
@@ -234,6 +336,17 @@ AIRFLOW_CHECK = textwrap.dedent(
     event = asyncio.run(first())
     operator = SupervisorOperator(task_id="supervise", interval_s=20, run_days=1)
     ended = operator.resume({}, event={"ended": True, "checks": 1})
+    # a run that starts right after a failed one watches first: it defers without acting
+    from btc_platform import supervisor
+    from btc_platform.settings import get_settings
+    from btc_platform.status import write_status
+    from btc_platform.supervisor.watch import _failure_path
+    import time
+    write_status(_failure_path(get_settings()), {"at": time.time() - 5, "reason": "kafka is down"})
+    try:
+        operator.execute({})
+    except TaskDeferred as deferred:
+        paced = {"method": deferred.method_name, "producer": supervisor.status("producer").action}
     try:
         operator._defer(end_at)
     except TaskDeferred as deferred:
@@ -241,7 +354,7 @@ AIRFLOW_CHECK = textwrap.dedent(
                  "trigger": list(deferred.trigger.serialize())}
     print("CHECK " + json.dumps({"classpath": classpath, "kwargs": kwargs, "rebuilt": list(trigger.serialize()),
                                  "event": type(event).__name__, "payload": event.payload, "ended": ended,
-                                 "deferred": again}))
+                                 "deferred": again, "paced": paced}))
     """
 )
 
@@ -267,6 +380,7 @@ def test_airflow_trigger_and_operator_in_their_own_airflow_home(tmp_path):
     deferred = result["deferred"]
     assert deferred["method"] == "resume" and deferred["kwargs"] == {"end_at": end_at}
     assert deferred["trigger"] == [result["classpath"], {"end_at": end_at, "interval_s": 20.0, "report_every_s": 3600.0}]
+    assert result["paced"] == {"method": "resume", "producer": "absent"}, "deferred without starting anything"
 
 
 def test_run_end_is_a_day_after_the_run_started_and_never_in_the_past():

@@ -9,7 +9,9 @@ Rules, applied to every request made through :class:`HttpClient`:
   ``http_backoff_max_s``, at most ``http_max_retries`` retries), then
   :class:`ExchangeUnavailable` (:class:`InvalidResponse` for a body that stayed invalid JSON).
   Each failure is counted by kind (:data:`ERROR_KINDS`) in ``counters.errors``, which the
-  producer puts in its status record;
+  producer puts in its status record. While failures go on, ``failing`` (:class:`Failing`) says
+  since when, of which kind the last one was and when the next attempt is due (None once the
+  client gave up: the caller's next poll is the next attempt); the first good answer clears it;
 * HTTP 429: wait ``Retry-After`` and slow down (a minimum spacing between requests that doubles
   on every 429 and decays slowly, x0.9 per success);
 * HTTP 418 (Binance IP ban): log loudly, remember when the ban ends (``Retry-After``) and raise
@@ -110,6 +112,18 @@ def transport_error_kind(exc: requests.RequestException) -> str:
 
 
 @dataclass
+class Failing:
+    """An exchange that keeps failing: consecutive failed attempts since the last good answer."""
+
+    kind: str  # the :data:`ERROR_KINDS` entry of the last failure
+    reason: str
+    since: float  # epoch of the first failure of the run
+    last_at: float  # epoch of the last failure
+    failures: int = 1
+    retry_at: float | None = None  # epoch of the next retry inside this call; None once given up
+
+
+@dataclass
 class HttpCounters:
     requests: int = 0
     retries: int = 0
@@ -191,6 +205,9 @@ class HttpClient:
         self.banned_until = 0.0
         self._pause_until = 0.0
         self._last_request_at: float | None = None
+        self.failing: Failing | None = None
+        #: called (no arguments) whenever the ban, the 429 pause or ``failing`` changes, before any wait
+        self.on_change: Callable[[], None] | None = None
         self.state_path = Path(state_path) if state_path is not None else None
         self._load_state()
 
@@ -262,6 +279,27 @@ class HttpClient:
         if self._pause_until > now:
             return "rate_limit", self._pause_until
         return None
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    def _failed(self, kind: str, reason: str, retry_in: float | None) -> None:
+        now = self.clock()
+        retry_at = None if retry_in is None else now + retry_in
+        if self.failing is None:
+            self.failing = Failing(kind, reason, since=now, last_at=now, retry_at=retry_at)
+        else:
+            self.failing = Failing(kind, reason, since=self.failing.since, last_at=now,
+                                   failures=self.failing.failures + 1, retry_at=retry_at)  # fmt: skip
+        self._changed()
+
+    def _recovered(self) -> None:
+        if self.failing is not None:
+            log.info("%s: answering again after %d failed attempts (last: %s)",
+                     self.name, self.failing.failures, self.failing.reason)  # fmt: skip
+            self.failing = None
+            self._changed()
 
     # ---- waits ---------------------------------------------------------------------------
     def backoff_delay(self, attempt: int) -> float:
@@ -340,6 +378,7 @@ class HttpClient:
                         invalid, kind, reason = exc, "invalid_json", f"invalid JSON in HTTP {status} body"
                     else:
                         self._speed_up()
+                        self._recovered()
                         return payload
                 elif status == 418:
                     self.counters.count("http_418")
@@ -351,6 +390,7 @@ class HttpClient:
                     if retry_after is None:
                         retry_after = self.backoff_delay(attempt)
                     self._slow_down(retry_after)  # also when giving up: the next call (or process) waits
+                    self._changed()
                     if attempt >= self.max_retries:
                         self.counters.failures += 1
                         raise ExchangeUnavailable(
@@ -370,6 +410,7 @@ class HttpClient:
             self.counters.count(kind)
             if attempt >= self.max_retries:
                 self.counters.failures += 1
+                self._failed(kind, reason, None)
                 log.warning("%s: giving up after %d retries (%s)", endpoint, attempt, reason)
                 if invalid is not None:
                     raise invalid
@@ -377,6 +418,7 @@ class HttpClient:
                     f"{endpoint}: unavailable after {attempt} retries ({reason})", endpoint=path, status=status
                 )
             delay = self.backoff_delay(attempt)
+            self._failed(kind, reason, delay)
             log.warning("%s: %s; retry %d/%d in %.2fs", endpoint, reason, attempt + 1, self.max_retries, delay)
             attempt += 1
             self.counters.retries += 1
@@ -389,6 +431,7 @@ class HttpClient:
             wait = DEFAULT_BAN_S
         self.banned_until = now + wait
         self._save_state()
+        self._changed()
         self.counters.failures += 1
         until = datetime.fromtimestamp(self.banned_until, tz=UTC).isoformat()
         log.error(

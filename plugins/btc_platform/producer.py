@@ -41,7 +41,10 @@ per upstream (``binance``, ``coingecko``, ``simulated``, ...) the last successfu
 publish, ``http_errors`` (failed HTTP attempts per upstream by kind: timeout, ssl, connection,
 truncated, decoding, too_many_redirects, other_transport, invalid_json, http_5xx/429/418) and
 ``waiting``: what the producer is legitimately waiting for, per upstream ``{"reason": "ip_ban" |
-"rate_limit", "until": <time>}`` and for Kafka ``{"reason": "broker_unreachable", "since": <time>}``
+"rate_limit", "until": <time>}``, or ``{"reason": "exchange_failing", "kind": <last failure kind>,
+"failures": n, "since": <time>, "last_failure": <time>, "next_attempt": <time>, "detail": ...}``
+while it backs off from 5xx / transport failures / invalid JSON (cleared by the first good
+answer), and for Kafka ``{"reason": "broker_unreachable", "since": <time>}``
 while librdkafka reports all brokers down and no delivery succeeded since. The supervisor does
 not restart a producer whose fresh status record says it is waiting. Payloads that cannot become messages are counted as rejected, logged, and appended
 with the reason to ``<logs_dir>/producer_rejected.jsonl``.
@@ -359,11 +362,11 @@ class FeedProducer:
     def set_http_errors(self, errors: dict[str, dict[str, int]]) -> None:
         self.http_errors = errors
 
-    def set_waiting(self, upstream: str, reason: str | None, until: float | None) -> None:
+    def set_waiting(self, upstream: str, reason: str | None, until: float | None, **details: Any) -> None:
         if reason is None:
             self.waiting.pop(upstream, None)
         else:
-            self.waiting[upstream] = {"reason": reason, "until": _iso(until)}
+            self.waiting[upstream] = {"reason": reason, "until": _iso(until), **details}
 
     def reject(self, source: str, reason: str, payload: Any) -> None:
         self.rejected += 1

@@ -284,6 +284,12 @@ class Settings(BaseSettings):
         "`btc-services run` sets kafka (and hdfs when the storage root is hdfs://). Empty: none "
         "(services run elsewhere, e.g. docker compose).",
     )
+    supervisor_airflow_scheduler: bool = Field(
+        default=False,
+        description="The supervisor's trigger (in Airflow's triggerer) starts a replacement `airflow scheduler` "
+        "when none of this platform runs (`airflow standalone` never restarts a dead one); `btc-services run` "
+        "sets it. Off where something else keeps the scheduler up (docker compose, a service manager).",
+    )
     supervisor_run_days: PositiveFloat = Field(
         default=1.0,
         description="Days one btc_stream_supervisor run supervises before it ends and the next run takes over.",

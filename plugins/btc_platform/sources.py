@@ -71,7 +71,7 @@ class SourceContext(Protocol):
     def poll_failed(self, source: str, error: BaseException) -> None: ...
     def set_retried(self, count: int) -> None: ...
     def set_http_errors(self, errors: dict[str, dict[str, int]]) -> None: ...
-    def set_waiting(self, upstream: str, reason: str | None, until: float | None) -> None: ...
+    def set_waiting(self, upstream: str, reason: str | None, until: float | None, **details: Any) -> None: ...
 
 
 class ConfigError(ValueError):
@@ -96,6 +96,7 @@ class LiveSource:
         self._unreachable: set[str] = set()
         self._kline_open_ms: dict[str, int] = {}  # newest kline published per symbol (dedup by open time)
         self._market_updated: str | None = None  # exchange_time of the last CoinGecko update published
+        self._next_poll: float | None = None  # when the next Binance poll is due
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), tz=UTC)
@@ -107,11 +108,30 @@ class LiveSource:
         return {"binance": dict(self.binance.http.counters.errors),
                 "coingecko": dict(self.coingecko.http.counters.errors)}
 
+    def _next_attempt(self, upstream: str) -> float | None:
+        """When the next call to ``upstream`` is due after a call that gave up (its next poll)."""
+        if upstream == "coingecko":
+            return self.clock() + self.coingecko.seconds_until_due()
+        return self._next_poll
+
     def report_waits(self, ctx: SourceContext) -> None:
-        """Tell the producer which upstream waits out a ban or a 429 pause (and until when)."""
+        """Tell the producer what each upstream waits for: a ban or a 429 pause (``until``), or
+        failures it backs off from (``exchange_failing``: kind of the last failure, since when,
+        how many, and when the next attempt is due), else nothing."""
         for upstream, client in (("binance", self.binance), ("coingecko", self.coingecko)):
             wait = client.http.waiting_until()
-            ctx.set_waiting(upstream, *(wait or (None, None)))
+            failing = client.http.failing
+            if wait is not None:
+                ctx.set_waiting(upstream, *wait)
+            elif failing is not None:
+                retry_at = failing.retry_at if failing.retry_at is not None else self._next_attempt(upstream)
+                ctx.set_waiting(
+                    upstream, "exchange_failing", None, kind=failing.kind, failures=failing.failures,
+                    since=_iso_s(failing.since), last_failure=_iso_s(failing.last_at),
+                    next_attempt=_iso_s(retry_at), detail=failing.reason,
+                )  # fmt: skip
+            else:
+                ctx.set_waiting(upstream, None, None)
 
     def _fetch(self, ctx: SourceContext, upstream: str, call: Callable[[], Any]) -> Any:
         """Run one client call; log and record failures per their kind; None on failure."""
@@ -245,7 +265,9 @@ class LiveSource:
             self.settings.coingecko_coin_id, self.coingecko.effective_interval_s(),
             self.coingecko.budget.monthly_budget, self.coingecko.budget.remaining,
         )
-        next_poll = self.clock()
+        next_poll = self._next_poll = self.clock()
+        for client in (self.binance, self.coingecko):  # a failure or ban is in the status before any backoff wait
+            client.http.on_change = lambda: self.report_waits(ctx)
         self.report_waits(ctx)
         while not ctx.stopping():
             self.report_waits(ctx)
@@ -254,12 +276,16 @@ class LiveSource:
                 if not ctx.idle(wait):
                     return
                 continue
-            next_poll = max(next_poll + interval, self.clock())
+            next_poll = self._next_poll = max(next_poll + interval, self.clock())
             yield from self.poll_binance(ctx)
             yield from self.poll_klines(ctx)
             if self.coingecko.seconds_until_due() <= 0:
                 yield from self.poll_coingecko(ctx)
             ctx.set_retried(self._retried())
+
+
+def _iso_s(epoch: float | None) -> str | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="seconds")
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -204,6 +204,7 @@ def run(settings: Settings, source: str) -> None:
 
     overrides = {name: getattr(settings, name) for name in settings.model_fields_set}
     overrides.setdefault("supervisor_services", supervised_services(settings))
+    overrides.setdefault("supervisor_airflow_scheduler", True)  # standalone never restarts a dead scheduler
     settings = load_settings(**{**overrides, "producer_source": source})
     log.info("profile %s", settings.profile)
     if settings.airflow_database == "postgres":

@@ -1,5 +1,13 @@
 """Airflow (``airflow standalone``) with this repository's DAGs and plugins, started until its
-API health endpoint reports a healthy metadatabase and scheduler."""
+API health endpoint reports a healthy metadatabase and scheduler.
+
+``airflow standalone`` starts its scheduler, dag-processor, triggerer and API server once and
+never restarts one that dies (each is a ``subprocess.Popen`` read by a thread that simply ends,
+``airflow/cli/commands/standalone_command.py``). The scheduler is the one the platform cannot
+do without (no task is scheduled, so the supervisor's resumed task never runs), so
+:func:`ensure_scheduler` starts a replacement ``airflow scheduler`` (detached, marked with this
+instance, so ``make stop`` stops it) when no scheduler process of this instance is alive; the
+supervisor's trigger calls it from the triggerer, the one component that keeps running."""
 
 from __future__ import annotations
 
@@ -55,6 +63,40 @@ def airflow_health(settings: Settings) -> str | None:
     if "scheduler" in unhealthy:
         return "scheduler not healthy yet"
     return None
+
+
+def scheduler_pids(settings: Settings) -> list[int]:
+    """Live ``airflow scheduler`` processes of this platform instance (standalone's own or a
+    replacement), by their instance marker and command line."""
+    import psutil
+
+    found = []
+    for pid in base.marked_processes(settings, "airflow"):
+        try:
+            cmd = psutil.Process(pid).cmdline()
+        except psutil.Error:
+            continue
+        # `<python> .../airflow scheduler` (standalone's Popen), or a process title set to it; the
+        # LocalExecutor's forked workers retitle themselves (`airflow executor -- ...`)
+        if " ".join(cmd).endswith("airflow scheduler"):
+            found.append(pid)
+    return found
+
+
+def ensure_scheduler(settings: Settings) -> int | None:
+    """Start a replacement ``airflow scheduler`` when none of this instance is alive (a hung but
+    living one is left alone: two schedulers on the SQLite metadatabase are not supported).
+    Returns the new pid, or None when a scheduler runs."""
+    from btc_platform.airflow_env import airflow_env, airflow_home
+
+    if scheduler_pids(settings):
+        return None
+    env = base.base_env()
+    env.update(airflow_env(settings))
+    record = base.spawn(settings, "airflow-scheduler", [_airflow_bin(), "scheduler"], env, airflow_home(settings))
+    log.warning("no Airflow scheduler of this platform was running: started one (pid %d, log %s)",
+                record.pid, record.log)  # fmt: skip
+    return record.pid
 
 
 def _ensure_pools(settings: Settings) -> None:

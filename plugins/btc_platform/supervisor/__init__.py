@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import re
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -191,6 +192,25 @@ def _stop_record(settings: Settings, record: ProcessRecord, graceful: bool = Tru
 # ---------------------------------------------------------------------------------------------
 # checks
 # ---------------------------------------------------------------------------------------------
+#: The repeated checks in the triggerer (``quiet``) log a waiting producer again only when what it
+#: waits for changed, or after this many seconds.
+WAITING_LOG_EVERY_S = 600.0
+_waiting_logged: dict[str, tuple[str, float]] = {}
+
+
+def _log_waiting(name: str, text: str, quiet: bool, now: float) -> None:
+    """Log why a quiet process is healthy; under ``quiet`` once per cause (numbers and times
+    aside) and every :data:`WAITING_LOG_EVERY_S`."""
+    if quiet:
+        cause = re.sub(r"[0-9:.+-]+", "#", text)
+        previous = _waiting_logged.get(name)
+        if previous is not None and previous[0] == cause and now - previous[1] < WAITING_LOG_EVERY_S:
+            log.debug("%s", text)
+            return
+        _waiting_logged[name] = (cause, now)
+    log.info("%s", text)
+
+
 def _producer_stale(settings: Settings, record: ProcessRecord, now: float, quiet: bool = False) -> str:
     limit = settings.supervisor_producer_stale_s
     why = decide.producer(
@@ -198,9 +218,9 @@ def _producer_stale(settings: Settings, record: ProcessRecord, now: float, quiet
         producer_waiting(settings, now, fresh_s=limit),
     )  # fmt: skip
     if why.startswith(decide.WAITING):
-        log.log(logging.DEBUG if quiet else logging.INFO, "producer: no publish within %.0f s but healthy, %s",
-                limit, why)  # fmt: skip
+        _log_waiting(PRODUCER, f"producer: no publish within {limit:.0f} s but healthy, {why}", quiet, now)
         return decide.OK
+    _waiting_logged.pop(PRODUCER, None)
     return why
 
 

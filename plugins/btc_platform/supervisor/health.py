@@ -74,9 +74,12 @@ def last_publish_time(settings: Settings) -> float | None:
 def producer_waiting(settings: Settings, now: float, fresh_s: float) -> str | None:
     """What a live producer is legitimately waiting for, from its status record, or None.
 
-    The record's ``waiting`` entries (an upstream's IP ban or 429 pause with its end, Kafka
-    unreachable since a time) count only while the record itself is fresher than ``fresh_s``
-    (the producer is alive and servicing) and, for bans and pauses, while their end is ahead.
+    The record's ``waiting`` entries (an upstream's IP ban or 429 pause with its end, an
+    upstream failing with 5xx / transport errors / invalid JSON that the producer backs off
+    from, Kafka unreachable since a time) count only while the record itself is fresher than
+    ``fresh_s`` (the producer is alive and servicing); bans and pauses while their end is ahead,
+    failures while the last one or the next attempt is within ``fresh_s`` of now (a producer
+    that stopped trying is not waiting, it is stuck).
     """
     from btc_platform.status import read_status
 
@@ -90,7 +93,15 @@ def producer_waiting(settings: Settings, now: float, fresh_s: float) -> str | No
         if not isinstance(entry, dict):
             continue
         until = _parse_time(entry.get("until"))
-        if until is not None and until > now:
+        if entry.get("reason") == "exchange_failing":
+            last = _parse_time(entry.get("last_failure"))
+            after = _parse_time(entry.get("next_attempt"))
+            recent = max(last or 0.0, after or 0.0)
+            if now - recent <= fresh_s:
+                when = "" if after is None else f", next attempt at {entry.get('next_attempt')} ({after - now:.0f} s)"
+                reasons.append(f"{upstream} failing: {entry.get('failures')} failed attempts ({entry.get('kind')}: "
+                               f"{entry.get('detail')}) since {entry.get('since')}, backing off{when}")  # fmt: skip
+        elif until is not None and until > now:
             reasons.append(f"{upstream} {entry.get('reason')} until {entry.get('until')} ({until - now:.0f} s more)")
         elif until is None and entry.get("since"):
             reasons.append(f"{upstream} {entry.get('reason')} since {entry.get('since')}")

@@ -4,19 +4,20 @@ worker is woken only when something must be (re)started.
 :class:`SupervisionTrigger` runs :func:`btc_platform.supervisor.watch.watch` (every
 ``interval_s`` seconds :func:`btc_platform.supervisor.assess`, in a thread) and fires its one
 event: something is due (the task resumes on a worker, acts, and defers again), or ``end_at``
-is reached (the task succeeds and the next daily run takes over).
+is reached (the task succeeds and the next run of the ``@continuous`` DAG takes over).
 :class:`SupervisorOperator` is the deferrable task of the ``btc_stream_supervisor`` DAG.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.sdk import BaseOperator
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from btc_platform.supervisor.watch import REPORT_EVERY_S, handle, run_end, watch
+from btc_platform.supervisor.watch import REPORT_EVERY_S, check, handle, recent_failure, run_end, watch
 
 
 class SupervisionTrigger(BaseTrigger):
@@ -45,8 +46,11 @@ class SupervisorOperator(BaseOperator):
     ``execute`` runs every check once (starts what is missing), then defers to
     :class:`SupervisionTrigger`. When the trigger reports something due, :meth:`resume` logs
     what it found, runs the checks (they act, with the reason in this task's log) and defers
-    again; when the run's day is over it returns. A service that cannot be restarted fails the
-    try with the reason (the task's retries check again after ``retry_delay``).
+    again; when the run's day is over it returns. A service or process that cannot be
+    (re)started fails the task with the reason in its log (no retries: the run goes red, and the
+    ``@continuous`` schedule starts the next run at once). A run that starts within
+    ``watch.FAILURE_PACING_S`` of such a failure watches first and acts only when the trigger
+    still finds something due, so a lasting failure is not retried in a tight loop.
     """
 
     ui_color = "#d9ecff"
@@ -57,11 +61,16 @@ class SupervisorOperator(BaseOperator):
         self.run_days = run_days
 
     def execute(self, context: Any) -> None:
-        from btc_platform.supervisor import ensure_all
+        from btc_platform.settings import get_settings
 
         dag_run = context.get("dag_run")
         end_at = run_end(getattr(dag_run, "start_date", None), self.run_days).isoformat()
-        ensure_all()
+        failed = recent_failure(get_settings())
+        if failed is not None:
+            self.log.warning("the previous run failed %.0f s ago (%s): watching first, acting when still due",
+                             time.time() - float(failed["at"]), failed.get("reason"))  # fmt: skip
+        else:
+            check(self.log)
         self._defer(end_at)
 
     def resume(self, context: Any, event: dict[str, Any] | None = None, end_at: str = "") -> None:
