@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         spark = build_session("bench-maintenance", settings, master=settings.spark_master)
         try:
             step_ms = max(1, 86_400_000 // args.messages)
-            closed = list(payloads(args.messages, yesterday, step_ms))
-            open_day = list(payloads(1000, now - timedelta(minutes=20), 1000, seed=1))
+            closed = [value for _key, value in payloads(args.messages, yesterday, step_ms)]
+            open_day = [value for _key, value in payloads(1000, now - timedelta(minutes=20), 1000, seed=1)]
             rows = st.raw_data_output(st.with_record_metrics(st.valid_records(st.parse_messages(
                 kafka_shaped(spark, closed + open_day, now)))))  # fmt: skip
             uri = tables.ensure_table(spark, settings, datasets.RAW_DATA, rows.schema)

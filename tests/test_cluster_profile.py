@@ -76,3 +76,23 @@ def test_replication_cannot_exceed_the_brokers(tmp_path):
         load_settings(data_dir=tmp_path, kafka_replication_factor=3)
     with pytest.raises(SettingsError, match="kafka_min_insync_replicas 3 > kafka_replication_factor 2"):
         load_settings(data_dir=tmp_path, profile="cluster", kafka_replication_factor=2, kafka_min_insync_replicas=3)
+
+
+def test_postgres_install_decision_root_with_apt_get_installs_the_debian_package():
+    from btc_platform.services.postgres import install_commands
+
+    commands = install_commands(0, "/usr/bin/apt-get")
+    assert commands[0] == ["/usr/bin/apt-get", "update", "-q"]
+    assert commands[-1][:3] == ["/usr/bin/apt-get", "install", "-y"]
+    assert commands[-1][-1] == "postgresql"
+
+
+@pytest.mark.parametrize(("euid", "apt_get", "why"), [(1000, "/usr/bin/apt-get", "not running as root"),
+                                                       (0, None, "apt-get not found")])  # fmt: skip
+def test_postgres_install_decision_otherwise_a_clear_error_naming_the_package(euid, apt_get, why):
+    from btc_platform.services.base import ServiceError
+    from btc_platform.services.postgres import install_commands
+
+    with pytest.raises(ServiceError, match=rf"\({why}\): install the Debian package 'postgresql'"):
+        install_commands(euid, apt_get)
+

@@ -55,7 +55,10 @@ def ensure_table_writers_pool(api_url: str, password: str, timeout_s: float = 30
     if token.status_code not in (200, 201):
         raise RuntimeError(f"Airflow token request answered HTTP {token.status_code}: {token.text[:300]}")
     session.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
-    body = {"name": TABLE_WRITERS_POOL, "slots": TABLE_WRITERS_POOL_SLOTS, "description": TABLE_WRITERS_POOL_DESCRIPTION}
+    # include_deferred in the PATCH too: Airflow 3.3 validates the patched pool as a whole, and a PATCH
+    # without it answers 422 "include_deferred: Field required" (a second `make run`, the pool existing)
+    body = {"name": TABLE_WRITERS_POOL, "slots": TABLE_WRITERS_POOL_SLOTS, "description": TABLE_WRITERS_POOL_DESCRIPTION,
+            "include_deferred": False}  # fmt: skip
     url = f"{api_url}/api/v2/pools"
     answer = session.patch(f"{url}/{TABLE_WRITERS_POOL}", json=body, timeout=(3, timeout_s))
     action = "updated"

@@ -46,20 +46,29 @@ def find_bin_dir() -> Path | None:
     return max(found, key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0) if found else None
 
 
+def install_commands(euid: int, apt_get: str | None) -> list[list[str]]:
+    """What installs the missing server: ``apt-get update`` + ``apt-get install postgresql`` as root
+    with apt-get on PATH; otherwise :class:`ServiceError` naming the Debian package (never a silent
+    fallback to another database)."""
+    if euid != 0 or apt_get is None:
+        why = "not running as root" if euid != 0 else "apt-get not found"
+        raise ServiceError(
+            f"PostgreSQL server not found ({_BIN_GLOB}/postgres) and it cannot be installed here ({why}): "
+            f"install the Debian package {DEBIAN_PACKAGE!r} (sudo apt-get install {DEBIAN_PACKAGE}); the "
+            "cluster profile keeps Airflow's metadata in it"
+        )
+    return [[apt_get, "update", "-q"], [apt_get, "install", "-y", "-q", "--no-install-recommends", DEBIAN_PACKAGE]]
+
+
 def ensure_installed() -> Path:
     """Bin directory of the PostgreSQL server; ``apt-get install postgresql`` when missing and root."""
     bin_dir = find_bin_dir()
     if bin_dir is not None:
         return bin_dir
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise ServiceError(
-            f"PostgreSQL server not found ({_BIN_GLOB}/postgres): install the Debian package "
-            f"{DEBIAN_PACKAGE!r} (sudo apt-get install {DEBIAN_PACKAGE}); the cluster profile keeps Airflow's "
-            "metadata in it"
-        )
+    commands = install_commands(os.geteuid(), shutil.which("apt-get"))
     log.info("installing the Debian package %s (apt-get) ...", DEBIAN_PACKAGE)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "--no-install-recommends", DEBIAN_PACKAGE]):
+    for cmd in commands:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, check=False)
         if proc.returncode != 0:
             raise ServiceError(f"{' '.join(cmd)} failed:\n{(proc.stdout + proc.stderr).strip()[-2000:]}")
