@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,7 +45,9 @@ def table_writer_kwargs() -> dict[str, Any]:
     return {"pool": TABLE_WRITERS_POOL, "pool_slots": 1}
 
 
-def ensure_table_writers_pool(api_url: str, password: str, timeout_s: float = 30.0) -> str:
+def ensure_table_writers_pool(
+    api_url: str, password: str, timeout_s: float = 30.0, attempts: int = 5, retry_s: float = 3.0
+) -> str:
     """Create (or set back to one slot) :data:`TABLE_WRITERS_POOL` through Airflow's REST API,
     as the admin user. Returns what was done; raises ``RuntimeError`` with the answer on failure."""
     import requests
@@ -60,10 +63,18 @@ def ensure_table_writers_pool(api_url: str, password: str, timeout_s: float = 30
     body = {"name": TABLE_WRITERS_POOL, "slots": TABLE_WRITERS_POOL_SLOTS, "description": TABLE_WRITERS_POOL_DESCRIPTION,
             "include_deferred": False}  # fmt: skip
     url = f"{api_url}/api/v2/pools"
-    answer = session.patch(f"{url}/{TABLE_WRITERS_POOL}", json=body, timeout=(3, timeout_s))
-    action = "updated"
-    if answer.status_code == 404:
-        answer, action = session.post(url, json=body, timeout=(3, timeout_s)), "created"
+    for attempt in range(attempts):
+        answer = session.patch(f"{url}/{TABLE_WRITERS_POOL}", json=body, timeout=(3, timeout_s))
+        action = "updated"
+        if answer.status_code == 404:
+            answer, action = session.post(url, json=body, timeout=(3, timeout_s)), "created"
+        # a 5xx right after start: SQLite "database is locked" while the scheduler and the DAG
+        # processor write (seen once in CI as HTTP 500 "Database error"); tried again, bounded
+        if answer.status_code < 500 or attempt == attempts - 1:
+            break
+        log.warning("Airflow pool %s: HTTP %d (try %d of %d), trying again in %.0f s",
+                    TABLE_WRITERS_POOL, answer.status_code, attempt + 1, attempts, retry_s)  # fmt: skip
+        time.sleep(retry_s)
     if answer.status_code not in (200, 201):
         raise RuntimeError(f"Airflow pool {TABLE_WRITERS_POOL}: HTTP {answer.status_code}: {answer.text[:300]}")
     log.info("Airflow pool %s %s (%d slot)", TABLE_WRITERS_POOL, action, TABLE_WRITERS_POOL_SLOTS)
