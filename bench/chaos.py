@@ -29,7 +29,16 @@ Storage: ``file://`` on a size-limited tmpfs mounted for the run (``mount -t tmp
 needs root), so the disk-full scenario can fill it; without root the scenario is reported as not
 run. The HDFS scenarios run on a second platform with the storage root on a local HDFS.
 
-Run: ``make chaos`` (full, ~15-20 min) or ``python bench/chaos.py --only producer_kill,burst
+The Airflow scenario (``scheduler_kill``) runs on a third platform that the suite does not
+supervise: a real Airflow started as ``btc-services run`` starts it (``services.start_airflow``:
+``airflow standalone``, its local executor, own port and AIRFLOW_HOME, the DAGs unpaused; the
+supervisor checking every ``--check-interval`` s and restarting a dead scheduler,
+``BTC_SUPERVISOR_AIRFLOW_SCHEDULER``), whose ``btc_stream_supervisor`` DAG starts and restarts
+the producer and the stream. The scheduler is killed, then the producer while no scheduler
+runs; the row gives the seconds until a scheduler runs again and is healthy, and until data
+flows again. Airflow is stopped before the drain (and at the end in any case).
+
+Run: ``make chaos`` (full, ~20-25 min) or ``python bench/chaos.py --only producer_kill,burst
 --pre 10 --post 10``. Exit status 1 when a scenario lost or duplicated messages or failed.
 """
 
@@ -59,13 +68,7 @@ SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT", "DO
            "DOTUSDT", "LINKUSDT")  # fmt: skip
 FILE_SCENARIOS = ("producer_kill", "stream_kill", "broker_kill", "burst", "exchange_faults", "disk_full")
 HDFS_SCENARIOS = ("namenode_kill", "datanode_kill")
-NOT_RUN = {
-    "scheduler_kill": "not run: the producer and the stream run detached from Airflow (own sessions), so a "
-    "dead scheduler stops only the supervision's restarts (the trigger in the triggerer starts a new "
-    "scheduler, services.airflow.ensure_scheduler); this suite drives the checks itself and does not start "
-    "Airflow (its ~1.5 GiB and start-up time do not fit the budget on 2 cores); measured by hand on `make run` "
-    "with bench/measure_supervision.py --kill-scheduler --count (README, benchmark table)",
-}
+AIRFLOW_SCENARIOS = ("scheduler_kill",)
 TMPFS_SIZE = "512m"
 
 
@@ -116,6 +119,7 @@ class Platform:
     exchange: object = None  # the fake exchange server (tests/exchange_server.py)
     mount: Path | None = None  # the size-limited file system under the storage root
     burst: tuple[int, int] | None = None  # (bad records Kafka took, quarantine rows before)
+    airflow: bool = False  # supervised by a real Airflow's btc_stream_supervisor DAG, not by ``check``
 
     def __post_init__(self):
         self.build_settings()
@@ -183,14 +187,47 @@ class Platform:
         from btc_platform import services
 
         services.ensure_topic(self.settings, self.settings.kafka_topic, self.settings.kafka_partitions)
+        if self.airflow:
+            self.start_airflow()
+            return
         self.check()
         self._thread = threading.Thread(target=self._loop, name="chaos-supervision", daemon=True)
         self._thread.start()
+
+    def start_airflow(self) -> None:
+        """Start Airflow as ``btc-services run`` does (``services.start_airflow``: ``airflow
+        standalone`` with the DAGs unpaused, its local executor, the pools) and wait, as it does,
+        until the ``btc_stream_supervisor`` DAG has started the producer and the stream."""
+        from btc_platform import services
+        from btc_platform.supervisor import wait_until_supervised
+
+        started = time.time()
+        services.start_airflow(self.settings)
+        for line in wait_until_supervised(self.settings):
+            log.info("  %s", line)
+        self.events.append((time.time(), f"Airflow up, supervisor DAG started producer and stream in "
+                                         f"{time.time() - started:.0f} s"))  # fmt: skip
 
     def stop_supervision(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=600)
+        if self.airflow:  # Airflow first: its supervisor would restart what is stopped next
+            from btc_platform import services
+
+            services.stop("airflow", self.settings)
+
+    def dag_events_since(self, since: float) -> list[str]:
+        """Starts and restarts the supervisor DAG's task did (the event log's entries with an
+        Airflow task instance) since ``since``."""
+        from btc_platform import supervisor
+
+        done = []
+        for event in supervisor.read_events(self.settings, limit=supervisor.MAX_EVENTS):
+            at = datetime.fromisoformat(str(event.get("time", "")).replace("Z", "+00:00"))
+            if event.get("airflow") and at.replace(tzinfo=at.tzinfo or UTC).timestamp() >= since:
+                done.append(f"supervisor DAG {event.get('action')} {event.get('name')}: {event.get('reason')}")
+        return done
 
     def events_since(self, since: float) -> list[str]:
         return [text for at, text in self.events if at >= since]
@@ -315,6 +352,25 @@ def kill_datanode(platform: Platform) -> tuple[float, str, str]:
     return kill_service_process(platform, "hdfs", "hdfs-datanode", platform.options.broker_down_s, platform.hdfs)
 
 
+def kill_scheduler(platform: Platform) -> tuple[float, str, str]:
+    """kill -9 of the Airflow scheduler, then, while none runs, of the producer: the trigger in
+    the triggerer must start a scheduler (``services.airflow.ensure_scheduler``) and the resumed
+    supervise task restart the producer."""
+    from bench.measure_supervision import kill_schedulers, wait_scheduler_back
+
+    if not platform.airflow:
+        raise ChaosError("scheduler_kill needs the Airflow group (a platform supervised by the DAG)")
+    old, killed = kill_schedulers(platform.settings)
+    moment, _, producer_note = kill_producer(platform)
+    running, healthy = wait_scheduler_back(platform.settings, old, killed, platform.options.recovery_timeout_s)
+    if running is None or healthy is None:
+        raise ChaosError(f"kill -9 scheduler pid(s) {old}, {producer_note}: no healthy scheduler within "
+                         f"{platform.options.recovery_timeout_s:.0f} s (running after {running})")  # fmt: skip
+    return moment, (f"trigger's ensure_scheduler (scheduler running {running:.1f} s, healthy {healthy:.1f} s) "
+                    "+ supervisor DAG's resumed task (ensure_producer: died)"), \
+        f"kill -9 scheduler pid(s) {old}, then {producer_note} {moment - killed:.1f} s later"
+
+
 def burst_records(count: int) -> list[bytes]:
     """Malformed and oversized records (none of them valid): ~1/4 each of not JSON, an unknown
     schema version, a book ticker with ask below bid, and ~600 KB records (garbage bytes; a
@@ -414,6 +470,7 @@ SCENARIOS: dict[str, Callable[[Platform], tuple[float, str, str]]] = {
     "disk_full": fill_disk,
     "namenode_kill": kill_namenode,
     "datanode_kill": kill_datanode,
+    "scheduler_kill": kill_scheduler,
 }
 
 
@@ -450,7 +507,7 @@ def run_scenario(platform: Platform, name: str) -> Result:
     if recovery is None:
         result.ok = False
         result.note += f"; no data within {options.recovery_timeout_s:.0f} s"
-    events = platform.events_since(began)
+    events = platform.events_since(began) + (platform.dag_events_since(began) if platform.airflow else [])
     if events:
         result.note += "; " + "; ".join(events)
     log.info("=== scenario %s: data again after %s s; %.0f s steady ===", name, result.recovery_s, options.post_s)
@@ -542,8 +599,12 @@ def umount(path: Path) -> None:
         log.error("umount %s failed: %s", path, done.stderr.strip())
 
 
-def run_group(workdir: Path, kafka, names: list[str], options: Options, *, hdfs=None) -> list[Result]:
-    """Start a platform, run ``names`` in order, drain and count."""
+def run_group(workdir: Path, kafka, names: list[str], options: Options, *, hdfs=None,
+              airflow: bool = False) -> list[Result]:  # fmt: skip
+    """Start a platform, run ``names`` in order, drain and count. ``airflow``: supervised by a
+    real Airflow (own port and AIRFLOW_HOME under ``workdir``) whose ``btc_stream_supervisor``
+    DAG checks every ``check_interval_s`` and restarts a dead scheduler, as ``btc-services run``
+    sets it, instead of the suite's own checks."""
     from tests.exchange_server import ExchangeServer
 
     results: list[Result] = []
@@ -561,8 +622,13 @@ def run_group(workdir: Path, kafka, names: list[str], options: Options, *, hdfs=
         storage_root = f"file://{mount}/bitcoin"
     server = ExchangeServer().start()
     server.live_times = True
+    overrides = {"binance_base_url": server.url, "coingecko_base_url": server.url}
+    if airflow:
+        (port,) = free_ports(1)
+        overrides.update(airflow_port=port, supervisor_interval_s=options.check_interval_s,
+                         supervisor_airflow_scheduler=True)  # fmt: skip
     platform = Platform(workdir, kafka, storage_root, options, hdfs=hdfs, exchange=server, mount=mount,
-                        overrides={"binance_base_url": server.url, "coingecko_base_url": server.url})  # fmt: skip
+                        overrides=overrides, airflow=airflow)  # fmt: skip
     try:
         platform.start()
         warm = platform.wait_for_data_after(0.0, options.warmup_timeout_s)
@@ -614,8 +680,10 @@ def table(results: list[Result]) -> str:
 
 
 def run(names: list[str], options: Options, workdir: Path | None = None) -> list[Result]:
-    """Run the named scenarios (file-storage ones on one platform, HDFS ones on another)."""
+    """Run the named scenarios (file-storage ones on one platform, HDFS ones on another, the
+    Airflow ones on a third, supervised by Airflow)."""
     from btc_platform import services
+    from btc_platform.process import ProcessError
 
     owned = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="btc-chaos-")) if owned else workdir
@@ -632,26 +700,31 @@ def run(names: list[str], options: Options, workdir: Path | None = None) -> list
                 results += run_group(workdir / "hdfs", kafka, hdfs_names, options, hdfs=hdfs)
             finally:
                 services.stop("hdfs", hdfs)
+        airflow_names = [n for n in names if set(parts(n)) <= set(AIRFLOW_SCENARIOS)]
+        if airflow_names:
+            try:
+                results += run_group(workdir / "airflow", kafka, airflow_names, options, airflow=True)
+            except (ProcessError, ChaosError) as exc:  # Airflow or the DAG's first starts failed: say so
+                log.exception("the Airflow group failed")
+                results += [Result(n, ok=False, note=f"{type(exc).__name__}: {exc}") for n in airflow_names]
     finally:
         services.stop("kafka", kafka)
         if owned:
             shutil.rmtree(workdir, ignore_errors=True)
-    for name in names:
-        if name in NOT_RUN:
-            results.append(Result(name, note=NOT_RUN[name], recovered_by="-"))
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    every = [*FILE_SCENARIOS, *HDFS_SCENARIOS, *NOT_RUN]
+    every = [*FILE_SCENARIOS, *HDFS_SCENARIOS, *AIRFLOW_SCENARIOS]
     parser.add_argument("--only", default="", help=f"comma-separated scenarios of: {', '.join(every)}; "
                         "a+b injects a and b at the same moment (one row; both of the file or of the HDFS group)")
     defaults = Options()
     parser.add_argument("--pre", type=float, default=defaults.pre_s, help="steady seconds before each fault")
     parser.add_argument("--post", type=float, default=defaults.post_s, help="steady seconds after recovery")
     parser.add_argument("--check-interval", type=float, default=defaults.check_interval_s,
-                        help="seconds between supervision checks (the DAG's is BTC_SUPERVISOR_INTERVAL_S, 60)")
+                        help="seconds between supervision checks (the suite's own; the Airflow group's DAG "
+                        "gets it as BTC_SUPERVISOR_INTERVAL_S, whose default is 20)")
     parser.add_argument("--down", type=float, default=defaults.broker_down_s,
                         help="how long a killed broker / NameNode / DataNode stays down")
     parser.add_argument("--phase", type=float, default=defaults.fault_phase_s,

@@ -145,19 +145,26 @@ def kill_kafka(settings, timeout_s: float = 240.0) -> float:
     raise SystemExit(f"kafka not back within {timeout_s:.0f} s")
 
 
-def kill_scheduler(settings, timeout_s: float = 300.0) -> tuple[float, float]:
-    """SIGKILL every Airflow scheduler process of this platform; seconds until a new scheduler
-    process runs (started by the supervisor's trigger in the triggerer) and until the API's
-    health endpoint reports the scheduler healthy again."""
-    from btc_platform.services.airflow import airflow_health, scheduler_pids
+def kill_schedulers(settings) -> tuple[list[int], float]:
+    """SIGKILL every Airflow scheduler process of this platform; (their pids, when)."""
+    from btc_platform.services.airflow import scheduler_pids
 
     old = scheduler_pids(settings)
     if not old:
         raise SystemExit("no Airflow scheduler of this platform is running")
     for pid in old:
         os.kill(pid, signal.SIGKILL)
-    killed = time.time()
     log.info("SIGKILL airflow scheduler pid(s) %s", old)
+    return old, time.time()
+
+
+def wait_scheduler_back(settings, old: list[int], killed: float,
+                        timeout_s: float = 300.0) -> tuple[float | None, float | None]:  # fmt: skip
+    """Seconds from ``killed`` until a scheduler process other than ``old`` runs (started by the
+    supervisor's trigger in the triggerer) and until the API's health endpoint reports the
+    scheduler healthy again; None for what did not happen within ``timeout_s``."""
+    from btc_platform.services.airflow import airflow_health, scheduler_pids
+
     running = None
     while time.time() - killed < timeout_s:
         new = [pid for pid in scheduler_pids(settings) if pid not in old]
@@ -169,7 +176,17 @@ def kill_scheduler(settings, timeout_s: float = 300.0) -> tuple[float, float]:
             log.info("scheduler healthy again after %.1f s", healthy)
             return running, healthy
         time.sleep(1.0)
-    raise SystemExit(f"scheduler not back within {timeout_s:.0f} s (running after {running})")
+    return running, None
+
+
+def kill_scheduler(settings, timeout_s: float = 300.0) -> tuple[float, float]:
+    """SIGKILL every Airflow scheduler process of this platform; seconds until a new scheduler
+    process runs and until the API reports it healthy (:func:`wait_scheduler_back`)."""
+    old, killed = kill_schedulers(settings)
+    running, healthy = wait_scheduler_back(settings, old, killed, timeout_s)
+    if healthy is None:
+        raise SystemExit(f"scheduler not back within {timeout_s:.0f} s (running after {running})")
+    return running, healthy
 
 
 def count_after_stop(settings, timeout_s: float = 300.0) -> tuple[int, int, int, int]:
