@@ -101,13 +101,28 @@ def _reason(code: str, detail: Column | str) -> Column:
 
 
 def _parse_timestamp(raw: Column) -> Column:
-    """The timestamp of an ISO-8601 string with a UTC offset, else null (never an exception)."""
-    return F.when(raw.rlike(_TZ_SUFFIX), raw.try_cast("timestamp"))
+    """The timestamp of an ISO-8601 string with a UTC offset, else null (never an exception).
+
+    The offset check looks at the last 6 characters only (the longest offset, ``+hh:mm``): an
+    end-anchored pattern is tried at every position of the string, and this runs for every
+    timestamp of every message.
+    """
+    return F.when(F.substring(raw, -6, 6).rlike(_TZ_SUFFIX), raw.try_cast("timestamp"))
 
 
-def _validation_reason(msg: Column, corrupt: Column, value_text: Column) -> Column:
-    """First problem of a parsed message as ``"<code>:<detail>"``, or null when it is valid."""
-    mtype = msg["message_type"]
+def _raw_name(name: str) -> str:
+    """Column of :func:`parse_messages`'s inner projection holding timestamp field ``name`` as sent."""
+    return f"_raw_{name}"
+
+
+def _validation_reason(corrupt: Column, value_text: Column) -> Column:
+    """First problem of a parsed message as ``"<code>:<detail>"``, or null when it is valid.
+
+    Over the columns of :func:`parse_messages`'s inner projection: every field (timestamps
+    parsed) and each timestamp as sent (:func:`_raw_name`).
+    """
+    msg = F.col
+    mtype = msg("message_type")
     checks: list[Column] = [
         F.when(value_text.isNull(), _reason(REASON_EMPTY, "record has no value")),
         F.when(corrupt.isNotNull(), _reason(REASON_UNPARSEABLE, "not a JSON object of the message schema")),
@@ -120,10 +135,10 @@ def _validation_reason(msg: Column, corrupt: Column, value_text: Column) -> Colu
         F.when(F.size(unknown) > 0, _reason(REASON_UNKNOWN_FIELD, F.array_join(F.sort_array(unknown), ",")))
     )
     checks += [
-        F.when(msg["schema_version"].isNull(), _reason(REASON_MISSING, "schema_version")),
+        F.when(msg("schema_version").isNull(), _reason(REASON_MISSING, "schema_version")),
         F.when(
-            ~msg["schema_version"].isin(*sorted(schema.SUPPORTED_SCHEMA_VERSIONS)),
-            _reason(REASON_SCHEMA_VERSION, msg["schema_version"]),
+            ~msg("schema_version").isin(*sorted(schema.SUPPORTED_SCHEMA_VERSIONS)),
+            _reason(REASON_SCHEMA_VERSION, msg("schema_version")),
         ),
         F.when(mtype.isNull() | (mtype == ""), _reason(REASON_MISSING, "message_type")),
         F.when(~mtype.isin(*schema.MESSAGE_TYPES), _reason(REASON_MESSAGE_TYPE, mtype)),
@@ -131,30 +146,30 @@ def _validation_reason(msg: Column, corrupt: Column, value_text: Column) -> Colu
     for spec in schema.FIELDS:  # required fields per message type, in schema order
         if not spec.required_for:
             continue
-        value = msg[spec.name]
+        # a timestamp is missing when it was not sent (one sent unparseable has its own reason)
+        value = msg(_raw_name(spec.name) if spec.kind == schema.TIMESTAMP else spec.name)
         missing = value.isNull() | (value == "") if spec.kind == schema.STRING else value.isNull()
         checks.append(
             F.when(mtype.isin(*sorted(spec.required_for)) & missing, _reason(REASON_MISSING, spec.name))
         )
-    checks.append(F.when(~msg["source"].isin(*schema.SOURCES), _reason(REASON_SOURCE, msg["source"])))
-    for name in _TIMESTAMP_FIELDS:
-        raw = msg[name]
+    checks.append(F.when(~msg("source").isin(*schema.SOURCES), _reason(REASON_SOURCE, msg("source"))))
+    for name in _TIMESTAMP_FIELDS:  # sent, but not a timestamp with an offset
         checks.append(
-            F.when(raw.isNotNull() & _parse_timestamp(raw).isNull(), _reason(REASON_TIMESTAMP, name))
+            F.when(msg(_raw_name(name)).isNotNull() & msg(name).isNull(), _reason(REASON_TIMESTAMP, name))
         )
     for name in _DECIMAL_FIELDS:
-        value = msg[name]
+        value = msg(name)
         checks.append(
             F.when(F.isnan(value) | value.isin(float("inf"), float("-inf")), _reason(REASON_NON_FINITE, name))
         )
     for spec in schema.FIELDS:
         if spec.positive:
-            checks.append(F.when(msg[spec.name] <= 0, _reason(REASON_NON_POSITIVE, spec.name)))
+            checks.append(F.when(msg(spec.name) <= 0, _reason(REASON_NON_POSITIVE, spec.name)))
         if spec.non_negative:
-            checks.append(F.when(msg[spec.name] < 0, _reason(REASON_NEGATIVE, spec.name)))
+            checks.append(F.when(msg(spec.name) < 0, _reason(REASON_NEGATIVE, spec.name)))
     checks.append(
         F.when(
-            (mtype == "book_ticker") & (msg["ask_price"] < msg["bid_price"]),
+            (mtype == "book_ticker") & (msg("ask_price") < msg("bid_price")),
             _reason(REASON_ASK_BELOW_BID, "ask_price<bid_price"),
         )
     )
@@ -187,10 +202,12 @@ def parse_messages(kafka_df: DataFrame) -> DataFrame:
     for spec in schema.FIELDS:
         col = msg[spec.name]
         fields.append((_parse_timestamp(col) if spec.kind == schema.TIMESTAMP else col).alias(spec.name))
-    reason = _validation_reason(msg, msg[_CORRUPT], F.col("value_text"))
-    return df.select(
-        "value", "value_text", "key", *[new for _, new in KAFKA_META], *fields, reason.alias("reason")
-    )
+    meta = ["value", "value_text", "key", *[new for _, new in KAFKA_META]]
+    # timestamps are parsed once, here; the validation reads them and their text as sent
+    df = df.select(*meta, *fields, *[msg[name].alias(_raw_name(name)) for name in _TIMESTAMP_FIELDS],
+                   msg[_CORRUPT].alias(_CORRUPT))  # fmt: skip
+    reason = _validation_reason(F.col(_CORRUPT), F.col("value_text"))
+    return df.select(*meta, *schema.FIELD_NAMES, reason.alias("reason"))
 
 
 def valid_records(parsed: DataFrame) -> DataFrame:
