@@ -27,8 +27,9 @@ def test_driver_overrides_and_session_only_options(tmp_path):
     settings = load_settings(data_dir=tmp_path)
     conf = spark_conf(settings, driver_memory="3g", driver_java_options="-XX:+UseParallelGC")
     assert conf["spark.driver.memory"] == "3g"
-    assert conf["spark.driver.extraJavaOptions"] == "-Duser.timezone=UTC -XX:-DontCompileHugeMethods -XX:+UseParallelGC"
-    assert conf["spark.executor.extraJavaOptions"] == "-Duser.timezone=UTC -XX:-DontCompileHugeMethods"
+    assert conf["spark.driver.extraJavaOptions"] == "-Duser.timezone=UTC -XX:+UseParallelGC"
+    assert conf["spark.executor.extraJavaOptions"] == "-Duser.timezone=UTC"
+    assert conf["spark.sql.codegen.hugeMethodLimit"] == "8000"  # no stage HotSpot would never compile
     # a session created under spark-submit (JVM already running) gets no launch-only options
     running = spark_conf(settings, with_launch_options=False)
     assert not any(key.startswith("spark.driver.") for key in running)

@@ -60,12 +60,7 @@ DELTA_CONF = {
 }
 
 #: JVM options of every driver and executor (Spark's own time zone is set separately).
-#: ``-XX:-DontCompileHugeMethods``: HotSpot never JIT-compiles a method of more than 8,000 bytes
-#: of bytecode, and whole-stage code generation makes such methods of wide projections (the
-#: stream's validation: ~80 checks of 37 fields in one ``processNext``), which then run in the
-#: bytecode interpreter for ever. Measured on 250k cached messages, parse + validation with a
-#: noop sink: 10.7-11.8 s without the option, 6.3-6.7 s with it (validation alone 7.0 -> 3.3 s).
-JVM_OPTIONS = "-Duser.timezone=UTC -XX:-DontCompileHugeMethods"
+JVM_OPTIONS = "-Duser.timezone=UTC"
 
 
 def jvm_options(extra: str = "") -> str:
@@ -122,6 +117,15 @@ def spark_conf(
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
         "spark.executor.extraJavaOptions": JVM_OPTIONS,
+        # HotSpot never JIT-compiles a method of more than 8,000 bytes of bytecode, and whole-stage
+        # code generation of a wide projection makes one (the stream's parse and validation: one
+        # processNext of ~18,000 bytes), which would run in the bytecode interpreter for ever. At
+        # this limit such a stage runs without whole-stage codegen instead, its expressions in
+        # generated projections split into small methods (what Spark's own docs advise on
+        # HotSpot). Measured on 250k cached messages (parse, validation, Delta append): first run
+        # 16.7 -> 13.6 s, warm ones the same (4.5-4.9 s); -XX:-DontCompileHugeMethods, the earlier
+        # fix, made HotSpot compile that method into 840 KB of machine code, seconds of C2 time.
+        "spark.sql.codegen.hugeMethodLimit": "8000",
         **DELTA_CONF,
         # Delta's snapshot state of these small tables: as few partitions as the shuffles (default 50,
         # which made a 24-row MERGE into 60k rows take 14 s instead of 7)
