@@ -251,12 +251,15 @@ def start_ingest_query(spark, source, settings: Settings, *, available_now: bool
     return query
 
 
-def start_metrics_query(spark, source, settings: Settings, *, available_now: bool = False):
-    """Start the minute_metrics query: raw_data as a Delta streaming source (only committed
-    rows; OPTIMIZE's rewrites carry no new data and are not read again) -> minute_metrics, a
-    Delta streaming sink (exactly-once through its own transaction ids).
+def prepare_metrics_query(spark, source, settings: Settings, *, available_now: bool = False):
+    """The minute_metrics query, ready to start: raw_data as a Delta streaming source (only
+    committed rows; OPTIMIZE's rewrites carry no new data and are not read again) ->
+    minute_metrics, a Delta streaming sink (exactly-once through its own transaction ids).
+    Returns the function that starts it and returns the query.
 
     ``source`` only provides raw_data's schema (the Kafka-shaped stream the ingest query reads).
+    Tables and plan are made here; the source takes its position in raw_data when the query
+    starts (for available-now: what raw_data holds then).
     """
     from spark_jobs import stream_transforms as st
     from spark_jobs import tables
@@ -267,16 +270,25 @@ def start_metrics_query(spark, source, settings: Settings, *, available_now: boo
     metrics = st.minute_metrics(st.deduplicate(windowed, st.WINDOW_TIME, settings.stream_watermark_delay))
     minutes_uri = tables.ensure_table(spark, settings, datasets.MINUTE_METRICS, metrics.schema)
     checkpoint = checkpoint_paths(settings)[QUERY_METRICS]
-    query = (
+    writer = (
         metrics.writeStream.queryName(QUERY_METRICS)
         .format("delta")
         .outputMode("append")
         .option("checkpointLocation", checkpoint)
         .trigger(**_trigger(settings, available_now, side=True))
-        .start(minutes_uri)
     )
-    log.info("started query %s -> %s (checkpoint %s)", QUERY_METRICS, minutes_uri, checkpoint)
-    return query
+
+    def start():
+        query = writer.start(minutes_uri)
+        log.info("started query %s -> %s (checkpoint %s)", QUERY_METRICS, minutes_uri, checkpoint)
+        return query
+
+    return start
+
+
+def start_metrics_query(spark, source, settings: Settings, *, available_now: bool = False):
+    """Start the minute_metrics query (see :func:`prepare_metrics_query`)."""
+    return prepare_metrics_query(spark, source, settings, available_now=available_now)()
 
 
 #: Spark's switch for the batches a stateful query runs without new data, to move its watermark.
@@ -384,12 +396,12 @@ def run(args: argparse.Namespace) -> int:
         if not args.available_now:
             return await_queries(spark, start_queries(spark, source, settings), stop_requested)
         # available-now: the metrics query reads raw_data, so it starts once everything in Kafka
-        # now has been committed there
+        # now has been committed there (its tables and plan are made before: 2 s of a catch-up)
+        start_metrics = prepare_metrics_query(spark, source, settings, available_now=True)
         code = await_queries(spark, [start_catch_up_ingest(spark, source, settings)], stop_requested)
         if code != EXIT_OK or stop_requested.is_set():
             return code
-        return await_queries(spark, [start_metrics_query(spark, source, settings, available_now=True)],
-                             stop_requested)  # fmt: skip
+        return await_queries(spark, [start_metrics()], stop_requested)
     finally:
         spark.stop()
 
