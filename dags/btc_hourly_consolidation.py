@@ -69,8 +69,12 @@ def btc_hourly_consolidation():
     def wait_for_minutes(data_interval_end=None) -> PokeReturnValue:
         import logging
 
-        from btc_platform.orchestration import minute_metrics_ready
+        from airflow.sdk.exceptions import AirflowFailException
 
+        from btc_platform.orchestration import NO_DATA_INTERVAL, minute_metrics_ready
+
+        if data_interval_end is None:  # a REST trigger without logical_date: no retries, the reason
+            raise AirflowFailException(NO_DATA_INTERVAL)
         ready, reason = minute_metrics_ready(settings, data_interval_end)
         logging.getLogger("btc_hourly_consolidation").info("%s", reason)
         return PokeReturnValue(is_done=ready, xcom_value=reason)

@@ -27,8 +27,9 @@ print("DAGBAG-RESULT " + json.dumps({
 """
 
 
-def load_dagbag(folder: Path, airflow_home: Path) -> dict:
-    """Parse ``folder`` with DagBag in a fresh interpreter; return dag ids -> file and import errors."""
+def load_dagbag(folder: Path, airflow_home: Path, harness: str = _HARNESS) -> dict:
+    """Parse ``folder`` with DagBag in a fresh interpreter; return dag ids -> file and import errors
+    (or what ``harness`` prints after ``DAGBAG-RESULT``)."""
     from btc_platform.airflow_env import airflow_env
     from btc_platform.settings import load_settings
 
@@ -36,7 +37,7 @@ def load_dagbag(folder: Path, airflow_home: Path) -> dict:
     env = {**os.environ, **airflow_env(settings)}
     env["AIRFLOW__CORE__DAGS_FOLDER"] = str(folder)
     proc = subprocess.run(
-        [sys.executable, "-c", _HARNESS, str(folder)],
+        [sys.executable, "-c", harness, str(folder)],
         capture_output=True, text=True, env=env, timeout=300, check=False,
     )  # fmt: skip
     lines = [line for line in proc.stdout.splitlines() if line.startswith("DAGBAG-RESULT ")]
@@ -81,3 +82,23 @@ def test_harness_reports_broken_and_empty_files(tmp_path):
     assert "module_that_does_not_exist" in next(iter(bag["import_errors"].values()))
     files_with_dags = {Path(loc).resolve() for loc in bag["dags"].values()}
     assert [p.name for p in _dag_files(folder) if p.resolve() not in files_with_dags] == ["broken.py", "nodag.py"]
+
+
+_NO_INTERVAL_HARNESS = _HARNESS.split("print(")[0] + """
+sensor = bag.dags["btc_hourly_consolidation"].get_task("wait_for_minutes")
+try:
+    sensor.python_callable(data_interval_end=None)
+    outcome = {"raised": None}
+except BaseException as exc:
+    outcome = {"raised": type(exc).__name__, "message": str(exc)}
+print("DAGBAG-RESULT " + json.dumps(outcome))
+"""
+
+
+def test_consolidation_run_without_data_interval_fails_at_once_with_the_reason(tmp_path):
+    """A REST trigger without logical_date has no data interval: the sensor fails without retries
+    (AirflowFailException) and says how to trigger it, instead of a TypeError three times."""
+    from btc_platform.orchestration import NO_DATA_INTERVAL
+
+    outcome = load_dagbag(DAGS, tmp_path / "airflow", _NO_INTERVAL_HARNESS)
+    assert outcome == {"raised": "AirflowFailException", "message": NO_DATA_INTERVAL}

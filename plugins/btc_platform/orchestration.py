@@ -114,6 +114,13 @@ def _parse_instant(value: object) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+#: Why a run of the hourly consolidation without a data interval cannot run.
+NO_DATA_INTERVAL = (
+    "this run has no data interval (triggered without a logical date): trigger it with the logical "
+    "date of the hour to consolidate (the run covers [logical date, + 1 h)), or use btc_backfill for a range"
+)
+
+
 def minute_metrics_ready(settings: Settings, hour_end: datetime, now: datetime | None = None) -> tuple[bool, str]:
     """Whether the minutes of the hour ending at ``hour_end`` are all in minute_metrics.
 
