@@ -100,7 +100,7 @@ def verdict(seconds: float, target: float) -> str:
 
 
 def bench_consolidation(spark, tmp: Path, hourly_runs: int) -> list[tuple[str, str, str]]:
-    from btc_platform import datasets
+    from btc_platform.lakehouse import datasets
     from btc_platform.settings import load_settings
     from spark_jobs import consolidate_job, tables
 
@@ -136,7 +136,7 @@ def bench_consolidation(spark, tmp: Path, hourly_runs: int) -> list[tuple[str, s
 
 
 def bench_backfill(spark, tmp: Path, days: int = 0) -> list[tuple[str, str, str]]:
-    from btc_platform import datasets
+    from btc_platform.lakehouse import datasets
     from btc_platform.settings import load_settings
     from spark_jobs import backfill_job
 
@@ -179,8 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     for noisy in ("spark_jobs", "py4j"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
+    from btc_platform.lakehouse.spark_session import build_session
     from btc_platform.settings import load_settings
-    from btc_platform.spark import build_session
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_batch_"))
     load_before = os.getloadavg()[0]

@@ -62,7 +62,7 @@ def memory_by_component(settings) -> dict[str, float]:
     """RSS (MiB) of every process of this platform instance, by component."""
     import psutil
 
-    from btc_platform.services import COMPONENT_ENV, marked_processes
+    from btc_platform.ops.services import COMPONENT_ENV, marked_processes
 
     totals: Counter[str] = Counter()
     for pid in marked_processes(settings):
@@ -76,7 +76,7 @@ def memory_by_component(settings) -> dict[str, float]:
 
 
 def _group_of(settings, name: str) -> int:
-    from btc_platform.services.base import read_pid
+    from btc_platform.ops.services.base import read_pid
 
     record = read_pid(settings, name)
     if record is None:
@@ -85,7 +85,7 @@ def _group_of(settings, name: str) -> int:
 
 
 def _stream_app(settings) -> tuple[str, int]:
-    from btc_platform.services.spark import master_state
+    from btc_platform.ops.services.spark import master_state
 
     apps = [a for a in master_state(settings).get("activeapps", []) if a.get("name") == "btc-stream"]
     if len(apps) != 1:
@@ -123,7 +123,7 @@ def _topic_ids(settings) -> list[str]:
 def lost_and_duplicated(settings, timeout_s: float = 180.0) -> dict[str, int]:
     """Messages of the topic (now) missing from raw_data once the stream caught up, and raw_data
     rows beyond one per message_id."""
-    from btc_platform.lake import read_table
+    from btc_platform.lakehouse.lake import read_table
 
     ids = set(_topic_ids(settings))
     deadline = time.monotonic() + timeout_s
@@ -145,18 +145,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from btc_platform import services, supervisor
-    from btc_platform.lake import read_table
-    from btc_platform.services.kafka import start_broker
-    from btc_platform.services.spark import start_worker
+    from btc_platform.lakehouse.lake import read_table
+    from btc_platform.lakehouse.spark_session import spark_submit_args, spark_submit_binary
+    from btc_platform.ops import lifecycle, supervisor
+    from btc_platform.ops.services.kafka import start_broker
+    from btc_platform.ops.services.spark import start_worker
     from btc_platform.settings import load_settings
-    from btc_platform.spark import spark_submit_args, spark_submit_binary
 
     settings = load_settings(profile="cluster", producer_source="simulate")
     figures: dict[str, object] = {}
     try:
         started = time.monotonic()
-        services.run(settings, "simulate")
+        lifecycle.run(settings, "simulate")
         figures["start_s"] = round(time.monotonic() - started, 1)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
@@ -179,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
 
         # a batch job submitted to the master, code shipped with --py-files (as the stream)
         hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-        from btc_platform.services.spark import spark_home
-        from btc_platform.supervisor.launch import child_env
+        from btc_platform.ops.services.spark import spark_home
+        from btc_platform.ops.supervisor.launch import child_env
 
         env = {**child_env(settings)[0], "SPARK_HOME": spark_home(), "BTC_CONSOLIDATION_MAX_WAIT_S": "5"}
         cmd = [spark_submit_binary(), *spark_submit_args(settings, "btc-consolidate-bench"),
@@ -210,9 +210,9 @@ def main(argv: list[str] | None = None) -> int:
             killed = time.monotonic()
             figures["broker_kill_recovery_s"] = round(_wait_new_batch(settings, batch[0], 240), 1)
             start_broker(settings, 1)
-            from btc_platform.process import wait_until_healthy
-            from btc_platform.services.base import read_pid
-            from btc_platform.services.kafka import kafka_health
+            from btc_platform.ops.process import wait_until_healthy
+            from btc_platform.ops.services.base import read_pid
+            from btc_platform.ops.services.kafka import kafka_health
 
             wait_until_healthy(read_pid(settings, "kafka-2"), lambda: kafka_health(settings), 120, "3 brokers")
             figures["broker_restart_s"] = round(time.monotonic() - killed, 1)
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         sys.stdout.write(json.dumps(figures, indent=1, default=str) + "\n")
         if not args.keep:
-            services.stop_all(settings)
+            lifecycle.stop_all(settings)
     return 0
 
 

@@ -171,7 +171,7 @@ def seed_live(settings) -> str:
     (fresh) storage; refuses when one of those tables exists (it never adds to real data)."""
     import pandas as pd
 
-    from btc_platform import lake
+    from btc_platform.lakehouse import lake
     from tests import dashboard_testdata as td
 
     existing = sorted(set(LIVE_TABLES) & set(lake.existing_tables(settings)))
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed_live or args.live:
         import json
 
-        from btc_platform.airflow_env import password_file
+        from btc_platform.ops.airflow_env import password_file
         from btc_platform.settings import get_settings
 
         settings = get_settings()

@@ -62,13 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     args, data = parse_with_data(parser, argv, "bench_lake")
     if data is None:
         return 0
-    from btc_platform import lake
+    from btc_platform.lakehouse import lake
     from models.data import HOURLY_COLUMNS, load_hourly_metrics
 
     with tempfile.TemporaryDirectory(prefix="bench-lake-") as tmp:
         uri = args.table or f"file://{tmp}/hourly_metrics"
         n_rows, write_seconds = write_table(data, uri, args.commits)
-        logging.getLogger("btc_platform.lake").setLevel(logging.WARNING)  # one line per read otherwise
+        logging.getLogger("btc_platform.lakehouse.lake").setLevel(logging.WARNING)  # one line per read otherwise
         files = len(lake.open_at(uri).file_uris())
         read_best, read_median, frame = timed(
             args.repeat, lambda: lake.read_at(uri, columns=HOURLY_COLUMNS, filters=[("symbol", "=", SYMBOL)])

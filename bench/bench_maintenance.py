@@ -64,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.bench_models import log_figures
     from bench.bench_stream import payloads
-    from btc_platform import datasets
+    from btc_platform.lakehouse import datasets
+    from btc_platform.lakehouse.spark_session import build_session
     from btc_platform.settings import load_settings
-    from btc_platform.spark import build_session
     from spark_jobs import maintenance_job, tables
     from spark_jobs import stream_transforms as st
 

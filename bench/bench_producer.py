@@ -7,7 +7,7 @@ time and messages per CPU-second (a figure that stays meaningful when other work
 the 1-minute load average is printed too).
 
 Kafka: ``BTC_KAFKA_BOOTSTRAP_SERVERS`` if set in the environment, else a temporary single-node
-broker started with btc_platform.services on free ports (stopped at the end). The price path is
+broker started with btc_platform.ops.services on free ports (stopped at the end). The price path is
 driven by the 1-minute candles in ``$BTC_BENCH_DATA_DIR/btc_usdt_1m_2023-03_2023-05.csv``
 (default ../shared/data) when present, else a random walk.
 
@@ -72,7 +72,7 @@ class _NullContext:
 
 def generation_rate(candles: Path | None, seconds: float = 5.0) -> float:
     """Messages/s the simulate source produces with no Kafka behind it."""
-    from btc_platform.sources import SimulateSource
+    from btc_platform.ingest.sources import SimulateSource
 
     source = SimulateSource(["BTCUSDT"], coingecko_symbol="BTCUSDT", candles=candles, speed=0, seed=1)
     iterator = source.messages(_NullContext())
@@ -84,10 +84,10 @@ def generation_rate(candles: Path | None, seconds: float = 5.0) -> float:
 
 
 def run(duration_s: float, workdir: Path) -> dict[str, float]:
-    from btc_platform import services
-    from btc_platform.producer import FeedProducer
+    from btc_platform.ingest.producer import FeedProducer
+    from btc_platform.ingest.sources import SimulateSource
+    from btc_platform.ops import services
     from btc_platform.settings import load_settings
-    from btc_platform.sources import SimulateSource
 
     topic = f"bench-producer-{uuid.uuid4().hex[:8]}"
     external = os.environ.get("BTC_KAFKA_BOOTSTRAP_SERVERS")

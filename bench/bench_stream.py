@@ -85,10 +85,10 @@ def payloads(count: int, start: datetime, step_ms: int, ingest: datetime | None 
              symbols: int = 1):  # fmt: skip
     """``count`` (Kafka key, wire message) pairs, event times ``step_ms`` apart from ``start`` (a
     random-walk book), the symbols taking turns (the key is the symbol, as the producer's)."""
-    from btc_platform import schema
+    from btc_platform.ingest import schema
 
     try:  # the producer's fast, schema-identical encoder when it is there
-        from btc_platform.sources import encode_book_ticker
+        from btc_platform.ingest.sources import encode_book_ticker
     except ImportError:
         encode_book_ticker = None
     mid_c = 4_000_000 + seed
@@ -238,9 +238,9 @@ def reference(bootstrap: str, topic: str, count: int, workdir: Path) -> dict:
     """Rows/s of a bare Spark parse-and-write of the topic (batch read, same session options)."""
     from pyspark.sql import functions as F
 
-    from btc_platform import schema
+    from btc_platform.ingest import schema
+    from btc_platform.lakehouse.spark_session import build_session
     from btc_platform.settings import load_settings
-    from btc_platform.spark import build_session
 
     settings = load_settings(data_dir=workdir / "ref-data")
     spark = build_session("bench-reference", settings, master=settings.spark_master,
@@ -273,7 +273,7 @@ class CommitWatcher(threading.Thread):
     added (read with pyarrow)."""
 
     def __init__(self, raw_uri: str, settings=None, poll_s: float = 0.05):
-        from btc_platform.storage import open_storage
+        from btc_platform.lakehouse.storage import open_storage
 
         super().__init__(daemon=True)
         self.raw_uri = raw_uri.rstrip("/")
@@ -443,7 +443,7 @@ def _start_services(args, workdir: Path):
     """Kafka (1 broker, or the cluster shape's 3), the Spark standalone cluster when needed, HDFS
     when the storage is hdfs://; returns (settings, BTC_* for the job of the cluster shape, storage
     root or None for the per-run file:// default)."""
-    from btc_platform import services
+    from btc_platform.ops import services
     from btc_platform.settings import load_settings
 
     n_ports = 5 + (5 if args.storage == "hdfs" else 0)
@@ -482,7 +482,7 @@ def _start_services(args, workdir: Path):
 
 
 def _stop_services(settings) -> None:
-    from btc_platform import services
+    from btc_platform.ops import services
 
     for name in ("spark", "hdfs", "kafka"):
         services.stop(name, settings)
@@ -502,7 +502,7 @@ def _partition_sizes(settings, topic: str) -> list[int]:
 def sweep(args, workdir: Path) -> list[tuple[str, ...]]:
     """Throughput of the preloaded topic per variant (Spark master/executors x topic partitions),
     all against the same brokers and storage in one run; rows of the result table."""
-    from btc_platform import services
+    from btc_platform.ops import services
 
     variants = parse_sweep(args.sweep)
     settings, cluster_settings, storage = _start_services(args, workdir)
@@ -578,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.symbols < 1:
         parser.error("--symbols must be >= 1")
 
-    from btc_platform import services
+    from btc_platform.ops import services
     from btc_platform.settings import load_settings
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-stream-"))

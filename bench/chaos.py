@@ -6,7 +6,7 @@ producer (simulate source at a fixed rate: ``--symbols`` book tickers a second p
 market messages and klines; the live source against the local fake exchange server for the
 exchange scenario) and the Spark streaming job writing Delta tables, both started and restarted
 by the platform's own supervision every ``--check-interval`` seconds: the calls the
-``btc_stream_supervisor`` DAG makes, ``btc_platform.supervisor.ensure_services`` for the Kafka
+``btc_stream_supervisor`` DAG makes, ``btc_platform.ops.supervisor.ensure_services`` for the Kafka
 broker (and HDFS when it is the storage), then ``ensure_producer`` and ``ensure_stream``. A
 killed broker, NameNode or DataNode is held down for ``--down`` s (the outage the producer's
 spool and the stream must ride out), then supervision finds it down and restarts it; the table
@@ -160,7 +160,7 @@ class Platform:
     def check(self) -> None:
         """One supervision round, as the supervisor DAG's task does it: the services
         (``ensure_services``, each with its own instance's settings), then producer and stream."""
-        from btc_platform import supervisor
+        from btc_platform.ops import supervisor
 
         with self._check_lock:
             for name, service_settings in (("kafka", self.kafka), ("hdfs", self.hdfs)):
@@ -184,7 +184,7 @@ class Platform:
                 self.events.append((time.time(), f"supervision round failed: {type(exc).__name__}: {exc}"))
 
     def start(self) -> None:
-        from btc_platform import services
+        from btc_platform.ops import services
 
         services.ensure_topic(self.settings, self.settings.kafka_topic, self.settings.kafka_partitions)
         if self.airflow:
@@ -198,8 +198,8 @@ class Platform:
         """Start Airflow as ``btc-services run`` does (``services.start_airflow``: ``airflow
         standalone`` with the DAGs unpaused, its local executor, the pools) and wait, as it does,
         until the ``btc_stream_supervisor`` DAG has started the producer and the stream."""
-        from btc_platform import services
-        from btc_platform.supervisor import wait_until_supervised
+        from btc_platform.ops import services
+        from btc_platform.ops.supervisor import wait_until_supervised
 
         started = time.time()
         services.start_airflow(self.settings)
@@ -213,14 +213,14 @@ class Platform:
         if self._thread is not None:
             self._thread.join(timeout=600)
         if self.airflow:  # Airflow first: its supervisor would restart what is stopped next
-            from btc_platform import services
+            from btc_platform.ops import services
 
             services.stop("airflow", self.settings)
 
     def dag_events_since(self, since: float) -> list[str]:
         """Starts and restarts the supervisor DAG's task did (the event log's entries with an
         Airflow task instance) since ``since``."""
-        from btc_platform import supervisor
+        from btc_platform.ops import supervisor
 
         done = []
         for event in supervisor.read_events(self.settings, limit=supervisor.MAX_EVENTS):
@@ -285,7 +285,7 @@ class Platform:
     # ---- end -----------------------------------------------------------------------------
     def drain(self, timeout_s: float = 300.0) -> str:
         """Stop the producer gracefully, let the stream process every message in Kafka, stop it."""
-        from btc_platform import supervisor
+        from btc_platform.ops import supervisor
 
         self.stop_supervision()
         supervisor.stop("producer", self.settings)
@@ -312,7 +312,7 @@ class Platform:
 # note); ``run_scenario`` does the waiting and the counting
 # ---------------------------------------------------------------------------------------------
 def kill_producer(platform: Platform) -> tuple[float, str, str]:
-    from btc_platform import supervisor
+    from btc_platform.ops import supervisor
 
     record = supervisor.read_record(platform.settings, "producer")
     os.kill(record.pid, signal.SIGKILL)
@@ -320,7 +320,7 @@ def kill_producer(platform: Platform) -> tuple[float, str, str]:
 
 
 def kill_stream(platform: Platform) -> tuple[float, str, str]:
-    from btc_platform import supervisor
+    from btc_platform.ops import supervisor
 
     record = supervisor.read_record(platform.settings, "stream")
     os.killpg(record.pgid, signal.SIGKILL)  # spark-submit, its driver JVM and Python
@@ -329,7 +329,7 @@ def kill_stream(platform: Platform) -> tuple[float, str, str]:
 
 def kill_service_process(platform: Platform, service: str, process_name: str, down_s: float,
                          service_settings) -> tuple[float, str, str]:  # fmt: skip
-    from btc_platform import services
+    from btc_platform.ops import services
 
     pid = services.running_pid(service_settings, process_name)
     platform.suspended[service] = time.time() + down_s
@@ -559,7 +559,7 @@ def free_ports(count_: int) -> list[int]:
 
 
 def start_kafka(workdir: Path):
-    from btc_platform import services
+    from btc_platform.ops import services
     from btc_platform.settings import load_settings
 
     port, controller = free_ports(2)
@@ -570,7 +570,7 @@ def start_kafka(workdir: Path):
 
 
 def start_hdfs(workdir: Path):
-    from btc_platform import services
+    from btc_platform.ops import services
     from btc_platform.settings import load_settings
 
     rpc, http, dn, dn_http, dn_ipc = free_ports(5)
@@ -652,7 +652,7 @@ def run_group(workdir: Path, kafka, names: list[str], options: Options, *, hdfs=
         count(platform, counted)
     finally:
         platform.stop_supervision()
-        from btc_platform import supervisor
+        from btc_platform.ops import supervisor
 
         for name in ("producer", "stream"):
             supervisor.stop(name, platform.settings)
@@ -682,8 +682,8 @@ def table(results: list[Result]) -> str:
 def run(names: list[str], options: Options, workdir: Path | None = None) -> list[Result]:
     """Run the named scenarios (file-storage ones on one platform, HDFS ones on another, the
     Airflow ones on a third, supervised by Airflow)."""
-    from btc_platform import services
-    from btc_platform.process import ProcessError
+    from btc_platform.ops import services
+    from btc_platform.ops.process import ProcessError
 
     owned = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="btc-chaos-")) if owned else workdir

@@ -93,8 +93,8 @@ def count_runs(db_path: str, since: datetime) -> tuple[int, int]:
 
 def kill_producer(settings, timeout_s: float = 240.0) -> tuple[float, float | None]:
     """SIGKILL the supervised producer; seconds until a new one runs and until it published."""
-    from btc_platform import supervisor
-    from btc_platform.process import is_alive
+    from btc_platform.ops import supervisor
+    from btc_platform.ops.process import is_alive
 
     old = supervisor.read_record(settings, supervisor.PRODUCER)
     if old is None or not is_alive(old):
@@ -121,9 +121,9 @@ def kill_producer(settings, timeout_s: float = 240.0) -> tuple[float, float | No
 def kill_kafka(settings, timeout_s: float = 240.0) -> float:
     """SIGKILL the local broker; seconds until a new broker answers its health check. Logs
     whether the producer was restarted meanwhile (it should wait for the broker instead)."""
-    from btc_platform import supervisor
-    from btc_platform.services import kafka_health
-    from btc_platform.services.base import read_pid
+    from btc_platform.ops import supervisor
+    from btc_platform.ops.services import kafka_health
+    from btc_platform.ops.services.base import read_pid
 
     old = read_pid(settings, "kafka")
     producer = supervisor.read_record(settings, supervisor.PRODUCER)
@@ -147,7 +147,7 @@ def kill_kafka(settings, timeout_s: float = 240.0) -> float:
 
 def kill_schedulers(settings) -> tuple[list[int], float]:
     """SIGKILL every Airflow scheduler process of this platform; (their pids, when)."""
-    from btc_platform.services.airflow import scheduler_pids
+    from btc_platform.ops.services.airflow import scheduler_pids
 
     old = scheduler_pids(settings)
     if not old:
@@ -163,7 +163,7 @@ def wait_scheduler_back(settings, old: list[int], killed: float,
     """Seconds from ``killed`` until a scheduler process other than ``old`` runs (started by the
     supervisor's trigger in the triggerer) and until the API's health endpoint reports the
     scheduler healthy again; None for what did not happen within ``timeout_s``."""
-    from btc_platform.services.airflow import airflow_health, scheduler_pids
+    from btc_platform.ops.services.airflow import airflow_health, scheduler_pids
 
     running = None
     while time.time() - killed < timeout_s:
@@ -197,7 +197,7 @@ def count_after_stop(settings, timeout_s: float = 300.0) -> tuple[int, int, int,
 
     from deltalake import DeltaTable
 
-    from btc_platform import services, supervisor
+    from btc_platform.ops import services, supervisor
 
     if not settings.producer_accepted_log:
         raise SystemExit("--count needs BTC_PRODUCER_ACCEPTED_LOG set when the platform was started")
@@ -240,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    from btc_platform.airflow_env import airflow_home
-    from btc_platform.services.base import read_pid
+    from btc_platform.ops.airflow_env import airflow_home
+    from btc_platform.ops.services.base import read_pid
     from btc_platform.settings import get_settings
 
     settings = get_settings()

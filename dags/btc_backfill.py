@@ -34,8 +34,8 @@ import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, Param, chain, dag, task
 
-from btc_platform import datasets
-from btc_platform.orchestration import (
+from btc_platform.lakehouse import datasets
+from btc_platform.ops.orchestration import (
     HOURLY_METRICS_ASSET,
     job_path,
     spark_submit_kwargs,
@@ -69,14 +69,14 @@ def btc_backfill():
     @task(retries=0)
     def backfill_arguments(params=None) -> list[str]:
         """Validate the Params and build the job's command line (fails with a readable reason)."""
-        from btc_platform.orchestration import backfill_args
+        from btc_platform.ops.orchestration import backfill_args
 
         return backfill_args(dict(params or {}))
 
     @task(retries=0)
     def quality_arguments(params=None) -> list[str]:
         """The data-quality job's command line for the backfilled range."""
-        from btc_platform.orchestration import backfill_quality_args
+        from btc_platform.ops.orchestration import backfill_quality_args
 
         return backfill_quality_args(dict(params or {}))
 

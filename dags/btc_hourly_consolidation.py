@@ -28,8 +28,8 @@ import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, CronDataIntervalTimetable, PokeReturnValue, chain, dag, task
 
-from btc_platform import datasets
-from btc_platform.orchestration import (
+from btc_platform.lakehouse import datasets
+from btc_platform.ops.orchestration import (
     HOURLY_METRICS_ASSET,
     job_path,
     schedule_start,
@@ -71,7 +71,7 @@ def btc_hourly_consolidation():
 
         from airflow.sdk.exceptions import AirflowFailException
 
-        from btc_platform.orchestration import NO_DATA_INTERVAL, minute_metrics_ready
+        from btc_platform.ops.orchestration import NO_DATA_INTERVAL, minute_metrics_ready
 
         if data_interval_end is None:  # a REST trigger without logical_date: no retries, the reason
             raise AirflowFailException(NO_DATA_INTERVAL)

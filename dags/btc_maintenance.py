@@ -21,7 +21,7 @@ import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import CronTriggerTimetable, chain, dag, task
 
-from btc_platform.orchestration import job_path, schedule_start, spark_submit_kwargs, table_writer_kwargs
+from btc_platform.ops.orchestration import job_path, schedule_start, spark_submit_kwargs, table_writer_kwargs
 from btc_platform.settings import get_settings
 
 settings = get_settings()
@@ -49,7 +49,7 @@ def btc_maintenance():
 
     @task(execution_timeout=timedelta(minutes=30))
     def clean_airflow_metadata() -> str:
-        from btc_platform.orchestration import clean_airflow_metadata as clean
+        from btc_platform.ops.orchestration import clean_airflow_metadata as clean
 
         return clean(settings)
 

@@ -38,8 +38,8 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, chain, dag, task
 
-from btc_platform import datasets
-from btc_platform.orchestration import HOURLY_METRICS_ASSET
+from btc_platform.lakehouse import datasets
+from btc_platform.ops.orchestration import HOURLY_METRICS_ASSET
 from btc_platform.settings import get_settings
 
 settings = get_settings()

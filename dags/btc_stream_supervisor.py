@@ -34,8 +34,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag
 
+from btc_platform.ops.supervisor.trigger import SupervisorOperator
 from btc_platform.settings import get_settings
-from btc_platform.supervisor.trigger import SupervisorOperator
 
 
 @dag(

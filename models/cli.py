@@ -82,9 +82,9 @@ def _params(args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from btc_platform.lake import LegacyLayoutError
+    from btc_platform.lakehouse.lake import LegacyLayoutError
+    from btc_platform.lakehouse.storage import StorageError
     from btc_platform.settings import SettingsError, get_settings
-    from btc_platform.storage import StorageError
     from models import pipeline
     from models.data import DataError, InsufficientHistoryError
     from models.registry import ModelNotFoundError

@@ -4,7 +4,7 @@ Two inputs give the same frame (one row per hour, sorted, columns ``hour_start``
 ``open, high, low, close``, ``volume`` (may be null) and ``source``):
 
 * the ``hourly_metrics`` Delta table (file:// or hdfs://), written by the consolidation and
-  backfill jobs, read with delta-rs (``btc_platform.lake``): only the columns used here and only
+  backfill jobs, read with delta-rs (``btc_platform.lakehouse.lake``): only the columns used here and only
   one symbol's rows (filters pushed down to the files), at the current version or at a past one
   (time travel, ``version=``: what a model was trained on, see :class:`HourlyData`).
 * a candle CSV with header ``open_time_utc,open,high,low,close,volume,...`` (Binance export).
@@ -107,7 +107,7 @@ def read_hourly_metrics(
 ) -> HourlyData:
     """Read one symbol's hours (up to ``until`` if given) of the hourly_metrics Delta table at
     ``uri``, at ``version`` (time travel) or the current one; one read, filters pushed down."""
-    from btc_platform import lake
+    from btc_platform.lakehouse import lake
 
     try:
         table = lake.open_at(uri, version)

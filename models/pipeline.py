@@ -23,7 +23,7 @@ works), ``symbol`` (default first of ``settings.binance_symbols``), ``promotion_
 Delta version instead of the current one: reproduces a past training run).
 
 Outputs under the storage root: ``models/<version>/`` (registry files) and three Delta tables
-written with delta-rs (``btc_platform.lake.write_table``), where a repeat replaces the rows of
+written with delta-rs (``btc_platform.lakehouse.lake.write_table``), where a repeat replaces the rows of
 the same key instead of adding copies: ``predictions`` (backtest forecasts with actuals, errors,
 the LSTM band and the baseline bands; key ``model_version``), ``prediction_metrics`` (one record
 per model version) and ``future_predictions`` (next ``horizon`` hours: champion point and best
@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from btc_platform import datasets, lake
+from btc_platform.lakehouse import datasets, lake
 from btc_platform.settings import Settings, get_settings
 from models.config import ModelConfig
 from models.data import (
@@ -178,7 +178,7 @@ def check_history(frame: pd.DataFrame, config: ModelConfig, test_from: pd.Timest
 # ---- DAG tasks ------------------------------------------------------------------------------
 def check_sufficiency(params: dict | None = None) -> dict:
     """Is there enough history for ``params``? Raises InsufficientHistoryError naming needed vs found."""
-    from btc_platform import lake
+    from btc_platform.lakehouse import lake
     from models.features import hours_needed, split_windows
 
     ctx = resolve(params)

@@ -17,7 +17,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from btc_platform import datasets, lake
+from btc_platform.lakehouse import datasets, lake
 from btc_platform.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Model registry on the storage root (file:// or hdfs://, via ``btc_platform.storage``).
+"""Model registry on the storage root (file:// or hdfs://, via ``btc_platform.lakehouse.storage``).
 
 Layout under ``<storage_root>/models/``::
 
@@ -29,9 +29,9 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from btc_platform import datasets
+from btc_platform.lakehouse import datasets
+from btc_platform.lakehouse.storage import Storage, join, open_storage, write_parquet
 from btc_platform.settings import PROJECT_ROOT, Settings, get_settings
-from btc_platform.storage import Storage, join, open_storage, write_parquet
 
 log = logging.getLogger(__name__)
 

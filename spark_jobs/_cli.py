@@ -55,7 +55,7 @@ def run_spark_job(
     """Run ``work(spark)`` in a session of its own, stopped afterwards. Returns the job's exit
     code: 0, or 1 after logging the failure (one line for an ``expected`` exception, else the
     traceback)."""
-    from btc_platform.spark import build_session
+    from btc_platform.lakehouse.spark_session import build_session
 
     spark = build_session(app_name, settings, master=master)
     try:

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlparse
 
-from btc_platform import datasets
-from btc_platform.lake import LegacyLayoutError, check_layout
+from btc_platform.lakehouse import datasets
+from btc_platform.lakehouse.lake import LegacyLayoutError, check_layout
 from btc_platform.settings import Settings, SettingsError
 from spark_jobs._cli import add_common_options, settings_from_args, setup_logging
 
@@ -157,7 +157,7 @@ def fetch_klines(
     page_limit: int | None = None,
 ):
     """Closed 1 h klines of [start, end) from the API, as normalised candles (None if there are none)."""
-    from btc_platform.clients.binance import MAX_KLINES_LIMIT, BinanceClient
+    from btc_platform.ingest.clients.binance import MAX_KLINES_LIMIT, BinanceClient
     from spark_jobs import backfill_transforms as bt
 
     client = client or BinanceClient.from_settings(settings)
@@ -311,9 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, RangeError, ConfigError, LegacyLayoutError) as exc:
         log.error("backfill_job cannot start: %s", exc)
         return EXIT_CONFIG
-    from btc_platform.http import ExchangeError
-    from btc_platform.schema import SchemaError
-    from btc_platform.spark import build_session
+    from btc_platform.ingest.http import ExchangeError
+    from btc_platform.ingest.schema import SchemaError
+    from btc_platform.lakehouse.spark_session import build_session
     from spark_jobs.backfill_transforms import CandleInputError
 
     spark = build_session(APP_NAME, settings, master=args.master)

@@ -37,7 +37,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from btc_platform import datasets
+from btc_platform.lakehouse import datasets
 
 HOUR_MS = 3_600_000
 #: Open times at or above this are microseconds (Binance's 2025+ files), below: milliseconds.
@@ -175,7 +175,7 @@ def normalise_shared(df: DataFrame) -> DataFrame:
 
 def klines_frame(spark: SparkSession, rows: list[list]) -> DataFrame:
     """A Spark frame (``KLINE_SCHEMA``) of raw API kline arrays (12 values, numbers as strings)."""
-    from btc_platform.clients.binance import parse_kline
+    from btc_platform.ingest.clients.binance import parse_kline
 
     parsed = []
     for row in rows:

@@ -12,7 +12,7 @@ rewritten when one of its values changed (running the same hour twice leaves the
 was). Each run records the minute_metrics version it read in the commit's metadata; the next
 run reads minute_metrics' change data feed since that version and also re-merges the earlier
 hours that received late minutes meanwhile. The DAG starts a run only once the stream's
-minute_metrics watermark has passed the hour's end (see ``btc_platform.orchestration``).
+minute_metrics watermark has passed the hour's end (see ``btc_platform.ops.orchestration``).
 Exit codes: 0 ok, 1 job failure, 2 configuration error.
 """
 
@@ -23,8 +23,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-from btc_platform import datasets
-from btc_platform.lake import LegacyLayoutError, check_layout
+from btc_platform.lakehouse import datasets
+from btc_platform.lakehouse.lake import LegacyLayoutError, check_layout
 from btc_platform.settings import Settings, SettingsError
 from spark_jobs._cli import add_common_options, settings_from_args, setup_logging
 
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, RangeError, LegacyLayoutError) as exc:
         log.error("consolidate_job cannot start: %s", exc)
         return EXIT_CONFIG
-    from btc_platform.spark import build_session
+    from btc_platform.lakehouse.spark_session import build_session
 
     spark = build_session(APP_NAME, settings, master=args.master)
     try:

@@ -37,7 +37,7 @@ from datetime import datetime
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from btc_platform import datasets
+from btc_platform.lakehouse import datasets
 
 MINUTES_PER_HOUR = 60
 

@@ -5,9 +5,9 @@
     btc-lake check      # exit 1 and name the datasets if any still has the Parquet layout (no Spark)
     btc-lake convert    # = make convert-data: convert them to Delta tables (stop the platform first)
 
-``convert`` handles every dataset of ``btc_platform.datasets.TABLES`` whose directory has Parquet
+``convert`` handles every dataset of ``btc_platform.lakehouse.datasets.TABLES`` whose directory has Parquet
 files, a ``_spark_metadata`` log or ``key=value`` partitions but no ``_delta_log``
-(``btc_platform.lake.legacy_datasets``):
+(``btc_platform.lakehouse.lake.legacy_datasets``):
 
 1. reads it with Spark (``spark.read.parquet`` on the directory: through the stream's
    ``_spark_metadata`` log when there is one, so files of failed batches are left out; partition
@@ -32,7 +32,7 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from btc_platform import datasets, lake
+from btc_platform.lakehouse import datasets, lake
 from btc_platform.settings import Settings, SettingsError
 from spark_jobs._cli import add_common_options, run_spark_job, settings_from_args, setup_logging
 
@@ -62,7 +62,7 @@ def backup_uri(uri: str, stamp: str) -> str:
 
 
 def _rename(spark, src: str, dst: str) -> None:
-    from btc_platform.spark import hadoop_fs
+    from btc_platform.lakehouse.spark_session import hadoop_fs
 
     jvm, src_path, fs = hadoop_fs(spark, src)
     if not fs.rename(src_path, jvm.org.apache.hadoop.fs.Path(dst)):
@@ -120,7 +120,7 @@ def convert_dataset(spark, settings: Settings, name: str, stamp: str) -> Convert
 
 def move_metrics_checkpoint(spark, settings: Settings, stamp: str) -> str | None:
     """Move the minute_metrics query's checkpoint aside; returns where to (None if there was none)."""
-    from btc_platform.spark import path_exists
+    from btc_platform.lakehouse.spark_session import path_exists
     from spark_jobs.stream_job import QUERY_METRICS, checkpoint_paths
 
     checkpoint = checkpoint_paths(settings)[QUERY_METRICS]

@@ -4,7 +4,7 @@ Run daily by the ``btc_maintenance`` DAG (SparkSubmitOperator) or by hand::
 
     .venv/bin/python spark_jobs/maintenance_job.py [--vacuum-retention-hours 168]
 
-For each table of ``btc_platform.datasets.TABLES`` that exists, in that order:
+For each table of ``btc_platform.lakehouse.datasets.TABLES`` that exists, in that order:
 
 * OPTIMIZE rewrites its small files into few large ones (a data-change-free commit: readers and
   the stream's appends are not disturbed). A table with ``compact_by`` (raw_data, by ``date``) is
@@ -28,8 +28,8 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from btc_platform import datasets
-from btc_platform.lake import LegacyLayoutError, check_layout
+from btc_platform.lakehouse import datasets
+from btc_platform.lakehouse.lake import LegacyLayoutError, check_layout
 from btc_platform.settings import Settings, SettingsError
 from spark_jobs._cli import add_common_options, run_spark_job, settings_from_args, setup_logging
 

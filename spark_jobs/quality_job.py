@@ -13,7 +13,7 @@ data_quality Delta table (``datasets.DATA_QUALITY_COLUMNS``): re-checking an hou
 rows, it never adds a second set. Failing warnings (coverage, gaps) are logged; a failing
 error-severity check (high < low, non-positive price, negative spread, duplicate (symbol, hour))
 makes the job exit 1 with a message naming the check and the hours
-(``btc_platform.quality.DataQualityError``), after the results are recorded. Exit 2:
+(``btc_platform.lakehouse.quality.DataQualityError``), after the results are recorded. Exit 2:
 configuration error.
 """
 
@@ -24,9 +24,9 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-from btc_platform import datasets
-from btc_platform import quality as q
-from btc_platform.lake import LegacyLayoutError, check_layout
+from btc_platform.lakehouse import datasets
+from btc_platform.lakehouse import quality as q
+from btc_platform.lakehouse.lake import LegacyLayoutError, check_layout
 from btc_platform.settings import Settings, SettingsError
 from spark_jobs._cli import add_common_options, settings_from_args, setup_logging
 
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, RangeError, LegacyLayoutError) as exc:
         log.error("quality_job cannot start: %s", exc)
         return EXIT_CONFIG
-    from btc_platform.spark import build_session
+    from btc_platform.lakehouse.spark_session import build_session
 
     spark = build_session(APP_NAME, settings, master=args.master)
     try:

@@ -1,9 +1,9 @@
 """Data-quality checks of hourly_metrics over [start, end), evaluated with Spark.
 
-The check definitions, severities and the failure rule live in ``btc_platform.quality``
+The check definitions, severities and the failure rule live in ``btc_platform.lakehouse.quality``
 (Spark-free); this module decides each check for each (symbol, hour) of the range - the rows of
 the data_quality table (``datasets.DATA_QUALITY_COLUMNS``) - and sums them up into one
-:class:`btc_platform.quality.CheckResult` per check.
+:class:`btc_platform.lakehouse.quality.CheckResult` per check.
 
 The (symbol, hour) pairs looked at: every hour of the range for every expected symbol and every
 symbol present in the range. A pair with hourly rows gets one result per check (a row check
@@ -21,8 +21,8 @@ from operator import or_
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from btc_platform import datasets
-from btc_platform import quality as q
+from btc_platform.lakehouse import datasets
+from btc_platform.lakehouse import quality as q
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 SPREAD_COLUMNS = ("spread_mean", "spread_max", "spread_pct_mean", "spread_pct_max")
@@ -115,7 +115,7 @@ def hour_results(
 def summarise(
     results: DataFrame, rows_checked: int, start: datetime, end: datetime, min_coverage: float
 ) -> list[q.CheckResult]:
-    """One :class:`CheckResult` per check of ``btc_platform.quality.CHECKS`` from the
+    """One :class:`CheckResult` per check of ``btc_platform.lakehouse.quality.CHECKS`` from the
     :func:`hour_results` rows (failures counted and the first ones named, by hour then symbol)."""
     failed = F.col("status") == "fail"
     pair = F.struct(F.unix_seconds("hour_start").alias("s"), F.col("symbol").alias("symbol"))

@@ -41,9 +41,9 @@ import sys
 import threading
 from urllib.parse import urlparse
 
-from btc_platform import datasets
+from btc_platform.lakehouse import datasets
+from btc_platform.lakehouse.spark_session import build_session
 from btc_platform.settings import Settings, SettingsError, load_settings
-from btc_platform.spark import build_session
 from spark_jobs._cli import ConfigError, setup_logging
 from spark_jobs.stream_sinks import BatchOutput, foreach_batch_writer
 from spark_jobs.stream_status import OBSERVATION, make_listener
@@ -349,11 +349,11 @@ def await_queries(spark, queries: list, stop_requested: threading.Event, poll_s:
 
 
 def run(args: argparse.Namespace) -> int:
-    from btc_platform.lake import check_layout
+    from btc_platform.lakehouse.lake import check_layout
 
     settings = settings_from_args(args)
     if settings.storage_root.startswith("hdfs://"):
-        from btc_platform.hdfs import HdfsNotReadyError, wait_for_hdfs_ready
+        from btc_platform.lakehouse.namenode import HdfsNotReadyError, wait_for_hdfs_ready
 
         namenode = urlparse(settings.storage_root).hostname
         try:
@@ -407,7 +407,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from btc_platform.lake import LegacyLayoutError
+    from btc_platform.lakehouse.lake import LegacyLayoutError
 
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)

@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from btc_platform import datasets
-from btc_platform.spark import path_exists
+from btc_platform.lakehouse import datasets
+from btc_platform.lakehouse.spark_session import path_exists
 from spark_jobs._cli import ConfigError
 
 log = logging.getLogger(__name__)

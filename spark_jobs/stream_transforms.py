@@ -28,7 +28,8 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from btc_platform import datasets, schema
+from btc_platform.ingest import schema
+from btc_platform.lakehouse import datasets
 
 # ---- quarantine reason codes ------------------------------------------------------------
 REASON_EMPTY = "empty_value"  # Kafka record without a value (tombstone)

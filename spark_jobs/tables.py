@@ -1,7 +1,7 @@
 """Reading and writing the platform's Delta tables from Spark (batch jobs and the stream).
 
 The layout of each table (directory, partitioning, keys, properties) is
-``btc_platform.datasets.TABLES``; this module is how Spark code applies it:
+``btc_platform.lakehouse.datasets.TABLES``; this module is how Spark code applies it:
 
 * :func:`ensure_table` - create the table at its location if it does not exist yet (empty,
   with its schema, partitioning and properties), so readers never meet a missing table;
@@ -31,9 +31,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from btc_platform import datasets
+from btc_platform.lakehouse import datasets
+from btc_platform.lakehouse.spark_session import hadoop_fs
 from btc_platform.settings import Settings
-from btc_platform.spark import hadoop_fs
 from btc_platform.timerange import RangeError, parse_utc, require_hour_aligned
 
 log = logging.getLogger(__name__)
@@ -239,9 +239,9 @@ def history_metadata(spark: SparkSession, uri: str, limit: int = 50) -> Iterator
 @contextmanager
 def commit_metadata(spark: SparkSession, metadata: dict[str, Any]) -> Iterator[None]:
     """Store ``metadata`` (JSON) with the Delta commits made inside the block, with the Airflow
-    task instance running the job (``btc_platform.lineage``); afterwards the session's own
-    metadata (that task instance only, see ``btc_platform.spark``) applies again."""
-    from btc_platform import lineage
+    task instance running the job (``btc_platform.lakehouse.lineage``); afterwards the session's own
+    metadata (that task instance only, see ``btc_platform.lakehouse.spark_session``) applies again."""
+    from btc_platform.lakehouse import lineage
 
     spark.conf.set(_USER_METADATA, json.dumps(lineage.with_task(metadata), sort_keys=True, default=str))
     try:

@@ -31,8 +31,8 @@ def settings_env(monkeypatch, tmp_path):
 def spark():
     """One local[2] SparkSession for the whole run: UTC, UI off, 2 shuffle partitions,
     with the Kafka connector jars when btc-jars has resolved them."""
+    from btc_platform.lakehouse.spark_session import build_session
     from btc_platform.settings import load_settings
-    from btc_platform.spark import build_session
 
     session = build_session(
         "tests",

@@ -1,6 +1,6 @@
 """Small Delta tables, registry files and status records for the dashboard's tests and benchmark,
-written the way the platform writes them (``btc_platform.lake.write_table`` with the layouts of
-``btc_platform.datasets``), with times relative to ``now`` so the dashboard's default ranges see them.
+written the way the platform writes them (``btc_platform.lakehouse.lake.write_table`` with the layouts of
+``btc_platform.lakehouse.datasets``), with times relative to ``now`` so the dashboard's default ranges see them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from btc_platform import datasets, lake, lineage
+from btc_platform.lakehouse import datasets, lake, lineage
 from btc_platform.settings import Settings
 from btc_platform.status import write_status
 
@@ -198,7 +198,7 @@ RESTART_REASON = "stale: no stream progress for 130 s (limit 120 s)"
 
 
 def status_records(settings: Settings, now: pd.Timestamp) -> None:
-    from btc_platform import supervisor
+    from btc_platform.ops import supervisor
 
     supervisor.record_event(settings, supervisor.CheckResult("stream", "started", "no pid record", 4242))
     with airflow_task_env(SUPERVISOR_TASK):

@@ -49,18 +49,18 @@ class KafkaService:
 
     def start(self) -> None:
         """Start (or restart) the broker on the same ports and data dir: the log survives."""
-        from btc_platform import services
+        from btc_platform.ops import services
 
         services.start_kafka(self.settings)
 
     def stop(self) -> None:
-        from btc_platform import services
+        from btc_platform.ops import services
 
         services.stop("kafka", self.settings)
 
     def create_topic(self, name: str, partitions: int = 1) -> str:
         """Create ``name`` with ``partitions`` (idempotent) and wait until every partition has a leader."""
-        from btc_platform import services
+        from btc_platform.ops import services
 
         return services.ensure_topic(self.settings, name, partitions)
 
@@ -77,24 +77,24 @@ class HdfsService:
 
     @property
     def http_url(self) -> str:
-        from btc_platform.hdfs import namenode_http_url
+        from btc_platform.lakehouse.namenode import namenode_http_url
 
         return namenode_http_url(self.settings)
 
     def start(self) -> None:
-        from btc_platform import services
+        from btc_platform.ops import services
 
         services.start_hdfs(self.settings)
 
     def stop(self) -> None:
-        from btc_platform import services
+        from btc_platform.ops import services
 
         services.stop("hdfs", self.settings)
 
 
 def _start_with_free_ports(make_settings, start, stop):
     """Start a service on fresh free ports; retry if another process grabbed one meanwhile."""
-    from btc_platform.services import PortInUseError
+    from btc_platform.ops.services import PortInUseError
 
     for attempt in range(1, _START_ATTEMPTS + 1):
         settings = make_settings()
@@ -115,7 +115,7 @@ def _start_with_free_ports(make_settings, start, stop):
 @pytest.fixture(scope="session")
 def kafka_service(tmp_path_factory):
     """A real single-node Kafka (KRaft) on free ports with its own data dir, for the whole session."""
-    from btc_platform import services
+    from btc_platform.ops import services
 
     data_dir = tmp_path_factory.mktemp("kafka-service")
 
@@ -141,7 +141,7 @@ def kafka_service(tmp_path_factory):
 @pytest.fixture(scope="session")
 def hdfs_service(tmp_path_factory):
     """A real HDFS (NameNode + DataNode) on free ports with its own data dir, for the whole session."""
-    from btc_platform import services
+    from btc_platform.ops import services
 
     data_dir = tmp_path_factory.mktemp("hdfs-service")
 

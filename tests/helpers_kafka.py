@@ -51,7 +51,7 @@ def publish(settings, messages: list[tuple[str, str]], record_path: Path) -> dic
     Every message Kafka confirmed is appended to ``record_path`` in delivery order. Returns the
     final status record; asserts a clean run (exit code 0, all published, none failed).
     """
-    from btc_platform.producer import FeedProducer
+    from btc_platform.ingest.producer import FeedProducer
     from btc_platform.status import read_status
 
     producer = FeedProducer(settings, source_mode=KeyedSource.name, record_path=record_path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from btc_platform.datasets import HOURLY_METRICS_COLUMNS, column_names
+from btc_platform.lakehouse.datasets import HOURLY_METRICS_COLUMNS, column_names
 
 START = pd.Timestamp("2024-01-01T00:00:00Z")
 
@@ -75,7 +75,7 @@ def to_hourly_metrics(frame: pd.DataFrame, symbol: str = "BTCUSDT", stream_from:
 def write_hourly_metrics(rows: pd.DataFrame, location) -> int:
     """Append rows to the hourly_metrics Delta table at ``location`` (a directory or URI, created
     on the first write with the contract's column types); returns the new table version."""
-    from btc_platform import lake
+    from btc_platform.lakehouse import lake
 
     schema = lake.arrow_schema(HOURLY_METRICS_COLUMNS)
     return lake.write_at(str(location), rows[schema.names], schema=schema)

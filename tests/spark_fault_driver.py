@@ -28,8 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    from btc_platform.lakehouse.spark_session import build_session
     from btc_platform.settings import get_settings
-    from btc_platform.spark import build_session
 
     settings = get_settings()
     spark = build_session("btc-fault-test", settings, master=settings.spark_master)

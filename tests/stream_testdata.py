@@ -1,4 +1,4 @@
-"""Builders for the streaming tests: wire messages made with btc_platform.schema, and Kafka-shaped
+"""Builders for the streaming tests: wire messages made with btc_platform.ingest.schema, and Kafka-shaped
 rows (key, value, topic, partition, offset, timestamp) around them."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from btc_platform import schema
+from btc_platform.ingest import schema
 
 T0 = datetime(2024, 1, 1, 0, 0, tzinfo=UTC)
 SYMBOL = "BTCUSDT"

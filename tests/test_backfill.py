@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from btc_platform import datasets
+from btc_platform.lakehouse import datasets
 from btc_platform.settings import load_settings
 from tests.exchange_server import KLINES, ExchangeServer, FakeClock, Reply, fixture
 
@@ -54,7 +54,7 @@ def ms(value: datetime) -> int:
 
 
 def test_backfill_from_klines_api_paginates_and_waits_on_429(spark, tmp_path, server):
-    from btc_platform.clients.binance import BinanceClient
+    from btc_platform.ingest.clients.binance import BinanceClient
     from spark_jobs import backfill_job
 
     klines = fixture("binance_klines_BTCUSDT_1h.json")  # 5 real hourly klines from 2023-05-01 00:00

@@ -21,7 +21,7 @@ def _iso(epoch: float) -> str:
 
 
 def test_dag_events_since_keeps_the_dag_tasks_restarts_after_the_moment(tmp_path):
-    from btc_platform import supervisor
+    from btc_platform.ops import supervisor
 
     platform = _platform(tmp_path)
     since = time.time()

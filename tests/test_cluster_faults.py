@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _group(settings, name: str) -> int:
-    from btc_platform.services.base import read_pid
+    from btc_platform.ops.services.base import read_pid
 
     record = read_pid(settings, name)
     assert record is not None, f"{name} has no pid record"
@@ -51,7 +51,7 @@ def _wait(check, timeout_s: float, what: str):
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture
 def kafka_cluster(tmp_path):
-    from btc_platform import services
+    from btc_platform.ops import services
 
     def make_settings():
         port, controller = free_ports(2)
@@ -81,10 +81,10 @@ def _topic_meta(settings):
 def test_kill_9_of_a_leading_broker_loses_and_duplicates_nothing(kafka_cluster):
     from confluent_kafka import Consumer, Producer, TopicPartition
 
-    from btc_platform.process import wait_until_healthy
-    from btc_platform.producer import kafka_config
-    from btc_platform.services.base import read_pid
-    from btc_platform.services.kafka import kafka_health, start_broker
+    from btc_platform.ingest.producer import kafka_config
+    from btc_platform.ops.process import wait_until_healthy
+    from btc_platform.ops.services.base import read_pid
+    from btc_platform.ops.services.kafka import kafka_health, start_broker
 
     settings = kafka_cluster
     meta = _topic_meta(settings)
@@ -162,7 +162,7 @@ def test_kill_9_of_a_leading_broker_loses_and_duplicates_nothing(kafka_cluster):
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture
 def spark_cluster(tmp_path):
-    from btc_platform import services
+    from btc_platform.ops import services
 
     def make_settings():
         master, ui, worker_ui = free_ports(3)
@@ -188,8 +188,8 @@ def spark_cluster(tmp_path):
 def test_kill_9_of_a_worker_mid_stream_reruns_its_tasks_on_the_other(spark_cluster, tmp_path):
     import pyarrow.parquet as pq
 
-    from btc_platform.services.spark import master_state, spark_health, start_worker
-    from btc_platform.supervisor.launch import child_env
+    from btc_platform.ops.services.spark import master_state, spark_health, start_worker
+    from btc_platform.ops.supervisor.launch import child_env
 
     settings = spark_cluster
     out, status, stop = tmp_path / "out", tmp_path / "status.json", tmp_path / "stop"

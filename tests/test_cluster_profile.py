@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-from btc_platform.airflow_env import airflow_env
-from btc_platform.services.base import processes, recorded_processes, run_dir
+from btc_platform.lakehouse.spark_session import spark_conf
+from btc_platform.ops.airflow_env import airflow_env
+from btc_platform.ops.services.base import processes, recorded_processes, run_dir
+from btc_platform.ops.supervisor.launch import stream_spec
 from btc_platform.settings import SettingsError, load_settings
-from btc_platform.spark import spark_conf
-from btc_platform.supervisor.launch import stream_spec
 from btc_platform.topology import CLUSTER_SHAPE
 
 
@@ -79,7 +79,7 @@ def test_replication_cannot_exceed_the_brokers(tmp_path):
 
 
 def test_postgres_install_decision_root_with_apt_get_installs_the_debian_package():
-    from btc_platform.services.postgres import install_commands
+    from btc_platform.ops.services.postgres import install_commands
 
     commands = install_commands(0, "/usr/bin/apt-get")
     assert commands[0] == ["/usr/bin/apt-get", "update", "-q"]
@@ -90,8 +90,8 @@ def test_postgres_install_decision_root_with_apt_get_installs_the_debian_package
 @pytest.mark.parametrize(("euid", "apt_get", "why"), [(1000, "/usr/bin/apt-get", "not running as root"),
                                                        (0, None, "apt-get not found")])  # fmt: skip
 def test_postgres_install_decision_otherwise_a_clear_error_naming_the_package(euid, apt_get, why):
-    from btc_platform.services.base import ServiceError
-    from btc_platform.services.postgres import install_commands
+    from btc_platform.ops.services.base import ServiceError
+    from btc_platform.ops.services.postgres import install_commands
 
     with pytest.raises(ServiceError, match=rf"\({why}\): install the Debian package 'postgresql'"):
         install_commands(euid, apt_get)

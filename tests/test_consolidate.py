@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from btc_platform import datasets
+from btc_platform.lakehouse import datasets
 from btc_platform.settings import load_settings
 
 pytestmark = pytest.mark.spark

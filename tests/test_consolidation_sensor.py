@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from btc_platform.orchestration import minute_metrics_ready
+from btc_platform.ops.orchestration import minute_metrics_ready
 from btc_platform.settings import load_settings
 from btc_platform.status import write_status
 

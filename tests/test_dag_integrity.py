@@ -1,6 +1,6 @@
 """DAG integrity: every file in dags/ imports through Airflow's own DagBag without import errors
 and defines at least one DAG. The DagBag runs in a subprocess with the local Airflow environment
-(``btc_platform.airflow_env``) pointed at a temporary AIRFLOW_HOME, exactly as the scheduler's
+(``btc_platform.ops.airflow_env``) pointed at a temporary AIRFLOW_HOME, exactly as the scheduler's
 DAG processor would see the files, and without touching any real Airflow state."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ print("DAGBAG-RESULT " + json.dumps({
 def load_dagbag(folder: Path, airflow_home: Path, harness: str = _HARNESS) -> dict:
     """Parse ``folder`` with DagBag in a fresh interpreter; return dag ids -> file and import errors
     (or what ``harness`` prints after ``DAGBAG-RESULT``)."""
-    from btc_platform.airflow_env import airflow_env
+    from btc_platform.ops.airflow_env import airflow_env
     from btc_platform.settings import load_settings
 
     settings = load_settings(data_dir=airflow_home.parent)
@@ -98,7 +98,7 @@ print("DAGBAG-RESULT " + json.dumps(outcome))
 def test_consolidation_run_without_data_interval_fails_at_once_with_the_reason(tmp_path):
     """A REST trigger without logical_date has no data interval: the sensor fails without retries
     (AirflowFailException) and says how to trigger it, instead of a TypeError three times."""
-    from btc_platform.orchestration import NO_DATA_INTERVAL
+    from btc_platform.ops.orchestration import NO_DATA_INTERVAL
 
     outcome = load_dagbag(DAGS, tmp_path / "airflow", _NO_INTERVAL_HARNESS)
     assert outcome == {"raised": "AirflowFailException", "message": NO_DATA_INTERVAL}

@@ -1,7 +1,7 @@
 """The Airflow DAGs: integrity, hygiene, and real ``dag.test()`` runs on small data.
 
 Airflow reads its configuration when it is first imported, so everything Airflow-related runs
-in a subprocess with its own AIRFLOW_HOME (built with ``btc_platform.airflow_env`` - the same
+in a subprocess with its own AIRFLOW_HOME (built with ``btc_platform.ops.airflow_env`` - the same
 environment ``make run`` gives Airflow) and a temporary BTC_DATA_DIR / storage root. The
 subprocess prints one JSON line that the tests assert on, together with the datasets the DAG
 runs wrote.
@@ -169,7 +169,7 @@ class AirflowSandbox:
     """An isolated Airflow configuration (home, SQLite DB) + platform settings in a temp dir."""
 
     def __init__(self, base: Path):
-        from btc_platform.airflow_env import airflow_env
+        from btc_platform.ops.airflow_env import airflow_env
         from btc_platform.settings import load_settings
 
         # schedule start before the test data, or manual runs of those hours get no task instances
@@ -312,20 +312,20 @@ def test_parsing_a_dag_file_loads_no_heavy_module(sandbox, dag_file):
 
 def test_heavy_import_guard_catches_heavy_imports_of_ours(sandbox, tmp_path):
     """Control: a DAG file importing a heavy module itself, and one reaching requests through
-    btc_platform.hdfs, are both caught; an import inside a task is not (it runs at task time)."""
+    btc_platform.lakehouse.namenode, are both caught; an import inside a task is not (it runs at task time)."""
     folder = tmp_path / "dags"
     folder.mkdir()
     header = "import pendulum\nfrom airflow.sdk import dag, task\n"
     body = ("@dag(schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz='UTC'))\n"
             "def d():\n    @task\n    def t():\n        import pandas\n        return 1\n    t()\nd()\n")  # fmt: skip
     (folder / "direct.py").write_text(header + "import pyarrow\n" + body)
-    (folder / "indirect.py").write_text(header + "from btc_platform import hdfs\n" + body)
+    (folder / "indirect.py").write_text(header + "from btc_platform.lakehouse import namenode\n" + body)
     (folder / "clean.py").write_text(header + body)
     direct = parse_one(sandbox, folder / "direct.py")
     assert "pyarrow" in heavy_imports_of_ours(direct)  # (and numpy, which pyarrow imports)
     assert "pyarrow" in direct["loaded"]
     indirect = heavy_imports_of_ours(parse_one(sandbox, folder / "indirect.py"))
-    assert list(indirect) == ["requests"] and "btc_platform/hdfs.py" in indirect["requests"][0]
+    assert list(indirect) == ["requests"] and "btc_platform/lakehouse/namenode.py" in indirect["requests"][0]
     clean = parse_one(sandbox, folder / "clean.py")
     assert heavy_imports_of_ours(clean) == {} and "pandas" not in clean["loaded"]
 
@@ -346,7 +346,7 @@ def test_supervisor_dag_shape(parsed):
 def test_table_writers_share_one_pool(parsed):
     """Backfill, consolidation, their quality checks and maintenance write hourly_metrics /
     data_quality: all in the one-slot pool, so two of them never write at once."""
-    from btc_platform.orchestration import TABLE_WRITERS_POOL
+    from btc_platform.ops.orchestration import TABLE_WRITERS_POOL
 
     writers = {
         ("btc_hourly_consolidation", "consolidate"), ("btc_hourly_consolidation", "data_quality"),
@@ -362,7 +362,7 @@ def test_table_writers_share_one_pool(parsed):
 
 
 def test_consolidation_dag_shape(parsed, sandbox):
-    from btc_platform.orchestration import schedule_start
+    from btc_platform.ops.orchestration import schedule_start
 
     dag = parsed["dags"]["btc_hourly_consolidation"]
     assert dag["catchup"] is True
@@ -432,7 +432,7 @@ def test_airflow_db_clean_command_and_environment(settings_env):
     and the task's blocked metadata-DB variable is replaced by the worker's."""
     from datetime import datetime
 
-    from btc_platform import orchestration as o
+    from btc_platform.ops import orchestration as o
 
     settings = settings_env(maintenance_airflow_retention_days=3)
     command = o.airflow_db_clean_command(settings, now=datetime(2026, 1, 10, 12, tzinfo=UTC))
@@ -450,7 +450,7 @@ def test_airflow_db_clean_command_and_environment(settings_env):
 
 
 def test_backfill_arguments_validation():
-    from btc_platform.orchestration import backfill_args
+    from btc_platform.ops.orchestration import backfill_args
 
     assert backfill_args({"source": "file", "file_path": "/x.csv", "start": "", "end": ""}) == [
         "--source",
@@ -494,7 +494,7 @@ def test_backfill_arguments_validation():
 
 
 def test_backfill_quality_arguments():
-    from btc_platform.orchestration import backfill_quality_args
+    from btc_platform.ops.orchestration import backfill_quality_args
 
     assert backfill_quality_args({"source": "binance", "start": "2024-01-01", "end": "2024-01-02T00:00:00Z"}) == [
         "--start", "2024-01-01", "--end", "2024-01-02T00:00:00Z"]  # fmt: skip
@@ -510,7 +510,7 @@ def test_backfill_quality_arguments():
 def test_schedule_start_is_bounded_and_configurable(settings_env):
     from datetime import datetime
 
-    from btc_platform.orchestration import schedule_start
+    from btc_platform.ops.orchestration import schedule_start
 
     now = datetime(2026, 3, 10, 15, 42, tzinfo=UTC)
     assert schedule_start(settings_env(), now) == datetime(2026, 3, 9, tzinfo=UTC)
@@ -523,7 +523,7 @@ def test_schedule_start_is_bounded_and_configurable(settings_env):
 def test_airflow_env_has_connections_and_unpaused_dags(tmp_path):
     from datetime import datetime
 
-    from btc_platform.airflow_env import airflow_env
+    from btc_platform.ops.airflow_env import airflow_env
     from btc_platform.settings import load_settings
 
     settings = load_settings(data_dir=tmp_path, spark_master="spark://master:7077")
@@ -553,7 +553,7 @@ def _write_minute_metrics(storage: Path, rows: list[dict]) -> None:
     """The minute_metrics Delta table as the stream writes it (columns, types, change data feed)."""
     import pandas as pd
 
-    from btc_platform import datasets, lake
+    from btc_platform.lakehouse import datasets, lake
 
     frame = pd.DataFrame(rows)
     for name, _ in datasets.MINUTE_METRICS_COLUMNS:
@@ -566,7 +566,7 @@ def _write_minute_metrics(storage: Path, rows: list[dict]) -> None:
 
 
 def _read_dataset(path: Path):
-    from btc_platform import lake
+    from btc_platform.lakehouse import lake
 
     return lake.read_at(f"file://{path}")
 
@@ -576,7 +576,7 @@ def _read_dataset(path: Path):
 def test_consolidation_dag_run_writes_the_hour(sandbox):
     import pandas as pd
 
-    from btc_platform import datasets
+    from btc_platform.lakehouse import datasets
 
     start = pd.Timestamp("2026-01-05T10:00:00Z")
     minutes = [  # (minute, open, high, low, close, ticks)
@@ -622,8 +622,8 @@ def test_consolidation_dag_run_writes_the_hour(sandbox):
 def test_backfill_dag_run_from_a_candle_file(sandbox, tmp_path):
     import pandas as pd
 
-    from btc_platform import datasets, lake
-    from btc_platform.quality import CHECKS
+    from btc_platform.lakehouse import datasets, lake
+    from btc_platform.lakehouse.quality import CHECKS
 
     csv = tmp_path / "candles.csv"
     csv.write_text(
@@ -685,7 +685,7 @@ def test_retrain_dag_skips_without_history_then_rejects_and_still_serves(sandbox
     force_promotion), the forecast is still served (persistence + best band), headline metrics
     are the publish task's XCom and the prediction_metrics asset event's extra. A second run on
     the same data skips training (nothing changed) and refreshes the forecast."""
-    from btc_platform import datasets, lake
+    from btc_platform.lakehouse import datasets, lake
     from tests.models_testdata import (
         candles_from_close,
         periodic_close,

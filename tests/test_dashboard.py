@@ -103,7 +103,7 @@ def test_endpoints_return_the_seeded_rows(seeded, client):
 def test_maintenance_commits_do_not_hide_the_writer(settings_env, client):
     """The newest commit of a compacted table is OPTIMIZE (no data, no Airflow task of its own
     here): the table still links the task that wrote its data; the last commit is shown as such."""
-    from btc_platform import lake
+    from btc_platform.lakehouse import lake
 
     settings = settings_env()
     now = pd.Timestamp.now(tz="UTC")
@@ -159,7 +159,7 @@ def test_forecast_without_band_columns_says_so(settings_env, client):
     now = pd.Timestamp.now(tz="UTC").floor("h")
     frame = pd.DataFrame({"symbol": td.SYMBOL, "target_hour_start": pd.date_range(now, periods=5, freq="h"),
                           "predicted_close": [1.0, 2.0, 3.0, 4.0, 5.0]})
-    from btc_platform import lake
+    from btc_platform.lakehouse import lake
 
     lake.write_table("future_predictions", frame, settings)
     future = client.get("/api/forecast").json()["future"]
@@ -188,7 +188,7 @@ def test_cache_reuses_an_answer_within_its_ttl():
 def test_plugin_app_and_nav_entry(tmp_path):
     """The plugin as Airflow loads it, and the app as the API server builds it: in a subprocess
     with its own AIRFLOW_HOME (importing Airflow configures it)."""
-    from btc_platform.airflow_env import airflow_env
+    from btc_platform.ops.airflow_env import airflow_env
     from btc_platform.settings import load_settings
 
     script = """
@@ -237,8 +237,8 @@ class AirflowApiServer:
         self.url = f"http://127.0.0.1:{port}"
 
     def start(self) -> None:
-        from btc_platform.airflow_env import airflow_env, airflow_home
-        from btc_platform.services import base
+        from btc_platform.ops.airflow_env import airflow_env, airflow_home
+        from btc_platform.ops.services import base
 
         env = {**base.base_env(), **airflow_env(self.settings)}
         home = airflow_home(self.settings)
@@ -257,18 +257,18 @@ class AirflowApiServer:
             except requests.RequestException:
                 pass
             assert time.monotonic() < deadline, f"api-server not healthy: {base.log_path(self.settings, 'airflow')}"
-            from btc_platform import process
+            from btc_platform.ops import process
 
             assert process.is_alive(record), process.log_tail(base.log_path(self.settings, "airflow"), 40)
             time.sleep(1)
 
     def password(self) -> str:
-        from btc_platform.airflow_env import password_file
+        from btc_platform.ops.airflow_env import password_file
 
         return json.loads(password_file(self.settings).read_text())["admin"]
 
     def stop(self) -> None:
-        from btc_platform import services
+        from btc_platform.ops import services
 
         services.stop("airflow", self.settings)
 

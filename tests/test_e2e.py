@@ -1,5 +1,5 @@
 """End to end on the local stack: real Kafka, real Airflow standalone (started through
-btc_platform.services exactly like ``make run``), simulate source, everything driven by the DAGs.
+btc_platform.ops.services exactly like ``make run``), simulate source, everything driven by the DAGs.
 
 1. Airflow comes up with the DAGs unpaused; the ``btc_stream_supervisor`` DAG (one deferrable
    task, watching in the triggerer) starts the
@@ -118,7 +118,7 @@ def _minute_metric_files(storage: Path) -> list[Path]:
 
 
 def _minute_metric_rows(settings) -> int:
-    from btc_platform import lake
+    from btc_platform.lakehouse import lake
 
     try:
         return len(lake.read_table("minute_metrics", settings, columns=["symbol"]))
@@ -127,8 +127,8 @@ def _minute_metric_rows(settings) -> int:
 
 
 def test_platform_end_to_end(kafka_service, tmp_path):
-    from btc_platform import services, supervisor
-    from btc_platform.airflow_env import api_url, password_file
+    from btc_platform.ops import services, supervisor
+    from btc_platform.ops.airflow_env import api_url, password_file
     from btc_platform.settings import load_settings
     from tests.fixtures_services import free_ports
 

@@ -1,5 +1,5 @@
-"""The real local HDFS through the platform's own code: ``btc_platform.hdfs`` sees it ready, and
-``btc_platform.storage`` (WebHDFS, what the models and the registry use) and Spark (a
+"""The real local HDFS through the platform's own code: ``btc_platform.lakehouse.namenode`` sees it ready, and
+``btc_platform.lakehouse.storage`` (WebHDFS, what the models and the registry use) and Spark (a
 ``build_session`` session, what the jobs use) read each other's Parquet there. The rows are
 10,000 keyed messages published by the platform's producer and read by the streaming job's
 Kafka source; reading them back gives exactly the rows that were produced."""
@@ -21,8 +21,8 @@ PARTITIONS = 3
 
 
 def test_hdfs_is_ready_and_lists_root(hdfs_service):
-    from btc_platform.hdfs import namenode_state, wait_for_hdfs_ready
-    from btc_platform.storage import WebHdfsStorage, open_storage
+    from btc_platform.lakehouse.namenode import namenode_state, wait_for_hdfs_ready
+    from btc_platform.lakehouse.storage import WebHdfsStorage, open_storage
 
     state = wait_for_hdfs_ready(hdfs_service.settings, timeout=5)  # as services and the stream job call it
     assert state.safemode == "" and state.live_datanodes == 1
@@ -35,7 +35,7 @@ def test_hdfs_is_ready_and_lists_root(hdfs_service):
 
 
 def test_kafka_to_parquet_on_hdfs_round_trip(spark, kafka_service, hdfs_service, tmp_path):
-    from btc_platform import storage
+    from btc_platform.lakehouse import storage
 
     topic = kafka_service.create_topic(f"spark-hdfs-{uuid.uuid4().hex[:8]}", PARTITIONS)
     settings = load_settings(data_dir=tmp_path / "data", kafka_bootstrap_servers=kafka_service.bootstrap_servers,

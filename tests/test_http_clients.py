@@ -14,19 +14,25 @@ from decimal import Decimal
 
 import pytest
 
-from btc_platform import normalize
-from btc_platform.clients.binance import BinanceClient, interval_ms, parse_kline
-from btc_platform.clients.coingecko import (
+from btc_platform.ingest import normalize
+from btc_platform.ingest.clients.binance import BinanceClient, interval_ms, parse_kline
+from btc_platform.ingest.clients.coingecko import (
     BUDGET_FILE,
     DEMO_KEY_HEADER,
     PRO_KEY_HEADER,
     BudgetExhausted,
     CoinGeckoClient,
 )
-from btc_platform.http import ExchangeUnavailable, HttpClient, InvalidResponse, IPBanned, parse_retry_after
-from btc_platform.schema import SchemaError, decode
+from btc_platform.ingest.http import (
+    ExchangeUnavailable,
+    HttpClient,
+    InvalidResponse,
+    IPBanned,
+    parse_retry_after,
+)
+from btc_platform.ingest.schema import SchemaError, decode
+from btc_platform.ingest.sources import LiveSource
 from btc_platform.settings import load_settings
-from btc_platform.sources import LiveSource
 from tests.exchange_server import (
     BOOK_TICKER,
     COINS_MARKETS,

@@ -1,5 +1,5 @@
-"""Maven dependency parsing and the Spark jar selection (btc_platform.jars), process stop
-semantics of btc_platform.services on real process groups, its CLI, the Airflow environment and
+"""Maven dependency parsing and the Spark jar selection (btc_platform.ops.jars), process stop
+semantics of btc_platform.ops.services on real process groups, its CLI, the Airflow environment and
 .env.example coverage. The tests that run Maven are marked ``integration``."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from btc_platform import jars, process, services
-from btc_platform.services import base
-from btc_platform.services import kafka as kafka_service
+from btc_platform.ops import jars, process, services
+from btc_platform.ops.services import base
+from btc_platform.ops.services import kafka as kafka_service
 from btc_platform.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,7 +164,7 @@ def test_port_in_use_is_reported_with_the_setting(tmp_path):
 
 
 def test_airflow_env_builds_connections_from_settings(tmp_path):
-    from btc_platform.airflow_env import airflow_env
+    from btc_platform.ops.airflow_env import airflow_env
 
     settings = load_settings(data_dir=tmp_path, spark_master="spark://10.0.0.5:7077",
                              kafka_bootstrap_servers="k1:9092,k2:9092", airflow_port=18081)  # fmt: skip
@@ -194,7 +194,7 @@ def test_env_example_documents_every_setting():
 
 def _services_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "BTC_DATA_DIR": str(settings.data_dir)}
-    return subprocess.run([sys.executable, "-m", "btc_platform.services.cli", *args],
+    return subprocess.run([sys.executable, "-m", "btc_platform.ops.services.cli", *args],
                           capture_output=True, text=True, env=env, timeout=120, check=False)  # fmt: skip
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from btc_platform import datasets, lake
+from btc_platform.lakehouse import datasets, lake
 from btc_platform.settings import load_settings
 
 STAMP_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

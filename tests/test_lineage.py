@@ -1,11 +1,11 @@
-"""``btc_platform.lineage``: the Airflow task instance read from a task's environment, written
+"""``btc_platform.lakehouse.lineage``: the Airflow task instance read from a task's environment, written
 into and read back from a commit's info, and its Airflow UI route."""
 
 from __future__ import annotations
 
 import json
 
-from btc_platform import lineage
+from btc_platform.lakehouse import lineage
 
 ENV = {"AIRFLOW_CTX_DAG_ID": "btc_hourly_consolidation", "AIRFLOW_CTX_DAG_RUN_ID": "scheduled__2026-12-03T15:00:00+00:00",
        "AIRFLOW_CTX_TASK_ID": "consolidate", "AIRFLOW_CTX_TRY_NUMBER": "3", "PATH": "/usr/bin"}
@@ -45,7 +45,7 @@ def test_the_task_instance_reaches_the_stream_but_not_its_launch_fingerprint(set
     """A supervisor run starts the stream with its AIRFLOW_CTX_* environment (so the stream's
     commits name it), while the launch's fingerprint (argv + BTC_* settings) stays the same from
     one supervisor run to the next: a new run id must not restart the stream."""
-    from btc_platform.supervisor import launch
+    from btc_platform.ops.supervisor import launch
 
     settings = settings_env()
     for var, value in ENV.items():

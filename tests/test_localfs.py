@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import stat
 
-from btc_platform.orchestration import spark_submit_kwargs
+from btc_platform.lakehouse.spark_session import (
+    LOCAL_FS_HADOOP_CONF,
+    hadoop_fs,
+    local_fs_conf,
+    spark_submit_args,
+)
+from btc_platform.ops.orchestration import spark_submit_kwargs
 from btc_platform.settings import load_settings
-from btc_platform.spark import LOCAL_FS_HADOOP_CONF, hadoop_fs, local_fs_conf, spark_submit_args
 
 
 def test_local_session_uses_the_nio_file_system(spark, tmp_path):

@@ -1,4 +1,4 @@
-"""btc_platform.lake as the models use it: delta-rs writes that replace by key, time travel with the
+"""btc_platform.lakehouse.lake as the models use it: delta-rs writes that replace by key, time travel with the
 table version, Spark reading what delta-rs wrote, and delta-rs on a real HDFS."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from btc_platform import datasets, lake
+from btc_platform.lakehouse import datasets, lake
 from models.data import DataError, load_series, read_hourly_metrics
 from tests.models_testdata import (
     candles_from_close,
@@ -179,7 +179,7 @@ def test_spark_reads_what_delta_rs_wrote(spark, settings_env):
 def test_delta_rs_reads_and_writes_tables_on_hdfs(spark, hdfs_service):
     """delta-rs (hdfs-native, no storage options) on a real NameNode + DataNode: it reads a table
     Spark wrote on hdfs://, and Spark reads a table delta-rs wrote there (with time travel)."""
-    from btc_platform.datasets import HOURLY_METRICS_COLUMNS, struct_type
+    from btc_platform.lakehouse.datasets import HOURLY_METRICS_COLUMNS, struct_type
 
     base = f"{hdfs_service.uri}/lake-{uuid.uuid4().hex[:8]}"
     frame = candles_from_close(random_walk_close(30))

@@ -172,7 +172,7 @@ def test_bad_rows_are_left_out_and_duplicates_refused(tmp_path):
     write_hourly_metrics(rows.iloc[[2]], tmp_path / "hm2")  # a second commit repeats one hour
     with pytest.raises(DataError, match="share an hour_start"):
         load_hourly_metrics(f"file://{tmp_path}/hm2", "BTCUSDT")
-    from btc_platform import lake
+    from btc_platform.lakehouse import lake
 
     lake.write_at(str(tmp_path / "hm3"), rows.drop(columns=["open"]))
     with pytest.raises(DataError, match=r"missing columns \['open'\]"):
@@ -182,7 +182,7 @@ def test_bad_rows_are_left_out_and_duplicates_refused(tmp_path):
 @pytest.mark.spark
 def test_loads_hourly_metrics_written_by_spark(spark, tmp_path):
     """The loader reads the Delta table as the consolidation job's Spark writer produces it."""
-    from btc_platform.datasets import HOURLY_METRICS_COLUMNS, struct_type
+    from btc_platform.lakehouse.datasets import HOURLY_METRICS_COLUMNS, struct_type
 
     frame = drop_hours(candles_from_close(random_walk_close(30)), [10])
     rows = to_hourly_metrics(frame, stream_from=20)

@@ -69,8 +69,8 @@ def test_check_sufficiency_names_needed_and_found(tmp_path, settings_env):
 
 
 def _count_hourly_reads(monkeypatch) -> list[str]:
-    """Record every opening of an hourly_metrics table (a read) through btc_platform.lake."""
-    from btc_platform import lake
+    """Record every opening of an hourly_metrics table (a read) through btc_platform.lakehouse.lake."""
+    from btc_platform.lakehouse import lake
 
     opened: list[str] = []
     real = lake.open_at
@@ -91,7 +91,7 @@ def _reads(opened: list[str], task) -> int:
 
 
 def test_retrain_pipeline_registry_promotion_and_outputs(settings_env, monkeypatch):
-    from btc_platform import lake
+    from btc_platform.lakehouse import lake
     from models import pipeline
     from models.registry import Registry
 
@@ -184,9 +184,9 @@ def test_retrain_pipeline_registry_promotion_and_outputs(settings_env, monkeypat
 def test_retrain_pipeline_on_hdfs(hdfs_service, monkeypatch):
     """The same task functions with the storage root on a real HDFS (WebHDFS for the registry's
     files, delta-rs on hdfs:// for hourly_metrics and the output tables)."""
-    from btc_platform import lake
     from btc_platform import settings as settings_mod
-    from btc_platform.storage import open_storage
+    from btc_platform.lakehouse import lake
+    from btc_platform.lakehouse.storage import open_storage
     from models import pipeline
     from models.registry import Registry
 
@@ -259,7 +259,7 @@ def test_persistence_and_the_best_band_are_served_when_no_lstm_is_promoted(setti
     """A candidate judged on too few windows is rejected; the forecast is still served: the
     persistence point and the best band on its evaluation, each row naming both and why. Without
     history, or with a gap in the latest hours, nothing is served and the reason is returned."""
-    from btc_platform import lake
+    from btc_platform.lakehouse import lake
     from models import pipeline
     from models.registry import Registry
 

@@ -1,4 +1,4 @@
-"""btc_platform.storage: file:// round trips (thorough) and one hdfs:// round trip on a real HDFS."""
+"""btc_platform.lakehouse.storage: file:// round trips (thorough) and one hdfs:// round trip on a real HDFS."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from btc_platform import storage
-from btc_platform.storage import DatasetNotFoundError, StorageError, open_storage
+from btc_platform.lakehouse import storage
+from btc_platform.lakehouse.storage import DatasetNotFoundError, StorageError, open_storage
 
 
 def test_local_bytes_round_trip_is_atomic_and_overwrites(tmp_path):

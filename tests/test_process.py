@@ -1,4 +1,4 @@
-"""btc_platform.process on real (harmless) processes: detached start with a log header, the pid
+"""btc_platform.ops.process on real (harmless) processes: detached start with a log header, the pid
 record and process identity (pid reuse, zombies, other machines), bounded waits, stopping a
 process group with escalation to SIGKILL, and the environment-marker sweep."""
 
@@ -17,8 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from btc_platform import process
-from btc_platform.process import FirstSignal, ProcessError, ProcessRecord
+from btc_platform.ops import process
+from btc_platform.ops.process import FirstSignal, ProcessError, ProcessRecord
 from btc_platform.status import write_status
 
 SLEEP = "import time; time.sleep(300)"
@@ -121,7 +121,7 @@ def test_an_exited_child_is_reaped_and_not_alive(started):
 def test_records_that_cannot_be_verified_are_not_ours(tmp_path, caplog, content):
     path = tmp_path / "old.pid"
     write_status(path, content)
-    with caplog.at_level(logging.WARNING, logger="btc_platform.process"):
+    with caplog.at_level(logging.WARNING, logger="btc_platform.ops.process"):
         assert process.read_record(path) is None
     assert "cannot be verified" in caplog.text and "treated as not running" in caplog.text
 
@@ -129,7 +129,7 @@ def test_records_that_cannot_be_verified_are_not_ours(tmp_path, caplog, content)
 def test_an_unreadable_record_is_not_ours(tmp_path, caplog):
     path = tmp_path / "bad.pid"
     path.write_text("12345 garbage")
-    with caplog.at_level(logging.WARNING, logger="btc_platform.process"):
+    with caplog.at_level(logging.WARNING, logger="btc_platform.ops.process"):
         assert process.read_record(path) is None
     assert "unreadable pid record" in caplog.text
     assert process.read_record(tmp_path / "missing.pid") is None

@@ -1,7 +1,7 @@
 """A Binance IP ban survives a kill -9 of the real producer process, and the supervisor keeps a
 producer that waits it out.
 
-The producer runs as a real process (``python -m btc_platform.producer --source live``) against
+The producer runs as a real process (``python -m btc_platform.ingest.producer --source live``) against
 the local exchange server; its Kafka bootstrap points at a closed port (the broker plays no part
 in this: accepted messages just stay queued and the process is killed before any flush).
 """
@@ -18,10 +18,10 @@ import time
 
 import pytest
 
-from btc_platform import supervisor
+from btc_platform.ops import supervisor
+from btc_platform.ops.supervisor import decide
 from btc_platform.settings import PROJECT_ROOT, load_settings
 from btc_platform.status import read_status
-from btc_platform.supervisor import decide
 from tests.exchange_server import BOOK_TICKER, TICKER_24HR, ExchangeServer, Reply
 from tests.polling import wait_until
 from tests.test_supervisor import _record
@@ -59,7 +59,7 @@ def test_ban_kill_restart_makes_no_call_before_the_ban_ends(tmp_path, server, ca
         "BTC_BINANCE_POLL_INTERVAL_S": "0.2",
     }
     settings = load_settings(data_dir=tmp_path / "data", supervisor_producer_stale_s=2)
-    argv = [sys.executable, "-m", "btc_platform.producer", "--source", "live", "--log-level", "WARNING"]
+    argv = [sys.executable, "-m", "btc_platform.ingest.producer", "--source", "live", "--log-level", "WARNING"]
     log_file = (tmp_path / "producer.log").open("ab")
     procs = []
     try:
@@ -82,7 +82,7 @@ def test_ban_kill_restart_makes_no_call_before_the_ban_ends(tmp_path, server, ca
         assert status["waiting"]["binance"]["reason"] == "ip_ban"
         # the supervisor, asked while the ban lasts, keeps the quiet producer and says why
         assert time.time() < ban_end, "restart took longer than the ban: test cannot observe the wait"
-        with caplog.at_level(logging.INFO, logger="btc_platform.supervisor"):
+        with caplog.at_level(logging.INFO, logger="btc_platform.ops.supervisor"):
             assert supervisor._producer_stale(settings, _record(time.time() - 60), time.time()) == decide.OK
         assert "healthy, ok, waiting: binance ip_ban until" in caplog.text
 

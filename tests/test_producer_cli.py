@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from btc_platform import normalize
-from btc_platform.producer import build_parser, main
-from btc_platform.schema import encode, ms_to_ts
-from btc_platform.sources import ReplaySource
+from btc_platform.ingest import normalize
+from btc_platform.ingest.producer import build_parser, main
+from btc_platform.ingest.schema import encode, ms_to_ts
+from btc_platform.ingest.sources import ReplaySource
 from tests.exchange_server import FakeClock, fixture
 
 

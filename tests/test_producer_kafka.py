@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from btc_platform.clients.binance import BinanceClient
-from btc_platform.clients.coingecko import CoinGeckoClient
-from btc_platform.producer import FeedProducer
-from btc_platform.schema import compute_message_id, decode
+from btc_platform.ingest.clients.binance import BinanceClient
+from btc_platform.ingest.clients.coingecko import CoinGeckoClient
+from btc_platform.ingest.producer import FeedProducer
+from btc_platform.ingest.schema import compute_message_id, decode
+from btc_platform.ingest.sources import LiveSource, ReplaySource, SimulateSource
 from btc_platform.settings import load_settings
-from btc_platform.sources import LiveSource, ReplaySource, SimulateSource
 from btc_platform.status import read_status
 from tests.exchange_server import BOOK_TICKER, TICKER_24HR, ExchangeServer, Reply, fixture, fixture_text
 from tests.helpers_kafka import consume_all
@@ -151,7 +151,7 @@ def test_sigterm_mid_run_flushes_everything_accepted(kafka_service, tmp_path, se
         BTC_COINGECKO_BASE_URL=server.url,
         BTC_BINANCE_POLL_INTERVAL_S="0.02",
     )
-    cmd = [sys.executable, "-m", "btc_platform.producer", "--source", mode, "--log-level", "WARNING"]
+    cmd = [sys.executable, "-m", "btc_platform.ingest.producer", "--source", mode, "--log-level", "WARNING"]
     if mode == "simulate":
         cmd += ["--speed", "0", "--seed", "3"]
     threshold = 5000 if mode == "simulate" else 20
@@ -199,7 +199,7 @@ def test_kafka_down_keeps_accepted_messages_until_it_is_back(kafka_service, tmp_
         restarter = threading.Timer(3.0, kafka_service.start)
         restarter.start()
         # all 2000 are accepted while the broker is down; run() then flushes until it is back
-        with caplog.at_level(logging.ERROR, logger="btc_platform.producer"):
+        with caplog.at_level(logging.ERROR, logger="btc_platform.ingest.producer"):
             assert app.run(source, max_messages=2000) == 0
         assert "Kafka unreachable" in caplog.text
     finally:

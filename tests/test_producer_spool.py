@@ -11,9 +11,9 @@ import json
 import socket
 from types import SimpleNamespace
 
-from btc_platform.producer import FeedProducer
+from btc_platform.ingest.producer import FeedProducer
+from btc_platform.ingest.sources import SimulateSource
 from btc_platform.settings import load_settings
-from btc_platform.sources import SimulateSource
 from btc_platform.status import read_status
 
 
@@ -66,7 +66,7 @@ def test_a_spool_left_by_a_killed_run_is_sent_with_the_new_one_and_bad_lines_rej
 def test_messages_a_killed_run_journaled_but_kafka_never_confirmed_are_sent_again(tmp_path):
     """The write-ahead journal: a SIGKILLed run leaves producer.wal (+ delivery digests); the next
     start re-sends exactly the journaled messages without a digest, and a clean stop removes it."""
-    from btc_platform.producer import Journal
+    from btc_platform.ingest.producer import Journal
 
     settings = load_settings(data_dir=tmp_path / "data", kafka_bootstrap_servers=f"127.0.0.1:{_closed_port()}",
                              producer_flush_timeout_s=1.0)

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from btc_platform import datasets
-from btc_platform import quality as q
+from btc_platform.lakehouse import datasets
+from btc_platform.lakehouse import quality as q
 from btc_platform.settings import load_settings
 
 pytestmark = pytest.mark.spark
@@ -117,7 +117,7 @@ def test_duplicate_symbol_hour_is_an_error(spark, settings):
 def test_warnings_are_logged_and_do_not_fail(spark, settings, caplog):
     # hour 1: 30 minutes present (coverage 0.5 < 0.8) with 29 klines; hour 2: no row at all (gap)
     rows = [hour_row(0), hour_row(1, minutes_present=30, coverage=0.5, volume_minutes=29)]
-    with caplog.at_level(logging.WARNING, logger="btc_platform.quality"):
+    with caplog.at_level(logging.WARNING, logger="btc_platform.lakehouse.quality"):
         results = by_name(check(spark, settings, rows))
     assert results["coverage_below_threshold"].failed == ("BTCUSDT@2024-01-01T01:00Z",)
     assert results["hour_gap"].failed == ("BTCUSDT@2024-01-01T02:00Z",)

@@ -9,8 +9,8 @@ from decimal import Decimal
 
 import pytest
 
-from btc_platform import normalize, schema
-from btc_platform.schema import (
+from btc_platform.ingest import normalize, schema
+from btc_platform.ingest.schema import (
     SCHEMA_VERSION,
     SchemaError,
     compute_message_id,
@@ -19,7 +19,7 @@ from btc_platform.schema import (
     make_message,
     required_fields,
 )
-from btc_platform.sources import SimulateSource, encode_book_ticker, encode_prevalidated
+from btc_platform.ingest.sources import SimulateSource, encode_book_ticker, encode_prevalidated
 from tests.exchange_server import fixture
 
 INGEST = "2024-03-25T08:45:00.123Z"

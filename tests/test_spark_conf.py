@@ -1,11 +1,11 @@
-"""Spark options are decided in one place (btc_platform.spark.spark_conf) and reach every way a
+"""Spark options are decided in one place (btc_platform.lakehouse.spark_session.spark_conf) and reach every way a
 job starts: a session built in-process, the supervisor's spark-submit, Airflow's SparkSubmitOperator."""
 
 from __future__ import annotations
 
-from btc_platform.orchestration import spark_submit_kwargs
+from btc_platform.lakehouse.spark_session import spark_conf, spark_submit_args
+from btc_platform.ops.orchestration import spark_submit_kwargs
 from btc_platform.settings import load_settings
-from btc_platform.spark import spark_conf, spark_submit_args
 
 
 def _conf_args(args: list[str]) -> dict[str, str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from btc_platform import datasets
+from btc_platform.lakehouse import datasets
 from btc_platform.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +22,7 @@ def settings(tmp_path: Path):
 
 
 def test_init_statements_and_command(settings, tmp_path):
-    from btc_platform import sql
+    from btc_platform.lakehouse import sql
 
     assert sql.init_statements(settings, [datasets.HOURLY_METRICS]) == [
         "CREATE DATABASE IF NOT EXISTS btc",
@@ -42,7 +42,7 @@ def _btc_sql(settings, query: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BTC_") or k == "BTC_CACHE_DIR"}
     env.update(BTC_DATA_DIR=str(settings.data_dir), BTC_STORAGE_ROOT=settings.storage_root,
                PYTHONPATH=os.pathsep.join([str(ROOT / "plugins"), str(ROOT)]))  # fmt: skip
-    return subprocess.run([sys.executable, "-m", "btc_platform.sql", "-e", query], env=env, cwd=settings.data_dir.parent,
+    return subprocess.run([sys.executable, "-m", "btc_platform.lakehouse.sql", "-e", query], env=env, cwd=settings.data_dir.parent,
                           capture_output=True, text=True, timeout=900)  # fmt: skip
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from btc_platform import datasets, schema
+from btc_platform.ingest import schema
+from btc_platform.lakehouse import datasets
 from btc_platform.status import read_status
 from tests.stream_testdata import SYMBOL, book, tamper
 

@@ -9,7 +9,8 @@ import statistics
 
 import pytest
 
-from btc_platform import datasets, schema
+from btc_platform.ingest import schema
+from btc_platform.lakehouse import datasets
 from spark_jobs import stream_transforms as st
 from tests.stream_testdata import KAFKA_DDL, at, book, kafka_rows, kline, market, naive_utc, tamper, ticker
 

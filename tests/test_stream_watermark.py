@@ -12,7 +12,8 @@ import statistics
 
 import pytest
 
-from btc_platform import datasets, schema
+from btc_platform.ingest import schema
+from btc_platform.lakehouse import datasets
 from btc_platform.settings import load_settings
 from spark_jobs import stream_job, stream_sinks
 from tests.stream_testdata import KAFKA_DDL, at, book, kafka_rows, naive_utc
@@ -116,7 +117,7 @@ def test_last_minute_arriving_after_the_hour_is_in_the_hours_row(spark, pipeline
     sensor of the consolidation reports that moment, and the hour's close is that minute's."""
     from datetime import UTC, timedelta
 
-    from btc_platform.orchestration import minute_metrics_ready
+    from btc_platform.ops.orchestration import minute_metrics_ready
     from spark_jobs import consolidate_job
     from tests.stream_testdata import T0
 
@@ -184,7 +185,7 @@ def test_lagging_coingecko_and_klines_are_in_every_minute_that_received_them(spa
     CoinGecko message has its fields, and each minute has the volume of its own closed 1m kline,
     received 2 s after the minute closed. With CoinGecko's time as event time (schema 1) every
     one of these market messages was 60 s behind the watermark and dropped."""
-    from btc_platform import normalize
+    from btc_platform.ingest import normalize
     from tests.exchange_server import fixture
 
     push, read = pipeline

@@ -1,4 +1,4 @@
-"""Supervision of the producer and the streaming job (btc_platform.supervisor).
+"""Supervision of the producer and the streaming job (btc_platform.ops.supervisor).
 
 Unit part: the start / keep / restart decisions on a harmless real process (``sleep``), the
 config fingerprint and lock (never two starts of one configuration), and the staleness checks
@@ -26,11 +26,11 @@ from datetime import UTC, datetime, timedelta
 import psutil
 import pytest
 
-from btc_platform import process, supervisor
-from btc_platform.process import ProcessRecord
+from btc_platform.ops import process, supervisor
+from btc_platform.ops.process import ProcessRecord
+from btc_platform.ops.supervisor import decide, health, launch
 from btc_platform.settings import load_settings
 from btc_platform.status import write_status
-from btc_platform.supervisor import decide, health, launch
 from tests.polling import wait_until
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def sup_settings(tmp_path):
 # Decisions
 # ---------------------------------------------------------------------------------------------
 def test_start_keep_restart_on_death_and_on_config_change(sup_settings, caplog):
-    caplog.set_level(logging.INFO, logger="btc_platform.supervisor")
+    caplog.set_level(logging.INFO, logger="btc_platform.ops.supervisor")
     spec = _sleep_spec(sup_settings)
     first = supervisor._ensure(sup_settings, spec, _never_stale)
     assert first.action == "started" and first.reason == "no supervised process yet"
@@ -228,7 +228,7 @@ def test_producer_problems_are_echoed_from_the_log(sup_settings):
 def _supervisor_cli(settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "BTC_DATA_DIR": str(settings.data_dir), "BTC_SUPERVISOR_STOP_TIMEOUT_S": "5"}
     return subprocess.run(
-        [sys.executable, "-m", "btc_platform.supervisor", *args],
+        [sys.executable, "-m", "btc_platform.ops.supervisor", *args],
         capture_output=True, text=True, env=env, timeout=120, check=False,
     )  # fmt: skip
 
@@ -241,7 +241,7 @@ def test_cli_status_of_a_never_started_process_says_so(sup_settings):
 
 
 def test_cli_stop_kills_the_recorded_process_group(sup_settings):
-    """`stop` of a process recorded through btc_platform.process ends it and its group."""
+    """`stop` of a process recorded through btc_platform.ops.process ends it and its group."""
     record = supervisor._start(sup_settings, _sleep_spec(sup_settings, "producer"))
     child = subprocess.Popen(["sleep", "300"], start_new_session=False)  # not in its group: left alone
     try:
@@ -263,11 +263,11 @@ def test_cli_stop_kills_the_recorded_process_group(sup_settings):
 def test_cli_argument_errors_exit_2(sup_settings, args):
     proc = _supervisor_cli(sup_settings, *args)
     assert proc.returncode == 2
-    assert "usage: python -m btc_platform.supervisor" in proc.stderr
+    assert "usage: python -m btc_platform.ops.supervisor" in proc.stderr
 
 
 # ---------------------------------------------------------------------------------------------
-# Pure decisions (btc_platform.supervisor.decide): observations in, "ok" or a reason out
+# Pure decisions (btc_platform.ops.supervisor.decide): observations in, "ok" or a reason out
 # ---------------------------------------------------------------------------------------------
 def test_decide_lifecycle_start_death_and_config_change():
     now = 1_000_000.0
@@ -316,7 +316,7 @@ def test_old_format_record_is_not_ours(sup_settings, caplog):
             supervisor.record_path(sup_settings, "producer"),
             {"name": "producer", "pid": victim.pid, "pgid": victim.pid, "start_ticks": 1, "started_epoch": 0},
         )
-        with caplog.at_level(logging.WARNING, logger="btc_platform.process"):
+        with caplog.at_level(logging.WARNING, logger="btc_platform.ops.process"):
             assert supervisor.status("producer", sup_settings).action == "absent"
         assert "cannot be verified" in caplog.text
         assert supervisor.stop("producer", sup_settings).reason == "not running"
@@ -332,7 +332,7 @@ def test_old_format_record_is_not_ours(sup_settings, caplog):
 def _topic_message_ids(bootstrap: str, topic: str) -> list[str]:
     from confluent_kafka import Consumer, TopicPartition
 
-    from btc_platform.schema import decode
+    from btc_platform.ingest.schema import decode
 
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": f"verify-{uuid.uuid4()}", "enable.auto.commit": False}
@@ -466,7 +466,7 @@ def test_launch_specs_follow_the_settings(tmp_path):
 
     local = load_settings(data_dir=tmp_path, producer_source="simulate", spark_master="local[2]")
     producer = supervisor.producer_spec(local)
-    assert producer.argv[1:] == ("-m", "btc_platform.producer", "--source", "simulate")
+    assert producer.argv[1:] == ("-m", "btc_platform.ingest.producer", "--source", "simulate")
     assert producer.env["BTC_DATA_DIR"] == str(tmp_path)
     assert supervisor.producer_spec(local, "live").fingerprint != producer.fingerprint
 
@@ -489,7 +489,7 @@ def test_launch_specs_follow_the_settings(tmp_path):
     assert spec.fingerprint != stream.fingerprint
     archive = spec.argv[spec.argv.index("--py-files") + 1]
     names = zipfile.ZipFile(archive).namelist()
-    assert "btc_platform/supervisor/__init__.py" in names and "btc_platform/process.py" in names
+    assert "btc_platform/ops/supervisor/__init__.py" in names and "btc_platform/ops/process.py" in names
     assert "spark_jobs/stream_transforms.py" in names
 
 

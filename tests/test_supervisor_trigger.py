@@ -25,10 +25,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from btc_platform import supervisor
+from btc_platform.ops import supervisor
+from btc_platform.ops.supervisor import launch
+from btc_platform.ops.supervisor.watch import handle, run_end, watch
 from btc_platform.settings import get_settings, load_settings
-from btc_platform.supervisor import launch
-from btc_platform.supervisor.watch import handle, run_end, watch
 from tests.fixtures_services import free_ports
 
 
@@ -121,7 +121,7 @@ def test_assess_keeps_a_producer_backing_off_from_exchange_failures_and_says_why
                "since": at(500), "last_failure": at(3), "next_attempt": at(-4), "detail": "HTTP 503"}  # fmt: skip
     write_status(s.producer_status_path, {"updated_at": at(2), "last_publish_at": at(520),
                                           "waiting": {"binance": failing}})  # fmt: skip
-    with caplog.at_level(logging.DEBUG, logger="btc_platform.supervisor"):
+    with caplog.at_level(logging.DEBUG, logger="btc_platform.ops.supervisor"):
         assert "producer" not in supervisor.assess(s, now=later)
         first = [r for r in caplog.records if "but healthy" in r.getMessage()]
         assert [r.levelno for r in first] == [logging.INFO]
@@ -174,7 +174,7 @@ def test_assess_and_ensure_services_report_a_dead_kafka_that_cannot_be_restarted
 def test_a_check_that_cannot_restart_fails_and_paces_the_next_run(env_settings, monkeypatch, caplog):
     """The resumed task's check fails with the reason (the run goes red) and remembers it; the
     next run sees the recent failure (it watches before acting); a good check forgets it."""
-    from btc_platform.supervisor import watch as watch_module
+    from btc_platform.ops.supervisor import watch as watch_module
 
     monkeypatch.setenv("BTC_SUPERVISOR_SERVICES", "kafka")
     get_settings.cache_clear()
@@ -203,8 +203,8 @@ def test_a_check_that_cannot_restart_fails_and_paces_the_next_run(env_settings, 
 def test_a_dead_airflow_scheduler_is_found_by_its_marker_and_command_line(env_settings):
     """``airflow standalone`` never restarts its scheduler; the trigger's ensure_scheduler starts
     one only when no scheduler process of this platform instance lives."""
-    from btc_platform.services import airflow as airflow_service
-    from btc_platform.services import base
+    from btc_platform.ops.services import airflow as airflow_service
+    from btc_platform.ops.services import base
 
     s = env_settings
     assert airflow_service.scheduler_pids(s) == []
@@ -254,7 +254,7 @@ def test_a_running_service_is_restarted_only_when_its_problem_lasts(env_settings
 
 
 def test_the_local_platform_supervises_the_services_it_runs():
-    from btc_platform.services import supervised_services
+    from btc_platform.ops.lifecycle import supervised_services
 
     assert supervised_services(load_settings()) == ("kafka",)
     assert supervised_services(load_settings(storage_root="hdfs://127.0.0.1:8020/bitcoin")) == ("kafka", "hdfs")
@@ -322,7 +322,7 @@ AIRFLOW_CHECK = textwrap.dedent(
     """
     import asyncio, importlib, json, sys
     from airflow.sdk.exceptions import TaskDeferred
-    from btc_platform.supervisor.trigger import SupervisionTrigger, SupervisorOperator
+    from btc_platform.ops.supervisor.trigger import SupervisionTrigger, SupervisorOperator
 
     end_at = sys.argv[1]
     classpath, kwargs = SupervisionTrigger(end_at=end_at, interval_s=0.05).serialize()
@@ -337,10 +337,10 @@ AIRFLOW_CHECK = textwrap.dedent(
     operator = SupervisorOperator(task_id="supervise", interval_s=20, run_days=1)
     ended = operator.resume({}, event={"ended": True, "checks": 1})
     # a run that starts right after a failed one watches first: it defers without acting
-    from btc_platform import supervisor
+    from btc_platform.ops import supervisor
     from btc_platform.settings import get_settings
     from btc_platform.status import write_status
-    from btc_platform.supervisor.watch import _failure_path
+    from btc_platform.ops.supervisor.watch import _failure_path
     import time
     write_status(_failure_path(get_settings()), {"at": time.time() - 5, "reason": "kafka is down"})
     try:
@@ -360,7 +360,7 @@ AIRFLOW_CHECK = textwrap.dedent(
 
 
 def test_airflow_trigger_and_operator_in_their_own_airflow_home(tmp_path):
-    from btc_platform.airflow_env import airflow_env
+    from btc_platform.ops.airflow_env import airflow_env
 
     settings = load_settings(data_dir=tmp_path / "data")
     env = {**os.environ, **airflow_env(settings)}
@@ -370,7 +370,7 @@ def test_airflow_trigger_and_operator_in_their_own_airflow_home(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("CHECK "))
     result = json.loads(line.removeprefix("CHECK "))
-    assert result["classpath"] == "btc_platform.supervisor.trigger.SupervisionTrigger"
+    assert result["classpath"] == "btc_platform.ops.supervisor.trigger.SupervisionTrigger"
     assert result["rebuilt"] == [result["classpath"], result["kwargs"]]
     assert result["kwargs"]["end_at"] == end_at and result["kwargs"]["interval_s"] == 0.05
     # an empty data dir: nothing runs yet, the trigger's event says so
@@ -395,7 +395,7 @@ def test_run_end_is_a_day_after_the_run_started_and_never_in_the_past():
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.integration
 def test_killed_kafka_is_found_by_the_trigger_and_restarted_by_the_resumed_task(env_settings, monkeypatch, caplog):
-    from btc_platform import services
+    from btc_platform.ops import services
 
     broker, controller = free_ports(2)
     for key, value in {"KAFKA_PORT": broker, "KAFKA_CONTROLLER_PORT": controller, "KAFKA_HEAP": "256m",

@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 
-OUR_MODULES = ("btc_platform.storage", "spark_jobs.stream_job", "models.features", "dags", "tests.helpers_kafka")
+OUR_MODULES = ("btc_platform.lakehouse.storage", "spark_jobs.stream_job", "models.features", "dags", "tests.helpers_kafka")
 CATEGORIES = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
 
 

@@ -25,16 +25,14 @@ from urllib.parse import urlparse
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from btc_platform.topology import KAFKA_BROKER_PORT_STEP, profile_defaults
+
 ENV_PREFIX = "BTC_"
 
 #: Root of the repository (plugins/btc_platform/settings.py -> repo root).
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 _STORAGE_SCHEMES = ("file", "hdfs")
-
-#: Port step between the local brokers of the cluster profile: broker i (0-based) listens on
-#: kafka_port + i * step and its controller on kafka_controller_port + i * step.
-KAFKA_BROKER_PORT_STEP = 100
 
 
 class SettingsError(ValueError):
@@ -107,7 +105,7 @@ class Settings(BaseSettings):
     hdfs_safemode_timeout_s: PositiveFloat = 120.0
     webhdfs_url: str = Field(
         default="",
-        description="WebHDFS base URL used by btc_platform.storage for hdfs:// URIs. Empty means "
+        description="WebHDFS base URL used by btc_platform.lakehouse.storage for hdfs:// URIs. Empty means "
         "http://<host of storage_root>:<hdfs_namenode_http_port>.",
     )
     webhdfs_user: str = Field(
@@ -409,9 +407,9 @@ class Settings(BaseSettings):
         """The cluster profile's defaults for the settings not set explicitly (one place:
         btc_platform.topology.profile_defaults)."""
         if self.profile != "local":
-            from btc_platform.topology import profile_defaults
-
-            for name, value in profile_defaults(self).items():
+            defaults = profile_defaults(kafka_port=self.kafka_port, spark_master_port=self.spark_master_port,
+                                        hdfs_namenode_port=self.hdfs_namenode_port)  # fmt: skip
+            for name, value in defaults.items():
                 if name not in self.model_fields_set:
                     object.__setattr__(self, name, value)
         if self.kafka_replication_factor > self.kafka_brokers:

@@ -31,7 +31,7 @@ class StatusError(ValueError):
 
 def utc_now_iso() -> str:
     """Current UTC time in the platform's ISO-8601 form (milliseconds, ``Z``)."""
-    from btc_platform.schema import format_ts
+    from btc_platform.ingest.schema import format_ts
 
     return format_ts(datetime.now(UTC))
 

@@ -2,7 +2,7 @@
 
 One parser and one hour rule for every entry point: the jobs' command lines
 (``spark_jobs.tables`` re-exports these) and the Airflow Param checks of
-``btc_platform.orchestration``, so a value the DAG accepts is one the job accepts.
+``btc_platform.ops.orchestration``, so a value the DAG accepts is one the job accepts.
 """
 
 from __future__ import annotations

@@ -9,15 +9,16 @@
   settings not set explicitly;
 * :data:`COMPOSE_SERVICES` - the compose services that carry each role.
 
-No I/O and no imports of the settings module at import time (settings imports this one).
+No I/O and no imports of the platform: settings imports this module, so it stays below it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from btc_platform.settings import Settings
+#: Port step between the local brokers of the cluster profile: broker i (0-based) listens on
+#: kafka_port + i * step and its controller on kafka_controller_port + i * step.
+KAFKA_BROKER_PORT_STEP = 100
 
 #: Sizes shared by the cluster profile and docker-compose.yml (their BTC_* names).
 CLUSTER_SHAPE: dict[str, Any] = {
@@ -51,16 +52,15 @@ COMPOSE_SERVICES: dict[str, tuple[str, ...]] = {
 }
 
 
-def profile_defaults(settings: Settings) -> dict[str, Any]:
-    """Settings of the cluster profile on this machine (before explicit values are applied)."""
-    from btc_platform.settings import KAFKA_BROKER_PORT_STEP
-
+def profile_defaults(*, kafka_port: int, spark_master_port: int, hdfs_namenode_port: int) -> dict[str, Any]:
+    """Settings of the cluster profile on this machine (before explicit values are applied),
+    from the configured ports of the first broker, the Spark master and the NameNode."""
     defaults = dict(CLUSTER_SHAPE)
     brokers = defaults["kafka_brokers"]
     defaults["kafka_bootstrap_servers"] = ",".join(
-        f"127.0.0.1:{settings.kafka_port + i * KAFKA_BROKER_PORT_STEP}" for i in range(brokers)
+        f"127.0.0.1:{kafka_port + i * KAFKA_BROKER_PORT_STEP}" for i in range(brokers)
     )
-    defaults["spark_master"] = f"spark://127.0.0.1:{settings.spark_master_port}"
+    defaults["spark_master"] = f"spark://127.0.0.1:{spark_master_port}"
     defaults["spark_driver_host"] = "127.0.0.1"
-    defaults["storage_root"] = f"hdfs://127.0.0.1:{settings.hdfs_namenode_port}/bitcoin"
+    defaults["storage_root"] = f"hdfs://127.0.0.1:{hdfs_namenode_port}/bitcoin"
     return defaults

@@ -2,7 +2,7 @@
 with filters pushed down, as plain JSON-ready dicts (columnar lists, ISO UTC times).
 
 Every function takes the settings and the range, reads only the rows of that range (delta-rs
-through :mod:`btc_platform.lake`: one SQL query per table, the range as its WHERE clause) and
+through :mod:`btc_platform.lakehouse.lake`: one SQL query per table, the range as its WHERE clause) and
 never raises for data that is simply not there yet: a table that does not exist, an empty range
 or a column this version of the table does not have gives that part no rows and a ``reason``
 string the page shows. Nothing is filled in: a missing value is ``null``.
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from btc_platform import datasets, lake
+from btc_platform.lakehouse import datasets, lake
 from btc_platform.settings import Settings
 
 if TYPE_CHECKING:
@@ -300,7 +300,7 @@ def _registry_root(settings: Settings) -> str:
 
 
 def _registry_json(settings: Settings, *parts: str) -> dict | None:
-    from btc_platform.storage import join, open_storage
+    from btc_platform.lakehouse.storage import join, open_storage
 
     uri = join(_registry_root(settings), *parts)
     storage = open_storage(uri, settings)
@@ -311,7 +311,7 @@ def _registry_json(settings: Settings, *parts: str) -> dict | None:
 
 def registry(settings: Settings) -> dict:
     """The served model (``current.json``) and every version with its promotion decision."""
-    from btc_platform.storage import open_storage
+    from btc_platform.lakehouse.storage import open_storage
 
     root = _registry_root(settings)
     storage = open_storage(root, settings)
@@ -516,7 +516,7 @@ def process_starts(settings: Settings, name: str, limit: int = 20) -> list[str]:
 
 def processes(settings: Settings) -> list[dict]:
     """Each supervised process: running or not, its starts (log headers), its restarts."""
-    from btc_platform import supervisor
+    from btc_platform.ops import supervisor
 
     out = []
     for name in PROCESSES:
@@ -529,14 +529,14 @@ def processes(settings: Settings) -> list[dict]:
 
 def supervisor_events(settings: Settings, limit: int = 20) -> list[dict]:
     """The supervisor's latest starts and restarts with their reasons, newest first."""
-    from btc_platform import supervisor
+    from btc_platform.ops import supervisor
 
     return supervisor.read_events(settings, limit)[::-1]
 
 
 def kafka_lag(settings: Settings) -> dict:
     """Messages in Kafka the stream has not read yet (asks Kafka only when the stream reported offsets)."""
-    from btc_platform.supervisor.health import stream_lag, stream_offsets
+    from btc_platform.ops.supervisor.health import stream_lag, stream_offsets
 
     if stream_offsets(settings) is None:
         return {"messages": None, "reason": "the stream has not reported Kafka offsets yet"}
@@ -622,7 +622,7 @@ HISTORY_COMMITS = 25
 def _commit(entry: dict) -> dict:
     from datetime import datetime as dt
 
-    from btc_platform import lineage
+    from btc_platform.lakehouse import lineage
 
     stamp = entry.get("timestamp")
     task = lineage.from_commit(entry)
@@ -640,7 +640,7 @@ def _commit(entry: dict) -> dict:
 
 def dataset_runs(settings: Settings) -> list[dict]:
     """Per table: its version, its last commit and the commit that produced its data (the newest
-    that is not maintenance) with the Airflow task instance that made it (``btc_platform.lineage``:
+    that is not maintenance) with the Airflow task instance that made it (``btc_platform.lakehouse.lineage``:
     recorded in the commit) and links to that DAG run and task log; the DAGs that write it."""
     out = []
     for name, dags in PRODUCERS.items():
@@ -667,7 +667,7 @@ def dataset_runs(settings: Settings) -> list[dict]:
 
 
 def _restart_links(events: list[dict]) -> list[dict]:
-    from btc_platform import lineage
+    from btc_platform.lakehouse import lineage
 
     for event in events:
         task = lineage.task_of(event.get(lineage.KEY))

@@ -1,0 +1,1 @@
+"""Market-data ingest: exchange clients, the HTTP layer, normalisation, the message schema, sources and the producer."""

@@ -1,0 +1,1 @@
+"""Operations: local services, supervision, processes, JVM artifacts, Airflow environment and DAG helpers."""

@@ -1,0 +1,101 @@
+"""The whole local platform: start it (``btc-services run``, ``make run``) and stop it
+(``make stop``).
+
+This layer sits above the services (:mod:`btc_platform.ops.services`: Kafka, HDFS, Spark,
+PostgreSQL, Airflow) and the supervisor (:mod:`btc_platform.ops.supervisor`: producer, stream),
+which both only look down: the supervisor restarts services, and this module starts the services
+and waits for Airflow's supervisor to start the producer and the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from btc_platform.lakehouse.lake import check_layout
+from btc_platform.ops import supervisor
+from btc_platform.ops.airflow_env import api_url, password_file
+from btc_platform.ops.services import (
+    SERVICES,
+    ServiceError,
+    start_airflow,
+    start_hdfs,
+    start_kafka,
+    start_postgres,
+    start_spark,
+    stop,
+)
+from btc_platform.ops.services.base import (
+    instance_id,
+    marked_processes,
+    recorded_processes,
+    running_pid,
+    sweep,
+)
+from btc_platform.ops.supervisor import wait_until_supervised
+from btc_platform.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+def stop_all(settings: Settings) -> None:
+    """Stop every service in reverse start order and verify nothing of ours is left."""
+    # Airflow first: its supervisor would restart a producer or stream stopped while Airflow
+    # takes its ~30 s to exit (seen on the cluster profile); then producer and stream,
+    # gracefully (SIGTERM to the driver, bounded wait), while Kafka and the storage still run
+    stop("airflow", settings)
+    for process in supervisor.NAMES:
+        supervisor.stop(process, settings)
+    for name in reversed(SERVICES):
+        if name != "airflow":
+            stop(name, settings)
+    sweep(settings, None)
+    left = [p for name in SERVICES for p in recorded_processes(settings, name) if running_pid(settings, p)]
+    left += [str(pid) for pid in marked_processes(settings)]
+    if left:
+        raise ServiceError(f"still running after stop: {left}")
+    log.info("no process of this platform instance (%s) is left", instance_id(settings))
+
+
+def supervised_services(settings: Settings) -> tuple[str, ...]:
+    """The local services ``run`` starts, which its supervisor then keeps up (unless
+    ``supervisor_services`` is set explicitly): Kafka, and HDFS when it holds the storage."""
+    return ("kafka", "hdfs") if settings.storage_root.startswith("hdfs://") else ("kafka",)
+
+
+def run(settings: Settings, source: str) -> None:
+    """Start the platform: PostgreSQL (when Airflow's DB is postgres), Kafka, HDFS when the
+    storage root is hdfs://, the Spark standalone cluster (when BTC_SPARK_WORKERS > 0), then
+    Airflow, whose supervisor also keeps Kafka and HDFS up (``supervisor_services``).
+
+    Refuses (``LegacyLayoutError``) a storage root with datasets of the Parquet layout, before
+    Airflow starts anything that writes to them."""
+    overrides = {name: getattr(settings, name) for name in settings.model_fields_set}
+    overrides.setdefault("supervisor_services", supervised_services(settings))
+    overrides.setdefault("supervisor_airflow_scheduler", True)  # standalone never restarts a dead scheduler
+    settings = load_settings(**{**overrides, "producer_source": source})
+    log.info("profile %s", settings.profile)
+    if settings.airflow_database == "postgres":
+        start_postgres(settings)
+    start_kafka(settings)
+    if settings.storage_root.startswith("hdfs://"):
+        start_hdfs(settings)
+    if settings.spark_workers:
+        start_spark(settings)
+    # before Airflow starts the stream and the jobs on datasets of the Parquet layout
+    check_layout(settings)
+    start_airflow(settings)
+
+    log.info("waiting for the btc_stream_supervisor DAG to start the producer and the stream ...")
+    for line in wait_until_supervised(settings):
+        log.info("  %s", line)
+    log.info("platform up (producer source %s)", source)
+    log.info("  Airflow UI : %s  (user admin, password in %s)", api_url(settings), password_file(settings))
+    log.info("  Kafka      : %s topic %s (replication factor %d, min.insync.replicas %d)",
+             settings.kafka_bootstrap_servers, settings.kafka_topic, settings.kafka_replication_factor,
+             settings.kafka_min_insync_replicas)  # fmt: skip
+    log.info("  Spark      : %s", settings.spark_master)
+    if settings.airflow_database == "postgres":
+        log.info("  Airflow DB : PostgreSQL on 127.0.0.1:%d", settings.postgres_port)
+    log.info("  storage    : %s", settings.storage_root)
+    log.info("  logs       : %s", settings.logs_dir)
+    log.info("  stop with  : make stop")

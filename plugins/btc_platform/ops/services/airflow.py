@@ -1,0 +1,133 @@
+"""Airflow (``airflow standalone``) with this repository's DAGs and plugins, started until its
+API health endpoint reports a healthy metadatabase and scheduler.
+
+``airflow standalone`` starts its scheduler, dag-processor, triggerer and API server once and
+never restarts one that dies (each is a ``subprocess.Popen`` read by a thread that simply ends,
+``airflow/cli/commands/standalone_command.py``). The scheduler is the one the platform cannot
+do without (no task is scheduled, so the supervisor's resumed task never runs), so
+:func:`ensure_scheduler` starts a replacement ``airflow scheduler`` (detached, marked with this
+instance, so ``make stop`` stops it) when no scheduler process of this instance is alive; the
+supervisor's trigger calls it from the triggerer, the one component that keeps running."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from btc_platform.ops import process
+from btc_platform.ops.services import base
+from btc_platform.ops.services.base import ServiceError
+
+if TYPE_CHECKING:
+    from btc_platform.settings import Settings
+
+log = logging.getLogger(__name__)
+
+AIRFLOW_START_TIMEOUT_S = 300.0
+
+
+def _airflow_bin() -> str:
+    candidate = Path(sys.executable).parent / "airflow"
+    if candidate.is_file():
+        return str(candidate)
+    found = shutil.which("airflow")
+    if found is None:
+        raise ServiceError("`airflow` not found next to this Python: run `make venv`")
+    return found
+
+
+def airflow_health(settings: Settings) -> str | None:
+    """None if the API server's health endpoint answers 200 with a healthy metadatabase."""
+    import requests
+
+    from btc_platform.ops.airflow_env import api_url
+
+    url = f"{api_url(settings)}/api/v2/monitor/health"
+    try:
+        response = requests.get(url, timeout=(2.0, 5.0))
+    except requests.RequestException as exc:
+        return f"{url} not answering: {exc.__class__.__name__}"
+    if response.status_code != 200:
+        return f"{url} returned HTTP {response.status_code}"
+    try:
+        body = response.json()
+    except ValueError:
+        return f"{url} returned no JSON"
+    unhealthy = [name for name, part in body.items() if isinstance(part, dict) and part.get("status") == "unhealthy"]
+    if body.get("metadatabase", {}).get("status") != "healthy":
+        return f"metadatabase not healthy: {body.get('metadatabase')}"
+    if "scheduler" in unhealthy:
+        return "scheduler not healthy yet"
+    return None
+
+
+def scheduler_pids(settings: Settings) -> list[int]:
+    """Live ``airflow scheduler`` processes of this platform instance (standalone's own or a
+    replacement), by their instance marker and command line."""
+    import psutil
+
+    found = []
+    for pid in base.marked_processes(settings, "airflow"):
+        try:
+            cmd = psutil.Process(pid).cmdline()
+        except psutil.Error:
+            continue
+        # `<python> .../airflow scheduler` (standalone's Popen), or a process title set to it; the
+        # LocalExecutor's forked workers retitle themselves (`airflow executor -- ...`)
+        if " ".join(cmd).endswith("airflow scheduler"):
+            found.append(pid)
+    return found
+
+
+def ensure_scheduler(settings: Settings) -> int | None:
+    """Start a replacement ``airflow scheduler`` when none of this instance is alive (a hung but
+    living one is left alone: two schedulers on the SQLite metadatabase are not supported).
+    Returns the new pid, or None when a scheduler runs."""
+    from btc_platform.ops.airflow_env import airflow_env, airflow_home
+
+    if scheduler_pids(settings):
+        return None
+    env = base.base_env()
+    env.update(airflow_env(settings))
+    record = base.spawn(settings, "airflow-scheduler", [_airflow_bin(), "scheduler"], env, airflow_home(settings))
+    log.warning("no Airflow scheduler of this platform was running: started one (pid %d, log %s)",
+                record.pid, record.log)  # fmt: skip
+    return record.pid
+
+
+def _ensure_pools(settings: Settings) -> None:
+    """The pools the DAGs use (a task of a pool that does not exist is never scheduled)."""
+    import json
+
+    from btc_platform.ops.airflow_env import api_url, password_file
+    from btc_platform.ops.orchestration import ensure_table_writers_pool
+
+    try:
+        password = json.loads(password_file(settings).read_text())["admin"]
+        ensure_table_writers_pool(api_url(settings), password)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ServiceError(f"creating the Airflow pools failed: {exc}") from exc
+
+
+def start_airflow(settings: Settings) -> None:
+    from btc_platform.ops.airflow_env import airflow_env, airflow_home, api_url, password_file
+
+    if base.running_pid(settings, "airflow") is not None and airflow_health(settings) is None:
+        log.info("airflow already running at %s", api_url(settings))
+    else:
+        base.terminate(settings, "airflow")
+        base.check_port_free(settings.airflow_port, "Airflow API server", "BTC_AIRFLOW_PORT")
+        started = time.monotonic()
+        env = base.base_env()
+        env.update(airflow_env(settings))
+        airflow_home(settings).mkdir(parents=True, exist_ok=True)
+        record = base.spawn(settings, "airflow", [_airflow_bin(), "standalone"], env, airflow_home(settings))
+        process.wait_until_healthy(record, lambda: airflow_health(settings), AIRFLOW_START_TIMEOUT_S, "API health")
+        log.info("airflow ready in %.1f s", time.monotonic() - started)
+    _ensure_pools(settings)
+    log.info("Airflow UI: %s (user admin, password in %s)", api_url(settings), password_file(settings))
+
