@@ -42,7 +42,7 @@ import pandas as pd
 
 from btc_platform import datasets, lake
 from btc_platform.settings import Settings, get_settings
-from models.config import ModelConfig
+from models.config import DEFAULT_TEST_HOURS, ModelConfig
 from models.data import (
     HOUR,
     DataError,
@@ -74,8 +74,6 @@ __all__ = [
     "evaluate_offline",
 ]
 
-#: four weeks of hourly forecast origins: enough windows to tell a real difference from noise
-DEFAULT_TEST_HOURS = 672
 #: promotion needs at least this many test windows (three weeks of origins) ...
 DEFAULT_MIN_PROMOTION_WINDOWS = 504
 #: ... and a one-sided Diebold-Mariano p-value below this
