@@ -180,7 +180,8 @@ def open_at(uri: str, version: int | None = None) -> DeltaTable:
     if version is not None and version != table.version():
         latest = int(table.version())
         if not 0 <= version <= latest:
-            raise VersionNotFoundError(f"{uri} has versions 0..{latest}; version {version} does not exist")
+            raise VersionNotFoundError(f"{uri} has versions 0..{latest}; version {version} does not exist: use one "
+                                       "of those (DESCRIBE HISTORY in make sql lists them), or none for the current")
         table.load_as_version(version)
     return table
 
