@@ -14,8 +14,7 @@ Figures (logged as a table):
   60 ticks a minute: benchmark input, never written to the platform's storage), or generated as
   a random walk when the file is absent.
 * backfill of ``$BTC_BENCH_DATA_DIR/btc_usdt_1h_2017_2024h1.csv`` (60,108 candles) into an
-  empty hourly_metrics table (target <= 20 s; 48-53 s with the earlier one-directory-per-hour
-  layout), the same file again (a MERGE that changes nothing), and reading the table back.
+  empty hourly_metrics table (target <= 20 s), the same file again (a MERGE that changes nothing), and reading the table back.
   Skipped with a message when the file is absent.
 
 Everything is written under a temporary directory that is deleted at the end; the 1-minute

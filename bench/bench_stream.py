@@ -7,7 +7,7 @@
    ``ingest_time`` = now for a 30 s warm-up and then 2 minutes, and measure ``ingest_time`` -> the
    record being readable in raw_data (the moment the Delta commit of the batch that holds it
    appears in ``_delta_log``); p50, p95 of the 2 measured minutes, and of everything sent including
-   the job's cold start (its first batch plans, generates code and warms the JIT: 7-9 s here).
+   the job's cold start (its first batch plans, generates code and warms the JIT).
 
 3. Reference: the same preloaded messages read by a plain Spark batch job in this process
    (Kafka source, ``from_json`` with the message schema, Parquet write partitioned by date, no

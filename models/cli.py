@@ -21,6 +21,8 @@ import json
 import logging
 import sys
 
+from models.config import DEFAULT_TEST_HOURS, ModelConfig
+
 log = logging.getLogger("models.cli")
 
 
@@ -28,9 +30,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="candle CSV (open_time_utc,open,high,low,close,volume,...) or hourly_metrics "
                         "URI (file:// or hdfs://); default: hourly_metrics under BTC_STORAGE_ROOT")
     parser.add_argument("--symbol", help="symbol to read from hourly_metrics (default: first of BTC_BINANCE_SYMBOLS)")
-    parser.add_argument("--lookback", type=int, default=None, help="input hours per window (default 12)")
-    parser.add_argument("--horizon", type=int, default=None, help="forecast hours (default 24)")
-    parser.add_argument("--epochs", type=int, default=None, help="maximum epochs; EarlyStopping may stop earlier (default 30)")
+    parser.add_argument("--lookback", type=int, default=None, help=f"input hours per window (default {ModelConfig.lookback})")
+    parser.add_argument("--horizon", type=int, default=None, help=f"forecast hours (default {ModelConfig.horizon})")
+    parser.add_argument("--epochs", type=int, default=None, help=f"maximum epochs; EarlyStopping may stop earlier (default {ModelConfig.epochs})")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
 
 
@@ -47,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_train = sub.add_parser("train", help="train, evaluate, promote-or-keep and publish one candidate")
     _common(p_train)
     p_train.add_argument("--test-hours", type=int, default=None,
-                         help="length of the test window (latest hours) used to judge the candidate (default 168)")
+                         help="length of the test window (latest hours) used to judge the candidate "
+                         f"(default {DEFAULT_TEST_HOURS})")
     p_train.add_argument("--force-promotion", action="store_true",
                          help="make the candidate current even if it loses to persistence/current (recorded)")
     _as_of(p_train)
@@ -94,8 +97,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "evaluate":
             if not args.data:
                 raise ValueError("evaluate needs --data FILE_OR_URI")
-            from models.config import ModelConfig
-
             cfg = ModelConfig().replace(lookback=args.lookback, horizon=args.horizon, epochs=args.epochs)
             result = pipeline.evaluate_offline(
                 args.data, args.test_from, cfg, args.symbol, settings, as_of_version=args.as_of_version,

@@ -7,6 +7,10 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+#: four weeks of hourly forecast origins: enough windows to tell a real difference from noise
+#: (the test window a retrain judges its candidate on, unless ``test_hours`` says otherwise)
+DEFAULT_TEST_HOURS = 672
+
 
 @dataclass(frozen=True)
 class ModelConfig:

@@ -42,7 +42,7 @@ import pandas as pd
 
 from btc_platform.lakehouse import datasets, lake
 from btc_platform.settings import Settings, get_settings
-from models.config import ModelConfig
+from models.config import DEFAULT_TEST_HOURS, ModelConfig
 from models.data import (
     HOUR,
     DataError,
@@ -74,8 +74,6 @@ __all__ = [
     "evaluate_offline",
 ]
 
-#: four weeks of hourly forecast origins: enough windows to tell a real difference from noise
-DEFAULT_TEST_HOURS = 672
 #: promotion needs at least this many test windows (three weeks of origins) ...
 DEFAULT_MIN_PROMOTION_WINDOWS = 504
 #: ... and a one-sided Diebold-Mariano p-value below this
@@ -110,13 +108,16 @@ def resolve(params: dict | None, settings: Settings | None = None) -> Context:
     config = ModelConfig().replace(**overrides)
     test_hours = int(p.get("test_hours") or DEFAULT_TEST_HOURS)
     if test_hours <= config.horizon:
-        raise ValueError(f"test_hours must exceed the horizon ({config.horizon}), got {test_hours}")
+        raise ValueError(f"test_hours must exceed the horizon ({config.horizon}), got {test_hours}: set test_hours "
+                         f"above it (default {DEFAULT_TEST_HOURS}, 4 weeks) or lower the horizon")
     policy = p.get("promotion_policy") or s.model_promotion_policy
     if policy not in ("beat_current_and_persistence", "beat_persistence"):
-        raise ValueError(f"unknown promotion_policy {policy!r}")
+        raise ValueError(f"unknown promotion_policy {policy!r}: use beat_current_and_persistence or beat_persistence "
+                         "(BTC_MODEL_PROMOTION_POLICY)")
     as_of = p.get("as_of_version")
     if as_of is not None and int(as_of) < 0:
-        raise ValueError(f"as_of_version must be a table version >= 0, got {as_of}")
+        raise ValueError(f"as_of_version must be a table version >= 0, got {as_of}: leave it empty to train on the "
+                         "current hourly_metrics")
     return Context(
         settings=s,
         config=config,

@@ -9,7 +9,7 @@ frame (``CANDLE_COLUMNS``):
 * the "shared" candle layout ``open_time_utc,open,high,low,close,volume[,quote_volume,trades]``
   (ISO-8601 UTC open time, header line), as CSV or Parquet.
 
-What a candle-derived hour carries (decided here, documented in the README):
+What a candle-derived hour carries (decided here, documented in docs/architecture.md):
 
 * ``open/high/low/close`` (trade prices, not mid prices: candles have no quotes), ``volume``,
   ``quote_volume``, ``trade_count`` where the input has them (null otherwise, e.g. pre-2023

@@ -300,7 +300,7 @@ def start_catch_up_ingest(spark, source, settings: Settings):
 
     Such a batch only evicts expired dedup state (its output is always empty), yet it appends an
     empty commit to raw_data and holds back the minute_metrics query, which starts when ingest
-    ends (2 s of a 60 s catch-up of 1M messages). The switch is the session's at ``start()`` (each
+    ends. The switch is the session's at ``start()`` (each
     query runs on its own clone of the session), so only this query goes without; the state left
     behind is evicted by the next run's first batches.
     """
@@ -396,7 +396,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.available_now:
             return await_queries(spark, start_queries(spark, source, settings), stop_requested)
         # available-now: the metrics query reads raw_data, so it starts once everything in Kafka
-        # now has been committed there (its tables and plan are made before: 2 s of a catch-up)
+        # now has been committed there (its tables and plan are made before, while ingest runs)
         start_metrics = prepare_metrics_query(spark, source, settings, available_now=True)
         code = await_queries(spark, [start_catch_up_ingest(spark, source, settings)], stop_requested)
         if code != EXIT_OK or stop_requested.is_set():

@@ -48,7 +48,7 @@ def check_checkpoint_layout(spark, checkpoint: str) -> None:
     """Refuse to start on checkpoints of the earlier layout, where quarantine had its own query.
 
     ``checkpoint`` is the ingest query's; the earlier quarantine query's sat next to it. That
-    query numbered its batches on its own and wrote Parquet; see README, Troubleshooting.
+    query numbered its batches on its own and wrote Parquet; see docs/upgrading.md.
     """
     old = f"{checkpoint.rstrip('/').rsplit('/', 1)[0]}/{datasets.CHECKPOINT_QUARANTINE.rsplit('/', 1)[-1]}"
     if path_exists(spark, old):
@@ -56,7 +56,7 @@ def check_checkpoint_layout(spark, checkpoint: str) -> None:
             f"{old} is a checkpoint of the earlier three-query layout (raw_data and quarantine now "
             "share one ingest query): stop the job, move checkpoints/, raw_data/, quarantine/ and "
             "minute_metrics/ aside, and start again (it re-reads Kafka from startingOffsets); see "
-            "README, Troubleshooting"
+            "docs/upgrading.md"
         )
 
 
@@ -69,7 +69,7 @@ class DeltaBatchWriter:
     (``only_if``); a conditional output is written only when that count is not zero, computing
     the batch once more (Kafka offsets, the dedup state version and the batch time are fixed, so
     it is the same batch). Bad records are rare: caching every batch to write quarantine cost
-    more than the write itself (250k rows: 6.5–8.8 s to compute and cache, 4.2 s to append).
+    more than the write itself (docs/benchmarks.md).
     """
 
     def __init__(self, outputs: Sequence[BatchOutput]) -> None:

@@ -9,7 +9,7 @@
   executors) mid-stream; the query keeps running in the same application, its tasks rerun on the
   other worker, the output holds every generated row once; the worker is restarted.
 
-Recovery times are logged (figures: README, `make bench-cluster` for the whole platform).
+Recovery times are logged (figures: docs/benchmarks.md, `make bench-cluster` for the whole platform).
 """
 
 from __future__ import annotations

@@ -493,6 +493,45 @@ def test_backfill_arguments_validation():
         "2024-01-01T05:00:00+01:00")
 
 
+@pytest.mark.parametrize(
+    ("params", "what_to_do"),
+    [
+        ({"source": "ftp"}, "'binance' (with start and end) or 'file' (with file_path)"),
+        ({"source": "file", "file_path": ""}, "the path or file:// / hdfs:// URI of an hourly candle CSV"),
+        ({"source": "binance", "end": "2024-01-02"}, "set the start Param (UTC, on a full hour; e.g. 2024-05-01 or"),
+        ({"source": "binance", "start": "yesterday", "end": "2024-01-02"}, "e.g. 2024-05-01 or 2024-05-01T13:00:00Z"),
+        ({"source": "binance", "start": "2024-01-01T10:15:00Z", "end": "2024-01-02"},
+         "use 2024-01-01T10:00:00+00:00 or the hour after"),
+        ({"source": "binance", "start": "2024-01-03", "end": "2024-01-02"}, "the end is exclusive: swap them"),
+    ],
+)
+def test_backfill_param_errors_say_what_to_do(params, what_to_do):
+    """Each refusal of the btc_backfill Params names the value to give, not only what is wrong."""
+    from btc_platform.ops.orchestration import backfill_args
+
+    with pytest.raises(ValueError) as refused:
+        backfill_args(params)
+    assert what_to_do in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("params", "what_to_do"),
+    [
+        ({"test_hours": 12}, "set test_hours above it (default 672, 4 weeks) or lower the horizon"),
+        ({"as_of_version": -1}, "leave it empty to train on the current hourly_metrics"),
+        ({"promotion_policy": "always"}, "use beat_current_and_persistence or beat_persistence"),
+    ],
+)
+def test_retrain_param_errors_say_what_to_do(params, what_to_do, tmp_path):
+    """The btc_retrain Params that the pipeline refuses (before reading any data) say what to set."""
+    from btc_platform.settings import load_settings
+    from models.pipeline import resolve
+
+    with pytest.raises(ValueError) as refused:
+        resolve(params, load_settings(data_dir=tmp_path))
+    assert what_to_do in str(refused.value)
+
+
 def test_backfill_quality_arguments():
     from btc_platform.ops.orchestration import backfill_quality_args
 

@@ -138,7 +138,7 @@ def test_time_travel_reads_the_rows_of_a_past_version(tmp_path):
     assert list(old.frame["hour_start"]) == list(frame["hour_start"].iloc[:30])
     until = frame["hour_start"].iloc[9]
     assert len(load_series(uri, "BTCUSDT", version=version_b, until=until).frame) == 10  # pushed down
-    with pytest.raises(DataError, match="version 7 does not exist"):
+    with pytest.raises(DataError, match=r"version 7 does not exist: use one of those \(DESCRIBE HISTORY"):
         read_hourly_metrics(uri, "BTCUSDT", version=7)
     with pytest.raises(ValueError, match="needs a Delta table"):
         load_series(str(tmp_path / "candles.csv"), "BTCUSDT", version=0)

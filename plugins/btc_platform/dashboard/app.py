@@ -11,7 +11,7 @@ elsewhere.
 
 Routes (relative to the mount point): ``/`` the page, ``/static/<file>`` its script and style,
 ``/static/plotly.js``, and the JSON endpoints ``/api/market``, ``/api/history``,
-``/api/forecast``, ``/api/pipeline`` (README, BTC dashboard). Each endpoint's answer is kept for
+``/api/forecast``, ``/api/pipeline`` (docs/dashboard.md). Each endpoint's answer is kept for
 :data:`CACHE_TTL_S` seconds per set of arguments.
 """
 
@@ -38,7 +38,7 @@ CACHE_TTL_S = 10.0
 REFRESH_S = 30
 STATIC_FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 #: gzip level of the answers and of plotly.js, compressed once per cached answer (Airflow's API
-#: server gzips every response at level 5 otherwise: 90 ms for the week of minutes, each request).
+#: server gzips every response at a higher level otherwise, on every request: docs/benchmarks.md).
 GZIP_LEVEL = 1
 GZIP_MIN_BYTES = 1024
 
@@ -62,7 +62,7 @@ class Encoded:
 
 
 def encode_json(answer: dict) -> bytes:
-    """An endpoint's answer as JSON (msgspec: ~40x faster than ``json.dumps`` on a week of
+    """An endpoint's answer as JSON (msgspec: much faster than ``json.dumps`` on a week of
     minutes). The answers hold no NaN: ``data`` turns missing values into None."""
     import msgspec
 
@@ -184,7 +184,7 @@ def create_app(settings_factory: Callable[[], Any] | None = None, *, secured: bo
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers=headers)
         key = (str(path), stat.st_size, stat.st_mtime_ns)
-        if key not in bundles:  # compressed once (1.3 MB -> 0.4 MB), not by the middleware per request
+        if key not in bundles:  # compressed once, not by the middleware per request
             bundles.clear()
             bundles[key] = Encoded(path.read_bytes())
         return bundles[key].response(request.headers.get("accept-encoding", ""), "text/javascript", headers)

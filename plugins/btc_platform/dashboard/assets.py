@@ -1,12 +1,12 @@
 """The dashboard's chart library: plotly.js's *finance* bundle (npm package
-``plotly.js-finance-dist-min``: scatter, bar, candlestick and a few more trace types, 1.3 MB),
+``plotly.js-finance-dist-min``: scatter, bar, candlestick and a few more trace types),
 installed from the npm registry with ``npm ci`` into ``<BTC_CACHE_DIR>/js/`` by ``make js``
 (``python -m btc_platform.dashboard.assets``; ``make run`` and ``make test`` run it first).
 
 The version and its integrity hash are pinned in ``infra/js/package.json`` and
-``package-lock.json``; nothing of the package is committed. The full plotly.js bundle (4.6 MB, the
-one the ``plotly`` Python package ships) took 1.6 s of a 3 s page load to be evaluated on the
-reference machine; this one has every trace type the page draws.
+``package-lock.json``; nothing of the package is committed. The full plotly.js bundle (the one the
+``plotly`` Python package ships) is several times larger, and evaluating it dominated a page load
+(docs/benchmarks.md); this one has every trace type the page draws.
 
 npm missing: installed with apt-get (Debian's ``npm``) when running as root, otherwise an error
 naming the package, like :mod:`btc_platform.dashboard.browser` does for Chromium.

@@ -181,7 +181,7 @@ TABLES: dict[str, Table] = {
         Table(RAW_DATA, "every valid message once, with its per-record metrics",
               partition_by=("date",), keys=("message_id",), compact_by="date",
               # file statistics (data skipping) only on the columns reads filter by: statistics
-              # of all 36 columns made the stream's appends ~1 s slower per 250k rows
+              # of every column made the stream's appends measurably slower (docs/benchmarks.md)
               properties={"delta.dataSkippingStatsColumns": "symbol,message_type,event_time,ingest_time"}),
         Table(QUARANTINE, "records that failed parsing or validation, raw bytes and reason",
               keys=("quarantine_key",)),

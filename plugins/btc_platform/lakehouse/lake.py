@@ -5,8 +5,7 @@ transaction log and Parquet files, with column selection and filters pushed down
 so a task reads once what it needs instead of walking directories. Reads run as one SQL query on
 delta-rs' own engine (DataFusion, ``deltalake.QueryBuilder``) rather than through
 ``DeltaTable.to_pandas`` (a pyarrow dataset): the same rows, and on a table of many small files
-(one per hourly MERGE until OPTIMIZE compacts them) about ten times faster, 0.2-0.4 s instead of
-2.5-5 s for 60k hours in 300 files on the 2-core machine under load. The table layout is
+(one per hourly MERGE until OPTIMIZE compacts them) several times faster (docs/benchmarks.md). The table layout is
 ``btc_platform.lakehouse.datasets.TABLES``; the URIs come from the storage root (``file://`` or
 ``hdfs://``). Functions taking a table ``name`` resolve it under the storage root; the ``*_at``
 variants take a location (a table written outside the root, e.g. a test's or a benchmark's).
@@ -127,7 +126,7 @@ def check_layout(settings: Settings | None = None) -> None:
         f"{s.storage_root} holds datasets of the earlier Parquet layout, without a Delta log: {listed}. "
         f"Stop the platform (make stop) and convert them with `{CONVERT_COMMAND}` (or `btc-lake convert`): "
         "each becomes a Delta table, the old directory is kept as <name>.parquet-backup-<UTC time>. "
-        "See README, Upgrading from the Parquet layout."
+        "See docs/upgrading.md."
     )
 
 
@@ -181,7 +180,8 @@ def open_at(uri: str, version: int | None = None) -> DeltaTable:
     if version is not None and version != table.version():
         latest = int(table.version())
         if not 0 <= version <= latest:
-            raise VersionNotFoundError(f"{uri} has versions 0..{latest}; version {version} does not exist")
+            raise VersionNotFoundError(f"{uri} has versions 0..{latest}; version {version} does not exist: use one "
+                                       "of those (DESCRIBE HISTORY in make sql lists them), or none for the current")
         table.load_as_version(version)
     return table
 

@@ -53,7 +53,7 @@ def local_fs_conf(settings: Settings, master: str) -> dict[str, str]:
 
 #: Delta Lake in every session: SQL (MERGE, OPTIMIZE, VACUUM, DESCRIBE HISTORY) and the catalog.
 #: MERGE does not copy its source first (``materializeSource``): our sources are deterministic
-#: (cached DataFrames), and the copy made a 24-row MERGE into 60k rows take 5-7 s instead of 1.5-2 s.
+#: (cached DataFrames), and the copy made a small MERGE several times slower (docs/benchmarks.md).
 DELTA_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
@@ -123,13 +123,13 @@ def spark_conf(
         # processNext of ~18,000 bytes), which would run in the bytecode interpreter for ever. At
         # this limit such a stage runs without whole-stage codegen instead, its expressions in
         # generated projections split into small methods (what Spark's own docs advise on
-        # HotSpot). Measured on 250k cached messages (parse, validation, Delta append): first run
-        # 16.7 -> 13.6 s, warm ones the same (4.5-4.9 s); -XX:-DontCompileHugeMethods, the earlier
-        # fix, made HotSpot compile that method into 840 KB of machine code, seconds of C2 time.
+        # HotSpot); it makes a stream's first batch faster and leaves warm ones as they were
+        # (docs/benchmarks.md). -XX:-DontCompileHugeMethods, the earlier fix, made HotSpot compile
+        # that method into a huge piece of machine code, seconds of C2 time.
         "spark.sql.codegen.hugeMethodLimit": "8000",
         **DELTA_CONF,
-        # Delta's snapshot state of these small tables: as few partitions as the shuffles (default 50,
-        # which made a 24-row MERGE into 60k rows take 14 s instead of 7)
+        # Delta's snapshot state of these small tables: as few partitions as the shuffles (the default
+        # of 50 doubled the time of a small MERGE, docs/benchmarks.md)
         "spark.databricks.delta.snapshotPartitions": str(settings.spark_shuffle_partitions),
         # VACUUM lists files with this many tasks (default 10,000)
         "spark.sql.sources.parallelPartitionDiscovery.parallelism": str(4 * settings.spark_shuffle_partitions),

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 def stop_all(settings: Settings) -> None:
     """Stop every service in reverse start order and verify nothing of ours is left."""
     # Airflow first: its supervisor would restart a producer or stream stopped while Airflow
-    # takes its ~30 s to exit (seen on the cluster profile); then producer and stream,
+    # takes its time to exit (seen on the cluster profile); then producer and stream,
     # gracefully (SIGTERM to the driver, bounded wait), while Kafka and the storage still run
     stop("airflow", settings)
     for process in supervisor.NAMES:

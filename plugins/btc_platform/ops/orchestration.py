@@ -182,7 +182,7 @@ def spark_submit_kwargs(settings: Settings, name: str) -> dict[str, Any]:
 def _range_params(params: dict[str, Any]) -> dict[str, str]:
     """The non-empty ``start``/``end`` Params, checked as the jobs check ``--start``/``--end``:
     ISO date or date-time, on a full UTC hour, start before end (``ValueError`` otherwise)."""
-    from btc_platform.timerange import RangeError, parse_utc, require_hour_aligned
+    from btc_platform.timerange import EXAMPLE, RangeError, parse_utc, require_hour_aligned
 
     values, parsed = {}, {}
     for key in ("start", "end"):
@@ -191,7 +191,8 @@ def _range_params(params: dict[str, Any]) -> dict[str, str]:
             try:
                 parsed[key] = parse_utc(value)
             except RangeError as exc:
-                raise ValueError(f"{key} must be an ISO date or date-time, got {value!r}") from exc
+                raise ValueError(f"{key} must be an ISO date or date-time (UTC, on a full hour; e.g. {EXAMPLE}), "
+                                 f"got {value!r}") from exc
             values[key] = value
     require_hour_aligned(parsed.get("start"), parsed.get("end"), prefix="")
     return values
@@ -203,21 +204,24 @@ def backfill_args(params: dict[str, Any]) -> list[str]:
     Raises ``ValueError`` with a readable message on inconsistent parameters (a start/end not on
     a full UTC hour included).
     """
+    from btc_platform.timerange import EXAMPLE
+
     source = params.get("source")
     if source not in ("binance", "file"):
-        raise ValueError(f"source must be 'binance' or 'file', got {source!r}")
+        raise ValueError(f"source must be 'binance' (with start and end) or 'file' (with file_path), got {source!r}")
     args = ["--source", source]
     if source == "file":
         path = (params.get("file_path") or "").strip()
         if not path:
-            raise ValueError("source=file needs file_path (a candle CSV/Parquet path or URI)")
+            raise ValueError("source=file needs file_path: the path or file:// / hdfs:// URI of an hourly candle "
+                             "CSV or Parquet file (open_time_utc,open,high,low,close,volume, or Binance's kline export)")
         args += ["--file", path]
     values = _range_params(params)
     for key in ("start", "end"):
         if key in values:
             args += [f"--{key}", values[key]]
         elif source == "binance":
-            raise ValueError(f"source=binance needs {key} (ISO date or date-time, UTC)")
+            raise ValueError(f"source=binance needs {key}: set the {key} Param (UTC, on a full hour; e.g. {EXAMPLE})")
     if params.get("overwrite_stream"):
         args.append("--overwrite-stream")
     return args
