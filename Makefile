@@ -102,4 +102,4 @@ compose-down: venv ## stop the compose stack and its dockerd (VOLUMES=1 also del
 	$(PY) -m btc_platform.compose.stack down $(if $(VOLUMES),--volumes,)
 
 compose-test: venv compose-schema ## end-to-end test of the compose stack (up, checks, down; not part of make test)
-	$(PY) -m pytest -m compose tests/test_compose_stack.py
+	COMPOSE_TEST=1 $(PY) -m pytest -m compose tests/test_compose_stack.py

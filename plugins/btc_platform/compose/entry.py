@@ -182,6 +182,9 @@ def hdfs_health(datanode: bool) -> int:
 
 
 def run_postgres() -> None:
+    """Initialise once (into a side directory renamed when complete, so an interrupted first start
+    is redone), then run. Network clients need the password; the container's own Unix socket
+    (not reachable from elsewhere) trusts, as in the official image."""
     bin_dir = Path("/usr/lib/postgresql/15/bin")
     data = Path(os.environ.get("PGDATA", "/var/lib/postgresql/data/pgdata"))
     user, database = os.environ.get("POSTGRES_USER", "postgres"), os.environ.get("POSTGRES_DB", "postgres")
@@ -189,18 +192,20 @@ def run_postgres() -> None:
         password = os.environ.get("POSTGRES_PASSWORD")
         if not password:
             sys.exit("POSTGRES_PASSWORD is empty: the database is created with password authentication only")
-        data.mkdir(parents=True, exist_ok=True, mode=0o700)
+        staging = data.with_name(data.name + ".init")
+        subprocess.run(["rm", "-rf", str(staging), str(data)], check=True)
+        staging.mkdir(parents=True, mode=0o700)
         with tempfile.NamedTemporaryFile("w", delete=False) as pwfile:
             pwfile.write(password + "\n")
         try:
-            subprocess.run([str(bin_dir / "initdb"), "-D", str(data), "-U", user, f"--pwfile={pwfile.name}",
-                            "--auth-host=scram-sha-256", "--auth-local=peer", "-E", "UTF8", "--locale=C"],
+            subprocess.run([str(bin_dir / "initdb"), "-D", str(staging), "-U", user, f"--pwfile={pwfile.name}",
+                            "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8", "--locale=C"],
                            check=True)  # fmt: skip
         finally:
             os.unlink(pwfile.name)
-        with open(data / "pg_hba.conf", "a") as hba:
+        with open(staging / "pg_hba.conf", "a") as hba:
             hba.write("host all all all scram-sha-256\n")
-        server = subprocess.Popen([str(bin_dir / "postgres"), "-D", str(data), "-c", "listen_addresses="])
+        server = subprocess.Popen([str(bin_dir / "postgres"), "-D", str(staging), "-c", "listen_addresses="])
         try:
             for _ in range(60):
                 if subprocess.run(["pg_isready", "-q"], check=False).returncode == 0:
@@ -211,6 +216,7 @@ def run_postgres() -> None:
         finally:
             server.terminate()
             server.wait(timeout=60)
+        staging.rename(data)
     os.execvp(str(bin_dir / "postgres"), [str(bin_dir / "postgres"), "-D", str(data),
               "-c", "listen_addresses=*", "-c", "shared_buffers=32MB"])  # fmt: skip
 
