@@ -79,7 +79,8 @@ ENV BTC_CACHE_DIR=/opt/btc/.cache \
     BTC_DATA_DIR=/opt/btc/.data \
     AIRFLOW_HOME=/opt/airflow \
     PYSPARK_PYTHON=/opt/venv/bin/python \
-    PYSPARK_DRIVER_PYTHON=/opt/venv/bin/python
+    PYSPARK_DRIVER_PYTHON=/opt/venv/bin/python \
+    SPARK_WORKER_DIR=/opt/btc/.data/spark-worker
 USER btc
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["airflow", "version"]

@@ -166,6 +166,12 @@ def stop(settings: Settings) -> None:
     else:
         log.warning("dockerd (pid %d) still running after %.0f s: SIGKILL", pid, STOP_TIMEOUT_S)
         os.kill(pid, signal.SIGKILL)
+    root = str(docker_dir(settings))
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        point = line.split()[1]
+        if point.startswith(root + "/"):  # e.g. exec/netns/default, left when dockerd was killed
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+            log.info("unmounted %s", point)
     for name in bridges:
         if Path("/sys/class/net", name).exists():
             subprocess.run(["ip", "link", "delete", name], capture_output=True, check=False)
