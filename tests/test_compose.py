@@ -31,6 +31,7 @@ EXPECTED_SERVICES = {
     "kafka-init",
     "namenode",
     "datanode",
+    "hdfs-init",
     "spark-master",
     "spark-worker-1",
     "spark-worker-2",
@@ -41,7 +42,7 @@ EXPECTED_SERVICES = {
     "airflow-dag-processor",
     "airflow-triggerer",
 }
-ONE_SHOT = {"kafka-init", "airflow-init"}
+ONE_SHOT = {"kafka-init", "airflow-init", "hdfs-init"}
 PROJECT_IMAGE_SERVICES = {
     "spark-master",
     "spark-worker-1",
@@ -143,7 +144,7 @@ def test_every_btc_variable_is_a_setting():
 
 def test_dockerfile_builds_the_project_image():
     text = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^FROM python:3\.11", text, re.M)
+    assert re.search(r"^ARG BASE_IMAGE=python:3\.11", text, re.M) and "FROM ${BASE_IMAGE} AS base" in text
     assert "jre-headless" in text  # Java 17 (bookworm's default JRE) for Spark
     assert "-c constraints.txt" in text
     assert "btc-jars --group spark" in text
@@ -274,3 +275,88 @@ def test_profile_defaults_yield_to_explicit_settings():
     assert explicit.kafka_min_insync_replicas == CLUSTER_SHAPE["kafka_min_insync_replicas"]
     local = load_settings(profile="local")
     assert (local.kafka_brokers, local.spark_workers, local.airflow_database) == (1, 0, "sqlite")
+
+
+# ---------------------------------------------------------------------------------------------
+# secure by default (issue 27): no secret in the repository, generated ones reused, one port
+# ---------------------------------------------------------------------------------------------
+SECRETS = ("AIRFLOW_JWT_SECRET", "AIRFLOW_FERNET_KEY", "POSTGRES_PASSWORD", "AIRFLOW_ADMIN_PASSWORD")
+
+
+def test_no_secret_has_a_default_in_the_compose_file():
+    text = COMPOSE.read_text()
+    for name in SECRETS:
+        uses = re.findall(r"(?<!\$)\$\{" + name + r"([^}]*)\}", text)  # $${...}: the container shell
+        assert uses, name
+        for tail in uses:
+            assert tail.startswith(":?"), f"{name} must be required (${{{name}:?...}}), not defaulted: {tail!r}"
+
+
+def test_only_the_airflow_api_is_published_on_loopback(compose):
+    published = {name: s["ports"] for name, s in compose["services"].items() if s.get("ports")}
+    assert list(published) == ["airflow-apiserver"]
+    (port,) = published["airflow-apiserver"]
+    assert port.startswith("${AIRFLOW_PUBLISH_ADDRESS:-127.0.0.1}:") and port.endswith(":8080")
+    assert "dfs.permissions.enabled=true" in (ROOT / "infra" / "compose" / "hadoop.env").read_text()
+
+
+def test_local_override_replaces_the_images_that_cannot_be_pulled(compose, compose_validator):
+    override = yaml.safe_load((ROOT / "docker-compose.local.yml").read_text())
+    assert _errors(compose_validator, override) == []
+    pulled = {n for n, s in compose["services"].items() if s.get("image", "").split(":")[0] != "btc-platform"}
+    assert pulled == set(override["services"])
+    for name, service in override["services"].items():
+        assert service["image"] == "btc-platform:latest", name
+
+
+def test_secrets_are_generated_once_private_and_reused(tmp_path):
+    from btc_platform.compose.stack import ensure_secrets, secrets_file
+
+    settings = load_settings(data_dir=tmp_path)
+    first = ensure_secrets(settings)
+    path = secrets_file(settings)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert set(first) == set(SECRETS) and len(set(first.values())) == len(SECRETS)
+    assert ensure_secrets(settings) == first
+    from cryptography.fernet import Fernet
+
+    Fernet(first["AIRFLOW_FERNET_KEY"].encode())  # a valid key
+    lines = [line for line in path.read_text().splitlines() if not line.startswith("#")]
+    path.write_text("\n".join(line for line in lines if not line.startswith("POSTGRES_PASSWORD")) + "\n")
+    again = ensure_secrets(settings)
+    assert again["AIRFLOW_JWT_SECRET"] == first["AIRFLOW_JWT_SECRET"]
+    assert again["POSTGRES_PASSWORD"] != first["POSTGRES_PASSWORD"]
+
+
+def test_missing_packages_without_root_is_one_error_naming_them():
+    from btc_platform.compose.dockerd import ComposeError, ensure_packages
+
+    with pytest.raises(ComposeError) as err:
+        ensure_packages(euid=1000, which=lambda cmd: "/usr/bin/apt-get" if cmd == "apt-get" else None)
+    message = str(err.value)
+    assert "install debootstrap docker-compose docker.io" in message and "not running as root" in message
+
+
+def test_apt_mirror_is_read_from_both_source_formats(tmp_path):
+    from btc_platform.compose.stack import apt_mirror
+
+    one_line = tmp_path / "sources.list"
+    one_line.write_text("# comment\ndeb [arch=amd64] http://mirror.example/debian bookworm main\n")
+    deb822 = tmp_path / "debian.sources"
+    deb822.write_text("Types: deb\nURIs: http://other.example/debian\nSuites: bookworm\n")
+    assert apt_mirror([one_line]) == "http://mirror.example/debian"
+    assert apt_mirror([tmp_path / "missing", deb822]) == "http://other.example/debian"
+
+
+def test_official_image_variables_become_kafka_and_hadoop_config(compose):
+    from btc_platform.compose.entry import hadoop_properties, kafka_properties
+
+    env = {k: _defaults(v) for k, v in _env(compose["services"]["kafka-2"]).items()}
+    props = kafka_properties({**env, "PATH": "/bin"})
+    assert props["node.id"] == "2" and props["min.insync.replicas"] == "2"
+    assert props["controller.quorum.voters"].count("@") == 3 and "heap.opts" not in props
+    assert props["log.dirs"] == "/var/lib/kafka/data" and "path" not in props
+    lines = (ROOT / "infra" / "compose" / "hadoop.env").read_text().splitlines()
+    hadoop = hadoop_properties(dict(line.split("=", 1) for line in lines if line and not line.startswith("#")))
+    assert hadoop["CORE-SITE.XML"]["fs.defaultFS"] == "hdfs://namenode:8020"
+    assert hadoop["HDFS-SITE.XML"]["dfs.permissions.enabled"] == "true"

@@ -177,15 +177,16 @@ def kafka_health(settings: Settings, timeout: float = 3.0) -> str | None:
 
 
 def ensure_topic(settings: Settings, topic: str | None = None, partitions: int | None = None,
-                 timeout: float = 30.0) -> str:  # fmt: skip
+                 timeout: float = 30.0, bootstrap: str | None = None) -> str:  # fmt: skip
     """Create ``topic`` (default settings.kafka_topic) with ``partitions`` if it does not exist; if it
-    exists with fewer partitions, add partitions. Waits until its metadata shows every partition."""
+    exists with fewer partitions, add partitions. Waits until its metadata shows every partition.
+    ``bootstrap``: the brokers to ask (default: the local brokers on 127.0.0.1)."""
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import NewPartitions, NewTopic
 
     topic = topic or settings.kafka_topic
     partitions = partitions or settings.kafka_partitions
-    admin = _admin(_local_bootstrap(settings))
+    admin = _admin(bootstrap or _local_bootstrap(settings))
     new = NewTopic(topic, num_partitions=partitions, replication_factor=settings.kafka_replication_factor,
                    config={"min.insync.replicas": str(settings.kafka_min_insync_replicas)})  # fmt: skip
     future = admin.create_topics([new])[topic]
