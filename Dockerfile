@@ -4,7 +4,7 @@
 # supervisor DAG, the producer and the streaming job. It also carries the Kafka and Hadoop jars
 # the local profile uses and Debian's PostgreSQL server, so that where the official images
 # cannot be pulled, docker-compose.local.yml runs the brokers, HDFS and the metadata DB from it
-# (btc_platform.compose.services). See docker-compose.yml and docs/compose.md.
+# (btc_platform.ops.compose.services). See docker-compose.yml and docs/compose.md.
 #
 #   docker build -t btc-platform:latest .
 #   docker build --build-arg BASE_IMAGE=btc-base:bookworm -t btc-platform:latest .   (no registry)

@@ -96,10 +96,10 @@ clean-data: stop ## delete local data, logs and service state (keeps .venv and j
 	rm -rf .data
 
 compose-up: venv ## the distributed stack with docker-compose (installs docker.io, starts dockerd, builds; docs/compose.md)
-	$(PY) -m btc_platform.compose.stack up $(if $(NO_REBUILD),--no-rebuild,)
+	$(PY) -m btc_platform.ops.compose.stack up $(if $(NO_REBUILD),--no-rebuild,)
 
 compose-down: venv ## stop the compose stack and its dockerd (VOLUMES=1 also deletes its data)
-	$(PY) -m btc_platform.compose.stack down $(if $(VOLUMES),--volumes,)
+	$(PY) -m btc_platform.ops.compose.stack down $(if $(VOLUMES),--volumes,)
 
 compose-test: venv compose-schema ## end-to-end test of the compose stack (up, checks, down; not part of make test)
 	COMPOSE_TEST=1 $(PY) -m pytest -m compose tests/test_compose_stack.py

@@ -310,7 +310,7 @@ def test_local_override_replaces_the_images_that_cannot_be_pulled(compose, compo
 
 
 def test_secrets_are_generated_once_private_and_reused(tmp_path):
-    from btc_platform.compose.stack import ensure_secrets, secrets_file
+    from btc_platform.ops.compose.stack import ensure_secrets, secrets_file
 
     settings = load_settings(data_dir=tmp_path)
     first = ensure_secrets(settings)
@@ -329,7 +329,7 @@ def test_secrets_are_generated_once_private_and_reused(tmp_path):
 
 
 def test_missing_packages_without_root_is_one_error_naming_them():
-    from btc_platform.compose.dockerd import ComposeError, ensure_packages
+    from btc_platform.ops.compose.dockerd import ComposeError, ensure_packages
 
     with pytest.raises(ComposeError) as err:
         ensure_packages(euid=1000, which=lambda cmd: "/usr/bin/apt-get" if cmd == "apt-get" else None)
@@ -338,7 +338,7 @@ def test_missing_packages_without_root_is_one_error_naming_them():
 
 
 def test_apt_mirror_is_read_from_both_source_formats(tmp_path):
-    from btc_platform.compose.stack import apt_mirror
+    from btc_platform.ops.compose.stack import apt_mirror
 
     one_line = tmp_path / "sources.list"
     one_line.write_text("# comment\ndeb [arch=amd64] http://mirror.example/debian bookworm main\n")
@@ -349,7 +349,7 @@ def test_apt_mirror_is_read_from_both_source_formats(tmp_path):
 
 
 def test_official_image_variables_become_kafka_and_hadoop_config(compose):
-    from btc_platform.compose.entry import hadoop_properties, kafka_properties
+    from btc_platform.ops.compose.entry import hadoop_properties, kafka_properties
 
     env = {k: _defaults(v) for k, v in _env(compose["services"]["kafka-2"]).items()}
     props = kafka_properties({**env, "PATH": "/bin"})

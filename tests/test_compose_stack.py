@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from btc_platform.compose import dockerd, stack
+from btc_platform.ops.compose import dockerd, stack
 from btc_platform.settings import get_settings
 
 pytestmark = [

@@ -3,9 +3,9 @@ the official images (apache/kafka, apache/hadoop, postgres) cannot be pulled: th
 local profile resolves (btc-jars groups kafka and hadoop) and Debian's PostgreSQL, configured
 from the environment variables of docker-compose.yml in the official images' conventions.
 
-    python -m btc_platform.compose.entry kafka | kafka-health | kafka-topic
-    python -m btc_platform.compose.entry namenode | datanode | hdfs-init | hdfs-health [--datanode]
-    python -m btc_platform.compose.entry postgres
+    python -m btc_platform.ops.compose.entry kafka | kafka-health | kafka-topic
+    python -m btc_platform.ops.compose.entry namenode | datanode | hdfs-init | hdfs-health [--datanode]
+    python -m btc_platform.ops.compose.entry postgres
 
 * Kafka: every ``KAFKA_X_Y`` variable becomes ``x.y`` in server.properties (as apache/kafka
   does), ``CLUSTER_ID`` formats the log dir once, ``KAFKA_HEAP_OPTS`` sizes the JVM.
@@ -29,7 +29,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from btc_platform.services.hdfs import _xml
+from btc_platform.ops.services.hdfs import _xml
 from btc_platform.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def kafka_health() -> int:
 
 def kafka_topic() -> int:
     """Create the topic (idempotent) with the replication and min.insync.replicas of the settings."""
-    from btc_platform.services.kafka import ensure_topic
+    from btc_platform.ops.services.kafka import ensure_topic
 
     settings = get_settings()
     ensure_topic(settings, timeout=60.0, bootstrap=settings.kafka_bootstrap_servers)
@@ -222,7 +222,7 @@ def run_postgres() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m btc_platform.compose.entry", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m btc_platform.ops.compose.entry", description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=["kafka", "kafka-health", "kafka-topic", "namenode", "datanode",
                                          "hdfs-init", "hdfs-health", "postgres"])  # fmt: skip
     parser.add_argument("--datanode", action="store_true", help="hdfs-health: also require a live DataNode")

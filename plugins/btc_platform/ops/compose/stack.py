@@ -2,7 +2,7 @@
 stock one when it can be pulled, else Debian bookworm from debootstrap + ``docker import``), the
 project image, the generated secrets, and docker-compose with the local override when needed.
 
-CLI: ``python -m btc_platform.compose.stack up|down [--volumes]|build|secrets|stop-daemon``.
+CLI: ``python -m btc_platform.ops.compose.stack up|down [--volumes]|build|secrets|stop-daemon``.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from btc_platform.compose import dockerd
-from btc_platform.compose.dockerd import ComposeError
-from btc_platform.services.base import PortInUseError, check_port_free
+from btc_platform.ops.compose import dockerd
+from btc_platform.ops.compose.dockerd import ComposeError
+from btc_platform.ops.services.base import PortInUseError, check_port_free
 from btc_platform.settings import PROJECT_ROOT, Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -241,7 +241,7 @@ def down(settings: Settings, volumes: bool = False, stop_daemon: bool = True) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m btc_platform.compose.stack", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m btc_platform.ops.compose.stack", description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["up", "down", "build", "secrets", "stop-daemon"])
     parser.add_argument("--volumes", action="store_true", help="down: also remove the named volumes (all data)")
     parser.add_argument("--keep-daemon", action="store_true", help="down: leave dockerd running")
