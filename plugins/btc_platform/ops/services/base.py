@@ -22,8 +22,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Services in start order (stopped in reverse). postgres and spark only run in profiles that
-#: use them (BTC_AIRFLOW_DATABASE=postgres, BTC_SPARK_WORKERS > 0).
-SERVICES: tuple[str, ...] = ("postgres", "kafka", "hdfs", "spark", "airflow")
+#: use them (BTC_AIRFLOW_DATABASE=postgres, BTC_SPARK_WORKERS > 0); the monitor (alerts and
+#: metrics) starts last.
+SERVICES: tuple[str, ...] = ("postgres", "kafka", "hdfs", "spark", "airflow", "monitor")
 
 
 def processes(settings: Settings, service: str) -> tuple[str, ...]:
@@ -40,8 +41,8 @@ def processes(settings: Settings, service: str) -> tuple[str, ...]:
         if not settings.spark_workers:
             return ()
         return ("spark-master", *(f"spark-worker-{i + 1}" for i in range(settings.spark_workers)))
-    if service == "airflow":
-        return ("airflow",)
+    if service in ("airflow", "monitor"):
+        return (service,)
     raise ServiceError(f"unknown service {service!r}")
 
 
