@@ -188,6 +188,19 @@ def check_port_free(port: int, what: str, setting: str) -> None:
             raise
 
 
+def http_ok(url: str, timeout: tuple[float, float] = (2.0, 5.0)):
+    """``(response, None)`` when ``url`` answers HTTP 200, else ``(None, why not)`` (health checks)."""
+    import requests
+
+    try:
+        response = requests.get(url, timeout=timeout)
+    except requests.RequestException as exc:
+        return None, f"{url} not answering: {exc.__class__.__name__}"
+    if response.status_code != 200:
+        return None, f"{url} returned HTTP {response.status_code}"
+    return response, None
+
+
 def port_open(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(1.0)

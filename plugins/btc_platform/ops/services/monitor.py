@@ -25,15 +25,10 @@ READY_METRIC = "btc_monitor_last_observation_timestamp_seconds"
 
 def monitor_health(settings: Settings) -> str | None:
     """None when the monitor's /metrics answers with its observation."""
-    import requests
-
     url = f"http://127.0.0.1:{settings.monitor_port}/metrics"
-    try:
-        answer = requests.get(url, timeout=(2.0, 5.0))
-    except requests.RequestException as exc:
-        return f"{url} not answering: {exc.__class__.__name__}"
-    if answer.status_code != 200:
-        return f"{url} returned HTTP {answer.status_code}"
+    answer, problem = base.http_ok(url)
+    if answer is None:
+        return problem
     if READY_METRIC not in answer.text:
         return f"{url} has no observation yet"
     return None
