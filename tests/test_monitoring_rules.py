@@ -35,8 +35,10 @@ def test_raw_data_stale_while_the_producer_runs_counted_from_the_last_row_or_a_s
     stale = rules.raw_stale(UP, UP, T0 - 121, T0, 120)
     assert stale.firing and "no new row for 121 s" in stale.summary
     assert not rules.raw_stale(UP, UP, T0 - 60, T0, 120).firing
-    fresh_stream = ProcessObs(True, 300, T0 - 30)  # restarted 30 s ago: its rows may not be there yet
-    assert not rules.raw_stale(UP, fresh_stream, T0 - 600, T0, 120).firing
+    fresh_stream = ProcessObs(True, 300, T0 - 30)  # restarted 30 s ago: its rows may not be there yet,
+    assert rules.raw_stale(UP, fresh_stream, T0 - 600, T0, 120) is None  # and a restart resolves nothing
+    assert rules.raw_stale(UP, fresh_stream, T0 - 600, T0 + 91, 120).firing  # still no row 121 s after it
+    assert not rules.raw_stale(UP, fresh_stream, T0 + 60, T0 + 91, 120).firing  # a row: resolved
     assert not rules.raw_stale(ProcessObs(None), UP, T0 - 600, T0, 120).firing  # no producer: nothing expected
     assert rules.raw_stale(UP, ProcessObs(False, 1), T0 - 600, T0, 120) is None  # process_down's incident
 

@@ -175,19 +175,23 @@ def restarts(name: str, times: Sequence[float], now: float, limit: int) -> Findi
 
 def raw_stale(producer: ProcessObs, stream: ProcessObs, last_rows_at: float | None, now: float,
               limit_s: float) -> Finding | None:  # fmt: skip
-    """No new raw_data row for ``limit_s`` while the producer runs, counted from the last row or
-    the later (re)start of producer or stream. A dead stream is ``process_down``'s incident."""
+    """No new raw_data row for ``limit_s`` while the producer runs. A (re)started producer or
+    stream gets ``limit_s`` before it counts as stale: then the rule cannot tell (None), so a
+    restart neither raises nor resolves the incident; only new rows resolve it. A dead stream is
+    ``process_down``'s incident."""
     if producer.alive is not True:
         return Finding("raw_stale", "raw_stale", False, "the producer is not running (its own alert says so)")
     if stream.alive is not True:
         return None
-    since = max(last_rows_at or 0.0, producer.started_at or 0.0, stream.started_at or 0.0)
-    quiet = now - since
-    if quiet > limit_s:
-        return Finding("raw_stale", "raw_stale", True,
-                       f"raw_data got no new row for {quiet:.0f} s (limit {limit_s:.0f} s) while the producer "
-                       f"runs; last row at {iso(last_rows_at)}")  # fmt: skip
-    return Finding("raw_stale", "raw_stale", False, f"raw_data gets rows (last at {iso(last_rows_at)})")
+    if last_rows_at is not None and now - last_rows_at <= limit_s:
+        return Finding("raw_stale", "raw_stale", False, f"raw_data gets rows again (last at {iso(last_rows_at)})")
+    started = max(producer.started_at or 0.0, stream.started_at or 0.0)
+    quiet = now - max(last_rows_at or 0.0, started)
+    if quiet <= limit_s:
+        return None
+    return Finding("raw_stale", "raw_stale", True,
+                   f"raw_data got no new row for {quiet:.0f} s (limit {limit_s:.0f} s) while the producer runs; "
+                   f"last row at {iso(last_rows_at)}, stream (re)started at {iso(stream.started_at)}")  # fmt: skip
 
 
 def lag_growing(samples: Sequence[tuple[float, int]], now: float, window_s: float, min_lag: int) -> Finding | None:

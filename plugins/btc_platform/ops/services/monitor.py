@@ -37,9 +37,16 @@ def monitor_health(settings: Settings) -> str | None:
 def start_monitor(settings: Settings) -> None:
     from btc_platform.ops.airflow_env import airflow_env
 
-    if base.running_pid(settings, "monitor") is not None and monitor_health(settings) is None:
-        log.info("monitor already running on 127.0.0.1:%d", settings.monitor_port)
-        return
+    if base.running_pid(settings, "monitor") is not None:
+        record = base.read_pid(settings, "monitor")
+        try:  # just started by the supervisor, say: let it finish its first observation
+            process.wait_until_healthy(record, lambda: monitor_health(settings), MONITOR_START_TIMEOUT_S,
+                                       "metrics endpoint")  # fmt: skip
+        except process.ProcessError as exc:
+            log.warning("the running monitor is not healthy (%s): starting a new one", exc)
+        else:
+            log.info("monitor already running on 127.0.0.1:%d", settings.monitor_port)
+            return
     base.terminate(settings, "monitor")
     base.check_port_free(settings.monitor_port, "monitor metrics", "BTC_MONITOR_PORT")
     started = time.monotonic()
