@@ -43,9 +43,10 @@ def stop_all(settings: Settings) -> None:
     # Airflow first: its supervisor would restart a producer or stream stopped while Airflow
     # takes its ~30 s to exit (seen on the cluster profile); then producer and stream,
     # gracefully (SIGTERM to the driver, bounded wait), while Kafka and the storage still run
-    # the monitor before anything it watches: a platform being stopped is no incident
-    stop("monitor", settings)
     stop("airflow", settings)
+    # then the monitor (Airflow's supervisor would have restarted it), before anything it
+    # watches: a platform being stopped is no incident
+    stop("monitor", settings)
     for process in supervisor.NAMES:
         supervisor.stop(process, settings)
     for name in reversed(SERVICES):
