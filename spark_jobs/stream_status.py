@@ -3,7 +3,8 @@
 :func:`make_listener` returns a ``StreamingQueryListener`` that logs every batch's
 :func:`progress_record` and keeps the status file (``settings.stream_status_path``, written
 atomically with ``btc_platform.status.write_status``) up to date: per query its last progress,
-running totals and state (started, running, stopped, failed), and the job's position in Kafka
+running totals, when it last wrote rows (``last_rows_at``) and state (started, running, stopped,
+failed), and the job's position in Kafka
 (``end_offset``: per topic/partition the minimum over the queries reading Kafka).
 
 pyspark is imported inside :func:`make_listener` so that importing this module stays cheap.
@@ -123,6 +124,10 @@ def make_listener(status_path: Path, job: str, kafka_queries: Sequence[str]):
                 previous = self.queries.get(name, {})
                 for key in ("valid", "quarantined", "input_rows"):  # totals since the job started
                     record[f"{key}_total"] = (previous.get(f"{key}_total") or 0) + (record[key] or 0)
+                # when this query last wrote rows (valid ones where it counts them): the monitor's
+                # "raw data stale" rule; a batch without rows keeps the previous time
+                rows = record["valid"] if record["valid"] is not None else record["input_rows"]
+                record["last_rows_at"] = record["timestamp"] if rows else previous.get("last_rows_at")
                 self.queries[name] = {**record, "state": "running"}
                 self._write()
 

@@ -136,6 +136,8 @@ def test_raw_holds_valid_unique_messages_and_quarantine_the_rest(kafka_service, 
     seen = status["queries"]["ingest"]
     assert (seen["valid_total"], seen["quarantined_total"]) == (len(values) - len(bad), len(bad))
     assert sum(status["end_offset"][topic].values()) == len(values)
+    # when rows were last written (the monitor's raw-data-stale rule): a batch's time, not after the last one
+    assert seen["last_rows_at"] is not None and seen["last_rows_at"] <= seen["timestamp"]
 
 
 def wait_for_batches(

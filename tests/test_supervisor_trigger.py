@@ -256,14 +256,14 @@ def test_a_running_service_is_restarted_only_when_its_problem_lasts(env_settings
 def test_the_local_platform_supervises_the_services_it_runs():
     from btc_platform.ops.lifecycle import supervised_services
 
-    assert supervised_services(load_settings()) == ("kafka",)
-    assert supervised_services(load_settings(storage_root="hdfs://127.0.0.1:8020/bitcoin")) == ("kafka", "hdfs")
+    assert supervised_services(load_settings()) == ("kafka", "monitor")
+    assert supervised_services(load_settings(storage_root="hdfs://127.0.0.1:8020/bitcoin")) == ("kafka", "hdfs", "monitor")
 
 
 def test_supervised_services_setting_is_validated():
     assert load_settings(supervisor_services="kafka, hdfs").supervisor_services == ("kafka", "hdfs")
     assert load_settings().supervisor_services == ()
-    with pytest.raises(ValueError, match="supervised services must be kafka and/or hdfs, got zookeeper"):
+    with pytest.raises(ValueError, match="supervised services must be kafka, hdfs and/or monitor, got zookeeper"):
         load_settings(supervisor_services="kafka,zookeeper")
 
 

@@ -676,8 +676,28 @@ def _restart_links(events: list[dict]) -> list[dict]:
     return events
 
 
+def alerts(settings: Settings, limit: int = 20) -> dict:
+    """The monitor's open incidents and the last resolved ones (``btc_platform.monitoring``), newest first."""
+    from btc_platform.monitoring import state as alert_state
+
+    current = alert_state.load(settings)
+
+    def row(incident: dict) -> dict:
+        return {"key": incident.get("key"), "summary": incident.get("summary"), "resolution": incident.get("resolution"),
+                "opened_at": iso(_utc(incident.get("opened_at"))), "resolved_at": iso(_utc(incident.get("resolved_at")))}
+
+    opened = sorted(current.open.values(), key=lambda i: i.get("opened_at") or 0, reverse=True)
+    return {"open": [row(i) for i in opened], "recent": [row(i) for i in current.recent[:limit]],
+            "undelivered": len(current.undelivered),
+            "reason": None if opened or current.recent else "no alert so far (or the monitor has not run yet)"}
+
+
+def _utc(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(float(epoch), UTC)
+
+
 def pipeline(settings: Settings, days: float, now: datetime | None = None) -> dict:
-    """Producer and stream state, restarts, Kafka lag, quarantine, data quality, the tables' DAGs."""
+    """Producer and stream state, alerts, restarts, Kafka lag, quarantine, data quality, the tables' DAGs."""
     now = now or utc_now()
     return {
         "days": days,
@@ -685,6 +705,7 @@ def pipeline(settings: Settings, days: float, now: datetime | None = None) -> di
         "producer": producer_state(settings, now),
         "stream": stream_state(settings, now),
         "processes": processes(settings),
+        "alerts": alerts(settings),
         "restarts": _restart_links(supervisor_events(settings)),
         "kafka_lag": kafka_lag(settings),
         "quarantine": quarantine(settings, days, now),

@@ -20,6 +20,7 @@ from btc_platform.ops.services import (
     start_airflow,
     start_hdfs,
     start_kafka,
+    start_monitor,
     start_postgres,
     start_spark,
     stop,
@@ -43,10 +44,13 @@ def stop_all(settings: Settings) -> None:
     # takes its time to exit (seen on the cluster profile); then producer and stream,
     # gracefully (SIGTERM to the driver, bounded wait), while Kafka and the storage still run
     stop("airflow", settings)
+    # then the monitor (Airflow's supervisor would have restarted it), before anything it
+    # watches: a platform being stopped is no incident
+    stop("monitor", settings)
     for process in supervisor.NAMES:
         supervisor.stop(process, settings)
     for name in reversed(SERVICES):
-        if name != "airflow":
+        if name not in ("airflow", "monitor"):
             stop(name, settings)
     sweep(settings, None)
     left = [p for name in SERVICES for p in recorded_processes(settings, name) if running_pid(settings, p)]
@@ -58,8 +62,8 @@ def stop_all(settings: Settings) -> None:
 
 def supervised_services(settings: Settings) -> tuple[str, ...]:
     """The local services ``run`` starts, which its supervisor then keeps up (unless
-    ``supervisor_services`` is set explicitly): Kafka, and HDFS when it holds the storage."""
-    return ("kafka", "hdfs") if settings.storage_root.startswith("hdfs://") else ("kafka",)
+    ``supervisor_services`` is set explicitly): Kafka, HDFS when it holds the storage, the monitor."""
+    return ("kafka", "hdfs", "monitor") if settings.storage_root.startswith("hdfs://") else ("kafka", "monitor")
 
 
 def run(settings: Settings, source: str) -> None:
@@ -84,6 +88,7 @@ def run(settings: Settings, source: str) -> None:
     # before Airflow starts the stream and the jobs on datasets of the Parquet layout
     check_layout(settings)
     start_airflow(settings)
+    start_monitor(settings)
 
     log.info("waiting for the btc_stream_supervisor DAG to start the producer and the stream ...")
     for line in wait_until_supervised(settings):
@@ -98,4 +103,5 @@ def run(settings: Settings, source: str) -> None:
         log.info("  Airflow DB : PostgreSQL on 127.0.0.1:%d", settings.postgres_port)
     log.info("  storage    : %s", settings.storage_root)
     log.info("  logs       : %s", settings.logs_dir)
+    log.info("  metrics    : http://127.0.0.1:%d/metrics (alerts: docs/monitoring.md)", settings.monitor_port)
     log.info("  stop with  : make stop")

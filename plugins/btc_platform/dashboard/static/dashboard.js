@@ -266,6 +266,10 @@ async function drawPipeline(d) {
   table("stream-queries", [["name", "query"], ["state", "state"], ["batch_id", "batch"], ["batch_duration_ms", "batch ms", "num"],
     ["input_rows_per_s", "in rows/s", "num"], ["processed_rows_per_s", "processed rows/s", "num"],
     ["watermark", "watermark"], [(q) => age(q.age_s), "last batch"]], st.queries || []);
+  const al = d.alerts;
+  reason("alerts", al.reason || (al.undelivered ? `${al.undelivered} alert message(s) could not be delivered (monitor log)` : ""));
+  table("alerts", [[(a) => (a.resolved_at ? "resolved" : "OPEN"), "state"], ["key", "alert"], ["summary", "what"],
+    ["opened_at", "since"], ["resolved_at", "resolved"], ["resolution", "resolved because"]], [...al.open, ...al.recent]);
   reason("restarts", d.restarts.length ? "" : "the supervisor has started nothing yet (btc_stream_supervisor DAG)");
   table("restarts", [["time", "when"], ["name", "process"], ["action", "action"], ["reason", "reason"], ["pid", "pid"],
     [(r) => (r.task_log ? link(r.task_log, `${r.airflow.run_id} ${r.airflow.task_id}`)

@@ -1,5 +1,6 @@
 """Local real services of the platform: PostgreSQL (cluster profile), Kafka (KRaft, one broker
-or several), HDFS (NameNode + DataNode), Spark standalone (cluster profile), Airflow.
+or several), HDFS (NameNode + DataNode), Spark standalone (cluster profile), Airflow, the
+monitor (alerts and Prometheus metrics, ``btc_platform.monitoring``).
 
 Python API (used by ``btc-services``, the test fixtures and the benchmarks): ``start(name,
 settings)``, ``stop(name, settings)``, ``status(name, settings)``, ``stop_all(settings)``,
@@ -7,7 +8,7 @@ settings)``, ``stop(name, settings)``, ``status(name, settings)``, ``stop_all(se
 ``start_kafka`` / ``start_hdfs`` / ``start_airflow``.
 
 Modules: ``base`` (errors, pid records, markers, ports, java), ``postgres``, ``kafka``, ``hdfs``,
-``spark``, ``airflow`` (one per service), ``cli`` (``btc-services start|stop|status|run``).
+``spark``, ``airflow``, ``monitor`` (one per service), ``cli`` (``btc-services start|stop|status|run``).
 Which processes a service has depends on the profile (``base.processes``; btc_platform.topology).
 
 Every process runs detached in its own process group (``btc_platform.ops.process``), with its pid
@@ -45,6 +46,7 @@ from btc_platform.ops.services.base import (
 )
 from btc_platform.ops.services.hdfs import hdfs_dir, hdfs_health, start_hdfs
 from btc_platform.ops.services.kafka import ensure_topic, kafka_dir, kafka_health, start_kafka
+from btc_platform.ops.services.monitor import monitor_health, start_monitor
 from btc_platform.ops.services.postgres import postgres_health, start_postgres
 from btc_platform.ops.services.spark import spark_health, start_spark
 
@@ -74,6 +76,7 @@ __all__ = [
     "start_airflow",
     "start_hdfs",
     "start_kafka",
+    "start_monitor",
     "status",
     "stop",
 ]
@@ -86,6 +89,7 @@ _STARTERS: dict[str, Callable[[Settings], None]] = {
     "hdfs": start_hdfs,
     "spark": start_spark,
     "airflow": start_airflow,
+    "monitor": start_monitor,
 }
 _HEALTH: dict[str, Callable[[Settings], str | None]] = {
     "postgres": postgres_health,
@@ -93,6 +97,7 @@ _HEALTH: dict[str, Callable[[Settings], str | None]] = {
     "hdfs": hdfs_health,
     "spark": spark_health,
     "airflow": airflow_health,
+    "monitor": monitor_health,
 }
 
 

@@ -42,17 +42,12 @@ def _airflow_bin() -> str:
 
 def airflow_health(settings: Settings) -> str | None:
     """None if the API server's health endpoint answers 200 with a healthy metadatabase."""
-    import requests
-
     from btc_platform.ops.airflow_env import api_url
 
     url = f"{api_url(settings)}/api/v2/monitor/health"
-    try:
-        response = requests.get(url, timeout=(2.0, 5.0))
-    except requests.RequestException as exc:
-        return f"{url} not answering: {exc.__class__.__name__}"
-    if response.status_code != 200:
-        return f"{url} returned HTTP {response.status_code}"
+    response, problem = base.http_ok(url)
+    if response is None:
+        return problem
     try:
         body = response.json()
     except ValueError:

@@ -22,8 +22,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Services in start order (stopped in reverse). postgres and spark only run in profiles that
-#: use them (BTC_AIRFLOW_DATABASE=postgres, BTC_SPARK_WORKERS > 0).
-SERVICES: tuple[str, ...] = ("postgres", "kafka", "hdfs", "spark", "airflow")
+#: use them (BTC_AIRFLOW_DATABASE=postgres, BTC_SPARK_WORKERS > 0); the monitor (alerts and
+#: metrics) starts last.
+SERVICES: tuple[str, ...] = ("postgres", "kafka", "hdfs", "spark", "airflow", "monitor")
 
 
 def processes(settings: Settings, service: str) -> tuple[str, ...]:
@@ -40,8 +41,8 @@ def processes(settings: Settings, service: str) -> tuple[str, ...]:
         if not settings.spark_workers:
             return ()
         return ("spark-master", *(f"spark-worker-{i + 1}" for i in range(settings.spark_workers)))
-    if service == "airflow":
-        return ("airflow",)
+    if service in ("airflow", "monitor"):
+        return (service,)
     raise ServiceError(f"unknown service {service!r}")
 
 
@@ -185,6 +186,19 @@ def check_port_free(port: int, what: str, setting: str) -> None:
                     f"port {port} ({what}) is already in use by another process: stop it or set {setting}"
                 ) from exc
             raise
+
+
+def http_ok(url: str, timeout: tuple[float, float] = (2.0, 5.0)):
+    """``(response, None)`` when ``url`` answers HTTP 200, else ``(None, why not)`` (health checks)."""
+    import requests
+
+    try:
+        response = requests.get(url, timeout=timeout)
+    except requests.RequestException as exc:
+        return None, f"{url} not answering: {exc.__class__.__name__}"
+    if response.status_code != 200:
+        return None, f"{url} returned HTTP {response.status_code}"
+    return response, None
 
 
 def port_open(port: int) -> bool:
