@@ -3,13 +3,15 @@
 It puts the parts together: :class:`~btc_platform.ingest.producer.delivery.Publisher` (librdkafka
 and delivery reports), :class:`~btc_platform.ingest.producer.journal.Journal` and
 :class:`~btc_platform.ingest.producer.spool.Spool` (what is on disk until Kafka confirmed it),
+:class:`~btc_platform.ingest.producer.backlog.Backlog` (re-sending them, the spool's bound),
 :class:`~btc_platform.ingest.producer.health.ProducerHealth` (the status record). At start it
-re-sends what a killed run journaled, then the spool, then runs the source.
+re-sends what a killed run journaled, then the spool, then runs the source. While the spool is
+full it holds: the source is not polled (no ``next`` on its iterator, ``idle`` does not return),
+delivery reports are served and the spool drained, and the gap is in the status record.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
@@ -17,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from btc_platform.ingest.producer.backlog import Backlog
 from btc_platform.ingest.producer.delivery import Publisher
 from btc_platform.ingest.producer.health import ProducerHealth
 from btc_platform.ingest.producer.journal import Journal
@@ -46,7 +49,6 @@ class FeedProducer:
         self.health = ProducerHealth(settings, source_mode=source_mode)
         self.spool = Spool(settings.producer_spool_path)
         self.journal = Journal(settings.producer_journal_path) if settings.producer_journal else None
-        self.from_spool = self.from_journal = 0
         self._stop = threading.Event()
         self._deadline: float | None = None
         self._next_status = 0.0
@@ -54,6 +56,8 @@ class FeedProducer:
             settings, self.health, journal=self.journal, spool=self.spool, stop=self._stop, service=self._service,
             record_path=record_path, kafka_overrides=kafka_overrides, collect_latency=collect_latency,
         )  # fmt: skip
+        self.backlog = Backlog(settings, self.publisher, self.health, spool=self.spool, journal=self.journal,
+                               reject=self.reject)
 
     # ---- counters (the status record's, also read by tests and benchmarks) --------------------
     @property
@@ -71,6 +75,20 @@ class FeedProducer:
     @property
     def spooled(self) -> int:
         return self.spool.spooled
+
+    @property
+    def from_spool(self) -> int:
+        return self.backlog.from_spool
+
+    @property
+    def from_journal(self) -> int:
+        return self.backlog.from_journal
+
+    def send_spool(self) -> int:
+        return self.backlog.send_spool()
+
+    def send_journal(self) -> int:
+        return self.backlog.send_journal()
 
     @property
     def rejected(self) -> int:
@@ -95,15 +113,39 @@ class FeedProducer:
         return False
 
     def idle(self, seconds: float) -> bool:
-        """Wait ``seconds`` while serving delivery reports and the status; False once stopping."""
+        """Wait ``seconds`` while serving delivery reports and the status (and longer while the
+        spool is full, see :meth:`hold`); False once stopping."""
         end = time.monotonic() + seconds
         while not self.stopping():
+            self.backlog.drain_if_due(probe=False)
+            if self.backlog.full() and not self.hold():
+                return False
             remaining = end - time.monotonic()
             if remaining <= 0:
                 return True
-            self.publisher.kafka.poll(min(remaining, 0.2))
+            self.publisher.poll(min(remaining, 0.2))
             self._service()
         return False
+
+    def hold(self) -> bool:
+        """The spool is full: stop polling the source (record the gap) until it drained below
+        half its bound, serving reports and draining meanwhile; False once stopping."""
+        reason = self.backlog.full_reason()
+        log.error("stopped polling the source: %s", reason)
+        self.health.open_gap(reason)
+        self.write_status()
+        try:
+            while not self.stopping():
+                self.publisher.poll(0.2)
+                self._service()
+                self.backlog.drain_if_due(probe=True)
+                if self.backlog.drained():
+                    log.warning("spool drained (%d bytes held): polling the source again",
+                                self.backlog.held_bytes())
+                    return True
+            return False
+        finally:
+            self.health.close_gap()
 
     def sleep(self, seconds: float) -> None:
         """``sleep`` for the HTTP clients: a wait that keeps the producer serviced."""
@@ -127,59 +169,6 @@ class FeedProducer:
     def reject(self, source: str, reason: str, payload: Any) -> None:
         self.health.reject(source, reason, payload)
 
-    # ---- recovery at start -------------------------------------------------------------------
-    def _resend(self, value: bytes, kind: str, where: str) -> bool | None:
-        """Publish a message read back from the journal or the spool (``kind``); None if the line
-        is not a message (a line cut by a kill: rejected, saying ``where`` it was)."""
-        try:
-            head = json.loads(value)
-            key, source = head["symbol"].encode("utf-8"), head["source"]
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            self.reject(kind, f"{where}: {exc}", value[:500])
-            return None
-        return self.publisher.publish(key, value, source)
-
-    def send_spool(self) -> int:
-        """Hand the spooled messages to Kafka before anything new; returns how many."""
-        sending = self.spool.take()
-        if sending is None:
-            return 0
-        count = 0
-        stopped = False
-        for lineno, value in Spool.lines(sending):
-            if stopped:  # stopped with a full queue: the rest stays spooled
-                self.spool.append(value)
-                continue
-            sent = self._resend(value, "spool", f"{sending.name} line {lineno}")
-            if sent is False:  # spooled it again
-                stopped = True
-            elif sent:
-                count += 1
-        self.from_spool += count
-        log.info("re-sent %d spooled message(s) from %s first", count, sending)
-        return count
-
-    def send_journal(self) -> int:
-        """Re-send what a killed run journaled but Kafka never confirmed; returns how many."""
-        if self.journal is None:
-            return 0
-        recovering = self.journal.take_left_over()
-        self.journal.open()
-        if recovering is None:
-            return 0
-        count = 0
-        for number, value in enumerate(Journal.undelivered(recovering), 1):
-            sent = self._resend(value, "journal", f"{recovering.name} message {number}")
-            if sent is False:
-                break  # stopped with a full queue: that one is spooled, the rest stays journaled
-            count += sent is True
-        else:
-            Journal.remove(recovering)  # every message in it is journaled again (or spooled)
-        self.from_journal += count
-        log.warning("re-sent %d message(s) a killed run had accepted but Kafka had not confirmed (%s)",
-                    count, recovering)
-        return count
-
     # ---- status ------------------------------------------------------------------------------
     def _service(self) -> None:
         if self.journal is not None:
@@ -187,7 +176,8 @@ class FeedProducer:
         now = time.monotonic()
         if now >= self._next_status:
             self._next_status = now + self.settings.producer_status_interval_s
-            self.publisher.settle()
+            if self.publisher.settle():
+                self.backlog.release()
             self.write_status()
 
     def status(self) -> dict[str, Any]:
@@ -195,7 +185,8 @@ class FeedProducer:
         return self.health.status({
             "accepted": publisher.accepted, "published": publisher.published, "failed": publisher.failed,
             "in_flight": len(publisher.kafka), "spooled": self.spool.spooled, "from_spool": self.from_spool,
-            "from_journal": self.from_journal,
+            "from_journal": self.from_journal, "refused": publisher.refused, "spool_bytes": self.spool.held_bytes,
+            "spool_max_bytes": self.backlog.max_bytes, "fatal_error": publisher.fatal,
         })  # fmt: skip
 
     def write_status(self) -> None:
@@ -209,6 +200,8 @@ class FeedProducer:
 
     def run(self, source, *, max_messages: int | None = None, duration_s: float | None = None) -> int:
         """Publish until the source ends, ``max_messages``, ``duration_s`` or a signal; return an exit code."""
+        from confluent_kafka import KafkaException
+
         previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -223,7 +216,7 @@ class FeedProducer:
         self.send_journal()
         self.send_spool()
         iterator = source.messages(self)
-        publisher = self.publisher
+        publisher, backlog = self.publisher, self.backlog
         produce, topic, callbacks = publisher.kafka.produce, self.topic, publisher._callbacks
         bookkeeping = publisher.bookkeeping
         try:
@@ -237,14 +230,17 @@ class FeedProducer:
                 except BufferError:
                     if not publisher.publish(key, value, src, journaled=True):
                         break
+                except KafkaException as exc:
+                    publisher.produce_failed(value, exc)
                 count += 1
                 if max_messages is not None and count >= max_messages:
                     log.info("max messages (%d) reached", max_messages)
                     break
                 if count & 255 == 0:
-                    publisher.kafka.poll(0)
+                    publisher.poll(0)
                     self._service()
-                    if self.stopping():
+                    backlog.drain_if_due(probe=False)
+                    if self.stopping() or (backlog.full() and not self.hold()):
                         break
                 elif self._stop.is_set():
                     break
@@ -254,7 +250,7 @@ class FeedProducer:
             remaining = self.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        ok = remaining == 0 and self.failed == 0
+        ok = remaining == 0 and self.failed == 0 and self.publisher.fatal is None
         log.info("producer stopped: accepted=%d published=%d failed=%d rejected=%d retried=%d spooled=%d",
                  self.accepted, self.published, self.failed, self.rejected, self.retried, self.spooled)
         return 0 if ok else 1
@@ -263,6 +259,8 @@ class FeedProducer:
         """Flush (bounded), spool what is still undelivered, write the final status; return the
         count of messages neither delivered nor spooled (0 unless the spool cannot be written)."""
         remaining = self.publisher.close()
+        if remaining == 0:  # everything sent from a taken spool file is delivered or kept again
+            self.backlog.release()
         self.health.state = "stopped"
         self.write_status()
         return remaining

@@ -17,6 +17,7 @@ from btc_platform.ingest.schema import format_ts
 log = logging.getLogger(__name__)
 
 REJECTED_FILE = "producer_rejected.jsonl"
+MAX_GAPS = 20  # gaps kept in the status record (the newest)
 
 
 def iso(epoch: float | None) -> str | None:
@@ -61,6 +62,7 @@ class ProducerHealth:
         self.upstreams: dict[str, UpstreamHealth] = {}
         self.http_errors: dict[str, dict[str, int]] = {}
         self.waiting: dict[str, dict[str, Any]] = {}
+        self.gaps: list[dict[str, Any]] = []
 
     def upstream(self, name: str) -> UpstreamHealth:
         health = self.upstreams.get(name)
@@ -83,6 +85,23 @@ class ProducerHealth:
         else:
             self.waiting[upstream] = {"reason": reason, "until": iso(until), **details}
 
+    def open_gap(self, reason: str) -> None:
+        """The producer stopped polling its source: a gap in the data starts now (also a
+        ``waiting`` entry, so the supervisor knows the producer is not stuck)."""
+        now = iso(time.time())
+        self.gaps = [*self.gaps[-(MAX_GAPS - 1):], {"start": now, "end": None, "reason": reason}]
+        self.waiting["spool"] = {"reason": "spool_full", "until": None, "since": now, "detail": reason}
+
+    def close_gap(self) -> None:
+        """Polling resumed (or the producer stopped): the open gap ends now."""
+        if self.gaps and self.gaps[-1]["end"] is None:
+            self.gaps[-1]["end"] = iso(time.time())
+        self.waiting.pop("spool", None)
+
+    @property
+    def in_gap(self) -> bool:
+        return bool(self.gaps) and self.gaps[-1]["end"] is None
+
     def reject(self, source: str, reason: str, payload: Any) -> None:
         """Count, log and keep (with the reason) a payload that cannot become a message."""
         self.rejected += 1
@@ -96,7 +115,8 @@ class ProducerHealth:
             handle.write(line + "\n")
 
     def status(self, delivery: dict[str, Any]) -> dict[str, Any]:
-        """The status record: identity and state, the ``delivery`` counters, per-upstream health."""
+        """The status record: identity and state, the ``delivery`` counters, per-upstream health,
+        the gaps in polling (``{"start", "end", "reason"}``, ``end`` null while it lasts)."""
         now = time.time()
         for health in self.upstreams.values():
             if health.published != health.reported:
@@ -125,4 +145,9 @@ class ProducerHealth:
             "sources": {name: h.as_dict() for name, h in sorted(self.upstreams.items())},
             "http_errors": self.http_errors,
             "waiting": dict(self.waiting),
+            "refused": delivery["refused"],
+            "spool_bytes": delivery["spool_bytes"],
+            "spool_max_bytes": delivery["spool_max_bytes"],
+            "gaps": [dict(gap) for gap in self.gaps],
+            "fatal_error": delivery["fatal_error"],
         }

@@ -52,6 +52,9 @@ class Journal:
         self._delivered_fd: int | None = None
         self._confirmed: list[bytes] = []
         self.dirty = False
+        #: Kept whole until the next start (set when the delivery reports cannot be trusted to
+        #: account for every message, e.g. after a fatal producer error): never cleared or removed.
+        self.pinned = False
 
     @staticmethod
     def _delivered(path: Path) -> Path:
@@ -77,7 +80,9 @@ class Journal:
             self._confirmed.clear()
 
     def clear(self) -> None:
-        """Nothing is outstanding: forget every journaled message."""
+        """Nothing is outstanding: forget every journaled message (unless pinned)."""
+        if self.pinned:
+            return
         os.ftruncate(self._fd, 0)
         os.ftruncate(self._delivered_fd, 0)
         self._confirmed.clear()
@@ -91,7 +96,7 @@ class Journal:
             if fd is not None:
                 os.close(fd)
         self._fd = self._delivered_fd = None
-        if remove:
+        if remove and not self.pinned:
             self.path.unlink(missing_ok=True)
             self.delivered_path.unlink(missing_ok=True)
 
@@ -123,3 +128,21 @@ class Journal:
     def remove(cls, recovering: Path) -> None:
         recovering.unlink(missing_ok=True)
         cls._delivered(recovering).unlink(missing_ok=True)
+
+
+class AcceptedLog:
+    """``producer_accepted_log``: the message_id of every accepted message, one a line (an audit
+    the fault-injection suite counts losses against)."""
+
+    def __init__(self, path: str | Path):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def write(self, value: bytes) -> None:
+        os.write(self._fd, message_id_of(value) + b"\n")
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
