@@ -30,7 +30,7 @@ from btc_platform.ingest.http import (
     IPBanned,
     parse_retry_after,
 )
-from btc_platform.ingest.schema import SchemaError, decode
+from btc_platform.ingest.schema import SchemaError, decode, format_ts
 from btc_platform.ingest.sources import LiveSource
 from btc_platform.settings import load_settings
 from tests.exchange_server import (
@@ -497,7 +497,7 @@ def test_live_source_reports_the_failures_it_backs_off_from(tmp_path, server, cl
     messages = source.messages(ctx)
     first = decode(next(messages)[1])
     assert first["message_type"] == "ticker_24hr"  # bookTicker gave up after its one retry
-    iso = lambda epoch: datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")  # noqa: E731
+    iso = lambda epoch: format_ts(datetime.fromtimestamp(epoch, UTC))  # noqa: E731  (as the "until" field)
     assert seen[0] == ("exchange_failing", None, {
         "kind": "http_5xx", "failures": 1, "since": iso(start), "last_failure": iso(start),
         "next_attempt": iso(start + 0.375), "detail": "HTTP 503",

@@ -89,3 +89,45 @@ def test_messages_a_killed_run_journaled_but_kafka_never_confirmed_are_sent_agai
     assert [json.loads(v)["message_id"] for v in values[2:]] == spooled[:4] and len(spooled) == 5
     assert not settings.producer_journal_path.exists()
     assert not settings.producer_journal_path.with_name("producer.wal.recovering").exists()
+
+
+def test_with_kafka_gone_a_full_spool_stops_the_polling_and_the_gap_is_recorded(tmp_path):
+    """Broker unreachable: what librdkafka queues counts against the spool's bound; once reached
+    the source is not asked for more (a gap in the status record, a waiting entry) until the stop."""
+    import threading
+    import time
+
+    settings = load_settings(data_dir=tmp_path / "data", kafka_bootstrap_servers=f"127.0.0.1:{_closed_port()}",
+                             producer_flush_timeout_s=1.0, producer_status_interval_s=0.1,
+                             producer_spool_max_mb=64 / 1024)
+    pulled = []
+
+    class Counted:
+        def messages(self, ctx):
+            for item in SimulateSource(["BTCUSDT"], coingecko_symbol="BTCUSDT", speed=0, seed=7).messages(ctx):
+                pulled.append(item)
+                yield item
+
+    app = FeedProducer(settings, source_mode="simulate")
+    result = []
+    runner = threading.Thread(target=lambda: result.append(app.run(Counted())))
+    runner.start()
+    try:
+        deadline = time.monotonic() + 60
+        while "spool" not in ((read_status(settings.producer_status_path) or {}).get("waiting") or {}):
+            assert time.monotonic() < deadline and runner.is_alive(), "the producer never held"
+            time.sleep(0.05)
+        held = len(pulled)
+        time.sleep(1.0)
+        assert len(pulled) == held  # not polled while the spool is full
+    finally:
+        app.request_stop()
+        runner.join(60)
+    assert result == [0]
+    status = read_status(settings.producer_status_path)
+    assert status["accepted"] == status["spooled"] == len(pulled) and status["failed"] == 0
+    assert status["spool_bytes"] >= status["spool_max_bytes"] == 64 * 1024
+    (gap,) = status["gaps"]
+    assert gap["reason"].startswith("spool_full") and "broker_unreachable" in gap["reason"]
+    assert gap["end"] >= gap["start"] and "spool" not in status["waiting"]
+    assert len(_ids(settings.producer_spool_path)) == len(pulled)  # every one kept, once

@@ -210,6 +210,13 @@ class Settings(BaseSettings):
         description="Write-ahead journal of accepted messages (<data_dir>/spool/producer.wal) until Kafka "
         "confirmed them: a producer killed with SIGKILL loses nothing, its next start re-sends them.",
     )
+    producer_spool_max_mb: PositiveFloat = Field(
+        default=512.0,
+        description="Bound of the producer's spool (<data_dir>/spool, undelivered messages on disk, MiB). When it "
+        "is reached (a long Kafka outage) the producer stops polling its source and records the gap (start, end, "
+        "reason) in its status record instead of filling the disk; it polls again once the spool drained below "
+        "half the bound.",
+    )
     producer_accepted_log: str = Field(
         default="",
         description="File to append the message_id of every message the producer accepted (one a line; "

@@ -59,6 +59,7 @@ from btc_platform.ingest.schema import (
     SchemaError,
     decode,
     encode,
+    format_ts,
     id_fields,
     parse_ts,
 )
@@ -291,7 +292,8 @@ class LiveSource:
 
 
 def _iso_s(epoch: float | None) -> str | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="seconds")
+    """The status record's time format (``schema.format_ts``, as ``until``) of epoch seconds."""
+    return None if epoch is None else format_ts(datetime.fromtimestamp(epoch, tz=UTC))
 
 
 def _int_or_none(value: Any) -> int | None:

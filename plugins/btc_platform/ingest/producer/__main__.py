@@ -1,0 +1,7 @@
+"""``python -m btc_platform.ingest.producer``."""
+
+import sys
+
+from btc_platform.ingest.producer.cli import main
+
+sys.exit(main())
