@@ -26,9 +26,10 @@ w/ config**). A run that has nothing to do is *skipped* with its reason, never f
 8. **publish_metrics** - headline metrics (skill per horizon, band coverage, interval-score
    skill, decision) as XCom and as the `extra` of the `prediction_metrics` asset event.
 
-Params: `epochs`, `lookback`, `horizon`, `test_hours` (test window, default 4 weeks),
-`force_promotion`, `min_promotion_windows`, `min_retrain_hours`, `as_of_version` (retrain on
-`hourly_metrics` as it was at that Delta version; empty = current).
+Params (defaults from `models.config.RetrainParams`): `epochs`, `lookback`, `horizon`,
+`test_hours` (test window, default 4 weeks), `force_promotion`, `min_promotion_windows`,
+`min_retrain_hours`, `as_of_version` (retrain on `hourly_metrics` as it was at that Delta version;
+empty = current).
 """
 
 from __future__ import annotations
@@ -41,10 +42,12 @@ from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param,
 from btc_platform.lakehouse import datasets
 from btc_platform.ops.orchestration import HOURLY_METRICS_ASSET
 from btc_platform.settings import get_settings
+from models.config import RetrainParams  # dataclasses only: the Params' defaults, read without building it
 
 settings = get_settings()
 hourly_metrics = Asset(name=HOURLY_METRICS_ASSET, uri=settings.path(datasets.HOURLY_METRICS))
 prediction_metrics = Asset(name=datasets.PREDICTION_METRICS, uri=settings.path(datasets.PREDICTION_METRICS))
+D = RetrainParams.default
 
 
 def _params(params) -> dict:
@@ -68,25 +71,26 @@ def _params(params) -> dict:
     doc_md=__doc__,
     params={
         "epochs": Param(
-            30, type="integer", minimum=1, maximum=500, description="Max training epochs (early stopping)."
+            D("epochs"), type="integer", minimum=1, maximum=500, description="Max training epochs (early stopping)."
         ),
-        "lookback": Param(12, type="integer", minimum=2, maximum=720, description="Input window, hours."),
-        "horizon": Param(24, type="integer", minimum=1, maximum=168, description="Forecast horizon, hours."),
+        "lookback": Param(D("lookback"), type="integer", minimum=2, maximum=720, description="Input window, hours."),
+        "horizon": Param(D("horizon"), type="integer", minimum=1, maximum=168, description="Forecast horizon, hours."),
         "test_hours": Param(
-            672, type="integer", minimum=2, description="Test window, hours (the most recent; > horizon)."
+            D("test_hours"), type="integer", minimum=2, description="Test window, hours (the most recent; > horizon)."
         ),
         "force_promotion": Param(
-            False, type="boolean", description="Promote the candidate regardless of metrics."
+            D("force_promotion"), type="boolean", description="Promote the candidate regardless of metrics."
         ),
         "min_promotion_windows": Param(
-            504, type="integer", minimum=1, description="Test windows needed before a candidate can be promoted."
+            D("min_promotion_windows"), type="integer", minimum=1,
+            description="Test windows needed before a candidate can be promoted.",
         ),
         "min_retrain_hours": Param(
-            20, type="integer", minimum=0,
+            D("min_retrain_hours"), type="integer", minimum=0,
             description="Scheduled/asset runs retrain only when the newest model's data is this many hours old.",
         ),
         "as_of_version": Param(
-            None,
+            D("as_of_version"),
             type=["null", "integer"],
             minimum=0,
             description="hourly_metrics Delta version to train on (time travel); empty = current.",
@@ -99,7 +103,8 @@ def btc_retrain():
         """Skip (no retry, not a failure) with a pointer to btc_backfill when history is too short."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from models.pipeline import InsufficientHistoryError, check_sufficiency
+        from models.data import InsufficientHistoryError
+        from models.pipeline import check_sufficiency
 
         try:
             return check_sufficiency(_params(params))
@@ -148,7 +153,7 @@ def btc_retrain():
     def promote_or_keep(version: str, params=None) -> dict:
         import logging
 
-        from models.pipeline import decide_promotion
+        from models.promotion import decide_promotion
 
         decision = decide_promotion(version, _params(params))
         logging.getLogger("btc_retrain").info("promotion decision for %s: %s", version, decision)
@@ -159,7 +164,7 @@ def btc_retrain():
         """The served forecast; skipped with the reason when there is no model or history yet."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from models.pipeline import predict_future
+        from models.serving import predict_future
 
         result = predict_future(_params(params))
         if result["status"] == "skipped":
