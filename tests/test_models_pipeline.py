@@ -423,3 +423,53 @@ def test_a_point_network_saved_before_the_quantile_network_still_forecasts(setti
     np.testing.assert_allclose(out["log_returns"], 0.01)  # bias 1 x target_std 0.01
     np.testing.assert_allclose(out["prices"], np.repeat(close[[30, 31]][:, None] * np.exp(0.01), 3, axis=1))
     assert set(out["bands"]) == {"lstm"} and (out["low"] < out["prices"]).all() and (out["high"] > out["prices"]).all()
+
+
+def test_each_symbol_has_its_own_registry_and_a_single_symbol_registry_stays_readable(settings_env):
+    """Two symbols, one without enough history: each task of one symbol reads and writes only its
+    own registry (models/<SYMBOL>/) and forecast; the symbol lacking history says why and is still
+    served. A registry of the single-symbol layout (versions directly under models/) stays the
+    registry of the symbol its models were trained on."""
+    import shutil
+
+    from btc_platform.lakehouse import lake
+    from btc_platform.lakehouse.model_registry import RegistryFiles
+    from models import pipeline, promotion, serving
+    from models.registry import Registry
+
+    s = settings_env(binance_symbols="BTCUSDT,ETHUSDT")
+    uri = s.path("hourly_metrics")
+    frame = candles_from_close(periodic_close(700))
+    write_hourly_metrics(to_hourly_metrics(frame), uri)
+    write_hourly_metrics(to_hourly_metrics(candles_from_close(periodic_close(40)), symbol="ETHUSDT"), uri)
+    params = {"epochs": 1, "test_hours": 72, "min_train_windows": 200, "lstm_units": [4, 4], "force_promotion": True}
+    with pytest.raises(InsufficientHistoryError, match="found 40.*ETHUSDT"):
+        pipeline.check_sufficiency(dict(params, symbol="ETHUSDT"))
+    version = pipeline.train_candidate(params)["version"]  # default symbol: the first, BTCUSDT
+    assert promotion.decide_promotion(version, params)["status"] == "promoted"
+    btc, eth = Registry(s, "BTCUSDT"), Registry(s, "ethusdt")
+    assert btc.root.endswith("/models/BTCUSDT") and eth.root.endswith("/models/ETHUSDT")
+    assert btc.versions() == [version] and btc.current_version() == version
+    assert eth.versions() == [] and eth.current() is None
+    assert serving.predict_future(params)["point_model"] == "lstm"
+    eth_out = serving.predict_future(dict(params, symbol="ETHUSDT"))
+    assert eth_out["point_model"] == "persistence" and eth_out["model_version"] == "persistence"
+    fut = lake.read_table("future_predictions", s)
+    assert fut.groupby("symbol")["model_version"].agg(set).to_dict() == {"BTCUSDT": {version},
+                                                                          "ETHUSDT": {"persistence"}}
+
+    # the single-symbol layout of before: the same files directly under models/
+    base = Path(s.path("models").removeprefix("file://"))
+    shutil.move(str(base / "BTCUSDT" / version), str(base / version))
+    shutil.move(str(base / "BTCUSDT" / "current.json"), str(base / "current.json"))
+    (base / "BTCUSDT").rmdir()
+    legacy = Registry(s, "BTCUSDT")
+    assert legacy.legacy and legacy.root == s.path("models")
+    assert legacy.versions() == [version] and legacy.current_version() == version
+    assert RegistryFiles(s, "BTCUSDT").current_version() == version  # what the dashboard reads
+    assert not Registry(s, "ETHUSDT").legacy and Registry(s, "ETHUSDT").versions() == []
+    again = serving.predict_future(params)
+    assert again["point_model"] == "lstm" and again["point_version"] == version
+    needed, reason = pipeline.retrain_needed(dict(params, force_promotion=False), 1,
+                                             frame["hour_start"].iloc[-1].isoformat())
+    assert not needed and "nothing changed" in reason  # the legacy model is the newest model of BTCUSDT

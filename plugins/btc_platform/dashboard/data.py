@@ -353,7 +353,7 @@ def forecast(settings: Settings, symbol: str, days: float, now: datetime | None 
         "to": iso(now),
         "future": served,
         "past": _past(settings, symbol, days, now),
-        "metrics": _metrics(settings),
+        "metrics": _metrics(settings, symbol),
         "per_horizon": per_horizon(settings, symbol, version),
         "registry": reg,
     }
@@ -446,9 +446,9 @@ _METRIC_COLUMNS = ("model_version", "trained_at", "decision", "decision_reason",
                    "skill_h1", "skill_h6", "skill_h12", "skill_h24", "test_windows")
 
 
-def _metrics(settings: Settings) -> dict:
+def _metrics(settings: Settings, symbol: str) -> dict:
     got = read(datasets.PREDICTION_METRICS, settings, required=("model_version",), optional=_METRIC_COLUMNS[1:],
-               empty_reason="prediction_metrics holds no model yet")
+               filters=[("symbol", "=", symbol)], empty_reason=f"prediction_metrics holds no model of {symbol} yet")
     if got.empty:
         return {"rows": [], "reason": got.reason}
     frame = got.frame

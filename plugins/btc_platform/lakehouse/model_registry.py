@@ -3,7 +3,7 @@
 ``models.registry.Registry`` builds on :class:`RegistryFiles` to save and load models; the
 dashboard reads the same files through it, so file names and the layout are spelled here only.
 
-Layout under ``<storage_root>/models/``::
+Layout: one registry per symbol, ``<storage_root>/models/<SYMBOL>/``::
 
     <version>/model.keras      Keras 3 model
     <version>/scaler.json      feature mean/std + target scale (fitted on the training part only)
@@ -16,6 +16,11 @@ Layout under ``<storage_root>/models/``::
     <version>/backtest.parquet forecasts on the test window (published to the predictions table)
     <version>/decision.json    promoted / rejected, the reason, forced or not, what it was compared to
     current.json               pointer to the served version (moves only on promotion)
+
+Registries written before there was one per symbol hold the versions of one symbol directly
+under ``models/``. They stay readable where they are: a symbol without its own directory whose
+models are in that legacy layout (by the ``symbol`` of their training.json) keeps using it, for
+reading and writing alike (:attr:`RegistryFiles.legacy`); every other symbol gets its own.
 """
 
 from __future__ import annotations
@@ -50,14 +55,24 @@ def _is_version(name: str) -> bool:
 
 
 class RegistryFiles:
-    """The registry of ``symbol`` (default: the first of ``BTC_BINANCE_SYMBOLS``); ``root``
-    overrides where it is."""
+    """The registry of one symbol (default: the first of ``BTC_BINANCE_SYMBOLS``); ``root``
+    overrides where it is (then no legacy lookup)."""
 
     def __init__(self, settings: Settings | None = None, symbol: str | None = None, root: str | None = None):
         self.settings = settings or get_settings()
         self.symbol = (symbol or self.settings.binance_symbols[0]).upper()
-        self.root = root or self.settings.path(datasets.MODELS)
-        self.fs: Storage = open_storage(self.root, self.settings)
+        self.legacy = False
+        if root is None:
+            root = self.settings.path(datasets.MODELS, self.symbol)
+            self.fs: Storage = open_storage(root, self.settings)
+            base = self.settings.path(datasets.MODELS)
+            if not self.fs.exists(root) and legacy_symbol(self.fs, base) == self.symbol:
+                root, self.legacy = base, True
+                log.info("model registry of %s: the single-symbol layout of %s (written before one per symbol)",
+                         self.symbol, base)
+        else:
+            self.fs = open_storage(root, self.settings)
+        self.root = root
 
     # ---- paths ----------------------------------------------------------------------------
     def uri(self, version: str, name: str = "") -> str:
@@ -96,3 +111,15 @@ class RegistryFiles:
         doc = self.current()
         return doc["version"] if doc else None
 
+
+def legacy_symbol(fs: Storage, base: str) -> str | None:
+    """The symbol of a single-symbol registry written directly under ``base`` (None if there is none)."""
+    if not fs.exists(base):
+        return None
+    for name in sorted(fs.listdir(base), reverse=True):
+        training = join(base, name, TRAINING)
+        if _is_version(name) and fs.exists(training):
+            symbol = json.loads(fs.read_text(training)).get("symbol")
+            if symbol:
+                return str(symbol).upper()
+    return None
