@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args, data = parse_with_data(parser, argv, "bench_models")
     if data is None:
         return 0
-    from models.pipeline import evaluate_offline
+    from models.offline import evaluate_offline
 
     started = time.perf_counter()
     result = evaluate_offline(str(data), args.test_from)

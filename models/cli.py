@@ -21,7 +21,7 @@ import json
 import logging
 import sys
 
-from models.config import DEFAULT_TEST_HOURS, ModelConfig
+from models.config import RetrainParams
 
 log = logging.getLogger("models.cli")
 
@@ -30,9 +30,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="candle CSV (open_time_utc,open,high,low,close,volume,...) or hourly_metrics "
                         "URI (file:// or hdfs://); default: hourly_metrics under BTC_STORAGE_ROOT")
     parser.add_argument("--symbol", help="symbol to read from hourly_metrics (default: first of BTC_BINANCE_SYMBOLS)")
-    parser.add_argument("--lookback", type=int, default=None, help=f"input hours per window (default {ModelConfig.lookback})")
-    parser.add_argument("--horizon", type=int, default=None, help=f"forecast hours (default {ModelConfig.horizon})")
-    parser.add_argument("--epochs", type=int, default=None, help=f"maximum epochs; EarlyStopping may stop earlier (default {ModelConfig.epochs})")
+    parser.add_argument("--lookback", type=int, default=None,
+                        help=f"input hours per window (default {RetrainParams.default('lookback')})")
+    parser.add_argument("--horizon", type=int, default=None,
+                        help=f"forecast hours (default {RetrainParams.default('horizon')})")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"maximum epochs; EarlyStopping may stop earlier (default {RetrainParams.default('epochs')})")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
 
 
@@ -50,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p_train)
     p_train.add_argument("--test-hours", type=int, default=None,
                          help="length of the test window (latest hours) used to judge the candidate "
-                         f"(default {DEFAULT_TEST_HOURS})")
+                         f"(default {RetrainParams.default('test_hours')})")
     p_train.add_argument("--force-promotion", action="store_true",
                          help="make the candidate current even if it loses to persistence/current (recorded)")
     _as_of(p_train)
@@ -88,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     from btc_platform.lakehouse.lake import LegacyLayoutError
     from btc_platform.lakehouse.storage import StorageError
     from btc_platform.settings import SettingsError, get_settings
-    from models import pipeline
+    from models import pipeline, promotion, serving
     from models.data import DataError, InsufficientHistoryError
+    from models.offline import evaluate_offline
     from models.registry import ModelNotFoundError
 
     try:
@@ -97,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "evaluate":
             if not args.data:
                 raise ValueError("evaluate needs --data FILE_OR_URI")
+            from models.config import ModelConfig
+
             cfg = ModelConfig().replace(lookback=args.lookback, horizon=args.horizon, epochs=args.epochs)
-            result = pipeline.evaluate_offline(
+            result = evaluate_offline(
                 args.data, args.test_from, cfg, args.symbol, settings, as_of_version=args.as_of_version,
                 retrain_every=args.retrain_every,
             )
@@ -126,13 +132,13 @@ def main(argv: list[str] | None = None) -> int:
             pipeline.check_sufficiency(params)
             cand = pipeline.train_candidate(params)
             pipeline.evaluate_candidate(cand["version"], params)
-            decision = pipeline.decide_promotion(cand["version"], params)
+            decision = promotion.decide_promotion(cand["version"], params)
             pipeline.write_outputs(cand["version"], params)
             log.info("candidate %s: %s (%s)", cand["version"], decision["status"], decision["reason"])
-            served = pipeline.predict_future(params)  # after every retrain: champion point + best band
+            served = serving.predict_future(params)  # after every retrain: champion point + best band
             log.info("served forecast: %s", json.dumps({k: v for k, v in served.items() if k != "predicted_close"}))
         else:
-            result = pipeline.predict_future(_params(args))
+            result = serving.predict_future(_params(args))
             log.info("predict: %s", json.dumps(result))
     except InsufficientHistoryError as exc:
         log.error("%s", exc)

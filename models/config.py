@@ -7,10 +7,6 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-#: four weeks of hourly forecast origins: enough windows to tell a real difference from noise
-#: (the test window a retrain judges its candidate on, unless ``test_hours`` says otherwise)
-DEFAULT_TEST_HOURS = 672
-
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -80,3 +76,97 @@ class ModelConfig:
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+#: ModelConfig fields a retrain run may override (flat keys of the DAG's Params and the CLI)
+MODEL_KEYS = ("epochs", "lookback", "horizon", "min_train_windows", "min_val_windows", "batch_size", "seed",
+              "patience", "lstm_units")
+PROMOTION_POLICIES = ("beat_current_and_persistence", "beat_persistence")
+
+
+@dataclass(frozen=True)
+class RetrainParams:
+    """Everything one retrain / forecast run can be given, with its defaults: the one source of
+    them for the pipeline, the CLI (its help quotes :meth:`default`) and the ``btc_retrain``
+    DAG's Params.
+
+    The flat dict the DAG and the CLI pass (:meth:`from_dict`) holds these fields and the
+    :data:`MODEL_KEYS` of ``config``; a key left out or None takes the default. ``data_uri``,
+    ``symbol`` and ``promotion_policy`` default to settings (hourly_metrics under the storage root,
+    each symbol of ``BTC_BINANCE_SYMBOLS``, ``BTC_MODEL_PROMOTION_POLICY``).
+    """
+
+    config: ModelConfig = field(default_factory=ModelConfig)
+    #: length of the test window (the latest hours): four weeks of hourly forecast origins, enough
+    #: windows to tell a real difference from noise
+    test_hours: int = 672
+    #: promote the candidate whatever its metrics (recorded as forced)
+    force_promotion: bool = False
+    #: promotion needs at least this many test windows (three weeks of origins) ...
+    min_promotion_windows: int = 504
+    #: ... and a one-sided Diebold-Mariano p-value below this
+    dm_alpha: float = 0.05
+    #: retrain only when the newest model's data ends at least this many hours before the latest
+    #: hour (scheduled and asset-triggered runs; manual runs pass 0: retrain whenever data changed)
+    min_retrain_hours: int = 20
+    data_uri: str | None = None
+    symbol: str | None = None
+    promotion_policy: str | None = None
+    #: read hourly_metrics at this Delta version instead of the current one (time travel)
+    as_of_version: int | None = None
+
+    def __post_init__(self):
+        if self.test_hours <= self.config.horizon:
+            raise ValueError(f"test_hours must exceed the horizon ({self.config.horizon}), got {self.test_hours}")
+        if self.promotion_policy is not None and self.promotion_policy not in PROMOTION_POLICIES:
+            raise ValueError(f"unknown promotion_policy {self.promotion_policy!r}; one of {PROMOTION_POLICIES}")
+        if self.as_of_version is not None and self.as_of_version < 0:
+            raise ValueError(f"as_of_version must be a table version >= 0, got {self.as_of_version}")
+        if self.min_promotion_windows < 1 or self.min_retrain_hours < 0 or not 0 < self.dm_alpha <= 1:
+            raise ValueError("min_promotion_windows must be >= 1, min_retrain_hours >= 0 and dm_alpha in (0, 1], "
+                             f"got {self.min_promotion_windows}, {self.min_retrain_hours}, {self.dm_alpha}")
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        """Every key :meth:`from_dict` accepts."""
+        return (*MODEL_KEYS, *(f.name for f in dataclasses.fields(cls) if f.name != "config"))
+
+    @classmethod
+    def default(cls, key: str):
+        """The default of ``key`` read from the dataclasses' fields, without building a
+        ModelConfig (the DAG file calls this at parse time)."""
+        owner = ModelConfig if key in MODEL_KEYS else cls
+        fields = {f.name: f for f in dataclasses.fields(owner)}
+        if key not in fields or key == "config":
+            raise KeyError(f"no retrain parameter {key!r}; known: {', '.join(cls.keys())}")
+        return fields[key].default
+
+    @classmethod
+    def from_dict(cls, params: dict | RetrainParams | None) -> RetrainParams:
+        """The run's parameters from a flat dict (JSON of the DAG's Params, the CLI's arguments)."""
+        if isinstance(params, RetrainParams):
+            return params
+        given = {k: v for k, v in (params or {}).items() if v is not None}
+        unknown = sorted(set(given) - set(cls.keys()))
+        if unknown:
+            raise ValueError(f"unknown retrain parameter(s) {', '.join(unknown)}; known: {', '.join(cls.keys())}")
+        model = {k: int(given.pop(k)) for k in MODEL_KEYS if k in given and k != "lstm_units"}
+        if given.get("lstm_units"):
+            model["lstm_units"] = tuple(int(u) for u in given.pop("lstm_units"))
+        given.pop("lstm_units", None)
+        kinds = {"test_hours": int, "min_promotion_windows": int, "min_retrain_hours": int, "as_of_version": int,
+                 "dm_alpha": float, "force_promotion": bool, "data_uri": str, "symbol": str, "promotion_policy": str}
+        typed = {k: kinds[k](v) for k, v in given.items() if v != ""}
+        if "symbol" in typed:
+            typed["symbol"] = typed["symbol"].upper()
+        return cls(config=ModelConfig().replace(**model), **typed)
+
+    def to_dict(self) -> dict:
+        """The flat dict of :meth:`from_dict` (JSON-ready)."""
+        out = {k: getattr(self.config, k) for k in MODEL_KEYS}
+        out["lstm_units"] = list(self.config.lstm_units)
+        out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "config"})
+        return out
+
+    def replace(self, **changes) -> RetrainParams:
+        return dataclasses.replace(self, **changes)

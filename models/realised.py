@@ -77,7 +77,9 @@ def score_forecasts(settings: Settings | None = None, symbol: str | None = None,
     rows["abs_error"] = err.abs()
     rows["abs_pct_error"] = 100.0 * err.abs() / rows["actual_close"].abs()
     rows["persistence_error"] = rows["last_close"] - rows["actual_close"]
-    rows["inside_band"] = (rows["actual_close"] >= rows["lower"]) & (rows["actual_close"] <= rows["upper"])
+    banded = rows["lower"].notna() & rows["upper"].notna()  # a forecast served without a band: no hit, no miss
+    rows["inside_band"] = ((rows["actual_close"] >= rows["lower"]) & (rows["actual_close"] <= rows["upper"])) \
+        .astype("boolean").where(banded, pd.NA)
     width = rows["upper"] - rows["lower"]
     alpha = 1.0 - rows["interval_level"]
     rows["interval_score"] = (
@@ -91,9 +93,11 @@ def score_forecasts(settings: Settings | None = None, symbol: str | None = None,
     version = lake.write_table(datasets.FORECAST_ACTUALS, rows.reset_index(drop=True), s,
                                replace_on=KEYS[:3] if rescore else None)
     n_forecasts = int(rows[list(KEYS[:3])].drop_duplicates().shape[0])
+    hits = rows["inside_band"].mean()
+    hit_rate = float("nan") if pd.isna(hits) else float(hits)
     log.info("scored %d forecast(s) of %s (%d rows, %d steps awaiting their close): band hit rate %.3f, "
              "MAE %.2f (persistence %.2f); forecast_actuals version %d", n_forecasts, sym, len(rows), awaiting,
-             rows["inside_band"].mean(), rows["abs_error"].mean(), rows["persistence_error"].abs().mean(), version)
+             hit_rate, rows["abs_error"].mean(), rows["persistence_error"].abs().mean(), version)
     return {"status": "scored", "scored_forecasts": n_forecasts, "scored_rows": int(len(rows)),
             "awaiting_rows": awaiting, "table_version": version,
-            "band_hit_rate": float(rows["inside_band"].mean())}
+            "band_hit_rate": hit_rate}

@@ -1,18 +1,6 @@
-"""Model registry on the storage root (file:// or hdfs://, via ``btc_platform.lakehouse.storage``).
-
-Layout under ``<storage_root>/models/``::
-
-    <version>/model.keras      Keras 3 model
-    <version>/scaler.json      feature mean/std + target scale (fitted on the training part only)
-    <version>/intervals.json   interval calibration (validation slice)
-    <version>/config.json      ModelConfig
-    <version>/training.json    data range, split, epochs, timings, code version, params and the data
-                               it was trained on: ``data_uri``, ``symbol``, ``data_end`` and
-                               ``data_table_version`` (hourly_metrics Delta version; null for a CSV)
-    <version>/metrics.json     evaluation on the test window (model vs persistence vs drift)
-    <version>/backtest.parquet forecasts on the test window (published to the predictions table)
-    <version>/decision.json    promoted / rejected, the reason, forced or not, what it was compared to
-    current.json               pointer to the served version (moves only on promotion)
+"""Model registry on the storage root (file:// or hdfs://, via ``btc_platform.lakehouse.storage``):
+one per symbol, its layout and file names in ``btc_platform.lakehouse.model_registry`` (read by
+the dashboard too); this module adds saving and loading models (Keras) and moving ``current``.
 
 A rejected candidate stays in place with its decision. Every JSON is written atomically. With
 ``data_table_version`` a model's training data can be read again exactly (time travel:
@@ -29,17 +17,23 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from btc_platform.lakehouse import datasets
-from btc_platform.lakehouse.storage import Storage, join, open_storage, write_parquet
-from btc_platform.settings import PROJECT_ROOT, Settings, get_settings
+from btc_platform.lakehouse.model_registry import (
+    BANDS,
+    CONFIG,
+    CURRENT,
+    INTERVALS,
+    MODEL,
+    SCALER,
+    TRAINING,
+    ModelNotFoundError,
+    RegistryFiles,
+)
+from btc_platform.lakehouse.storage import join, write_parquet
+from btc_platform.settings import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 
-CURRENT = "current.json"
-
-
-class ModelNotFoundError(LookupError):
-    """No such model version, or no ``current`` model yet."""
+__all__ = ["ModelNotFoundError", "Registry", "code_version", "utcnow_iso"]
 
 
 def code_version() -> str:
@@ -61,28 +55,8 @@ def utcnow_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-class Registry:
-    def __init__(self, settings: Settings | None = None, root: str | None = None):
-        self.settings = settings or get_settings()
-        self.root = root or self.settings.path(datasets.MODELS)
-        self.fs: Storage = open_storage(self.root, self.settings)
-
-    # ---- paths ----------------------------------------------------------------------------
-    def uri(self, version: str, name: str = "") -> str:
-        return join(self.root, version, name)
-
-    def exists(self, version: str, name: str = "config.json") -> bool:
-        return self.fs.exists(self.uri(version, name))
-
-    # ---- json documents -------------------------------------------------------------------
-    def write_json(self, version: str, name: str, doc: dict) -> None:
-        self.fs.write_text(self.uri(version, name), json.dumps(doc, indent=2, sort_keys=True, default=str))
-
-    def read_json(self, version: str, name: str) -> dict:
-        uri = self.uri(version, name)
-        if not self.fs.exists(uri):
-            raise ModelNotFoundError(f"{uri} does not exist")
-        return json.loads(self.fs.read_text(uri))
+class Registry(RegistryFiles):
+    """The registry of one symbol (``RegistryFiles``) with its models."""
 
     # ---- tables of a version (one Parquet file each) -------------------------------------------
     def write_frame(self, version: str, name: str, frame) -> None:
@@ -99,7 +73,7 @@ class Registry:
     def trained_on(self, version: str) -> dict:
         """The data ``version`` was trained on: data_uri, symbol, data_end and data_table_version
         (None for a candle CSV or a model saved before table versions were recorded)."""
-        training = self.read_json(version, "training.json")
+        training = self.read_json(version, TRAINING)
         return {
             "data_uri": training["data_uri"],
             "symbol": training["symbol"],
@@ -111,15 +85,15 @@ class Registry:
     def save_forecaster(self, version: str, forecaster, training: dict) -> str:
         """Write model, scaler, intervals, config and training info; returns the version URI."""
         with tempfile.TemporaryDirectory(prefix="btc-model-") as tmp:
-            path = Path(tmp) / "model.keras"
+            path = Path(tmp) / MODEL
             forecaster.model.save(path)
-            self.fs.write_bytes(self.uri(version, "model.keras"), path.read_bytes())
-        self.write_json(version, "scaler.json", forecaster.scaler.to_dict())
-        self.write_json(version, "intervals.json", forecaster.calibration.to_dict())
-        self.write_json(version, "bands.json", {k: b.to_dict() for k, b in forecaster.bands.items()})
-        self.write_json(version, "training.json", {**training, "code_version": code_version(), "saved_at": utcnow_iso()})
+            self.fs.write_bytes(self.uri(version, MODEL), path.read_bytes())
+        self.write_json(version, SCALER, forecaster.scaler.to_dict())
+        self.write_json(version, INTERVALS, forecaster.calibration.to_dict())
+        self.write_json(version, BANDS, {k: b.to_dict() for k, b in forecaster.bands.items()})
+        self.write_json(version, TRAINING, {**training, "code_version": code_version(), "saved_at": utcnow_iso()})
         # config last: its presence marks a complete version
-        self.write_json(version, "config.json", forecaster.config.to_dict())
+        self.write_json(version, CONFIG, forecaster.config.to_dict())
         log.info("saved model %s to %s", version, self.uri(version))
         return self.uri(version)
 
@@ -136,36 +110,20 @@ class Registry:
             raise ModelNotFoundError(f"model version {version} not found under {self.root}")
         from models.network import configure_runtime
 
-        config = ModelConfig.from_dict(self.read_json(version, "config.json"))
+        config = ModelConfig.from_dict(self.read_json(version, CONFIG))
         configure_runtime(self.settings.model_tf_threads, config.seed)
         with tempfile.TemporaryDirectory(prefix="btc-model-") as tmp:
-            path = Path(tmp) / "model.keras"
-            path.write_bytes(self.fs.read_bytes(self.uri(version, "model.keras")))
+            path = Path(tmp) / MODEL
+            path.write_bytes(self.fs.read_bytes(self.uri(version, MODEL)))
             model = keras.models.load_model(path, compile=False)
         return Forecaster(
             config,
             model,
-            Scaler.from_dict(self.read_json(version, "scaler.json")),
-            calibration_from_dict(self.read_json(version, "intervals.json")),
-            {k: BandModel.from_dict(v) for k, v in self.read_json(version, "bands.json").items()}
-            if self.exists(version, "bands.json") else {},
+            Scaler.from_dict(self.read_json(version, SCALER)),
+            calibration_from_dict(self.read_json(version, INTERVALS)),
+            {k: BandModel.from_dict(v) for k, v in self.read_json(version, BANDS).items()}
+            if self.exists(version, BANDS) else {},
         )
-
-    def versions(self) -> list[str]:
-        if not self.fs.exists(self.root):
-            return []
-        return [v for v in self.fs.listdir(self.root) if not v.startswith((".", "_")) and self.exists(v)]
-
-    # ---- current pointer ------------------------------------------------------------------
-    def current(self) -> dict | None:
-        uri = join(self.root, CURRENT)
-        if not self.fs.exists(uri):
-            return None
-        return json.loads(self.fs.read_text(uri))
-
-    def current_version(self) -> str | None:
-        doc = self.current()
-        return doc["version"] if doc else None
 
     def set_current(self, version: str, reason: str, forced: bool) -> dict:
         doc = {

@@ -150,7 +150,9 @@ def forecasts(settings: Settings, now: pd.Timestamp, horizon: int = 24, past_iss
 
 
 def registry(settings: Settings, now: pd.Timestamp) -> None:
-    root = settings.path(datasets.MODELS).removeprefix("file://")
+    from btc_platform.lakehouse.model_registry import CONFIG, CURRENT, DECISION, METRICS, RegistryFiles
+
+    root = RegistryFiles(settings, SYMBOL).root.removeprefix("file://")
     per_horizon = [{"horizon": h, "model_rmse": 100.0 + h, "persistence_rmse": 110.0 + h, "drift_rmse": 112.0 + h,
                     "model_skill": 1 - (100.0 + h) / (110.0 + h), "interval_coverage": 0.8} for h in range(1, 25)]
     metrics = {"n_windows": 120, "horizon": 24, "per_horizon": per_horizon,
@@ -165,10 +167,10 @@ def registry(settings: Settings, now: pd.Timestamp) -> None:
     for version, decision in decisions.items():
         folder = f"{root}/{version}"
         os.makedirs(folder, exist_ok=True)
-        for name, doc in (("decision.json", decision), ("metrics.json", metrics), ("config.json", {})):
+        for name, doc in ((DECISION, decision), (METRICS, metrics), (CONFIG, {})):
             with open(f"{folder}/{name}", "w", encoding="utf-8") as handle:
                 json.dump(doc, handle)
-    with open(f"{root}/current.json", "w", encoding="utf-8") as handle:
+    with open(f"{root}/{CURRENT}", "w", encoding="utf-8") as handle:
         json.dump({"version": MODEL, "previous": None, "promoted_at": "2026-01-01T01:00:00+00:00",
                    "forced": False, "reason": "beats persistence"}, handle)
     record = {"model_version": [MODEL, OLD_MODEL], "symbol": [SYMBOL, SYMBOL],

@@ -90,6 +90,7 @@ RUNNER = textwrap.dedent(
             "errors": bag.import_errors, "dags": sorted(bag.dags), "queries": queries,
             "connects": connects, "direct": sorted(direct), "heavy_imports": heavy_imports,
             "loaded_before": loaded_before, "loaded": sorted(m for m in heavy if m in sys.modules),
+            "models_loaded": sorted(m for m in sys.modules if m.split(".")[0] == "models"),
         }, default=str))
 
     elif mode == "parse":
@@ -112,6 +113,7 @@ RUNNER = textwrap.dedent(
                     "application_args": [str(a) for a in (getattr(t, "application_args", None) or [])]
                     if isinstance(getattr(t, "application_args", None), list) else None,
                     "conn_id": getattr(t, "_conn_id", None),
+                    "group": type(t.task_group).__name__ if t.task_group is not None else None,
                 }
             dags[dag_id] = {
                 "fileloc": dag.fileloc,
@@ -143,15 +145,19 @@ RUNNER = textwrap.dedent(
         with create_session() as session:
             tis = session.query(TaskInstance).filter(
                 TaskInstance.dag_id == dag_id, TaskInstance.run_id == run.run_id).all()
-            states = {ti.task_id: str(ti.state) for ti in tis}
+            def key(task_id, map_index):  # a mapped task instance: task_id[map_index]
+                return task_id if map_index is None or map_index < 0 else f"{task_id}[{map_index}]"
+
+            states = {key(ti.task_id, ti.map_index): str(ti.state) for ti in tis}
+            names = {key(ti.task_id, ti.map_index): ti.rendered_map_index for ti in tis if ti.map_index >= 0}
             from airflow.models.asset import AssetEvent
             from airflow.models.xcom import XComModel
 
             events = [e.extra for e in session.query(AssetEvent).filter(
                 AssetEvent.source_dag_id == dag_id, AssetEvent.source_run_id == run.run_id).all()]
-            xcoms = {x.task_id: XComModel.deserialize_value(x) for x in session.query(XComModel).filter(
+            xcoms = {key(x.task_id, x.map_index): XComModel.deserialize_value(x) for x in session.query(XComModel).filter(
                 XComModel.dag_id == dag_id, XComModel.run_id == run.run_id, XComModel.key == "return_value").all()}
-        print(MARK + json.dumps({"state": str(run.state), "run_id": run.run_id, "tasks": states,
+        print(MARK + json.dumps({"state": str(run.state), "run_id": run.run_id, "tasks": states, "names": names,
                                   "asset_extras": events, "xcoms": xcoms,
                                   "interval": [str(run.data_interval_start), str(run.data_interval_end)]},
                                  default=str))
@@ -197,10 +203,10 @@ class AirflowSandbox:
         self.storage.mkdir(parents=True)
         return self.storage
 
-    def run(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    def run(self, *args: str, timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, str(self.runner), *args],
-            env=self.env,
+            env={**self.env, **(env or {})},
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -216,9 +222,11 @@ class AirflowSandbox:
             assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
             self.migrated = True
 
-    def dag_test(self, dag_id: str, logical_date: str = "", conf: dict | None = None) -> tuple[dict, str]:
+    def dag_test(self, dag_id: str, logical_date: str = "", conf: dict | None = None,
+                 env: dict | None = None) -> tuple[dict, str]:
+        """One run of ``dag_id`` (``env``: settings of this run, e.g. BTC_BINANCE_SYMBOLS)."""
         self.migrate()
-        proc = self.run("test", dag_id, logical_date, json.dumps(conf or {}), str(DAGS))
+        proc = self.run("test", dag_id, logical_date, json.dumps(conf or {}), str(DAGS), env=env)
         output = proc.stdout + proc.stderr
         return _result(output), output
 
@@ -274,7 +282,9 @@ def test_every_dag_has_tags_docs_and_retries(parsed):
 #: Modules a DAG file must not load at parse time (the DAG processor parses every file every
 #: ``min_file_process_interval``): they belong inside the tasks.
 HEAVY_MODULES = ("tensorflow", "keras", "pyspark", "pandas", "numpy", "pyarrow", "requests", "confluent_kafka",
-                 "models", "spark_jobs")  # fmt: skip
+                 "spark_jobs")  # fmt: skip
+#: The one module of ``models`` a DAG file may load: the dataclasses that hold the Params' defaults.
+MODELS_AT_PARSE = {"models", "models.config"}
 OWN_PACKAGES = ("btc_platform", "spark_jobs", "models")
 
 
@@ -303,7 +313,8 @@ def test_parsing_a_dag_file_loads_no_heavy_module(sandbox, dag_file):
     assert heavy_imports_of_ours(result) == {}
     by_airflow = set(result["loaded_before"]) | set(result["heavy_imports"])
     assert set(result["loaded"]) <= by_airflow, f"loaded, importer unknown: {set(result['loaded']) - by_airflow}"
-    assert not {"models", "spark_jobs", "pyspark", "pandas", "tensorflow"} & set(result["loaded"])
+    assert not {"spark_jobs", "pyspark", "pandas", "tensorflow"} & set(result["loaded"])
+    assert set(result["models_loaded"]) <= MODELS_AT_PARSE, result["models_loaded"]
     assert result["connects"] == [] and result["queries"] == []
     for module in result["direct"]:
         if module.startswith("airflow") and not module.startswith("airflow.providers"):
@@ -387,19 +398,25 @@ def test_consolidation_dag_shape(parsed, sandbox):
 
 
 def test_retrain_dag_shape(parsed):
+    from models.config import RetrainParams
+
     dag = parsed["dags"]["btc_retrain"]
     assert dag["catchup"] is False and dag["max_active_runs"] == 1
     assert dag["timetable"] == "AssetOrTimeSchedule"  # daily and on new hourly_metrics data
     assert set(dag["params"]) == {"epochs", "lookback", "horizon", "test_hours", "force_promotion", "as_of_version",
                                   "min_promotion_windows", "min_retrain_hours"}
-    assert dag["params"]["force_promotion"] is False and dag["params"]["as_of_version"] is None
+    for name, value in dag["params"].items():  # the defaults are the dataclass's, not retyped
+        assert value == RetrainParams.default(name), name
+    assert dag["params"]["test_hours"] == 672
+    tasks = dag["tasks"]
     chain = ["check_sufficiency", "train", "evaluate", "promote_or_keep", "predict_next_24h", "write_outputs",
              "publish_metrics"]
-    for before, after in zip(chain, chain[1:], strict=False):
-        assert before in dag["tasks"][after]["upstream"], f"{before} -> {after}"
-    assert dag["tasks"]["score_forecasts"]["upstream"] == ["predict_next_24h"]
-    assert dag["tasks"]["publish_metrics"]["outlets"] == ["prediction_metrics"]
-    assert dag["tasks"]["check_sufficiency"]["retries"] == 0  # short history is not transient
+    for before, after in zip(chain, chain[1:], strict=False):  # one group, mapped over the symbols
+        assert f"forecast.{before}" in tasks[f"forecast.{after}"]["upstream"], f"{before} -> {after}"
+    assert {task["group"] for task in tasks.values()} == {"MappedTaskGroup"}, tasks
+    assert tasks["forecast.score_forecasts"]["upstream"] == ["forecast.predict_next_24h"]
+    assert tasks["forecast.publish_metrics"]["outlets"] == ["prediction_metrics"]
+    assert tasks["forecast.check_sufficiency"]["retries"] == 0  # short history is not transient
 
 
 def test_backfill_dag_shape(parsed):
@@ -718,12 +735,13 @@ def test_backfill_dag_rejects_inconsistent_params(sandbox):
 
 
 @pytest.mark.slow
-def test_retrain_dag_skips_without_history_then_rejects_and_still_serves(sandbox):
-    """Fresh install: no hourly data -> the run succeeds with skipped tasks (no red run). With
-    history: a candidate judged on too few windows is rejected by the promotion rule (no
-    force_promotion), the forecast is still served (persistence + best band), headline metrics
-    are the publish task's XCom and the prediction_metrics asset event's extra. A second run on
-    the same data skips training (nothing changed) and refreshes the forecast."""
+def test_retrain_dag_serves_every_symbol_and_one_without_history_blocks_nothing(sandbox):
+    """Two symbols, one without history. Fresh install: no hourly data -> the run succeeds with
+    skipped tasks (no red run), each naming its symbol. Then BTCUSDT has history, ETHUSDT 30 hours:
+    BTCUSDT's candidate is rejected by the promotion rule (too few windows), its forecast served
+    (persistence + best band); ETHUSDT skips training with why and is still served persistence
+    with a small-sample band; headline metrics are BTCUSDT's publish XCom and asset event extra.
+    A second run on the same data skips training (nothing changed) and refreshes the forecasts."""
     from btc_platform.lakehouse import datasets, lake
     from tests.models_testdata import (
         candles_from_close,
@@ -733,36 +751,52 @@ def test_retrain_dag_skips_without_history_then_rejects_and_still_serves(sandbox
     )
 
     sandbox.reset_storage()
+    two = {"BTC_BINANCE_SYMBOLS": "BTCUSDT,ETHUSDT"}
     conf = {"epochs": 2, "lookback": 12, "horizon": 24, "test_hours": 72}
-    result, output = sandbox.dag_test("btc_retrain", "", conf)
+    result, output = sandbox.dag_test("btc_retrain", "", conf, env=two)
+    tasks = result["tasks"]
     assert result["state"] == "success", output[-8000:]
-    assert result["tasks"]["check_sufficiency"] == "skipped" and result["tasks"]["train"] == "skipped"
-    assert "failed" not in result["tasks"].values()
-    assert "btc_backfill" in output  # the skip names what to do
+    for i in (0, 1):
+        assert tasks[f"forecast.check_sufficiency[{i}]"] == "skipped" and tasks[f"forecast.train[{i}]"] == "skipped"
+    assert result["names"]["forecast.check_sufficiency[1]"] == "ETHUSDT"
+    assert "failed" not in tasks.values()
+    assert "btc_backfill" in output and "ETHUSDT: insufficient history" in output  # each skip says what to do
 
-    hours = 700
-    frame = candles_from_close(periodic_close(hours))
+    frame = candles_from_close(periodic_close(700))
     write_hourly_metrics(to_hourly_metrics(frame), sandbox.storage / datasets.HOURLY_METRICS)
-    result, output = sandbox.dag_test("btc_retrain", "", conf)
+    eth = to_hourly_metrics(candles_from_close(periodic_close(30) * 0.05), symbol="ETHUSDT")
+    write_hourly_metrics(eth, sandbox.storage / datasets.HOURLY_METRICS)
+    result, output = sandbox.dag_test("btc_retrain", "", conf, env=two)
+    tasks = result["tasks"]
     assert result["state"] == "success", output[-8000:]
-    assert set(result["tasks"].values()) == {"success"}, result["tasks"]
+    btc = {k: v for k, v in tasks.items() if k.endswith("[0]")}
+    assert set(btc.values()) == {"success"}, tasks
+    assert tasks["forecast.check_sufficiency[1]"] == "skipped" and tasks["forecast.predict_next_24h[1]"] == "success"
     assert "vs baselines" in output and "80 % bands" in output
-    decision = result["xcoms"]["promote_or_keep"]
+    decision = result["xcoms"]["forecast.promote_or_keep[0]"]
     assert decision["status"] == "rejected" and decision["forced"] is False
     assert "only 48 test windows, promotion needs 504" in decision["reason"]
-    headline = result["xcoms"]["publish_metrics"]
-    assert headline["decision"] == "rejected" and headline["served_point_model"] == "persistence"
+    headline = result["xcoms"]["forecast.publish_metrics[0]"]
+    assert headline["symbol"] == "BTCUSDT" and headline["decision"] == "rejected"
+    assert headline["served_point_model"] == "persistence"
     assert set(headline) >= {"lstm_skill_h1", "lstm_skill_h24", "band_coverage", "band_winkler_skill_vs_constant"}
     assert result["asset_extras"] == [headline]
+    eth_served = result["xcoms"]["forecast.predict_next_24h[1]"]
+    assert eth_served["symbol"] == "ETHUSDT" and eth_served["point_model"] == "persistence"
+    assert eth_served["band_model"] == "ewma_t" and "30 found" in eth_served["point_reason"]
     future = lake.read_at(str(sandbox.storage / datasets.FUTURE_PREDICTIONS))
-    assert len(future) == 24 and set(future["point_model"]) == {"persistence"}
-    assert set(future["band_model"]) == {headline["served_band_model"]}
+    assert future.groupby("symbol").size().to_dict() == {"BTCUSDT": 24, "ETHUSDT": 24}
+    btc_future = future[future["symbol"] == "BTCUSDT"]
+    assert set(btc_future["point_model"]) == {"persistence"}
+    assert set(btc_future["band_model"]) == {headline["served_band_model"]}
     metrics = lake.read_at(str(sandbox.storage / datasets.PREDICTION_METRICS))
-    assert len(metrics) == 1 and metrics["decision"].tolist() == ["rejected"]
-    assert metrics["data_table_version"].tolist() == [0]  # train ran on the version check_sufficiency read
+    assert metrics["symbol"].tolist() == ["BTCUSDT"] and metrics["decision"].tolist() == ["rejected"]
+    assert metrics["data_table_version"].tolist() == [1]  # train ran on the version check_sufficiency read
+    assert (sandbox.storage / "models" / "BTCUSDT" / decision["version"] / "decision.json").is_file()
 
-    result, output = sandbox.dag_test("btc_retrain", "", conf)
+    result, output = sandbox.dag_test("btc_retrain", "", conf, env=two)
     assert result["state"] == "success", output[-8000:]
-    assert result["tasks"]["train"] == "skipped" and result["tasks"]["predict_next_24h"] == "success"
+    assert result["tasks"]["forecast.train[0]"] == "skipped"
+    assert result["tasks"]["forecast.predict_next_24h[0]"] == "success"
     assert "nothing changed" in output
     assert result["asset_extras"] == []  # no new model, no metrics event

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from urllib.parse import unquote
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -149,7 +150,7 @@ def test_empty_storage_gives_reasons_not_errors(client):
     assert "raw_data does not exist yet" in market["latest_tick"]["reason"]
     forecast = client.get("/api/forecast").json()
     assert "future_predictions does not exist yet" in forecast["future"]["reason"]
-    assert "no model registry yet" in forecast["registry"]["reason"]
+    assert f"no model of {td.SYMBOL} in the registry yet" in forecast["registry"]["reason"]
     assert "no such" not in json.dumps(forecast)
 
 
@@ -164,6 +165,30 @@ def test_forecast_without_band_columns_says_so(settings_env, client):
     lake.write_table("future_predictions", frame, settings)
     future = client.get("/api/forecast").json()["future"]
     assert future["count"] == 5 and future["lower"] == [] and "no lower/upper" in future["band_reason"]
+
+
+def test_the_latest_forecast_is_shown_with_its_age_and_served_point_model(settings_env, client):
+    """A forecast that no longer covers the current hour (history ends days ago) is still shown,
+    with its age and why; the card data names the served point model as its rows do, not "none"."""
+    from btc_platform.lakehouse import lake
+
+    settings = settings_env()
+    origin = pd.Timestamp.now(tz="UTC").floor("h") - pd.Timedelta(days=40)
+    steps = np.arange(1, 25)
+    reason = "persistence — LSTM candidate rejected: only 48 test windows, promotion needs 504"
+    lake.write_table("future_predictions", pd.DataFrame({
+        "symbol": td.SYMBOL, "model_version": "v1", "issue_time": origin + pd.Timedelta(minutes=5),
+        "origin_hour_start": origin, "horizon": steps.astype("int32"),
+        "target_hour_start": origin + pd.to_timedelta(steps, unit="h"), "predicted_close": 100.0,
+        "lower": 90.0, "upper": 110.0, "interval_level": 0.8, "point_model": "persistence", "point_reason": reason,
+        "band_model": "ewma_t", "band_reason": "EWMA of the 30 hourly returns available"}), settings)
+    future = client.get("/api/forecast").json()["future"]
+    assert future["count"] == 24 and future["covers_now"] is False
+    assert 40 * 86400 - 600 < future["age_s"] < 40 * 86400 + 3600
+    assert "no forecast of BTCUSDT covers the current hour" in future["reason"]
+    assert future["served_by"] == {"point_model": "persistence", "point_reason": reason, "band_model": "ewma_t",
+                                   "band_reason": "EWMA of the 30 hourly returns available"}
+    assert future["target"][0] == (origin + pd.Timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def test_range_bounds_and_symbol_are_checked(client):

@@ -137,7 +137,7 @@ def test_rolling_blocks():
 
 
 def test_promotion_needs_enough_windows_and_a_difference_beyond_noise():
-    from models.pipeline import promotion_rule
+    from models.promotion import promotion_rule
 
     status, reason, _ = promotion_rule(99.0, 100.0, n_windows=100, min_windows=504, dm_p=0.01, dm_alpha=0.05)
     assert status == "rejected" and "only 100 test windows, promotion needs 504" in reason
@@ -177,3 +177,35 @@ def test_score_forecasts_joins_arrived_closes(settings_env):
     write_hourly_metrics(hourly.iloc[8:], s.path(datasets.HOURLY_METRICS))
     assert score_forecasts(s)["scored_rows"] == 2
     assert len(lake.read_table(datasets.FORECAST_ACTUALS, s)) == 4
+
+
+def test_fallback_band_is_wider_with_few_returns_and_covers_its_level():
+    """The small-sample band: with returns of known volatility (+-1 %, so the EWMA is exactly 1 %)
+    the half-width is m * 1 % * sqrt(k), m far above the normal quantile for 3 returns and close to
+    it for many; on simulated normal returns with 5 hours of history it covers about 80 % where the
+    normal band (m = z) would not."""
+    from scipy.stats import norm
+
+    from models.fallback import MIN_RETURNS, TooFewReturnsError, fallback_band
+
+    z = norm.ppf(0.9)
+    alternating = np.tile([0.01, -0.01], 500)
+    few, many = fallback_band(alternating[:3], 100.0, 4, 0.8), fallback_band(alternating, 100.0, 4, 0.8)
+    for band in (few, many):
+        np.testing.assert_allclose(np.log(band.high / 100.0), band.multiplier * 0.01 * np.sqrt([1, 2, 3, 4]))
+        np.testing.assert_allclose(np.log(100.0 / band.low), np.log(band.high / 100.0))
+    assert 1.6 < few.widening < 1.8 and 1.0 < many.widening < 1.06
+    assert few.returns == 3 and many.returns == 1000
+    with pytest.raises(TooFewReturnsError, match=f"needs at least {MIN_RETURNS}"):
+        fallback_band(np.array([np.nan, 0.01]), 100.0, 4, 0.8)
+
+    rng = np.random.default_rng(7)
+    sims = rng.normal(0.0, 0.01, size=(4000, 6))
+    inside = normal_inside = 0
+    for row in sims:
+        band = fallback_band(row[:5], 1.0, 1, 0.8)
+        half = np.log(band.high[0])
+        inside += abs(row[5]) <= half
+        normal_inside += abs(row[5]) <= half / band.multiplier * z
+    assert 0.77 <= inside / len(sims) <= 0.86
+    assert normal_inside / len(sims) < 0.75

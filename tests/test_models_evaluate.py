@@ -9,7 +9,7 @@ import pytest
 
 from models.evaluate import drift_forecast, evaluate_forecasts, format_table, persistence_forecast
 from models.intervals import IntervalCalibration, coverage, window_volatility
-from models.pipeline import promotion_rule
+from models.promotion import promotion_rule
 
 # two windows, lookback 4, horizon 3 (worked out by hand below)
 FIRST = np.array([96.0, 208.0])  # close at t - lookback

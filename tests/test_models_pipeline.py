@@ -31,7 +31,7 @@ def _csv(tmp_path: Path, frame: pd.DataFrame) -> str:
 
 def test_model_learns_a_daily_pattern_and_beats_persistence(tmp_path, settings_env):
     from models.config import ModelConfig
-    from models.pipeline import evaluate_offline
+    from models.offline import evaluate_offline
 
     settings = settings_env()
     frame = candles_from_close(periodic_close(1400))
@@ -92,7 +92,7 @@ def _reads(opened: list[str], task) -> int:
 
 def test_retrain_pipeline_registry_promotion_and_outputs(settings_env, monkeypatch):
     from btc_platform.lakehouse import lake
-    from models import pipeline
+    from models import pipeline, promotion, serving
     from models.registry import Registry
 
     s = settings_env()
@@ -128,12 +128,12 @@ def test_retrain_pipeline_registry_promotion_and_outputs(settings_env, monkeypat
     assert "RMSE persist" in ev["table"]
     assert ev["overall"]["model_rmse"] < ev["overall"]["persistence_rmse"]
 
-    decision = pipeline.decide_promotion(version, PARAMS)
+    decision = promotion.decide_promotion(version, PARAMS)
     assert decision["status"] == "promoted" and decision["forced"] is False
     assert registry.current_version() == version
 
     future = {}
-    assert _reads(opened, lambda: future.update(pipeline.predict_future(PARAMS))) == 1
+    assert _reads(opened, lambda: future.update(serving.predict_future(PARAMS))) == 1
     assert future["status"] == "written" and future["model_version"] == version
     fut = lake.read_table("future_predictions", s)
     assert len(fut) == 24 and set(fut["model_version"]) == {version}
@@ -142,7 +142,7 @@ def test_retrain_pipeline_registry_promotion_and_outputs(settings_env, monkeypat
     assert fut["target_hour_start"].min() == last + pd.Timedelta(hours=1)
     assert list(fut["date"].unique()) == [f"{last:%Y-%m-%d}"] and list(fut["hour"].unique()) == [last.hour]
     assert fut["data_table_version"].tolist() == [0] * 24
-    pipeline.predict_future(PARAMS)  # repeat: replaces, does not duplicate
+    serving.predict_future(PARAMS)  # repeat: replaces, does not duplicate
     assert len(lake.read_table("future_predictions", s)) == 24
 
     out = pipeline.write_outputs(version, PARAMS)
@@ -165,7 +165,7 @@ def test_retrain_pipeline_registry_promotion_and_outputs(settings_env, monkeypat
     assert weak_v != version
     pipeline.evaluate_candidate(weak_v, weak)
     rejected = {}
-    assert _reads(opened, lambda: rejected.update(pipeline.decide_promotion(weak_v, weak))) == 1
+    assert _reads(opened, lambda: rejected.update(promotion.decide_promotion(weak_v, weak))) == 1
     assert rejected["status"] == "rejected"
     assert f"not below current model {version}" in rejected["reason"]
     assert registry.current_version() == version
@@ -173,7 +173,7 @@ def test_retrain_pipeline_registry_promotion_and_outputs(settings_env, monkeypat
     assert weak_v in registry.versions()
 
     # forced: promoted and recorded as forced
-    forced = pipeline.decide_promotion(weak_v, dict(weak, force_promotion=True))
+    forced = promotion.decide_promotion(weak_v, dict(weak, force_promotion=True))
     assert forced["status"] == "promoted" and forced["forced"] is True
     assert "FORCED" in forced["reason"]
     current = registry.current()
@@ -187,7 +187,7 @@ def test_retrain_pipeline_on_hdfs(hdfs_service, monkeypatch):
     from btc_platform import settings as settings_mod
     from btc_platform.lakehouse import lake
     from btc_platform.lakehouse.storage import open_storage
-    from models import pipeline
+    from models import pipeline, promotion, serving
     from models.registry import Registry
 
     hdfs = hdfs_service
@@ -209,10 +209,10 @@ def test_retrain_pipeline_on_hdfs(hdfs_service, monkeypatch):
         assert pipeline.check_sufficiency(params)["hours"] == 700
         version = pipeline.train_candidate(params)["version"]
         assert "RMSE persist" in pipeline.evaluate_candidate(version, params)["table"]
-        assert pipeline.decide_promotion(version, params)["status"] == "promoted"
+        assert promotion.decide_promotion(version, params)["status"] == "promoted"
         assert Registry(s).current_version() == version
         assert Registry(s).load_forecaster(version).config.horizon == 24  # .keras round trip via WebHDFS
-        assert pipeline.predict_future(params)["status"] == "written"
+        assert serving.predict_future(params)["status"] == "written"
         pipeline.write_outputs(version, params)
         assert len(lake.read_table("future_predictions", s)) == 24
         assert len(lake.read_table("predictions", s)) == (100 - 24) * 24
@@ -258,29 +258,31 @@ def test_training_records_the_table_version_and_retrains_on_it(settings_env):
 def test_persistence_and_the_best_band_are_served_when_no_lstm_is_promoted(settings_env):
     """A candidate judged on too few windows is rejected; the forecast is still served: the
     persistence point and the best band on its evaluation, each row naming both and why. Without
-    history, or with a gap in the latest hours, nothing is served and the reason is returned."""
+    any history nothing is served and the reason is returned; with a gap in the latest hours the
+    point is persistence and the band the model's best fitted baseline on the hours there are."""
     from btc_platform.lakehouse import lake
-    from models import pipeline
+    from models import pipeline, promotion, serving
     from models.registry import Registry
 
     s = settings_env()
     params = {"epochs": 1, "test_hours": 72, "min_train_windows": 200, "lstm_units": [4, 4]}
-    skipped = pipeline.predict_future(params)
-    assert skipped["status"] == "skipped" and "no evaluated model version" in skipped["reason"]
+    skipped = serving.predict_future(params)
+    assert skipped["status"] == "skipped" and "hourly_metrics" in skipped["reason"]
+    assert "does not exist" in skipped["reason"]
 
     uri = s.path("hourly_metrics")
     frame = candles_from_close(periodic_close(700))
     write_hourly_metrics(to_hourly_metrics(frame), uri)
     needed, reason = pipeline.retrain_needed(params, 0, frame["hour_start"].iloc[-1].isoformat())
-    assert needed and reason == "no model trained yet"
+    assert needed and reason == "no model of BTCUSDT trained yet"
     version = pipeline.train_candidate(params)["version"]
     ev = pipeline.evaluate_candidate(version, params)
     assert "80 % bands" in ev["table"] and "garch" in ev["table"]
-    decision = pipeline.decide_promotion(version, params)
+    decision = promotion.decide_promotion(version, params)
     assert decision["status"] == "rejected" and "only 48 test windows, promotion needs 504" in decision["reason"]
     assert Registry(s).current_version() is None
 
-    out = pipeline.predict_future(params)
+    out = serving.predict_future(params)
     assert out["status"] == "written" and out["point_model"] == "persistence"
     fut = lake.read_table("future_predictions", s)
     assert len(fut) == 24
@@ -288,6 +290,7 @@ def test_persistence_and_the_best_band_are_served_when_no_lstm_is_promoted(setti
     metrics = Registry(s).read_json(version, "metrics.json")["overall"]
     assert set(fut["band_model"]) == {metrics["band_best"]}
     assert (fut["lower"] < fut["predicted_close"]).all() and (fut["predicted_close"] < fut["upper"]).all()
+    assert fut["point_reason"].str.startswith("persistence — LSTM candidate rejected: ").all()
     assert fut["point_reason"].str.contains("only 48 test windows").all()
     assert fut["band_reason"].str.contains("lowest interval score").all()
     head = pipeline.headline_metrics(version, params)
@@ -300,13 +303,66 @@ def test_persistence_and_the_best_band_are_served_when_no_lstm_is_promoted(setti
     needed, reason = pipeline.retrain_needed(dict(params, min_retrain_hours=20), 1, later)
     assert not needed and "5 h before the latest hour" in reason
 
-    # the latest hours have a gap: no forecast invented
-    gap = to_hourly_metrics(candles_from_close(periodic_close(5), start=frame["hour_start"].iloc[-1]
-                                               + pd.Timedelta(hours=3)))
-    write_hourly_metrics(gap, uri)
-    skipped = pipeline.predict_future(params)
-    assert skipped["status"] == "skipped" and "contain a gap" in skipped["reason"]
-    assert len(lake.read_table("future_predictions", s)) == 24
+    # the latest hours have a gap: the LSTM cannot run; persistence and the best fitted baseline band
+    gap_frame = candles_from_close(periodic_close(5), start=frame["hour_start"].iloc[-1] + pd.Timedelta(hours=3))
+    write_hourly_metrics(to_hourly_metrics(gap_frame), uri)
+    out = serving.predict_future(params)
+    assert out["status"] == "written" and out["point_model"] == "persistence"
+    assert "contain a gap" in out["point_reason"] and "only 48 test windows" in out["point_reason"]
+    baselines = {k: v for k, v in metrics.items() if k.startswith("band_") and k.endswith("_winkler")
+                 and k != "band_lstm_winkler" and v is not None}
+    best_baseline = min(baselines, key=baselines.get)[len("band_"):-len("_winkler")]
+    assert out["band_model"] == (metrics["band_best"] if metrics["band_best"] != "lstm" else best_baseline)
+    assert "hourly returns available" in out["band_reason"]
+    fut = lake.read_table("future_predictions", s)
+    assert len(fut) == 48  # the earlier forecast and this one (another origin)
+    latest = fut[fut["origin_hour_start"] == gap_frame["hour_start"].iloc[-1]]
+    np.testing.assert_allclose(latest["predicted_close"], gap_frame["close"].iloc[-1])
+    assert (latest["lower"] < latest["predicted_close"]).all() and (latest["predicted_close"] < latest["upper"]).all()
+
+
+def test_short_history_without_a_model_is_served_persistence_and_a_small_sample_band(settings_env):
+    """No model can be trained from 30 hours: the forecast is served anyway, persistence with the
+    EWMA band widened for few returns, both named with why; one hour gives the point and no band."""
+    from btc_platform.lakehouse import lake
+    from models import serving
+    from models.fallback import fallback_band
+
+    s = settings_env()
+    uri = s.path("hourly_metrics")
+    frame = candles_from_close(periodic_close(30))
+    write_hourly_metrics(to_hourly_metrics(frame), uri)
+    out = serving.predict_future({})
+    assert out["status"] == "written" and out["model_version"] == "persistence"
+    assert out["point_model"] == "persistence" and out["band_model"] == "ewma_t"
+    assert out["point_reason"].startswith("persistence — no LSTM of BTCUSDT evaluated yet")
+    assert "30 found" in out["point_reason"] and "Student-t" in out["band_reason"]
+    fut = lake.read_table("future_predictions", s).sort_values("horizon")
+    last = frame["close"].iloc[-1]
+    assert len(fut) == 24 and (fut["predicted_close"] == last).all()
+    expected = fallback_band(np.log(frame["close"]).diff().to_numpy(), last, 24, 0.8)
+    np.testing.assert_allclose(fut["lower"], expected.low)
+    np.testing.assert_allclose(fut["upper"], expected.high)
+    half = np.log(fut["upper"].to_numpy() / last)
+    np.testing.assert_allclose(half / half[0], np.sqrt(np.arange(1, 25)))  # random-walk growth
+
+    write_hourly_metrics(to_hourly_metrics(candles_from_close(periodic_close(1), start=frame["hour_start"].iloc[-1]
+                                                              + pd.Timedelta(hours=5))), uri)
+    one = serving.predict_future({})  # the latest hour stands alone after a gap: still 29 returns before it
+    assert one["status"] == "written" and one["band_model"] == "ewma_t"
+
+
+def test_a_single_hour_of_history_is_served_without_a_band(settings_env):
+    from btc_platform.lakehouse import lake
+    from models import serving
+
+    s = settings_env()
+    frame = candles_from_close(periodic_close(1))
+    write_hourly_metrics(to_hourly_metrics(frame), s.path("hourly_metrics"))
+    out = serving.predict_future({})
+    assert out["status"] == "written" and out["band_model"] == "none" and "0 hourly return(s)" in out["band_reason"]
+    fut = lake.read_table("future_predictions", s)
+    assert len(fut) == 24 and fut["lower"].isna().all() and (fut["predicted_close"] == frame["close"].iloc[0]).all()
 
 
 def test_rolling_backtest_refits_on_data_before_each_block(tmp_path, settings_env, caplog):
@@ -320,7 +376,7 @@ def test_rolling_backtest_refits_on_data_before_each_block(tmp_path, settings_en
             "--retrain-every", "50h", "--epochs", "1", "--csv", str(csv_out)]
     caplog.set_level("INFO")
     assert main(argv) == 0
-    from models.pipeline import evaluate_offline
+    from models.offline import evaluate_offline
 
     table = pd.read_csv(csv_out)
     assert list(table["horizon"])[-1] == "all" and len(table) == 25
@@ -367,3 +423,53 @@ def test_a_point_network_saved_before_the_quantile_network_still_forecasts(setti
     np.testing.assert_allclose(out["log_returns"], 0.01)  # bias 1 x target_std 0.01
     np.testing.assert_allclose(out["prices"], np.repeat(close[[30, 31]][:, None] * np.exp(0.01), 3, axis=1))
     assert set(out["bands"]) == {"lstm"} and (out["low"] < out["prices"]).all() and (out["high"] > out["prices"]).all()
+
+
+def test_each_symbol_has_its_own_registry_and_a_single_symbol_registry_stays_readable(settings_env):
+    """Two symbols, one without enough history: each task of one symbol reads and writes only its
+    own registry (models/<SYMBOL>/) and forecast; the symbol lacking history says why and is still
+    served. A registry of the single-symbol layout (versions directly under models/) stays the
+    registry of the symbol its models were trained on."""
+    import shutil
+
+    from btc_platform.lakehouse import lake
+    from btc_platform.lakehouse.model_registry import RegistryFiles
+    from models import pipeline, promotion, serving
+    from models.registry import Registry
+
+    s = settings_env(binance_symbols="BTCUSDT,ETHUSDT")
+    uri = s.path("hourly_metrics")
+    frame = candles_from_close(periodic_close(700))
+    write_hourly_metrics(to_hourly_metrics(frame), uri)
+    write_hourly_metrics(to_hourly_metrics(candles_from_close(periodic_close(40)), symbol="ETHUSDT"), uri)
+    params = {"epochs": 1, "test_hours": 72, "min_train_windows": 200, "lstm_units": [4, 4], "force_promotion": True}
+    with pytest.raises(InsufficientHistoryError, match="found 40.*ETHUSDT"):
+        pipeline.check_sufficiency(dict(params, symbol="ETHUSDT"))
+    version = pipeline.train_candidate(params)["version"]  # default symbol: the first, BTCUSDT
+    assert promotion.decide_promotion(version, params)["status"] == "promoted"
+    btc, eth = Registry(s, "BTCUSDT"), Registry(s, "ethusdt")
+    assert btc.root.endswith("/models/BTCUSDT") and eth.root.endswith("/models/ETHUSDT")
+    assert btc.versions() == [version] and btc.current_version() == version
+    assert eth.versions() == [] and eth.current() is None
+    assert serving.predict_future(params)["point_model"] == "lstm"
+    eth_out = serving.predict_future(dict(params, symbol="ETHUSDT"))
+    assert eth_out["point_model"] == "persistence" and eth_out["model_version"] == "persistence"
+    fut = lake.read_table("future_predictions", s)
+    assert fut.groupby("symbol")["model_version"].agg(set).to_dict() == {"BTCUSDT": {version},
+                                                                          "ETHUSDT": {"persistence"}}
+
+    # the single-symbol layout of before: the same files directly under models/
+    base = Path(s.path("models").removeprefix("file://"))
+    shutil.move(str(base / "BTCUSDT" / version), str(base / version))
+    shutil.move(str(base / "BTCUSDT" / "current.json"), str(base / "current.json"))
+    (base / "BTCUSDT").rmdir()
+    legacy = Registry(s, "BTCUSDT")
+    assert legacy.legacy and legacy.root == s.path("models")
+    assert legacy.versions() == [version] and legacy.current_version() == version
+    assert RegistryFiles(s, "BTCUSDT").current_version() == version  # what the dashboard reads
+    assert not Registry(s, "ETHUSDT").legacy and Registry(s, "ETHUSDT").versions() == []
+    again = serving.predict_future(params)
+    assert again["point_model"] == "lstm" and again["point_version"] == version
+    needed, reason = pipeline.retrain_needed(dict(params, force_promotion=False), 1,
+                                             frame["hour_start"].iloc[-1].isoformat())
+    assert not needed and "nothing changed" in reason  # the legacy model is the newest model of BTCUSDT

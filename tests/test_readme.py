@@ -131,10 +131,10 @@ def cli_options(target: str, subcommand: str | None = None) -> dict[str, argpars
 
 #: Defaults a CLI leaves to the code it calls (its argparse default is None, meaning "the code's default").
 def _models_defaults() -> dict[str, object]:
-    from models.config import DEFAULT_TEST_HOURS, ModelConfig
+    from models.config import ModelConfig, RetrainParams
 
     return {"--lookback": ModelConfig.lookback, "--horizon": ModelConfig.horizon, "--epochs": ModelConfig.epochs,
-            "--test-hours": DEFAULT_TEST_HOURS}  # fmt: skip
+            "--test-hours": RetrainParams.default("test_hours")}  # fmt: skip
 
 
 EFFECTIVE_DEFAULTS: dict[str, Callable[[], dict[str, object]]] = {"models.cli:main": _models_defaults}
@@ -273,16 +273,16 @@ def check_defaults(text: str) -> list[str]:
 
 
 def _model_facts() -> list[tuple[re.Pattern, int, str]]:
-    from models.config import DEFAULT_TEST_HOURS, ModelConfig
+    from models.config import ModelConfig, RetrainParams
     from models.features import hours_needed
 
     config = ModelConfig()
     return [
-        (re.compile(r"at least \**([\d,]+) hours\** of gap-free", re.I), hours_needed(config, DEFAULT_TEST_HOURS),
+        (re.compile(r"at least \**([\d,]+) hours\** of gap-free", re.I), hours_needed(config, RetrainParams.default("test_hours")),
          "hours of history a retrain needs with the defaults (models.features.hours_needed)"),
         (re.compile(r"\b(\d+) h lookback"), config.lookback, "ModelConfig.lookback"),
         (re.compile(r"\b(\d+) h horizon"), config.horizon, "ModelConfig.horizon"),
-        (re.compile(r"\b(\d+) h test window"), DEFAULT_TEST_HOURS, "models.config.DEFAULT_TEST_HOURS"),
+        (re.compile(r"\b(\d+) h test window"), RetrainParams.default("test_hours"), "models.config.RetrainParams.test_hours"),
     ]
 
 
@@ -336,7 +336,7 @@ def test_the_readme_mentions_what_the_checks_cover():
         ("`BTC_MAINTENANCE_AIRFLOW_RETENTION_DAYS` defaults to `14`", "defaults to '7'"),
         ("`--test-hours` (default `168`)", "--test-hours defaults to 672"),
         ("The model needs at least 500 hours of gap-free history.", "the README says 500 for the hours of history"),
-        ("(12 h lookback, 24 h horizon, a 168 h test window)", "the README says 168 for the models.config.DEFAULT_TEST_HOURS"),
+        ("(12 h lookback, 24 h horizon, a 168 h test window)", "the README says 168 for the models.config.RetrainParams.test_hours"),
         ("![dashboard](docs/dashboard/nothing.png)", "picture docs/dashboard/nothing.png does not exist"),
         ("\n" * MAX_LINES + "one line too many", f"README has {MAX_LINES + 1} lines"),
     ],

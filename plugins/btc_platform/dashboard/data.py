@@ -7,14 +7,13 @@ never raises for data that is simply not there yet: a table that does not exist,
 or a column this version of the table does not have gives that part no rows and a ``reason``
 string the page shows. Nothing is filled in: a missing value is ``null``.
 
-The model registry (``<storage root>/models/``, written by ``models.registry``) is read as
-files here (``current.json``, ``<version>/decision.json``, ``<version>/metrics.json``): the
-library never imports ``models``.
+The model registry (written by ``models.registry``) is read as files through
+``btc_platform.lakehouse.model_registry``, its layout's one definition: the library never
+imports ``models``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -295,32 +294,14 @@ def history(settings: Settings, symbol: str, days: float, now: datetime | None =
 
 
 # ---- forecast -----------------------------------------------------------------------------------
-def _registry_root(settings: Settings) -> str:
-    return settings.path(datasets.MODELS)
+def registry(settings: Settings, symbol: str) -> dict:
+    """The served model of ``symbol`` (its ``current`` pointer) and every version with its promotion decision."""
+    from btc_platform.lakehouse.model_registry import DECISION, RegistryFiles
 
-
-def _registry_json(settings: Settings, *parts: str) -> dict | None:
-    from btc_platform.lakehouse.storage import join, open_storage
-
-    uri = join(_registry_root(settings), *parts)
-    storage = open_storage(uri, settings)
-    if not storage.exists(uri):
-        return None
-    return json.loads(storage.read_text(uri))
-
-
-def registry(settings: Settings) -> dict:
-    """The served model (``current.json``) and every version with its promotion decision."""
-    from btc_platform.lakehouse.storage import open_storage
-
-    root = _registry_root(settings)
-    storage = open_storage(root, settings)
-    if not storage.exists(root):
-        return {"current": None, "versions": [], "reason": "no model registry yet (btc_retrain writes it)"}
-    current = _registry_json(settings, "current.json")
+    files = RegistryFiles(settings, symbol)
     versions = []
-    for version in sorted(v for v in storage.listdir(root) if not v.startswith((".", "_")) and not v.endswith(".json")):
-        decision = _registry_json(settings, version, "decision.json") or {}
+    for version in files.versions():
+        decision = files.read_json_or_none(version, DECISION) or {}
         versions.append({
             "version": version,
             "status": decision.get("status", "undecided"),
@@ -328,22 +309,29 @@ def registry(settings: Settings) -> dict:
             "forced": decision.get("forced"),
             "policy": decision.get("policy"),
             "decided_at": decision.get("decided_at"),
-            "current": bool(current and current.get("version") == version),
         })
+    if not versions:
+        return {"current": None, "versions": [], "reason": f"no model of {symbol} in the registry yet "
+                "(btc_retrain writes it)"}
+    current = files.current()
+    for entry in versions:
+        entry["current"] = bool(current and current.get("version") == entry["version"])
     versions.sort(key=lambda v: v["decided_at"] or "", reverse=True)
-    reason = None if versions else "the registry holds no model version yet"
-    if versions and current is None:
-        reason = "no model is served: no candidate has beaten persistence yet (or been force-promoted)"
+    reason = None
+    if current is None:
+        reason = "no LSTM is served: no candidate has beaten persistence yet (or been force-promoted)"
     return {"current": current, "versions": versions, "reason": reason}
 
 
-def per_horizon(settings: Settings, version: str | None) -> dict:
-    """Skill and interval coverage per horizon of ``version`` next to the baselines (its metrics.json)."""
+def per_horizon(settings: Settings, symbol: str, version: str | None) -> dict:
+    """Skill and interval coverage per horizon of ``version`` next to the baselines (its metrics)."""
+    from btc_platform.lakehouse.model_registry import METRICS, RegistryFiles
+
     if version is None:
         return {"version": None, "rows": [], "reason": "no model to show the metrics of"}
-    metrics = _registry_json(settings, version, "metrics.json")
+    metrics = RegistryFiles(settings, symbol).read_json_or_none(version, METRICS)
     if metrics is None:
-        return {"version": version, "rows": [], "reason": f"model {version} has no metrics.json"}
+        return {"version": version, "rows": [], "reason": f"model {version} has no {METRICS}"}
     keep = ("horizon", "model_rmse", "persistence_rmse", "drift_rmse", "model_skill", "drift_skill",
             "interval_coverage")
     rows = [{k: r.get(k) for k in keep} for r in metrics.get("per_horizon", [])]
@@ -356,7 +344,7 @@ def forecast(settings: Settings, symbol: str, days: float, now: datetime | None 
     """Served forecast (latest issue) with its band, past forecasts vs actual closes, the metrics
     per model version and per horizon, and the registry's versions and decisions."""
     now = now or utc_now()
-    reg = registry(settings)
+    reg = registry(settings, symbol)
     served = _served(settings, symbol, now)
     version = (reg["current"] or {}).get("version") or served.get("model_version")
     return {
@@ -365,31 +353,34 @@ def forecast(settings: Settings, symbol: str, days: float, now: datetime | None 
         "to": iso(now),
         "future": served,
         "past": _past(settings, symbol, days, now),
-        "metrics": _metrics(settings),
-        "per_horizon": per_horizon(settings, version),
+        "metrics": _metrics(settings, symbol),
+        "per_horizon": per_horizon(settings, symbol, version),
         "registry": reg,
     }
 
 
 _FUTURE_OPTIONAL = ("lower", "upper", "interval_level", "model_version", "issue_time", "origin_hour_start",
-                    "last_close", "horizon")
+                    "last_close", "horizon", "point_model", "point_reason", "band_model", "band_reason")
+#: rows read to find the latest served forecast (more than the longest horizon a run may serve)
+LATEST_FORECAST_ROWS = 2 * 168
 
 
 def _served(settings: Settings, symbol: str, now: datetime) -> dict:
-    start = _timestamp(now) - timedelta(days=2)
+    """The latest forecast served for ``symbol`` (its last issue), with its age, and whether it
+    still covers the current hour; when it does not, it is shown all the same and the reason says so."""
     got = read(
         datasets.FUTURE_PREDICTIONS, settings, required=("target_hour_start", "predicted_close"),
-        optional=_FUTURE_OPTIONAL, filters=[("symbol", "=", symbol), ("target_hour_start", ">", start)],
-        order_by='"target_hour_start"', empty_reason=f"no forecast of {symbol} for hours after {iso(start)}",
+        optional=_FUTURE_OPTIONAL, filters=[("symbol", "=", symbol)], order_by='"target_hour_start" DESC',
+        limit=LATEST_FORECAST_ROWS, empty_reason=f"no forecast of {symbol} has been served yet",
     )
     out: dict[str, Any] = {"count": 0, "target": [], "predicted": [], "lower": [], "upper": [],
-                           "reason": got.reason, "band_reason": None}
+                           "reason": got.reason, "band_reason": None, "served_by": {}}
     if got.empty:
         return out
     frame = got.frame
-    issue_key = "issue_time" if "issue_time" in frame.columns else None
-    if issue_key:  # the latest issue only
-        frame = frame[frame[issue_key] == frame[issue_key].max()]
+    if "issue_time" in frame.columns:  # the latest issue only
+        frame = frame[frame["issue_time"] == frame["issue_time"].max()]
+    frame = frame.sort_values("target_hour_start")
     out.update(count=len(frame), target=column(frame, "target_hour_start"),
                predicted=column(frame, "predicted_close"))
     if "lower" in frame.columns and "upper" in frame.columns:
@@ -400,9 +391,18 @@ def _served(settings: Settings, symbol: str, now: datetime) -> dict:
     for name in ("model_version", "interval_level", "last_close"):
         if name in frame.columns:
             out[name] = number(first[name]) if name != "model_version" else first[name]
+    # which point and band model served it and why (null in rows served before they were recorded)
+    out["served_by"] = {name: first[name] for name in ("point_model", "point_reason", "band_model", "band_reason")
+                        if name in frame.columns and isinstance(first[name], str)}
     for name in ("issue_time", "origin_hour_start"):
         if name in frame.columns:
             out[name] = iso(first[name])
+    out["age_s"] = _age_s(first["issue_time"], now) if "issue_time" in frame.columns else None
+    last_target = _timestamp(frame["target_hour_start"].iloc[-1])
+    out["covers_now"] = bool(last_target >= _timestamp(now).floor("h"))
+    if not out["covers_now"]:
+        out["reason"] = (f"no forecast of {symbol} covers the current hour: the latest (shown) ends at "
+                         f"{iso(last_target)}; btc_retrain serves the next one from the latest hourly data")
     return out
 
 
@@ -446,9 +446,9 @@ _METRIC_COLUMNS = ("model_version", "trained_at", "decision", "decision_reason",
                    "skill_h1", "skill_h6", "skill_h12", "skill_h24", "test_windows")
 
 
-def _metrics(settings: Settings) -> dict:
+def _metrics(settings: Settings, symbol: str) -> dict:
     got = read(datasets.PREDICTION_METRICS, settings, required=("model_version",), optional=_METRIC_COLUMNS[1:],
-               empty_reason="prediction_metrics holds no model yet")
+               filters=[("symbol", "=", symbol)], empty_reason=f"prediction_metrics holds no model of {symbol} yet")
     if got.empty:
         return {"rows": [], "reason": got.reason}
     frame = got.frame

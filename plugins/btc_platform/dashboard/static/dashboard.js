@@ -172,11 +172,18 @@ async function drawForecast(d) {
   const p = d.past;
   const reg = d.registry;
   const current = reg.current || {};
-  cards("forecast-model", [["served model", current.version || f.model_version || "none", !current.version],
+  const by = f.served_by || {};
+  // the served point model as the forecast's rows name it ("persistence — LSTM candidate rejected: ...")
+  const point = by.point_model === "lstm" ? `LSTM ${current.version || f.model_version || ""}`.trim()
+    : by.point_reason || by.point_model || (current.version ? `LSTM ${current.version}` : "no forecast served yet");
+  cards("forecast-model", [["served point model", point, f.count === 0],
+    ["band", by.band_model || "n/a"],
     ["promoted", current.promoted_at ? `${current.promoted_at}${current.forced ? " (forced)" : ""}` : "n/a"],
-    ["forecast issued", f.issue_time || "n/a"], ["from hour", f.origin_hour_start || "n/a"],
+    ["forecast issued", f.issue_time ? `${f.issue_time} (${age(f.age_s)} ago)` : "n/a", f.covers_now === false],
+    ["from hour", f.origin_hour_start || "n/a"],
     ["interval", f.interval_level ? `${Math.round(f.interval_level * 100)} %` : "n/a"]]);
-  reason("forecast-future", [f.reason, f.band_reason].filter(Boolean).join("; "));
+  reason("forecast-future", [f.reason, f.band_reason, by.band_reason && `band: ${by.band_reason}`]
+    .filter(Boolean).join("; "));
   const level = f.interval_level ? `${Math.round(f.interval_level * 100)} %` : "";
   const future = f.count > 0 ? [
     ...(f.lower.length ? [
@@ -189,7 +196,7 @@ async function drawForecast(d) {
   const past = p.count > 0 ? [line(p.target, p.predicted, "forecast (latest issue before the hour)"),
     line(p.target, p.actual, "actual close", { line: { color: "#1a202c" } })] : null;
   await Promise.all([
-    draw("chart-forecast", future, { title: { text: `next hours of ${d.symbol} by ${f.model_version || "?"}` } }),
+    draw("chart-forecast", future, { title: { text: `${f.covers_now === false ? "latest served forecast" : "next hours"} of ${d.symbol} by ${by.point_model || f.model_version || "?"}` } }),
     draw("chart-forecast-past", past, { title: { text: "past forecasts against what happened" } }),
   ]);
   const ph = d.per_horizon;
