@@ -99,7 +99,7 @@ clean-data: stop ## delete local data, logs and service state (keeps .venv and j
 	rm -rf .data
 
 compose-up: venv ## the distributed stack with docker-compose (installs docker.io, starts dockerd, builds; docs/compose.md)
-	$(PY) -m btc_platform.ops.compose.stack up $(if $(NO_REBUILD),--no-rebuild,)
+	BTC_PRODUCER_SOURCE=$(SOURCE) $(PY) -m btc_platform.ops.compose.stack up $(if $(NO_REBUILD),--no-rebuild,)
 
 compose-down: venv ## stop the compose stack and its dockerd (VOLUMES=1 also deletes its data)
 	$(PY) -m btc_platform.ops.compose.stack down $(if $(VOLUMES),--volumes,)

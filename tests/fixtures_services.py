@@ -26,6 +26,28 @@ log = logging.getLogger(__name__)
 _START_ATTEMPTS = 3
 
 
+def listening_sockets(pids) -> list[tuple[str, int, str]]:
+    """(address, port, command) of every TCP socket in the LISTEN state held by one of ``pids``;
+    an IPv4-mapped IPv6 address (``::ffff:127.0.0.1``, a JVM's dual-stack socket) as its IPv4."""
+    import ipaddress
+
+    import psutil
+
+    wanted = set(pids)
+    found = []
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status != psutil.CONN_LISTEN or conn.pid not in wanted:
+            continue
+        address = ipaddress.ip_address(conn.laddr.ip)
+        mapped = getattr(address, "ipv4_mapped", None)
+        try:
+            command = " ".join(psutil.Process(conn.pid).cmdline())[:160]
+        except psutil.Error:
+            command = f"pid {conn.pid} (exited)"
+        found.append((str(mapped or address), conn.laddr.port, command))
+    return sorted(found)
+
+
 def free_ports(count: int) -> list[int]:
     """``count`` distinct TCP ports that are free on 127.0.0.1 right now."""
     with ExitStack() as stack:

@@ -1,9 +1,14 @@
-"""The cluster profile's configuration (no services started): which processes each service has
-per profile, what `make stop` finds, Airflow's DB and executor, Spark options on the standalone
-master, the stream's launch. The services themselves run in tests/test_cluster_faults.py and
-bench/bench_cluster.py."""
+"""The cluster profile's configuration: which processes each service has per profile, what
+`make stop` finds, Airflow's DB and executor, Spark options on the standalone master, the
+stream's launch; and its PostgreSQL server (started, integration): password required, on
+127.0.0.1 only. The other services run in tests/test_cluster_faults.py and bench/bench_cluster.py."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -46,7 +51,11 @@ def test_stop_finds_the_processes_of_any_profile(cluster):
 
 def test_airflow_runs_on_postgres_with_the_local_executor(cluster):
     env = airflow_env(cluster, environ={})
-    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == "postgresql+psycopg2://airflow@127.0.0.1:15432/airflow"
+    password = (cluster.data_dir / "postgres" / "password").read_text().strip()
+    assert len(password) == 48 and (cluster.data_dir / "postgres" / "password").stat().st_mode & 0o777 == 0o600
+    url = f"postgresql+psycopg2://airflow:{password}@127.0.0.1:15432/airflow"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == url
+    assert airflow_env(cluster, environ={})["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == url  # generated once
     assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
     assert env["BTC_PROFILE"] == "cluster"  # tasks rebuild the same settings
     assert "spark://127.0.0.1:17077" in env["AIRFLOW_CONN_SPARK_DEFAULT"]
@@ -96,3 +105,70 @@ def test_postgres_install_decision_otherwise_a_clear_error_naming_the_package(eu
     with pytest.raises(ServiceError, match=rf"\({why}\): install the Debian package 'postgresql'"):
         install_commands(euid, apt_get)
 
+
+
+def test_the_log_servers_of_standalone_s_scheduler_and_triggerer_are_off():
+    from btc_platform.ops.services.airflow_standalone import without_log_server
+
+    assert without_log_server(["scheduler"]) == ["scheduler", "--skip-serve-logs"]
+    assert without_log_server(["triggerer"]) == ["triggerer", "--skip-serve-logs"]
+    assert without_log_server(["scheduler", "--skip-serve-logs"]) == ["scheduler", "--skip-serve-logs"]
+    assert without_log_server(["api-server"]) == ["api-server"]
+    assert without_log_server(["dag-processor"]) == ["dag-processor"]
+
+
+def test_trust_rules_of_an_earlier_cluster_are_found():
+    from btc_platform.ops.services.postgres import trust_lines
+
+    hba = ("# TYPE DATABASE USER ADDRESS METHOD\n# a comment saying trust\nlocal all all trust\n"
+           "host all all 127.0.0.1/32 trust   # old\nhost all all ::1/128 scram-sha-256\n")  # fmt: skip
+    assert trust_lines(hba) == ["local all all trust", "host all all 127.0.0.1/32 trust   # old"]
+
+
+@pytest.fixture
+def postgres_data_dir():
+    """A data dir the server's user can reach when the tests run as root (pytest's tmp_path is
+    private to root)."""
+    with tempfile.TemporaryDirectory(prefix="btc-postgres-") as folder:
+        os.chmod(folder, 0o711)
+        yield Path(folder)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("earlier_trust_cluster", [False, True], ids=["new", "trust-cluster-upgraded"])
+def test_postgres_requires_the_generated_password_and_listens_on_loopback(postgres_data_dir, earlier_trust_cluster):
+    import psycopg2
+
+    from btc_platform.ops import services
+    from btc_platform.ops.services import base, postgres
+    from tests.fixtures_services import free_ports, listening_sockets
+
+    (port,) = free_ports(1)
+    settings = load_settings(data_dir=postgres_data_dir, airflow_database="postgres", postgres_port=port)
+    if earlier_trust_cluster:  # as btc-services initialised it before passwords
+        data = postgres.postgres_dir(settings) / "data"
+        data.mkdir(parents=True, mode=0o700)
+        postgres._chown_to_server_user(data)
+        subprocess.run(postgres._as_server_user([str(postgres.ensure_installed() / "initdb"), "-D", str(data),
+                                                 "-U", "airflow", "--auth=trust", "--locale=C"]),
+                       check=True, capture_output=True)  # fmt: skip
+    try:
+        services.start_postgres(settings)
+        password = (postgres_data_dir / "postgres" / "password").read_text().strip()
+        assert (postgres_data_dir / "postgres" / "password").stat().st_mode & 0o777 == 0o600
+        assert postgres.trust_lines((postgres.postgres_dir(settings) / "data" / "pg_hba.conf").read_text()) == []
+        for wrong in ("", "airflow", password[:-1]):
+            with pytest.raises(psycopg2.OperationalError, match="password"):
+                psycopg2.connect(host="127.0.0.1", port=port, user="airflow", dbname="airflow", password=wrong,
+                                 connect_timeout=5)  # fmt: skip
+        conn = psycopg2.connect(host="127.0.0.1", port=port, user="airflow", dbname="airflow", password=password,
+                                connect_timeout=5)  # fmt: skip
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT current_user")
+            assert cur.fetchone() == ("airflow",)
+        conn.close()
+        assert [(address, p) for address, p, _ in listening_sockets(base.marked_processes(settings))] == [
+            ("127.0.0.1", port)
+        ]
+    finally:
+        services.stop("postgres", settings)

@@ -99,9 +99,13 @@ def test_depends_on_use_conditions_on_existing_services(compose):
 def test_persistent_state_is_on_named_volumes(compose):
     volumes = set(compose["volumes"])
     mounts = {
-        name: [v.split(":")[0] for v in service.get("volumes", [])]
+        name: [v.split(":")[0] for v in service.get("volumes", []) if not v.endswith(":/opt/btc/backfill:ro")]
         for name, service in compose["services"].items()
     }
+    # the one host folder: btc_backfill's candle files, read-only, in the Airflow containers only
+    backfill = {name for name, service in compose["services"].items()
+                if "${COMPOSE_BACKFILL_DIR:-./.data/compose/backfill}:/opt/btc/backfill:ro" in service.get("volumes", [])}
+    assert backfill == {name for name in compose["services"] if name.startswith("airflow-") and name != "airflow-init"}
     for broker in COMPOSE_SERVICES["kafka"]:
         assert f"{broker}-data" in mounts[broker] and f"{broker}-data" in volumes
     assert "hdfs-name" in mounts["namenode"] and "hdfs-data" in mounts["datanode"]

@@ -11,6 +11,8 @@ btc_platform.ops.services exactly like ``make run``), simulate source, everythin
    persistence and drift); the ``promote_or_keep`` log holds the decision.
 4. The supervised stream wrote minute_metrics. The time from Airflow start to the first minute
    metrics is logged as a figure.
+5. Every TCP socket the running platform listens on (Airflow, producer, stream and its Spark
+   driver UI, the broker) is bound to 127.0.0.1: no log server, no UI on every interface.
 """
 
 from __future__ import annotations
@@ -129,8 +131,9 @@ def _minute_metric_rows(settings) -> int:
 def test_platform_end_to_end(kafka_service, tmp_path):
     from btc_platform.ops import services, supervisor
     from btc_platform.ops.airflow_env import api_url, password_file
+    from btc_platform.ops.services import base
     from btc_platform.settings import load_settings
-    from tests.fixtures_services import free_ports
+    from tests.fixtures_services import free_ports, listening_sockets
 
     topic = f"e2e-{uuid.uuid4().hex[:8]}"
     kafka_service.create_topic(topic, 2)
@@ -212,6 +215,13 @@ def test_platform_end_to_end(kafka_service, tmp_path):
         assert "watching in the triggerer every 15 s" in supervise_log
         task = api.get(f"/dags/btc_stream_supervisor/dagRuns/{first_run}/taskInstances/supervise").json()
         assert task["state"] in ("deferred", "running"), task["state"]  # running: resumed to restart something
+
+        # 5. every socket the running platform listens on is on 127.0.0.1: Airflow's components,
+        # the supervised producer and stream with their Spark driver, the Kafka broker
+        pids = base.marked_processes(settings) + base.marked_processes(kafka_service.settings)
+        sockets = listening_sockets(pids)
+        assert ("127.0.0.1", port) in {(address, p) for address, p, _ in sockets}, sockets
+        assert [s for s in sockets if s[0] != "127.0.0.1"] == []
     finally:
         services.stop("airflow", settings)
         for name in supervisor.NAMES:

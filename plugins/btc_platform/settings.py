@@ -573,11 +573,6 @@ class Settings(BaseSettings):
         """URL of the local Spark standalone master."""
         return f"spark://127.0.0.1:{self.spark_master_port}"
 
-    @property
-    def postgres_url(self) -> str:
-        """SQLAlchemy URL of the Airflow DB on the local PostgreSQL server (psycopg2 driver)."""
-        return f"postgresql+psycopg2://airflow@127.0.0.1:{self.postgres_port}/airflow"
-
     def path(self, *parts: str) -> str:
         """A URI under the storage root, e.g. ``s.path("raw_data")``."""
         return "/".join([self.storage_root, *[p.strip("/") for p in parts]])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
@@ -33,11 +34,43 @@ def password_file(settings: Settings) -> Path:
     return airflow_home(settings) / "simple_auth_manager_passwords.json.generated"
 
 
+#: role and database of Airflow's metadata on the local PostgreSQL server
+DATABASE_USER = "airflow"
+DATABASE_NAME = "airflow"
+
+
+def database_password_file(settings: Settings) -> Path:
+    """Where the generated password of the local PostgreSQL server's ``airflow`` role is kept."""
+    return settings.data_dir / "postgres" / "password"
+
+
+def database_password(settings: Settings) -> str:
+    """The password of the local PostgreSQL server's ``airflow`` role: generated on first use
+    into :func:`database_password_file` (mode 0600, created whole: a concurrent first use reads
+    the winner's) and reused."""
+    path = database_password_file(settings)
+    if path.is_file() and path.read_text().strip():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_hex(24) + "\n")  # hex: URL-safe, it goes into the SQLAlchemy URL
+    try:
+        os.link(staging, path)  # fails if another process created it first
+    except FileExistsError:
+        pass
+    finally:
+        staging.unlink()
+    return path.read_text().strip()
+
+
 def database_url(settings: Settings) -> str:
     """SQLAlchemy URL of Airflow's metadata DB: the SQLite file in AIRFLOW_HOME, or the local
-    PostgreSQL server (``BTC_AIRFLOW_DATABASE=postgres``, psycopg2 driver)."""
+    PostgreSQL server (``BTC_AIRFLOW_DATABASE=postgres``, psycopg2 driver, generated password)."""
     if settings.airflow_database == "postgres":
-        return settings.postgres_url
+        return (f"postgresql+psycopg2://{DATABASE_USER}:{database_password(settings)}@127.0.0.1:"
+                f"{settings.postgres_port}/{DATABASE_NAME}")  # fmt: skip
     return f"sqlite:///{quote(str(airflow_home(settings) / 'airflow.db'))}"
 
 
@@ -87,6 +120,9 @@ def airflow_env(settings: Settings, environ: dict[str, str] | None = None) -> di
             "AIRFLOW__API__BASE_URL": api_url(settings),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url(settings)}/execution/",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+            # the web UI of every Spark driver the tasks start (the stream's, the jobs') binds the
+            # address of SPARK_LOCAL_IP, all interfaces without it (Spark 4.2 has no setting for it)
+            "SPARK_LOCAL_IP": "127.0.0.1",
             "AIRFLOW_CONN_SPARK_DEFAULT": _spark_conn(settings.spark_master),
             "AIRFLOW_CONN_KAFKA_DEFAULT": _kafka_conn(settings.kafka_bootstrap_servers),
             f"{ENV_PREFIX}DATA_DIR": str(settings.data_dir),

@@ -169,9 +169,15 @@ def compose_files(base: str) -> list[str]:
     return files
 
 
+def backfill_dir(settings: Settings) -> Path:
+    """The host folder mounted read-only at /opt/btc/backfill for btc_backfill's candle files
+    (``COMPOSE_BACKFILL_DIR``, default ``<data_dir>/compose/backfill``)."""
+    return Path(os.environ.get("COMPOSE_BACKFILL_DIR") or settings.data_dir.resolve() / "compose" / "backfill")
+
+
 def compose_env(settings: Settings) -> dict[str, str]:
     return {**os.environ, **ensure_secrets(settings), "DOCKER_HOST": dockerd.docker_host(settings),
-            "COMPOSE_PROJECT_NAME": PROJECT}  # fmt: skip
+            "COMPOSE_PROJECT_NAME": PROJECT, "COMPOSE_BACKFILL_DIR": str(backfill_dir(settings))}  # fmt: skip
 
 
 def compose(settings: Settings, base: str, *args: str, check: bool = True,
@@ -222,6 +228,7 @@ def up(settings: Settings, rebuild: bool = True) -> str:
     check_ports(settings)
     base = build(settings) if rebuild or not _image_exists(settings, PROJECT_IMAGE) else current_base(settings)
     ensure_secrets(settings)
+    backfill_dir(settings).mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     proc = compose(settings, base, "up", "-d", "--no-build", check=False)
     if proc.returncode != 0:

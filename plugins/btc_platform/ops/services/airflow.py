@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from btc_platform.ops import process
 from btc_platform.ops.services import base
+from btc_platform.ops.services.airflow_standalone import SKIP_SERVE_LOGS
 from btc_platform.ops.services.base import ServiceError
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def scheduler_pids(settings: Settings) -> list[int]:
             continue
         # `<python> .../airflow scheduler` (standalone's Popen), or a process title set to it; the
         # LocalExecutor's forked workers retitle themselves (`airflow executor -- ...`)
-        if " ".join(cmd).endswith("airflow scheduler"):
+        if " ".join(cmd).endswith(("airflow scheduler", f"airflow scheduler {SKIP_SERVE_LOGS}")):
             found.append(pid)
     return found
 
@@ -88,7 +89,8 @@ def ensure_scheduler(settings: Settings) -> int | None:
         return None
     env = base.base_env()
     env.update(airflow_env(settings))
-    record = base.spawn(settings, "airflow-scheduler", [_airflow_bin(), "scheduler"], env, airflow_home(settings))
+    record = base.spawn(settings, "airflow-scheduler", [_airflow_bin(), "scheduler", SKIP_SERVE_LOGS], env,
+                        airflow_home(settings))  # fmt: skip
     log.warning("no Airflow scheduler of this platform was running: started one (pid %d, log %s)",
                 record.pid, record.log)  # fmt: skip
     return record.pid
@@ -120,7 +122,10 @@ def start_airflow(settings: Settings) -> None:
         env = base.base_env()
         env.update(airflow_env(settings))
         airflow_home(settings).mkdir(parents=True, exist_ok=True)
-        record = base.spawn(settings, "airflow", [_airflow_bin(), "standalone"], env, airflow_home(settings))
+        # `airflow standalone` whose scheduler and triggerer start no log server (it would listen
+        # on every interface; airflow_standalone says why it is not needed)
+        record = base.spawn(settings, "airflow", [sys.executable, "-m", "btc_platform.ops.services.airflow_standalone"],
+                            env, airflow_home(settings))  # fmt: skip
         process.wait_until_healthy(record, lambda: airflow_health(settings), AIRFLOW_START_TIMEOUT_S, "API health")
         log.info("airflow ready in %.1f s", time.monotonic() - started)
     _ensure_pools(settings)

@@ -2,9 +2,13 @@
 the cluster profile): the Debian package's binaries (``/usr/lib/postgresql/<version>/bin``),
 installed with apt-get when missing and the user is root, else a clear error naming the package.
 
-The cluster lives in ``<data_dir>/postgres/data`` (initdb once, superuser ``airflow``, trust
-authentication on 127.0.0.1 only, no Unix socket); the server refuses to run as root, so a root
-user runs it as the Debian package's ``postgres`` user. The database ``airflow`` is created once.
+The cluster lives in ``<data_dir>/postgres/data`` (initdb once, superuser ``airflow``, listening
+on 127.0.0.1 only, no Unix socket) with scram-sha-256 password authentication: the password is
+generated on first start into ``<data_dir>/postgres/password`` (mode 0600,
+``airflow_env.database_password``) and Airflow's SQLAlchemy URL carries it. A cluster that an
+earlier version initialised with trust authentication gets the password and its ``trust`` lines
+turned into ``scram-sha-256`` at its next start. The server refuses to run as root, so a root user
+runs it as the Debian package's ``postgres`` user. The database ``airflow`` is created once.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from btc_platform.ops import process
+from btc_platform.ops.airflow_env import DATABASE_NAME, DATABASE_USER, database_password
 from btc_platform.ops.services import base
 from btc_platform.ops.services.base import ServiceError
 
@@ -29,8 +34,7 @@ log = logging.getLogger(__name__)
 POSTGRES_START_TIMEOUT_S = 60.0
 DEBIAN_PACKAGE = "postgresql"
 SYSTEM_USER = "postgres"
-DB_USER = "airflow"
-DB_NAME = "airflow"
+PASSWORD_AUTH = "scram-sha-256"
 _BIN_GLOB = "/usr/lib/postgresql/*/bin"
 
 
@@ -98,19 +102,60 @@ def _initdb(settings: Settings, bin_dir: Path) -> Path:
     data.chmod(0o700)
     _chown_to_server_user(data)
     log.info("initialising PostgreSQL cluster %s", data)
-    cmd = _as_server_user([str(bin_dir / "initdb"), "-D", str(data), "-U", DB_USER, "--auth=trust",
-                           "-E", "UTF8", "--locale=C", "--no-instructions"])  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+    # initdb reads the superuser's password from a file (as the server's user when root)
+    pwfile = postgres_dir(settings) / ".initdb-password"
+    fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(database_password(settings) + "\n")
+    _chown_to_server_user(pwfile)
+    try:
+        cmd = _as_server_user([str(bin_dir / "initdb"), "-D", str(data), "-U", DATABASE_USER,
+                               f"--auth={PASSWORD_AUTH}", f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C",
+                               "--no-instructions"])  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+    finally:
+        pwfile.unlink()
     if proc.returncode != 0:
         raise ServiceError(f"initdb failed:\n{(proc.stdout + proc.stderr).strip()[-2000:]}")
     return data
 
 
+def trust_lines(hba: str) -> list[str]:
+    """The rules of a pg_hba.conf that let clients in without a password."""
+    return [line for line in hba.splitlines() if line.split("#", 1)[0].split()[-1:] == ["trust"]]
+
+
+def _require_password(settings: Settings, data: Path) -> None:
+    """A cluster initialised with trust authentication (before passwords): give the role its
+    password, turn every ``trust`` rule into password authentication and reload."""
+    import psycopg2
+
+    hba_path = data / "pg_hba.conf"
+    hba = hba_path.read_text()
+    if not trust_lines(hba):
+        return
+    log.info("PostgreSQL cluster %s used trust authentication: setting the generated password", data)
+    conn = _connect(settings, "postgres")
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'ALTER ROLE "{DATABASE_USER}" PASSWORD %s', (database_password(settings),))
+            hba_path.write_text("".join(
+                line.rsplit("trust", 1)[0] + PASSWORD_AUTH + "\n" if line in trust_lines(hba) else line + "\n"
+                for line in hba.splitlines()
+            ))  # fmt: skip
+            cur.execute("SELECT pg_reload_conf()")
+    except psycopg2.Error as exc:
+        raise ServiceError(f"setting the password of the PostgreSQL cluster {data} failed: {exc}") from exc
+    finally:
+        conn.close()
+
+
 def _connect(settings: Settings, dbname: str):
     import psycopg2
 
-    return psycopg2.connect(host="127.0.0.1", port=settings.postgres_port, user=DB_USER, dbname=dbname,
-                            connect_timeout=3)  # fmt: skip
+    return psycopg2.connect(host="127.0.0.1", port=settings.postgres_port, user=DATABASE_USER, dbname=dbname,
+                            password=database_password(settings), connect_timeout=3)  # fmt: skip
 
 
 def postgres_health(settings: Settings) -> str | None:
@@ -118,7 +163,7 @@ def postgres_health(settings: Settings) -> str | None:
     import psycopg2
 
     try:
-        conn = _connect(settings, DB_NAME)
+        conn = _connect(settings, DATABASE_NAME)
     except psycopg2.Error as exc:
         return f"PostgreSQL on 127.0.0.1:{settings.postgres_port} not answering: {str(exc).strip()[:200]}"
     try:
@@ -138,12 +183,12 @@ def _create_database(settings: Settings) -> None:
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,))
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,))
             if cur.fetchone() is None:
-                cur.execute(f'CREATE DATABASE "{DB_NAME}" OWNER "{DB_USER}"')
-                log.info("created database %s", DB_NAME)
+                cur.execute(f'CREATE DATABASE "{DATABASE_NAME}" OWNER "{DATABASE_USER}"')
+                log.info("created database %s", DATABASE_NAME)
     except psycopg2.Error as exc:
-        raise ServiceError(f"creating database {DB_NAME!r} failed: {exc}") from exc
+        raise ServiceError(f"creating database {DATABASE_NAME!r} failed: {exc}") from exc
     finally:
         conn.close()
 
@@ -175,6 +220,7 @@ def start_postgres(settings: Settings) -> None:
         return None
 
     process.wait_until_healthy(record, accepting, POSTGRES_START_TIMEOUT_S, "PostgreSQL connection")
+    _require_password(settings, data)
     _create_database(settings)
     log.info("postgres ready on 127.0.0.1:%d (PostgreSQL %s) in %.1f s", settings.postgres_port,
              bin_dir.parent.name, time.monotonic() - started)  # fmt: skip
