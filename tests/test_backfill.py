@@ -13,7 +13,7 @@ import pytest
 
 from btc_platform.lakehouse import datasets
 from btc_platform.settings import load_settings
-from tests.exchange_server import KLINES, ExchangeServer, FakeClock, Reply, fixture
+from btc_platform.testing.exchange_server import KLINES, ExchangeServer, FakeClock, Reply, fixture
 
 pytestmark = pytest.mark.spark
 

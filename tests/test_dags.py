@@ -686,7 +686,7 @@ def test_retrain_dag_skips_without_history_then_rejects_and_still_serves(sandbox
     are the publish task's XCom and the prediction_metrics asset event's extra. A second run on
     the same data skips training (nothing changed) and refreshes the forecast."""
     from btc_platform.lakehouse import datasets, lake
-    from tests.models_testdata import (
+    from btc_platform.testing.models_testdata import (
         candles_from_close,
         periodic_close,
         to_hourly_metrics,

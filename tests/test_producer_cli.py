@@ -8,7 +8,7 @@ from btc_platform.ingest import normalize
 from btc_platform.ingest.producer import build_parser, main
 from btc_platform.ingest.schema import encode, ms_to_ts
 from btc_platform.ingest.sources import ReplaySource
-from tests.exchange_server import FakeClock, fixture
+from btc_platform.testing.exchange_server import FakeClock, fixture
 
 
 def test_help_documents_every_option(capsys):

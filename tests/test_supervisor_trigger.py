@@ -29,7 +29,7 @@ from btc_platform.ops import supervisor
 from btc_platform.ops.supervisor import launch
 from btc_platform.ops.supervisor.watch import handle, run_end, watch
 from btc_platform.settings import get_settings, load_settings
-from tests.fixtures_services import free_ports
+from btc_platform.testing.polling import free_ports
 
 
 def _stand_in(settings, name: str) -> supervisor.CheckResult:
