@@ -5,24 +5,25 @@ installed with apt-get when missing and the user is root, else a clear error nam
 The cluster lives in ``<data_dir>/postgres/data`` (initdb once, superuser ``airflow``, trust
 authentication on 127.0.0.1 only, no Unix socket); the server refuses to run as root, so a root
 user runs it as the Debian package's ``postgres`` user. The database ``airflow`` is created once.
+
+psycopg2 is imported inside the functions that connect: DAG files reach this module at parse time
+(through the supervisor's trigger), and psycopg2 is only needed with the Postgres metadata database.
 """
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from btc_platform.ops import process
 from btc_platform.ops.services import base
 from btc_platform.ops.services.base import ServiceError
-
-if TYPE_CHECKING:
-    from btc_platform.settings import Settings
+from btc_platform.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,6 @@ def postgres_dir(settings: Settings) -> Path:
 
 def find_bin_dir() -> Path | None:
     """The newest PostgreSQL server's bin directory of the Debian packages, if installed."""
-    import glob
-
     found = [Path(p) for p in glob.glob(_BIN_GLOB) if (Path(p) / "postgres").is_file()]
     return max(found, key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0) if found else None
 
