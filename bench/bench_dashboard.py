@@ -2,7 +2,7 @@
 and the page load in headless Chromium.
 
 Seeds Delta tables in a temporary directory with the dashboard's test data writer
-(``tests/dashboard_testdata.py``: ``hourly_metrics`` 365 days x 24 h with a 3-hour gap, half
+(``btc_platform.testing.dashboard_testdata``: ``hourly_metrics`` 365 days x 24 h with a 3-hour gap, half
 backfilled; ``minute_metrics`` 7 days x 1,440 minutes; forecasts, registry, quarantine, status
 records), then:
 
@@ -16,7 +16,7 @@ records), then:
 
 Run it under the shared lock (it starts a browser):
 
-    PYTHONPATH=plugins:. flock /work/heavy.lock .venv/bin/python bench/bench_dashboard.py [--repeat 30]
+    flock /work/heavy.lock .venv/bin/python bench/bench_dashboard.py [--repeat 30]
 
 With the platform live (``make run``): ``--seed-live`` first writes the same year of hourly rows,
 week of minute rows, forecasts and registry into the platform's own storage (only when none of
@@ -62,7 +62,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def seed(data_dir: Path):
     from btc_platform.settings import load_settings
-    from tests import dashboard_testdata as td
+    from btc_platform.testing import dashboard_testdata as td
 
     settings = load_settings(data_dir=data_dir)
     started = time.perf_counter()
@@ -172,7 +172,7 @@ def seed_live(settings) -> str:
     import pandas as pd
 
     from btc_platform.lakehouse import lake
-    from tests import dashboard_testdata as td
+    from btc_platform.testing import dashboard_testdata as td
 
     existing = sorted(set(LIVE_TABLES) & set(lake.existing_tables(settings)))
     if existing:

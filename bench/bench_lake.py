@@ -12,7 +12,7 @@ median of ``--repeat`` runs:
 Data: ``$BTC_BENCH_DATA_DIR/btc_usdt_1h_2017_2024h1.csv`` (default ``../shared/data``); skips
 with a message (exit 0) when the file is absent.
 
-    PYTHONPATH=plugins:. .venv/bin/python bench/bench_lake.py [--data FILE] [--commits N] [--repeat N]
+    .venv/bin/python bench/bench_lake.py [--data FILE] [--commits N] [--repeat N]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_models import data_parser, log_figures, parse_with_data  # bench/ is on sys.path (script dir)
+from bench_models import data_parser, log_figures, parse_with_data  # a sibling: the script dir is importable
 
 log = logging.getLogger("bench.lake")
 
@@ -35,8 +35,11 @@ def write_table(data: Path, uri: str, commits: int) -> tuple[int, float]:
     """The candle file as hourly_metrics rows in ``commits`` appends; (rows, seconds)."""
     import numpy as np
 
+    from btc_platform.testing.models_testdata import (  # the contract's columns
+        to_hourly_metrics,
+        write_hourly_metrics,
+    )
     from models.data import load_candles_csv
-    from tests.models_testdata import to_hourly_metrics, write_hourly_metrics  # the contract's columns
 
     rows = to_hourly_metrics(load_candles_csv(str(data)), symbol=SYMBOL)
     started = time.perf_counter()

@@ -8,7 +8,7 @@ the stream's commits, is what matters for it), plus a few files of today's open 
 ``spark_jobs.maintenance_job.run`` as the daily DAG does and prints the day's data files and bytes
 before and after, today's (untouched), and the job's time.
 
-    PYTHONPATH=plugins:. .venv/bin/python bench/bench_maintenance.py [--messages 86400] [--files 2000]
+    .venv/bin/python bench/bench_maintenance.py [--messages 86400] [--files 2000]
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench_stream's payloads
+from bench_models import log_figures  # siblings: the script directory is importable
+from bench_stream import payloads
 
 log = logging.getLogger("bench.maintenance")
 
@@ -62,8 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from bench.bench_models import log_figures
-    from bench.bench_stream import payloads
     from btc_platform.lakehouse import datasets
     from btc_platform.lakehouse.spark_session import build_session
     from btc_platform.settings import load_settings

@@ -116,7 +116,7 @@ class Platform:
     settings: object = None
     events: list[tuple[float, str]] = field(default_factory=list)
     suspended: dict[str, float] = field(default_factory=dict)
-    exchange: object = None  # the fake exchange server (tests/exchange_server.py)
+    exchange: object = None  # the fake exchange server (btc_platform.testing.exchange_server)
     mount: Path | None = None  # the size-limited file system under the storage root
     burst: tuple[int, int] | None = None  # (bad records Kafka took, quarantine rows before)
     airflow: bool = False  # supervised by a real Airflow's btc_stream_supervisor DAG, not by ``check``
@@ -356,7 +356,7 @@ def kill_scheduler(platform: Platform) -> tuple[float, str, str]:
     """kill -9 of the Airflow scheduler, then, while none runs, of the producer: the trigger in
     the triggerer must start a scheduler (``services.airflow.ensure_scheduler``) and the resumed
     supervise task restart the producer."""
-    from bench.measure_supervision import kill_schedulers, wait_scheduler_back
+    from btc_platform.testing.faults import kill_schedulers, wait_scheduler_back
 
     if not platform.airflow:
         raise ChaosError("scheduler_kill needs the Airflow group (a platform supervised by the DAG)")
@@ -375,7 +375,7 @@ def burst_records(count: int) -> list[bytes]:
     """Malformed and oversized records (none of them valid): ~1/4 each of not JSON, an unknown
     schema version, a book ticker with ask below bid, and ~600 KB records (garbage bytes; a
     book ticker whose price has 300,000 digits)."""
-    from tests.stream_testdata import book, tamper
+    from btc_platform.testing.stream_testdata import book, tamper
 
     records = []
     for i in range(count):
@@ -416,7 +416,7 @@ def inject_burst(platform: Platform) -> tuple[float, str, str]:
 def exchange_faults(platform: Platform) -> tuple[float, str, str]:
     """Switch the producer to the live source against the fake exchange server, then let the
     server answer 500, truncated bodies, garbage, 429 and 418 for ``fault_phase_s`` each."""
-    from tests.exchange_server import Reply
+    from btc_platform.testing.exchange_server import Reply
 
     server = platform.exchange
     platform.source = "live"
@@ -553,7 +553,7 @@ def count(platform: Platform, results: list[Result]) -> None:
 # set-up
 # ---------------------------------------------------------------------------------------------
 def free_ports(count_: int) -> list[int]:
-    from tests.fixtures_services import free_ports as free
+    from btc_platform.testing.polling import free_ports as free
 
     return free(count_)
 
@@ -605,7 +605,7 @@ def run_group(workdir: Path, kafka, names: list[str], options: Options, *, hdfs=
     real Airflow (own port and AIRFLOW_HOME under ``workdir``) whose ``btc_stream_supervisor``
     DAG checks every ``check_interval_s`` and restarts a dead scheduler, as ``btc-services run``
     sets it, instead of the suite's own checks."""
-    from tests.exchange_server import ExchangeServer
+    from btc_platform.testing.exchange_server import ExchangeServer
 
     results: list[Result] = []
     mount = workdir / "storage"

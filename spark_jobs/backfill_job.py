@@ -33,21 +33,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlparse
 
+from btc_platform.ingest.clients.binance import MAX_KLINES_LIMIT, BinanceClient
+from btc_platform.ingest.http import ExchangeError
+from btc_platform.ingest.schema import SchemaError
 from btc_platform.lakehouse import datasets
-from btc_platform.lakehouse.lake import LegacyLayoutError, check_layout
-from btc_platform.settings import Settings, SettingsError
-from spark_jobs._cli import add_common_options, settings_from_args, setup_logging
+from btc_platform.settings import Settings
+from btc_platform.timerange import parse_utc, require_hour_aligned
+from spark_jobs import backfill_transforms as bt
+from spark_jobs import tables
+from spark_jobs._cli import ConfigError, Work, add_common_options, job_main
 
 log = logging.getLogger("spark_jobs.backfill_job")
 
 APP_NAME = "btc-backfill"
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 KLINE_INTERVAL = "1h"
-
-
-class ConfigError(ValueError):
-    """Inconsistent arguments (one-line reason, exit code 2)."""
-
 
 KEYS = datasets.TABLES[datasets.HOURLY_METRICS].keys
 #: A matched row is rewritten only when a value other than ``produced_at`` changed.
@@ -119,8 +118,6 @@ def file_uri(path: str) -> str:
 
 def read_candle_file(spark, uri: str):
     """Normalised candles (``backfill_transforms.CANDLE_COLUMNS``) of a candle file."""
-    from spark_jobs import backfill_transforms as bt
-
     if uri.rstrip("/").endswith((".parquet", ".pq")):
         df = spark.read.parquet(uri)
         if "open_time_utc" in df.columns:
@@ -157,9 +154,6 @@ def fetch_klines(
     page_limit: int | None = None,
 ):
     """Closed 1 h klines of [start, end) from the API, as normalised candles (None if there are none)."""
-    from btc_platform.ingest.clients.binance import MAX_KLINES_LIMIT, BinanceClient
-    from spark_jobs import backfill_transforms as bt
-
     client = client or BinanceClient.from_settings(settings)
     start_ms = int(start.timestamp() * 1000)
     end_ms = int(end.timestamp() * 1000) - 1  # the API's endTime is inclusive
@@ -212,10 +206,7 @@ def run(
     Raises ``RangeError`` (start/end not on a full hour), ``ConfigError``, ``CandleInputError``
     (bad input: nothing written), ``ExchangeError``/``SchemaError`` (klines API).
     """
-    from spark_jobs import backfill_transforms as bt
-    from spark_jobs import tables
-
-    tables.require_hour_aligned(start, end)
+    require_hour_aligned(start, end)
     symbol = (symbol or settings.binance_symbols[0]).upper()
     produced_at = produced_at or now()
     if source == "binance":
@@ -291,52 +282,27 @@ def run(
         candles.unpersist()
 
 
+def prepare(args: argparse.Namespace, settings: Settings) -> Work:
+    """The backfill the options ask for (``ConfigError``/``RangeError`` when they do not fit)."""
+    start = parse_utc(args.start) if args.start else None
+    end = parse_utc(args.end) if args.end else None
+    require_hour_aligned(start, end)
+    if args.source == "binance" and (start is None or end is None):
+        raise ConfigError("--source binance needs --start and --end")
+    if args.source == "file" and not args.file:
+        raise ConfigError("--source file needs --file")
+    if args.file:
+        file_uri(args.file)
+    return Work(
+        lambda spark: run(spark, settings, source=args.source, file=args.file, start=start, end=end,
+                          symbol=args.symbol, overwrite_stream=args.overwrite_stream),
+        what="backfill",
+        expected=(bt.CandleInputError, ExchangeError, SchemaError),
+    )  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
-    from btc_platform.timerange import RangeError, parse_utc, require_hour_aligned
-
-    try:
-        settings = settings_from_args(args)
-        start = parse_utc(args.start) if args.start else None
-        end = parse_utc(args.end) if args.end else None
-        require_hour_aligned(start, end)
-        if args.source == "binance" and (start is None or end is None):
-            raise ConfigError("--source binance needs --start and --end")
-        if args.source == "file" and not args.file:
-            raise ConfigError("--source file needs --file")
-        if args.file:
-            file_uri(args.file)
-        check_layout(settings)
-    except (SettingsError, RangeError, ConfigError, LegacyLayoutError) as exc:
-        log.error("backfill_job cannot start: %s", exc)
-        return EXIT_CONFIG
-    from btc_platform.ingest.http import ExchangeError
-    from btc_platform.ingest.schema import SchemaError
-    from btc_platform.lakehouse.spark_session import build_session
-    from spark_jobs.backfill_transforms import CandleInputError
-
-    spark = build_session(APP_NAME, settings, master=args.master)
-    try:
-        run(
-            spark,
-            settings,
-            source=args.source,
-            file=args.file,
-            start=start,
-            end=end,
-            symbol=args.symbol,
-            overwrite_stream=args.overwrite_stream,
-        )
-    except (CandleInputError, ExchangeError, SchemaError) as exc:
-        log.error("backfill failed: %s", exc)
-        return EXIT_FAILED
-    except Exception:
-        log.exception("backfill failed")
-        return EXIT_FAILED
-    finally:
-        spark.stop()
-    return EXIT_OK
+    return job_main("backfill_job", build_parser(), argv, prepare, app_name=APP_NAME, log=log)
 
 
 if __name__ == "__main__":

@@ -23,15 +23,19 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from pyspark.errors import PySparkException
+from pyspark.sql import functions as F
+
 from btc_platform.lakehouse import datasets
-from btc_platform.lakehouse.lake import LegacyLayoutError, check_layout
-from btc_platform.settings import Settings, SettingsError
-from spark_jobs._cli import add_common_options, settings_from_args, setup_logging
+from btc_platform.settings import Settings
+from btc_platform.timerange import parse_utc, require_hour_aligned
+from spark_jobs import consolidate_transforms as ct
+from spark_jobs import tables
+from spark_jobs._cli import Work, add_common_options, job_main
 
 log = logging.getLogger("spark_jobs.consolidate_job")
 
 APP_NAME = "btc-consolidate"
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 #: Commit-metadata key: the minute_metrics version a consolidation read.
 VERSION_KEY = "minute_metrics_version"
 KEYS = datasets.TABLES[datasets.HOURLY_METRICS].keys
@@ -60,11 +64,6 @@ def _late_hours(spark, minutes_uri: str, hourly_uri: str, minutes_version: int, 
     """Hours before ``before`` that received minutes since the minute_metrics version the last
     consolidation read (recorded in hourly_metrics' commit metadata), from the change data feed.
     Empty on the first consolidation (nothing was consolidated before it)."""
-    from pyspark.errors import PySparkException
-    from pyspark.sql import functions as F
-
-    from spark_jobs import tables
-
     last = next((meta[VERSION_KEY] for _, meta in tables.history_metadata(spark, hourly_uri) if VERSION_KEY in meta), None)
     if last is None or last >= minutes_version:
         return []
@@ -97,11 +96,6 @@ def run(
 ) -> int:
     """Consolidate [start, end), plus earlier hours whose minutes arrived since the last run, into
     hourly_metrics with one MERGE; returns the number of hourly rows inserted or changed."""
-    from pyspark.sql import functions as F
-
-    from spark_jobs import consolidate_transforms as ct
-    from spark_jobs import tables
-
     produced_at = produced_at or datetime.now(UTC)
     minutes_uri = tables.table_uri(settings, datasets.MINUTE_METRICS)
     minutes_version = tables.table_version(spark, minutes_uri)
@@ -153,30 +147,16 @@ def run(
         minutes.unpersist()
 
 
+def prepare(args: argparse.Namespace, settings: Settings) -> Work:
+    """The consolidation of the ``--start``/``--end`` range (``RangeError`` when it is not one)."""
+    start, end = parse_utc(args.start), parse_utc(args.end)
+    require_hour_aligned(start, end)
+    return Work(lambda spark: run(spark, settings, start, end),
+                what=f"consolidation of [{start.isoformat()}, {end.isoformat()})")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
-    from spark_jobs.tables import RangeError, parse_utc, require_hour_aligned
-
-    try:
-        settings = settings_from_args(args)
-        start, end = parse_utc(args.start), parse_utc(args.end)
-        require_hour_aligned(start, end)
-        check_layout(settings)
-    except (SettingsError, RangeError, LegacyLayoutError) as exc:
-        log.error("consolidate_job cannot start: %s", exc)
-        return EXIT_CONFIG
-    from btc_platform.lakehouse.spark_session import build_session
-
-    spark = build_session(APP_NAME, settings, master=args.master)
-    try:
-        run(spark, settings, start, end)
-    except Exception:
-        log.exception("consolidation of [%s, %s) failed", start.isoformat(), end.isoformat())
-        return EXIT_FAILED
-    finally:
-        spark.stop()
-    return EXIT_OK
+    return job_main("consolidate_job", build_parser(), argv, prepare, app_name=APP_NAME, log=log)
 
 
 if __name__ == "__main__":

@@ -32,14 +32,19 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from pyspark.errors import AnalysisException
+from pyspark.sql import functions as F
+
 from btc_platform.lakehouse import datasets, lake
-from btc_platform.settings import Settings, SettingsError
-from spark_jobs._cli import add_common_options, run_spark_job, settings_from_args, setup_logging
+from btc_platform.lakehouse.spark_session import hadoop_fs, path_exists
+from btc_platform.settings import Settings
+from spark_jobs import tables
+from spark_jobs._cli import EXIT_FAILED, EXIT_OK, Work, add_common_options, job_main
+from spark_jobs.stream_job import QUERY_METRICS, checkpoint_paths
 
 log = logging.getLogger("spark_jobs.convert_job")
 
 APP_NAME = "btc-lake-convert"
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 #: Spark reads ``key=value`` directories as strings (not dates/ints); :data:`PARTITION_TYPES` fixes types.
 _NO_TYPE_INFERENCE = "spark.sql.sources.partitionColumnTypeInference.enabled"
 PARTITION_TYPES = {"hour": "int"}
@@ -62,8 +67,6 @@ def backup_uri(uri: str, stamp: str) -> str:
 
 
 def _rename(spark, src: str, dst: str) -> None:
-    from btc_platform.lakehouse.spark_session import hadoop_fs
-
     jvm, src_path, fs = hadoop_fs(spark, src)
     if not fs.rename(src_path, jvm.org.apache.hadoop.fs.Path(dst)):
         raise ConversionError(f"could not move {src} to {dst}")
@@ -72,9 +75,6 @@ def _rename(spark, src: str, dst: str) -> None:
 
 def _read_parquet(spark, uri: str):
     """The rows of a Parquet dataset directory, None when it holds none (no schema to infer)."""
-    from pyspark.errors import AnalysisException
-    from pyspark.sql import functions as F
-
     previous = spark.conf.get(_NO_TYPE_INFERENCE)
     spark.conf.set(_NO_TYPE_INFERENCE, "false")
     try:
@@ -94,8 +94,6 @@ def _read_parquet(spark, uri: str):
 
 def convert_dataset(spark, settings: Settings, name: str, stamp: str) -> Converted:
     """Convert dataset ``name`` (Parquet layout) to a Delta table in place; see the module doc."""
-    from spark_jobs import tables
-
     uri = settings.path(name)
     backup = backup_uri(uri, stamp)
     df = _read_parquet(spark, uri)
@@ -120,9 +118,6 @@ def convert_dataset(spark, settings: Settings, name: str, stamp: str) -> Convert
 
 def move_metrics_checkpoint(spark, settings: Settings, stamp: str) -> str | None:
     """Move the minute_metrics query's checkpoint aside; returns where to (None if there was none)."""
-    from btc_platform.lakehouse.spark_session import path_exists
-    from spark_jobs.stream_job import QUERY_METRICS, checkpoint_paths
-
     checkpoint = checkpoint_paths(settings)[QUERY_METRICS]
     if not path_exists(spark, checkpoint):
         return None
@@ -158,23 +153,21 @@ def build_parser() -> argparse.ArgumentParser:
     return add_common_options(parser)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
+def prepare(args: argparse.Namespace, settings: Settings) -> Work | int:
+    """``convert``: the conversion; ``check``: its exit code at once (no Spark needed)."""
+    if args.command == "convert":
+        return Work(lambda spark: convert(spark, settings), what="conversion")
     try:
-        settings = settings_from_args(args)
-    except SettingsError as exc:
-        log.error("btc-lake cannot start: %s", exc)
-        return EXIT_CONFIG
-    if args.command == "check":
-        try:
-            lake.check_layout(settings)
-        except lake.LegacyLayoutError as exc:
-            log.error("%s", exc)
-            return EXIT_FAILED
-        log.info("every dataset under %s has the Delta layout (or does not exist yet)", settings.storage_root)
-        return EXIT_OK
-    return run_spark_job(APP_NAME, settings, args.master, what="conversion", work=lambda spark: convert(spark, settings))
+        lake.check_layout(settings)
+    except lake.LegacyLayoutError as exc:
+        log.error("%s", exc)
+        return EXIT_FAILED
+    log.info("every dataset under %s has the Delta layout (or does not exist yet)", settings.storage_root)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    return job_main("btc-lake", build_parser(), argv, prepare, app_name=APP_NAME, log=log, lake_layout=False)
 
 
 if __name__ == "__main__":

@@ -28,15 +28,16 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
+from delta.tables import DeltaTable
+
 from btc_platform.lakehouse import datasets
-from btc_platform.lakehouse.lake import LegacyLayoutError, check_layout
-from btc_platform.settings import Settings, SettingsError
-from spark_jobs._cli import add_common_options, run_spark_job, settings_from_args, setup_logging
+from btc_platform.settings import Settings
+from spark_jobs import tables
+from spark_jobs._cli import ConfigError, Work, add_common_options, job_main
 
 log = logging.getLogger("spark_jobs.maintenance_job")
 
 APP_NAME = "btc-maintenance"
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 #: Delta's default ``delta.deletedFileRetentionDuration`` (1 week); VACUUM refuses less unless
 #: :data:`RETENTION_CHECK` is off.
 DELTA_DEFAULT_RETENTION_HOURS = 168
@@ -83,8 +84,6 @@ def _vacuumed_files(delta_table, after_version: int) -> int | None:
 
 def maintain_table(spark, uri: str, table: datasets.Table, today: date, retention_hours: float) -> TableReport:
     """OPTIMIZE then VACUUM one table; returns its figures."""
-    from delta.tables import DeltaTable
-
     delta_table = DeltaTable.forPath(spark, uri)
     files_before, bytes_before = file_stats(delta_table)
     where = compaction_filter(table, today)
@@ -107,8 +106,6 @@ def run(
     spark, settings: Settings, *, today: date | None = None, retention_hours: float | None = None
 ) -> list[TableReport]:
     """Maintain every existing table; raise :class:`MaintenanceError` naming the ones that failed."""
-    from spark_jobs import tables
-
     today = today or datetime.now(UTC).date()
     retention = settings.maintenance_vacuum_retention_hours if retention_hours is None else retention_hours
     previous_check = spark.conf.get(RETENTION_CHECK, "true")
@@ -146,19 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
     return add_common_options(parser)
 
 
+def prepare(args: argparse.Namespace, settings: Settings) -> Work:
+    """OPTIMIZE and VACUUM of every table (``ConfigError`` on a negative retention)."""
+    if args.vacuum_retention_hours is not None and args.vacuum_retention_hours < 0:
+        raise ConfigError(f"--vacuum-retention-hours must be >= 0, got {args.vacuum_retention_hours}")
+    return Work(lambda spark: run(spark, settings, retention_hours=args.vacuum_retention_hours),
+                what="maintenance", expected=(MaintenanceError,))  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
-    try:
-        settings = settings_from_args(args)
-        if args.vacuum_retention_hours is not None and args.vacuum_retention_hours < 0:
-            raise SettingsError(f"--vacuum-retention-hours must be >= 0, got {args.vacuum_retention_hours}")
-        check_layout(settings)
-    except (SettingsError, LegacyLayoutError) as exc:
-        log.error("maintenance_job cannot start: %s", exc)
-        return EXIT_CONFIG
-    return run_spark_job(APP_NAME, settings, args.master, what="maintenance", expected=(MaintenanceError,),
-                         work=lambda spark: run(spark, settings, retention_hours=args.vacuum_retention_hours))  # fmt: skip
+    return job_main("maintenance_job", build_parser(), argv, prepare, app_name=APP_NAME, log=log)
 
 
 if __name__ == "__main__":

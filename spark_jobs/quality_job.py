@@ -26,14 +26,15 @@ from datetime import UTC, datetime
 
 from btc_platform.lakehouse import datasets
 from btc_platform.lakehouse import quality as q
-from btc_platform.lakehouse.lake import LegacyLayoutError, check_layout
-from btc_platform.settings import Settings, SettingsError
-from spark_jobs._cli import add_common_options, settings_from_args, setup_logging
+from btc_platform.settings import Settings
+from btc_platform.timerange import RangeError, parse_utc, require_hour_aligned
+from spark_jobs import quality_transforms as qt
+from spark_jobs import tables
+from spark_jobs._cli import Work, add_common_options, job_main
 
 log = logging.getLogger("spark_jobs.quality_job")
 
 APP_NAME = "btc-quality"
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,15 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def last_backfill_range(spark, settings: Settings) -> tuple[datetime, datetime]:
     """[start, end) of the newest backfill commit of hourly_metrics (``RangeError`` if none)."""
-    from spark_jobs import tables
-
     uri = tables.table_uri(settings, datasets.HOURLY_METRICS)
     for version, meta in tables.history_metadata(spark, uri):
         if meta.get("job") == "backfill":
             log.info("checking the range of the backfill of hourly_metrics version %d (%s from %s)", version,
                      meta.get("symbol"), meta.get("input"))  # fmt: skip
-            return tables.parse_utc(meta["start"]), tables.parse_utc(meta["end"])
-    raise tables.RangeError(f"--last-backfill: no backfill among the recent commits of {uri}")
+            return parse_utc(meta["start"]), parse_utc(meta["end"])
+    raise RangeError(f"--last-backfill: no backfill among the recent commits of {uri}")
 
 
 def run(
@@ -89,9 +88,6 @@ def run(
 ) -> list[q.CheckResult]:
     """Check [start, end), MERGE the results into data_quality, log; raise ``DataQualityError``
     on a failed error check (after the results are recorded)."""
-    from spark_jobs import quality_transforms as qt
-    from spark_jobs import tables
-
     threshold = settings.dq_min_coverage if min_coverage is None else min_coverage
     hourly = tables.read_range(
         spark, tables.table_uri(settings, datasets.HOURLY_METRICS), "hour_start", start, end
@@ -120,48 +116,32 @@ def run(
     return summary
 
 
+def prepare(args: argparse.Namespace, settings: Settings) -> Work:
+    """The checks the options ask for (``RangeError`` when they name no valid range)."""
+    start = end = None
+    if args.last_backfill:
+        if args.start or args.end:
+            raise RangeError("--last-backfill takes no --start/--end")
+    elif not (args.start and args.end):
+        raise RangeError("--start and --end are required (or --last-backfill)")
+    else:
+        start, end = parse_utc(args.start), parse_utc(args.end)
+        require_hour_aligned(start, end)
+    if args.min_coverage is not None and not 0 <= args.min_coverage <= 1:
+        raise RangeError(f"--min-coverage must be within 0..1, got {args.min_coverage}")
+    symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
+
+    def check(spark) -> None:
+        # --last-backfill: the range comes from hourly_metrics' history (RangeError when there is none)
+        first, last = last_backfill_range(spark, settings) if args.last_backfill else (start, end)
+        run(spark, settings, first, last, symbols=symbols, min_coverage=args.min_coverage)
+
+    span = "of the last backfill" if args.last_backfill else f"for [{start}, {end})"
+    return Work(check, what=f"data-quality job {span}", expected=(q.DataQualityError,))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
-    from btc_platform.timerange import RangeError, parse_utc, require_hour_aligned
-
-    try:
-        settings = settings_from_args(args)
-        if args.last_backfill:
-            if args.start or args.end:
-                raise RangeError("--last-backfill takes no --start/--end")
-            start = end = None
-        elif not (args.start and args.end):
-            raise RangeError("--start and --end are required (or --last-backfill)")
-        else:
-            start, end = parse_utc(args.start), parse_utc(args.end)
-            require_hour_aligned(start, end)
-        if args.min_coverage is not None and not 0 <= args.min_coverage <= 1:
-            raise RangeError(f"--min-coverage must be within 0..1, got {args.min_coverage}")
-        symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
-        check_layout(settings)
-    except (SettingsError, RangeError, LegacyLayoutError) as exc:
-        log.error("quality_job cannot start: %s", exc)
-        return EXIT_CONFIG
-    from btc_platform.lakehouse.spark_session import build_session
-
-    spark = build_session(APP_NAME, settings, master=args.master)
-    try:
-        if args.last_backfill:
-            start, end = last_backfill_range(spark, settings)
-        run(spark, settings, start, end, symbols=symbols, min_coverage=args.min_coverage)
-    except RangeError as exc:
-        log.error("quality_job cannot start: %s", exc)
-        return EXIT_CONFIG
-    except q.DataQualityError as exc:
-        log.error("%s", exc)
-        return EXIT_FAILED
-    except Exception:
-        log.exception("data-quality job for [%s, %s) failed", start, end)
-        return EXIT_FAILED
-    finally:
-        spark.stop()
-    return EXIT_OK
+    return job_main("quality_job", build_parser(), argv, prepare, app_name=APP_NAME, log=log)
 
 
 if __name__ == "__main__":

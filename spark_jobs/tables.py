@@ -13,9 +13,6 @@ The layout of each table (directory, partitioning, keys, properties) is
 * :func:`table_version` - the current version (what a model records it was trained on);
 * :func:`commit_metadata` - a JSON note stored with the next commits of this session (e.g. the
   minute_metrics version a consolidation read), readable from the table's history.
-
-Also the ``--start``/``--end`` parsing of the batch jobs (:func:`parse_utc`,
-:func:`require_hour_aligned`, from ``btc_platform.timerange``).
 """
 
 from __future__ import annotations
@@ -34,23 +31,18 @@ from pyspark.sql.types import StructType
 from btc_platform.lakehouse import datasets
 from btc_platform.lakehouse.spark_session import hadoop_fs
 from btc_platform.settings import Settings
-from btc_platform.timerange import RangeError, parse_utc, require_hour_aligned
 
 log = logging.getLogger(__name__)
 
-#: the jobs' --start/--end helpers live in btc_platform.timerange (Spark-free, shared with the DAGs)
 __all__ = [
-    "RangeError",
     "append_rows",
     "commit_metadata",
     "ensure_table",
     "history_metadata",
     "is_delta_table",
     "merge_rows",
-    "parse_utc",
     "read_range",
     "read_table",
-    "require_hour_aligned",
     "table_uri",
     "table_version",
 ]

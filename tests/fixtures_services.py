@@ -13,13 +13,12 @@ Central the first time).
 from __future__ import annotations
 
 import logging
-import socket
-from contextlib import ExitStack
 from dataclasses import dataclass
 
 import pytest
 
 from btc_platform.settings import Settings, load_settings
+from btc_platform.testing.polling import free_ports
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +45,6 @@ def listening_sockets(pids) -> list[tuple[str, int, str]]:
             command = f"pid {conn.pid} (exited)"
         found.append((str(mapped or address), conn.laddr.port, command))
     return sorted(found)
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct TCP ports that are free on 127.0.0.1 right now."""
-    with ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind(("127.0.0.1", 0))
-            ports.append(sock.getsockname()[1])
-        return ports
 
 
 @dataclass

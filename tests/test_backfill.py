@@ -13,7 +13,7 @@ import pytest
 
 from btc_platform.lakehouse import datasets
 from btc_platform.settings import load_settings
-from tests.exchange_server import KLINES, ExchangeServer, FakeClock, Reply, fixture
+from btc_platform.testing.exchange_server import KLINES, ExchangeServer, FakeClock, Reply, fixture
 
 pytestmark = pytest.mark.spark
 
@@ -291,6 +291,7 @@ def test_impossible_candles_named_first_ten(spark, settings, tmp_path):
 
 def test_bad_candle_exits_1_naming_it_and_leaves_the_table(spark, settings, tmp_path, monkeypatch, caplog):
     from spark_jobs import backfill_job
+    from spark_jobs._cli import EXIT_FAILED
 
     good = tmp_path / "good.csv"
     good.write_text(SHARED_CSV)
@@ -303,23 +304,30 @@ def test_bad_candle_exits_1_naming_it_and_leaves_the_table(spark, settings, tmp_
     monkeypatch.setattr(spark, "stop", lambda: None)  # main() stops its session: not the shared one
     with caplog.at_level(logging.ERROR, logger="spark_jobs.backfill_job"):
         code = backfill_job.main(["--source", "file", "--file", str(bad), "--storage-root", settings.storage_root])
-    assert code == backfill_job.EXIT_FAILED
+    assert code == EXIT_FAILED
     assert "1 candle(s) with high < low or a price <= 0: BTCUSDT@2023-01-01T01:00Z (open 1.0, high 2.0, low 0.0" \
         in caplog.text
     assert last_commit(spark, settings)["version"] == version
     assert read_hourly(spark, settings) == before
 
 
-def test_range_not_on_the_hour_exits_2_and_writes_nothing(spark, settings, tmp_path):
+def test_range_not_on_the_hour_exits_2_and_writes_nothing(spark, settings, tmp_path, caplog):
+    from btc_platform.timerange import RangeError
     from spark_jobs import backfill_job
-    from spark_jobs.tables import RangeError
+    from spark_jobs._cli import EXIT_CONFIG
 
     path = tmp_path / "btc_usdt_1h.csv"
     path.write_text(SHARED_CSV)
-    for bounds in (["--start", "2023-01-01T00:30:00Z"], ["--end", "2023-01-01T01:00:01Z"],
-                   ["--start", "2023-01-01T00:00:00+05:30"]):  # 2022-12-31T18:30Z
+    for bounds, reason in ((["--start", "2023-01-01T00:30:00Z"], "--start must be on a full hour (UTC), got "
+                            "2023-01-01T00:30:00+00:00"),
+                           (["--end", "2023-01-01T01:00:01Z"], "--end must be on a full hour"),
+                           (["--start", "2023-01-01T00:00:00+05:30"],  # 2022-12-31T18:30Z
+                            "--start must be on a full hour (UTC), got 2022-12-31T18:30:00+00:00")):  # fmt: skip
         argv = ["--source", "file", "--file", str(path), *bounds, "--storage-root", settings.storage_root]
-        assert backfill_job.main(argv) == backfill_job.EXIT_CONFIG, bounds
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="spark_jobs.backfill_job"):
+            assert backfill_job.main(argv) == EXIT_CONFIG, bounds
+        assert f"backfill_job cannot start: {reason}" in caplog.text
     with pytest.raises(RangeError, match="--start must be on a full hour"):
         backfill_job.run(spark, settings, source="file", file=str(path),
                          start=datetime(2023, 1, 1, 0, 30, tzinfo=UTC))
@@ -327,16 +335,25 @@ def test_range_not_on_the_hour_exits_2_and_writes_nothing(spark, settings, tmp_p
 
 
 @pytest.mark.parametrize(
-    "argv",
+    ("argv", "reason"),
     [
-        ["--source", "binance", "--start", "2024-01-01"],
-        ["--source", "file"],
-        ["--source", "file", "--file", "x.csv", "--start", "2024-02-01", "--end", "2024-01-01"],
-        ["--source", "binance", "--start", "yesterday", "--end", "2024-01-01"],
-        ["--source", "binance", "--start", "2024-01-01T10:15:00Z", "--end", "2024-01-02"],
+        (["--source", "binance", "--start", "2024-01-01"], "--source binance needs --start and --end"),
+        (["--source", "file"], "--source file needs --file"),
+        (["--source", "file", "--file", "x.csv", "--start", "2024-02-01", "--end", "2024-01-01"],
+         "--start 2024-02-01T00:00:00+00:00 must be before --end 2024-01-01T00:00:00+00:00"),
+        (["--source", "binance", "--start", "yesterday", "--end", "2024-01-01"],
+         "not an ISO-8601 date or date-time: 'yesterday'"),
+        (["--source", "binance", "--start", "2024-01-01T10:15:00Z", "--end", "2024-01-02"],
+         "--start must be on a full hour"),
+        (["--source", "file", "--file", "s3://bucket/candles.csv"], "--file: unsupported URI scheme"),
     ],
 )
-def test_cli_config_errors_exit_2(tmp_path, argv):
+def test_cli_config_errors_exit_2_naming_the_reason_and_write_nothing(tmp_path, argv, reason, caplog):
     from spark_jobs import backfill_job
+    from spark_jobs._cli import EXIT_CONFIG
 
-    assert backfill_job.main([*argv, "--storage-root", f"file://{tmp_path}/b"]) == backfill_job.EXIT_CONFIG
+    with caplog.at_level(logging.ERROR, logger="spark_jobs.backfill_job"):
+        code = backfill_job.main([*argv, "--storage-root", f"file://{tmp_path}/b"])
+    assert code == EXIT_CONFIG
+    assert f"backfill_job cannot start: {reason}" in caplog.text
+    assert not (tmp_path / "b").exists()

@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 
 from btc_platform.settings import load_settings
-from tests.fixtures_services import _start_with_free_ports, free_ports
-from tests.polling import wait_until
+from btc_platform.testing.polling import free_ports, wait_until
+from tests.fixtures_services import _start_with_free_ports
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 log = logging.getLogger(__name__)

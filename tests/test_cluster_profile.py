@@ -141,7 +141,8 @@ def test_postgres_requires_the_generated_password_and_listens_on_loopback(postgr
 
     from btc_platform.ops import services
     from btc_platform.ops.services import base, postgres
-    from tests.fixtures_services import free_ports, listening_sockets
+    from btc_platform.testing.polling import free_ports
+    from tests.fixtures_services import listening_sockets
 
     (port,) = free_ports(1)
     settings = load_settings(data_dir=postgres_data_dir, airflow_database="postgres", postgres_port=port)

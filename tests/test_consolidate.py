@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -227,12 +228,26 @@ def test_late_minute_changes_its_hour_on_the_next_run(spark, settings):
     assert rows[("BTCUSDT", T0 + timedelta(hours=1))]["close"] == 98.5
 
 
-def test_cli_rejects_unaligned_range(tmp_path):
+@pytest.mark.parametrize(
+    ("start", "end", "reason"),
+    [
+        ("2024-01-01T00:30:00Z", "2024-01-01T02:00:00Z",
+         "--start must be on a full hour (UTC), got 2024-01-01T00:30:00+00:00"),
+        ("2024-01-01T02:00:00Z", "2024-01-01T01:00:00Z",
+         "--start 2024-01-01T02:00:00+00:00 must be before --end 2024-01-01T01:00:00+00:00"),
+        ("2024-01-01", "soon", "not an ISO-8601 date or date-time: 'soon'"),
+    ],
+)
+def test_cli_rejects_a_bad_range_naming_it_and_writes_nothing(spark, settings, start, end, reason, caplog):
     from spark_jobs import consolidate_job
+    from spark_jobs._cli import EXIT_CONFIG
 
-    code = consolidate_job.main(["--start", "2024-01-01T00:30:00Z", "--end", "2024-01-01T02:00:00Z",
-                                 "--storage-root", f"file://{tmp_path}/bitcoin"])
-    assert code == consolidate_job.EXIT_CONFIG
+    write_minutes(spark, settings, base_minutes())
+    with caplog.at_level(logging.ERROR, logger="spark_jobs.consolidate_job"):
+        code = consolidate_job.main(["--start", start, "--end", end, "--storage-root", settings.storage_root])
+    assert code == EXIT_CONFIG
+    assert f"consolidate_job cannot start: {reason}" in caplog.text
+    assert not Path(settings.path(datasets.HOURLY_METRICS).removeprefix("file://")).exists()
 
 
 def test_tables_written_before_the_volume_columns_get_them_and_consolidate(spark, settings):

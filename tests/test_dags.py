@@ -445,8 +445,8 @@ def test_maintenance_dag_shape(parsed):
 
 
 def test_airflow_db_clean_command_and_environment(settings_env):
-    """The flags exist in the installed Airflow's `airflow db clean`, the cut-off is the retention,
-    and the task's blocked metadata-DB variable is replaced by the worker's."""
+    """The cut-off is the retention, and the task's blocked metadata-DB variable is replaced by
+    the worker's (the command's effect: test_airflow_db_clean_command_deletes_only_old_metadata)."""
     from datetime import datetime
 
     from btc_platform.ops import orchestration as o
@@ -455,15 +455,46 @@ def test_airflow_db_clean_command_and_environment(settings_env):
     command = o.airflow_db_clean_command(settings, now=datetime(2026, 1, 10, 12, tzinfo=UTC))
     assert command[1:] == ["db", "clean", "--clean-before-timestamp", "2026-01-07T12:00:00+00:00",
                            "--yes", "--skip-archive", "--error-on-cleanup-failure"]  # fmt: skip
-    usage = subprocess.run([command[0], "db", "clean", "--help"], capture_output=True, text=True, timeout=300)
-    for flag in (a for a in command if a.startswith("--")):
-        assert flag in usage.stdout, f"{flag} not in `airflow db clean --help`"
 
     blocked = {"PATH": "/bin", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": o.BLOCKED_DB_CONN,
                "AIRFLOW__CORE__SQL_ALCHEMY_CONN": o.BLOCKED_DB_CONN}  # fmt: skip
     worker = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "sqlite:////x/airflow.db"}
     assert o.airflow_cli_env(blocked, worker) == {"PATH": "/bin", **worker}
     assert o.airflow_cli_env({"PATH": "/bin", **worker}, {}) == {"PATH": "/bin", **worker}
+
+
+@pytest.mark.slow
+def test_airflow_db_clean_command_deletes_only_old_metadata(sandbox):
+    """The installed Airflow runs the maintenance DAG's command: metadata older than the retention
+    goes (no prompt, no archive table), newer stays."""
+    import sqlite3
+    from datetime import datetime, timedelta
+
+    from btc_platform.ops import orchestration as o
+
+    sandbox.migrate()
+    database = sandbox.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///")
+    now = datetime.now(UTC)
+    settings = sandbox.settings.model_copy(update={"maintenance_airflow_retention_days": 3})
+    with sqlite3.connect(database) as db:
+        db.executemany("INSERT INTO log (dttm, event) VALUES (?, ?)",
+                       [((now - timedelta(days=5)).isoformat(" "), "old"),
+                        ((now - timedelta(days=1)).isoformat(" "), "recent")])  # fmt: skip
+    assert _log_events(database) == {"old", "recent"}
+    command = o.airflow_db_clean_command(settings, now=now)
+    proc = subprocess.run(command, env=sandbox.env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert _log_events(database) == {"recent"}
+    with sqlite3.connect(database) as db:
+        archives = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE name LIKE '_airflow_deleted%'")]
+    assert archives == []
+
+
+def _log_events(database: str) -> set[str]:
+    import sqlite3
+
+    with sqlite3.connect(database) as db:
+        return {row[0] for row in db.execute("SELECT event FROM log WHERE event IN ('old', 'recent')")}
 
 
 def test_backfill_arguments_validation():
@@ -743,7 +774,7 @@ def test_retrain_dag_serves_every_symbol_and_one_without_history_blocks_nothing(
     with a small-sample band; headline metrics are BTCUSDT's publish XCom and asset event extra.
     A second run on the same data skips training (nothing changed) and refreshes the forecasts."""
     from btc_platform.lakehouse import datasets, lake
-    from tests.models_testdata import (
+    from btc_platform.testing.models_testdata import (
         candles_from_close,
         periodic_close,
         to_hourly_metrics,

@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 
 import btc_platform
-from tests import dashboard_testdata as td
+from btc_platform.testing import dashboard_testdata as td
 
 ENDPOINTS = ("market", "history", "forecast", "pipeline", "config")
 
@@ -255,7 +255,7 @@ class AirflowApiServer:
 
     def __init__(self, base: Path):
         from btc_platform.settings import load_settings
-        from tests.fixtures_services import free_ports
+        from btc_platform.testing.polling import free_ports
 
         (port,) = free_ports(1)
         self.settings = load_settings(data_dir=base / "data", airflow_port=port)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.polling import wait_until
+from btc_platform.testing.polling import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,8 @@ def test_platform_end_to_end(kafka_service, tmp_path):
     from btc_platform.ops.airflow_env import api_url, password_file
     from btc_platform.ops.services import base
     from btc_platform.settings import load_settings
-    from tests.fixtures_services import free_ports, listening_sockets
+    from btc_platform.testing.polling import free_ports
+    from tests.fixtures_services import listening_sockets
 
     topic = f"e2e-{uuid.uuid4().hex[:8]}"
     kafka_service.create_topic(topic, 2)

@@ -33,7 +33,7 @@ from btc_platform.ingest.http import (
 from btc_platform.ingest.schema import SchemaError, decode, format_ts
 from btc_platform.ingest.sources import LiveSource
 from btc_platform.settings import load_settings
-from tests.exchange_server import (
+from btc_platform.testing.exchange_server import (
     BOOK_TICKER,
     COINS_MARKETS,
     KLINES,

@@ -231,17 +231,28 @@ def test_cli_stop_kills_the_process_group_of_a_recorded_process(tmp_path):
     assert not base.pid_path(settings, "kafka").exists()
 
 
-@pytest.mark.parametrize("args", [(), ("status",), ("status", "zookeeper"), ("run", "--source", "bogus")])
-def test_cli_argument_errors_exit_2(tmp_path, args):
-    proc = _services_cli(_settings(tmp_path), *args)
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        ((), "cli.py: error: the following arguments are required: COMMAND"),
+        (("status",), "cli.py status: error: the following arguments are required: SERVICE"),
+        (("status", "zookeeper"), "cli.py status: error: argument SERVICE: invalid choice: 'zookeeper'"),
+        (("run", "--source", "bogus"), "cli.py run: error: argument --source: invalid choice: 'bogus'"),
+    ],
+)
+def test_cli_argument_errors_exit_2_naming_the_error_and_touch_nothing(tmp_path, args, error):
+    settings = _settings(tmp_path)
+    proc = _services_cli(settings, *args)
     assert proc.returncode == 2
-    assert "usage:" in proc.stderr
+    assert "usage:" in proc.stderr and error in proc.stderr, proc.stderr
+    assert not settings.data_dir.exists()  # no pid file, log or service directory written
 
 
-def test_jars_cli_rejects_an_unknown_group():
+def test_jars_cli_rejects_an_unknown_group(capsys):
     with pytest.raises(SystemExit) as info:
         jars.main(["--group", "zookeeper"])
     assert info.value.code == 2
+    assert "argument --group: invalid choice: 'zookeeper'" in capsys.readouterr().err
 
 
 def test_kafka_cluster_id_never_reads_as_an_option(tmp_path, monkeypatch):

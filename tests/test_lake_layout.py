@@ -48,12 +48,13 @@ def test_check_layout_refuses_parquet_datasets_and_names_the_command(settings):
 def test_jobs_refuse_the_parquet_layout(settings, monkeypatch, caplog):
     """A job main stops before starting Spark (exit 2) with the message."""
     from spark_jobs import consolidate_job
+    from spark_jobs._cli import EXIT_CONFIG
 
     (root(settings) / datasets.MINUTE_METRICS / "date=2024-01-01").mkdir(parents=True)
     monkeypatch.setenv("BTC_DATA_DIR", str(settings.data_dir))
     code = consolidate_job.main(["--start", "2024-01-01T00:00:00Z", "--end", "2024-01-01T01:00:00Z",
                                  "--storage-root", settings.storage_root])  # fmt: skip
-    assert code == consolidate_job.EXIT_CONFIG
+    assert code == EXIT_CONFIG
     assert lake.CONVERT_COMMAND in caplog.text and "minute_metrics (date=2024-01-01)" in caplog.text
 
 

@@ -148,8 +148,12 @@ def test_promotion_needs_enough_windows_and_a_difference_beyond_noise():
 
 def test_score_forecasts_joins_arrived_closes(settings_env):
     from btc_platform.lakehouse import datasets, lake
+    from btc_platform.testing.models_testdata import (
+        candles_from_close,
+        to_hourly_metrics,
+        write_hourly_metrics,
+    )
     from models.realised import score_forecasts
-    from tests.models_testdata import candles_from_close, to_hourly_metrics, write_hourly_metrics
 
     s = settings_env()
     assert score_forecasts(s)["status"] == "skipped"

@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 
 from btc_platform.lakehouse import datasets, lake
-from models.data import DataError, load_series, read_hourly_metrics
-from tests.models_testdata import (
+from btc_platform.testing.models_testdata import (
     candles_from_close,
     random_walk_close,
     to_hourly_metrics,
     write_hourly_metrics,
 )
+from models.data import DataError, load_series, read_hourly_metrics
 
 
 def _forecast_rows(version: str, origin: str, value: float, hours: int = 3) -> pd.DataFrame:

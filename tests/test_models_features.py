@@ -6,6 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from btc_platform.testing.models_testdata import (
+    candles_from_close,
+    drop_hours,
+    random_walk_close,
+    to_hourly_metrics,
+    write_hourly_metrics,
+)
 from models import features as fx
 from models.config import ModelConfig
 from models.data import (
@@ -14,13 +21,6 @@ from models.data import (
     load_candles_csv,
     load_hourly_metrics,
     segment_ids,
-)
-from tests.models_testdata import (
-    candles_from_close,
-    drop_hours,
-    random_walk_close,
-    to_hourly_metrics,
-    write_hourly_metrics,
 )
 
 

@@ -9,8 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from btc_platform.testing.models_testdata import (
+    candles_from_close,
+    periodic_close,
+    to_hourly_metrics,
+    write_hourly_metrics,
+)
 from models.data import InsufficientHistoryError
-from tests.models_testdata import candles_from_close, periodic_close, to_hourly_metrics, write_hourly_metrics
 
 pytestmark = pytest.mark.slow
 

@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.fixtures_services import free_ports
-from tests.polling import wait_until
+from btc_platform.testing.polling import free_ports, wait_until
 
 pytestmark = [pytest.mark.integration]
 

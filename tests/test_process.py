@@ -153,12 +153,15 @@ def test_wait_until_healthy_is_bounded_and_returns_when_healthy(started):
 
 def test_stop_group_kills_a_child_that_ignores_sigterm(tmp_path, started):
     pid_file = tmp_path / "child.pid"
+    # the child writes its pid once its handler is installed (renamed into place: read whole or not at all)
+    ignore = (
+        "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        f"open({str(pid_file)!r} + '.tmp', 'w').write(str(os.getpid())); "
+        f"os.rename({str(pid_file)!r} + '.tmp', {str(pid_file)!r}); time.sleep(300)"
+    )
     code = (
         "import subprocess, sys, time\n"
-        "ignore = 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)'\n"
-        "child = subprocess.Popen([sys.executable, '-c', ignore])\n"
-        "time.sleep(0.5)\n"  # let the child install its handler
-        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        f"child = subprocess.Popen([sys.executable, '-c', {ignore!r}])\n"
         "time.sleep(300)\n"
     )
     record = started(code)

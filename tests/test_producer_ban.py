@@ -22,8 +22,8 @@ from btc_platform.ops import supervisor
 from btc_platform.ops.supervisor import decide
 from btc_platform.settings import PROJECT_ROOT, load_settings
 from btc_platform.status import read_status
-from tests.exchange_server import BOOK_TICKER, TICKER_24HR, ExchangeServer, Reply
-from tests.polling import wait_until
+from btc_platform.testing.exchange_server import BOOK_TICKER, TICKER_24HR, ExchangeServer, Reply
+from btc_platform.testing.polling import wait_until
 from tests.test_supervisor import _record
 
 BAN_S = 6

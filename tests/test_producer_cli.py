@@ -1,26 +1,56 @@
-"""Producer CLI (help, fatal configuration errors) and the replay source's pacing, without Kafka."""
+"""Producer CLI (options reaching the source, fatal configuration errors) and the replay source's pacing, without Kafka."""
 
 from __future__ import annotations
+
+import json
+from datetime import datetime
+from itertools import pairwise
 
 import pytest
 
 from btc_platform.ingest import normalize
-from btc_platform.ingest.producer import build_parser, main
+from btc_platform.ingest.producer import build_parser, build_source, main
 from btc_platform.ingest.schema import encode, ms_to_ts
-from btc_platform.ingest.sources import ReplaySource
-from tests.exchange_server import FakeClock, fixture
+from btc_platform.ingest.sources import ReplaySource, SimulateSource
+from btc_platform.testing.exchange_server import FakeClock, fixture
 
 
-def test_help_documents_every_option(capsys):
-    parser = build_parser()
-    with pytest.raises(SystemExit) as exit_:
-        parser.parse_args(["--help"])
-    assert exit_.value.code == 0
-    text = capsys.readouterr().out
-    for action in parser._actions:
-        for option in action.option_strings:
-            assert option in text
-        assert action.help, f"{action.option_strings} has no help"
+def _book_tickers(source, count: int) -> list[dict]:
+    """The first ``count`` book tickers of BTCUSDT the source yields."""
+    out = []
+    for key, value, _ in source.messages(PacingContext(FakeClock())):
+        message = json.loads(value)
+        if key == b"BTCUSDT" and message["message_type"] == "book_ticker":
+            out.append(message)
+            if len(out) == count:
+                return out
+    raise AssertionError(f"the source ended after {len(out)} book ticker(s)")
+
+
+def test_simulate_options_drive_the_source(settings_env):
+    settings = settings_env(binance_symbols="BTCUSDT,ETHUSDT")
+    argv = ["--source", "simulate", "--speed", "0", "--tick-ms", "500", "--start-price", "100", "--seed", "7",
+            "--market-lag", "2.5"]  # fmt: skip
+    source = build_source(build_parser().parse_args(argv), settings)
+    assert isinstance(source, SimulateSource) and source.symbols == ["BTCUSDT", "ETHUSDT"]
+    assert source.market_lag_ms == 2500
+    books = _book_tickers(source, 8)
+    times = [datetime.fromisoformat(b["event_time"]) for b in books]
+    assert {(b - a).total_seconds() for a, b in pairwise(times)} == {0.5}  # --tick-ms
+    assert all(99 < float(b["bid_price"]) < float(b["ask_price"]) < 101 for b in books)  # --start-price
+    again = build_source(build_parser().parse_args(argv), settings)  # --seed: the same price path
+    assert [(b["bid_price"], b["ask_price"]) for b in _book_tickers(again, 8)] == \
+        [(b["bid_price"], b["ask_price"]) for b in books]
+
+
+def test_replay_options_drive_the_source(settings_env, tmp_path):
+    settings = settings_env()
+    path = tmp_path / "capture.jsonl"
+    path.write_bytes(_ticker_line(1_700_000_000_000) + b"\n")
+    args = build_parser().parse_args(["--source", "replay", "--replay-file", str(path), "--speed", "2"])
+    source = build_source(args, settings)
+    assert isinstance(source, ReplaySource) and (source.path, source.speed) == (path, 2.0)
+    assert [value for _, value, _ in source.messages(PacingContext(FakeClock()))] == [_ticker_line(1_700_000_000_000)]
 
 
 @pytest.mark.parametrize(

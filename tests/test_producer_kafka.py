@@ -29,7 +29,14 @@ from btc_platform.ingest.schema import compute_message_id, decode
 from btc_platform.ingest.sources import LiveSource, ReplaySource, SimulateSource
 from btc_platform.settings import load_settings
 from btc_platform.status import read_status
-from tests.exchange_server import BOOK_TICKER, TICKER_24HR, ExchangeServer, Reply, fixture, fixture_text
+from btc_platform.testing.exchange_server import (
+    BOOK_TICKER,
+    TICKER_24HR,
+    ExchangeServer,
+    Reply,
+    fixture,
+    fixture_text,
+)
 from tests.helpers_kafka import consume_all
 
 pytestmark = pytest.mark.integration

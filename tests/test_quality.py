@@ -173,23 +173,34 @@ def test_rerun_replaces_the_results_of_the_range(spark, settings):
     assert rep[("BTCUSDT", 0, "hour_gap")]["range_start"].replace(tzinfo=UTC) == T0
 
 
-def test_last_backfill_range_and_cli_errors(spark, settings, tmp_path, monkeypatch):
+def test_last_backfill_range_and_cli_errors(spark, settings, tmp_path, monkeypatch, caplog):
     from spark_jobs import backfill_job, quality_job
+    from spark_jobs._cli import EXIT_CONFIG, EXIT_OK
 
     root = ["--storage-root", settings.storage_root]
-    assert quality_job.main(["--start", "2024-01-01T00:00:00Z", *root]) == quality_job.EXIT_CONFIG
-    assert quality_job.main(["--last-backfill", "--start", "2024-01-01T00:00:00Z", *root]) == quality_job.EXIT_CONFIG
-    assert quality_job.main(["--start", "2024-01-01T00:10:00Z", "--end", "2024-01-01T02:00:00Z", *root]) == quality_job.EXIT_CONFIG
+    for argv, reason in (
+        (["--start", "2024-01-01T00:00:00Z"], "--start and --end are required (or --last-backfill)"),
+        (["--last-backfill", "--start", "2024-01-01T00:00:00Z"], "--last-backfill takes no --start/--end"),
+        (["--start", "2024-01-01T00:10:00Z", "--end", "2024-01-01T02:00:00Z"], "--start must be on a full hour"),
+        (["--start", "2024-01-01T00:00:00Z", "--end", "2024-01-01T02:00:00Z", "--min-coverage", "1.5"],
+         "--min-coverage must be within 0..1, got 1.5"),
+    ):
+        caplog.clear()
+        assert quality_job.main([*argv, *root]) == EXIT_CONFIG
+        assert f"quality_job cannot start: {reason}" in caplog.text
 
     monkeypatch.setattr(spark, "stop", lambda: None)  # main() stops its session: not the shared one
-    assert quality_job.main(["--last-backfill", *root]) == quality_job.EXIT_CONFIG  # no backfill yet
+    caplog.clear()
+    assert quality_job.main(["--last-backfill", *root]) == EXIT_CONFIG  # no backfill yet
+    assert "quality_job cannot start: --last-backfill: no backfill among the recent commits of" in caplog.text
+    assert not (tmp_path / "bitcoin" / datasets.DATA_QUALITY).exists()
     candles = tmp_path / "candles.csv"
     candles.write_text("open_time_utc,open,high,low,close,volume\n"
                        "2024-01-01T01:00:00Z,100.0,110.0,95.0,105.0,1.0\n"
                        "2024-01-01T02:00:00Z,105.0,110.0,95.0,100.0,1.0\n")
     backfill_job.run(spark, settings, source="file", file=str(candles), produced_at=CHECKED_AT)
     assert quality_job.last_backfill_range(spark, settings) == (T0 + timedelta(hours=1), END)
-    assert quality_job.main(["--last-backfill", *root]) == quality_job.EXIT_OK
+    assert quality_job.main(["--last-backfill", *root]) == EXIT_OK
     rep = report(spark, settings)
     assert {h for _, h, _ in rep} == {1, 2} and {r["status"] for r in rep.values()} == {"pass"}
 
@@ -197,7 +208,9 @@ def test_last_backfill_range_and_cli_errors(spark, settings, tmp_path, monkeypat
 def test_backfill_rows_pass_coverage(spark, settings):
     rows = [hour_row(h, source="backfill", spread_mean=None, spread_max=None, spread_pct_mean=None,
                      spread_pct_max=None, tick_count=None, minutes_present=None, coverage=1.0) for h in range(3)]
-    assert all(r.passed for r in check(spark, settings, rows))
+    results = check(spark, settings, rows)
+    assert [r.check for r in results] == list(q.CHECKS)  # every check ran, on the 3 rows
+    assert all(r.passed and r.rows_checked == 3 for r in results)
 
 
 def test_raise_on_errors_is_pure():

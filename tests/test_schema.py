@@ -20,7 +20,7 @@ from btc_platform.ingest.schema import (
     required_fields,
 )
 from btc_platform.ingest.sources import SimulateSource, encode_book_ticker, encode_prevalidated
-from tests.exchange_server import fixture
+from btc_platform.testing.exchange_server import fixture
 
 INGEST = "2024-03-25T08:45:00.123Z"
 

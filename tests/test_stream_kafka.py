@@ -19,7 +19,7 @@ import pytest
 from btc_platform.ingest import schema
 from btc_platform.lakehouse import datasets
 from btc_platform.status import read_status
-from tests.stream_testdata import SYMBOL, book, tamper
+from btc_platform.testing.stream_testdata import SYMBOL, book, tamper
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
 

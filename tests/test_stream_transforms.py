@@ -11,8 +11,18 @@ import pytest
 
 from btc_platform.ingest import schema
 from btc_platform.lakehouse import datasets
+from btc_platform.testing.stream_testdata import (
+    KAFKA_DDL,
+    at,
+    book,
+    kafka_rows,
+    kline,
+    market,
+    naive_utc,
+    tamper,
+    ticker,
+)
 from spark_jobs import stream_transforms as st
-from tests.stream_testdata import KAFKA_DDL, at, book, kafka_rows, kline, market, naive_utc, tamper, ticker
 
 pytestmark = pytest.mark.spark
 

@@ -15,8 +15,8 @@ import pytest
 from btc_platform.ingest import schema
 from btc_platform.lakehouse import datasets
 from btc_platform.settings import load_settings
+from btc_platform.testing.stream_testdata import KAFKA_DDL, at, book, kafka_rows, naive_utc
 from spark_jobs import stream_job, stream_sinks
-from tests.stream_testdata import KAFKA_DDL, at, book, kafka_rows, naive_utc
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -118,8 +118,8 @@ def test_last_minute_arriving_after_the_hour_is_in_the_hours_row(spark, pipeline
     from datetime import UTC, timedelta
 
     from btc_platform.ops.orchestration import minute_metrics_ready
+    from btc_platform.testing.stream_testdata import T0
     from spark_jobs import consolidate_job
-    from tests.stream_testdata import T0
 
     push, read = pipeline
     settings = read.settings
@@ -186,7 +186,7 @@ def test_lagging_coingecko_and_klines_are_in_every_minute_that_received_them(spa
     received 2 s after the minute closed. With CoinGecko's time as event time (schema 1) every
     one of these market messages was 60 s behind the watermark and dropped."""
     from btc_platform.ingest import normalize
-    from tests.exchange_server import fixture
+    from btc_platform.testing.exchange_server import fixture
 
     push, read = pipeline
     cg = fixture("coingecko_simple_price_bitcoin.json")

@@ -31,7 +31,7 @@ from btc_platform.ops.process import ProcessRecord
 from btc_platform.ops.supervisor import decide, health, launch
 from btc_platform.settings import load_settings
 from btc_platform.status import write_status
-from tests.polling import wait_until
+from btc_platform.testing.polling import wait_until
 
 log = logging.getLogger(__name__)
 

@@ -23,13 +23,14 @@ import textwrap
 import time
 from datetime import UTC, datetime, timedelta
 
+import psutil
 import pytest
 
 from btc_platform.ops import supervisor
 from btc_platform.ops.supervisor import launch
 from btc_platform.ops.supervisor.watch import handle, run_end, watch
 from btc_platform.settings import get_settings, load_settings
-from tests.fixtures_services import free_ports
+from btc_platform.testing.polling import free_ports, wait_until
 
 
 def _stand_in(settings, name: str) -> supervisor.CheckResult:
@@ -40,6 +41,14 @@ def _stand_in(settings, name: str) -> supervisor.CheckResult:
     spec = supervisor.LaunchSpec(name, argv, real.env, real.fingerprint)
     record = supervisor._start(settings, spec)
     return supervisor.CheckResult(name, "started", "stand-in", record.pid)
+
+
+def _dead(pid: int) -> bool:
+    """The process has exited (gone, or a zombie its parent has not reaped yet)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 @pytest.fixture
@@ -87,7 +96,7 @@ def test_assess_names_absent_dead_stale_and_reconfigured_processes(env_settings)
     assert supervisor.assess(s) == {}, "running, configured, within their start-up grace"
 
     os.kill(producer.pid, signal.SIGKILL)
-    time.sleep(0.2)
+    wait_until(lambda: _dead(producer.pid), 10, f"the killed producer {producer.pid} to be gone", interval_s=0.02)
     assert supervisor.assess(s) == {"producer": f"process {producer.pid} is not running (died)"}
     supervisor.stop(supervisor.PRODUCER, s)
     _stand_in(s, supervisor.PRODUCER)

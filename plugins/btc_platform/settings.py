@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic import (
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from btc_platform.topology import KAFKA_BROKER_PORT_STEP, profile_defaults
@@ -591,8 +599,6 @@ def get_settings() -> Settings:
 
 def load_settings(**overrides: object) -> Settings:
     """Build settings from the environment plus explicit overrides, with a readable error."""
-    from pydantic import ValidationError
-
     try:
         return Settings(**overrides)
     except ValidationError as exc:

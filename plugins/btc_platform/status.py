@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from btc_platform.ingest.schema import format_ts
+
 log = logging.getLogger(__name__)
 
 
@@ -31,8 +33,6 @@ class StatusError(ValueError):
 
 def utc_now_iso() -> str:
     """Current UTC time in the platform's ISO-8601 form (milliseconds, ``Z``)."""
-    from btc_platform.ingest.schema import format_ts
-
     return format_ts(datetime.now(UTC))
 
 

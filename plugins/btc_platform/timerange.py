@@ -1,8 +1,8 @@
 """``--start``/``--end`` values of the batch jobs and the DAG Params that feed them (Spark-free).
 
-One parser and one hour rule for every entry point: the jobs' command lines
-(``spark_jobs.tables`` re-exports these) and the Airflow Param checks of
-``btc_platform.ops.orchestration``, so a value the DAG accepts is one the job accepts.
+One parser and one hour rule for every entry point: the jobs' command lines and the Airflow
+Param checks of ``btc_platform.ops.orchestration``, so a value the DAG accepts is one the job
+accepts.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ Routes (relative to the mount point): ``/`` the page, ``/static/<file>`` its scr
 ``/static/plotly.js``, and the JSON endpoints ``/api/market``, ``/api/history``,
 ``/api/forecast``, ``/api/pipeline`` (docs/dashboard.md). Each endpoint's answer is kept for
 :data:`CACHE_TTL_S` seconds per set of arguments.
+
+Airflow's access check is imported only when the app is secured: the benchmarks build the app without
+Airflow's API server.
 """
 
 from __future__ import annotations
@@ -26,9 +29,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fastapi import Request  # at module level: FastAPI resolves the handlers' annotations here
+import msgspec
+from fastapi import (
+    Depends,
+    FastAPI,
+    HTTPException,
+    Query,
+    Request,  # at module level: FastAPI resolves the handlers' annotations here
+)
+from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from btc_platform.dashboard import data
+from btc_platform.dashboard.assets import AssetsMissingError, bundle_path
+from btc_platform.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +66,6 @@ class Encoded:
     def response(self, accept_encoding: str, media_type: str, headers: dict[str, str]):
         """The body gzip-compressed when the client accepts it (Airflow's GZip middleware passes a
         response that is already encoded through untouched), else as is."""
-        from fastapi.responses import Response
-
         if self.gz is not None and "gzip" in accept_encoding:
             headers = {**headers, "Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
             return Response(self.gz, media_type=media_type, headers=headers)
@@ -64,8 +75,6 @@ class Encoded:
 def encode_json(answer: dict) -> bytes:
     """An endpoint's answer as JSON (msgspec: much faster than ``json.dumps`` on a week of
     minutes). The answers hold no NaN: ``data`` turns missing values into None."""
-    import msgspec
-
     return msgspec.json.encode(answer)
 
 
@@ -100,8 +109,6 @@ class TTLCache:
 
 def plotly_js_path(settings: Any) -> Path:
     """The installed plotly.js finance bundle (``make js``; see ``btc_platform.dashboard.assets``)."""
-    from btc_platform.dashboard.assets import AssetsMissingError, bundle_path
-
     path = bundle_path(settings)
     if not path.is_file():
         raise AssetsMissingError(f"{path} is missing: run `make js` (installs the npm package with npm)")
@@ -115,11 +122,6 @@ def static_dir() -> Path:
 def create_app(settings_factory: Callable[[], Any] | None = None, *, secured: bool = True):
     """The dashboard app. ``settings_factory`` gives the platform settings per request (default
     ``get_settings``); ``secured=False`` leaves Airflow's access check out (benchmarks only)."""
-    from fastapi import Depends, FastAPI, HTTPException, Query
-    from fastapi.responses import FileResponse, HTMLResponse, Response
-
-    from btc_platform.settings import get_settings
-
     dependencies = []
     if secured:
         from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
@@ -171,8 +173,6 @@ def create_app(settings_factory: Callable[[], Any] | None = None, *, secured: bo
 
     @app.get("/static/plotly.js")
     def plotly_js(request: Request) -> Response:
-        from btc_platform.dashboard.assets import AssetsMissingError
-
         try:
             path = plotly_js_path(settings_of())
         except AssetsMissingError as exc:

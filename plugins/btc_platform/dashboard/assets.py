@@ -21,7 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from btc_platform.settings import PROJECT_ROOT, Settings
+from btc_platform.dashboard.browser import BrowserMissingError, apt_install, can_apt
+from btc_platform.settings import PROJECT_ROOT, Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,6 @@ def _npm() -> str:
     found = shutil.which("npm")
     if found:
         return found
-    from btc_platform.dashboard.browser import BrowserMissingError, apt_install, can_apt
 
     if not can_apt():
         raise AssetsMissingError(f"npm not found and it cannot be installed from here (needs root and apt-get): "
@@ -102,8 +102,6 @@ def ensure_bundle(settings: Settings) -> Path:
 
 
 def main() -> int:
-    from btc_platform.settings import get_settings
-
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         path = ensure_bundle(get_settings())

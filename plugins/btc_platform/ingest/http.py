@@ -43,6 +43,8 @@ from typing import Any
 
 import requests
 
+from btc_platform.status import StatusError, read_status, write_status
+
 log = logging.getLogger(__name__)
 
 #: Binance bans start at 2 minutes; used when a 418 comes without Retry-After.
@@ -234,7 +236,6 @@ class HttpClient:
     def _load_state(self) -> None:
         if self.state_path is None:
             return
-        from btc_platform.status import StatusError, read_status
 
         try:
             record = read_status(self.state_path)
@@ -261,7 +262,6 @@ class HttpClient:
     def _save_state(self) -> None:
         if self.state_path is None:
             return
-        from btc_platform.status import write_status
 
         write_status(self.state_path, {
             "name": self.name,

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from btc_platform.ingest.clients.binance import parse_kline
 from btc_platform.ingest.schema import SchemaError, format_ts, make_message, ms_to_ts, parse_ts, to_decimal
 
 BINANCE = "binance"
@@ -162,8 +163,6 @@ def kline_1m(payload: Any, *, symbol: str, ingest_time: datetime | str, source: 
     ``kline_open_time`` is the minute it describes, ``exchange_time`` its close time. The caller
     makes sure the kline is closed (its close time is before the receipt time).
     """
-    from btc_platform.ingest.clients.binance import parse_kline
-
     kline = parse_kline(payload)
     if kline.close_time_ms - kline.open_time_ms != 59_999:
         raise SchemaError(f"kline_1m: not a 1-minute kline: open {kline.open_time_ms}, close {kline.close_time_ms}")

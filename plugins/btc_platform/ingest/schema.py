@@ -31,6 +31,8 @@ ISO-8601 strings with milliseconds and a ``Z`` suffix.
 ``message_id`` and ``ingest_time``, and ``event_time`` too when the message carries an
 ``exchange_time``): the same exchange observation polled twice gets the same id, so duplicates
 can be removed downstream.
+
+pyspark is imported only by :func:`spark_schema`: the producer, which uses this module, runs without it.
 """
 
 from __future__ import annotations

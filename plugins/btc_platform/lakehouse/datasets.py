@@ -12,6 +12,8 @@ data over its life. raw_data (every message) is partitioned by ``date`` of the e
 closed day is compacted into a few files by the maintenance DAG; everything else is small
 (hourly_metrics is ~9,000 rows a year per symbol) and is one unpartitioned table whose small
 files OPTIMIZE compacts. ``date``/``hour`` stay as plain columns where they were, for filters.
+
+pyspark is imported only by :func:`struct_type`: DAG files import this module at parse time.
 """
 
 from __future__ import annotations

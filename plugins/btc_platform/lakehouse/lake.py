@@ -30,6 +30,9 @@ It also guards the upgrade from the Parquet layout: :func:`check_layout` refuses
 whose dataset directories still hold plain Parquet (no ``_delta_log``), naming the command that
 converts them (``spark_jobs/convert_job.py``). It only lists directories (``btc_platform.lakehouse.storage``),
 so it runs before any Spark session or delta-rs read.
+
+pandas, pyarrow, numpy and deltalake are imported by the functions that read or write tables: the
+job mains and ``btc-services`` import this module for :func:`check_layout` alone, which needs none of them.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from btc_platform.lakehouse import datasets
+from btc_platform.lakehouse import datasets, lineage
+from btc_platform.lakehouse.storage import join, open_storage
 from btc_platform.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -94,8 +98,6 @@ def _legacy_entry(name: str) -> bool:
 
 def legacy_datasets(settings: Settings | None = None) -> Iterator[LegacyDataset]:
     """Dataset directories of :data:`datasets.TABLES` that still have the Parquet layout."""
-    from btc_platform.lakehouse.storage import open_storage
-
     s = settings or get_settings()
     storage = open_storage(s.storage_root, s)
     for name in datasets.TABLES:
@@ -132,8 +134,6 @@ def check_layout(settings: Settings | None = None) -> None:
 
 def existing_tables(settings: Settings | None = None) -> list[str]:
     """Names of the tables of :data:`datasets.TABLES` that exist (have a Delta log), in order."""
-    from btc_platform.lakehouse.storage import join, open_storage
-
     s = settings or get_settings()
     storage = open_storage(s.storage_root, s)
     return [name for name in datasets.TABLES if storage.isdir(join(s.path(name), DELTA_LOG))]
@@ -308,8 +308,6 @@ def write_at(
     Returns the new table version."""
     import pyarrow as pa
     from deltalake import CommitProperties, write_deltalake
-
-    from btc_platform.lakehouse import lineage
 
     # the Airflow task instance writing (when there is one), in the commit's info
     info = lineage.commit_info()

@@ -2,7 +2,7 @@
 
 The session gets the Kafka connector jars that infra/ resolved with Maven (``spark.jars``),
 UTC as its time zone, few shuffle partitions (2-core machines) and the master from settings.
-pyspark is imported inside the function so that importing this module stays cheap.
+pyspark is imported inside the functions that start Spark: DAG files import this module at parse time.
 
 Local sessions (``local[...]`` masters) also get the ``file://`` file system of
 ``infra/localfs`` (:func:`local_fs_conf`): without Hadoop's native library, the stock one forks
@@ -18,8 +18,10 @@ import logging
 import os
 import shutil
 import sys
+import zipfile
 from pathlib import Path
 
+from btc_platform.lakehouse import lineage
 from btc_platform.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -190,7 +192,6 @@ def build_session(
     # task instance (btc_platform.lakehouse.lineage; the dashboard links it). Set here, in the driver, and
     # never in spark_conf: spark-submit's argv is part of the supervisor's launch fingerprint, and a
     # run id in it would restart the stream at every supervisor run.
-    from btc_platform.lakehouse import lineage
 
     task_metadata = lineage.user_metadata()
     if task_metadata:
@@ -238,8 +239,6 @@ def _package_dir(name: str) -> Path:
 def package_zip(settings: Settings) -> Path:
     """Zip of ``btc_platform`` + ``spark_jobs`` for ``--py-files`` (executors on a cluster, which
     do not have this project installed)."""
-    import zipfile
-
     target = settings.data_dir / "supervisor" / "btc_platform.zip"
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".zip.tmp")

@@ -26,7 +26,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from btc_platform.settings import Settings
+import pyspark
+
+from btc_platform.lakehouse.lake import LegacyLayoutError, check_layout, existing_tables
+from btc_platform.lakehouse.spark_session import environment_script, spark_conf
+from btc_platform.settings import Settings, SettingsError, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +64,6 @@ def init_statements(settings: Settings, names: Sequence[str]) -> list[str]:
 
 def write_init_file(settings: Settings) -> Path:
     """``<data_dir>/sql/init.sql`` for the tables that exist now."""
-    from btc_platform.lakehouse.lake import existing_tables
-
     names = existing_tables(settings)
     log.info("tables under %s: %s", settings.storage_root, ", ".join(names) or "none yet")
     path = settings.data_dir / "sql" / "init.sql"
@@ -72,8 +74,6 @@ def write_init_file(settings: Settings) -> Path:
 
 def command(settings: Settings, init_file: Path, query: str | None = None) -> list[str]:
     """The spark-sql command line: master, every platform option, the catalog, ``-i``, ``-e``."""
-    from btc_platform.lakehouse.spark_session import environment_script, spark_conf
-
     # Derby's log goes to the logs dir, not ./derby.log
     derby_log = f"-Dderby.stream.error.file={settings.logs_dir / 'derby.log'}"
     conf = spark_conf(settings, settings.spark_master, driver_java_options=derby_log)
@@ -90,8 +90,6 @@ def command(settings: Settings, init_file: Path, query: str | None = None) -> li
 def sql_env() -> dict[str, str]:
     """This environment plus SPARK_HOME = the pyspark package (spark-sql's own lookup runs
     whichever ``python3`` is on PATH, not necessarily this one)."""
-    import pyspark
-
     return {"SPARK_HOME": str(Path(pyspark.__file__).resolve().parent), **os.environ}
 
 
@@ -104,9 +102,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="run QUERY (one or more ;-separated statements), print the result, exit")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    from btc_platform.lakehouse.lake import LegacyLayoutError, check_layout
-    from btc_platform.settings import SettingsError, get_settings
 
     try:
         settings = get_settings()

@@ -14,6 +14,9 @@ pandas DataFrame, restoring hive partitions ``key=value`` as columns (``date`` s
 hdfs:// goes through the WebHDFS REST API with ``requests`` (always with timeouts): the NameNode
 HTTP address is ``settings.webhdfs_url`` or, if empty, ``http://<host of the URI>:<settings.
 hdfs_namenode_http_port>``. No Hadoop client libraries are needed.
+
+pandas and pyarrow are imported by the Parquet helpers only: :mod:`lake`'s layout check lists
+directories through this module without them.
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ import io
 import logging
 import os
 import posixpath
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, urlparse
+
+import requests
 
 from btc_platform.settings import Settings, get_settings
 
@@ -156,8 +162,6 @@ class LocalStorage(Storage):
         self._path(uri).mkdir(parents=True, exist_ok=True)
 
     def delete(self, uri: str) -> None:
-        import shutil
-
         path = self._path(uri)
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
@@ -176,8 +180,6 @@ class WebHdfsStorage(Storage):
     scheme = "hdfs"
 
     def __init__(self, base_url: str, user: str, timeout: tuple[float, float]):
-        import requests
-
         self.base_url = base_url.rstrip("/")
         self.user = user
         self.timeout = timeout
@@ -194,8 +196,6 @@ class WebHdfsStorage(Storage):
         return f"{self.base_url}/webhdfs/v1{quote(path)}"
 
     def _call(self, method: str, uri: str, op: str, *, ok=(200,), allow_redirects=True, data=None, **params):
-        import requests
-
         path = self._path(uri)
         query = {"op": op, "user.name": self.user, **params}
         try:
@@ -226,8 +226,6 @@ class WebHdfsStorage(Storage):
         return resp.content
 
     def _create(self, uri: str, data: bytes) -> None:
-        import requests
-
         # Two steps as the WebHDFS spec says: the NameNode answers 307 with the DataNode location.
         first = self._call("PUT", uri, "CREATE", ok=(307, 201), allow_redirects=False, overwrite="true")
         if first.status_code == 201:  # some gateways accept the data directly

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
@@ -146,8 +147,6 @@ def orchestration_env(settings: Settings, environ: dict[str, str] | None = None)
       ``spark-submit`` and tasks find ``python``;
     * the supervisor schedule is fast to pick up (DAG files re-listed every 30 s).
     """
-    import sys
-
     source = os.environ if environ is None else environ
     bin_dir = str(Path(sys.executable).parent)
     path = [bin_dir] + [p for p in source.get("PATH", os.defpath).split(os.pathsep) if p and p != bin_dir]

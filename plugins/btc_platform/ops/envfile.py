@@ -20,6 +20,7 @@ import typing
 from collections.abc import Sequence
 from pathlib import Path
 
+from btc_platform import settings as settings_mod
 from btc_platform.settings import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
@@ -147,8 +148,6 @@ def _default_text(value: object) -> str:
 
 def render() -> tuple[str, list[str]]:
     """The .env.example text, and the fields that have no description anywhere."""
-    from btc_platform import settings as settings_mod
-
     comments = _source_comments(Path(settings_mod.__file__))
     parts = [HEADER]
     undocumented = []

@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import fcntl
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -38,12 +39,8 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from btc_platform.settings import PROJECT_ROOT
-
-if TYPE_CHECKING:
-    from btc_platform.settings import Settings
+from btc_platform.settings import PROJECT_ROOT, Settings, SettingsError, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +68,6 @@ class Artifact:
 
 
 def _pyspark_jars_dir() -> Path:
-    import importlib.util
-
     spec = importlib.util.find_spec("pyspark")
     if spec is None or not spec.submodule_search_locations:
         raise JarsError("pyspark is not installed in this interpreter (run `make venv`)")
@@ -230,8 +225,6 @@ def ensure_jars(
 ) -> dict[str, list[Path]]:
     """Make sure ``<jars_dir>/<group>/`` holds the resolved jars of each group; return them."""
     if settings is None:
-        from btc_platform.settings import get_settings
-
         settings = get_settings()
     unknown = sorted(set(groups) - set(GROUPS))
     if unknown:
@@ -290,7 +283,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
-    from btc_platform.settings import SettingsError, get_settings
 
     started = time.monotonic()
     try:

@@ -4,6 +4,8 @@ Kept here (not in dags/) so DAG files stay thin graphs and so tests can check th
 Everything a DAG file calls at parse time is cheap and side-effect free: it reads the
 environment and globs the jars directory, nothing else (no DB, no network, no files written).
 :func:`clean_airflow_metadata` is what the maintenance DAG's task runs (``airflow db clean``).
+
+``requests`` is imported inside the one function that calls Airflow's REST API, so parsing stays light.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -19,6 +22,8 @@ from typing import Any
 
 from btc_platform.lakehouse.spark_session import environment_script, spark_conf
 from btc_platform.settings import PROJECT_ROOT, Settings
+from btc_platform.status import read_status
+from btc_platform.timerange import EXAMPLE, RangeError, parse_utc, require_hour_aligned
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +136,6 @@ def minute_metrics_ready(settings: Settings, hour_end: datetime, now: datetime |
     is then consolidated with what exists, and its coverage says what is missing). Returns
     ``(ready, reason)``.
     """
-    from btc_platform.status import read_status
-
     current = now or datetime.now(UTC)
     record = read_status(settings.stream_status_path) or {}
     query = (record.get("queries") or {}).get("minute_metrics") or {}
@@ -159,8 +162,6 @@ def spark_job_env(settings: Settings) -> dict[str, str]:
     BTC_* settings are inherited from the worker's environment (spark-submit runs with
     ``os.environ`` plus these), so secrets never show up in the rendered task arguments.
     """
-    import sys
-
     return {
         "PYSPARK_PYTHON": sys.executable,
         "PYSPARK_DRIVER_PYTHON": sys.executable,
@@ -182,8 +183,6 @@ def spark_submit_kwargs(settings: Settings, name: str) -> dict[str, Any]:
 def _range_params(params: dict[str, Any]) -> dict[str, str]:
     """The non-empty ``start``/``end`` Params, checked as the jobs check ``--start``/``--end``:
     ISO date or date-time, on a full UTC hour, start before end (``ValueError`` otherwise)."""
-    from btc_platform.timerange import EXAMPLE, RangeError, parse_utc, require_hour_aligned
-
     values, parsed = {}, {}
     for key in ("start", "end"):
         value = str(params.get(key) or "").strip()
@@ -204,8 +203,6 @@ def backfill_args(params: dict[str, Any]) -> list[str]:
     Raises ``ValueError`` with a readable message on inconsistent parameters (a start/end not on
     a full UTC hour included).
     """
-    from btc_platform.timerange import EXAMPLE
-
     source = params.get("source")
     if source not in ("binance", "file"):
         raise ValueError(f"source must be 'binance' (with start and end) or 'file' (with file_path), got {source!r}")

@@ -38,6 +38,8 @@ from typing import Any
 
 import psutil
 
+from btc_platform.status import StatusError, read_status, utc_now_iso, write_status
+
 log = logging.getLogger(__name__)
 
 #: Version tag of the pid-record JSON written by :func:`write_record`.
@@ -136,15 +138,11 @@ class ProcessRecord:
 
 def write_record(path: Path, record: ProcessRecord) -> None:
     """Atomically (re)write the JSON pid record at ``path``."""
-    from btc_platform.status import write_status
-
     write_status(path, record.to_json())
 
 
 def read_record(path: Path) -> ProcessRecord | None:
     """The record at ``path``; None when there is none or it cannot be verified (logged)."""
-    from btc_platform.status import StatusError, read_status
-
     try:
         data = read_status(path)
     except (StatusError, UnicodeDecodeError) as exc:
@@ -176,8 +174,6 @@ def start(
     """Start ``argv`` detached (own session and process group), stdout+stderr appended to
     ``log_file`` after the line ``==== <UTC time> <header>`` (default ``starting <name>``), and
     write its record to ``record_file``."""
-    from btc_platform.status import utc_now_iso
-
     log_file.parent.mkdir(parents=True, exist_ok=True)
     started_at = utc_now_iso()
     with open(log_file, "ab") as out:

@@ -20,16 +20,17 @@ from __future__ import annotations
 
 import logging
 import math
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import requests
 
+from btc_platform.ingest.clients.base import RestClient
 from btc_platform.ingest.http import HttpClient, InvalidResponse
 from btc_platform.ingest.schema import SchemaError, to_decimal
+from btc_platform.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,19 @@ def parse_kline(row: Any) -> Kline:
     )
 
 
-class BinanceClient:
+def _klines(rows: Any) -> list:
+    """A klines page: a list of 12-value arrays (else :class:`InvalidResponse`)."""
+    if not isinstance(rows, list) or any(not isinstance(r, list) or len(r) < KLINE_FIELDS for r in rows):
+        raise InvalidResponse(f"binance /api/v3/klines: expected a list of {KLINE_FIELDS}-value arrays",
+                              endpoint="/api/v3/klines")
+    return rows
+
+
+class BinanceClient(RestClient):
     """Binance spot REST endpoints with the request-weight budget enforced."""
+
+    name = "binance"
+    base_url_setting = "binance_base_url"
 
     def __init__(
         self,
@@ -104,25 +116,13 @@ class BinanceClient:
         weight_limit_1m: int,
         weight_share: float,
     ):
-        self.http = http
+        super().__init__(http)
         self.weight_budget = max(1, int(weight_limit_1m * weight_share))
         self.used_weight = 0
         self._weight_minute: int | None = None
 
     @classmethod
-    def from_settings(
-        cls,
-        settings,
-        *,
-        session: requests.Session | None = None,
-        clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], Any] = time.sleep,
-        **http_kwargs,
-    ) -> BinanceClient:
-        http = HttpClient.from_settings(
-            settings.binance_base_url, settings, name="binance", session=session, clock=clock, sleep=sleep,
-            **http_kwargs,
-        )
+    def from_http(cls, http: HttpClient, settings: Settings) -> BinanceClient:
         return cls(http, weight_limit_1m=settings.binance_weight_limit_1m, weight_share=settings.binance_weight_share)
 
     # ---- weight budget -------------------------------------------------------------------
@@ -164,33 +164,25 @@ class BinanceClient:
     # ---- endpoints -----------------------------------------------------------------------
     def book_ticker(self, symbol: str) -> dict[str, Any]:
         """``GET /api/v3/ticker/bookTicker?symbol=``: best bid/ask price and quantity."""
-        return self._object(self._get("/api/v3/ticker/bookTicker", {"symbol": symbol}, WEIGHT_BOOK_TICKER),
-                            "bookTicker")
+        return self._expect(self._get("/api/v3/ticker/bookTicker", {"symbol": symbol}, WEIGHT_BOOK_TICKER),
+                            dict, "bookTicker", endpoint="bookTicker")
 
     def ticker_24hr(self, symbol: str) -> dict[str, Any]:
         """``GET /api/v3/ticker/24hr?symbol=``: rolling 24 h statistics."""
-        return self._object(self._get("/api/v3/ticker/24hr", {"symbol": symbol}, WEIGHT_TICKER_24HR),
-                            "ticker/24hr")
+        return self._expect(self._get("/api/v3/ticker/24hr", {"symbol": symbol}, WEIGHT_TICKER_24HR),
+                            dict, "ticker/24hr", endpoint="ticker/24hr")
 
     def klines(self, symbol: str, interval: str, start_ms: int, end_ms: int, limit: int = MAX_KLINES_LIMIT) -> list:
         """One page of ``GET /api/v3/klines`` (raw arrays)."""
         params = {"symbol": symbol, "interval": interval, "startTime": int(start_ms), "endTime": int(end_ms),
                   "limit": int(limit)}
-        rows = self._get("/api/v3/klines", params, WEIGHT_KLINES)
-        if not isinstance(rows, list) or any(not isinstance(r, list) or len(r) < KLINE_FIELDS for r in rows):
-            raise InvalidResponse(f"binance /api/v3/klines: expected a list of {KLINE_FIELDS}-value arrays",
-                                  endpoint="/api/v3/klines")
-        return rows
+        return _klines(self._get("/api/v3/klines", params, WEIGHT_KLINES))
 
     def recent_klines(self, symbol: str, interval: str = "1m", limit: int = 2) -> list:
         """``GET /api/v3/klines?symbol=&interval=&limit=`` without a time range: the newest
         ``limit`` klines, oldest first; the last one is usually still open (weight 2)."""
-        rows = self._get("/api/v3/klines", {"symbol": symbol, "interval": interval, "limit": int(limit)},
-                         WEIGHT_KLINES)
-        if not isinstance(rows, list) or any(not isinstance(r, list) or len(r) < KLINE_FIELDS for r in rows):
-            raise InvalidResponse(f"binance /api/v3/klines: expected a list of {KLINE_FIELDS}-value arrays",
-                                  endpoint="/api/v3/klines")
-        return rows
+        return _klines(self._get("/api/v3/klines", {"symbol": symbol, "interval": interval, "limit": int(limit)},
+                                 WEIGHT_KLINES))  # fmt: skip
 
     def iter_klines(
         self, symbol: str, interval: str, start_ms: int, end_ms: int, limit: int = MAX_KLINES_LIMIT
@@ -224,10 +216,3 @@ class BinanceClient:
                 break
             cursor = last_open + 1
         log.debug("binance klines %s %s: %d page(s)", symbol, interval, pages)
-
-    @staticmethod
-    def _object(payload: Any, what: str) -> dict[str, Any]:
-        if not isinstance(payload, dict):
-            raise InvalidResponse(f"binance {what}: expected a JSON object, got {type(payload).__name__}",
-                                  endpoint=what)
-        return payload

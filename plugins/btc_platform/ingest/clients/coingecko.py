@@ -24,9 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import requests
-
-from btc_platform.ingest.http import ExchangeError, HttpClient, InvalidResponse
+from btc_platform.ingest.clients.base import RestClient
+from btc_platform.ingest.http import ExchangeError, HttpClient
+from btc_platform.settings import Settings
 from btc_platform.status import read_status, write_status
 
 log = logging.getLogger(__name__)
@@ -105,8 +105,11 @@ class CallBudget:
                                  "monthly_budget": self.monthly_budget})
 
 
-class CoinGeckoClient:
+class CoinGeckoClient(RestClient):
     """CoinGecko market data for one coin, with its own cadence and the monthly call budget."""
+
+    name = "coingecko"
+    base_url_setting = "coingecko_base_url"
 
     def __init__(
         self,
@@ -117,42 +120,33 @@ class CoinGeckoClient:
         poll_interval_s: float,
         budget: CallBudget,
     ):
-        self.http = http
+        super().__init__(http)
         self.coin_id = coin_id
         self.vs_currency = vs_currency.lower()
         self.poll_interval_s = poll_interval_s
         self.budget = budget
 
     @classmethod
-    def from_settings(
-        cls,
-        settings,
-        *,
-        session: requests.Session | None = None,
-        clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], Any] = time.sleep,
-        **http_kwargs,
-    ) -> CoinGeckoClient:
-        headers = {}
-        if settings.coingecko_api_key:
-            header = PRO_KEY_HEADER if settings.coingecko_api_plan == "pro" else DEMO_KEY_HEADER
-            headers[header] = settings.coingecko_api_key
-            if settings.coingecko_api_plan == "pro" and "pro-api." not in settings.coingecko_base_url:
-                log.warning(
-                    "coingecko: pro plan key with base URL %s; pro keys are served by the pro-api host "
-                    "(set BTC_COINGECKO_BASE_URL)", settings.coingecko_base_url,
-                )
-        http = HttpClient.from_settings(
-            settings.coingecko_base_url, settings, name="coingecko", headers=headers, session=session,
-            clock=clock, sleep=sleep, **http_kwargs,
-        )
-        budget = CallBudget(settings.status_dir / BUDGET_FILE, settings.coingecko_monthly_call_budget, clock)
+    def headers(cls, settings: Settings) -> dict[str, str]:
+        """The API key's header (none without a key), see the module doc."""
+        if not settings.coingecko_api_key:
+            return {}
+        if settings.coingecko_api_plan == "pro" and "pro-api." not in settings.coingecko_base_url:
+            log.warning(
+                "coingecko: pro plan key with base URL %s; pro keys are served by the pro-api host "
+                "(set BTC_COINGECKO_BASE_URL)", settings.coingecko_base_url,
+            )
+        header = PRO_KEY_HEADER if settings.coingecko_api_plan == "pro" else DEMO_KEY_HEADER
+        return {header: settings.coingecko_api_key}
+
+    @classmethod
+    def from_http(cls, http: HttpClient, settings: Settings) -> CoinGeckoClient:
         return cls(
             http,
             coin_id=settings.coingecko_coin_id,
             vs_currency=settings.coingecko_vs_currency,
             poll_interval_s=settings.coingecko_poll_interval_s,
-            budget=budget,
+            budget=CallBudget(settings.status_dir / BUDGET_FILE, settings.coingecko_monthly_call_budget, http.clock),
         )
 
     # ---- cadence -------------------------------------------------------------------------
@@ -184,10 +178,7 @@ class CoinGeckoClient:
                 "precision": "full",
             },
         )
-        if not isinstance(payload, dict):
-            raise InvalidResponse(f"coingecko simple/price: expected a JSON object, got {type(payload).__name__}",
-                                  endpoint="/api/v3/simple/price")
-        return payload
+        return self._expect(payload, dict, "simple/price", endpoint="/api/v3/simple/price")
 
     def coins_markets(self) -> list[dict[str, Any]]:
         """``/api/v3/coins/markets`` for the coin (price, market cap, volume, 24 h change, high/low)."""
@@ -195,7 +186,4 @@ class CoinGeckoClient:
             "/api/v3/coins/markets",
             {"vs_currency": self.vs_currency, "ids": self.coin_id, "precision": "full"},
         )
-        if not isinstance(payload, list):
-            raise InvalidResponse(f"coingecko coins/markets: expected a JSON array, got {type(payload).__name__}",
-                                  endpoint="/api/v3/coins/markets")
-        return payload
+        return self._expect(payload, list, "coins/markets", endpoint="/api/v3/coins/markets")

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from btc_platform.ops.services.airflow import airflow_health, start_airflow
 from btc_platform.ops.services.base import (
@@ -49,9 +49,7 @@ from btc_platform.ops.services.kafka import ensure_topic, kafka_dir, kafka_healt
 from btc_platform.ops.services.monitor import monitor_health, start_monitor
 from btc_platform.ops.services.postgres import postgres_health, start_postgres
 from btc_platform.ops.services.spark import spark_health, start_spark
-
-if TYPE_CHECKING:
-    from btc_platform.settings import Settings
+from btc_platform.settings import Settings
 
 __all__ = [
     "COMPONENT_ENV",
@@ -128,7 +126,6 @@ def stop(name: str, settings: Settings, timeout: float = STOP_TIMEOUT_S) -> bool
     if service == "kafka" and len(names) > 1:
         # a KRaft quorum stops together: the last broker stopped alone waits for a quorum that is gone
         # (it needed the 30 s SIGKILL grace when stopped one after the other)
-        from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(len(names)) as pool:
             stopped = any(list(pool.map(lambda p: terminate(settings, p, timeout), names)))

@@ -7,24 +7,30 @@ never restarts one that dies (each is a ``subprocess.Popen`` read by a thread th
 do without (no task is scheduled, so the supervisor's resumed task never runs), so
 :func:`ensure_scheduler` starts a replacement ``airflow scheduler`` (detached, marked with this
 instance, so ``make stop`` stops it) when no scheduler process of this instance is alive; the
-supervisor's trigger calls it from the triggerer, the one component that keeps running."""
+supervisor's trigger calls it from the triggerer, the one component that keeps running.
+
+``requests`` is imported inside the functions that call the API server: DAG files reach this
+module at parse time (through the supervisor's trigger).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import psutil
 
 from btc_platform.ops import process
+from btc_platform.ops.airflow_env import airflow_env, airflow_home, api_url, password_file
+from btc_platform.ops.orchestration import ensure_table_writers_pool
 from btc_platform.ops.services import base
 from btc_platform.ops.services.airflow_standalone import SKIP_SERVE_LOGS
 from btc_platform.ops.services.base import ServiceError
-
-if TYPE_CHECKING:
-    from btc_platform.settings import Settings
+from btc_platform.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +49,6 @@ def _airflow_bin() -> str:
 
 def airflow_health(settings: Settings) -> str | None:
     """None if the API server's health endpoint answers 200 with a healthy metadatabase."""
-    from btc_platform.ops.airflow_env import api_url
 
     url = f"{api_url(settings)}/api/v2/monitor/health"
     response, problem = base.http_ok(url)
@@ -64,8 +69,6 @@ def airflow_health(settings: Settings) -> str | None:
 def scheduler_pids(settings: Settings) -> list[int]:
     """Live ``airflow scheduler`` processes of this platform instance (standalone's own or a
     replacement), by their instance marker and command line."""
-    import psutil
-
     found = []
     for pid in base.marked_processes(settings, "airflow"):
         try:
@@ -83,8 +86,6 @@ def ensure_scheduler(settings: Settings) -> int | None:
     """Start a replacement ``airflow scheduler`` when none of this instance is alive (a hung but
     living one is left alone: two schedulers on the SQLite metadatabase are not supported).
     Returns the new pid, or None when a scheduler runs."""
-    from btc_platform.ops.airflow_env import airflow_env, airflow_home
-
     if scheduler_pids(settings):
         return None
     env = base.base_env()
@@ -98,11 +99,6 @@ def ensure_scheduler(settings: Settings) -> int | None:
 
 def _ensure_pools(settings: Settings) -> None:
     """The pools the DAGs use (a task of a pool that does not exist is never scheduled)."""
-    import json
-
-    from btc_platform.ops.airflow_env import api_url, password_file
-    from btc_platform.ops.orchestration import ensure_table_writers_pool
-
     try:
         password = json.loads(password_file(settings).read_text())["admin"]
         ensure_table_writers_pool(api_url(settings), password)
@@ -111,8 +107,6 @@ def _ensure_pools(settings: Settings) -> None:
 
 
 def start_airflow(settings: Settings) -> None:
-    from btc_platform.ops.airflow_env import airflow_env, airflow_home, api_url, password_file
-
     if base.running_pid(settings, "airflow") is not None and airflow_health(settings) is None:
         log.info("airflow already running at %s", api_url(settings))
     else:

@@ -11,13 +11,10 @@ import signal
 import socket
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from btc_platform.ops import process
+from btc_platform.ops import jars, process
 from btc_platform.ops.process import FirstSignal, ProcessError, ProcessRecord
-
-if TYPE_CHECKING:
-    from btc_platform.settings import Settings
+from btc_platform.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -219,8 +216,6 @@ def java() -> str:
 
 
 def classpath(settings: Settings, group: str) -> str:
-    from btc_platform.ops import jars
-
     if not jars.is_ready(settings, (group,)):
         jars.ensure_jars(settings, (group,))
     return jars.classpath(group, settings)

@@ -19,9 +19,12 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from btc_platform.lakehouse.lake import LegacyLayoutError
+from btc_platform.ops.jars import JarsError
 from btc_platform.ops.lifecycle import run, stop_all
 from btc_platform.ops.process import ProcessError
 from btc_platform.ops.services import SERVICES, expand, start, status, stop
+from btc_platform.settings import SettingsError, get_settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
 
-    from btc_platform.lakehouse.lake import LegacyLayoutError
-    from btc_platform.ops.jars import JarsError
-    from btc_platform.settings import SettingsError, get_settings
-
     try:
         settings = get_settings()
         if args.command == "run" and args.profile and args.profile != settings.profile:
-            from btc_platform.settings import load_settings
-
             overrides = {name: getattr(settings, name) for name in settings.model_fields_set}
             settings = load_settings(**{**overrides, "profile": args.profile})
         if args.command == "run":

@@ -1,5 +1,9 @@
 """HDFS (NameNode + DataNode on 127.0.0.1) from the jars btc_platform.ops.jars resolved: config,
-name-dir format (once), start until out of safe mode with a live DataNode."""
+name-dir format (once), start until out of safe mode with a live DataNode.
+
+``requests`` and ``btc_platform.lakehouse.namenode`` (which needs it) are imported inside the
+functions that call the NameNode: DAG files reach this module at parse time (through the supervisor's trigger).
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,13 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from xml.sax.saxutils import escape
 
 from btc_platform.ops import process
 from btc_platform.ops.process import ProcessError
 from btc_platform.ops.services import base
 from btc_platform.ops.services.base import ServiceError
-
-if TYPE_CHECKING:
-    from btc_platform.settings import Settings
+from btc_platform.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +28,6 @@ def hdfs_dir(settings: Settings) -> Path:
 
 
 def _xml(props: dict[str, str]) -> str:
-    from xml.sax.saxutils import escape
-
     body = "".join(
         f"  <property><name>{escape(k)}</name><value>{escape(v)}</value></property>\n" for k, v in props.items()
     )

@@ -5,7 +5,11 @@ One broker (process ``kafka``, data in ``<data_dir>/kafka``) by default; with
 ``BTC_KAFKA_BROKERS`` > 1 (the cluster profile) that many combined broker+controller nodes
 (processes ``kafka-1`` ..., data in ``<data_dir>/kafka-cluster/node-<i>``) forming one KRaft
 quorum, broker i on ``BTC_KAFKA_PORT + 100*i``. The topic gets ``BTC_KAFKA_REPLICATION_FACTOR``
-replicas and ``min.insync.replicas``; Kafka's internal topics are replicated the same way."""
+replicas and ``min.insync.replicas``; Kafka's internal topics are replicated the same way.
+
+confluent_kafka is imported inside the functions that talk to the broker: DAG files reach this
+module at parse time (through the supervisor's trigger).
+"""
 
 from __future__ import annotations
 
@@ -20,11 +24,10 @@ from typing import TYPE_CHECKING
 from btc_platform.ops import process
 from btc_platform.ops.services import base
 from btc_platform.ops.services.base import ServiceError
+from btc_platform.settings import Settings
 
 if TYPE_CHECKING:
     from confluent_kafka.admin import AdminClient
-
-    from btc_platform.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -9,25 +9,26 @@ generated on first start into ``<data_dir>/postgres/password`` (mode 0600,
 earlier version initialised with trust authentication gets the password and its ``trust`` lines
 turned into ``scram-sha-256`` at its next start. The server refuses to run as root, so a root user
 runs it as the Debian package's ``postgres`` user. The database ``airflow`` is created once.
+
+psycopg2 is imported inside the functions that connect: DAG files reach this module at parse time
+(through the supervisor's trigger), and psycopg2 is only needed with the Postgres metadata database.
 """
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from btc_platform.ops import process
 from btc_platform.ops.airflow_env import DATABASE_NAME, DATABASE_USER, database_password
 from btc_platform.ops.services import base
 from btc_platform.ops.services.base import ServiceError
-
-if TYPE_CHECKING:
-    from btc_platform.settings import Settings
+from btc_platform.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,6 @@ def postgres_dir(settings: Settings) -> Path:
 
 def find_bin_dir() -> Path | None:
     """The newest PostgreSQL server's bin directory of the Debian packages, if installed."""
-    import glob
-
     found = [Path(p) for p in glob.glob(_BIN_GLOB) if (Path(p) / "postgres").is_file()]
     return max(found, key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0) if found else None
 

@@ -1,21 +1,24 @@
 """Spark standalone cluster on 127.0.0.1: one master and ``BTC_SPARK_WORKERS`` workers, started
 with the installed pyspark's ``spark-class`` (the pip package has no sbin/ scripts), each worker
 offering ``BTC_SPARK_WORKER_CORES`` cores and ``BTC_SPARK_WORKER_MEMORY`` to executors, until the
-master's JSON status shows it ALIVE with every worker registered."""
+master's JSON status shows it ALIVE with every worker registered.
+
+pyspark and ``requests`` are imported inside the functions that need them: DAG files reach this
+module at parse time (through the supervisor's trigger).
+"""
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from btc_platform.lakehouse.spark_session import environment_script
 from btc_platform.ops import process
 from btc_platform.ops.services import base
 from btc_platform.ops.services.base import ServiceError
-
-if TYPE_CHECKING:
-    from btc_platform.settings import Settings
+from btc_platform.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +37,6 @@ def master_ui_url(settings: Settings) -> str:
 
 
 def _spark_class() -> str:
-    from btc_platform.lakehouse.spark_session import environment_script
-
     try:
         return environment_script("spark-class")
     except FileNotFoundError as exc:
@@ -51,8 +52,6 @@ def spark_home() -> str:
 
 
 def _env(settings: Settings) -> dict[str, str]:
-    import sys
-
     env = base.base_env()
     env.update(
         {

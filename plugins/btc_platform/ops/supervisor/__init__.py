@@ -36,6 +36,7 @@ CLI (operators, ``make stop``)::
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import re
 import signal
@@ -46,6 +47,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from btc_platform.lakehouse import lineage
 from btc_platform.ops import process, services
 from btc_platform.ops.process import FirstSignal, ProcessError, ProcessRecord
 from btc_platform.ops.supervisor import decide
@@ -77,6 +79,7 @@ from btc_platform.ops.supervisor.launch import (
     stream_spec,
 )
 from btc_platform.settings import PROJECT_ROOT, Settings, get_settings
+from btc_platform.status import utc_now_iso
 
 __all__ = [
     "NAMES",
@@ -369,11 +372,6 @@ def record_event(settings: Settings, result: CheckResult) -> None:
     """Append a start/restart and its reason to the event log (the dashboard shows them), with
     the Airflow task instance that did it when there is one; the log is cut to the last
     :data:`MAX_EVENTS` when it has grown to twice that."""
-    import json
-
-    from btc_platform.lakehouse import lineage
-    from btc_platform.status import utc_now_iso
-
     path = events_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     event = {"time": utc_now_iso(), "name": result.name, "action": result.action, "reason": result.reason,
@@ -394,8 +392,6 @@ def record_event(settings: Settings, result: CheckResult) -> None:
 def read_events(settings: Settings, limit: int = 50) -> list[dict[str, Any]]:
     """The last ``limit`` events of the event log, oldest first (an unreadable line is skipped
     with a warning)."""
-    import json
-
     path = events_path(settings)
     if not path.is_file():
         return []

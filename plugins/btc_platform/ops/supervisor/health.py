@@ -1,6 +1,10 @@
 """Health observations of the supervised processes: the producer's last publish and the stream's
 last progress and offsets (from their status files), Kafka end offsets and the stream's lag
-(real broker query), and the producer's reports of unreachable live APIs (from its log)."""
+(real broker query), and the producer's reports of unreachable live APIs (from its log).
+
+confluent_kafka is imported only by the lag query: DAG files reach this module at parse time
+(through the supervisor's trigger).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from typing import Any
 from btc_platform.ops.process import ProcessError, log_tail
 from btc_platform.ops.supervisor.launch import PRODUCER, log_path
 from btc_platform.settings import Settings
+from btc_platform.status import read_status
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +71,6 @@ def _latest(record: Any, keys: tuple[str, ...]) -> float | None:
 
 def last_publish_time(settings: Settings) -> float | None:
     """Epoch seconds of the producer's last successful publish (from its status file)."""
-    from btc_platform.status import read_status
-
     return _latest(read_status(settings.producer_status_path), PUBLISH_TIME_KEYS)
 
 
@@ -81,8 +84,6 @@ def producer_waiting(settings: Settings, now: float, fresh_s: float) -> str | No
     failures while the last one or the next attempt is within ``fresh_s`` of now (a producer
     that stopped trying is not waiting, it is stuck).
     """
-    from btc_platform.status import read_status
-
     record = read_status(settings.producer_status_path) or {}
     updated = _parse_time(record.get("updated_at"))
     waiting = record.get("waiting")
@@ -110,16 +111,12 @@ def producer_waiting(settings: Settings, now: float, fresh_s: float) -> str | No
 
 def last_stream_progress(settings: Settings) -> float | None:
     """Epoch seconds of the streaming job's last batch progress (from its status file)."""
-    from btc_platform.status import read_status
-
     return _latest(read_status(settings.stream_status_path), PROGRESS_TIME_KEYS)
 
 
 def stream_offsets(settings: Settings) -> dict[int, int] | None:
     """Per-partition Kafka offsets the stream has processed up to (end offsets of its last
     batch, as Spark reports them: ``{"<topic>": {"<partition>": offset}}``), or None."""
-    from btc_platform.status import read_status
-
     record = read_status(settings.stream_status_path)
     found: dict[int, int] = {}
 

@@ -18,6 +18,7 @@ from airflow.sdk import BaseOperator
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from btc_platform.ops.supervisor.watch import REPORT_EVERY_S, check, handle, recent_failure, run_end, watch
+from btc_platform.settings import get_settings
 
 
 class SupervisionTrigger(BaseTrigger):
@@ -61,8 +62,6 @@ class SupervisorOperator(BaseOperator):
         self.run_days = run_days
 
     def execute(self, context: Any) -> None:
-        from btc_platform.settings import get_settings
-
         dag_run = context.get("dag_run")
         end_at = run_end(getattr(dag_run, "start_date", None), self.run_days).isoformat()
         failed = recent_failure(get_settings())

@@ -32,6 +32,14 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from btc_platform.ops import supervisor
+from btc_platform.ops.process import ProcessError
+from btc_platform.ops.services.airflow import ensure_scheduler
+from btc_platform.ops.supervisor import ensure_all
+from btc_platform.ops.supervisor.launch import state_dir
+from btc_platform.settings import get_settings
+from btc_platform.status import read_status, write_status
+
 #: How often the loop writes an "all healthy" line to the task log while nothing happens.
 REPORT_EVERY_S = 3600.0
 
@@ -41,15 +49,11 @@ FAILURE_PACING_S = 120.0
 
 
 def _failure_path(settings):
-    from btc_platform.ops.supervisor.launch import state_dir
-
     return state_dir(settings) / "supervise_failed.json"
 
 
 def recent_failure(settings, now: float | None = None, within_s: float = FAILURE_PACING_S) -> dict[str, Any] | None:
     """The last failed check (``{"at": epoch, "reason": ...}``) if younger than ``within_s``."""
-    from btc_platform.status import read_status
-
     record = read_status(_failure_path(settings))
     now = time.time() if now is None else now
     if not record or now - float(record.get("at", 0.0)) > within_s:
@@ -60,11 +64,6 @@ def recent_failure(settings, now: float | None = None, within_s: float = FAILURE
 def check(log: logging.Logger) -> None:
     """Run every acting check (:func:`btc_platform.ops.supervisor.ensure_all`); a failure is recorded
     (for :func:`recent_failure`), logged and raised, success clears the record."""
-    from btc_platform.ops.process import ProcessError
-    from btc_platform.ops.supervisor import ensure_all
-    from btc_platform.settings import get_settings
-    from btc_platform.status import write_status
-
     settings = get_settings()
     try:
         ensure_all(settings)
@@ -99,9 +98,6 @@ async def watch(
 ) -> AsyncIterator[dict[str, Any]]:
     """Check health every ``interval_s`` until something is due or ``end_at`` (ISO); yields one
     payload (see the module docstring)."""
-    from btc_platform.ops import supervisor
-    from btc_platform.settings import get_settings
-
     settings = get_settings()
     end = parse_time(end_at)
     checks, last_report = 0, time.monotonic()
@@ -138,8 +134,6 @@ async def watch(
 def _ensure_scheduler(settings, log: logging.Logger) -> None:
     """The one restart done in the triggerer: a dead Airflow scheduler (nothing else would
     schedule the resumed task that restarts things)."""
-    from btc_platform.ops.services.airflow import ensure_scheduler
-
     pid = ensure_scheduler(settings)
     if pid is not None:
         log.warning("airflow scheduler: none of this platform was running; started one (pid %d)", pid)

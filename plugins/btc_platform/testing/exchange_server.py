@@ -1,6 +1,6 @@
 """A local stand-in for the Binance and CoinGecko REST servers (http.server in a thread, 127.0.0.1).
 
-It serves the exchanges' exact response formats from tests/fixtures/*.json, implements the klines
+It serves the exchanges' exact response formats from fixtures/*.json, implements the klines
 paging semantics (startTime/endTime/limit on open time), sends ``X-MBX-USED-WEIGHT-1M`` on Binance
 paths, records every request, and can be scripted per path with error replies (429 + Retry-After,
 418, 500, slow replies that trip the read timeout, invalid JSON, other payloads) and transport
