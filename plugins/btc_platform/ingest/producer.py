@@ -66,7 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from btc_platform.ingest.schema import format_ts
-from btc_platform.status import write_status
+from btc_platform.status import LAST_PUBLISH_KEY, write_status
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ class UpstreamHealth:
     def as_dict(self) -> dict[str, Any]:
         return {
             "last_poll_ok_at": _iso(self.last_poll_ok),
-            "last_publish_at": _iso(self.last_publish),
+            LAST_PUBLISH_KEY: _iso(self.last_publish),
             "published": self.published,
             "poll_errors": self.poll_errors,
             "last_error": self.last_error,
@@ -604,7 +604,7 @@ class FeedProducer:
             "spooled": self.spooled,
             "from_spool": self.from_spool,
             "from_journal": self.from_journal,
-            "last_publish_at": _iso(max(publishes)) if publishes else None,
+            LAST_PUBLISH_KEY: _iso(max(publishes)) if publishes else None,
             "last_poll_ok_at": _iso(max(polls)) if polls else None,
             "sources": {name: h.as_dict() for name, h in sorted(self.upstreams.items())},
             "http_errors": self.http_errors,
