@@ -404,7 +404,8 @@ def test_retrain_dag_shape(parsed):
 
 def test_backfill_dag_shape(parsed):
     dag = parsed["dags"]["btc_backfill"]
-    assert dag["timetable"] == "NullTimetable"  # manual only
+    # one scheduled run, the first start's (history for an empty table: test_first_run); then manual only
+    assert dag["timetable"] == "OnceTimetable"
     assert set(dag["params"]) == {"source", "file_path", "start", "end", "overwrite_stream"}
     assert set(dag["tasks"]) == {"backfill_arguments", "backfill", "quality_arguments", "data_quality"}
     backfill, quality = dag["tasks"]["backfill"], dag["tasks"]["data_quality"]

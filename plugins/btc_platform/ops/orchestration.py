@@ -197,6 +197,11 @@ def _range_params(params: dict[str, Any]) -> dict[str, str]:
     return values
 
 
+#: ``source`` Params of btc_backfill, and those that need a start and an end.
+BACKFILL_SOURCES = ("binance", "file", "simulate")
+RANGED_BACKFILL_SOURCES = ("binance", "simulate")
+
+
 def backfill_args(params: dict[str, Any]) -> list[str]:
     """Validated command-line arguments of spark_jobs/backfill_job.py from the DAG's Params.
 
@@ -204,8 +209,8 @@ def backfill_args(params: dict[str, Any]) -> list[str]:
     a full UTC hour included).
     """
     source = params.get("source")
-    if source not in ("binance", "file"):
-        raise ValueError(f"source must be 'binance' or 'file', got {source!r}")
+    if source not in BACKFILL_SOURCES:
+        raise ValueError(f"source must be one of {', '.join(BACKFILL_SOURCES)}, got {source!r}")
     args = ["--source", source]
     if source == "file":
         path = (params.get("file_path") or "").strip()
@@ -216,11 +221,56 @@ def backfill_args(params: dict[str, Any]) -> list[str]:
     for key in ("start", "end"):
         if key in values:
             args += [f"--{key}", values[key]]
-        elif source == "binance":
-            raise ValueError(f"source=binance needs {key} (ISO date or date-time, UTC)")
+        elif source in RANGED_BACKFILL_SOURCES:
+            raise ValueError(f"source={source} needs {key} (ISO date or date-time, UTC)")
     if params.get("overwrite_stream"):
         args.append("--overwrite-stream")
     return args
+
+
+class NothingToBackfill(Exception):
+    """The first start's backfill has nothing to do (its reason is the message)."""
+
+
+def hourly_hours(settings: Settings) -> int:
+    """How many rows hourly_metrics holds (0 when the table does not exist yet)."""
+    from btc_platform.lakehouse import datasets, lake
+
+    try:
+        table = lake.open_table(datasets.HOURLY_METRICS, settings)
+    except lake.TableNotFoundError:
+        return 0
+    return len(lake.to_frame(table, columns=["hour_start"]))
+
+
+def first_run_params(settings: Settings, hours: int, now: datetime | None = None) -> dict[str, Any]:
+    """The btc_backfill Params of the first start: history up to the current UTC hour when
+    hourly_metrics holds ``hours == 0`` rows and ``first_run_backfill`` is on; simulated hours for
+    the simulate source, the last ``first_run_backfill_days`` of Binance klines for the live one.
+    Raises :class:`NothingToBackfill` with the reason otherwise."""
+    if not settings.first_run_backfill:
+        raise NothingToBackfill("BTC_FIRST_RUN_BACKFILL is off: no automatic history (trigger btc_backfill by hand)")
+    if hours:
+        raise NothingToBackfill(f"hourly_metrics already holds {hours} row(s): the first-start backfill is only "
+                                "for an empty table (trigger btc_backfill by hand for more history)")  # fmt: skip
+    end = (now or datetime.now(UTC)).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    if settings.producer_source == "simulate":
+        source, start = "simulate", end - timedelta(hours=settings.first_run_simulate_hours)
+    elif settings.producer_source == "live":
+        source, start = "binance", end - timedelta(days=settings.first_run_backfill_days)
+    else:
+        raise NothingToBackfill(f"producer source {settings.producer_source}: the history of a replay file is not "
+                                "known here; trigger btc_backfill (source=file) for history")  # fmt: skip
+    return {"source": source, "start": start.isoformat(), "end": end.isoformat(), "overwrite_stream": False}
+
+
+def backfill_plan(params: dict[str, Any], run_type: object, settings: Settings, now: datetime | None = None) -> list[str]:
+    """The backfill job's arguments of a btc_backfill run: a manual run's Params, or for the DAG's
+    one scheduled run (``@once``: the first start of an installation) :func:`first_run_params`
+    (:class:`NothingToBackfill` when there is nothing to do)."""
+    if str(run_type).lower().endswith("manual"):
+        return backfill_args(params)
+    return backfill_args(first_run_params(settings, hourly_hours(settings), now))
 
 
 def backfill_quality_args(params: dict[str, Any]) -> list[str]:
