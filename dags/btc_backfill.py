@@ -9,8 +9,9 @@ retrain needs about 1,000 hours; its sufficiency check points here when history 
 the current hour when the producer source is `simulate` (ending at the simulator's start price,
 so history and the simulated stream join), the last `BTC_FIRST_RUN_BACKFILL_DAYS` of Binance
 klines when it is `live`. A table that holds rows, the `replay` source or
-`BTC_FIRST_RUN_BACKFILL=false` skip it with the reason. The retrain follows on the
-`hourly_metrics` asset event. Every other run is triggered by hand with these
+`BTC_FIRST_RUN_BACKFILL=false` skip it with the reason. It starts once the stream wrote its
+first minute (`wait_for_stream`, at most 5 minutes), so its Spark jobs do not slow the stream's
+first batches; the retrain follows on the `hourly_metrics` asset event. Every other run is triggered by hand with these
 
 Params:
 
@@ -74,6 +75,18 @@ settings = get_settings()
     },
 )
 def btc_backfill():
+    @task.sensor(poke_interval=15, timeout=900, mode="reschedule")
+    def wait_for_stream(dag_run=None) -> bool:
+        """The first start's run waits for the stream's first minute (bounded); a manual run does not."""
+        import logging
+
+        from btc_platform.ops.orchestration import first_run_may_start
+
+        ready, why = first_run_may_start(settings, getattr(dag_run, "run_type", "manual"),
+                                         getattr(dag_run, "start_date", None))  # fmt: skip
+        logging.getLogger("btc_backfill").info("%s", why)
+        return ready
+
     @task(retries=0)
     def backfill_arguments(params=None, dag_run=None) -> list[str]:
         """The job's command line: a manual run's Params, validated (fails with a readable reason),
@@ -94,10 +107,12 @@ def btc_backfill():
 
         return backfill_quality_args(dict(params or {}))
 
+    arguments = backfill_arguments()
+    wait_for_stream() >> arguments
     backfill = SparkSubmitOperator(
         task_id="backfill",
         application=job_path("backfill_job.py"),
-        application_args=backfill_arguments(),
+        application_args=arguments,
         execution_timeout=timedelta(hours=2),
         **spark_submit_kwargs(settings, "btc-backfill"),
         **table_writer_kwargs(),

@@ -187,3 +187,18 @@ def test_live_first_run_backfills_the_last_days_of_klines(spark, tmp_path):
     assert set(hourly["source"]) == {datasets.HOURLY_SOURCE_BACKFILL}
     served = {r[0]: float(r[4]) for r in server.klines}
     assert hourly["close"].tolist() == [served[int(t.timestamp() * 1000)] for t in times]
+
+
+def test_the_first_start_backfill_waits_for_the_stream_first_minute_bounded(tmp_path):
+    from btc_platform.lakehouse import lake
+    from btc_platform.ops.orchestration import FIRST_RUN_STREAM_WAIT_S, first_run_may_start
+
+    settings = load_settings(data_dir=tmp_path, producer_source="simulate")
+    started = NOW - timedelta(seconds=20)
+    assert first_run_may_start(settings, "manual", started, NOW) == (True, "a manual run")
+    ready, why = first_run_may_start(settings, "scheduled", started, NOW)
+    assert not ready and "waiting for the stream's first minute (20 of at most 300 s)" in why
+    late = NOW + timedelta(seconds=FIRST_RUN_STREAM_WAIT_S)
+    assert first_run_may_start(settings, "scheduled", started, late)[0] is True
+    lake.write_table(datasets.MINUTE_METRICS, pd.DataFrame({"symbol": ["BTCUSDT"], "window_start": [NOW]}), settings)
+    assert first_run_may_start(settings, "scheduled", started, NOW) == (True, "the stream wrote its first minute")

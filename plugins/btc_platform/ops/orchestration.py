@@ -264,11 +264,41 @@ def first_run_params(settings: Settings, hours: int, now: datetime | None = None
     return {"source": source, "start": start.isoformat(), "end": end.isoformat(), "overwrite_stream": False}
 
 
+#: The first start's backfill waits at most this long for the stream's first minute (seconds).
+FIRST_RUN_STREAM_WAIT_S = 300.0
+
+
+def _manual(run_type: object) -> bool:
+    return str(run_type).lower().endswith("manual")
+
+
+def first_run_may_start(settings: Settings, run_type: object, started: datetime | None,
+                        now: datetime | None = None) -> tuple[bool, str]:
+    """Whether btc_backfill's run may start its Spark jobs, and why: a manual run at once; the
+    first start's run once the stream wrote its first minute_metrics row (the backfill, its
+    data-quality job and the retrain after it would otherwise take the two cores from the
+    stream's first batches), or :data:`FIRST_RUN_STREAM_WAIT_S` after the run started."""
+    from btc_platform.lakehouse import datasets, lake
+
+    if _manual(run_type):
+        return True, "a manual run"
+    try:
+        minutes = not lake.read_table(datasets.MINUTE_METRICS, settings, columns=["window_start"]).empty
+    except lake.TableNotFoundError:
+        minutes = False
+    if minutes:
+        return True, "the stream wrote its first minute"
+    waited = ((now or datetime.now(UTC)) - started).total_seconds() if started else FIRST_RUN_STREAM_WAIT_S
+    if waited >= FIRST_RUN_STREAM_WAIT_S:
+        return True, f"no minute of the stream after {waited:.0f} s: not waiting longer"
+    return False, f"waiting for the stream's first minute ({waited:.0f} of at most {FIRST_RUN_STREAM_WAIT_S:.0f} s)"
+
+
 def backfill_plan(params: dict[str, Any], run_type: object, settings: Settings, now: datetime | None = None) -> list[str]:
     """The backfill job's arguments of a btc_backfill run: a manual run's Params, or for the DAG's
     one scheduled run (``@once``: the first start of an installation) :func:`first_run_params`
     (:class:`NothingToBackfill` when there is nothing to do)."""
-    if str(run_type).lower().endswith("manual"):
+    if _manual(run_type):
         return backfill_args(params)
     return backfill_args(first_run_params(settings, hourly_hours(settings), now))
 
