@@ -95,8 +95,8 @@ def run(settings: Settings, source: str) -> None:
             start_kafka(settings)
         if settings.spark_workers:
             start_spark(settings)
-        for result in (supervisor.ensure_producer(settings), supervisor.ensure_stream(settings)):
-            log.info("%s", result)
+        supervisor.ensure_producer(settings)  # each logs what it did
+        supervisor.ensure_stream(settings)
         airflow.result()
 
     log.info("waiting for the btc_stream_supervisor DAG to start the producer and the stream ...")
