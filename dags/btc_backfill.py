@@ -75,7 +75,9 @@ settings = get_settings()
     },
 )
 def btc_backfill():
-    @task.sensor(poke_interval=15, timeout=900, mode="reschedule")
+    # retried: the first start's run is scheduled as Airflow starts, and on a busy machine its first
+    # try can fail before Airflow's API server answers its task processes
+    @task.sensor(poke_interval=15, timeout=900, mode="reschedule", retries=3)
     def wait_for_stream(dag_run=None) -> bool:
         """The first start's run waits for the stream's first minute (bounded); a manual run does not."""
         import logging
@@ -107,8 +109,8 @@ def btc_backfill():
 
         return backfill_quality_args(dict(params or {}))
 
-    arguments = backfill_arguments()
-    wait_for_stream() >> arguments
+    arguments, quality = backfill_arguments(), quality_arguments()
+    wait_for_stream() >> [arguments, quality]
     backfill = SparkSubmitOperator(
         task_id="backfill",
         application=job_path("backfill_job.py"),
@@ -120,7 +122,7 @@ def btc_backfill():
     data_quality = SparkSubmitOperator(
         task_id="data_quality",
         application=job_path("quality_job.py"),
-        application_args=quality_arguments(),
+        application_args=quality,
         outlets=[Asset(name=HOURLY_METRICS_ASSET, uri=settings.path(datasets.HOURLY_METRICS))],
         execution_timeout=timedelta(minutes=30),
         **spark_submit_kwargs(settings, "btc-quality"),

@@ -409,7 +409,8 @@ def test_backfill_dag_shape(parsed):
     assert set(dag["params"]) == {"source", "file_path", "start", "end", "overwrite_stream"}
     assert set(dag["tasks"]) == {"wait_for_stream", "backfill_arguments", "backfill", "quality_arguments",
                                  "data_quality"}
-    assert dag["tasks"]["backfill_arguments"]["upstream"] == ["wait_for_stream"]
+    assert dag["tasks"]["backfill_arguments"]["upstream"] == dag["tasks"]["quality_arguments"]["upstream"] == [
+        "wait_for_stream"]
     backfill, quality = dag["tasks"]["backfill"], dag["tasks"]["data_quality"]
     assert backfill["type"] == quality["type"] == "SparkSubmitOperator"
     assert backfill["application"].endswith("spark_jobs/backfill_job.py")
