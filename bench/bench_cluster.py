@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     from btc_platform.ops.services.spark import start_worker
     from btc_platform.settings import load_settings
 
-    settings = load_settings(profile="cluster", producer_source="simulate")
+    settings = load_settings(profile="cluster", producer_source="simulate", first_run_backfill=False)
     figures: dict[str, object] = {}
     try:
         started = time.monotonic()

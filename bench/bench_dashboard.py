@@ -268,6 +268,8 @@ def live(url: str, password: str, repeat: int, loads: int, browser_too: bool, sh
                 frame = page.wait_for_selector("iframe[title='BTC dashboard']", timeout=30_000).content_frame()
                 frame.wait_for_selector("#dashboard[data-state='drawn']", timeout=60_000)
                 nav.append(time.perf_counter() - started)
+                if shots and len(nav) == 1:  # the dashboard inside the Airflow UI
+                    page.screenshot(path=str(shots / "airflow-nav.png"))
                 phases.append(frame.evaluate(PHASES))
                 context.close()
             for _ in range(loads):  # /btc/ alone, nothing cached
@@ -282,7 +284,9 @@ def live(url: str, password: str, repeat: int, loads: int, browser_too: bool, sh
             page = context.new_page()
             page.goto(url + "/btc/")
             page.wait_for_selector("#dashboard[data-state='drawn']", timeout=60_000)
-            if shots:  # the pipeline view, and the task page its first table link opens
+            if shots:  # every view, and the task page the pipeline view's first table link opens
+                for view in ("market", "history", "forecast", "pipeline"):
+                    page.locator(f"section#{view}").screenshot(path=str(shots / f"{view}.png"))
                 page.locator("section#pipeline").screenshot(path=str(shots / "live-pipeline.png"))
                 href = page.locator("#datasets a[href*='/tasks/']").first.get_attribute("href")
                 task_page = context.new_page()
@@ -314,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--page-loads", type=int, default=5, help="page loads in Chromium (default 5)")
     parser.add_argument("--browser", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--live", metavar="URL", help="measure the running platform's Airflow at URL instead")
-    parser.add_argument("--screenshots", type=Path, help="with --live: save the pipeline view and a linked task page here")
+    parser.add_argument("--screenshots", type=Path, help="with --live: save every view, the dashboard in the Airflow UI and a linked task page here")
     parser.add_argument("--seed-live", action="store_true",
                         help="seed a year of hourly and a week of minute rows into the platform's fresh storage")
     args = parser.parse_args(argv)

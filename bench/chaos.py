@@ -151,6 +151,7 @@ class Platform:
             binance_symbols=",".join(SYMBOLS[: self.options.symbols]),
             producer_accepted_log=str(self.accepted_log),
             producer_status_interval_s=1.0,
+            first_run_backfill=False,  # no history backfill competing with the faults measured
             stream_driver_memory="1g",
             **hdfs,
             **self.overrides,

@@ -1,4 +1,4 @@
-"""History backfill job: hourly candles (Binance klines API or a candle file) -> hourly_metrics.
+"""History backfill job: hourly candles (Binance klines API, a candle file or the simulator) -> hourly_metrics.
 
 Run by the ``btc_backfill`` DAG (SparkSubmitOperator) or by hand::
 
@@ -8,8 +8,13 @@ Run by the ``btc_backfill`` DAG (SparkSubmitOperator) or by hand::
     # from a file: Binance kline CSV (12 columns, ms or us times) or open_time_utc,open,high,... CSV/Parquet
     .venv/bin/python spark_jobs/backfill_job.py --source file \\
         --file ../shared/data/btc_usdt_1h_2017_2024h1.csv
+    # simulated history (offline), ending at the simulator's start price (BTC_SIMULATE_START_PRICE)
+    .venv/bin/python spark_jobs/backfill_job.py --source simulate \\
+        --start 2026-01-01 --end 2026-02-20 --seed 7
 
-Rows get ``source=backfill``; microstructure fields stay null (see backfill_transforms). The
+Rows get ``source=backfill`` (``source=simulated`` for ``--source simulate``: random-walk candles
+of ``btc_platform.ingest.simulated_history``, checked like any other); microstructure fields stay
+null (see backfill_transforms). The
 candles go into hourly_metrics with ONE MERGE on (symbol, hour_start): new hours are inserted;
 an hour that already holds a stream-consolidated row is left alone unless ``--overwrite-stream``;
 any other matched row is rewritten only when one of its values changed, so re-running the same
@@ -47,6 +52,9 @@ log = logging.getLogger("spark_jobs.backfill_job")
 
 APP_NAME = "btc-backfill"
 KLINE_INTERVAL = "1h"
+#: Where candles come from (``--source``); the ones needing --start and --end.
+SOURCES = ("binance", "file", "simulate")
+RANGED_SOURCES = ("binance", "simulate")
 
 KEYS = datasets.TABLES[datasets.HOURLY_METRICS].keys
 #: A matched row is rewritten only when a value other than ``produced_at`` changed.
@@ -77,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--source",
         required=True,
-        choices=("binance", "file"),
-        help="binance: GET /api/v3/klines (needs --start and --end); file: --file.",
+        choices=SOURCES,
+        help="binance: GET /api/v3/klines (needs --start and --end); file: --file; simulate: a random walk "
+        "of hourly candles (needs --start and --end; rows get source=simulated).",
     )
     parser.add_argument(
         "--file",
@@ -99,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Symbol the candles belong to (default: the first of BTC_BINANCE_SYMBOLS).",
     )
+    parser.add_argument(
+        "--price",
+        type=float,
+        default=None,
+        help="simulate: close of the last simulated hour (default: BTC_SIMULATE_START_PRICE, where the "
+        "simulated stream starts).",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="simulate: random seed (the same candles again).")
     parser.add_argument(
         "--overwrite-stream",
         action="store_true",
@@ -181,6 +198,17 @@ def fetch_klines(
     return bt.normalise_klines(bt.klines_frame(spark, closed))
 
 
+def simulate_candles(spark, start: datetime, end: datetime, price: float, seed: int | None):
+    """Normalised candles of a simulated random walk over [start, end) ending at ``price``."""
+    from btc_platform.ingest.simulated_history import simulated_klines
+    from spark_jobs import backfill_transforms as bt
+
+    rows = simulated_klines(start, end, price, seed)
+    log.info("simulated %d hourly candle(s) for [%s, %s), last close %.2f (seed %s)", len(rows),
+             start.isoformat(), end.isoformat(), price, seed)  # fmt: skip
+    return bt.normalise_klines(bt.klines_frame(spark, rows))
+
+
 def update_condition(overwrite_stream: bool) -> str:
     """When a matched hourly row takes the candle's values (see the module docstring)."""
     return CHANGED if overwrite_stream else f"{NOT_STREAM} AND ({CHANGED})"
@@ -197,6 +225,8 @@ def run(
     symbol: str | None = None,
     overwrite_stream: bool = False,
     produced_at: datetime | None = None,
+    price: float | None = None,
+    seed: int | None = None,
     client=None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     page_limit: int | None = None,
@@ -209,9 +239,10 @@ def run(
     require_hour_aligned(start, end)
     symbol = (symbol or settings.binance_symbols[0]).upper()
     produced_at = produced_at or now()
+    hourly_source = datasets.HOURLY_SOURCE_BACKFILL
+    if source in RANGED_SOURCES and (start is None or end is None):
+        raise ConfigError(f"--source {source} needs --start and --end")
     if source == "binance":
-        if start is None or end is None:
-            raise ConfigError("--source binance needs --start and --end")
         candles, what = (
             fetch_klines(spark, settings, symbol, start, end, client=client, now=now, page_limit=page_limit),
             "klines API",
@@ -223,6 +254,9 @@ def run(
             raise ConfigError("--source file needs --file")
         what = file_uri(file)
         candles = read_candle_file(spark, what)
+    elif source == "simulate":
+        what, hourly_source = "the simulator", datasets.HOURLY_SOURCE_SIMULATED
+        candles = simulate_candles(spark, start, end, settings.simulate_start_price if price is None else price, seed)
     else:
         raise ConfigError(f"unknown --source {source!r}")
 
@@ -244,7 +278,7 @@ def run(
         )
         # computed once as a plain RDD plan: MERGE reads its source twice
         incoming = bt.candles_to_hourly(
-            bt.in_range(candles, start, end), symbol, produced_at
+            bt.in_range(candles, start, end), symbol, produced_at, source=hourly_source
         ).localCheckpoint(eager=True)
         in_range = incoming.count()
         if in_range == 0:
@@ -287,15 +321,18 @@ def prepare(args: argparse.Namespace, settings: Settings) -> Work:
     start = parse_utc(args.start) if args.start else None
     end = parse_utc(args.end) if args.end else None
     require_hour_aligned(start, end)
-    if args.source == "binance" and (start is None or end is None):
-        raise ConfigError("--source binance needs --start and --end")
+    if args.source in RANGED_SOURCES and (start is None or end is None):
+        raise ConfigError(f"--source {args.source} needs --start and --end")
+    if args.price is not None and not args.price > 0:
+        raise ConfigError(f"--price must be > 0, got {args.price}")
     if args.source == "file" and not args.file:
         raise ConfigError("--source file needs --file")
     if args.file:
         file_uri(args.file)
     return Work(
         lambda spark: run(spark, settings, source=args.source, file=args.file, start=start, end=end,
-                          symbol=args.symbol, overwrite_stream=args.overwrite_stream),
+                          symbol=args.symbol, overwrite_stream=args.overwrite_stream, price=args.price,
+                          seed=args.seed),
         what="backfill",
         expected=(bt.CandleInputError, ExchangeError, SchemaError),
     )  # fmt: skip

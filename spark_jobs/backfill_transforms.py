@@ -18,7 +18,7 @@ What a candle-derived hour carries (decided here, documented in docs/architectur
 * ``minutes_present`` = null: a candle does not say how many minutes had trades, so the count
   is not invented; ``tick_count`` null (no book-ticker messages were observed);
 * ``spread_*``, ``liquidity_*``, ``volatility`` (needs minute returns), CoinGecko fields: null;
-* ``source`` = ``backfill``.
+* ``source`` = ``backfill`` (``simulated`` for the simulator's candles).
 
 Every input row must become a candle: malformed lines, unparseable times, missing prices,
 impossible prices (high < low, or open/high/low/close <= 0 or NaN), candles that are not 1 hour
@@ -295,8 +295,11 @@ def duplicate_hours(candles: DataFrame, limit: int = MAX_EXAMPLES) -> list[datet
     ]
 
 
-def candles_to_hourly(candles: DataFrame, symbol: str, produced_at: datetime) -> DataFrame:
-    """Validated candles -> hourly_metrics rows (``datasets.HOURLY_METRICS_COLUMNS``), source backfill."""
+def candles_to_hourly(
+    candles: DataFrame, symbol: str, produced_at: datetime, source: str = datasets.HOURLY_SOURCE_BACKFILL
+) -> DataFrame:
+    """Validated candles -> hourly_metrics rows (``datasets.HOURLY_METRICS_COLUMNS``), with ``source``
+    (backfill; simulated for simulated history)."""
     out = candles.select(
         F.lit(symbol).alias("symbol"),
         "hour_start",
@@ -310,7 +313,7 @@ def candles_to_hourly(candles: DataFrame, symbol: str, produced_at: datetime) ->
     ).withColumns(
         {
             "coverage": F.lit(1.0),
-            "source": F.lit(datasets.HOURLY_SOURCE_BACKFILL),
+            "source": F.lit(source),
             "produced_at": F.lit(produced_at),
             "date": F.date_format("hour_start", "yyyy-MM-dd"),
             "hour": F.hour("hour_start"),

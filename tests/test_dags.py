@@ -421,9 +421,13 @@ def test_retrain_dag_shape(parsed):
 
 def test_backfill_dag_shape(parsed):
     dag = parsed["dags"]["btc_backfill"]
-    assert dag["timetable"] == "NullTimetable"  # manual only
+    # one scheduled run, the first start's (history for an empty table: test_first_run); then manual only
+    assert dag["timetable"] == "OnceTimetable"
     assert set(dag["params"]) == {"source", "file_path", "start", "end", "overwrite_stream"}
-    assert set(dag["tasks"]) == {"backfill_arguments", "backfill", "quality_arguments", "data_quality"}
+    assert set(dag["tasks"]) == {"wait_for_stream", "backfill_arguments", "backfill", "quality_arguments",
+                                 "data_quality"}
+    assert dag["tasks"]["backfill_arguments"]["upstream"] == dag["tasks"]["quality_arguments"]["upstream"] == [
+        "wait_for_stream"]
     backfill, quality = dag["tasks"]["backfill"], dag["tasks"]["data_quality"]
     assert backfill["type"] == quality["type"] == "SparkSubmitOperator"
     assert backfill["application"].endswith("spark_jobs/backfill_job.py")
@@ -723,7 +727,7 @@ def test_backfill_dag_run_from_a_candle_file(sandbox, tmp_path):
     sandbox.reset_storage()
     result, output = sandbox.dag_test("btc_backfill", "", conf)
     assert result["state"] == "success", output[-8000:]
-    assert result["tasks"] == {"backfill_arguments": "success", "backfill": "success",
+    assert result["tasks"] == {"wait_for_stream": "success", "backfill_arguments": "success", "backfill": "success",
                                "quality_arguments": "success", "data_quality": "success"}, output[-8000:]
     hourly = lake.read_table(datasets.HOURLY_METRICS, sandbox.settings)
     hourly = hourly[hourly["source"] == "backfill"].sort_values("hour_start")

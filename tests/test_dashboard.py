@@ -86,6 +86,8 @@ def test_endpoints_return_the_seeded_rows(seeded, client):
     assert [(e["action"], e["reason"]) for e in pipeline["restarts"]] == [
         ("restarted", td.RESTART_REASON), ("started", "no pid record")]
     assert pipeline["producer"]["published"] == 1234 and pipeline["stream"]["queries"][0]["name"] == "ingest"
+    # the producer's last publish (the key its status record uses) 3 s before the seeding
+    assert 3 <= pipeline["producer"]["last_publish_age_s"] < 60
     tables = {d["table"]: d for d in pipeline["datasets"]}
     assert tables["hourly_metrics"]["version"] == 0 and tables["data_quality"]["version"] is None
     # the exact DAG run and task log behind a table (recorded in its commit) and behind a restart
@@ -189,6 +191,34 @@ def test_the_latest_forecast_is_shown_with_its_age_and_served_point_model(settin
     assert future["served_by"] == {"point_model": "persistence", "point_reason": reason, "band_model": "ewma_t",
                                    "band_reason": "EWMA of the 30 hourly returns available"}
     assert future["target"][0] == (origin + pd.Timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_history_falls_back_to_the_latest_data_when_the_range_is_empty(settings_env, client):
+    """History that ends long before now (a candle file of past years): the latest ``days`` are
+    shown and the answer says so; a range with data is shown as it is."""
+    settings = settings_env()
+    ended = pd.Timestamp.now(tz="UTC").floor("h") - pd.Timedelta(days=400)
+    hours, _ = td.hourly_metrics(settings, ended, hours=24 * 10, gap=(0, 0))
+    history = client.get("/api/history", params={"days": 7}).json()
+    assert history["latest_fallback"] is True
+    assert "showing the latest 7 days" in history["reason"] and "no hourly metrics of BTCUSDT since" in history["reason"]
+    times = pd.to_datetime(history["candles"]["time"], utc=True)
+    assert history["count"] == 7 * 24 == len(times)
+    assert times[-1] == ended - pd.Timedelta(hours=1)  # the newest hour the table holds
+    assert times[0] == ended - pd.Timedelta(days=7) and pd.Timestamp(history["from"]) == times[0]
+    assert pd.Timestamp(history["to"]) == ended and history["gaps"] == []
+    # a range that reaches the data: no fallback
+    wide = client.get("/api/history", params={"days": 420}).json()
+    assert wide["latest_fallback"] is False and wide["reason"] is None and wide["count"] == hours
+
+
+def test_history_without_any_hour_says_so(settings_env, client):
+    assert "hourly_metrics does not exist yet" in client.get("/api/history").json()["reason"]
+    settings = settings_env()
+    td.hourly_metrics(settings, pd.Timestamp.now(tz="UTC").floor("h"), hours=5, gap=(0, 0))
+    other = client.get("/api/history", params={"symbol": "ETHUSDT"}).json()
+    assert other["count"] == 0 and other["latest_fallback"] is False
+    assert other["reason"].startswith("no hourly metrics of ETHUSDT since")
 
 
 def test_range_bounds_and_symbol_are_checked(client):

@@ -28,7 +28,7 @@ from btc_platform.ingest.producer import FeedProducer
 from btc_platform.ingest.schema import compute_message_id, decode
 from btc_platform.ingest.sources import LiveSource, ReplaySource, SimulateSource
 from btc_platform.settings import load_settings
-from btc_platform.status import read_status
+from btc_platform.status import LAST_PUBLISH_KEY, read_status
 from btc_platform.testing.exchange_server import (
     BOOK_TICKER,
     TICKER_24HR,
@@ -128,7 +128,7 @@ def test_live_polls_are_published_and_every_message_checked(kafka_service, tmp_p
     assert status["http_errors"] == {"binance": {"http_5xx": 1}, "coingecko": {}}
     assert status["waiting"] == {}
     assert status["sources"]["binance"]["published"] == 5 and status["sources"]["coingecko"]["published"] == 1
-    assert status["sources"]["binance"]["last_poll_ok_at"] and status["last_publish_at"]
+    assert status["sources"]["binance"]["last_poll_ok_at"] and status[LAST_PUBLISH_KEY]
     rejected = (settings.logs_dir / "producer_rejected.jsonl").read_text().splitlines()
     assert len(rejected) == 1 and "askQty" in rejected[0]
 

@@ -242,6 +242,11 @@ class Settings(BaseSettings):
     producer_speed: float = Field(
         default=1.0, ge=0, description="Default --speed of simulate/replay (0 = as fast as possible)."
     )
+    simulate_start_price: PositiveFloat = Field(
+        default=30000.0,
+        description="Price the simulator's random walk starts from (the producer's --start-price default) and "
+        "at which the simulated first-run history ends, so the two join.",
+    )
 
     # ---- Streaming job ----------------------------------------------------------------------
     stream_trigger_interval: str = Field(
@@ -318,6 +323,21 @@ class Settings(BaseSettings):
         "empty means the start of the current UTC day (`make run` pins it to its first start).",
     )
     retrain_schedule: str = Field(default="@daily", description="Cron/preset schedule of btc_retrain.")
+    first_run_backfill: bool = Field(
+        default=True,
+        description="On the first start (the one scheduled run of btc_backfill) with an empty hourly_metrics, "
+        "fill it: BTC_FIRST_RUN_SIMULATE_HOURS of simulated history when the producer source is simulate, the "
+        "last BTC_FIRST_RUN_BACKFILL_DAYS of Binance klines when it is live (nothing for replay). The "
+        "retrain follows on the hourly_metrics asset event. Off: no automatic history.",
+    )
+    first_run_backfill_days: PositiveInt = Field(
+        default=30, description="Days of Binance klines the first start backfills in live mode."
+    )
+    first_run_simulate_hours: PositiveInt = Field(
+        default=1200,
+        description="Hours of simulated history the first start backfills in simulate mode (the retrain's "
+        "defaults need about 1,000: lookback + horizon + 224 training windows + the 672 h test window).",
+    )
 
     # ---- Models (LSTM forecast) -------------------------------------------------------------
     model_tf_threads: PositiveInt = Field(

@@ -26,6 +26,10 @@ from btc_platform.ingest.schema import format_ts
 
 log = logging.getLogger(__name__)
 
+#: Key of the producer's status record holding the time of its last publish to Kafka (ISO UTC),
+#: at the top level and per upstream under ``sources``; the supervisor and the dashboard read it.
+LAST_PUBLISH_KEY = "last_publish_at"
+
 
 class StatusError(ValueError):
     """A status file exists but does not hold a JSON object."""

@@ -269,19 +269,44 @@ def gaps(hours: pd.Series) -> list[dict]:
     return out
 
 
-def history(settings: Settings, symbol: str, days: float, now: datetime | None = None) -> dict:
-    """hourly_metrics of ``symbol`` over the last ``days``: candles, volume, coverage, source, gaps."""
-    now = now or utc_now()
-    start = _timestamp(now).floor("h") - timedelta(days=days)
-    got = read(
+def latest_hour(settings: Settings, symbol: str) -> pd.Timestamp | None:
+    """The newest ``hour_start`` of ``symbol`` in hourly_metrics (None when it has none)."""
+    got = read(datasets.HOURLY_METRICS, settings, required=("hour_start",), filters=[("symbol", "=", symbol)],
+               order_by='"hour_start" DESC', limit=1)
+    return None if got.empty else _timestamp(got.frame["hour_start"].iloc[0])
+
+
+def _hourly(settings: Settings, symbol: str, start: pd.Timestamp, empty_reason: str) -> Read:
+    return read(
         datasets.HOURLY_METRICS, settings, required=("hour_start", "open", "high", "low", "close"),
         optional=("volume", "coverage", "source"),
         filters=[("symbol", "=", symbol), ("hour_start", ">=", start)], order_by='"hour_start"',
-        empty_reason=f"no hourly metrics of {symbol} since {iso(start)}",
+        empty_reason=empty_reason,
     )
+
+
+def history(settings: Settings, symbol: str, days: float, now: datetime | None = None) -> dict:
+    """hourly_metrics of ``symbol`` over the last ``days``: candles, volume, coverage, source, gaps.
+
+    When that range holds no hour but the table has older ones (history backfilled from a candle
+    file that ends long before now), the ``days`` up to the newest hour are shown instead, with
+    ``latest_fallback`` set and a ``reason`` saying so."""
+    now = now or utc_now()
+    start = _timestamp(now).floor("h") - timedelta(days=days)
+    got = _hourly(settings, symbol, start, f"no hourly metrics of {symbol} since {iso(start)}")
     out: dict[str, Any] = {"symbol": symbol, "days": days, "from": iso(start), "to": iso(now), "count": 0,
                            "candles": {}, "gaps": [], "sources": {}, "reason": got.reason,
-                           "missing_columns": list(got.missing)}
+                           "missing_columns": list(got.missing), "latest_fallback": False}
+    if got.empty and got.frame is not None:
+        latest = latest_hour(settings, symbol)
+        if latest is not None:
+            fallback_start = latest - timedelta(days=days) + timedelta(hours=1)
+            got = _hourly(settings, symbol, fallback_start, got.reason)
+            out.update(
+                {"from": iso(fallback_start), "to": iso(latest + timedelta(hours=1)), "latest_fallback": True,
+                 "missing_columns": list(got.missing),
+                 "reason": f"no hourly metrics of {symbol} since {iso(start)}: showing the latest {days:g} days "
+                           f"of data instead, up to the hour starting {iso(latest)}"})  # fmt: skip
     if got.empty:
         return out
     frame = got.frame
@@ -472,14 +497,13 @@ def _age_s(value: Any, now: datetime) -> float | None:
 
 
 def producer_state(settings: Settings, now: datetime) -> dict:
-    from btc_platform.status import read_status
+    from btc_platform.status import LAST_PUBLISH_KEY, read_status
 
     record = read_status(settings.producer_status_path)
     if record is None:
         return {"reason": f"no producer status record yet ({settings.producer_status_path})"}
     out = {k: v for k, v in record.items() if not isinstance(v, dict | list)}
-    last = next((record[k] for k in ("last_publish_time", "last_publish", "last_published_at") if record.get(k)), None)
-    out["last_publish_age_s"] = _age_s(last, now)
+    out["last_publish_age_s"] = _age_s(record.get(LAST_PUBLISH_KEY), now)
     out["sources"] = record.get("sources") if isinstance(record.get("sources"), dict) else {}
     out["reason"] = None
     return out

@@ -353,6 +353,8 @@ DAY_MINUTES = 1440
 SIMULATED_SUPPLY = 19_500_000
 #: Simulated trades per unit of base volume in a minute (candle files carry no trade count).
 SIMULATED_TRADES_PER_UNIT = 20
+#: Per-minute log-return volatility of the random walk (about 8 bps, BTC's order of magnitude).
+MINUTE_SIGMA = 0.0008
 CANDLE_COLUMNS = ("open_time_utc", "open", "high", "low", "close", "volume")
 
 _SCHEMA_VERSION = str(SCHEMA_VERSION)
@@ -514,7 +516,7 @@ class SimulateSource:
     # ---- price path ------------------------------------------------------------------------
     def _random_candles(self, start_ms: int) -> Iterator[tuple[int, float, float, float, float, float]]:
         rnd = self.rng
-        sigma = 0.0008  # ~1-minute volatility of BTC (about 8 bps)
+        sigma = MINUTE_SIGMA
         price = self.start_price
         open_ms = start_ms - start_ms % MINUTE_MS
         while True:

@@ -106,7 +106,7 @@ HOURLY_METRICS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("market_cap", DOUBLE),
     ("cg_volume_24h", DOUBLE),
     ("cg_price_change_pct_24h", DOUBLE),
-    ("source", STRING),  # stream | backfill
+    ("source", STRING),  # stream | backfill | simulated
     ("produced_at", TIMESTAMP),
     ("date", STRING),
     ("hour", INT),
@@ -117,6 +117,8 @@ HOURLY_METRICS_COLUMNS: tuple[tuple[str, str], ...] = (
 
 HOURLY_SOURCE_STREAM = "stream"
 HOURLY_SOURCE_BACKFILL = "backfill"
+#: Candles of the simulator (``btc_backfill`` with source=simulate, the offline first run).
+HOURLY_SOURCE_SIMULATED = "simulated"
 
 #: data_quality: the outcome of each data-quality check (``btc_platform.lakehouse.quality.CHECKS``) for
 #: each symbol and hour it looked at, one row per (symbol, hour_start, check); the run that

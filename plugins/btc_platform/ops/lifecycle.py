@@ -3,17 +3,19 @@
 
 This layer sits above the services (:mod:`btc_platform.ops.services`: Kafka, HDFS, Spark,
 PostgreSQL, Airflow) and the supervisor (:mod:`btc_platform.ops.supervisor`: producer, stream),
-which both only look down: the supervisor restarts services, and this module starts the services
-and waits for Airflow's supervisor to start the producer and the stream.
+which both only look down: the supervisor restarts services, and this module starts the services,
+and the producer and the stream once Kafka is up, while Airflow is still starting (Airflow's
+supervisor then finds them running with its own configuration and keeps them).
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from btc_platform.lakehouse.lake import check_layout
 from btc_platform.ops import supervisor
-from btc_platform.ops.airflow_env import api_url, password_file
+from btc_platform.ops.airflow_env import api_url, password_file, schedule_start_date
 from btc_platform.ops.services import (
     SERVICES,
     ServiceError,
@@ -67,27 +69,39 @@ def supervised_services(settings: Settings) -> tuple[str, ...]:
 
 
 def run(settings: Settings, source: str) -> None:
-    """Start the platform: PostgreSQL (when Airflow's DB is postgres), Kafka, HDFS when the
-    storage root is hdfs://, the Spark standalone cluster (when BTC_SPARK_WORKERS > 0), then
-    Airflow, whose supervisor also keeps Kafka and HDFS up (``supervisor_services``).
+    """Start the platform: PostgreSQL (when Airflow's DB is postgres), HDFS when the storage root
+    is hdfs://; then Airflow and, while it starts, Kafka, the Spark standalone cluster (when
+    BTC_SPARK_WORKERS > 0), the producer and the stream. Airflow's supervisor keeps them all up
+    (Kafka and HDFS: ``supervisor_services``).
 
+    The producer and the stream are started here with the settings Airflow's tasks get
+    (``schedule_start_date`` pinned first), so the supervisor DAG's first check finds them
+    running with its own configuration instead of starting them a minute later, after Airflow.
     Refuses (``LegacyLayoutError``) a storage root with datasets of the Parquet layout, before
-    Airflow starts anything that writes to them."""
+    anything writes to them."""
     overrides = {name: getattr(settings, name) for name in settings.model_fields_set}
     overrides.setdefault("supervisor_services", supervised_services(settings))
     overrides.setdefault("supervisor_airflow_scheduler", True)  # standalone never restarts a dead scheduler
+    # what airflow_env gives Airflow's tasks: the same value here, or the configurations differ
+    overrides.setdefault("schedule_start_date", schedule_start_date(settings))
     settings = load_settings(**{**overrides, "producer_source": source})
     log.info("profile %s", settings.profile)
     if settings.airflow_database == "postgres":
         start_postgres(settings)
-    start_kafka(settings)
     if settings.storage_root.startswith("hdfs://"):
         start_hdfs(settings)
-    if settings.spark_workers:
-        start_spark(settings)
-    # before Airflow starts the stream and the jobs on datasets of the Parquet layout
+    # before anything starts the stream and the jobs on datasets of the Parquet layout
     check_layout(settings)
-    start_airflow(settings)
+    with ThreadPoolExecutor(1, thread_name_prefix="airflow-start") as pool:
+        airflow = pool.submit(start_airflow, settings)  # a minute of its own: the rest starts meanwhile
+        # held while the broker starts: a supervisor check of Airflow's waits instead of restarting it
+        with supervisor.service_lock(settings, "kafka"):
+            start_kafka(settings)
+        if settings.spark_workers:
+            start_spark(settings)
+        supervisor.ensure_producer(settings)  # each logs what it did
+        supervisor.ensure_stream(settings)
+        airflow.result()
     start_monitor(settings)
 
     log.info("waiting for the btc_stream_supervisor DAG to start the producer and the stream ...")

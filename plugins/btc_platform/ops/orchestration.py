@@ -197,6 +197,11 @@ def _range_params(params: dict[str, Any]) -> dict[str, str]:
     return values
 
 
+#: ``source`` Params of btc_backfill, and those that need a start and an end.
+BACKFILL_SOURCES = ("binance", "file", "simulate")
+RANGED_BACKFILL_SOURCES = ("binance", "simulate")
+
+
 def backfill_args(params: dict[str, Any]) -> list[str]:
     """Validated command-line arguments of spark_jobs/backfill_job.py from the DAG's Params.
 
@@ -204,8 +209,8 @@ def backfill_args(params: dict[str, Any]) -> list[str]:
     a full UTC hour included).
     """
     source = params.get("source")
-    if source not in ("binance", "file"):
-        raise ValueError(f"source must be 'binance' (with start and end) or 'file' (with file_path), got {source!r}")
+    if source not in BACKFILL_SOURCES:
+        raise ValueError(f"source must be one of {', '.join(BACKFILL_SOURCES)}, got {source!r}")
     args = ["--source", source]
     if source == "file":
         path = (params.get("file_path") or "").strip()
@@ -217,11 +222,86 @@ def backfill_args(params: dict[str, Any]) -> list[str]:
     for key in ("start", "end"):
         if key in values:
             args += [f"--{key}", values[key]]
-        elif source == "binance":
-            raise ValueError(f"source=binance needs {key}: set the {key} Param (UTC, on a full hour; e.g. {EXAMPLE})")
+        elif source in RANGED_BACKFILL_SOURCES:
+            raise ValueError(f"source={source} needs {key}: set the {key} Param (UTC, on a full hour; e.g. {EXAMPLE})")
     if params.get("overwrite_stream"):
         args.append("--overwrite-stream")
     return args
+
+
+class NothingToBackfill(Exception):
+    """The first start's backfill has nothing to do (its reason is the message)."""
+
+
+def hourly_hours(settings: Settings) -> int:
+    """How many rows hourly_metrics holds (0 when the table does not exist yet)."""
+    from btc_platform.lakehouse import datasets, lake
+
+    try:
+        table = lake.open_table(datasets.HOURLY_METRICS, settings)
+    except lake.TableNotFoundError:
+        return 0
+    return len(lake.to_frame(table, columns=["hour_start"]))
+
+
+def first_run_params(settings: Settings, hours: int, now: datetime | None = None) -> dict[str, Any]:
+    """The btc_backfill Params of the first start: history up to the current UTC hour when
+    hourly_metrics holds ``hours == 0`` rows and ``first_run_backfill`` is on; simulated hours for
+    the simulate source, the last ``first_run_backfill_days`` of Binance klines for the live one.
+    Raises :class:`NothingToBackfill` with the reason otherwise."""
+    if not settings.first_run_backfill:
+        raise NothingToBackfill("BTC_FIRST_RUN_BACKFILL is off: no automatic history (trigger btc_backfill by hand)")
+    if hours:
+        raise NothingToBackfill(f"hourly_metrics already holds {hours} row(s): the first-start backfill is only "
+                                "for an empty table (trigger btc_backfill by hand for more history)")  # fmt: skip
+    end = (now or datetime.now(UTC)).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    if settings.producer_source == "simulate":
+        source, start = "simulate", end - timedelta(hours=settings.first_run_simulate_hours)
+    elif settings.producer_source == "live":
+        source, start = "binance", end - timedelta(days=settings.first_run_backfill_days)
+    else:
+        raise NothingToBackfill(f"producer source {settings.producer_source}: the history of a replay file is not "
+                                "known here; trigger btc_backfill (source=file) for history")  # fmt: skip
+    return {"source": source, "start": start.isoformat(), "end": end.isoformat(), "overwrite_stream": False}
+
+
+#: The first start's backfill waits at most this long for the stream's first minute (seconds).
+FIRST_RUN_STREAM_WAIT_S = 300.0
+
+
+def _manual(run_type: object) -> bool:
+    return str(run_type).lower().endswith("manual")
+
+
+def first_run_may_start(settings: Settings, run_type: object, started: datetime | None,
+                        now: datetime | None = None) -> tuple[bool, str]:
+    """Whether btc_backfill's run may start its Spark jobs, and why: a manual run at once; the
+    first start's run once the stream wrote its first minute_metrics row (the backfill, its
+    data-quality job and the retrain after it would otherwise take the two cores from the
+    stream's first batches), or :data:`FIRST_RUN_STREAM_WAIT_S` after the run started."""
+    from btc_platform.lakehouse import datasets, lake
+
+    if _manual(run_type):
+        return True, "a manual run"
+    try:
+        minutes = not lake.read_table(datasets.MINUTE_METRICS, settings, columns=["window_start"]).empty
+    except lake.TableNotFoundError:
+        minutes = False
+    if minutes:
+        return True, "the stream wrote its first minute"
+    waited = ((now or datetime.now(UTC)) - started).total_seconds() if started else FIRST_RUN_STREAM_WAIT_S
+    if waited >= FIRST_RUN_STREAM_WAIT_S:
+        return True, f"no minute of the stream after {waited:.0f} s: not waiting longer"
+    return False, f"waiting for the stream's first minute ({waited:.0f} of at most {FIRST_RUN_STREAM_WAIT_S:.0f} s)"
+
+
+def backfill_plan(params: dict[str, Any], run_type: object, settings: Settings, now: datetime | None = None) -> list[str]:
+    """The backfill job's arguments of a btc_backfill run: a manual run's Params, or for the DAG's
+    one scheduled run (``@once``: the first start of an installation) :func:`first_run_params`
+    (:class:`NothingToBackfill` when there is nothing to do)."""
+    if _manual(run_type):
+        return backfill_args(params)
+    return backfill_args(first_run_params(settings, hourly_hours(settings), now))
 
 
 def backfill_quality_args(params: dict[str, Any]) -> list[str]:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from btc_platform.lakehouse import datasets, lake, lineage
 from btc_platform.settings import Settings
-from btc_platform.status import write_status
+from btc_platform.status import LAST_PUBLISH_KEY, write_status
 
 SYMBOL = "BTCUSDT"
 MODEL = "20260101T000000-test"
@@ -207,7 +207,7 @@ def status_records(settings: Settings, now: pd.Timestamp) -> None:
         supervisor.record_event(settings, supervisor.CheckResult("stream", "restarted", RESTART_REASON, 4343))
     iso = (now - timedelta(seconds=3)).isoformat()
     write_status(settings.producer_status_path, {"pid": 1, "source_mode": "simulate", "state": "running",
-                                                 "published": 1234, "failed": 0, "last_publish_time": iso})
+                                                 "published": 1234, "failed": 0, LAST_PUBLISH_KEY: iso})
     write_status(settings.stream_status_path, {
         "job": "stream", "started_at": (now - timedelta(hours=1)).isoformat(), "updated_at": iso, "end_offset": None,
         "queries": {"ingest": {"state": "running", "batch_id": 41, "timestamp": iso, "input_rows": 20,

@@ -146,7 +146,8 @@ async function drawHistory(d) {
   cards("history-summary", [["hours", String(d.count)],
     ...Object.entries(d.sources).map(([s, n]) => [`${s} hours`, String(n)]),
     ["missing hours", `${missing} in ${d.gaps.length} gap(s)`, missing > 0]]);
-  const colors = { stream: ["#2b6cb0", "#90cdf4"], backfill: ["#2f855a", "#c53030"] };
+  const colors = { stream: ["#2b6cb0", "#90cdf4"], backfill: ["#2f855a", "#c53030"], simulated: ["#805ad5", "#d69e2e"] };
+  const simulated = d.sources.simulated ? " (simulated history included)" : "";
   const traces = has ? Object.keys(d.sources).map((source) => {
     const s = bySource(c, source);
     const [up, down] = colors[source] || ["#4a5568", "#a0aec0"];
@@ -156,7 +157,7 @@ async function drawHistory(d) {
   const shapes = d.gaps.map((g) => ({ type: "rect", xref: "x", yref: "paper", x0: g.start, x1: g.end, y0: 0, y1: 1,
     fillcolor: "#fed7d7", opacity: 0.6, line: { width: 0 }, layer: "below" }));
   await Promise.all([
-    draw("chart-history-candles", traces, { title: { text: `${d.symbol} hourly candles (gaps shaded)` },
+    draw("chart-history-candles", traces, { title: { text: `${d.symbol} hourly candles (gaps shaded)${simulated}` },
       shapes, xaxis: { type: "date", rangeslider: { visible: false } } }),
     draw("chart-history-volume", has && [
       { type: "bar", x: c.time, y: c.volume, name: "volume (candles)", marker: { color: "#a0aec0" } },
@@ -258,6 +259,10 @@ function producedBy(r) {
 async function drawPipeline(d) {
   const prod = d.producer;
   const st = d.stream;
+  // simulated data is said so on every view: the header names the producer's source
+  const mode = $("#mode");
+  mode.textContent = prod.source_mode === "simulate" ? "simulated data (make run SOURCE=simulate)"
+    : prod.source_mode === "replay" ? "replayed data (make run SOURCE=replay)" : "";
   const items = [];
   items.push(prod.reason ? ["producer", prod.reason, true] :
     ["producer", `${prod.state || "?"}, last publish ${age(prod.last_publish_age_s)} ago, published ${fmt(prod.published, 0)}`,

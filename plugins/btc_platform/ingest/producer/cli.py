@@ -33,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tick-ms", type=int, default=1000,
                         help="simulate: simulated milliseconds between book tickers, must divide 60000 "
                         "(default 1000).")
-    parser.add_argument("--start-price", type=float, default=30000.0,
-                        help="simulate (random walk): starting price (default 30000).")
+    parser.add_argument("--start-price", type=float, default=None,
+                        help="simulate (random walk): starting price (default: BTC_SIMULATE_START_PRICE, 30000).")
     parser.add_argument("--seed", type=int, default=None, help="simulate: random seed (reproducible runs).")
     parser.add_argument("--market-lag", type=float, default=0.0, metavar="S",
                         help="simulate: CoinGecko-like market messages carry an exchange_time S seconds older "
@@ -70,7 +70,7 @@ def build_source(args: argparse.Namespace, settings, *, sleep=time.sleep):
         candles=args.candles,
         speed=args.speed,
         tick_ms=args.tick_ms,
-        start_price=args.start_price,
+        start_price=settings.simulate_start_price if args.start_price is None else args.start_price,
         seed=args.seed,
         market_lag_s=args.market_lag,
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from btc_platform.ingest.schema import format_ts
+from btc_platform.status import LAST_PUBLISH_KEY
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class UpstreamHealth:
     def as_dict(self) -> dict[str, Any]:
         return {
             "last_poll_ok_at": iso(self.last_poll_ok),
-            "last_publish_at": iso(self.last_publish),
+            LAST_PUBLISH_KEY: iso(self.last_publish),
             "published": self.published,
             "poll_errors": self.poll_errors,
             "last_error": self.last_error,
@@ -140,7 +141,7 @@ class ProducerHealth:
             "spooled": delivery["spooled"],
             "from_spool": delivery["from_spool"],
             "from_journal": delivery["from_journal"],
-            "last_publish_at": iso(max(publishes)) if publishes else None,
+            LAST_PUBLISH_KEY: iso(max(publishes)) if publishes else None,
             "last_poll_ok_at": iso(max(polls)) if polls else None,
             "sources": {name: h.as_dict() for name, h in sorted(self.upstreams.items())},
             "http_errors": self.http_errors,

@@ -105,6 +105,7 @@ __all__ = [
     "producer_spec",
     "read_record",
     "record_path",
+    "service_lock",
     "service_problem",
     "settings_env",
     "state_dir",
@@ -170,6 +171,12 @@ def _locked(settings: Settings, name: str, timeout_s: float = 120.0) -> Iterator
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def service_lock(settings: Settings, name: str):
+    """The lock the supervisor's check of a local service (``kafka``/``hdfs``) holds: whoever
+    starts the service holds it too, so a check never restarts a service that is starting."""
+    return _locked(settings, name)
 
 
 def _start(settings: Settings, spec: LaunchSpec) -> ProcessRecord:

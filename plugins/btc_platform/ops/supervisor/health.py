@@ -16,7 +16,7 @@ from typing import Any
 from btc_platform.ops.process import ProcessError, log_tail
 from btc_platform.ops.supervisor.launch import PRODUCER, log_path
 from btc_platform.settings import Settings
-from btc_platform.status import read_status
+from btc_platform.status import LAST_PUBLISH_KEY, read_status
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,6 @@ OFFLINE_HINT = "make run SOURCE=simulate"
 #: How the supervisor's start header in a process log begins (after ``==== <time> ``).
 START_HEADER = "supervisor starts"
 
-PUBLISH_TIME_KEYS = ("last_publish_time", "last_publish", "last_published_at", "last_publish_at")
 PROGRESS_TIME_KEYS = ("timestamp", "last_progress_time", "last_batch_time", "updated_at")
 
 
@@ -71,7 +70,7 @@ def _latest(record: Any, keys: tuple[str, ...]) -> float | None:
 
 def last_publish_time(settings: Settings) -> float | None:
     """Epoch seconds of the producer's last successful publish (from its status file)."""
-    return _latest(read_status(settings.producer_status_path), PUBLISH_TIME_KEYS)
+    return _latest(read_status(settings.producer_status_path), (LAST_PUBLISH_KEY,))
 
 
 def producer_waiting(settings: Settings, now: float, fresh_s: float) -> str | None:
