@@ -117,11 +117,14 @@ class RetrainParams:
 
     def __post_init__(self):
         if self.test_hours <= self.config.horizon:
-            raise ValueError(f"test_hours must exceed the horizon ({self.config.horizon}), got {self.test_hours}")
+            raise ValueError(f"test_hours must exceed the horizon ({self.config.horizon}), got {self.test_hours}: set "
+                             f"test_hours above it (default {type(self).default('test_hours')}, 4 weeks) or lower the horizon")
         if self.promotion_policy is not None and self.promotion_policy not in PROMOTION_POLICIES:
-            raise ValueError(f"unknown promotion_policy {self.promotion_policy!r}; one of {PROMOTION_POLICIES}")
+            raise ValueError(f"unknown promotion_policy {self.promotion_policy!r}: use {' or '.join(PROMOTION_POLICIES)} "
+                             "(BTC_MODEL_PROMOTION_POLICY)")
         if self.as_of_version is not None and self.as_of_version < 0:
-            raise ValueError(f"as_of_version must be a table version >= 0, got {self.as_of_version}")
+            raise ValueError(f"as_of_version must be a table version >= 0, got {self.as_of_version}: leave it empty to "
+                             "train on the current hourly_metrics")
         if self.min_promotion_windows < 1 or self.min_retrain_hours < 0 or not 0 < self.dm_alpha <= 1:
             raise ValueError("min_promotion_windows must be >= 1, min_retrain_hours >= 0 and dm_alpha in (0, 1], "
                              f"got {self.min_promotion_windows}, {self.min_retrain_hours}, {self.dm_alpha}")

@@ -548,7 +548,7 @@ def test_backfill_arguments_validation():
 @pytest.mark.parametrize(
     ("params", "what_to_do"),
     [
-        ({"source": "ftp"}, "'binance' (with start and end) or 'file' (with file_path)"),
+        ({"source": "ftp"}, "'binance' (with start and end), 'file' (with file_path) or 'simulate'"),
         ({"source": "file", "file_path": ""}, "the path or file:// / hdfs:// URI of an hourly candle CSV"),
         ({"source": "binance", "end": "2024-01-02"}, "set the start Param (UTC, on a full hour; e.g. 2024-05-01 or"),
         ({"source": "binance", "start": "yesterday", "end": "2024-01-02"}, "e.g. 2024-05-01 or 2024-05-01T13:00:00Z"),

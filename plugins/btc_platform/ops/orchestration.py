@@ -210,7 +210,8 @@ def backfill_args(params: dict[str, Any]) -> list[str]:
     """
     source = params.get("source")
     if source not in BACKFILL_SOURCES:
-        raise ValueError(f"source must be one of {', '.join(BACKFILL_SOURCES)}, got {source!r}")
+        raise ValueError("source must be 'binance' (with start and end), 'file' (with file_path) or 'simulate' "
+                         f"(with start and end), got {source!r}")
     args = ["--source", source]
     if source == "file":
         path = (params.get("file_path") or "").strip()
