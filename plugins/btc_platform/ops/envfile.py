@@ -36,7 +36,7 @@ FALLBACK_DESCRIPTIONS: dict[str, str] = {
     "kafka_partitions": "Partition count of the topic (created by btc-services; can only grow).",
     "kafka_port": "Port of the local broker's PLAINTEXT listener on 127.0.0.1 (keep in line with the bootstrap servers).",
     "kafka_controller_port": "Port of the local KRaft controller listener on 127.0.0.1.",
-    "kafka_heap": "Maximum JVM heap (-Xmx) of the local Kafka broker (it starts at 128m and grows as needed).",
+    "kafka_heap": "JVM heap (-Xms/-Xmx) of the local Kafka broker.",
     "hdfs_namenode_port": "RPC port of the local NameNode (hdfs://127.0.0.1:<port>).",
     "hdfs_namenode_http_port": "HTTP port of the local NameNode (web UI, JMX, WebHDFS).",
     "hdfs_datanode_port": "Data transfer port of the local DataNode.",

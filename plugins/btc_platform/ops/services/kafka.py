@@ -124,11 +124,6 @@ def _write_kafka_config(settings: Settings, index: int = 0) -> tuple[Path, Path]
     return server_props, log4j
 
 
-#: The broker's initial heap: it grows up to ``BTC_KAFKA_HEAP`` under load; at a few messages a
-#: second it stays small, where a heap fixed at its maximum stays resident (docs/performance.md).
-KAFKA_MIN_HEAP = "128m"
-
-
 def _kafka_java_cmd(settings: Settings, log4j: Path, main_class: str, heap: str, min_heap: str) -> list[str]:
     return [
         base.java(),
@@ -232,7 +227,7 @@ def start_broker(settings: Settings, index: int) -> process.ProcessRecord:
     base.check_port_free(controller_port, f"Kafka controller {name}", "BTC_KAFKA_CONTROLLER_PORT")
     server_props, log4j = _write_kafka_config(settings, index)
     _format_kafka(settings, server_props, log4j, index)
-    cmd = _kafka_java_cmd(settings, log4j, "kafka.Kafka", settings.kafka_heap, KAFKA_MIN_HEAP) + [str(server_props)]
+    cmd = _kafka_java_cmd(settings, log4j, "kafka.Kafka", settings.kafka_heap, settings.kafka_heap) + [str(server_props)]
     return base.spawn(settings, name, cmd, base.base_env(), _node_dir(settings, index))
 
 
