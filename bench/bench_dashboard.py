@@ -43,14 +43,17 @@ from pathlib import Path
 
 log = logging.getLogger("bench.dashboard")
 
-#: (endpoint, query) pairs measured: the widest ranges the data covers, and the page's defaults.
+#: (endpoint, query) pairs measured: the widest ranges the data covers, and the page's defaults
+#: (market 6 h, history 30 d, forecast 3 d, pipeline 1 d).
 REQUESTS = (
     ("market", {"hours": 168}),
     ("market", {"hours": 6}),
     ("history", {"days": 365}),
     ("history", {"days": 30}),
     ("forecast", {"days": 7}),
+    ("forecast", {"days": 3}),
     ("pipeline", {"days": 7}),
+    ("pipeline", {"days": 1}),
 )
 
 

@@ -14,11 +14,17 @@ Not a ``bench_*`` module (``make bench`` does not run it): it needs the platform
 * with ``--kill-scheduler`` (first): SIGKILL of the Airflow scheduler, then the seconds until a
   new one runs (the supervisor's trigger starts it) and the API reports it healthy;
 * with ``--count`` (last): Airflow and the producer stopped, the stream drained, accepted vs
-  raw_data by ``message_id`` (lost, duplicated).
+  raw_data by ``message_id`` (lost, duplicated);
+* with ``--memory``: the RSS of every process of this platform instance (the ones ``btc-services``
+  marked, and their children), per component: each Airflow component apart (with the task
+  processes and executor workers under the one that started them), the supervised producer and
+  stream (Spark driver) apart from Airflow, Kafka, HDFS; then the total. RSS counts the pages
+  forked processes share once per process, as ``ps`` does.
 
 Usage (settings from the ``BTC_*`` environment, as ``make run``)::
 
     python bench/measure_supervision.py --window 300 --kill-producer [--kill-kafka]
+    python bench/measure_supervision.py --memory --window 0
 """
 
 from __future__ import annotations
@@ -74,6 +80,59 @@ def airflow_cpu_seconds(root_pid: int) -> dict[str, float]:
         except (psutil.NoSuchProcess, ProcessLookupError):
             continue
         total[name] = total.get(name, 0.0) + times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+def _memory_component(proc: psutil.Process, marked: str) -> str:
+    """What a process of the platform is, for the memory table: the supervised stream (its
+    spark-submit and driver JVM) and producer apart from the Airflow task that started them."""
+    argv = " ".join(proc.cmdline())
+    if "stream_job.py" in argv:
+        return "stream (Spark driver)"
+    if "btc_platform.ingest.producer" in argv or "btc-producer" in argv:
+        return "producer"
+    if marked == "airflow":
+        if argv.startswith("airflow api_server"):  # the API server retitles itself
+            return "airflow api-server"
+        return f"airflow {_component(proc)}"
+    return marked
+
+
+def memory_by_component(settings) -> dict[str, tuple[int, float]]:
+    """(processes, RSS MiB) per component of every process of this platform instance: the
+    processes ``btc-services`` marked and their descendants (a process that retitles itself,
+    like Airflow's API server and executor workers, loses the environment that marks it)."""
+    from btc_platform.ops.services import COMPONENT_ENV, marked_processes
+
+    found: dict[int, tuple[psutil.Process, str]] = {}
+    for pid in marked_processes(settings):
+        try:
+            proc = psutil.Process(pid)
+            marked = proc.environ().get(COMPONENT_ENV, "?")
+            for member in [proc, *proc.children(recursive=True)]:
+                found.setdefault(member.pid, (member, marked))
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    totals: dict[str, tuple[int, float]] = {}
+    for proc, marked in found.values():
+        try:
+            name = _memory_component(proc, marked)
+            rss = proc.memory_info().rss / 2**20
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        count, total = totals.get(name, (0, 0.0))
+        totals[name] = (count + 1, total + rss)
+    return totals
+
+
+def log_memory(settings) -> float:
+    """Log the RSS table; returns the total in MiB."""
+    totals = memory_by_component(settings)
+    for name, (count, rss) in sorted(totals.items(), key=lambda item: -item[1][1]):
+        log.info("  %-28s %3d process(es) %8.0f MiB", name, count, rss)
+    total = sum(rss for _, rss in totals.values())
+    log.info("RSS of the platform: %.0f MiB (%.2f GiB) in %d processes", total, total / 1024,
+             sum(count for count, _ in totals.values()))  # fmt: skip
     return total
 
 
@@ -196,7 +255,7 @@ def count_after_stop(settings, timeout_s: float = 300.0) -> tuple[int, int, int,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--window", type=float, default=300.0, help="seconds of CPU measurement")
+    parser.add_argument("--window", type=float, default=300.0, help="seconds of CPU measurement (0: none)")
     parser.add_argument("--kill-producer", action="store_true", help="then SIGKILL the producer and time its return")
     parser.add_argument("--kill-kafka", action="store_true", help="then SIGKILL the local broker and time its return")
     parser.add_argument("--kill-scheduler", action="store_true",
@@ -205,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", action="store_true",
                         help="at the end stop Airflow and the producer, drain the stream and count accepted vs "
                         "raw_data by message_id (needs BTC_PRODUCER_ACCEPTED_LOG at the start)")
+    parser.add_argument("--memory", action="store_true", help="first log the RSS of the platform per component")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -217,25 +277,28 @@ def main(argv: list[str] | None = None) -> int:
     if record is None:
         raise SystemExit("Airflow of this platform is not running (make run SOURCE=simulate)")
     db_path = str(airflow_home(settings) / "airflow.db")
+    if args.memory:
+        log_memory(settings)
     if args.kill_scheduler:
         running, healthy = kill_scheduler(settings)
         log.info("scheduler after SIGKILL: running again %.1f s, healthy %.1f s", running, healthy)
-    started = datetime.now(UTC)
-    parts0 = airflow_cpu_seconds(record.pid)
-    time.sleep(args.window)
-    parts1 = airflow_cpu_seconds(record.pid)
-    runs, tries = count_runs(db_path, started)
-    cpu0, cpu1 = sum(parts0.values()), sum(parts1.values())
-    per_hour = (cpu1 - cpu0) / args.window * 3600
-    for name in sorted(parts1):
-        used = parts1[name] - parts0.get(name, 0.0)
-        log.info("  %-14s %6.1f CPU s in the window (%4.0f per hour)", name, used, used / args.window * 3600)
-    day = 86400 / args.window
-    log.info(
-        "window %.0f s: Airflow CPU %.1f s (%.0f CPU s per hour); %s: %d DAG runs, %d task tries "
-        "(%.0f runs and %.0f task tries per day)",
-        args.window, cpu1 - cpu0, per_hour, DAG_ID, runs, tries, runs * day, tries * day,
-    )  # fmt: skip
+    if args.window > 0:
+        started = datetime.now(UTC)
+        parts0 = airflow_cpu_seconds(record.pid)
+        time.sleep(args.window)
+        parts1 = airflow_cpu_seconds(record.pid)
+        runs, tries = count_runs(db_path, started)
+        cpu0, cpu1 = sum(parts0.values()), sum(parts1.values())
+        per_hour = (cpu1 - cpu0) / args.window * 3600
+        for name in sorted(parts1):
+            used = parts1[name] - parts0.get(name, 0.0)
+            log.info("  %-14s %6.1f CPU s in the window (%4.0f per hour)", name, used, used / args.window * 3600)
+        day = 86400 / args.window
+        log.info(
+            "window %.0f s: Airflow CPU %.1f s (%.0f CPU s per hour); %s: %d DAG runs, %d task tries "
+            "(%.0f runs and %.0f task tries per day)",
+            args.window, cpu1 - cpu0, per_hour, DAG_ID, runs, tries, runs * day, tries * day,
+        )  # fmt: skip
     if args.kill_producer:
         running, published = kill_producer(settings)
         log.info("producer after SIGKILL: running again %.1f s, publishing %s", running,

@@ -510,3 +510,37 @@ def test_dashboard_in_a_browser(airflow_dashboard, chromium, tmp_path):
     sys.stdout.write(f"\ndashboard: all charts drawn {drawn_s:.2f} s after the click; screenshots in {shots}\n")
     assert sorted(p.name for p in shots.iterdir()) == sorted(
         ["airflow-nav.png", "market.png", "history.png", "forecast.png", "pipeline.png"])
+
+
+def test_latest_tick_beyond_the_recent_window(settings_env):
+    """The newest tick is looked for in the last minutes first; an older one (still today or
+    yesterday) is found by reading the two days whole, and the newest of those wins."""
+    from btc_platform.dashboard import data
+
+    settings = settings_env()
+    now = pd.Timestamp("2026-03-02 01:00", tz="UTC")
+    for age_s in (3 * 3600, 2 * 3600):  # the newer one in yesterday's partition too
+        td.raw_tick(settings, now, age_s=age_s)
+    tick = data.latest_tick(settings, td.SYMBOL, now)
+    assert tick["reason"] is None and tick["age_s"] == 2 * 3600.0
+    assert tick["event_time"] == "2026-03-01T23:00:00Z"
+
+    td.raw_tick(settings, now, age_s=30)  # inside the window
+    assert data.latest_tick(settings, td.SYMBOL, now)["age_s"] == 30.0
+
+
+def test_kafka_lag_is_reused_for_a_few_seconds(settings_env, monkeypatch):
+    from btc_platform.dashboard import data
+    from btc_platform.ops.supervisor import health
+
+    settings = settings_env()
+    asked = []
+    monkeypatch.setattr(health, "stream_offsets", lambda s: {0: 10})
+    monkeypatch.setattr(health, "stream_lag", lambda s: asked.append(1) or 7 * len(asked))
+    clock = [1000.0]
+    monkeypatch.setattr("time.monotonic", lambda: clock[0])
+    assert data.kafka_lag(settings) == {"messages": 7, "reason": None}
+    clock[0] += data.KAFKA_LAG_TTL_S / 2
+    assert data.kafka_lag(settings)["messages"] == 7 and len(asked) == 1  # Kafka not asked again
+    clock[0] += data.KAFKA_LAG_TTL_S
+    assert data.kafka_lag(settings)["messages"] == 14 and len(asked) == 2

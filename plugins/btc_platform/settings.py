@@ -276,9 +276,10 @@ class Settings(BaseSettings):
         "message_id of the last watermark delay).",
     )
     stream_driver_java_options: str = Field(
-        default="-XX:+UseParallelGC",
+        default="-XX:+UseParallelGC -XX:MaxNewSize=512m",
         description="Extra JVM options of the streaming job's driver (the throughput collector "
-        "measured faster than G1 here).",
+        "measured faster than G1 here; its young generation capped, else it grows to a third of "
+        "the heap and stays resident when the stream is idle).",
     )
     stream_fail_on_data_loss: bool = True
     stream_checkpoint_root: str = Field(

@@ -227,17 +227,28 @@ def market(settings: Settings, symbol: str, hours: float, now: datetime | None =
     }
 
 
+#: How far back :func:`latest_tick` looks first: raw_data's file statistics on ``event_time`` then
+#: leave every file but the newest few unread; only when that window is empty does it read the
+#: two days' partitions whole.
+LATEST_TICK_WINDOW = timedelta(minutes=10)
+
+
 def latest_tick(settings: Settings, symbol: str, now: datetime | None = None) -> dict:
     """The newest book ticker of ``symbol`` in raw_data (today's and yesterday's partitions only)."""
     now = now or utc_now()
     days = [(now.date() - timedelta(days=d)).isoformat() for d in (0, 1)]
-    got = read(
-        datasets.RAW_DATA, settings, required=("event_time",),
-        optional=("ingest_time", "bid_price", "ask_price", "mid_price", "spread", "spread_pct", "source"),
-        filters=[("date", "in", days), ("symbol", "=", symbol), ("message_type", "=", "book_ticker")],
-        order_by='"event_time" DESC', limit=1,
-        empty_reason=f"no book ticker of {symbol} in raw_data since {days[-1]}",
-    )
+    filters = [("date", "in", days), ("symbol", "=", symbol), ("message_type", "=", "book_ticker")]
+    for since in (_timestamp(now) - LATEST_TICK_WINDOW, None):
+        got = read(
+            datasets.RAW_DATA, settings, required=("event_time",),
+            optional=("ingest_time", "bid_price", "ask_price", "mid_price", "spread", "spread_pct", "source"),
+            filters=filters if since is None else [*filters, ("event_time", ">=", since)],
+            order_by='"event_time" DESC', limit=1,
+            empty_reason=f"no book ticker of {symbol} in raw_data since {days[-1]}",
+        )  # fmt: skip
+        if got.frame is not None and got.frame.empty and since is not None:
+            continue  # nothing that recent: the two days whole
+        break
     if got.empty:
         return {"reason": got.reason}
     row = got.frame.iloc[0]
@@ -558,17 +569,32 @@ def supervisor_events(settings: Settings, limit: int = 20) -> list[dict]:
     return supervisor.read_events(settings, limit)[::-1]
 
 
+#: Seconds a Kafka lag is reused by the answers that show it: asking Kafka for its end offsets
+#: opens a client each time (a tenth of a second or more), and the lag moves little in between.
+KAFKA_LAG_TTL_S = 5.0
+_kafka_lags: dict[tuple, tuple[float, dict]] = {}
+
+
 def kafka_lag(settings: Settings) -> dict:
-    """Messages in Kafka the stream has not read yet (asks Kafka only when the stream reported offsets)."""
+    """Messages in Kafka the stream has not read yet (asks Kafka only when the stream reported
+    offsets, at most once per :data:`KAFKA_LAG_TTL_S` per topic)."""
+    import time
+
     from btc_platform.ops.supervisor.health import stream_lag, stream_offsets
 
+    key = (settings.kafka_bootstrap_servers, settings.kafka_topic, str(settings.stream_status_path))
+    hit = _kafka_lags.get(key)
+    if hit is not None and time.monotonic() - hit[0] < KAFKA_LAG_TTL_S:
+        return hit[1]
     if stream_offsets(settings) is None:
         return {"messages": None, "reason": "the stream has not reported Kafka offsets yet"}
     try:
-        return {"messages": stream_lag(settings), "reason": None}
+        answer = {"messages": stream_lag(settings), "reason": None}
     except Exception as exc:  # noqa: BLE001 - Kafka down is a state to show, not a page error
         log.warning("dashboard: Kafka lag unknown: %s: %s", type(exc).__name__, exc)
         return {"messages": None, "reason": f"Kafka lag unknown: {type(exc).__name__}: {exc}"}
+    _kafka_lags[key] = (time.monotonic(), answer)
+    return answer
 
 
 def quarantine(settings: Settings, days: float, now: datetime) -> dict:

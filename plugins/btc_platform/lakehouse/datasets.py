@@ -164,6 +164,12 @@ def changed_condition(
     return " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in columns if c not in (*keys, *ignore))
 
 
+#: Table property of Delta's auto compaction (Delta OSS 3.1+): a write that leaves at least
+#: ``spark.databricks.delta.autoCompact.minNumFiles`` small files in a partition it touched is
+#: followed, in the writer's session, by a compaction of that partition (an OPTIMIZE commit).
+AUTO_COMPACT = "delta.autoOptimize.autoCompact"
+
+
 @dataclass(frozen=True)
 class Table:
     """Layout of one Delta table: its directory name under the storage root, partition columns,
@@ -178,7 +184,9 @@ class Table:
     properties: dict[str, str] = field(default_factory=dict)
 
 
-#: Every table of the platform, in the order the maintenance DAG visits them.
+#: Every table of the platform, in the order the maintenance DAG visits them. The tables Spark
+#: writes many times a day (the stream's every micro-batch, the hourly MERGEs) have auto
+#: compaction on; the daily OPTIMIZE then finds a few files per partition to compact.
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
@@ -186,17 +194,19 @@ TABLES: dict[str, Table] = {
               partition_by=("date",), keys=("message_id",), compact_by="date",
               # file statistics (data skipping) only on the columns reads filter by: statistics
               # of every column made the stream's appends measurably slower (docs/benchmarks.md)
-              properties={"delta.dataSkippingStatsColumns": "symbol,message_type,event_time,ingest_time"}),
+              properties={"delta.dataSkippingStatsColumns": "symbol,message_type,event_time,ingest_time",
+                          AUTO_COMPACT: "true"}),
         Table(QUARANTINE, "records that failed parsing or validation, raw bytes and reason",
-              keys=("quarantine_key",)),
+              keys=("quarantine_key",), properties={AUTO_COMPACT: "true"}),
         Table(MINUTE_METRICS, "one row per symbol and 1-minute event-time window",
               keys=("symbol", "window_start"),
               # consolidation finds minutes that arrived late through the change data feed
-              properties={"delta.enableChangeDataFeed": "true"}),
+              # (compaction commits change no data: the feed leaves them out)
+              properties={"delta.enableChangeDataFeed": "true", AUTO_COMPACT: "true"}),
         Table(HOURLY_METRICS, "one row per symbol and hour: consolidated stream hours and backfilled candles",
-              keys=("symbol", "hour_start")),
+              keys=("symbol", "hour_start"), properties={AUTO_COMPACT: "true"}),
         Table(DATA_QUALITY, "data-quality check results per symbol and hour",
-              keys=("symbol", "hour_start", "check")),
+              keys=("symbol", "hour_start", "check"), properties={AUTO_COMPACT: "true"}),
         Table(PREDICTIONS, "backtest predictions of each model version", keys=("model_version",)),
         Table(FUTURE_PREDICTIONS, "served forecasts of the next hours"),
         Table(PREDICTION_METRICS, "evaluation metrics of each model version", keys=("model_version",)),
