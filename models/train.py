@@ -54,7 +54,7 @@ class Forecaster:
     def forecast(self, features: np.ndarray, close: np.ndarray, origins: np.ndarray) -> dict:
         """Price forecasts, the LSTM band and every baseline band for windows ending at ``origins``."""
         H = self.config.horizon
-        raw = fx.make_inputs(features, origins, self.config.lookback)
+        raw = fx.make_inputs(fx.select(features, self.config.features), origins, self.config.lookback)
         q = self.predict_quantiles(raw)
         log_ret = q[:, q.shape[1] // 2, :]
         last = close[origins]
@@ -64,7 +64,7 @@ class Forecaster:
             low, high = self.calibration.bounds(last, log_ret, window_volatility(raw))
         bands = {"lstm": (low, high)}
         for name, band in self.bands.items():
-            bands[name] = band.bounds(features[:, 0], close, origins, H)
+            bands[name] = band.bounds(features, close, origins, H)
         return {
             "last_close": last,
             "log_returns": log_ret,
@@ -79,17 +79,18 @@ def train(frame: pd.DataFrame, config, test_from: pd.Timestamp, threads: int = 2
     """Split, scale, fit, calibrate. Returns the forecaster, the split and training info."""
     split = fx.split_windows(frame, config, test_from)
     feats = fx.build_features(frame)
+    inputs = fx.select(feats, config.features)
     close = frame["close"].to_numpy(dtype=np.float64)
     L, H = config.lookback, config.horizon
 
-    x_fit_raw = fx.make_inputs(feats, split.fit, L)
-    x_val_raw = fx.make_inputs(feats, split.val, L)
+    x_fit_raw = fx.make_inputs(inputs, split.fit, L)
+    x_val_raw = fx.make_inputs(inputs, split.val, L)
     y_fit = fx.make_targets(close, split.fit, H)
     y_val = fx.make_targets(close, split.val, H)
     if not (np.isfinite(x_fit_raw).all() and np.isfinite(x_val_raw).all()):
         raise ValueError("non-finite feature values inside complete windows (bug: check the window builder)")
 
-    scaler = fx.Scaler.fit(fx.scaler_rows(feats, split, L), y_fit)
+    scaler = fx.Scaler.fit(fx.scaler_rows(inputs, split, L), y_fit)
 
     network.configure_runtime(threads, config.seed)
     y_fit_scaled = scaler.scale_targets(y_fit)
@@ -109,7 +110,7 @@ def train(frame: pd.DataFrame, config, test_from: pd.Timestamp, threads: int = 2
     val_q = provisional.predict_quantiles(x_val_raw)
     calibration = ConformalCalibration.fit(y_val, val_q[:, 0, :], val_q[:, -1, :], config.interval_level)
     train_origins = np.concatenate([split.fit, split.val])
-    baselines = bd.fit_baselines(feats[:, 0], close, train_origins, H, config.interval_level)
+    baselines = bd.fit_baselines(feats, close, train_origins, H, config.interval_level)
     forecaster = Forecaster(config, model, scaler, calibration, baselines)
     info = {
         **history,

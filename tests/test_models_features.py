@@ -27,7 +27,7 @@ from tests.models_testdata import (
 def test_feature_values_by_hand():
     frame = candles_from_close(np.array([100.0, 110.0, 99.0]), start=pd.Timestamp("2024-01-06T05:00Z"), wick=0.0)
     f = fx.build_features(frame)
-    assert f.shape == (3, 8)
+    assert f.shape == (3, len(fx.COLUMNS)) == (3, 9)
     assert np.isnan(f[0, 0])  # first return has no previous close: NaN, not 0
     assert f[1, 0] == pytest.approx(np.log(110 / 100))
     assert f[2, 0] == pytest.approx(np.log(99 / 110))
@@ -37,6 +37,8 @@ def test_feature_values_by_hand():
     assert f[0, 5] == pytest.approx(np.sin(2 * np.pi * 5 / 24))
     assert f[0, 6] == pytest.approx(np.cos(2 * np.pi * 5 / 24))
     assert list(f[:, 7]) == [1.0, 1.0, 1.0]  # 2024-01-06 is a Saturday
+    assert list(f[:, 8]) == [5.0, 5.0, 5.0]  # day_of_week, Monday = 0: not a network input by default
+    np.testing.assert_array_equal(fx.select(f, ModelConfig().features), f[:, :8])
 
 
 def test_window_tensor_shapes_and_targets():
@@ -45,7 +47,7 @@ def test_window_tensor_shapes_and_targets():
     wins = fx.window_origins(frame, cfg.lookback, cfg.horizon)
     assert len(wins) == 200 - cfg.lookback - cfg.horizon == wins.total_positions
     assert wins.skipped_gap == 0
-    feats = fx.build_features(frame)
+    feats = fx.select(fx.build_features(frame), cfg.features)
     x = fx.make_inputs(feats, wins.origins, cfg.lookback)
     y = fx.make_targets(frame["close"].to_numpy(), wins.origins, cfg.horizon)
     assert x.shape == (len(wins), 12, 8)
