@@ -7,9 +7,9 @@ Pure numpy, no I/O. Inputs are per-hour log ratios to the open: ``u = ln(H/O)``,
 * Garman–Klass (1980): ``0.5 (u - d)^2 - (2 ln 2 - 1) c^2``;
 * Rogers–Satchell (1991): ``u (u - c) + d (d - c)`` (unbiased under a drift).
 
-Seasonality: the mean of the variance in each hour-of-week cell (168 = weekday x hour, UTC) over
-the training rows, divided by the overall mean, shrunk towards 1 with ``shrink`` pseudo-rows
-(``SeasonalProfile``). Forecasts divide the hourly variance by its cell's factor, forecast that
+Seasonality: the median of the variance in each hour-of-week cell (168 = weekday x hour, UTC)
+over the training rows given, relative to the overall level (``SeasonalProfile``; the median
+because a few jump hours would dominate a cell's mean). Forecasts divide the hourly variance by its cell's factor, forecast that
 deseasonalised level, and multiply back by the factors of the hours ahead.
 
 HAR (Corsi 2009) on log variance: at origin t the regressors are the logs of the mean
@@ -75,23 +75,24 @@ class SeasonalProfile:
     factor: np.ndarray  # (168,), mean 1 over the training rows
 
     @classmethod
-    def fit(cls, variance: np.ndarray, hour_of_week: np.ndarray, shrink: float = 0.0) -> SeasonalProfile:
+    def fit(cls, variance: np.ndarray, hour_of_week: np.ndarray, statistic: str = "median") -> SeasonalProfile:
+        """Factor of each cell = its ``statistic`` (median: robust to the jumps of a few hours,
+        or mean) of the variance, scaled so that the factors average 1 over the rows given; a
+        cell without rows gets the overall level."""
         v = np.asarray(variance, dtype=np.float64)
         how = np.asarray(hour_of_week, dtype=np.int64)
         ok = np.isfinite(v)
         v, how = v[ok], how[ok]
         if len(v) == 0:
             raise ValueError("no finite variance to fit a seasonal profile on")
-        overall = v.mean()
-        total = np.bincount(how, weights=v, minlength=HOURS_PER_WEEK)
-        count = np.bincount(how, minlength=HOURS_PER_WEEK)
-        if not overall > 0:
-            raise ValueError("the variance is zero over all rows: no seasonal profile to fit")
-        # ``shrink`` pseudo-rows at the overall mean: a cell with few rows stays near 1; an empty cell is 1
-        denom = count + shrink
-        factor = np.ones(HOURS_PER_WEEK)
-        filled = denom > 0
-        factor[filled] = (total[filled] + shrink * overall) / denom[filled] / overall
+        if statistic not in ("median", "mean"):
+            raise ValueError(f"unknown seasonal statistic {statistic!r}: use median or mean")
+        agg = np.median if statistic == "median" else np.mean
+        level = agg(v)
+        if not level > 0:
+            raise ValueError(f"the {statistic} variance is zero: no seasonal profile to fit")
+        factor = np.array([agg(v[how == cell]) if np.any(how == cell) else level
+                           for cell in range(HOURS_PER_WEEK)]) / level
         return cls(factor / np.mean(factor[how]))
 
     @classmethod

@@ -72,8 +72,12 @@ def test_seasonal_profile_finds_a_busy_hour():
     assert np.mean(prof.at(how)) == pytest.approx(1.0)
     # sum of the factors of the next 2 hours after 13:00 on Monday: 14:00 and 15:00
     np.testing.assert_allclose(prof.ahead(np.array([13]), 2), [[prof.factor[14], prof.factor[14] + prof.factor[15]]])
-    shrunk = vo.SeasonalProfile.fit(v, how, shrink=1e9)
-    np.testing.assert_allclose(shrunk.factor, 1.0, atol=1e-6)  # all pseudo-rows: no seasonality left
+    jumpy = v.copy()
+    jumpy[14 * 24 + 13] = 1e6  # one jump hour at 13:00: the median ignores it, the mean does not
+    assert vo.SeasonalProfile.fit(jumpy, how).factor[13] == pytest.approx(prof.factor[13])
+    assert vo.SeasonalProfile.fit(jumpy, how, statistic="mean").factor[13] > 10 * prof.factor[13]
+    partial = vo.SeasonalProfile.fit(v[:24], how[:24])  # Monday only: other cells at the overall level
+    assert partial.factor[14] / partial.factor[30] == pytest.approx(4.0 / np.median(v[:24]))
 
 
 def test_har_is_the_least_squares_fit_of_log_future_variance_on_log_trailing_means():
