@@ -49,19 +49,35 @@ def block_starts(test_from: pd.Timestamp, end: pd.Timestamp, every_hours: int) -
     return starts
 
 
-def rolling_backtest(frame: pd.DataFrame, config, test_from: pd.Timestamp, every_hours: int, threads: int = 2) -> dict:
-    """Refit every ``every_hours`` over the test span; returns concatenated forecasts + per-refit info."""
+#: a later refit of the rolling backtest continues the previous network for at most this many epochs
+WARM_EPOCHS = 3
+
+
+def rolling_backtest(frame: pd.DataFrame, config, test_from: pd.Timestamp, every_hours: int, threads: int = 2,
+                     warm_epochs: int | None = WARM_EPOCHS) -> dict:
+    """Refit every ``every_hours`` over the test span; returns concatenated forecasts + per-refit info.
+
+    The first refit trains the network from scratch; each later one starts from the previous
+    network (same scaler) and trains at most ``warm_epochs`` epochs on the longer history
+    (``models.train.train``'s ``warm_start``); ``warm_epochs=None`` trains every refit from scratch.
+    Bands and calibration are refitted from scratch at every refit either way."""
     from models.train import backtest, train
 
     parts, refits = [], []
     started = time.perf_counter()
+    previous = None
     for number, start, _split, origins in _blocks(frame, config, test_from, every_hours):
-        forecaster, _split, info = train(frame, config, start, threads=threads)
+        if warm_epochs is None or previous is None:
+            forecaster, _split, info = train(frame, config, start, threads=threads)
+        else:
+            forecaster, _split, info = train(frame, config, start, threads=threads, warm_start=previous,
+                                             warm_epochs=warm_epochs)
+        previous = forecaster
         bt = backtest(forecaster, frame, origins)
         parts.append(bt)
         refits.append({"refit": number, "block_start": start.isoformat(), "windows": int(len(origins)),
                        "train_rows_end": info["train_rows_end"], "epochs_run": info["epochs_run"],
-                       "train_seconds": info["train_seconds"]})
+                       "train_seconds": info["train_seconds"], "warm_start": info["warm_start"]})
         log.info("refit %d at %s: %d windows, trained %.1f s", number, start, len(origins), info["train_seconds"])
     if not parts:
         raise ValueError(f"no complete test window from {test_from.isoformat()}")

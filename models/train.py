@@ -75,8 +75,14 @@ class Forecaster:
         }
 
 
-def train(frame: pd.DataFrame, config, test_from: pd.Timestamp, threads: int = 2) -> tuple[Forecaster, fx.Split, dict]:
-    """Split, scale, fit, calibrate. Returns the forecaster, the split and training info."""
+def train(frame: pd.DataFrame, config, test_from: pd.Timestamp, threads: int = 2,
+          warm_start: Forecaster | None = None, warm_epochs: int = 3) -> tuple[Forecaster, fx.Split, dict]:
+    """Split, scale, fit, calibrate. Returns the forecaster, the split and training info.
+
+    ``warm_start`` (a forecaster trained on an earlier, shorter history with the same config):
+    its scaler is kept and its network's weights are the start, trained at most ``warm_epochs``
+    more epochs (patience 1) on the new fit windows: what a rolling backtest's later refits do
+    instead of training from scratch. The calibration and the bands are fitted anew either way."""
     split = fx.split_windows(frame, config, test_from)
     feats = fx.build_features(frame)
     inputs = fx.select(feats, config.features)
@@ -90,15 +96,21 @@ def train(frame: pd.DataFrame, config, test_from: pd.Timestamp, threads: int = 2
     if not (np.isfinite(x_fit_raw).all() and np.isfinite(x_val_raw).all()):
         raise ValueError("non-finite feature values inside complete windows (bug: check the window builder)")
 
-    scaler = fx.Scaler.fit(fx.scaler_rows(inputs, split, L), y_fit)
-
     network.configure_runtime(threads, config.seed)
-    y_fit_scaled = scaler.scale_targets(y_fit)
-    model = network.build_model(config, np.quantile(y_fit_scaled, config.quantiles, axis=0))
+    if warm_start is None:
+        scaler = fx.Scaler.fit(fx.scaler_rows(inputs, split, L), y_fit)
+        y_fit_scaled = scaler.scale_targets(y_fit)
+        model = network.build_model(config, np.quantile(y_fit_scaled, config.quantiles, axis=0))
+        fit_config = config
+    else:
+        scaler = warm_start.scaler
+        y_fit_scaled = scaler.scale_targets(y_fit)
+        model = network.copy_model(warm_start.model, config)
+        fit_config = config.replace(epochs=min(warm_epochs, config.epochs), patience=1)
     started = time.perf_counter()
     history = network.fit_model(
         model,
-        config,
+        fit_config,
         scaler.transform(x_fit_raw),
         y_fit_scaled,
         scaler.transform(x_val_raw),
@@ -118,6 +130,7 @@ def train(frame: pd.DataFrame, config, test_from: pd.Timestamp, threads: int = 2
         "split": split.summary(frame),
         "data_start": frame["hour_start"].iloc[0].isoformat(),
         "train_rows_end": frame["hour_start"].iloc[split.val[-1] + H].isoformat(),
+        "warm_start": warm_start is not None,
     }
     log.info(
         "trained in %.1f s: %d epochs (best %d, val_loss %.4f; persistence on validation %.4f)",
