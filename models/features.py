@@ -56,7 +56,9 @@ FEATURES = (
 
 #: columns after ``FEATURES`` in the matrix of ``build_features``: not network inputs by default,
 #: read by the band models (``models.bands``) that need the weekday of the hours ahead
-EXTRA_COLUMNS = ("day_of_week",)
+EXTRA_COLUMNS = ("day_of_week", "log_var_day", "log_var_week", "log_var_month", "log_volume_ratio")
+#: optional network inputs: the longer volatility components of the ``har`` band and relative volume
+VOLATILITY_FEATURES = ("log_var_day", "log_var_week", "log_var_month", "log_volume_ratio")
 COLUMNS = (*FEATURES, *EXTRA_COLUMNS)
 
 
@@ -83,9 +85,25 @@ def build_features(frame: pd.DataFrame) -> np.ndarray:
             np.cos(2 * np.pi * hours / 24.0),
             (weekday >= 5).astype(np.float64),
             weekday.astype(np.float64),
+            *_volatility_columns(o, h, lo, c, ret, frame["volume"].to_numpy(dtype=np.float64)),
         ]
     )
     return feats
+
+
+def _volatility_columns(o, h, lo, c, ret, volume) -> list[np.ndarray]:
+    """log of the trailing means (24, 168, 720 rows) of the hourly variance proxy (mean of
+    Garman-Klass and the squared return) and log(1 + volume) relative to its 720-row mean
+    (NaN where the volume is unknown: such windows cannot feed a network that reads it)."""
+    from models.volatility import range_variance, trailing_mean
+
+    gk = range_variance(np.log(h / o), np.log(lo / o), np.log(c / o), "garman_klass")
+    proxy = np.where(np.isfinite(ret), 0.5 * (gk + ret**2), gk)
+    tiny = 1e-12  # a flat stretch has zero range: its log stays finite
+    cols = [np.log(trailing_mean(proxy, n) + tiny) for n in (24, 168, 720)]
+    lv = np.log1p(volume)
+    cols.append(lv - np.log1p(trailing_mean(volume, 720)) if len(lv) else lv)
+    return cols
 
 
 def select(features: np.ndarray, names) -> np.ndarray:
