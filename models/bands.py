@@ -13,7 +13,15 @@ windows only, so fat tails are calibrated without a Gaussian assumption):
 * ``ewma``: RiskMetrics, sigma^2_{t+1} = lambda sigma^2_t + (1 - lambda) r_t^2 (lambda 0.94),
   s_k = sigma_{t+1} sqrt(k);
 * ``garch``: GARCH(1,1) fitted with ``arch`` on the training hourly returns (zero mean), s_k^2 =
-  sum_{j=1..k} E[sigma^2_{t+j}] with the usual mean-reverting recursion.
+  sum_{j=1..k} E[sigma^2_{t+j}] with the usual mean-reverting recursion;
+* ``har``: range-based HAR (``models.volatility``): the hourly variance proxy is the mean of the
+  Garman–Klass estimate and the squared close-to-close return (Garman–Klass alone after a gap),
+  divided by its hour-of-week factor fitted on the last ``HAR_SEASON_ROWS`` training hours; a
+  least-squares HAR on log variance (last hour, day, week, month) per step, times the seasonal
+  factors of the hours ahead.
+
+The ``har`` band needs the whole ``models.features.build_features`` matrix (high, low, open and
+the weekday); the others read its returns column, or take a 1-D array of returns.
 
 A return across a gap in the hours is unknown (NaN): the variance recursions carry the previous
 value over it (r^2 replaced by its expectation), nothing is invented.
@@ -31,10 +39,33 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.volatility import HarModel, SeasonalProfile
+
 log = logging.getLogger(__name__)
 
 RISKMETRICS_LAMBDA = 0.94
-BASELINES = ("constant", "ewma", "garch")
+BASELINES = ("constant", "ewma", "garch", "har")
+#: hours (the latest of the training period) the hour-of-week profile of the ``har`` band is fitted on
+HAR_SEASON_ROWS = 365 * 24
+
+
+def _returns(series: np.ndarray) -> np.ndarray:
+    """Hourly log returns from a 1-D returns array or a ``build_features`` matrix."""
+    series = np.asarray(series, dtype=np.float64)
+    return series if series.ndim == 1 else series[:, 0]
+
+
+def har_variance_proxy(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hourly variance proxy of the ``har`` band and the hour of week, from a features matrix."""
+    from models.features import ohlc_log_ratios
+    from models.volatility import range_variance
+
+    if np.ndim(features) != 2:
+        raise ValueError("the har band needs the build_features matrix (OHLC and weekday), not returns only")
+    x = ohlc_log_ratios(np.asarray(features, dtype=np.float64))
+    gk = range_variance(x["u"], x["d"], x["c"], "garman_klass")
+    r2 = x["r"] ** 2
+    return np.where(np.isfinite(r2), 0.5 * (gk + r2), gk), x["hour_of_week"]
 
 
 def ewma_variance(returns: np.ndarray, lam: float = RISKMETRICS_LAMBDA, init: float | None = None) -> np.ndarray:
@@ -126,10 +157,19 @@ class BandModel:
     garch: GarchParams | None = None
     lam: float = RISKMETRICS_LAMBDA
     extra: dict = field(default_factory=dict)
+    har: HarModel | None = None
+    season: SeasonalProfile | None = None
 
-    def scale(self, returns: np.ndarray, origins: np.ndarray, horizon: int) -> np.ndarray:
-        """(n, horizon) volatility of the k-step return at each origin (data up to the origin only)."""
+    def scale(self, series: np.ndarray, origins: np.ndarray, horizon: int) -> np.ndarray:
+        """(n, horizon) volatility of the k-step return at each origin (data up to the origin only);
+        ``series``: a ``build_features`` matrix, or the hourly returns (not for ``har``)."""
         origins = np.asarray(origins, dtype=np.int64)
+        if self.name == "har":
+            proxy, how = har_variance_proxy(series)
+            deseasonalised = proxy / self.season.at(how)
+            log_var = self.har.predict_log(deseasonalised, origins)
+            return np.sqrt(np.exp(log_var) * self.season.ahead(how[origins], horizon))
+        returns = _returns(series)
         k = np.arange(1, horizon + 1)
         if self.name == "constant":
             return np.ones((len(origins), horizon))
@@ -161,13 +201,17 @@ class BandModel:
             "q_high": self.q_high.tolist(),
             "lam": self.lam,
             "garch": None if self.garch is None else vars(self.garch),
+            "har": None if self.har is None else self.har.to_dict(),
+            "season": None if self.season is None else self.season.factor.tolist(),
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> BandModel:
         garch = GarchParams(**data["garch"]) if data.get("garch") else None
+        har = HarModel.from_dict(data["har"]) if data.get("har") else None
+        season = SeasonalProfile(np.asarray(data["season"], dtype=np.float64)) if data.get("season") else None
         return cls(data["name"], float(data["level"]), np.asarray(data["q_low"]), np.asarray(data["q_high"]),
-                   garch=garch, lam=float(data.get("lam", RISKMETRICS_LAMBDA)))
+                   garch=garch, lam=float(data.get("lam", RISKMETRICS_LAMBDA)), har=har, season=season)
 
 
 def fit_band(
@@ -180,16 +224,22 @@ def fit_band(
     garch_returns_until: int | None = None,
 ) -> BandModel:
     """Fit ``name`` on the training windows ending at ``train_origins`` (their targets must lie in
-    the training period). The GARCH is fitted on the hourly returns of rows
+    the training period); ``returns``: a ``build_features`` matrix (or the hourly returns, except
+    for ``har``). The GARCH (and the seasonal profile of ``har``) is fitted on the rows
     ``<= garch_returns_until`` (default: the last training target row)."""
     train_origins = np.asarray(train_origins, dtype=np.int64)
     if len(train_origins) == 0:
         raise ValueError("no training windows to fit a band on")
     alpha = (1.0 - level) / 2.0
     model = BandModel(name, level, np.zeros(horizon), np.zeros(horizon))
+    end = int(train_origins[-1] + horizon if garch_returns_until is None else garch_returns_until)
     if name == "garch":
-        end = int(train_origins[-1] + horizon if garch_returns_until is None else garch_returns_until)
-        model.garch = fit_garch(np.asarray(returns)[: end + 1])
+        model.garch = fit_garch(_returns(returns)[: end + 1])
+    elif name == "har":
+        proxy, how = har_variance_proxy(returns)
+        recent = slice(max(0, end + 1 - HAR_SEASON_ROWS), end + 1)
+        model.season = SeasonalProfile.fit(proxy[recent], how[recent])
+        model.har = HarModel.fit(proxy / model.season.at(how), train_origins, horizon)
     steps = np.arange(1, horizon + 1)
     y = np.log(close[train_origins[:, None] + steps[None, :]] / close[train_origins][:, None])
     z = y / model.scale(returns, train_origins, horizon)
@@ -201,10 +251,13 @@ def fit_band(
 def fit_baselines(
     returns: np.ndarray, close: np.ndarray, train_origins: np.ndarray, horizon: int, level: float = 0.8
 ) -> dict[str, BandModel]:
-    """Every baseline fitted on the training windows. A GARCH whose fit fails (too few returns, no
-    convergence) is left out with a warning naming why; the other bands still serve."""
+    """Every baseline fitted on the training windows (``har`` only when given the features
+    matrix). A GARCH whose fit fails (too few returns, no convergence) is left out with a warning
+    naming why; the other bands still serve."""
     out = {}
     for name in BASELINES:
+        if name == "har" and np.ndim(returns) != 2:
+            continue
         try:
             out[name] = fit_band(name, returns, close, train_origins, horizon, level)
         except (RuntimeError, ValueError) as exc:

@@ -17,7 +17,8 @@ constant / EWMA / GARCH baselines of ``models.bands``): per step and overall ``b
 ``_width``, ``_winkler`` (interval score, USD), ``_pinball`` (USD) and
 ``band_<name>_winkler_skill_vs_<other>`` = 1 - IS_name / IS_other for every baseline other.
 
-``diebold_mariano`` tests whether two forecasts' losses differ beyond noise (HAC variance with
+Per step and overall, ``dm_p_model_better``: ``diebold_mariano`` of the model's squared errors
+against persistence's (per step k with k - 1 lags). ``diebold_mariano`` tests whether two forecasts' losses differ beyond noise (HAC variance with
 ``horizon - 1`` Newey-West lags, Harvey-Leybourne-Newbold small-sample correction, Student-t
 p-value); overlapping multi-step windows are autocorrelated, which is why the HAC variance is
 needed.
@@ -193,6 +194,12 @@ def evaluate_forecasts(
         total.update(band_total)
         total["band_best"] = choose_band(band_rows, band_total, list(bands), level)
     if "model" in forecasts and "persistence" in forecasts and n >= 2:
+        # per step k: squared errors of overlapping k-step forecasts, k - 1 Newey-West lags
+        for k, row in enumerate(rows):
+            dm_k = diebold_mariano((forecasts["model"][:, k] - actual[:, k]) ** 2,
+                                   (forecasts["persistence"][:, k] - actual[:, k]) ** 2, k + 1)
+            row["dm_statistic"] = _clean(dm_k["statistic"])
+            row["dm_p_model_better"] = _clean(dm_k["p_a_better"])
         # is the model's squared error per window (mean over steps) below persistence's beyond noise?
         dm = diebold_mariano(
             np.mean((forecasts["model"] - actual) ** 2, axis=1),
@@ -216,12 +223,13 @@ def format_table(result: dict, title: str = "") -> str:
         + " | " + " ".join(f"{'MAE ' + m[:7]:>12}" for m in methods)
         + " | " + " ".join(f"{'MAPE% ' + m[:5]:>11}" for m in methods)
         + " | " + " ".join(f"{'DirAcc ' + m[:5]:>12}" for m in methods)
-        + f" | {'skill':>7} | {'cover':>6}"
+        + f" | {'skill':>7} | {'DM p':>6} | {'cover':>6}"
     )
     lines = []
     if title:
         lines.append(title)
-    lines.append(f"windows: {result['n_windows']}  (skill = 1 - RMSE_model / RMSE_persistence; cover = share of actuals in the interval)")
+    lines.append(f"windows: {result['n_windows']}  (skill = 1 - RMSE_model / RMSE_persistence; DM p = one-sided "
+                 "Diebold-Mariano p-value of model better than persistence; cover = share of actuals in the interval)")
     lines.append(head)
     lines.append("-" * len(head))
     for row in [*result["per_horizon"], result["overall"]]:
@@ -231,6 +239,7 @@ def format_table(result: dict, title: str = "") -> str:
         cells.append(" ".join(f"{_fmt(row.get(f'{m}_mape'), 3):>11}" for m in methods))
         cells.append(" ".join(f"{_fmt(row.get(f'{m}_directional_accuracy'), 3):>12}" for m in methods))
         cells.append(f"{_fmt(row.get('model_skill'), 4):>7}")
+        cells.append(f"{_fmt(row.get('dm_p_model_better'), 3):>6}")
         cells.append(f"{_fmt(row.get('interval_coverage'), 3):>6}")
         if row["horizon"] == "all":
             lines.append("-" * len(head))

@@ -54,8 +54,18 @@ FEATURES = (
 )
 
 
+#: columns after ``FEATURES`` in the matrix of ``build_features``: not network inputs by default,
+#: read by the band models (``models.bands``) that need the weekday of the hours ahead
+EXTRA_COLUMNS = ("day_of_week", "log_var_day", "log_var_week", "log_var_month", "log_volume_ratio")
+#: optional network inputs: the longer volatility components of the ``har`` band and relative volume
+VOLATILITY_FEATURES = ("log_var_day", "log_var_week", "log_var_month", "log_volume_ratio")
+COLUMNS = (*FEATURES, *EXTRA_COLUMNS)
+
+
 def build_features(frame: pd.DataFrame) -> np.ndarray:
-    """(n_rows, 8) float64 feature matrix; row 0 of each contiguous segment has a NaN return."""
+    """(n_rows, len(COLUMNS)) float64 matrix; row 0 of each contiguous segment has a NaN return.
+
+    A network reads the columns named in its config (``select``); ``FEATURES`` by default."""
     o, h, lo, c = (frame[k].to_numpy(dtype=np.float64) for k in ("open", "high", "low", "close"))
     seg = segment_ids(frame["hour_start"])
     ret = np.full(len(c), np.nan)
@@ -74,9 +84,50 @@ def build_features(frame: pd.DataFrame) -> np.ndarray:
             np.sin(2 * np.pi * hours / 24.0),
             np.cos(2 * np.pi * hours / 24.0),
             (weekday >= 5).astype(np.float64),
+            weekday.astype(np.float64),
+            *_volatility_columns(o, h, lo, c, ret, frame["volume"].to_numpy(dtype=np.float64)),
         ]
     )
     return feats
+
+
+def _volatility_columns(o, h, lo, c, ret, volume) -> list[np.ndarray]:
+    """log of the trailing means (24, 168, 720 rows) of the hourly variance proxy (mean of
+    Garman-Klass and the squared return) and log(1 + volume) relative to its 720-row mean
+    (NaN where the volume is unknown: such windows cannot feed a network that reads it)."""
+    from models.volatility import range_variance, trailing_mean
+
+    gk = range_variance(np.log(h / o), np.log(lo / o), np.log(c / o), "garman_klass")
+    proxy = np.where(np.isfinite(ret), 0.5 * (gk + ret**2), gk)
+    tiny = 1e-12  # a flat stretch has zero range: its log stays finite
+    cols = [np.log(trailing_mean(proxy, n) + tiny) for n in (24, 168, 720)]
+    lv = np.log1p(volume)
+    cols.append(lv - np.log1p(trailing_mean(volume, 720)) if len(lv) else lv)
+    return cols
+
+
+def select(features: np.ndarray, names) -> np.ndarray:
+    """The columns ``names`` (of ``COLUMNS``) of a ``build_features`` matrix, in that order."""
+    unknown = [n for n in names if n not in COLUMNS]
+    if unknown:
+        raise ValueError(f"unknown feature column(s) {unknown}: known are {', '.join(COLUMNS)}")
+    return features[:, [COLUMNS.index(n) for n in names]]
+
+
+def ohlc_log_ratios(features: np.ndarray) -> dict[str, np.ndarray]:
+    """Per hour, from a ``build_features`` matrix: ``u = ln(H/O)``, ``d = ln(L/O)``, ``c = ln(C/O)``,
+    the close-to-close log return ``r`` (NaN after a gap) and the UTC ``hour_of_week``
+    (weekday * 24 + hour), what the range-based band (``models.bands``) needs."""
+    col = {name: features[:, i] for i, name in enumerate(COLUMNS)}
+    c = col["log_body"]
+    hour = np.rint(np.arctan2(col["hour_sin"], col["hour_cos"]) * 24.0 / (2.0 * np.pi)).astype(np.int64) % 24
+    return {
+        "u": col["upper_wick"] + np.maximum(c, 0.0),
+        "d": np.minimum(c, 0.0) - col["lower_wick"],
+        "c": c,
+        "r": col["log_return"],
+        "hour_of_week": col["day_of_week"].astype(np.int64) * 24 + hour,
+    }
 
 
 @dataclass

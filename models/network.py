@@ -82,6 +82,13 @@ def build_model(config, target_quantiles=None):
     return model
 
 
+def copy_model(model, config):
+    """A compiled copy of ``model`` with its weights (a warm start that leaves the original as is)."""
+    copy = build_model(config)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def fit_model(model, config, x_fit, y_fit, x_val, y_val) -> dict:
     """Train with EarlyStopping on the validation slice (best weights restored); returns history."""
     import keras

@@ -54,7 +54,7 @@ class Forecaster:
     def forecast(self, features: np.ndarray, close: np.ndarray, origins: np.ndarray) -> dict:
         """Price forecasts, the LSTM band and every baseline band for windows ending at ``origins``."""
         H = self.config.horizon
-        raw = fx.make_inputs(features, origins, self.config.lookback)
+        raw = fx.make_inputs(fx.select(features, self.config.features), origins, self.config.lookback)
         q = self.predict_quantiles(raw)
         log_ret = q[:, q.shape[1] // 2, :]
         last = close[origins]
@@ -64,7 +64,7 @@ class Forecaster:
             low, high = self.calibration.bounds(last, log_ret, window_volatility(raw))
         bands = {"lstm": (low, high)}
         for name, band in self.bands.items():
-            bands[name] = band.bounds(features[:, 0], close, origins, H)
+            bands[name] = band.bounds(features, close, origins, H)
         return {
             "last_close": last,
             "log_returns": log_ret,
@@ -75,29 +75,42 @@ class Forecaster:
         }
 
 
-def train(frame: pd.DataFrame, config, test_from: pd.Timestamp, threads: int = 2) -> tuple[Forecaster, fx.Split, dict]:
-    """Split, scale, fit, calibrate. Returns the forecaster, the split and training info."""
+def train(frame: pd.DataFrame, config, test_from: pd.Timestamp, threads: int = 2,
+          warm_start: Forecaster | None = None, warm_epochs: int = 3) -> tuple[Forecaster, fx.Split, dict]:
+    """Split, scale, fit, calibrate. Returns the forecaster, the split and training info.
+
+    ``warm_start`` (a forecaster trained on an earlier, shorter history with the same config):
+    its scaler is kept and its network's weights are the start, trained at most ``warm_epochs``
+    more epochs (patience 1) on the new fit windows: what a rolling backtest's later refits do
+    instead of training from scratch. The calibration and the bands are fitted anew either way."""
     split = fx.split_windows(frame, config, test_from)
     feats = fx.build_features(frame)
+    inputs = fx.select(feats, config.features)
     close = frame["close"].to_numpy(dtype=np.float64)
     L, H = config.lookback, config.horizon
 
-    x_fit_raw = fx.make_inputs(feats, split.fit, L)
-    x_val_raw = fx.make_inputs(feats, split.val, L)
+    x_fit_raw = fx.make_inputs(inputs, split.fit, L)
+    x_val_raw = fx.make_inputs(inputs, split.val, L)
     y_fit = fx.make_targets(close, split.fit, H)
     y_val = fx.make_targets(close, split.val, H)
     if not (np.isfinite(x_fit_raw).all() and np.isfinite(x_val_raw).all()):
         raise ValueError("non-finite feature values inside complete windows (bug: check the window builder)")
 
-    scaler = fx.Scaler.fit(fx.scaler_rows(feats, split, L), y_fit)
-
     network.configure_runtime(threads, config.seed)
-    y_fit_scaled = scaler.scale_targets(y_fit)
-    model = network.build_model(config, np.quantile(y_fit_scaled, config.quantiles, axis=0))
+    if warm_start is None:
+        scaler = fx.Scaler.fit(fx.scaler_rows(inputs, split, L), y_fit)
+        y_fit_scaled = scaler.scale_targets(y_fit)
+        model = network.build_model(config, np.quantile(y_fit_scaled, config.quantiles, axis=0))
+        fit_config = config
+    else:
+        scaler = warm_start.scaler
+        y_fit_scaled = scaler.scale_targets(y_fit)
+        model = network.copy_model(warm_start.model, config)
+        fit_config = config.replace(epochs=min(warm_epochs, config.epochs), patience=1)
     started = time.perf_counter()
     history = network.fit_model(
         model,
-        config,
+        fit_config,
         scaler.transform(x_fit_raw),
         y_fit_scaled,
         scaler.transform(x_val_raw),
@@ -109,7 +122,7 @@ def train(frame: pd.DataFrame, config, test_from: pd.Timestamp, threads: int = 2
     val_q = provisional.predict_quantiles(x_val_raw)
     calibration = ConformalCalibration.fit(y_val, val_q[:, 0, :], val_q[:, -1, :], config.interval_level)
     train_origins = np.concatenate([split.fit, split.val])
-    baselines = bd.fit_baselines(feats[:, 0], close, train_origins, H, config.interval_level)
+    baselines = bd.fit_baselines(feats, close, train_origins, H, config.interval_level)
     forecaster = Forecaster(config, model, scaler, calibration, baselines)
     info = {
         **history,
@@ -117,6 +130,7 @@ def train(frame: pd.DataFrame, config, test_from: pd.Timestamp, threads: int = 2
         "split": split.summary(frame),
         "data_start": frame["hour_start"].iloc[0].isoformat(),
         "train_rows_end": frame["hour_start"].iloc[split.val[-1] + H].isoformat(),
+        "warm_start": warm_start is not None,
     }
     log.info(
         "trained in %.1f s: %d epochs (best %d, val_loss %.4f; persistence on validation %.4f)",

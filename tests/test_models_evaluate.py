@@ -121,3 +121,22 @@ def test_promotion_rule(kwargs, status, forced, reason_part):
     got_status, reason, got_forced = promotion_rule(**kwargs)
     assert (got_status, got_forced) == (status, forced)
     assert reason_part in reason
+
+
+def test_diebold_mariano_per_horizon():
+    """A model far better than persistence at step 1 and no different at step 2: the per-step
+    one-sided p-values say so separately, and the table shows them."""
+    import numpy as np
+
+    from models.evaluate import evaluate_forecasts, format_table
+
+    rng = np.random.default_rng(0)
+    n = 400
+    last = np.full(n, 100.0)
+    actual = 100.0 + rng.standard_normal((n, 2))
+    model = np.column_stack([actual[:, 0] + 0.1 * rng.standard_normal(n), np.full(n, 100.0)])
+    result = evaluate_forecasts(actual, last, {"model": model, "persistence": np.full((n, 2), 100.0)})
+    h1, h2 = result["per_horizon"]
+    assert h1["dm_p_model_better"] < 1e-6
+    assert h2["dm_statistic"] == 0.0 and h2["dm_p_model_better"] == pytest.approx(0.5)  # identical losses
+    assert "DM p" in format_table(result)

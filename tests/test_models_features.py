@@ -27,7 +27,7 @@ from models.data import (
 def test_feature_values_by_hand():
     frame = candles_from_close(np.array([100.0, 110.0, 99.0]), start=pd.Timestamp("2024-01-06T05:00Z"), wick=0.0)
     f = fx.build_features(frame)
-    assert f.shape == (3, 8)
+    assert f.shape == (3, len(fx.COLUMNS)) == (3, 13)
     assert np.isnan(f[0, 0])  # first return has no previous close: NaN, not 0
     assert f[1, 0] == pytest.approx(np.log(110 / 100))
     assert f[2, 0] == pytest.approx(np.log(99 / 110))
@@ -37,6 +37,14 @@ def test_feature_values_by_hand():
     assert f[0, 5] == pytest.approx(np.sin(2 * np.pi * 5 / 24))
     assert f[0, 6] == pytest.approx(np.cos(2 * np.pi * 5 / 24))
     assert list(f[:, 7]) == [1.0, 1.0, 1.0]  # 2024-01-06 is a Saturday
+    assert list(f[:, 8]) == [5.0, 5.0, 5.0]  # day_of_week, Monday = 0: not a network input by default
+    np.testing.assert_array_equal(fx.select(f, ModelConfig().features), f[:, :8])
+    # GK of hour 1 (open 100, high = close = 110, low = open): 0.5 ln(1.1)^2 - 0.386 ln(1.1)^2; r = ln(1.1)
+    gk1 = (0.5 - (2 * np.log(2) - 1)) * np.log(1.1) ** 2
+    proxy1 = 0.5 * (gk1 + np.log(1.1) ** 2)
+    proxy0 = 0.0  # first hour: open = close = high = low (no return: GK alone)
+    assert f[1, 9] == pytest.approx(np.log((proxy0 + proxy1) / 2 + 1e-12))  # log_var_day over 2 rows
+    np.testing.assert_allclose(f[:, 12], 0.0, atol=1e-12)  # constant volume: ratio log 1
 
 
 def test_window_tensor_shapes_and_targets():
@@ -45,7 +53,7 @@ def test_window_tensor_shapes_and_targets():
     wins = fx.window_origins(frame, cfg.lookback, cfg.horizon)
     assert len(wins) == 200 - cfg.lookback - cfg.horizon == wins.total_positions
     assert wins.skipped_gap == 0
-    feats = fx.build_features(frame)
+    feats = fx.select(fx.build_features(frame), cfg.features)
     x = fx.make_inputs(feats, wins.origins, cfg.lookback)
     y = fx.make_targets(frame["close"].to_numpy(), wins.origins, cfg.horizon)
     assert x.shape == (len(wins), 12, 8)
@@ -155,7 +163,7 @@ def test_csv_and_hourly_metrics_load_the_same_series(tmp_path):
     pd.testing.assert_series_equal(from_csv["hour_start"], from_hm["hour_start"])
     np.testing.assert_allclose(from_csv["close"], from_hm["close"])
     assert from_hm["volume"].isna().sum() == 18  # stream hours keep their null volume
-    f = fx.build_features(from_hm)
+    f = fx.select(fx.build_features(from_hm), fx.FEATURES)  # the default network inputs
     assert np.isfinite(f[1:30]).all() and np.isfinite(f[31:]).all()  # features exist for both sources
 
 
