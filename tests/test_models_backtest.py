@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from btc_platform.testing.models_testdata import candles_from_close, random_walk_close
 from models.backtest import band_backtest, rolling_backtest
 from models.config import ModelConfig
-from btc_platform.testing.models_testdata import candles_from_close, random_walk_close
 
 
 def test_later_refits_continue_the_previous_network_and_band_backtest_matches():
