@@ -89,12 +89,16 @@ def copy_model(model, config):
     return copy
 
 
-def fit_model(model, config, x_fit, y_fit, x_val, y_val) -> dict:
-    """Train with EarlyStopping on the validation slice (best weights restored); returns history."""
+def fit_model(model, config, x_fit, y_fit, x_val, y_val, keep_start: bool = False) -> dict:
+    """Train with EarlyStopping on the validation slice (best weights restored); returns history.
+
+    ``keep_start`` (a warm start): when no epoch beats the starting weights on the validation
+    slice, the starting weights are kept (``best_epoch`` 0) instead of the best epoch's."""
     import keras
 
     # the initial head is a constant band around "no change": its validation loss is the bar
     initial_val_loss = float(model.evaluate(x_val, y_val, batch_size=config.batch_size, verbose=0))
+    start_weights = model.get_weights() if keep_start else None
     stop = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=config.patience, restore_best_weights=True, verbose=0
     )
@@ -110,10 +114,14 @@ def fit_model(model, config, x_fit, y_fit, x_val, y_val) -> dict:
     )
     losses = history.history
     best = int(min(range(len(losses["val_loss"])), key=losses["val_loss"].__getitem__))
+    best_val_loss = float(losses["val_loss"][best])
+    if start_weights is not None and best_val_loss >= initial_val_loss:
+        model.set_weights(start_weights)
+        best, best_val_loss = -1, initial_val_loss
     return {
         "epochs_run": len(losses["loss"]),
         "best_epoch": best + 1,
-        "best_val_loss": float(losses["val_loss"][best]),
+        "best_val_loss": best_val_loss,
         "persistence_val_loss": initial_val_loss,
         "val_losses": [round(float(v), 5) for v in losses["val_loss"]],
         "final_loss": float(losses["loss"][-1]),

@@ -81,8 +81,8 @@ def train(frame: pd.DataFrame, config, test_from: pd.Timestamp, threads: int = 2
 
     ``warm_start`` (a forecaster trained on an earlier, shorter history with the same config):
     its scaler is kept and its network's weights are the start, trained at most ``warm_epochs``
-    more epochs (patience 1) on the new fit windows: what a rolling backtest's later refits do
-    instead of training from scratch. The calibration and the bands are fitted anew either way."""
+    more epochs (patience 1) on the new fit windows, and kept as they are when no epoch improves
+    the validation loss: what a rolling backtest's later refits do instead of training from scratch. The calibration and the bands are fitted anew either way."""
     split = fx.split_windows(frame, config, test_from)
     feats = fx.build_features(frame)
     inputs = fx.select(feats, config.features)
@@ -115,6 +115,7 @@ def train(frame: pd.DataFrame, config, test_from: pd.Timestamp, threads: int = 2
         y_fit_scaled,
         scaler.transform(x_val_raw),
         scaler.scale_targets(y_val),
+        keep_start=warm_start is not None,
     )
     train_seconds = time.perf_counter() - started
 

@@ -26,3 +26,22 @@ def test_later_refits_continue_the_previous_network_and_band_backtest_matches():
         np.testing.assert_allclose(high, full["bands"][name][1])
     cold = rolling_backtest(frame, cfg, test_from, 40, threads=1, warm_epochs=None)
     assert [r["warm_start"] for r in cold["refits"]] == [False, False, False]
+
+
+def test_a_warm_start_keeps_its_weights_when_no_epoch_beats_them():
+    """A learning rate that wrecks the network: cold, the best (bad) epoch is kept; warm, the
+    starting weights are, and the validation loss reported is theirs."""
+    from models import network
+
+    rng = np.random.default_rng(1)
+    cfg = ModelConfig(epochs=2, patience=1, lstm_units=(4, 4), lookback=4, horizon=3, learning_rate=50.0)
+    x, y = rng.standard_normal((300, 4, 8)).astype("float32"), rng.standard_normal((300, 3)).astype("float32")
+    network.configure_runtime(1, cfg.seed)
+    model = network.build_model(cfg, np.quantile(y, cfg.quantiles, axis=0))
+    start = [w.copy() for w in model.get_weights()]
+    warm = network.fit_model(model, cfg, x[:200], y[:200], x[200:], y[200:], keep_start=True)
+    assert warm["best_epoch"] == 0 and warm["best_val_loss"] == warm["persistence_val_loss"]
+    for kept, original in zip(model.get_weights(), start, strict=True):
+        np.testing.assert_array_equal(kept, original)
+    cold = network.fit_model(model, cfg, x[:200], y[:200], x[200:], y[200:])
+    assert cold["best_epoch"] >= 1 and cold["best_val_loss"] > cold["persistence_val_loss"]
