@@ -73,13 +73,13 @@ class AirflowApi:
             time.sleep(5)
         raise AssertionError(f"{dag_id} run {run_id} not finished after {timeout_s:.0f} s")
 
-    def task_log(self, dag_id: str, run_id: str, task_id: str) -> str:
-        tries = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}").json()["try_number"]
-        body = self.get(
-            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{tries}",
-            params={"full_content": "true"},
-            headers={"Accept": "application/json"},
-        ).json()
+    def task_log(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:
+        """The task's log; ``map_index`` >= 0 for one instance of a mapped task (the retrain's
+        ``forecast.*`` tasks, one per symbol)."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
+        tries = self.get(path + (f"/{map_index}" if map_index >= 0 else "")).json()["try_number"]
+        params = {"full_content": "true"} | ({"map_index": map_index} if map_index >= 0 else {})
+        body = self.get(f"{path}/logs/{tries}", params=params, headers={"Accept": "application/json"}).json()
         content = body.get("content")
         if isinstance(content, list):  # structured log events
             return "\n".join(
@@ -90,7 +90,8 @@ class AirflowApi:
     def failure_logs(self, dag_id: str, run_id: str) -> str:
         tis = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances").json()["task_instances"]
         return "\n".join(
-            f"--- {ti['task_id']} ({ti['state']})\n{self.task_log(dag_id, run_id, ti['task_id'])[-4000:]}"
+            f"--- {ti['task_id']} ({ti['state']})\n"
+            f"{self.task_log(dag_id, run_id, ti['task_id'], ti.get('map_index', -1))[-4000:]}"
             for ti in tis
             if ti["state"] not in ("success", None)
         )
@@ -180,11 +181,11 @@ def test_platform_end_to_end(kafka_service, tmp_path):
         assert state == "success", api.failure_logs("btc_retrain", run)
 
         # 3. the metrics table and the promotion decision are in the task logs
-        evaluate_log = api.task_log("btc_retrain", run, "evaluate")
+        evaluate_log = api.task_log("btc_retrain", run, "forecast.evaluate", map_index=0)
         assert "vs baselines" in evaluate_log, evaluate_log[-3000:]
         for row in ("persistence", "drift"):
             assert row in evaluate_log, evaluate_log[-3000:]
-        decision_log = api.task_log("btc_retrain", run, "promote_or_keep")
+        decision_log = api.task_log("btc_retrain", run, "forecast.promote_or_keep", map_index=0)
         assert "promotion decision for" in decision_log and "promoted" in decision_log
 
         # 4. minute metrics written by the supervised stream
