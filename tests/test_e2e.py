@@ -18,12 +18,14 @@ btc_platform.ops.services exactly like ``make run``), simulate source, everythin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 
 from btc_platform.testing.polling import wait_until
@@ -214,7 +216,12 @@ def test_platform_end_to_end(kafka_service, tmp_path):
 
         # 5. every socket the running platform listens on is on 127.0.0.1: Airflow's components,
         # the supervised producer and stream with their Spark driver, the Kafka broker
-        pids = base.marked_processes(settings) + base.marked_processes(kafka_service.settings)
+        # with their descendants: Airflow's API server and workers retitle themselves and lose the marker
+        marked = base.marked_processes(settings) + base.marked_processes(kafka_service.settings)
+        pids = set(marked)
+        for pid in marked:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                pids |= {child.pid for child in psutil.Process(pid).children(recursive=True)}
         sockets = listening_sockets(pids)
         assert ("127.0.0.1", port) in {(address, p) for address, p, _ in sockets}, sockets
         assert [s for s in sockets if s[0] != "127.0.0.1"] == []
