@@ -10,6 +10,15 @@ checkpoint) and ``txnVersion`` = the batch id, and Delta itself skips a version 
 committed for that app id. A batch replayed after a crash therefore lands once in every table,
 including when the crash came between the two tables' commits. An output with ``only_if``
 (quarantine) commits nothing for a batch that holds none of its rows.
+
+An output with ``unique_key`` (raw_data: ``message_id``) never holds a key twice, whatever the
+delay between two copies of a message: the batch's rows are deduplicated on the key and those
+whose key the table already holds are left out (``stream_transforms.absent_rows``; the lookup
+reads only the files whose statistics overlap the batch's ``id_time`` ranges). The append is
+blind and the stream is the table's only inserter (compaction rewrites files without changing
+rows), so a lookup in the snapshot before the append is as good as a MERGE, without a MERGE's
+conflicts with a concurrent OPTIMIZE. The counts of each batch (rows stored, copies left out)
+go to :class:`BatchCounts`, which the progress listener adds to the status record.
 """
 
 from __future__ import annotations
@@ -42,6 +51,30 @@ class BatchOutput(NamedTuple):
     #: that only some batches feed (quarantine): it is written only when a batch holds such rows.
     #: ``None``: written from every batch.
     only_if: str | None = None
+    #: column of a table that holds each value once (raw_data: ``message_id``): rows whose value
+    #: the table or the batch holds already are left out. ``None``: every row is appended.
+    unique_key: str | None = None
+
+
+class BatchCounts:
+    """Counts of each micro-batch that only the ``foreachBatch`` writer knows (rows stored, copies
+    left out), kept until the progress listener takes them for the status record."""
+
+    _KEEP = 64  # batches whose counts nobody took (no listener) are forgotten after this many
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[int, dict[str, int]] = {}
+
+    def add(self, batch_id: int, **counts: int) -> None:
+        with self._lock:
+            self._counts.setdefault(batch_id, {}).update(counts)
+            for old in sorted(self._counts)[: -self._KEEP]:
+                del self._counts[old]
+
+    def take(self, batch_id: int) -> dict[str, int]:
+        with self._lock:
+            return self._counts.pop(batch_id, {})
 
 
 def check_checkpoint_layout(spark, checkpoint: str) -> None:
@@ -72,11 +105,14 @@ class DeltaBatchWriter:
     more than the write itself (250k rows: 6.5–8.8 s to compute and cache, 4.2 s to append).
     """
 
-    def __init__(self, outputs: Sequence[BatchOutput]) -> None:
+    def __init__(self, outputs: Sequence[BatchOutput], counts: BatchCounts | None = None) -> None:
         self.outputs = tuple(o for o in outputs if o.only_if is None)
         self.conditional = tuple(o for o in outputs if o.only_if is not None)
         if not self.outputs:
             raise ValueError("at least one output must be written from every batch (only_if=None)")
+        if any(o.unique_key for o in self.conditional):
+            raise ValueError("an output with a unique_key is written from every batch (only_if=None)")
+        self.counts = counts if counts is not None else BatchCounts()
         self.app_id: str | None = None
         self._bound = threading.Event()
 
@@ -95,6 +131,35 @@ class DeltaBatchWriter:
         )
         log.info("batch %d: appended to %s in %.2f s", batch_id, uri, time.monotonic() - started)
 
+    def _insert_absent(self, rows, output: BatchOutput, batch_id: int) -> None:
+        """Append the rows whose ``output.unique_key`` neither the batch (first copy kept) nor the
+        table holds; count them and the copies left out."""
+        from pyspark import StorageLevel
+        from pyspark.sql import Observation
+        from pyspark.sql import functions as F
+
+        from spark_jobs import stream_transforms as st
+
+        key = output.unique_key
+        started = time.monotonic()
+        # the batch computed once (Kafka read, parse, dedup shuffle): its id_time ranges, then the rows
+        batch = rows.dropDuplicates([key]).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            ranges = st.id_time_ranges((r["lo"], r["hi"]) for r in st.id_time_spans(batch).collect())
+            spark = batch.sparkSession
+            stored = spark.read.format("delta").load(output.uri).where(st.stored_predicate(ranges))
+            observation = Observation(f"stored-{batch_id}")
+            fresh = st.absent_rows(batch, stored.select(key), key).observe(observation, F.count(F.lit(1)).alias("n"))
+            looked_up = time.monotonic() - started
+            self._append(fresh, output.uri, batch_id)
+            counted = _observed(observation)
+            if counted is not None:
+                self.counts.add(batch_id, stored=int(counted["n"]))
+            log.info("batch %d: %s: %s row(s) stored, lookup in %d id_time range(s) in %.2f s", batch_id,
+                     output.uri, "?" if counted is None else counted["n"], len(ranges), looked_up)  # fmt: skip
+        finally:
+            batch.unpersist()
+
     def __call__(self, batch, batch_id: int) -> None:
         from pyspark.sql import Observation
         from pyspark.sql import functions as F
@@ -108,7 +173,10 @@ class DeltaBatchWriter:
                 F.count_if(F.expr(o.only_if)).alias(f"o{i}") for i, o in enumerate(self.conditional)
             ])  # fmt: skip
         for output in self.outputs:
-            self._append(output.rows(observed), output.uri, batch_id)
+            if output.unique_key:
+                self._insert_absent(output.rows(observed), output, batch_id)
+            else:
+                self._append(output.rows(observed), output.uri, batch_id)
         counts = _observed(observation) if observation is not None else {}
         for i, output in enumerate(self.conditional):
             rows = output.rows(batch)
@@ -132,8 +200,10 @@ def _observed(observation, wait_s: float = _OBSERVATION_WAIT_S) -> dict | None:
     return observation.get
 
 
-def foreach_batch_writer(spark, checkpoint: str, outputs: Sequence[BatchOutput]) -> DeltaBatchWriter:
+def foreach_batch_writer(
+    spark, checkpoint: str, outputs: Sequence[BatchOutput], counts: BatchCounts | None = None
+) -> DeltaBatchWriter:
     """The ``foreachBatch`` callback of the query checkpointed at ``checkpoint`` (bind it to the
     query after ``start()``). Raises :class:`ConfigError` on checkpoints of the earlier layout."""
     check_checkpoint_layout(spark, checkpoint)
-    return DeltaBatchWriter(outputs)
+    return DeltaBatchWriter(outputs, counts)

@@ -6,6 +6,12 @@ atomically with ``btc_platform.status.write_status``) up to date: per query its 
 running totals and state (started, running, stopped, failed), and the job's position in Kafka
 (``end_offset``: per topic/partition the minimum over the queries reading Kafka).
 
+Nothing leaves the stream without a count here: per batch and in total since the job started,
+``valid`` and ``quarantined`` records (parsing), ``stored`` rows and ``duplicates`` left out of
+raw_data (copies of a ``message_id`` it holds; from the writer's :class:`BatchCounts`), and
+``dropped_late``: rows of raw_data that minute_metrics could not window any more (behind its
+watermark; they stay in raw_data, and consolidation windows them from there).
+
 pyspark is imported inside :func:`make_listener` so that importing this module stays cheap.
 """
 
@@ -82,12 +88,26 @@ def progress_record(progress: Any) -> dict[str, Any]:
     }
 
 
-def make_listener(status_path: Path, job: str, kafka_queries: Sequence[str]):
+#: Per-batch counts summed into ``<name>_total`` since the job started.
+TOTALS = ("valid", "quarantined", "input_rows", "stored", "duplicates", "dropped_late")
+
+
+def with_batch_counts(record: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
+    """``record`` with the writer's ``counts`` of its batch; ``duplicates`` = valid - stored."""
+    record = {**record, **counts}
+    if "stored" in counts and record.get("valid") is not None:
+        record["duplicates"] = record["valid"] - counts["stored"]
+    return record
+
+
+def make_listener(status_path: Path, job: str, kafka_queries: Sequence[str], batch_counts: dict | None = None):
     """A StreamingQueryListener that logs each batch as one JSON line and keeps the status file.
 
     ``job`` names the job in the record; ``kafka_queries`` are the queries whose Kafka end
-    offsets make the job's ``end_offset`` (``None`` until each of them reported one).
+    offsets make the job's ``end_offset`` (``None`` until each of them reported one);
+    ``batch_counts``: per query name, the ``stream_sinks.BatchCounts`` its writer fills.
     """
+    batch_counts = batch_counts or {}
     from pyspark.sql.streaming import StreamingQueryListener
 
     class ProgressListener(StreamingQueryListener):
@@ -117,11 +137,13 @@ def make_listener(status_path: Path, job: str, kafka_queries: Sequence[str]):
 
         def onQueryProgress(self, event) -> None:
             record = progress_record(event.progress)
+            if record["query"] in batch_counts:
+                record = with_batch_counts(record, batch_counts[record["query"]].take(record["batch_id"]))
             log.info("stream progress %s", json.dumps(record, sort_keys=True, default=str))
             with self._lock:
                 name = record["query"] or str(event.progress.id)
                 previous = self.queries.get(name, {})
-                for key in ("valid", "quarantined", "input_rows"):  # totals since the job started
+                for key in TOTALS:  # totals since the job started
                     record[f"{key}_total"] = (previous.get(f"{key}_total") or 0) + (record[key] or 0)
                 self.queries[name] = {**record, "state": "running"}
                 self._write()

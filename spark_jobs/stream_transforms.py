@@ -13,7 +13,9 @@ The codes are the ``REASON_*`` constants below.
 * :func:`valid_records` + :func:`with_record_metrics` + :func:`raw_data_output` -> ``raw_data/``
   (one row per valid message, partitioned by ``date``/``hour`` of ``event_time``).
 * :func:`quarantine_output` -> ``quarantine/`` (raw bytes, Kafka coordinates, reason, time).
-* :func:`deduplicate` removes repeated ``message_id`` within the watermark delay.
+* :func:`deduplicate` removes repeated ``message_id`` of one (batch) DataFrame; :func:`id_time`,
+  :func:`id_time_ranges`, :func:`stored_predicate` and :func:`absent_rows` keep out of raw_data
+  the ``message_id`` it already holds, however long ago it was stored (``stream_sinks``).
 * :func:`with_window_time` + :func:`minute_metrics` -> ``minute_metrics/`` with exactly
   ``datasets.MINUTE_METRICS_COLUMNS``: windows and watermark on ``window_time``, which is the
   receipt time ``event_time`` of every message (an exchange's own, possibly minutes old, time is
@@ -24,6 +26,9 @@ The codes are the ``REASON_*`` constants below.
 """
 
 from __future__ import annotations
+
+from functools import reduce
+from operator import or_
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -256,6 +261,59 @@ def deduplicate(df: DataFrame, time_col: str, delay: str, keys: tuple[str, ...] 
     return df.withWatermark(time_col, delay).dropDuplicatesWithinWatermark(list(keys))
 
 
+#: Columns of a message that fix its ``message_id`` in time: a message with an ``exchange_time``
+#: has it in its id (its ``event_time``, the receipt time, is left out, so two polls of one
+#: observation share an id), any other message its ``event_time``. Two copies of one id always
+#: agree on :func:`id_time`, whenever and however often they were sent.
+ID_TIME_COLUMNS = ("exchange_time", "event_time")
+
+
+def id_time() -> Column:
+    """The time that a message's ``message_id`` covers: ``exchange_time``, else ``event_time``."""
+    return F.coalesce(*[F.col(c) for c in ID_TIME_COLUMNS])
+
+
+def id_time_spans(rows: DataFrame) -> DataFrame:
+    """Per minute of :func:`id_time` that ``rows`` touch, the first and last ``id_time``
+    (``lo``, ``hi``): a handful of rows that :func:`id_time_ranges` merges into ranges."""
+    t = id_time()
+    return rows.groupBy(F.date_trunc("minute", t).alias("minute")).agg(F.min(t).alias("lo"), F.max(t).alias("hi"))
+
+
+def id_time_ranges(spans, gap_s: float = 60.0) -> list[tuple]:
+    """Merge ``(lo, hi)`` spans (any order) into disjoint ``[lo, hi]`` ranges, joining two when
+    the second starts at most ``gap_s`` after the first ends: few ranges, each tight, so that a
+    lookup by :func:`stored_predicate` reads the files of the times a batch holds and no others."""
+    merged: list[list] = []
+    for lo, hi in sorted((lo, hi) for lo, hi in spans if lo is not None):
+        if merged and (lo - merged[-1][1]).total_seconds() <= gap_s:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    return [(lo, hi) for lo, hi in merged]
+
+
+def stored_predicate(ranges: list[tuple]) -> Column:
+    """Rows of raw_data whose :func:`id_time` falls in one of ``ranges``, written so that Delta
+    skips files through their statistics: ``exchange_time`` and ``event_time`` are statistics
+    columns, ``coalesce`` of the two is not (and a file whose ``exchange_time`` is all null is
+    skipped through its null count)."""
+    if not ranges:
+        return F.lit(False)
+    exchange, event = (F.col(c) for c in ID_TIME_COLUMNS)
+
+    def within(col: Column) -> Column:
+        return reduce(or_, [col.between(F.lit(lo), F.lit(hi)) for lo, hi in ranges])
+
+    return (exchange.isNotNull() & within(exchange)) | (exchange.isNull() & within(event))
+
+
+def absent_rows(rows: DataFrame, stored_ids: DataFrame, key: str = "message_id") -> DataFrame:
+    """``rows`` without those whose ``key`` is in ``stored_ids`` (one column ``key``); ``rows``
+    must be deduplicated on ``key`` already (:func:`deduplicate`)."""
+    return rows.join(stored_ids.select(key).distinct(), key, "left_anti").select(*rows.columns)
+
+
 def ingest_records(parsed: DataFrame, quarantined_at: Column | None = None) -> DataFrame:
     """Every record of :func:`parse_messages` in one frame that feeds both raw_data and quarantine.
 
@@ -373,6 +431,7 @@ def minute_metrics(records: DataFrame, window: str = "1 minute") -> DataFrame:
         F.avg("liquidity_base").alias("liquidity_base_mean"),
         F.avg("liquidity_quote").alias("liquidity_quote_mean"),
         F.count("mid_price").alias("tick_count"),
+        F.count(F.lit(1)).alias("message_count"),
         _latest("ticker_24hr", "volume_24h", "quote_volume_24h", "price_change_pct_24h").alias("t24"),
         _latest("market", "market_cap", "quote_volume_24h", "price_change_pct_24h").alias("cg"),
         _latest("kline_1m", "kline_volume", "kline_quote_volume", "kline_trade_count").alias("k1m"),
@@ -409,6 +468,7 @@ def minute_metrics(records: DataFrame, window: str = "1 minute") -> DataFrame:
         F.col("k1m.kline_volume").alias("volume"),
         F.col("k1m.kline_quote_volume").alias("quote_volume"),
         F.col("k1m.kline_trade_count").alias("trade_count"),
+        F.col("message_count"),
     )
     out = with_partition_columns(out, "window_start")
     columns = datasets.MINUTE_METRICS_COLUMNS

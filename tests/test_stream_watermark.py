@@ -219,3 +219,33 @@ def test_lagging_coingecko_and_klines_are_in_every_minute_that_received_them(spa
     raw = read(datasets.RAW_DATA).where("message_type = 'market'").collect()
     lags = {(r.event_time - r.exchange_time).total_seconds() for r in raw}
     assert len(raw) == 5 and lags == {90.0}  # CoinGecko's own time kept as a field
+
+
+def test_unique_key_output_holds_a_message_id_once_whatever_the_delay_of_its_copy(spark, tmp_path):
+    """raw_data's writer: a copy of a stored message_id is left out however long after it comes
+    (days, a restarted job, another batch), also a copy within one batch and a re-poll whose receipt
+    time (event_time) differs but whose exchange_time, in the id, is the same; the counts say so."""
+    from spark_jobs import tables
+
+    out = f"file://{tmp_path}/raw"
+    ddl = "message_id string, exchange_time timestamp, event_time timestamp, date string, n int"
+    spark.createDataFrame([], ddl).write.format("delta").save(out)
+    day = naive_utc(0)
+    later = naive_utc(3 * 86400)  # three days later: far beyond any dedup window
+
+    def batch(*rows):
+        return spark.createDataFrame([(i, x, e, str(e.date()), n) for i, x, e, n in rows], ddl)
+
+    counts = stream_sinks.BatchCounts()
+    outputs = [stream_sinks.BatchOutput(out, lambda b: b, unique_key="message_id")]
+    writer = stream_sinks.DeltaBatchWriter(outputs, counts)
+    writer.bind(type("Query", (), {"id": "5d1f-raw"})())
+    writer(batch(("a", day, day, 1), ("b", None, day, 2), ("b", None, day, 3)), 0)
+    restarted = stream_sinks.DeltaBatchWriter(outputs, counts)  # a job started days later
+    restarted.bind(type("Query", (), {"id": "5d1f-raw"})())
+    # a re-poll of a (same exchange_time, later receipt), a late re-send of b, and c: new
+    restarted(batch(("a", day, later, 4), ("b", None, day, 5), ("c", None, later, 6)), 1)
+    restarted(batch(("c", None, later, 7)), 2)
+    stored = sorted(r.message_id for r in tables.read_table(spark, out).collect())
+    assert stored == ["a", "b", "c"]
+    assert [counts.take(i).get("stored") for i in range(3)] == [2, 1, 0]
