@@ -11,7 +11,9 @@ Run by the ``btc_backfill`` DAG (SparkSubmitOperator) or by hand::
 
 Rows get ``source=backfill``; microstructure fields stay null (see backfill_transforms). The
 candles go into hourly_metrics with ONE MERGE on (symbol, hour_start): new hours are inserted;
-an hour that already holds a stream-consolidated row is left alone unless ``--overwrite-stream``;
+an hour that already holds a stream-consolidated row covering at least
+``BTC_HOURLY_MIN_STREAM_COVERAGE`` of its minutes is left alone unless ``--overwrite-stream`` (a
+less complete stream hour takes the candle);
 any other matched row is rewritten only when one of its values changed, so re-running the same
 input rewrites nothing. The commit carries ``{"job": "backfill", "symbol", "start", "end", ...}``
 as metadata (``--last-backfill`` of the data-quality job reads that range).
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlparse
 
-from btc_platform.lakehouse import datasets
+from btc_platform.lakehouse import datasets, gaps
 from btc_platform.lakehouse.lake import LegacyLayoutError, check_layout
 from btc_platform.settings import Settings, SettingsError
 from spark_jobs._cli import add_common_options, settings_from_args, setup_logging
@@ -52,8 +54,6 @@ class ConfigError(ValueError):
 KEYS = datasets.TABLES[datasets.HOURLY_METRICS].keys
 #: A matched row is rewritten only when a value other than ``produced_at`` changed.
 CHANGED = datasets.changed_condition(datasets.column_names(datasets.HOURLY_METRICS_COLUMNS), KEYS)
-#: ... and, unless --overwrite-stream, only when it is not a stream-consolidated row.
-NOT_STREAM = f"NOT (t.`source` <=> '{datasets.HOURLY_SOURCE_STREAM}')"
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite-stream",
         action="store_true",
         help="Also replace hours that already hold a stream-consolidated row (default: keep them).",
+    )
+    parser.add_argument(
+        "--repair",
+        default=None,
+        help="Gap repair (with --source binance, instead of --start/--end/--symbol): SYMBOL/START/END[,...] "
+        "ranges of missing or under-covered hours, as the btc_hourly_consolidation DAG finds them.",
     )
     return add_common_options(parser)
 
@@ -187,9 +193,9 @@ def fetch_klines(
     return bt.normalise_klines(bt.klines_frame(spark, closed))
 
 
-def update_condition(overwrite_stream: bool) -> str:
+def update_condition(overwrite_stream: bool, min_coverage: float = 0.95) -> str:
     """When a matched hourly row takes the candle's values (see the module docstring)."""
-    return CHANGED if overwrite_stream else f"{NOT_STREAM} AND ({CHANGED})"
+    return CHANGED if overwrite_stream else f"{datasets.candle_replaces(min_coverage)} AND ({CHANGED})"
 
 
 def run(
@@ -265,13 +271,13 @@ def run(
         skipped = 0
         if not overwrite_stream:
             existing = tables.read_range(spark, hourly_uri, "hour_start", first, last + timedelta(hours=1))
-            skipped = bt.stream_hours(incoming, existing).count()
+            skipped = bt.stream_hours(incoming, existing, settings.hourly_min_stream_coverage).count()
         metadata = {"job": "backfill", "symbol": symbol, "start": first.isoformat(),
                     "end": (last + timedelta(hours=1)).isoformat(), "input": what,
                     "overwrite_stream": overwrite_stream}  # fmt: skip
         with tables.commit_metadata(spark, metadata):
             counts = tables.merge_rows(
-                spark, hourly_uri, incoming, KEYS, update_when=update_condition(overwrite_stream)
+                spark, hourly_uri, incoming, KEYS, update_when=update_condition(overwrite_stream, settings.hourly_min_stream_coverage)
             )
         stats = BackfillStats(
             candles=in_range,
@@ -291,6 +297,16 @@ def run(
         candles.unpersist()
 
 
+def repair(spark, settings: Settings, ranges, **kwargs) -> list[BackfillStats]:
+    """Backfill each ``(symbol, start, end)`` range of missing or under-covered hours from the
+    klines API (``btc_platform.lakehouse.gaps``); the MERGE keeps complete stream hours."""
+    results = []
+    for symbol, start, end in ranges:
+        log.info("gap repair: %s [%s, %s)", symbol, start.isoformat(), end.isoformat())
+        results.append(run(spark, settings, source="binance", start=start, end=end, symbol=symbol, **kwargs))
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
@@ -301,14 +317,17 @@ def main(argv: list[str] | None = None) -> int:
         start = parse_utc(args.start) if args.start else None
         end = parse_utc(args.end) if args.end else None
         require_hour_aligned(start, end)
-        if args.source == "binance" and (start is None or end is None):
+        ranges = gaps.parse_ranges(args.repair) if args.repair is not None else None
+        if ranges is not None and (args.source != "binance" or start or end or args.symbol):
+            raise ConfigError("--repair goes with --source binance and without --start/--end/--symbol")
+        if args.source == "binance" and ranges is None and (start is None or end is None):
             raise ConfigError("--source binance needs --start and --end")
         if args.source == "file" and not args.file:
             raise ConfigError("--source file needs --file")
         if args.file:
             file_uri(args.file)
         check_layout(settings)
-    except (SettingsError, RangeError, ConfigError, LegacyLayoutError) as exc:
+    except (SettingsError, RangeError, ConfigError, LegacyLayoutError, gaps.GapRangeError) as exc:
         log.error("backfill_job cannot start: %s", exc)
         return EXIT_CONFIG
     from btc_platform.ingest.http import ExchangeError
@@ -318,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
 
     spark = build_session(APP_NAME, settings, master=args.master)
     try:
+        if ranges is not None:
+            repair(spark, settings, ranges)
+            return EXIT_OK
         run(
             spark,
             settings,
