@@ -1,0 +1,115 @@
+"""Ingest audit job: Kafka records of [start, end) against raw_data and quarantine -> data_quality.
+
+Run hourly by the ``btc_hourly_consolidation`` DAG (task ``audit_ingest``, after the hour's
+consolidation) or by hand::
+
+    .venv/bin/python spark_jobs/audit_job.py --start 2024-01-01T00:00:00Z --end 2024-01-01T01:00:00Z
+
+Reads the topic's records whose Kafka timestamp is in the range (a batch read bounded by
+timestamps), parses them as the stream does, looks their ``message_id`` up in raw_data and their
+coordinates up in quarantine, and MERGEs one ``ingest_complete`` row per symbol and hour into
+data_quality (``audit_transforms``). Exit 1 when a pair fails (after the rows are recorded): a
+message Kafka holds is missing from raw_data or stored twice. Exit 2: configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from datetime import UTC, datetime
+
+from btc_platform.lakehouse import datasets
+from btc_platform.lakehouse.lake import LegacyLayoutError, check_layout
+from btc_platform.settings import Settings, SettingsError
+from spark_jobs._cli import add_common_options, run_spark_job, settings_from_args, setup_logging
+
+log = logging.getLogger("spark_jobs.audit_job")
+
+APP_NAME = "btc-audit"
+EXIT_CONFIG = 2
+
+
+class IngestIncompleteError(RuntimeError):
+    """The audit found messages of Kafka missing from raw_data (or stored twice)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="audit_job.py",
+        description="Audit [start, end): every Kafka record of the range in raw_data (once) or quarantine; "
+        "results MERGEd into data_quality (check ingest_complete), exit 1 on a mismatch.",
+    )
+    parser.add_argument("--start", required=True, help="Range start, ISO-8601 UTC on a full hour.")
+    parser.add_argument("--end", required=True, help="Range end (exclusive), ISO-8601 UTC on a full hour.")
+    return add_common_options(parser)
+
+
+def kafka_records(spark, settings: Settings, start: datetime, end: datetime):
+    """The topic's records with a Kafka timestamp in [start, end) (batch read)."""
+    from pyspark.sql import functions as F
+
+    records = (
+        spark.read.format("kafka")
+        .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
+        .option("subscribe", settings.kafka_topic)
+        .option("startingTimestamp", str(int(start.timestamp() * 1000)))
+        .option("startingOffsetsByTimestampStrategy", "latest")  # a partition with nothing since: empty
+        .option("endingTimestamp", str(int(end.timestamp() * 1000)))
+        .load()
+    )
+    return records.where((F.col("timestamp") >= F.lit(start)) & (F.col("timestamp") < F.lit(end)))
+
+
+def run(spark, settings: Settings, start: datetime, end: datetime, *, checked_at: datetime | None = None):
+    """Audit [start, end), MERGE the rows into data_quality; returns them (collected). Raises
+    :class:`IngestIncompleteError` after recording when a pair failed."""
+    from spark_jobs import audit_transforms as at
+    from spark_jobs import stream_transforms as st
+    from spark_jobs import tables
+
+    messages = at.hour_messages(st.parse_messages(kafka_records(spark, settings, start, end))).localCheckpoint(eager=True)
+    spans = st.id_time_spans(messages.where("message_id IS NOT NULL")).collect()
+    ranges = st.id_time_ranges((r["lo"], r["hi"]) for r in spans)
+    raw = tables.read_table(spark, tables.table_uri(settings, datasets.RAW_DATA))
+    quarantine = tables.read_table(spark, tables.table_uri(settings, datasets.QUARANTINE))
+    raw_ids = raw.where(st.stored_predicate(ranges)).select("message_id") if raw is not None else (
+        spark.createDataFrame([], "message_id string"))  # fmt: skip
+    keys = quarantine.select("quarantine_key") if quarantine is not None else spark.createDataFrame([], "quarantine_key string")
+    results = at.audit(messages, raw_ids, keys, start, end, checked_at or datetime.now(UTC)).localCheckpoint(eager=True)
+    uri = tables.ensure_table(spark, settings, datasets.DATA_QUALITY, datasets.struct_type(datasets.DATA_QUALITY_COLUMNS))
+    tables.merge_rows(spark, uri, results, datasets.TABLES[datasets.DATA_QUALITY].keys)
+    rows = results.orderBy("hour_start", "symbol").collect()
+    for row in rows:
+        log.info("ingest audit %s %s: %s - %s", row["symbol"], f"{row['hour_start']:%Y-%m-%dT%H}", row["status"], row["detail"])
+    if not rows:
+        log.info("ingest audit [%s, %s): Kafka holds no record of the range", start.isoformat(), end.isoformat())
+    failed = [r for r in rows if r["status"] == "fail"]
+    if failed:
+        raise IngestIncompleteError(
+            f"{len(failed)} symbol-hour(s) of [{start.isoformat()}, {end.isoformat()}) incomplete: "
+            + "; ".join(f"{r['symbol']} {r['hour_start']:%Y-%m-%dT%H}: {r['detail']}" for r in failed[:5])
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    from btc_platform.timerange import RangeError, parse_utc, require_hour_aligned
+
+    try:
+        settings = settings_from_args(args)
+        start, end = parse_utc(args.start), parse_utc(args.end)
+        require_hour_aligned(start, end)
+        check_layout(settings)
+    except (SettingsError, RangeError, LegacyLayoutError) as exc:
+        log.error("audit_job cannot start: %s", exc)
+        return EXIT_CONFIG
+    return run_spark_job(APP_NAME, settings, args.master, lambda spark: run(spark, settings, start, end),
+                         what=f"ingest audit of [{start.isoformat()}, {end.isoformat()})",
+                         expected=(IngestIncompleteError,))  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())
