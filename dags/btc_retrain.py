@@ -39,7 +39,7 @@ import pendulum
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, chain, dag, task
 
 from btc_platform.lakehouse import datasets
-from btc_platform.ops.orchestration import HOURLY_METRICS_ASSET
+from btc_platform.ops.orchestration import HOURLY_METRICS_ASSET, table_writer_kwargs
 from btc_platform.settings import get_settings
 
 settings = get_settings()
@@ -154,7 +154,7 @@ def btc_retrain():
         logging.getLogger("btc_retrain").info("promotion decision for %s: %s", version, decision)
         return decision
 
-    @task(trigger_rule="none_failed")
+    @task(trigger_rule="none_failed", **table_writer_kwargs())
     def predict_next_24h(params=None) -> dict:
         """The served forecast; skipped with the reason when there is no model or history yet."""
         from airflow.sdk.exceptions import AirflowSkipException
@@ -166,13 +166,13 @@ def btc_retrain():
             raise AirflowSkipException(f"no forecast served: {result['reason']}")
         return result
 
-    @task(trigger_rule="all_done")
+    @task(trigger_rule="all_done", **table_writer_kwargs())
     def score_forecasts() -> dict:
         from models.realised import score_forecasts
 
         return score_forecasts(settings)
 
-    @task
+    @task(**table_writer_kwargs())
     def write_outputs(version: str, params=None) -> dict:
         from models.pipeline import write_outputs
 
