@@ -49,6 +49,7 @@ from models.data import (
     HistoryNotFoundError,
     HourlyData,
     InsufficientHistoryError,
+    VersionGoneDataError,
     describe,
     load_series,
     segment_ids,
@@ -144,8 +145,39 @@ def _load(
     ``until``; read on first use, then kept in the context for the rest of the task."""
     key = (uri or ctx.data_uri, symbol or ctx.symbol, version, until)
     if key not in ctx.loaded:
-        ctx.loaded[key] = load_series(key[0], key[1], version=version, until=until)
+        try:
+            ctx.loaded[key] = load_series(key[0], key[1], version=version, until=until)
+        except VersionGoneDataError:
+            kept = _training_snapshot(ctx, *key)
+            if kept is None:
+                raise
+            ctx.loaded[key] = kept
     return ctx.loaded[key]
+
+
+#: The rows a model was trained on, kept with the model: its table version stays readable after
+#: VACUUM and log clean-up removed that version from the table.
+TRAINING_SNAPSHOT = "training_data.parquet"
+
+
+def _training_snapshot(ctx: Context, uri: str, symbol: str, version: int | None, until) -> HourlyData | None:
+    """The series of ``uri``/``symbol`` at table ``version`` from the snapshot of a registered model
+    trained on that version (None if no model kept one)."""
+    from models.registry import Registry
+
+    registry = Registry(ctx.settings)
+    for model in registry.versions():
+        if not registry.exists(model, TRAINING_SNAPSHOT):
+            continue
+        trained = registry.trained_on(model)
+        if (trained["data_uri"], trained["symbol"], trained["data_table_version"]) != (uri, symbol, version):
+            continue
+        frame = registry.read_frame(model, TRAINING_SNAPSHOT)
+        if until is not None:
+            frame = frame[frame["hour_start"] <= until].reset_index(drop=True)
+        log.warning("%s version %s is gone from the table: read the snapshot kept with model %s", uri, version, model)
+        return HourlyData(frame, f"{uri}@v{version} (snapshot of model {model})", version)
+    return None
 
 
 def _test_from(frame: pd.DataFrame, test_hours: int) -> pd.Timestamp:
@@ -256,6 +288,8 @@ def train_candidate(params: dict | None = None) -> dict:
         "test_hours": ctx.test_hours,
         "test_from": test_from.isoformat(),
     }
+    if data.table_version is not None:  # a table version: keep the rows, VACUUM will not keep them for ever
+        registry.write_frame(version, TRAINING_SNAPSHOT, frame)
     registry.save_forecaster(version, forecaster, training)
     return {"version": version, "uri": registry.uri(version), "reused": False, **_training_summary(training)}
 
