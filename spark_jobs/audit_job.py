@@ -9,7 +9,8 @@ Reads the topic's records whose Kafka timestamp is in the range (a batch read bo
 timestamps), parses them as the stream does, looks their ``message_id`` up in raw_data and their
 coordinates up in quarantine, and MERGEs one ``ingest_complete`` row per symbol and hour into
 data_quality (``audit_transforms``). Exit 1 when a pair fails (after the rows are recorded): a
-message Kafka holds is missing from raw_data or stored twice. Exit 2: configuration error.
+message Kafka holds is missing from raw_data or stored twice. Exit 2: configuration error. Nothing
+is audited (exit 0, logged) where the stream never ran: no status record at ``BTC_DATA_DIR/status``.
 """
 
 from __future__ import annotations
@@ -64,10 +65,15 @@ def kafka_records(spark, settings: Settings, start: datetime, end: datetime):
 def run(spark, settings: Settings, start: datetime, end: datetime, *, checked_at: datetime | None = None):
     """Audit [start, end), MERGE the rows into data_quality; returns them (collected). Raises
     :class:`IngestIncompleteError` after recording when a pair failed."""
+    from btc_platform.status import read_status
     from spark_jobs import audit_transforms as at
     from spark_jobs import stream_transforms as st
     from spark_jobs import tables
 
+    if read_status(settings.stream_status_path) is None:
+        log.info("no stream status record at %s: the stream has not run on this installation, nothing to "
+                 "audit", settings.stream_status_path)  # fmt: skip
+        return []
     messages = at.hour_messages(st.parse_messages(kafka_records(spark, settings, start, end))).localCheckpoint(eager=True)
     spans = st.id_time_spans(messages.where("message_id IS NOT NULL")).collect()
     ranges = st.id_time_ranges((r["lo"], r["hi"]) for r in spans)

@@ -299,27 +299,6 @@ def start_metrics_query(spark, source, settings: Settings, *, available_now: boo
     return prepare_metrics_query(spark, source, settings, available_now=available_now)()
 
 
-#: Spark's switch for the batches a stateful query runs without new data, to move its watermark.
-NO_DATA_BATCHES_CONF = "spark.sql.streaming.noDataMicroBatches.enabled"
-
-
-def start_catch_up_ingest(spark, source, settings: Settings):
-    """The ingest query with the available-now trigger and without batches of no data.
-
-    Such a batch only evicts expired dedup state (its output is always empty), yet it appends an
-    empty commit to raw_data and holds back the minute_metrics query, which starts when ingest
-    ends (2 s of a 60 s catch-up of 1M messages). The switch is the session's at ``start()`` (each
-    query runs on its own clone of the session), so only this query goes without; the state left
-    behind is evicted by the next run's first batches.
-    """
-    enabled = spark.conf.get(NO_DATA_BATCHES_CONF, "true")
-    spark.conf.set(NO_DATA_BATCHES_CONF, "false")
-    try:
-        return start_ingest_query(spark, source, settings, available_now=True)
-    finally:
-        spark.conf.set(NO_DATA_BATCHES_CONF, enabled)
-
-
 def start_queries(spark, source, settings: Settings) -> list:
     """Start both queries (processing-time trigger): ingest (raw_data, quarantine), minute_metrics."""
     return [start_ingest_query(spark, source, settings), start_metrics_query(spark, source, settings)]
@@ -407,7 +386,7 @@ def run(args: argparse.Namespace) -> int:
         # available-now: the metrics query reads raw_data, so it starts once everything in Kafka
         # now has been committed there (its tables and plan are made before: 2 s of a catch-up)
         start_metrics = prepare_metrics_query(spark, source, settings, available_now=True)
-        code = await_queries(spark, [start_catch_up_ingest(spark, source, settings)], stop_requested)
+        code = await_queries(spark, [start_ingest_query(spark, source, settings, available_now=True)], stop_requested)
         if code != EXIT_OK or stop_requested.is_set():
             return code
         return await_queries(spark, [start_metrics()], stop_requested)

@@ -100,8 +100,7 @@ class DeltaBatchWriter:
     The batch is not cached. The outputs written from every batch go first, and while the first
     of them computes the batch, an observation counts the rows of each conditional output
     (``only_if``); a conditional output is written only when that count is not zero, computing
-    the batch once more (Kafka offsets, the dedup state version and the batch time are fixed, so
-    it is the same batch). Bad records are rare: caching every batch to write quarantine cost
+    the batch once more (Kafka offsets and the batch time are fixed, so it is the same batch). Bad records are rare: caching every batch to write quarantine cost
     more than the write itself (250k rows: 6.5–8.8 s to compute and cache, 4.2 s to append).
     """
 
@@ -142,21 +141,26 @@ class DeltaBatchWriter:
 
         key = output.unique_key
         started = time.monotonic()
-        # the batch computed once (Kafka read, parse, dedup shuffle): its id_time ranges, then the rows
-        batch = rows.dropDuplicates([key]).persist(StorageLevel.MEMORY_AND_DISK)
+        # the batch computed once (Kafka read, parse) and kept: its id_time ranges, the ids to leave
+        # out (ids only: the wide rows are never shuffled), then the append
+        batch = rows.persist(StorageLevel.MEMORY_AND_DISK)
         try:
             ranges = st.id_time_ranges((r["lo"], r["hi"]) for r in st.id_time_spans(batch).collect())
             spark = batch.sparkSession
-            stored = spark.read.format("delta").load(output.uri).where(st.stored_predicate(ranges))
+            stored = spark.read.format("delta").load(output.uri).where(st.stored_predicate(ranges)).select(key)
+            extra = st.extra_copies(batch.select(key), stored, key).collect()
+            fresh = batch
+            if extra:
+                fresh = st.without_extra_copies(batch, spark.createDataFrame(extra, st.extra_copies_schema(key)), key)
             observation = Observation(f"stored-{batch_id}")
-            fresh = st.absent_rows(batch, stored.select(key), key).observe(observation, F.count(F.lit(1)).alias("n"))
             looked_up = time.monotonic() - started
-            self._append(fresh, output.uri, batch_id)
+            self._append(fresh.observe(observation, F.count(F.lit(1)).alias("n")), output.uri, batch_id)
             counted = _observed(observation)
             if counted is not None:
                 self.counts.add(batch_id, stored=int(counted["n"]))
-            log.info("batch %d: %s: %s row(s) stored, lookup in %d id_time range(s) in %.2f s", batch_id,
-                     output.uri, "?" if counted is None else counted["n"], len(ranges), looked_up)  # fmt: skip
+            log.info("batch %d: %s: %s row(s) stored, %d id(s) left out or repeated, lookup in %d id_time "
+                     "range(s) in %.2f s", batch_id, output.uri, "?" if counted is None else counted["n"],
+                     len(extra), len(ranges), looked_up)  # fmt: skip
         finally:
             batch.unpersist()
 

@@ -13,9 +13,9 @@ The codes are the ``REASON_*`` constants below.
 * :func:`valid_records` + :func:`with_record_metrics` + :func:`raw_data_output` -> ``raw_data/``
   (one row per valid message, partitioned by ``date``/``hour`` of ``event_time``).
 * :func:`quarantine_output` -> ``quarantine/`` (raw bytes, Kafka coordinates, reason, time).
-* :func:`deduplicate` removes repeated ``message_id`` of one (batch) DataFrame; :func:`id_time`,
-  :func:`id_time_ranges`, :func:`stored_predicate` and :func:`absent_rows` keep out of raw_data
-  the ``message_id`` it already holds, however long ago it was stored (``stream_sinks``).
+* :func:`id_time`, :func:`id_time_spans`, :func:`id_time_ranges`, :func:`stored_predicate`,
+  :func:`extra_copies` and :func:`without_extra_copies` (:func:`absent_rows`) keep out of raw_data the ``message_id`` it already holds, however long ago
+  it was stored (``stream_sinks``).
 * :func:`with_window_time` + :func:`minute_metrics` -> ``minute_metrics/`` with exactly
   ``datasets.MINUTE_METRICS_COLUMNS``: windows and watermark on ``window_time``, which is the
   receipt time ``event_time`` of every message (an exchange's own, possibly minutes old, time is
@@ -88,10 +88,6 @@ QUARANTINE_COLUMNS: tuple[str, ...] = (
     "quarantined_at",
     "date",
 )
-
-#: Dedup key of :func:`ingest_records`: ``message_id``, and for quarantined records their Kafka
-#: coordinates (null on valid records), so that a bad record is never taken for a duplicate.
-INGEST_DEDUP_KEYS = ("message_id", "quarantine_key")
 
 _CORRUPT = "_corrupt_record"
 _PARSED = "_msg"
@@ -250,17 +246,6 @@ def with_partition_columns(df: DataFrame, time_col: str) -> DataFrame:
     )
 
 
-def deduplicate(df: DataFrame, time_col: str, delay: str, keys: tuple[str, ...] = ("message_id",)) -> DataFrame:
-    """Drop repeated ``keys`` (``message_id``) seen within ``delay`` of the first copy (by ``time_col``).
-
-    On a streaming DataFrame this is ``dropDuplicatesWithinWatermark`` with a watermark on
-    ``time_col`` (state is bounded by the delay); on a batch DataFrame it is a plain dedup.
-    """
-    if not df.isStreaming:
-        return df.dropDuplicates(list(keys))
-    return df.withWatermark(time_col, delay).dropDuplicatesWithinWatermark(list(keys))
-
-
 #: Columns of a message that fix its ``message_id`` in time: a message with an ``exchange_time``
 #: has it in its id (its ``event_time``, the receipt time, is left out, so two polls of one
 #: observation share an id), any other message its ``event_time``. Two copies of one id always
@@ -308,10 +293,37 @@ def stored_predicate(ranges: list[tuple]) -> Column:
     return (exchange.isNotNull() & within(exchange)) | (exchange.isNull() & within(event))
 
 
+def extra_copies(batch_ids: DataFrame, stored_ids: DataFrame, key: str = "message_id") -> DataFrame:
+    """The ``key`` values that must not be appended as they are: held by ``stored_ids`` (``stored``
+    true) or more than once by ``batch_ids`` (``copies`` > 1). Both frames are one column ``key``,
+    so only ids are shuffled; the answer is usually empty."""
+    counted = batch_ids.groupBy(key).agg(F.count(F.lit(1)).alias("copies"))
+    stored = stored_ids.select(key).distinct().withColumn("stored", F.lit(True))
+    joined = counted.join(stored, key, "left").withColumn("stored", F.coalesce(F.col("stored"), F.lit(False)))
+    return joined.where(F.col("stored") | (F.col("copies") > 1))
+
+
+def extra_copies_schema(key: str = "message_id") -> str:
+    """DDL of :func:`extra_copies`' rows (to make a frame of the collected rows)."""
+    return f"`{key}` string, copies long, stored boolean"
+
+
+def without_extra_copies(rows: DataFrame, extra: DataFrame, key: str = "message_id") -> DataFrame:
+    """``rows`` less the keys ``extra`` (:func:`extra_copies`) says are stored, and with one row of
+    each key it says the batch repeats. ``extra`` is small: it is broadcast, the wide rows are not
+    shuffled (only those of repeated keys are, to keep one)."""
+    stored = F.broadcast(extra.where(F.col("stored")).select(key))
+    repeated = F.broadcast(extra.where(~F.col("stored")).select(key))
+    fresh = rows.join(stored, key, "left_anti")
+    single = fresh.join(repeated, key, "left_anti")
+    first_copies = fresh.join(repeated, key, "left_semi").dropDuplicates([key])
+    return single.unionByName(first_copies).select(*rows.columns)
+
+
 def absent_rows(rows: DataFrame, stored_ids: DataFrame, key: str = "message_id") -> DataFrame:
-    """``rows`` without those whose ``key`` is in ``stored_ids`` (one column ``key``); ``rows``
-    must be deduplicated on ``key`` already (:func:`deduplicate`)."""
-    return rows.join(stored_ids.select(key).distinct(), key, "left_anti").select(*rows.columns)
+    """``rows`` without those whose ``key`` is in ``stored_ids`` (one column ``key``), one row of
+    each key (:func:`extra_copies` + :func:`without_extra_copies`)."""
+    return without_extra_copies(rows, extra_copies(rows.select(key), stored_ids, key), key)
 
 
 def ingest_records(parsed: DataFrame, quarantined_at: Column | None = None) -> DataFrame:
@@ -319,8 +331,8 @@ def ingest_records(parsed: DataFrame, quarantined_at: Column | None = None) -> D
 
     The raw bytes (``value``, ``value_text``, ``key``) are kept only on quarantined records, which
     also get ``quarantined_at`` (default: the micro-batch time) and ``quarantine_key``, their Kafka
-    coordinates. Deduplicated on :data:`INGEST_DEDUP_KEYS`, a valid record is dropped only when its
-    ``message_id`` repeats, a quarantined one never (its coordinates are unique). Split it with
+    coordinates (``quarantine``'s key, unique: a bad record is never taken for a copy). Repeated
+    ``message_id`` are kept out of raw_data by its writer (``stream_sinks``). Split it with
     :func:`valid_records` and :func:`quarantine_output` (``quarantined_at=F.col("quarantined_at")``).
     """
     bad = F.col("reason").isNotNull()
@@ -406,8 +418,8 @@ def minute_metrics(records: DataFrame, window: str = "1 minute") -> DataFrame:
     """One row per symbol and ``window`` of :data:`WINDOW_TIME`, as ``datasets.MINUTE_METRICS_COLUMNS``.
 
     ``records`` are valid records with metrics (:func:`with_record_metrics`), with
-    :func:`with_window_time` (added here when missing, batch use), deduplicated and with a
-    watermark on ``window_time`` when streaming, so that each window is emitted once in
+    :func:`with_window_time` (added here when missing, batch use), each message once (raw_data),
+    with a watermark on ``window_time`` when streaming, so that each window is emitted once in
     append mode after the watermark passes its end. ``volume``, ``quote_volume`` and
     ``trade_count`` are the minute's own ``kline_1m`` (null when none arrived in time). No window functions (not allowed in
     streaming): the ticks of a window are collected as (event_time, mid) structs, sorted and
