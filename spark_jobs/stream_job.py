@@ -50,7 +50,7 @@ from btc_platform.lakehouse.spark_session import build_session
 from btc_platform.settings import Settings, SettingsError, load_settings
 from spark_jobs._cli import ConfigError, setup_logging
 from spark_jobs.stream_sinks import BatchCounts, BatchOutput, foreach_batch_writer
-from spark_jobs.stream_status import OBSERVATION, make_listener
+from spark_jobs.stream_status import make_listener
 
 log = logging.getLogger("spark_jobs.stream_job")
 
@@ -183,16 +183,6 @@ def kafka_source(spark, settings: Settings):
         raise
 
 
-def _observe_validation(parsed):
-    from pyspark.sql import functions as F
-
-    return parsed.observe(
-        OBSERVATION,
-        F.count_if(F.col("reason").isNull()).alias("valid"),
-        F.count_if(F.col("reason").isNotNull()).alias("quarantined"),
-    )
-
-
 def _trigger(settings: Settings, available_now: bool, *, side: bool = False) -> dict:
     if available_now:
         return {"availableNow": True}
@@ -205,7 +195,7 @@ def _ingest_records(source):
     out of raw_data by its writer (``BatchOutput.unique_key``)."""
     from spark_jobs import stream_transforms as st
 
-    return st.ingest_records(_observe_validation(st.parse_messages(source)))
+    return st.ingest_records(st.parse_messages(source))
 
 
 def _raw_rows(records):
@@ -241,7 +231,7 @@ def start_ingest_query(spark, source, settings: Settings, *, available_now: bool
     quarantine_uri = tables.table_uri(settings, datasets.QUARANTINE)
     write_batch = foreach_batch_writer(spark, checkpoint, [
         BatchOutput(raw_uri, _raw_rows, unique_key="message_id"),
-        BatchOutput(quarantine_uri, _quarantine_rows, only_if="reason IS NOT NULL"),
+        BatchOutput(quarantine_uri, _quarantine_rows, only_if="reason IS NOT NULL", count_as="quarantined"),
     ], BATCH_COUNTS)  # fmt: skip
     tables.ensure_table(spark, settings, datasets.RAW_DATA, _raw_rows(records).schema)
     tables.ensure_table(spark, settings, datasets.QUARANTINE, _quarantine_rows(records).schema)

@@ -51,6 +51,9 @@ class BatchOutput(NamedTuple):
     #: that only some batches feed (quarantine): it is written only when a batch holds such rows.
     #: ``None``: written from every batch.
     only_if: str | None = None
+    #: name under which :class:`BatchCounts` records the batch's rows matching ``only_if`` (e.g.
+    #: ``quarantined``); ``None``: not recorded.
+    count_as: str | None = None
     #: column of a table that holds each value once (raw_data: ``message_id``): rows whose value
     #: the table or the batch holds already are left out. ``None``: every row is appended.
     unique_key: str | None = None
@@ -98,8 +101,8 @@ class DeltaBatchWriter:
     batch id). :meth:`bind` gives it the query id right after ``start()``.
 
     The batch is not cached. The outputs written from every batch go first, and while the first
-    of them computes the batch, an observation counts the rows of each conditional output
-    (``only_if``); a conditional output is written only when that count is not zero, computing
+    of them computes the batch, an observation counts its records and the rows of each
+    conditional output (``only_if``; recorded in :class:`BatchCounts` as ``count_as``); a conditional output is written only when that count is not zero, computing
     the batch once more (Kafka offsets and the batch time are fixed, so it is the same batch). Bad records are rare: caching every batch to write quarantine cost
     more than the write itself (250k rows: 6.5–8.8 s to compute and cache, 4.2 s to append).
     """
@@ -130,9 +133,14 @@ class DeltaBatchWriter:
         )
         log.info("batch %d: appended to %s in %.2f s", batch_id, uri, time.monotonic() - started)
 
-    def _insert_absent(self, rows, output: BatchOutput, batch_id: int) -> None:
-        """Append the rows whose ``output.unique_key`` neither the batch (first copy kept) nor the
-        table holds; count them and the copies left out."""
+    def _insert_absent(self, batch, rows, output: BatchOutput, batch_id: int) -> None:
+        """Append ``rows`` (of ``batch``) whose ``output.unique_key`` neither the batch (first copy
+        kept) nor the table holds; count them.
+
+        The lookup runs on a narrow projection of the whole batch (the key and the ``id_time``
+        columns of every record, the bad ones too: a few more ids than needed, never fewer), kept
+        while the ids are looked up: Spark parses only those fields for it, and the wide rows are
+        computed once, by the append, as without a lookup (caching them cost more than the append)."""
         from pyspark import StorageLevel
         from pyspark.sql import Observation
         from pyspark.sql import functions as F
@@ -141,17 +149,15 @@ class DeltaBatchWriter:
 
         key = output.unique_key
         started = time.monotonic()
-        # the batch computed once (Kafka read, parse) and kept: its id_time ranges, the ids to leave
-        # out (ids only: the wide rows are never shuffled), then the append
-        batch = rows.persist(StorageLevel.MEMORY_AND_DISK)
+        ids = batch.select(key, *st.ID_TIME_COLUMNS).where(F.col(key).isNotNull()).persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            ranges = st.id_time_ranges((r["lo"], r["hi"]) for r in st.id_time_spans(batch).collect())
+            ranges = st.id_time_ranges((r["lo"], r["hi"]) for r in st.id_time_spans(ids).collect())
             spark = batch.sparkSession
             stored = spark.read.format("delta").load(output.uri).where(st.stored_predicate(ranges)).select(key)
-            extra = st.extra_copies(batch.select(key), stored, key).collect()
-            fresh = batch
-            if extra:
-                fresh = st.without_extra_copies(batch, spark.createDataFrame(extra, st.extra_copies_schema(key)), key)
+            extra = st.extra_copies(ids.select(key), stored, key).collect()
+            fresh = rows
+            if extra:  # usually none: the rows are appended as computed
+                fresh = st.without_extra_copies(rows, spark.createDataFrame(extra, st.extra_copies_schema(key)), key)
             observation = Observation(f"stored-{batch_id}")
             looked_up = time.monotonic() - started
             self._append(fresh.observe(observation, F.count(F.lit(1)).alias("n")), output.uri, batch_id)
@@ -162,7 +168,7 @@ class DeltaBatchWriter:
                      "range(s) in %.2f s", batch_id, output.uri, "?" if counted is None else counted["n"],
                      len(extra), len(ranges), looked_up)  # fmt: skip
         finally:
-            batch.unpersist()
+            ids.unpersist()
 
     def __call__(self, batch, batch_id: int) -> None:
         from pyspark.sql import Observation
@@ -170,18 +176,21 @@ class DeltaBatchWriter:
 
         if not self._bound.wait(_BIND_TIMEOUT_S):
             raise RuntimeError(f"batch {batch_id}: the writer was never bound to its streaming query")
-        observed, observation = batch, None
-        if self.conditional:
-            observation = Observation(f"outputs-{batch_id}")
-            observed = batch.observe(observation, *[
-                F.count_if(F.expr(o.only_if)).alias(f"o{i}") for i, o in enumerate(self.conditional)
-            ])  # fmt: skip
+        # counted while the first output computes the batch: all records, each conditional output's
+        observation = Observation(f"outputs-{batch_id}")
+        observed = batch.observe(observation, F.count(F.lit(1)).alias("records"), *[
+            F.count_if(F.expr(o.only_if)).alias(f"o{i}") for i, o in enumerate(self.conditional)
+        ])  # fmt: skip
         for output in self.outputs:
             if output.unique_key:
-                self._insert_absent(output.rows(observed), output, batch_id)
+                self._insert_absent(batch, output.rows(observed), output, batch_id)
             else:
                 self._append(output.rows(observed), output.uri, batch_id)
-        counts = _observed(observation) if observation is not None else {}
+        counts = _observed(observation)
+        if counts is not None:
+            self.counts.add(batch_id, records=int(counts["records"]), **{
+                o.count_as: int(counts[f"o{i}"]) for i, o in enumerate(self.conditional) if o.count_as
+            })  # fmt: skip
         for i, output in enumerate(self.conditional):
             rows = output.rows(batch)
             # counts None: a replayed batch that Delta skipped (no query ran, nothing was counted):

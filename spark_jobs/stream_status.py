@@ -29,10 +29,6 @@ from btc_platform.status import write_status
 
 log = logging.getLogger("spark_jobs.stream_job")
 
-#: Name of the observed valid/quarantined counts in each progress (``DataFrame.observe``).
-OBSERVATION = "validation"
-
-
 def _min_offsets(offsets: list[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
     """Per topic/partition minimum over the queries (the slowest query defines the lag)."""
     merged: dict[str, dict[str, int]] = {}
@@ -65,7 +61,6 @@ def _kafka_end_offsets(sources: list[dict[str, Any]]) -> dict[str, Any]:
 def progress_record(progress: Any) -> dict[str, Any]:
     """The structured per-batch record (query, batch, rows, rate, duration, watermark, counts)."""
     data = json.loads(progress.json)
-    observed = (data.get("observedMetrics") or {}).get(OBSERVATION) or {}
     state = data.get("stateOperators") or []
     custom = [op.get("customMetrics") or {} for op in state]
     return {
@@ -79,8 +74,8 @@ def progress_record(progress: Any) -> dict[str, Any]:
         "batch_duration_ms": data.get("batchDuration"),
         "phases_ms": data.get("durationMs") or {},  # addBatch, queryPlanning, walCommit, ...
         "watermark": (data.get("eventTime") or {}).get("watermark"),
-        "valid": observed.get("valid"),
-        "quarantined": observed.get("quarantined"),
+        "valid": None,  # the ingest writer's counts (with_batch_counts)
+        "quarantined": None,
         "state_rows": sum(op.get("numRowsTotal") or 0 for op in state),
         "dropped_duplicates": sum(c.get("numDroppedDuplicateRows") or 0 for c in custom),
         "dropped_late": sum(op.get("numRowsDroppedByWatermark") or 0 for op in state),
@@ -93,8 +88,12 @@ TOTALS = ("valid", "quarantined", "input_rows", "stored", "duplicates", "dropped
 
 
 def with_batch_counts(record: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
-    """``record`` with the writer's ``counts`` of its batch; ``duplicates`` = valid - stored."""
+    """``record`` with the writer's ``counts`` of its batch (``records``, ``quarantined``,
+    ``stored``): ``valid`` = records - quarantined, ``duplicates`` = valid - stored."""
     record = {**record, **counts}
+    if "records" in counts:
+        record["valid"] = counts["records"] - counts.get("quarantined", 0)
+        record["quarantined"] = counts.get("quarantined", 0)
     if "stored" in counts and record.get("valid") is not None:
         record["duplicates"] = record["valid"] - counts["stored"]
     return record
