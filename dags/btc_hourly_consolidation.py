@@ -129,8 +129,8 @@ def btc_hourly_consolidation():
     )
     audit_ingest = SparkSubmitOperator(
         task_id="audit_ingest",
-        application=job_path("audit_job.py"),
-        application_args=interval_args,
+        application=job_path("quality_job.py"),
+        application_args=["--audit-ingest", *interval_args],
         execution_timeout=timedelta(minutes=30),
         **spark_submit_kwargs(settings, "btc-audit"),
         **table_writer_kwargs(),

@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Coverage warning threshold 0..1 (default BTC_DQ_MIN_COVERAGE).",
     )
     parser.add_argument(
+        "--audit-ingest",
+        action="store_true",
+        help="Run the ingest audit of --start/--end instead (spark_jobs/audit.py: Kafka records against "
+        "raw_data and quarantine, check ingest_complete).",
+    )
+    parser.add_argument(
         "--symbols",
         default=None,
         help="Comma-separated symbols expected every hour (default BTC_BINANCE_SYMBOLS).",
@@ -149,7 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.last_backfill:
             start, end = last_backfill_range(spark, settings)
-        run(spark, settings, start, end, symbols=symbols, min_coverage=args.min_coverage)
+        if args.audit_ingest:
+            from spark_jobs import audit
+
+            audit.run(spark, settings, start, end)
+        else:
+            run(spark, settings, start, end, symbols=symbols, min_coverage=args.min_coverage)
     except RangeError as exc:
         log.error("quality_job cannot start: %s", exc)
         return EXIT_CONFIG

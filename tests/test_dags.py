@@ -393,8 +393,8 @@ def test_consolidation_dag_shape(parsed, sandbox):
     assert gaps["upstream"] == ["consolidate"] and repair["upstream"] == ["find_gaps"]
     assert repair["application"].endswith("spark_jobs/backfill_job.py")
     assert repair["application_args"] == ["--source", "binance", "--repair", "{{ ti.xcom_pull(task_ids='find_gaps') }}"]
-    assert audit["application"].endswith("spark_jobs/audit_job.py") and audit["upstream"] == ["consolidate"]
-    assert audit["application_args"] == consolidate["application_args"]
+    assert audit["application"].endswith("spark_jobs/quality_job.py") and audit["upstream"] == ["consolidate"]
+    assert audit["application_args"] == ["--audit-ingest", *consolidate["application_args"]]
 
 
 def test_retrain_dag_shape(parsed):

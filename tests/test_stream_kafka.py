@@ -143,20 +143,20 @@ def test_raw_holds_valid_unique_messages_and_quarantine_the_rest(kafka_service, 
     from delta.tables import DeltaTable
 
     from btc_platform.settings import load_settings
-    from spark_jobs import audit_job
+    from spark_jobs import audit
 
     settings = load_settings(data_dir=tmp_path / "data", storage_root=storage, kafka_topic=topic,
                              kafka_bootstrap_servers=kafka_service.bootstrap_servers)  # fmt: skip
     hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     start, end = hour - timedelta(hours=1), hour + timedelta(hours=1)
-    rows = audit_job.run(spark, settings, start, end)
+    rows = audit.run(spark, settings, start, end)
     assert {r.symbol for r in rows} == {SYMBOL} and {r.status for r in rows} == {"pass"}
     assert sum(int(re.search(r"(\d+) message\(s\)", r.detail).group(1)) for r in rows) == len(valid)
     # ... and red, naming the message, when raw_data lost one
     lost = valid[7]["message_id"]
     DeltaTable.forPath(spark, f"{storage}/{datasets.RAW_DATA}").delete(f"message_id = '{lost}'")
-    with pytest.raises(audit_job.IngestIncompleteError, match=f"1 missing.*{lost}"):
-        audit_job.run(spark, settings, start, end)
+    with pytest.raises(audit.IngestIncompleteError, match=f"1 missing.*{lost}"):
+        audit.run(spark, settings, start, end)
     checks = read(spark, f"{storage}/{datasets.DATA_QUALITY}").where("check = 'ingest_complete'").collect()
     assert sorted(r.status for r in checks).count("fail") == 1 and len(checks) == len(rows)
 

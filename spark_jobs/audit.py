@@ -1,49 +1,32 @@
-"""Ingest audit job: Kafka records of [start, end) against raw_data and quarantine -> data_quality.
+"""The ingest audit: Kafka records of [start, end) against raw_data and quarantine -> data_quality.
 
 Run hourly by the ``btc_hourly_consolidation`` DAG (task ``audit_ingest``, after the hour's
-consolidation) or by hand::
+consolidation) through the data-quality job, or by hand::
 
-    .venv/bin/python spark_jobs/audit_job.py --start 2024-01-01T00:00:00Z --end 2024-01-01T01:00:00Z
+    .venv/bin/python spark_jobs/quality_job.py --audit-ingest --start 2024-01-01T00:00:00Z --end 2024-01-01T01:00:00Z
 
 Reads the topic's records whose Kafka timestamp is in the range (a batch read bounded by
 timestamps), parses them as the stream does, looks their ``message_id`` up in raw_data and their
 coordinates up in quarantine, and MERGEs one ``ingest_complete`` row per symbol and hour into
-data_quality (``audit_transforms``). Exit 1 when a pair fails (after the rows are recorded): a
-message Kafka holds is missing from raw_data or stored twice. Exit 2: configuration error. Nothing
+data_quality (``audit_transforms``). The job exits 1 when a pair fails (after the rows are
+recorded): a message Kafka holds is missing from raw_data or stored twice. Nothing
 is audited (exit 0, logged) where the stream never ran: no status record at ``BTC_DATA_DIR/status``.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 from datetime import UTC, datetime
 
 from btc_platform.lakehouse import datasets
-from btc_platform.lakehouse.lake import LegacyLayoutError, check_layout
-from btc_platform.settings import Settings, SettingsError
-from spark_jobs._cli import add_common_options, run_spark_job, settings_from_args, setup_logging
+from btc_platform.lakehouse.quality import DataQualityError
+from btc_platform.settings import Settings
 
-log = logging.getLogger("spark_jobs.audit_job")
-
-APP_NAME = "btc-audit"
-EXIT_CONFIG = 2
+log = logging.getLogger("spark_jobs.audit")
 
 
-class IngestIncompleteError(RuntimeError):
+class IngestIncompleteError(DataQualityError):
     """The audit found messages of Kafka missing from raw_data (or stored twice)."""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="audit_job.py",
-        description="Audit [start, end): every Kafka record of the range in raw_data (once) or quarantine; "
-        "results MERGEd into data_quality (check ingest_complete), exit 1 on a mismatch.",
-    )
-    parser.add_argument("--start", required=True, help="Range start, ISO-8601 UTC on a full hour.")
-    parser.add_argument("--end", required=True, help="Range end (exclusive), ISO-8601 UTC on a full hour.")
-    return add_common_options(parser)
 
 
 def kafka_records(spark, settings: Settings, start: datetime, end: datetime):
@@ -97,25 +80,3 @@ def run(spark, settings: Settings, start: datetime, end: datetime, *, checked_at
             + "; ".join(f"{r['symbol']} {r['hour_start']:%Y-%m-%dT%H}: {r['detail']}" for r in failed[:5])
         )
     return rows
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
-    from btc_platform.timerange import RangeError, parse_utc, require_hour_aligned
-
-    try:
-        settings = settings_from_args(args)
-        start, end = parse_utc(args.start), parse_utc(args.end)
-        require_hour_aligned(start, end)
-        check_layout(settings)
-    except (SettingsError, RangeError, LegacyLayoutError) as exc:
-        log.error("audit_job cannot start: %s", exc)
-        return EXIT_CONFIG
-    return run_spark_job(APP_NAME, settings, args.master, lambda spark: run(spark, settings, start, end),
-                         what=f"ingest audit of [{start.isoformat()}, {end.isoformat()})",
-                         expected=(IngestIncompleteError,))  # fmt: skip
-
-
-if __name__ == "__main__":
-    sys.exit(main())
