@@ -219,24 +219,27 @@ BATCH_COUNTS = BatchCounts()
 def start_ingest_query(spark, source, settings: Settings, *, available_now: bool = False):
     """Start the ingest query: ``source`` (Kafka-shaped) -> the raw_data and quarantine tables.
 
-    Each record is read and parsed once; every micro-batch is appended to both tables by
+    The query hands each Kafka micro-batch to the writer, which parses it
+    (:func:`_ingest_records`) and looks the ``message_id`` of its records up in raw_data first
+    (``stream_transforms.message_keys``: a second, narrow read); every micro-batch is appended to both tables by
     :func:`stream_sinks.foreach_batch_writer` as Delta transaction (query id, batch id), so a
     replayed batch is skipped by Delta (exactly-once for both).
     """
+    from spark_jobs import stream_transforms as st
     from spark_jobs import tables
 
     checkpoint = checkpoint_paths(settings)[QUERY_INGEST]
-    records = _ingest_records(source)
+    records = _ingest_records(source)  # the frame the outputs' rows come from (for their schema here)
     raw_uri = tables.table_uri(settings, datasets.RAW_DATA)
     quarantine_uri = tables.table_uri(settings, datasets.QUARANTINE)
     write_batch = foreach_batch_writer(spark, checkpoint, [
-        BatchOutput(raw_uri, _raw_rows, unique_key="message_id"),
+        BatchOutput(raw_uri, _raw_rows, unique_key="message_id", keys=st.message_keys),
         BatchOutput(quarantine_uri, _quarantine_rows, only_if="reason IS NOT NULL", count_as="quarantined"),
-    ], BATCH_COUNTS)  # fmt: skip
+    ], BATCH_COUNTS, prepare=_ingest_records)  # fmt: skip
     tables.ensure_table(spark, settings, datasets.RAW_DATA, _raw_rows(records).schema)
     tables.ensure_table(spark, settings, datasets.QUARANTINE, _quarantine_rows(records).schema)
     query = (
-        records.writeStream.queryName(QUERY_INGEST)
+        source.writeStream.queryName(QUERY_INGEST)
         .foreachBatch(write_batch)
         .option("checkpointLocation", checkpoint)
         .trigger(**_trigger(settings, available_now))

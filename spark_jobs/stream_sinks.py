@@ -57,6 +57,10 @@ class BatchOutput(NamedTuple):
     #: column of a table that holds each value once (raw_data: ``message_id``): rows whose value
     #: the table or the batch holds already are left out. ``None``: every row is appended.
     unique_key: str | None = None
+    #: for a ``unique_key`` output, the micro-batch as the source gives it -> its key and
+    #: ``id_time`` columns, computed alone for the lookup (``stream_transforms.message_keys``);
+    #: ``None``: those columns of ``rows``.
+    keys: Callable | None = None
 
 
 class BatchCounts:
@@ -107,7 +111,9 @@ class DeltaBatchWriter:
     more than the write itself (250k rows: 6.5–8.8 s to compute and cache, 4.2 s to append).
     """
 
-    def __init__(self, outputs: Sequence[BatchOutput], counts: BatchCounts | None = None) -> None:
+    def __init__(
+        self, outputs: Sequence[BatchOutput], counts: BatchCounts | None = None, prepare: Callable | None = None
+    ) -> None:
         self.outputs = tuple(o for o in outputs if o.only_if is None)
         self.conditional = tuple(o for o in outputs if o.only_if is not None)
         if not self.outputs:
@@ -115,6 +121,7 @@ class DeltaBatchWriter:
         if any(o.unique_key for o in self.conditional):
             raise ValueError("an output with a unique_key is written from every batch (only_if=None)")
         self.counts = counts if counts is not None else BatchCounts()
+        self.prepare = prepare  # source micro-batch -> the frame the outputs' rows are derived from
         self.app_id: str | None = None
         self._bound = threading.Event()
 
@@ -133,14 +140,14 @@ class DeltaBatchWriter:
         )
         log.info("batch %d: appended to %s in %.2f s", batch_id, uri, time.monotonic() - started)
 
-    def _insert_absent(self, batch, rows, output: BatchOutput, batch_id: int) -> None:
-        """Append ``rows`` (of ``batch``) whose ``output.unique_key`` neither the batch (first copy
-        kept) nor the table holds; count them.
+    def _insert_absent(self, source, rows, output: BatchOutput, batch_id: int) -> None:
+        """Append ``rows`` (of the ``source`` micro-batch) whose ``output.unique_key`` neither the
+        batch (first copy kept) nor the table holds; count them.
 
-        The lookup runs on a narrow projection of the whole batch (the key and the ``id_time``
-        columns of every record, the bad ones too: a few more ids than needed, never fewer), kept
-        while the ids are looked up: Spark parses only those fields for it, and the wide rows are
-        computed once, by the append, as without a lookup (caching them cost more than the append)."""
+        The lookup runs on a narrow projection of the whole batch (``output.keys``: the key and the
+        ``id_time`` columns of every record, the bad ones too: a few more ids than needed, never
+        fewer), kept while the ids are looked up; the wide rows are computed once, by the append, as
+        without a lookup (caching them cost more than the append itself)."""
         from pyspark import StorageLevel
         from pyspark.sql import Observation
         from pyspark.sql import functions as F
@@ -149,10 +156,11 @@ class DeltaBatchWriter:
 
         key = output.unique_key
         started = time.monotonic()
-        ids = batch.select(key, *st.ID_TIME_COLUMNS).where(F.col(key).isNotNull()).persist(StorageLevel.MEMORY_AND_DISK)
+        keys = output.keys(source) if output.keys is not None else rows.select(key, *st.ID_TIME_COLUMNS)
+        ids = keys.where(F.col(key).isNotNull()).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             ranges = st.id_time_ranges((r["lo"], r["hi"]) for r in st.id_time_spans(ids).collect())
-            spark = batch.sparkSession
+            spark = rows.sparkSession
             stored = spark.read.format("delta").load(output.uri).where(st.stored_predicate(ranges)).select(key)
             extra = st.extra_copies(ids.select(key), stored, key).collect()
             fresh = rows
@@ -170,12 +178,13 @@ class DeltaBatchWriter:
         finally:
             ids.unpersist()
 
-    def __call__(self, batch, batch_id: int) -> None:
+    def __call__(self, source, batch_id: int) -> None:
         from pyspark.sql import Observation
         from pyspark.sql import functions as F
 
         if not self._bound.wait(_BIND_TIMEOUT_S):
             raise RuntimeError(f"batch {batch_id}: the writer was never bound to its streaming query")
+        batch = self.prepare(source) if self.prepare is not None else source
         # counted while the first output computes the batch: all records, each conditional output's
         observation = Observation(f"outputs-{batch_id}")
         observed = batch.observe(observation, F.count(F.lit(1)).alias("records"), *[
@@ -183,7 +192,7 @@ class DeltaBatchWriter:
         ])  # fmt: skip
         for output in self.outputs:
             if output.unique_key:
-                self._insert_absent(batch, output.rows(observed), output, batch_id)
+                self._insert_absent(source, output.rows(observed), output, batch_id)
             else:
                 self._append(output.rows(observed), output.uri, batch_id)
         counts = _observed(observation)
@@ -214,9 +223,11 @@ def _observed(observation, wait_s: float = _OBSERVATION_WAIT_S) -> dict | None:
 
 
 def foreach_batch_writer(
-    spark, checkpoint: str, outputs: Sequence[BatchOutput], counts: BatchCounts | None = None
+    spark, checkpoint: str, outputs: Sequence[BatchOutput], counts: BatchCounts | None = None,
+    prepare: Callable | None = None,
 ) -> DeltaBatchWriter:
     """The ``foreachBatch`` callback of the query checkpointed at ``checkpoint`` (bind it to the
-    query after ``start()``). Raises :class:`ConfigError` on checkpoints of the earlier layout."""
+    query after ``start()``); ``prepare`` turns each source micro-batch into the frame the outputs
+    are derived from. Raises :class:`ConfigError` on checkpoints of the earlier layout."""
     check_checkpoint_layout(spark, checkpoint)
-    return DeltaBatchWriter(outputs, counts)
+    return DeltaBatchWriter(outputs, counts, prepare)

@@ -201,7 +201,12 @@ def test_complete_stream_hour_replaces_backfill_row_and_keeps_other_symbols(spar
     assert rows[("BTCUSDT", T0)]["open"] == 100.0
     assert rows[("LTCUSDT", T0)]["source"] == "backfill"  # not produced by the stream: kept
     assert rows[("LTCUSDT", T0)]["volume"] == 10.0
-    assert set(rows) == {("BTCUSDT", T0), ("ETHUSDT", T0), ("LTCUSDT", T0)}
+    assert set(rows) == {("BTCUSDT", T0), ("LTCUSDT", T0)}
+
+    # a partial stream hour (5 of 60 minutes) of LTCUSDT leaves its complete candle in place
+    write_minutes(spark, settings, complete_hour("LTCUSDT", T0, range(5)))
+    consolidate_job.run(spark, settings, T0, T0 + timedelta(hours=1), produced_at=RUN_AT)
+    assert read_hourly(spark, settings)[("LTCUSDT", T0)] == rows[("LTCUSDT", T0)]
 
 
 def test_hour_without_minutes_writes_nothing(spark, settings):
