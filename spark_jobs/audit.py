@@ -64,7 +64,7 @@ def run(spark, settings: Settings, start: datetime, end: datetime, *, checked_at
     quarantine = tables.read_table(spark, tables.table_uri(settings, datasets.QUARANTINE))
     raw_ids = raw.where(st.stored_predicate(ranges)).select("message_id") if raw is not None else (
         spark.createDataFrame([], "message_id string"))  # fmt: skip
-    keys = quarantine.select("quarantine_key") if quarantine is not None else spark.createDataFrame([], "quarantine_key string")
+    keys = at.quarantine_keys(quarantine) if quarantine is not None else spark.createDataFrame([], "quarantine_key string")
     results = at.audit(messages, raw_ids, keys, start, end, checked_at or datetime.now(UTC)).localCheckpoint(eager=True)
     uri = tables.ensure_table(spark, settings, datasets.DATA_QUALITY, datasets.struct_type(datasets.DATA_QUALITY_COLUMNS))
     tables.merge_rows(spark, uri, results, datasets.TABLES[datasets.DATA_QUALITY].keys)

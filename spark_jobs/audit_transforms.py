@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from btc_platform.lakehouse import datasets
@@ -29,16 +29,26 @@ from spark_jobs import stream_transforms as st
 LISTED_IDS = 3
 
 
+def coordinates() -> Column:
+    """``topic:partition:offset`` of a record (its ``kafka_*`` columns): how a bad record is found
+    in quarantine."""
+    return F.concat_ws(":", *[F.col(c).cast("string") for c in ("kafka_topic", "kafka_partition", "kafka_offset")])
+
+
+def quarantine_keys(quarantine: DataFrame) -> DataFrame:
+    """quarantine's rows -> their ``quarantine_key`` (:func:`coordinates`)."""
+    return quarantine.select(coordinates().alias("quarantine_key"))
+
+
 def hour_messages(parsed: DataFrame) -> DataFrame:
     """Parsed Kafka records -> ``symbol``, ``hour_start`` (of the Kafka timestamp), ``message_id``
     (null for a bad record), ``quarantine_key`` (null for a valid one) and the ``id_time`` columns."""
     bad = F.col("reason").isNotNull()
-    coordinates = F.concat_ws(":", *[F.col(c).cast("string") for c in ("kafka_topic", "kafka_partition", "kafka_offset")])
     return parsed.select(
         F.coalesce(F.when(~bad, F.col("symbol")), F.col("key").cast("string"), F.lit("?")).alias("symbol"),
         F.date_trunc("hour", "kafka_timestamp").alias("hour_start"),
         F.when(~bad, F.col("message_id")).alias("message_id"),
-        F.when(bad, coordinates).alias("quarantine_key"),
+        F.when(bad, coordinates()).alias("quarantine_key"),
         *[F.when(~bad, F.col(c)).alias(c) for c in st.ID_TIME_COLUMNS],
     )
 
@@ -50,8 +60,8 @@ def audit(
     """``data_quality`` rows of the check ``ingest_complete`` (see the module docstring).
 
     ``messages``: :func:`hour_messages`; ``raw_ids``: the ``message_id`` column of raw_data's rows
-    that may match (one row per stored row, duplicates included); ``quarantine_keys``: quarantine's
-    ``quarantine_key`` column."""
+    that may match (one row per stored row, duplicates included); ``quarantine_keys``:
+    :func:`quarantine_keys` of quarantine."""
     stored = raw_ids.groupBy("message_id").agg(F.count(F.lit(1)).alias("copies"))
     valid = (
         messages.where(F.col("message_id").isNotNull())
