@@ -143,7 +143,7 @@ def make_listener(status_path: Path, job: str, kafka_queries: Sequence[str], bat
                 name = record["query"] or str(event.progress.id)
                 previous = self.queries.get(name, {})
                 for key in TOTALS:  # totals since the job started
-                    record[f"{key}_total"] = (previous.get(f"{key}_total") or 0) + (record[key] or 0)
+                    record[f"{key}_total"] = (previous.get(f"{key}_total") or 0) + (record.get(key) or 0)
                 self.queries[name] = {**record, "state": "running"}
                 self._write()
 

@@ -143,3 +143,31 @@ def test_dashboard_shows_the_latest_audit_and_its_failures():
     assert audit["last_hour"].startswith("2024-01-01T01:00")
     assert audit["last_failure"]["detail"].endswith("1 missing")
     assert data.ingest_audit(frame[frame["check"] != "ingest_complete"]) is None
+
+
+def test_status_record_totals_of_queries_with_and_without_writer_counts(tmp_path):
+    """The ingest query's batches carry the writer's counts, minute_metrics' do not: both keep
+    their running totals (a missing count is 0) and the status file is written for each."""
+    from types import SimpleNamespace
+
+    from btc_platform.status import read_status
+    from spark_jobs.stream_sinks import BatchCounts
+
+    counts = BatchCounts()
+    listener = stream_status.make_listener(tmp_path / "stream.json", "btc-stream", ("ingest",),
+                                           batch_counts={"ingest": counts})  # fmt: skip
+
+    def progress(query: str, batch_id: int, dropped_late: int = 0):
+        doc = {"name": query, "id": f"id-{query}", "batchId": batch_id, "numInputRows": 10,
+               "stateOperators": [{"numRowsDroppedByWatermark": dropped_late}], "sources": []}  # fmt: skip
+        return SimpleNamespace(progress=SimpleNamespace(json=json.dumps(doc), id=f"id-{query}"))
+
+    counts.add(0, records=10, quarantined=1, stored=7)
+    listener.onQueryProgress(progress("ingest", 0))
+    listener.onQueryProgress(progress("minute_metrics", 0, dropped_late=2))
+    listener.onQueryProgress(progress("minute_metrics", 1, dropped_late=1))
+    queries = read_status(tmp_path / "stream.json")["queries"]
+    ingest, minutes = queries["ingest"], queries["minute_metrics"]
+    assert (ingest["valid_total"], ingest["quarantined_total"], ingest["stored_total"], ingest["duplicates_total"]) == (
+        9, 1, 7, 2)
+    assert (minutes["dropped_late_total"], minutes["stored_total"], minutes["input_rows_total"]) == (3, 0, 20)
