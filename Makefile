@@ -95,8 +95,8 @@ sql: venv jars ## Spark SQL shell, tables as btc.<name>; one query: make sql Q="
 convert-data: venv jars ## convert datasets of the Parquet layout to Delta tables (stop the platform first)
 	$(VENV)/bin/btc-lake convert
 
-clean-data: stop ## delete local data, logs and service state (keeps .venv and jars)
-	rm -rf .data
+clean-data: stop ## delete BTC_DATA_DIR (default .data): data, logs, service state; refuses while the producer's spool/journal hold undelivered messages (FORCE=1 deletes them too)
+	$(PY) -m btc_platform.ops.clean_data $(if $(FORCE),--force)
 
 compose-up: venv ## the distributed stack with docker-compose (installs docker.io, starts dockerd, builds; docs/compose.md)
 	BTC_PRODUCER_SOURCE=$(SOURCE) $(PY) -m btc_platform.ops.compose.stack up $(if $(NO_REBUILD),--no-rebuild,)

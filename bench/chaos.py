@@ -27,7 +27,10 @@ stream drains Kafka and the counts are taken:
 
 Storage: ``file://`` on a size-limited tmpfs mounted for the run (``mount -t tmpfs -o size=...``,
 needs root), so the disk-full scenario can fill it; without root the scenario is reported as not
-run. The HDFS scenarios run on a second platform with the storage root on a local HDFS.
+run. The HDFS scenarios run on a second platform with the storage root on a local HDFS. The
+scenarios beyond the stream's watermark delay (a late re-send, the producer down 5 minutes, the
+stream down 10 minutes while the partitions fill at different rates, kill -9 of everything at
+once) are in ``bench/chaos_integrity.py``.
 
 The Airflow scenario (``scheduler_kill``) runs on a third platform that the suite does not
 supervise: a real Airflow started as ``btc-services run`` starts it (``services.start_airflow``:
@@ -62,11 +65,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.chaos_integrity import SCENARIOS as INTEGRITY_SCENARIOS
+from bench.chaos_integrity import ScenarioError
+
 log = logging.getLogger("chaos")
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "AVAXUSDT",
            "DOTUSDT", "LINKUSDT")  # fmt: skip
-FILE_SCENARIOS = ("producer_kill", "stream_kill", "broker_kill", "burst", "exchange_faults", "disk_full")
+FILE_SCENARIOS = ("producer_kill", "stream_kill", "broker_kill", "burst", "exchange_faults", "disk_full",
+                  "resend_late", "producer_down", "stream_down", "crash_all")  # fmt: skip
 HDFS_SCENARIOS = ("namenode_kill", "datanode_kill")
 AIRFLOW_SCENARIOS = ("scheduler_kill",)
 TMPFS_SIZE = "512m"
@@ -86,6 +93,8 @@ class Result:
     ok: bool = True
     start_line: int = 0
     end_line: int = 0
+    side_start: int = 0  # the side publisher's ids (platform.side_ids) published during the scenario
+    side_end: int = 0
 
 
 @dataclass
@@ -100,6 +109,13 @@ class Options:
     symbols: int = 10
     recovery_timeout_s: float = 300.0
     warmup_timeout_s: float = 300.0
+    partitions: int = 4  # of the topic (stream_down fills each at its own rate)
+    resend: int = 200  # records resend_late re-sends
+    resend_age_s: float = 60.0  # ... at least this old (the stream's watermark delay is 30 s)
+    producer_down_s: float = 300.0
+    stream_down_s: float = 600.0
+    side_rate: float = 20.0  # stream_down: partition p takes side_rate * (p + 1) ** 2 msg/s
+    crash_down_s: float = 60.0
 
 
 @dataclass
@@ -120,6 +136,7 @@ class Platform:
     mount: Path | None = None  # the size-limited file system under the storage root
     burst: tuple[int, int] | None = None  # (bad records Kafka took, quarantine rows before)
     airflow: bool = False  # supervised by a real Airflow's btc_stream_supervisor DAG, not by ``check``
+    side_ids: list[str] = field(default_factory=list)  # valid messages the suite published itself
 
     def __post_init__(self):
         self.build_settings()
@@ -153,6 +170,7 @@ class Platform:
             producer_status_interval_s=1.0,
             first_run_backfill=False,  # no history backfill competing with the faults measured
             stream_driver_memory="1g",
+            kafka_partitions=self.options.partitions,
             **hdfs,
             **self.overrides,
         )
@@ -172,6 +190,8 @@ class Platform:
                         self.events.append((time.time(), f"supervisor {result.action} {name}: {result.reason}"))
             for name, ensure in (("producer", lambda: supervisor.ensure_producer(self.settings, self.source)),
                                  ("stream", lambda: supervisor.ensure_stream(self.settings))):  # fmt: skip
+                if self.suspended.get(name, 0) > time.time():  # held down by a scenario
+                    continue
                 result = ensure()
                 if result.action in ("started", "restarted"):
                     self.events.append((time.time(), f"supervisor {result.action} {name}: {result.reason}"))
@@ -472,10 +492,11 @@ SCENARIOS: dict[str, Callable[[Platform], tuple[float, str, str]]] = {
     "namenode_kill": kill_namenode,
     "datanode_kill": kill_datanode,
     "scheduler_kill": kill_scheduler,
+    **INTEGRITY_SCENARIOS,
 }
 
 
-class ChaosError(RuntimeError):
+class ChaosError(ScenarioError):
     """The suite itself could not do what a scenario needs (named in the table)."""
 
 
@@ -493,15 +514,15 @@ def inject(platform: Platform, name: str) -> tuple[float, str, str]:
 
 def run_scenario(platform: Platform, name: str) -> Result:
     options = platform.options
-    result = Result(name, start_line=platform.accepted_lines())
+    result = Result(name, start_line=platform.accepted_lines(), side_start=len(platform.side_ids))
     began = time.time()
     log.info("=== scenario %s: %.0f s steady first ===", name, options.pre_s)
     time.sleep(options.pre_s)
     try:
         moment, result.recovered_by, result.note = inject(platform, name)
-    except ChaosError as exc:
+    except ScenarioError as exc:
         result.ok, result.note = False, str(exc)
-        result.end_line = platform.accepted_lines()
+        result.end_line, result.side_end = platform.accepted_lines(), len(platform.side_ids)
         return result
     recovery = platform.wait_for_data_after(moment, options.recovery_timeout_s)
     result.recovery_s = None if recovery is None else round(recovery, 1)
@@ -513,7 +534,7 @@ def run_scenario(platform: Platform, name: str) -> Result:
         result.note += "; " + "; ".join(events)
     log.info("=== scenario %s: data again after %s s; %.0f s steady ===", name, result.recovery_s, options.post_s)
     time.sleep(options.post_s)
-    result.end_line = platform.accepted_lines()
+    result.end_line, result.side_end = platform.accepted_lines(), len(platform.side_ids)
     return result
 
 
@@ -525,12 +546,13 @@ def count(platform: Platform, results: list[Result]) -> None:
     for number, line in enumerate(lines):
         if line and line != b"-":
             first_seen.setdefault(line.decode(), number)
-    accepted_all = set(first_seen)
+    accepted_all = set(first_seen) | set(platform.side_ids)
     extra = len(set(raw) - accepted_all)
     if results:  # the warm-up counts with the first scenario, the drain with the last
         results[0].start_line, results[-1].end_line = 0, len(lines)
     for result in results:
         ids = {mid for mid, number in first_seen.items() if result.start_line <= number < result.end_line}
+        ids |= set(platform.side_ids[result.side_start:result.side_end])
         result.accepted = len(ids)
         result.in_raw = sum(1 for mid in ids if mid in raw)
         result.lost = result.accepted - result.in_raw

@@ -12,7 +12,14 @@ as their own task. A successful check updates the `hourly_metrics` Asset.
   `BTC_CONSOLIDATION_MAX_WAIT_S` (the hour is then consolidated with the minutes that exist, and
   its coverage says so). Its log says which.
 
-* Both steps are `spark-submit`s through the `spark_default` connection
+* `find_gaps` / `repair_gaps` (live mode, `BTC_PRODUCER_SOURCE=live`): the hours of the last
+  `BTC_GAP_REPAIR_LOOKBACK_HOURS` that have no row or only a stream row below
+  `BTC_HOURLY_MIN_STREAM_COVERAGE` are fetched as closed 1-hour klines (at most
+  `BTC_GAP_REPAIR_MAX_REQUESTS` requests) and MERGEd; skipped, with the reason, when there is none.
+* `audit_ingest`: every Kafka record of the hour is in raw_data once (or in quarantine):
+  a `data_quality` row `ingest_complete` per symbol, red (and a failed task) on a mismatch.
+
+* The Spark steps are `spark-submit`s through the `spark_default` connection
   (`AIRFLOW_CONN_SPARK_DEFAULT`, set from `BTC_SPARK_MASTER` by `make run` / compose).
 * Missed hours are caught up (`catchup=True`) from `BTC_SCHEDULE_START_DATE` (`make run` pins it
   to the hour of the installation's first start; unset: the start of the current UTC day), so a
@@ -92,11 +99,44 @@ def btc_hourly_consolidation():
         application=job_path("quality_job.py"),
         application_args=interval_args,
         outlets=[hourly_metrics],
+        trigger_rule="none_failed",  # also after a skipped gap repair
         execution_timeout=timedelta(minutes=30),
         **spark_submit_kwargs(settings, "btc-quality"),
         **table_writer_kwargs(),
     )
-    chain(wait_for_minutes(), consolidate, data_quality)
+    @task
+    def find_gaps() -> str:
+        """The ranges of missing or thin hours to repair (skipped when there is nothing to do)."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from btc_platform.lakehouse.gaps import find_gaps, format_ranges
+
+        if settings.producer_source != "live":
+            raise AirflowSkipException(f"no gap repair: the producer's source is {settings.producer_source!r}, not live")
+        ranges = find_gaps(settings)
+        if not ranges:
+            raise AirflowSkipException(f"no missing or thin hour in the last {settings.gap_repair_lookback_hours} h")
+        return format_ranges(ranges)
+
+    gaps = find_gaps()
+    repair_gaps = SparkSubmitOperator(
+        task_id="repair_gaps",
+        application=job_path("backfill_job.py"),
+        application_args=["--source", "binance", "--repair", "{{ ti.xcom_pull(task_ids='find_gaps') }}"],
+        execution_timeout=timedelta(minutes=30),
+        **spark_submit_kwargs(settings, "btc-repair-gaps"),
+        **table_writer_kwargs(),
+    )
+    audit_ingest = SparkSubmitOperator(
+        task_id="audit_ingest",
+        application=job_path("quality_job.py"),
+        application_args=["--audit-ingest", *interval_args],
+        execution_timeout=timedelta(minutes=30),
+        **spark_submit_kwargs(settings, "btc-audit"),
+        **table_writer_kwargs(),
+    )
+    chain(wait_for_minutes(), consolidate, gaps, repair_gaps, data_quality)
+    chain(consolidate, audit_ingest)
 
 
 btc_hourly_consolidation()

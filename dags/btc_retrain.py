@@ -55,7 +55,7 @@ from airflow.sdk import (
 )
 
 from btc_platform.lakehouse import datasets
-from btc_platform.ops.orchestration import HOURLY_METRICS_ASSET
+from btc_platform.ops.orchestration import HOURLY_METRICS_ASSET, table_writer_kwargs
 from btc_platform.settings import get_settings
 from models.config import RetrainParams  # dataclasses only: the Params' defaults, read without building it
 
@@ -181,7 +181,7 @@ def btc_retrain():
         logging.getLogger("btc_retrain").info("promotion decision for %s: %s", version, decision)
         return decision
 
-    @task(trigger_rule="none_failed", map_index_template=BY_SYMBOL)
+    @task(trigger_rule="none_failed", map_index_template=BY_SYMBOL, **table_writer_kwargs())
     def predict_next_24h(symbol: str, params=None) -> dict:
         """The served forecast; skipped with the reason only when the symbol has no history at all."""
         from airflow.sdk.exceptions import AirflowSkipException
@@ -193,13 +193,13 @@ def btc_retrain():
             raise AirflowSkipException(f"no forecast of {symbol} served: {result['reason']}")
         return result
 
-    @task(trigger_rule="all_done", map_index_template=BY_SYMBOL)
+    @task(trigger_rule="all_done", map_index_template=BY_SYMBOL, **table_writer_kwargs())
     def score_forecasts(symbol: str) -> dict:
         from models.realised import score_forecasts
 
         return score_forecasts(settings, _named(symbol))
 
-    @task(map_index_template=BY_SYMBOL)
+    @task(map_index_template=BY_SYMBOL, **table_writer_kwargs())
     def write_outputs(symbol: str, version: str, params=None) -> dict:
         from models.pipeline import write_outputs
 

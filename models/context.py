@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -17,9 +18,15 @@ import pandas as pd
 from btc_platform.lakehouse import datasets
 from btc_platform.settings import Settings, get_settings
 from models.config import ModelConfig, RetrainParams
-from models.data import HOUR, HourlyData, InsufficientHistoryError, load_series
+from models.data import HOUR, HourlyData, InsufficientHistoryError, VersionGoneDataError, load_series
 from models.features import hours_needed
 from models.registry import Registry
+
+log = logging.getLogger(__name__)
+
+#: The rows a model was trained on, kept with the model: its table version stays readable after
+#: VACUUM and log clean-up removed that version from the table.
+TRAINING_SNAPSHOT = "training_data.parquet"
 
 
 @dataclass
@@ -54,8 +61,32 @@ class Context:
         ``until``; read on first use, then kept for the rest of the task."""
         key = (uri or self.data_uri, symbol or self.symbol, version, until)
         if key not in self.loaded:
-            self.loaded[key] = load_series(key[0], key[1], version=version, until=until)
+            try:
+                self.loaded[key] = load_series(key[0], key[1], version=version, until=until)
+            except VersionGoneDataError:
+                kept = self.training_snapshot(*key)
+                if kept is None:
+                    raise
+                self.loaded[key] = kept
         return self.loaded[key]
+
+    def training_snapshot(self, uri: str, symbol: str, version: int | None, until) -> HourlyData | None:
+        """The series of ``uri``/``symbol`` at table ``version`` from the snapshot of a registered
+        model trained on that version (None if no model kept one)."""
+        registry = Registry(self.settings, symbol)
+        for model in registry.versions():
+            if not registry.exists(model, TRAINING_SNAPSHOT):
+                continue
+            trained = registry.trained_on(model)
+            if (trained["data_uri"], trained["symbol"], trained["data_table_version"]) != (uri, symbol, version):
+                continue
+            frame = registry.read_frame(model, TRAINING_SNAPSHOT)
+            if until is not None:
+                frame = frame[frame["hour_start"] <= until].reset_index(drop=True)
+            log.warning("%s version %s is gone from the table: read the snapshot kept with model %s", uri, version,
+                        model)
+            return HourlyData(frame, f"{uri}@v{version} (snapshot of model {model})", version)
+        return None
 
 
 def resolve(params: dict | RetrainParams | None, settings: Settings | None = None) -> Context:

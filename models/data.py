@@ -56,6 +56,11 @@ class HistoryNotFoundError(DataError):
     """Nothing to read: the candle file or the Delta table does not exist (yet)."""
 
 
+class VersionGoneDataError(DataError):
+    """The table version asked for was cleaned up (``lake.VersionGoneError``; the message says which
+    version and which retention setting)."""
+
+
 @dataclass(frozen=True)
 class HourlyData:
     """A loaded series and where it came from: ``table_version`` is the Delta version of
@@ -113,6 +118,8 @@ def read_hourly_metrics(
         table = lake.open_at(uri, version)
     except lake.TableNotFoundError as exc:
         raise HistoryNotFoundError(f"hourly_metrics {uri} does not exist: {exc}") from exc
+    except lake.VersionGoneError as exc:
+        raise VersionGoneDataError(str(exc)) from exc
     except lake.VersionNotFoundError as exc:
         raise DataError(str(exc)) from exc
     present = set(lake.column_names(table))
@@ -122,7 +129,10 @@ def read_hourly_metrics(
     filters: list = [("symbol", "=", symbol)]
     if until is not None:
         filters.append(("hour_start", "<=", until))
-    raw = lake.to_frame(table, columns=[c for c in HOURLY_COLUMNS if c in present], filters=filters)
+    try:
+        raw = lake.to_frame(table, columns=[c for c in HOURLY_COLUMNS if c in present], filters=filters)
+    except lake.VersionGoneError as exc:
+        raise VersionGoneDataError(str(exc)) from exc
     origin = f"{uri}@v{table.version()}"
     frame = pd.DataFrame(
         {

@@ -30,7 +30,7 @@ from btc_platform.lakehouse import datasets, lake
 from btc_platform.lakehouse.model_registry import BACKTEST, DECISION, TRAINING
 from models.candidate import SKILL_HORIZONS, evaluate_version, skills, stored_metrics
 from models.config import RetrainParams
-from models.context import check_history, first_test_origin, make_version, resolve
+from models.context import TRAINING_SNAPSHOT, check_history, first_test_origin, make_version, resolve
 from models.data import HOUR, HistoryNotFoundError, InsufficientHistoryError, describe
 from models.features import hours_needed, split_windows
 from models.serving import choose_served
@@ -97,6 +97,8 @@ def train_candidate(params: Params = None) -> dict:
         "test_hours": ctx.params.test_hours,
         "test_from": start.isoformat(),
     }
+    if data.table_version is not None:  # a table version: keep the rows, VACUUM will not keep them for ever
+        registry.write_frame(version, TRAINING_SNAPSHOT, frame)
     registry.save_forecaster(version, forecaster, training)
     return {"version": version, "uri": registry.uri(version), "reused": False, **_training_summary(training)}
 

@@ -16,7 +16,9 @@ Rows get ``source=backfill`` (``source=simulated`` for ``--source simulate``: ra
 of ``btc_platform.ingest.simulated_history``, checked like any other); microstructure fields stay
 null (see backfill_transforms). The
 candles go into hourly_metrics with ONE MERGE on (symbol, hour_start): new hours are inserted;
-an hour that already holds a stream-consolidated row is left alone unless ``--overwrite-stream``;
+an hour that already holds a stream-consolidated row covering at least
+``BTC_HOURLY_MIN_STREAM_COVERAGE`` of its minutes is left alone unless ``--overwrite-stream`` (a
+less complete stream hour takes the candle);
 any other matched row is rewritten only when one of its values changed, so re-running the same
 input rewrites nothing. The commit carries ``{"job": "backfill", "symbol", "start", "end", ...}``
 as metadata (``--last-backfill`` of the data-quality job reads that range).
@@ -41,7 +43,7 @@ from urllib.parse import urlparse
 from btc_platform.ingest.clients.binance import MAX_KLINES_LIMIT, BinanceClient
 from btc_platform.ingest.http import ExchangeError
 from btc_platform.ingest.schema import SchemaError
-from btc_platform.lakehouse import datasets
+from btc_platform.lakehouse import datasets, gaps
 from btc_platform.settings import Settings
 from btc_platform.timerange import parse_utc, require_hour_aligned
 from spark_jobs import backfill_transforms as bt
@@ -59,8 +61,6 @@ RANGED_SOURCES = ("binance", "simulate")
 KEYS = datasets.TABLES[datasets.HOURLY_METRICS].keys
 #: A matched row is rewritten only when a value other than ``produced_at`` changed.
 CHANGED = datasets.changed_condition(datasets.column_names(datasets.HOURLY_METRICS_COLUMNS), KEYS)
-#: ... and, unless --overwrite-stream, only when it is not a stream-consolidated row.
-NOT_STREAM = f"NOT (t.`source` <=> '{datasets.HOURLY_SOURCE_STREAM}')"
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite-stream",
         action="store_true",
         help="Also replace hours that already hold a stream-consolidated row (default: keep them).",
+    )
+    parser.add_argument(
+        "--repair",
+        default=None,
+        help="Gap repair (with --source binance, instead of --start/--end/--symbol): SYMBOL/START/END[,...] "
+        "ranges of missing or under-covered hours, as the btc_hourly_consolidation DAG finds them.",
     )
     return add_common_options(parser)
 
@@ -209,9 +215,9 @@ def simulate_candles(spark, start: datetime, end: datetime, price: float, seed: 
     return bt.normalise_klines(bt.klines_frame(spark, rows))
 
 
-def update_condition(overwrite_stream: bool) -> str:
+def update_condition(overwrite_stream: bool, min_coverage: float = 0.95) -> str:
     """When a matched hourly row takes the candle's values (see the module docstring)."""
-    return CHANGED if overwrite_stream else f"{NOT_STREAM} AND ({CHANGED})"
+    return CHANGED if overwrite_stream else f"{datasets.candle_replaces(min_coverage)} AND ({CHANGED})"
 
 
 def run(
@@ -290,13 +296,13 @@ def run(
         skipped = 0
         if not overwrite_stream:
             existing = tables.read_range(spark, hourly_uri, "hour_start", first, last + timedelta(hours=1))
-            skipped = bt.stream_hours(incoming, existing).count()
+            skipped = bt.stream_hours(incoming, existing, settings.hourly_min_stream_coverage).count()
         metadata = {"job": "backfill", "symbol": symbol, "start": first.isoformat(),
                     "end": (last + timedelta(hours=1)).isoformat(), "input": what,
                     "overwrite_stream": overwrite_stream}  # fmt: skip
         with tables.commit_metadata(spark, metadata):
             counts = tables.merge_rows(
-                spark, hourly_uri, incoming, KEYS, update_when=update_condition(overwrite_stream)
+                spark, hourly_uri, incoming, KEYS, update_when=update_condition(overwrite_stream, settings.hourly_min_stream_coverage)
             )
         stats = BackfillStats(
             candles=in_range,
@@ -321,6 +327,15 @@ def prepare(args: argparse.Namespace, settings: Settings) -> Work:
     start = parse_utc(args.start) if args.start else None
     end = parse_utc(args.end) if args.end else None
     require_hour_aligned(start, end)
+    try:
+        ranges = gaps.parse_ranges(args.repair) if args.repair is not None else None
+    except gaps.GapRangeError as exc:
+        raise ConfigError(str(exc)) from exc
+    if ranges is not None:
+        if args.source != "binance" or start or end or args.symbol:
+            raise ConfigError("--repair goes with --source binance and without --start/--end/--symbol")
+        return Work(lambda spark: repair(spark, settings, ranges), what="gap repair",
+                    expected=(bt.CandleInputError, ExchangeError, SchemaError))  # fmt: skip
     if args.source in RANGED_SOURCES and (start is None or end is None):
         raise ConfigError(f"--source {args.source} needs --start and --end")
     if args.price is not None and not args.price > 0:
@@ -336,6 +351,16 @@ def prepare(args: argparse.Namespace, settings: Settings) -> Work:
         what="backfill",
         expected=(bt.CandleInputError, ExchangeError, SchemaError),
     )  # fmt: skip
+
+
+def repair(spark, settings: Settings, ranges, **kwargs) -> list[BackfillStats]:
+    """Backfill each ``(symbol, start, end)`` range of missing or under-covered hours from the
+    klines API (``btc_platform.lakehouse.gaps``); the MERGE keeps complete stream hours."""
+    results = []
+    for symbol, start, end in ranges:
+        log.info("gap repair: %s [%s, %s)", symbol, start.isoformat(), end.isoformat())
+        results.append(run(spark, settings, source="binance", start=start, end=end, symbol=symbol, **kwargs))
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -326,7 +326,9 @@ def candles_to_hourly(
     return out.select(*columns)
 
 
-def stream_hours(incoming: DataFrame, existing: DataFrame) -> DataFrame:
-    """The (symbol, hour_start) pairs of ``incoming`` that ``existing`` holds from the stream."""
-    stream = existing.where(F.col("source") == datasets.HOURLY_SOURCE_STREAM).select("symbol", "hour_start")
+def stream_hours(incoming: DataFrame, existing: DataFrame, min_coverage: float = 0.0) -> DataFrame:
+    """The (symbol, hour_start) pairs of ``incoming`` that ``existing`` holds from the stream with a
+    coverage of at least ``min_coverage`` (the hours a candle leaves alone)."""
+    complete = F.col("coverage") >= F.lit(min_coverage)
+    stream = existing.where((F.col("source") == datasets.HOURLY_SOURCE_STREAM) & complete).select("symbol", "hour_start")
     return incoming.select("symbol", "hour_start").join(stream, ["symbol", "hour_start"], "left_semi")

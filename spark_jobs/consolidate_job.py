@@ -6,12 +6,16 @@ data interval) or by hand::
     .venv/bin/python spark_jobs/consolidate_job.py \\
         --start 2024-01-01T00:00:00Z --end 2024-01-01T03:00:00Z
 
-One MERGE on (symbol, hour_start): a stream row replaces a backfill row of the same symbol and
-hour, rows of symbols the stream did not see that hour are kept, and a matched row is only
+One MERGE on (symbol, hour_start): a stream row replaces a backfilled or repaired candle of the
+same symbol and hour only when its coverage reaches ``BTC_HOURLY_MIN_STREAM_COVERAGE`` (or the
+candle's; a partial stream hour leaves the more complete candle in place), rows of symbols the stream did not see that hour are kept, and a matched row is only
 rewritten when one of its values changed (running the same hour twice leaves the table as it
 was). Each run records the minute_metrics version it read in the commit's metadata; the next
 run reads minute_metrics' change data feed since that version and also re-merges the earlier
-hours that received late minutes meanwhile. The DAG starts a run only once the stream's
+hours that received late minutes meanwhile. Rows that came too late for the stream's minute
+windows (behind its watermark; still in raw_data) are windowed from raw_data here: a minute
+whose row holds fewer messages than raw_data is recomputed, used for the hour and MERGEd into
+minute_metrics. The DAG starts a run only once the stream's
 minute_metrics watermark has passed the hour's end (see ``btc_platform.ops.orchestration``).
 Exit codes: 0 ok, 1 job failure, 2 configuration error.
 """
@@ -21,7 +25,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pyspark.errors import PySparkException
 from pyspark.sql import functions as F
@@ -91,6 +95,37 @@ def _late_hours(spark, minutes_uri: str, hourly_uri: str, minutes_version: int, 
     return sorted(row["hour_start"].replace(tzinfo=UTC) for row in hours)
 
 
+def rewindow_late_rows(spark, settings: Settings, minutes, first: datetime, end: datetime, in_scope):
+    """Minute rows computed from raw_data for the minutes whose raw_data rows the stream's minute
+    row lacks (rows that came after its watermark had passed the minute, counted as
+    ``dropped_late`` in the stream's status); MERGEd into minute_metrics too. None when there is none."""
+    from pyspark.sql import functions as F
+
+    from spark_jobs import consolidate_transforms as ct
+    from spark_jobs import stream_transforms as st
+    from spark_jobs import tables
+
+    margin = timedelta(seconds=ct.LATE_LOOKBACK_MARGIN_S)
+    raw = tables.read_range(spark, tables.table_uri(settings, datasets.RAW_DATA), "event_time", first, end + margin)
+    if raw is None:
+        return None
+    windowed = st.with_window_time(raw).where(in_scope(st.WINDOW_TIME))
+    late = ct.late_minutes(minutes, ct.raw_minute_counts(windowed)).localCheckpoint(eager=True)
+    found = late.collect()
+    if not found:
+        return None
+    log.warning("%d minute(s) lack %d raw_data row(s) that came too late for the stream's windows: windowing them "
+                "from raw_data (%s)", len(found), sum(r["raw_count"] - (r["held"] or 0) for r in found),
+                ", ".join(f"{r['symbol']}@{r['window_start']:%Y-%m-%dT%H:%M}" for r in found[:10]))  # fmt: skip
+    keys = late.select(F.col("symbol").alias("_symbol"), F.col("window_start").alias("_minute"))
+    same = (F.col("symbol") == F.col("_symbol")) & (F.date_trunc("minute", st.WINDOW_TIME) == F.col("_minute"))
+    rows = windowed.join(keys, same, "left_semi")
+    rewindowed = st.minute_metrics(rows).localCheckpoint(eager=True)
+    minutes_uri = tables.table_uri(settings, datasets.MINUTE_METRICS)
+    tables.merge_rows(spark, minutes_uri, rewindowed, datasets.TABLES[datasets.MINUTE_METRICS].keys)
+    return rewindowed
+
+
 def run(
     spark, settings: Settings, start: datetime, end: datetime, produced_at: datetime | None = None
 ) -> int:
@@ -110,14 +145,19 @@ def run(
         log.info("re-merging %d earlier hour(s) that received late minutes: %s", len(late),
                  ", ".join(f"{h:%Y-%m-%dT%H}" for h in late[:24]))  # fmt: skip
     first = min([start, *late])
-    wanted = F.date_trunc("hour", "window_start").isin([F.lit(h) for h in late]) if late else F.lit(False)
+
+    def in_scope(column: str):
+        """``column`` in [start, end) or in one of the late hours."""
+        t = F.col(column)
+        wanted = F.date_trunc("hour", t).isin([F.lit(h) for h in late]) if late else F.lit(False)
+        return (t >= F.lit(first)) & (t < F.lit(end)) & (((t >= F.lit(start)) & (t < F.lit(end))) | wanted)
+
     # one consistent snapshot: the version whose changes were just looked at
-    minutes = (
-        tables.read_table(spark, minutes_uri, version=minutes_version)
-        .where((F.col("window_start") >= F.lit(first)) & (F.col("window_start") < F.lit(end)))
-        .where(((F.col("window_start") >= F.lit(start)) & (F.col("window_start") < F.lit(end))) | wanted)
-        .cache()
-    )
+    minutes = tables.read_table(spark, minutes_uri, version=minutes_version).where(in_scope("window_start")).cache()
+    rewindowed = rewindow_late_rows(spark, settings, minutes, first, end, in_scope)
+    if rewindowed is not None:
+        minutes.unpersist()
+        minutes = ct.with_late_minutes(minutes, rewindowed).cache()
     try:
         duplicates = ct.duplicate_minutes(minutes).first()["duplicates"]
         if duplicates:
@@ -135,7 +175,8 @@ def run(
                 # still commit the version read, so these minutes are not taken for late ones
                 tables.merge_rows(spark, hourly_uri, hourly, KEYS)
                 return 0
-            counts = tables.merge_rows(spark, hourly_uri, hourly, KEYS, update_when=CHANGED)
+            replaces = datasets.stream_hour_replaces(settings.hourly_min_stream_coverage)
+            counts = tables.merge_rows(spark, hourly_uri, hourly, KEYS, update_when=f"{replaces} AND ({CHANGED})")
         written = counts.get("num_inserted_rows", 0) + counts.get("num_updated_rows", 0)
         hours = sorted({(r["symbol"], r["hour_start"]) for r in hourly.select("symbol", "hour_start").collect()})
         log.info("consolidated %d hourly row(s) of [%s, %s) into %s (%d new, %d changed, minute_metrics "

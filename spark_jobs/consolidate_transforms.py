@@ -136,3 +136,34 @@ def consolidate(minutes: DataFrame, start: datetime, end: datetime, produced_at:
         }
     )
     return out.select(*[F.col(name).cast(kind).alias(name) for name, kind in datasets.HOURLY_METRICS_COLUMNS])
+
+
+# ---- rows too late for the stream's minute windows ---------------------------------------------
+#: How long after its window a late row is still looked for in raw_data (by ``event_time``, the
+#: column raw_data's files have statistics on): a kline's ``event_time`` is after its minute.
+LATE_LOOKBACK_MARGIN_S = 3600
+
+
+def raw_minute_counts(raw_windowed: DataFrame) -> DataFrame:
+    """raw_data rows (with ``window_time``) -> ``symbol``, ``window_start``, ``raw_count``."""
+    return raw_windowed.groupBy("symbol", F.date_trunc("minute", "window_time").alias("window_start")).agg(
+        F.count(F.lit(1)).alias("raw_count")
+    )
+
+
+def late_minutes(minutes: DataFrame, raw_counts: DataFrame) -> DataFrame:
+    """The (symbol, window_start) whose raw_data rows the stream's minute row does not all hold:
+    no minute row, or a ``message_count`` below raw_data's (rows behind the stream's watermark;
+    a minute row without ``message_count``, written before it existed, is taken as complete)."""
+    held = minutes.groupBy("symbol", "window_start").agg(F.max("message_count").alias("message_count"),
+                                                         F.count(F.lit(1)).alias("_rows"))  # fmt: skip
+    joined = raw_counts.join(held, ["symbol", "window_start"], "left")
+    late = F.col("_rows").isNull() | (F.col("message_count") < F.col("raw_count"))
+    return joined.where(late).select("symbol", "window_start", "raw_count", F.col("message_count").alias("held"))
+
+
+def with_late_minutes(minutes: DataFrame, rewindowed: DataFrame) -> DataFrame:
+    """``minutes`` with the minutes of ``rewindowed`` (computed from raw_data) in place of theirs."""
+    keys = rewindowed.select("symbol", "window_start")
+    kept = minutes.join(keys, ["symbol", "window_start"], "left_anti")
+    return kept.unionByName(rewindowed.select(*minutes.columns))

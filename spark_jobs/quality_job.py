@@ -28,8 +28,8 @@ from btc_platform.lakehouse import datasets
 from btc_platform.lakehouse import quality as q
 from btc_platform.settings import Settings
 from btc_platform.timerange import RangeError, parse_utc, require_hour_aligned
+from spark_jobs import audit, tables
 from spark_jobs import quality_transforms as qt
-from spark_jobs import tables
 from spark_jobs._cli import Work, add_common_options, job_main
 
 log = logging.getLogger("spark_jobs.quality_job")
@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="Coverage warning threshold 0..1 (default BTC_DQ_MIN_COVERAGE).",
+    )
+    parser.add_argument(
+        "--audit-ingest",
+        action="store_true",
+        help="Run the ingest audit of --start/--end instead (spark_jobs/audit.py: Kafka records against "
+        "raw_data and quarantine, check ingest_complete).",
     )
     parser.add_argument(
         "--symbols",
@@ -134,10 +140,14 @@ def prepare(args: argparse.Namespace, settings: Settings) -> Work:
     def check(spark) -> None:
         # --last-backfill: the range comes from hourly_metrics' history (RangeError when there is none)
         first, last = last_backfill_range(spark, settings) if args.last_backfill else (start, end)
-        run(spark, settings, first, last, symbols=symbols, min_coverage=args.min_coverage)
+        if args.audit_ingest:
+            audit.run(spark, settings, first, last)
+        else:
+            run(spark, settings, first, last, symbols=symbols, min_coverage=args.min_coverage)
 
     span = "of the last backfill" if args.last_backfill else f"for [{start}, {end})"
-    return Work(check, what=f"data-quality job {span}", expected=(q.DataQualityError,))
+    kind = "ingest audit" if args.audit_ingest else "data-quality job"
+    return Work(check, what=f"{kind} {span}", expected=(q.DataQualityError,))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,11 +6,15 @@ Two streaming queries, each with its own checkpoint:
                      validates each record once. Every micro-batch is appended to two tables as
                      Delta transaction (query id, batch id) from ``foreachBatch``: Delta skips a
                      replayed batch, so both are exactly-once. ``raw_data``: every valid message
-                     once (dedup by ``message_id`` within the watermark delay of arrival) with
+                     once with
                      per-record metrics, partitioned by ``date`` of ``event_time``;
                      ``quarantine``: every record that failed parsing/validation with its raw
                      bytes, Kafka coordinates, reason and time (a batch without bad records
-                     commits nothing there). Checkpoint ``checkpoints/raw``.
+                     commits nothing there). Checkpoint ``checkpoints/raw``. raw_data never
+                     holds a ``message_id`` twice, however late a copy comes: each batch is
+                     deduplicated and the ids raw_data holds already are left out (a lookup in
+                     the files of the batch's times, ``stream_sinks``); no dedup state, no
+                     window, nothing dropped for being late.
 * ``minute_metrics`` reads raw_data as a Delta streaming source (committed rows only), not
                      Kafka. One row per symbol per 1-minute window of ``window_time`` (the
                      receipt time ``event_time``; a kline's own minute), appended once the
@@ -45,8 +49,8 @@ from btc_platform.lakehouse import datasets
 from btc_platform.lakehouse.spark_session import build_session
 from btc_platform.settings import Settings, SettingsError, load_settings
 from spark_jobs._cli import ConfigError, setup_logging
-from spark_jobs.stream_sinks import BatchOutput, foreach_batch_writer
-from spark_jobs.stream_status import OBSERVATION, make_listener
+from spark_jobs.stream_sinks import BatchCounts, BatchOutput, foreach_batch_writer
+from spark_jobs.stream_status import make_listener
 
 log = logging.getLogger("spark_jobs.stream_job")
 
@@ -104,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--watermark",
-        help="event-time watermark / dedup delay, e.g. '30 seconds' (BTC_STREAM_WATERMARK_DELAY)",
+        help="minute_metrics' event-time watermark delay, e.g. '30 seconds' (BTC_STREAM_WATERMARK_DELAY)",
     )
     parser.add_argument(
         "--available-now",
@@ -179,30 +183,19 @@ def kafka_source(spark, settings: Settings):
         raise
 
 
-def _observe_validation(parsed):
-    from pyspark.sql import functions as F
-
-    return parsed.observe(
-        OBSERVATION,
-        F.count_if(F.col("reason").isNull()).alias("valid"),
-        F.count_if(F.col("reason").isNotNull()).alias("quarantined"),
-    )
-
-
 def _trigger(settings: Settings, available_now: bool, *, side: bool = False) -> dict:
     if available_now:
         return {"availableNow": True}
     return {"processingTime": settings.stream_side_trigger_interval if side else settings.stream_trigger_interval}
 
 
-def _ingest_records(source, settings: Settings):
-    """Parsed (observed), deduplicated records of ``source`` that feed raw_data and quarantine."""
+def _ingest_records(source):
+    """Parsed (observed) records of ``source`` that feed raw_data and quarantine. No stateful dedup
+    (no watermark, so no record is ever dropped for being late): repeated ``message_id`` are kept
+    out of raw_data by its writer (``BatchOutput.unique_key``)."""
     from spark_jobs import stream_transforms as st
 
-    records = st.ingest_records(_observe_validation(st.parse_messages(source)))
-    # dedup window measured on arrival (Kafka timestamp), so a record that is late in event time
-    # is still stored; only repeated message_ids within the delay are dropped.
-    return st.deduplicate(records, "kafka_timestamp", settings.stream_watermark_delay, st.INGEST_DEDUP_KEYS)
+    return st.ingest_records(st.parse_messages(source))
 
 
 def _raw_rows(records):
@@ -219,27 +212,34 @@ def _quarantine_rows(records):
     return st.quarantine_output(records, F.col("quarantined_at"))
 
 
+#: Where the ingest writer leaves the counts of each batch for the status record (one per job).
+BATCH_COUNTS = BatchCounts()
+
+
 def start_ingest_query(spark, source, settings: Settings, *, available_now: bool = False):
     """Start the ingest query: ``source`` (Kafka-shaped) -> the raw_data and quarantine tables.
 
-    Each record is read and parsed once; every micro-batch is appended to both tables by
+    The query hands each Kafka micro-batch to the writer, which parses it
+    (:func:`_ingest_records`) and looks the ``message_id`` of its records up in raw_data first
+    (``stream_transforms.message_keys``: a second, narrow read); every micro-batch is appended to both tables by
     :func:`stream_sinks.foreach_batch_writer` as Delta transaction (query id, batch id), so a
     replayed batch is skipped by Delta (exactly-once for both).
     """
+    from spark_jobs import stream_transforms as st
     from spark_jobs import tables
 
     checkpoint = checkpoint_paths(settings)[QUERY_INGEST]
-    records = _ingest_records(source, settings)
+    records = _ingest_records(source)  # the frame the outputs' rows come from (for their schema here)
     raw_uri = tables.table_uri(settings, datasets.RAW_DATA)
     quarantine_uri = tables.table_uri(settings, datasets.QUARANTINE)
     write_batch = foreach_batch_writer(spark, checkpoint, [
-        BatchOutput(raw_uri, _raw_rows),
-        BatchOutput(quarantine_uri, _quarantine_rows, only_if="reason IS NOT NULL"),
-    ])  # fmt: skip
+        BatchOutput(raw_uri, _raw_rows, unique_key="message_id", keys=st.message_keys),
+        BatchOutput(quarantine_uri, _quarantine_rows, only_if="reason IS NOT NULL", count_as="quarantined"),
+    ], BATCH_COUNTS, prepare=_ingest_records)  # fmt: skip
     tables.ensure_table(spark, settings, datasets.RAW_DATA, _raw_rows(records).schema)
     tables.ensure_table(spark, settings, datasets.QUARANTINE, _quarantine_rows(records).schema)
     query = (
-        records.writeStream.queryName(QUERY_INGEST)
+        source.writeStream.queryName(QUERY_INGEST)
         .foreachBatch(write_batch)
         .option("checkpointLocation", checkpoint)
         .trigger(**_trigger(settings, available_now))
@@ -264,10 +264,11 @@ def prepare_metrics_query(spark, source, settings: Settings, *, available_now: b
     from spark_jobs import stream_transforms as st
     from spark_jobs import tables
 
-    raw_uri = tables.ensure_table(spark, settings, datasets.RAW_DATA, _raw_rows(_ingest_records(source, settings)).schema)
+    raw_uri = tables.ensure_table(spark, settings, datasets.RAW_DATA, _raw_rows(_ingest_records(source)).schema)
     records = spark.readStream.format("delta").option("maxFilesPerTrigger", str(METRICS_MAX_FILES_PER_TRIGGER)).load(raw_uri)
     windowed = st.with_window_time(records)
-    metrics = st.minute_metrics(st.deduplicate(windowed, st.WINDOW_TIME, settings.stream_watermark_delay))
+    # raw_data holds each message once: a watermark, no dedup state
+    metrics = st.minute_metrics(windowed.withWatermark(st.WINDOW_TIME, settings.stream_watermark_delay))
     minutes_uri = tables.ensure_table(spark, settings, datasets.MINUTE_METRICS, metrics.schema)
     checkpoint = checkpoint_paths(settings)[QUERY_METRICS]
     writer = (
@@ -289,27 +290,6 @@ def prepare_metrics_query(spark, source, settings: Settings, *, available_now: b
 def start_metrics_query(spark, source, settings: Settings, *, available_now: bool = False):
     """Start the minute_metrics query (see :func:`prepare_metrics_query`)."""
     return prepare_metrics_query(spark, source, settings, available_now=available_now)()
-
-
-#: Spark's switch for the batches a stateful query runs without new data, to move its watermark.
-NO_DATA_BATCHES_CONF = "spark.sql.streaming.noDataMicroBatches.enabled"
-
-
-def start_catch_up_ingest(spark, source, settings: Settings):
-    """The ingest query with the available-now trigger and without batches of no data.
-
-    Such a batch only evicts expired dedup state (its output is always empty), yet it appends an
-    empty commit to raw_data and holds back the minute_metrics query, which starts when ingest
-    ends. The switch is the session's at ``start()`` (each
-    query runs on its own clone of the session), so only this query goes without; the state left
-    behind is evicted by the next run's first batches.
-    """
-    enabled = spark.conf.get(NO_DATA_BATCHES_CONF, "true")
-    spark.conf.set(NO_DATA_BATCHES_CONF, "false")
-    try:
-        return start_ingest_query(spark, source, settings, available_now=True)
-    finally:
-        spark.conf.set(NO_DATA_BATCHES_CONF, enabled)
 
 
 def start_queries(spark, source, settings: Settings) -> list:
@@ -377,7 +357,8 @@ def run(args: argparse.Namespace) -> int:
                           driver_memory=settings.stream_driver_memory,
                           driver_java_options=settings.stream_driver_java_options)  # fmt: skip
     try:
-        spark.streams.addListener(make_listener(settings.stream_status_path, APP_NAME, KAFKA_QUERIES))
+        spark.streams.addListener(make_listener(settings.stream_status_path, APP_NAME, KAFKA_QUERIES,
+                                                batch_counts={QUERY_INGEST: BATCH_COUNTS}))
         source = kafka_source(spark, settings)
         log.info(
             "reading %s from %s (startingOffsets=%s, failOnDataLoss=%s, maxOffsetsPerTrigger=%s, "
@@ -398,7 +379,7 @@ def run(args: argparse.Namespace) -> int:
         # available-now: the metrics query reads raw_data, so it starts once everything in Kafka
         # now has been committed there (its tables and plan are made before, while ingest runs)
         start_metrics = prepare_metrics_query(spark, source, settings, available_now=True)
-        code = await_queries(spark, [start_catch_up_ingest(spark, source, settings)], stop_requested)
+        code = await_queries(spark, [start_ingest_query(spark, source, settings, available_now=True)], stop_requested)
         if code != EXIT_OK or stop_requested.is_set():
             return code
         return await_queries(spark, [start_metrics()], stop_requested)

@@ -10,6 +10,15 @@ checkpoint) and ``txnVersion`` = the batch id, and Delta itself skips a version 
 committed for that app id. A batch replayed after a crash therefore lands once in every table,
 including when the crash came between the two tables' commits. An output with ``only_if``
 (quarantine) commits nothing for a batch that holds none of its rows.
+
+An output with ``unique_key`` (raw_data: ``message_id``) never holds a key twice, whatever the
+delay between two copies of a message: the batch's rows are deduplicated on the key and those
+whose key the table already holds are left out (``stream_transforms.absent_rows``; the lookup
+reads only the files whose statistics overlap the batch's ``id_time`` ranges). The append is
+blind and the stream is the table's only inserter (compaction rewrites files without changing
+rows), so a lookup in the snapshot before the append is as good as a MERGE, without a MERGE's
+conflicts with a concurrent OPTIMIZE. The counts of each batch (rows stored, copies left out)
+go to :class:`BatchCounts`, which the progress listener adds to the status record.
 """
 
 from __future__ import annotations
@@ -42,6 +51,37 @@ class BatchOutput(NamedTuple):
     #: that only some batches feed (quarantine): it is written only when a batch holds such rows.
     #: ``None``: written from every batch.
     only_if: str | None = None
+    #: name under which :class:`BatchCounts` records the batch's rows matching ``only_if`` (e.g.
+    #: ``quarantined``); ``None``: not recorded.
+    count_as: str | None = None
+    #: column of a table that holds each value once (raw_data: ``message_id``): rows whose value
+    #: the table or the batch holds already are left out. ``None``: every row is appended.
+    unique_key: str | None = None
+    #: for a ``unique_key`` output, the micro-batch as the source gives it -> its key and
+    #: ``id_time`` columns, computed alone for the lookup (``stream_transforms.message_keys``);
+    #: ``None``: those columns of ``rows``.
+    keys: Callable | None = None
+
+
+class BatchCounts:
+    """Counts of each micro-batch that only the ``foreachBatch`` writer knows (rows stored, copies
+    left out), kept until the progress listener takes them for the status record."""
+
+    _KEEP = 64  # batches whose counts nobody took (no listener) are forgotten after this many
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[int, dict[str, int]] = {}
+
+    def add(self, batch_id: int, **counts: int) -> None:
+        with self._lock:
+            self._counts.setdefault(batch_id, {}).update(counts)
+            for old in sorted(self._counts)[: -self._KEEP]:
+                del self._counts[old]
+
+    def take(self, batch_id: int) -> dict[str, int]:
+        with self._lock:
+            return self._counts.pop(batch_id, {})
 
 
 def check_checkpoint_layout(spark, checkpoint: str) -> None:
@@ -65,18 +105,24 @@ class DeltaBatchWriter:
     batch id). :meth:`bind` gives it the query id right after ``start()``.
 
     The batch is not cached. The outputs written from every batch go first, and while the first
-    of them computes the batch, an observation counts the rows of each conditional output
-    (``only_if``); a conditional output is written only when that count is not zero, computing
-    the batch once more (Kafka offsets, the dedup state version and the batch time are fixed, so
-    it is the same batch). Bad records are rare: caching every batch to write quarantine cost
-    more than the write itself (docs/benchmarks.md).
+    of them computes the batch, an observation counts its records and the rows of each
+    conditional output (``only_if``; recorded in :class:`BatchCounts` as ``count_as``); a
+    conditional output is written only when that count is not zero, computing the batch once more
+    (Kafka offsets and the batch time are fixed, so it is the same batch). Bad records are rare:
+    caching every batch to write quarantine cost more than the write itself (docs/benchmarks.md).
     """
 
-    def __init__(self, outputs: Sequence[BatchOutput]) -> None:
+    def __init__(
+        self, outputs: Sequence[BatchOutput], counts: BatchCounts | None = None, prepare: Callable | None = None
+    ) -> None:
         self.outputs = tuple(o for o in outputs if o.only_if is None)
         self.conditional = tuple(o for o in outputs if o.only_if is not None)
         if not self.outputs:
             raise ValueError("at least one output must be written from every batch (only_if=None)")
+        if any(o.unique_key for o in self.conditional):
+            raise ValueError("an output with a unique_key is written from every batch (only_if=None)")
+        self.counts = counts if counts is not None else BatchCounts()
+        self.prepare = prepare  # source micro-batch -> the frame the outputs' rows are derived from
         self.app_id: str | None = None
         self._bound = threading.Event()
 
@@ -95,21 +141,66 @@ class DeltaBatchWriter:
         )
         log.info("batch %d: appended to %s in %.2f s", batch_id, uri, time.monotonic() - started)
 
-    def __call__(self, batch, batch_id: int) -> None:
+    def _insert_absent(self, source, rows, output: BatchOutput, batch_id: int) -> None:
+        """Append ``rows`` (of the ``source`` micro-batch) whose ``output.unique_key`` neither the
+        batch (first copy kept) nor the table holds; count them.
+
+        The lookup runs on a narrow projection of the whole batch (``output.keys``: the key and the
+        ``id_time`` columns of every record, the bad ones too: a few more ids than needed, never
+        fewer), kept while the ids are looked up; the wide rows are computed once, by the append, as
+        without a lookup (caching them cost more than the append itself)."""
+        from pyspark import StorageLevel
+        from pyspark.sql import Observation
+        from pyspark.sql import functions as F
+
+        from spark_jobs import stream_transforms as st
+
+        key = output.unique_key
+        started = time.monotonic()
+        keys = output.keys(source) if output.keys is not None else rows.select(key, *st.ID_TIME_COLUMNS)
+        ids = keys.where(F.col(key).isNotNull()).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            ranges = st.id_time_ranges((r["lo"], r["hi"]) for r in st.id_time_spans(ids).collect())
+            spark = rows.sparkSession
+            stored = spark.read.format("delta").load(output.uri).where(st.stored_predicate(ranges)).select(key)
+            extra = st.extra_copies(ids.select(key), stored, key).collect()
+            fresh = rows
+            if extra:  # usually none: the rows are appended as computed
+                fresh = st.without_extra_copies(rows, spark.createDataFrame(extra, st.extra_copies_schema(key)), key)
+            observation = Observation(f"stored-{batch_id}")
+            looked_up = time.monotonic() - started
+            self._append(fresh.observe(observation, F.count(F.lit(1)).alias("n")), output.uri, batch_id)
+            counted = _observed(observation)
+            if counted is not None:
+                self.counts.add(batch_id, stored=int(counted["n"]))
+            log.info("batch %d: %s: %s row(s) stored, %d id(s) left out or repeated, lookup in %d id_time "
+                     "range(s) in %.2f s", batch_id, output.uri, "?" if counted is None else counted["n"],
+                     len(extra), len(ranges), looked_up)  # fmt: skip
+        finally:
+            ids.unpersist()
+
+    def __call__(self, source, batch_id: int) -> None:
         from pyspark.sql import Observation
         from pyspark.sql import functions as F
 
         if not self._bound.wait(_BIND_TIMEOUT_S):
             raise RuntimeError(f"batch {batch_id}: the writer was never bound to its streaming query")
-        observed, observation = batch, None
-        if self.conditional:
-            observation = Observation(f"outputs-{batch_id}")
-            observed = batch.observe(observation, *[
-                F.count_if(F.expr(o.only_if)).alias(f"o{i}") for i, o in enumerate(self.conditional)
-            ])  # fmt: skip
+        batch = self.prepare(source) if self.prepare is not None else source
+        # counted while the first output computes the batch: all records, each conditional output's
+        observation = Observation(f"outputs-{batch_id}")
+        observed = batch.observe(observation, F.count(F.lit(1)).alias("records"), *[
+            F.count_if(F.expr(o.only_if)).alias(f"o{i}") for i, o in enumerate(self.conditional)
+        ])  # fmt: skip
         for output in self.outputs:
-            self._append(output.rows(observed), output.uri, batch_id)
-        counts = _observed(observation) if observation is not None else {}
+            if output.unique_key:
+                self._insert_absent(source, output.rows(observed), output, batch_id)
+            else:
+                self._append(output.rows(observed), output.uri, batch_id)
+        counts = _observed(observation)
+        if counts is not None:
+            self.counts.add(batch_id, records=int(counts["records"]), **{
+                o.count_as: int(counts[f"o{i}"]) for i, o in enumerate(self.conditional) if o.count_as
+            })  # fmt: skip
         for i, output in enumerate(self.conditional):
             rows = output.rows(batch)
             # counts None: a replayed batch that Delta skipped (no query ran, nothing was counted):
@@ -132,8 +223,12 @@ def _observed(observation, wait_s: float = _OBSERVATION_WAIT_S) -> dict | None:
     return observation.get
 
 
-def foreach_batch_writer(spark, checkpoint: str, outputs: Sequence[BatchOutput]) -> DeltaBatchWriter:
+def foreach_batch_writer(
+    spark, checkpoint: str, outputs: Sequence[BatchOutput], counts: BatchCounts | None = None,
+    prepare: Callable | None = None,
+) -> DeltaBatchWriter:
     """The ``foreachBatch`` callback of the query checkpointed at ``checkpoint`` (bind it to the
-    query after ``start()``). Raises :class:`ConfigError` on checkpoints of the earlier layout."""
+    query after ``start()``); ``prepare`` turns each source micro-batch into the frame the outputs
+    are derived from. Raises :class:`ConfigError` on checkpoints of the earlier layout."""
     check_checkpoint_layout(spark, checkpoint)
-    return DeltaBatchWriter(outputs)
+    return DeltaBatchWriter(outputs, counts, prepare)

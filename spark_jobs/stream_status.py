@@ -7,6 +7,12 @@ running totals, when it last wrote rows (``last_rows_at``) and state (started, r
 failed), and the job's position in Kafka
 (``end_offset``: per topic/partition the minimum over the queries reading Kafka).
 
+Nothing leaves the stream without a count here: per batch and in total since the job started,
+``valid`` and ``quarantined`` records (parsing), ``stored`` rows and ``duplicates`` left out of
+raw_data (copies of a ``message_id`` it holds; from the writer's :class:`BatchCounts`), and
+``dropped_late``: rows of raw_data that minute_metrics could not window any more (behind its
+watermark; they stay in raw_data, and consolidation windows them from there).
+
 pyspark is imported inside :func:`make_listener` so that importing this module stays cheap.
 """
 
@@ -23,10 +29,6 @@ from typing import Any
 from btc_platform.status import write_status
 
 log = logging.getLogger("spark_jobs.stream_job")
-
-#: Name of the observed valid/quarantined counts in each progress (``DataFrame.observe``).
-OBSERVATION = "validation"
-
 
 def _min_offsets(offsets: list[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
     """Per topic/partition minimum over the queries (the slowest query defines the lag)."""
@@ -60,7 +62,6 @@ def _kafka_end_offsets(sources: list[dict[str, Any]]) -> dict[str, Any]:
 def progress_record(progress: Any) -> dict[str, Any]:
     """The structured per-batch record (query, batch, rows, rate, duration, watermark, counts)."""
     data = json.loads(progress.json)
-    observed = (data.get("observedMetrics") or {}).get(OBSERVATION) or {}
     state = data.get("stateOperators") or []
     custom = [op.get("customMetrics") or {} for op in state]
     return {
@@ -74,8 +75,8 @@ def progress_record(progress: Any) -> dict[str, Any]:
         "batch_duration_ms": data.get("batchDuration"),
         "phases_ms": data.get("durationMs") or {},  # addBatch, queryPlanning, walCommit, ...
         "watermark": (data.get("eventTime") or {}).get("watermark"),
-        "valid": observed.get("valid"),
-        "quarantined": observed.get("quarantined"),
+        "valid": None,  # the ingest writer's counts (with_batch_counts)
+        "quarantined": None,
         "state_rows": sum(op.get("numRowsTotal") or 0 for op in state),
         "dropped_duplicates": sum(c.get("numDroppedDuplicateRows") or 0 for c in custom),
         "dropped_late": sum(op.get("numRowsDroppedByWatermark") or 0 for op in state),
@@ -83,12 +84,30 @@ def progress_record(progress: Any) -> dict[str, Any]:
     }
 
 
-def make_listener(status_path: Path, job: str, kafka_queries: Sequence[str]):
+#: Per-batch counts summed into ``<name>_total`` since the job started.
+TOTALS = ("valid", "quarantined", "input_rows", "stored", "duplicates", "dropped_late")
+
+
+def with_batch_counts(record: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
+    """``record`` with the writer's ``counts`` of its batch (``records``, ``quarantined``,
+    ``stored``): ``valid`` = records - quarantined, ``duplicates`` = valid - stored."""
+    record = {**record, **counts}
+    if "records" in counts:
+        record["valid"] = counts["records"] - counts.get("quarantined", 0)
+        record["quarantined"] = counts.get("quarantined", 0)
+    if "stored" in counts and record.get("valid") is not None:
+        record["duplicates"] = record["valid"] - counts["stored"]
+    return record
+
+
+def make_listener(status_path: Path, job: str, kafka_queries: Sequence[str], batch_counts: dict | None = None):
     """A StreamingQueryListener that logs each batch as one JSON line and keeps the status file.
 
     ``job`` names the job in the record; ``kafka_queries`` are the queries whose Kafka end
-    offsets make the job's ``end_offset`` (``None`` until each of them reported one).
+    offsets make the job's ``end_offset`` (``None`` until each of them reported one);
+    ``batch_counts``: per query name, the ``stream_sinks.BatchCounts`` its writer fills.
     """
+    batch_counts = batch_counts or {}
     from pyspark.sql.streaming import StreamingQueryListener
 
     class ProgressListener(StreamingQueryListener):
@@ -118,15 +137,17 @@ def make_listener(status_path: Path, job: str, kafka_queries: Sequence[str]):
 
         def onQueryProgress(self, event) -> None:
             record = progress_record(event.progress)
+            if record["query"] in batch_counts:
+                record = with_batch_counts(record, batch_counts[record["query"]].take(record["batch_id"]))
             log.info("stream progress %s", json.dumps(record, sort_keys=True, default=str))
             with self._lock:
                 name = record["query"] or str(event.progress.id)
                 previous = self.queries.get(name, {})
-                for key in ("valid", "quarantined", "input_rows"):  # totals since the job started
-                    record[f"{key}_total"] = (previous.get(f"{key}_total") or 0) + (record[key] or 0)
+                for key in TOTALS:  # totals since the job started
+                    record[f"{key}_total"] = (previous.get(f"{key}_total") or 0) + (record.get(key) or 0)
                 # when this query last wrote rows (valid ones where it counts them): the monitor's
                 # "raw data stale" rule; a batch without rows keeps the previous time
-                rows = record["valid"] if record["valid"] is not None else record["input_rows"]
+                rows = record["valid"] if record.get("valid") is not None else record["input_rows"]
                 record["last_rows_at"] = record["timestamp"] if rows else previous.get("last_rows_at")
                 self.queries[name] = {**record, "state": "running"}
                 self._write()

@@ -13,7 +13,9 @@ The codes are the ``REASON_*`` constants below.
 * :func:`valid_records` + :func:`with_record_metrics` + :func:`raw_data_output` -> ``raw_data/``
   (one row per valid message, partitioned by ``date``/``hour`` of ``event_time``).
 * :func:`quarantine_output` -> ``quarantine/`` (raw bytes, Kafka coordinates, reason, time).
-* :func:`deduplicate` removes repeated ``message_id`` within the watermark delay.
+* :func:`id_time`, :func:`id_time_spans`, :func:`id_time_ranges`, :func:`stored_predicate`,
+  :func:`extra_copies` and :func:`without_extra_copies` (:func:`absent_rows`) keep out of raw_data the ``message_id`` it already holds, however long ago
+  it was stored (``stream_sinks``).
 * :func:`with_window_time` + :func:`minute_metrics` -> ``minute_metrics/`` with exactly
   ``datasets.MINUTE_METRICS_COLUMNS``: windows and watermark on ``window_time``, which is the
   receipt time ``event_time`` of every message (an exchange's own, possibly minutes old, time is
@@ -24,6 +26,9 @@ The codes are the ``REASON_*`` constants below.
 """
 
 from __future__ import annotations
+
+from functools import reduce
+from operator import or_
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -83,10 +88,6 @@ QUARANTINE_COLUMNS: tuple[str, ...] = (
     "quarantined_at",
     "date",
 )
-
-#: Dedup key of :func:`ingest_records`: ``message_id``, and for quarantined records their Kafka
-#: coordinates (null on valid records), so that a bad record is never taken for a duplicate.
-INGEST_DEDUP_KEYS = ("message_id", "quarantine_key")
 
 _CORRUPT = "_corrupt_record"
 _PARSED = "_msg"
@@ -245,15 +246,95 @@ def with_partition_columns(df: DataFrame, time_col: str) -> DataFrame:
     )
 
 
-def deduplicate(df: DataFrame, time_col: str, delay: str, keys: tuple[str, ...] = ("message_id",)) -> DataFrame:
-    """Drop repeated ``keys`` (``message_id``) seen within ``delay`` of the first copy (by ``time_col``).
+#: Columns of a message that fix its ``message_id`` in time: a message with an ``exchange_time``
+#: has it in its id (its ``event_time``, the receipt time, is left out, so two polls of one
+#: observation share an id), any other message its ``event_time``. Two copies of one id always
+#: agree on :func:`id_time`, whenever and however often they were sent.
+ID_TIME_COLUMNS = ("exchange_time", "event_time")
 
-    On a streaming DataFrame this is ``dropDuplicatesWithinWatermark`` with a watermark on
-    ``time_col`` (state is bounded by the delay); on a batch DataFrame it is a plain dedup.
-    """
-    if not df.isStreaming:
-        return df.dropDuplicates(list(keys))
-    return df.withWatermark(time_col, delay).dropDuplicatesWithinWatermark(list(keys))
+
+def id_time() -> Column:
+    """The time that a message's ``message_id`` covers: ``exchange_time``, else ``event_time``."""
+    return F.coalesce(*[F.col(c) for c in ID_TIME_COLUMNS])
+
+
+def message_keys(kafka_df: DataFrame) -> DataFrame:
+    """``message_id`` and the :data:`ID_TIME_COLUMNS` of each Kafka record, parsed alone (a JSON
+    schema of those three fields: the parser skips the rest, no validation; null where absent or
+    unparseable). What raw_data's writer looks up, far cheaper than :func:`parse_messages`."""
+    fields = F.from_json(F.col("value").cast("string"), "message_id string, exchange_time string, event_time string")
+    return kafka_df.select(
+        fields["message_id"].alias("message_id"),
+        *[_parse_timestamp(fields[name]).alias(name) for name in ID_TIME_COLUMNS],
+    )
+
+
+def id_time_spans(rows: DataFrame) -> DataFrame:
+    """Per minute of :func:`id_time` that ``rows`` touch, the first and last ``id_time``
+    (``lo``, ``hi``): a handful of rows that :func:`id_time_ranges` merges into ranges."""
+    t = id_time()
+    return rows.groupBy(F.date_trunc("minute", t).alias("minute")).agg(F.min(t).alias("lo"), F.max(t).alias("hi"))
+
+
+def id_time_ranges(spans, gap_s: float = 60.0) -> list[tuple]:
+    """Merge ``(lo, hi)`` spans (any order) into disjoint ``[lo, hi]`` ranges, joining two when
+    the second starts at most ``gap_s`` after the first ends: few ranges, each tight, so that a
+    lookup by :func:`stored_predicate` reads the files of the times a batch holds and no others."""
+    merged: list[list] = []
+    for lo, hi in sorted((lo, hi) for lo, hi in spans if lo is not None):
+        if merged and (lo - merged[-1][1]).total_seconds() <= gap_s:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    return [(lo, hi) for lo, hi in merged]
+
+
+def stored_predicate(ranges: list[tuple]) -> Column:
+    """Rows of raw_data whose :func:`id_time` falls in one of ``ranges``, written so that Delta
+    skips files through their statistics: ``exchange_time`` and ``event_time`` are statistics
+    columns, ``coalesce`` of the two is not (and a file whose ``exchange_time`` is all null is
+    skipped through its null count)."""
+    if not ranges:
+        return F.lit(False)
+    exchange, event = (F.col(c) for c in ID_TIME_COLUMNS)
+
+    def within(col: Column) -> Column:
+        return reduce(or_, [col.between(F.lit(lo), F.lit(hi)) for lo, hi in ranges])
+
+    return (exchange.isNotNull() & within(exchange)) | (exchange.isNull() & within(event))
+
+
+def extra_copies(batch_ids: DataFrame, stored_ids: DataFrame, key: str = "message_id") -> DataFrame:
+    """The ``key`` values that must not be appended as they are: held by ``stored_ids`` (``stored``
+    true) or more than once by ``batch_ids`` (``copies`` > 1). Both frames are one column ``key``,
+    so only ids are shuffled; the answer is usually empty."""
+    counted = batch_ids.groupBy(key).agg(F.count(F.lit(1)).alias("copies"))
+    stored = stored_ids.select(key).distinct().withColumn("stored", F.lit(True))
+    joined = counted.join(stored, key, "left").withColumn("stored", F.coalesce(F.col("stored"), F.lit(False)))
+    return joined.where(F.col("stored") | (F.col("copies") > 1))
+
+
+def extra_copies_schema(key: str = "message_id") -> str:
+    """DDL of :func:`extra_copies`' rows (to make a frame of the collected rows)."""
+    return f"`{key}` string, copies long, stored boolean"
+
+
+def without_extra_copies(rows: DataFrame, extra: DataFrame, key: str = "message_id") -> DataFrame:
+    """``rows`` less the keys ``extra`` (:func:`extra_copies`) says are stored, and with one row of
+    each key it says the batch repeats. ``extra`` is small: it is broadcast, the wide rows are not
+    shuffled (only those of repeated keys are, to keep one)."""
+    stored = F.broadcast(extra.where(F.col("stored")).select(key))
+    repeated = F.broadcast(extra.where(~F.col("stored")).select(key))
+    fresh = rows.join(stored, key, "left_anti")
+    single = fresh.join(repeated, key, "left_anti")
+    first_copies = fresh.join(repeated, key, "left_semi").dropDuplicates([key])
+    return single.unionByName(first_copies).select(*rows.columns)
+
+
+def absent_rows(rows: DataFrame, stored_ids: DataFrame, key: str = "message_id") -> DataFrame:
+    """``rows`` without those whose ``key`` is in ``stored_ids`` (one column ``key``), one row of
+    each key (:func:`extra_copies` + :func:`without_extra_copies`)."""
+    return without_extra_copies(rows, extra_copies(rows.select(key), stored_ids, key), key)
 
 
 def ingest_records(parsed: DataFrame, quarantined_at: Column | None = None) -> DataFrame:
@@ -261,8 +342,8 @@ def ingest_records(parsed: DataFrame, quarantined_at: Column | None = None) -> D
 
     The raw bytes (``value``, ``value_text``, ``key``) are kept only on quarantined records, which
     also get ``quarantined_at`` (default: the micro-batch time) and ``quarantine_key``, their Kafka
-    coordinates. Deduplicated on :data:`INGEST_DEDUP_KEYS`, a valid record is dropped only when its
-    ``message_id`` repeats, a quarantined one never (its coordinates are unique). Split it with
+    coordinates (``quarantine``'s key, unique: a bad record is never taken for a copy). Repeated
+    ``message_id`` are kept out of raw_data by its writer (``stream_sinks``). Split it with
     :func:`valid_records` and :func:`quarantine_output` (``quarantined_at=F.col("quarantined_at")``).
     """
     bad = F.col("reason").isNotNull()
@@ -348,8 +429,8 @@ def minute_metrics(records: DataFrame, window: str = "1 minute") -> DataFrame:
     """One row per symbol and ``window`` of :data:`WINDOW_TIME`, as ``datasets.MINUTE_METRICS_COLUMNS``.
 
     ``records`` are valid records with metrics (:func:`with_record_metrics`), with
-    :func:`with_window_time` (added here when missing, batch use), deduplicated and with a
-    watermark on ``window_time`` when streaming, so that each window is emitted once in
+    :func:`with_window_time` (added here when missing, batch use), each message once (raw_data),
+    with a watermark on ``window_time`` when streaming, so that each window is emitted once in
     append mode after the watermark passes its end. ``volume``, ``quote_volume`` and
     ``trade_count`` are the minute's own ``kline_1m`` (null when none arrived in time). No window functions (not allowed in
     streaming): the ticks of a window are collected as (event_time, mid) structs, sorted and
@@ -373,6 +454,7 @@ def minute_metrics(records: DataFrame, window: str = "1 minute") -> DataFrame:
         F.avg("liquidity_base").alias("liquidity_base_mean"),
         F.avg("liquidity_quote").alias("liquidity_quote_mean"),
         F.count("mid_price").alias("tick_count"),
+        F.count(F.lit(1)).alias("message_count"),
         _latest("ticker_24hr", "volume_24h", "quote_volume_24h", "price_change_pct_24h").alias("t24"),
         _latest("market", "market_cap", "quote_volume_24h", "price_change_pct_24h").alias("cg"),
         _latest("kline_1m", "kline_volume", "kline_quote_volume", "kline_trade_count").alias("k1m"),
@@ -409,6 +491,7 @@ def minute_metrics(records: DataFrame, window: str = "1 minute") -> DataFrame:
         F.col("k1m.kline_volume").alias("volume"),
         F.col("k1m.kline_quote_volume").alias("quote_volume"),
         F.col("k1m.kline_trade_count").alias("trade_count"),
+        F.col("message_count"),
     )
     out = with_partition_columns(out, "window_start")
     columns = datasets.MINUTE_METRICS_COLUMNS

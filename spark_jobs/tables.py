@@ -9,7 +9,8 @@ The layout of each table (directory, partitioning, keys, properties) is
 * :func:`read_table` / :func:`read_range` - the current snapshot, or the rows of
   ``[start, end)`` of a timestamp column (Delta skips files through their min/max statistics);
 * :func:`merge_rows` - one MERGE on the table's keys: matched rows are updated (optionally only
-  when a condition holds, e.g. "the target row is not a stream row"), new rows inserted;
+  when a condition holds, e.g. "the target row is not a stream row"), new rows inserted; a
+  commit conflict with another writer is retried with backoff (``lakehouse.conflicts``);
 * :func:`table_version` - the current version (what a model records it was trained on);
 * :func:`commit_metadata` - a JSON note stored with the next commits of this session (e.g. the
   minute_metrics version a consolidation read), readable from the table's history.
@@ -29,6 +30,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from btc_platform.lakehouse import datasets
+from btc_platform.lakehouse.conflicts import retry_on_conflict
 from btc_platform.lakehouse.spark_session import hadoop_fs
 from btc_platform.settings import Settings
 
@@ -196,8 +198,11 @@ def merge_rows(
         rows = (
             rows.alias("s").join(target.toDF().alias("t"), unchanged, "left_anti").localCheckpoint(eager=True)
         )
-    merge = target.alias("t").merge(rows.alias("s"), on)
-    result = merge.whenMatchedUpdateAll(condition=update_when).whenNotMatchedInsertAll().execute()
+    def merge():
+        merge = DeltaTable.forPath(spark, uri).alias("t").merge(rows.alias("s"), on)
+        return merge.whenMatchedUpdateAll(condition=update_when).whenNotMatchedInsertAll().execute()
+
+    result = retry_on_conflict(merge, f"MERGE into {uri}")
     counts = result.first().asDict() if result is not None else {}
     log.info("MERGE into %s: %s", uri, counts)
     return {key: int(value) for key, value in counts.items() if value is not None}

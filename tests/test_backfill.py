@@ -154,7 +154,7 @@ def test_backfill_from_shared_layout_csv_with_range(spark, settings, tmp_path):
 def _hourly_row(symbol: str, hour_start: datetime, source: str, price: float) -> dict:
     row = {name: None for name in datasets.column_names(datasets.HOURLY_METRICS_COLUMNS)}
     row.update(symbol=symbol, hour_start=hour_start, open=price, high=price + 1, low=price - 1, close=price,
-               spread_mean=0.5, tick_count=100, minutes_present=55, coverage=55 / 60, source=source,
+               spread_mean=0.5, tick_count=100, minutes_present=58, coverage=58 / 60, source=source,
                produced_at=RUN_AT, date=hour_start.strftime("%Y-%m-%d"), hour=hour_start.hour)
     return row
 
@@ -218,7 +218,7 @@ def test_stream_hours_are_kept_unless_overwrite_stream(spark, settings, tmp_path
     assert (stats.candles, stats.written, stats.skipped_stream) == (2, 1, 1)
     rows = read_hourly(spark, settings)
     kept = rows[("BTCUSDT", jan1)]
-    assert (kept["spread_mean"], kept["tick_count"], kept["minutes_present"]) == (0.5, 100, 55)
+    assert (kept["spread_mean"], kept["tick_count"], kept["minutes_present"]) == (0.5, 100, 58)
     assert rows[("BTCUSDT", jan1)]["source"] == "stream" and rows[("BTCUSDT", jan1)]["open"] == 1.0
     assert rows[("BTCUSDT", jan1 + timedelta(hours=1))]["source"] == "backfill"
     assert rows[("ETHUSDT", jan1 + timedelta(hours=1))]["open"] == 2.0  # other symbol of the hour kept

@@ -68,6 +68,12 @@ def write_minutes(spark, settings, rows: list[dict]) -> None:
     tables.append_rows(spark, settings, datasets.MINUTE_METRICS, df)
 
 
+def complete_hour(symbol: str, hour: datetime, minutes=range(60), price: float = 100.0) -> list[dict]:
+    """Minute rows of ``hour`` (the given minutes), each one tick at ``price`` + its minute."""
+    return [minute(symbol, hour + timedelta(minutes=m), o=price + m, h=price + m + 1, lo=price + m - 1,
+                   c=price + m, spread=1.0, spread_max=1.0, ticks=1) for m in minutes]  # fmt: skip
+
+
 def read_hourly(spark, settings) -> dict[tuple[str, datetime], dict]:
     df = spark.read.format("delta").load(settings.path(datasets.HOURLY_METRICS))
     rows = {}
@@ -176,7 +182,7 @@ def test_late_minute_then_rerun_updates_only_that_hour(spark, settings):
     assert len(after) == len(before) == 3
 
 
-def test_stream_replaces_backfill_row_and_keeps_other_symbols(spark, settings):
+def test_complete_stream_hour_replaces_backfill_row_and_keeps_other_symbols(spark, settings):
     from spark_jobs import consolidate_job, tables
 
     backfill = []
@@ -189,14 +195,19 @@ def test_stream_replaces_backfill_row_and_keeps_other_symbols(spark, settings):
         spark, settings, datasets.HOURLY_METRICS,
         spark.createDataFrame(backfill, schema=datasets.struct_type(datasets.HOURLY_METRICS_COLUMNS)),
     )  # fmt: skip
-    write_minutes(spark, settings, base_minutes())
+    write_minutes(spark, settings, complete_hour("BTCUSDT", T0))
     consolidate_job.run(spark, settings, T0, T0 + timedelta(hours=1), produced_at=RUN_AT)
     rows = read_hourly(spark, settings)
     assert rows[("BTCUSDT", T0)]["source"] == "stream"
     assert rows[("BTCUSDT", T0)]["open"] == 100.0
     assert rows[("LTCUSDT", T0)]["source"] == "backfill"  # not produced by the stream: kept
     assert rows[("LTCUSDT", T0)]["volume"] == 10.0
-    assert set(rows) == {("BTCUSDT", T0), ("ETHUSDT", T0), ("LTCUSDT", T0)}
+    assert set(rows) == {("BTCUSDT", T0), ("LTCUSDT", T0)}
+
+    # a partial stream hour (5 of 60 minutes) of LTCUSDT leaves its complete candle in place
+    write_minutes(spark, settings, complete_hour("LTCUSDT", T0, range(5)))
+    consolidate_job.run(spark, settings, T0, T0 + timedelta(hours=1), produced_at=RUN_AT)
+    assert read_hourly(spark, settings)[("LTCUSDT", T0)] == rows[("LTCUSDT", T0)]
 
 
 def test_hour_without_minutes_writes_nothing(spark, settings):

@@ -108,6 +108,7 @@ RUNNER = textwrap.dedent(
                     "retry_delay_s": t.retry_delay.total_seconds(),
                     "type": type(t).__name__,
                     "upstream": sorted(t.upstream_task_ids),
+                    "trigger_rule": str(getattr(t.trigger_rule, "value", t.trigger_rule)),
                     "outlets": [getattr(o, "name", str(o)) for o in (t.outlets or [])],
                     "application": getattr(t, "application", None),
                     "application_args": [str(a) for a in (getattr(t, "application_args", None) or [])]
@@ -187,6 +188,7 @@ class AirflowSandbox:
         self.env["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
         self.env["BTC_SPARK_MASTER"] = "local[2]"
         self.env["BTC_SPARK_SHUFFLE_PARTITIONS"] = "2"
+        self.env["BTC_PRODUCER_SOURCE"] = "simulate"  # no gap repair from the (unreachable) exchange
         self.runner = base / "dagtest_runner.py"
         self.runner.write_text(RUNNER)
         self.migrated = False
@@ -355,13 +357,16 @@ def test_supervisor_dag_shape(parsed):
 
 
 def test_table_writers_share_one_pool(parsed):
-    """Backfill, consolidation, their quality checks and maintenance write hourly_metrics /
-    data_quality: all in the one-slot pool, so two of them never write at once."""
+    """Every task writing a Delta table (backfill, consolidation, gap repair, their quality checks,
+    the ingest audit, maintenance, the retrain's delta-rs writes): all in the one-slot pool, so two
+    of them never write at once."""
     from btc_platform.ops.orchestration import TABLE_WRITERS_POOL
 
     writers = {
         ("btc_hourly_consolidation", "consolidate"), ("btc_hourly_consolidation", "data_quality"),
+        ("btc_hourly_consolidation", "repair_gaps"), ("btc_hourly_consolidation", "audit_ingest"),
         ("btc_backfill", "backfill"), ("btc_backfill", "data_quality"), ("btc_maintenance", "optimize_vacuum"),
+        ("btc_retrain", "predict_next_24h"), ("btc_retrain", "score_forecasts"), ("btc_retrain", "write_outputs"),
     }  # fmt: skip
     pooled = {
         (dag_id, task_id)
@@ -393,8 +398,14 @@ def test_consolidation_dag_shape(parsed, sandbox):
         "--end",
         "{{ data_interval_end.isoformat() }}",
     ]
-    assert quality["upstream"] == ["consolidate"]
+    assert quality["upstream"] == ["repair_gaps"] and quality["trigger_rule"] == "none_failed"
     assert quality["outlets"] == ["hourly_metrics"]
+    gaps, repair, audit = dag["tasks"]["find_gaps"], dag["tasks"]["repair_gaps"], dag["tasks"]["audit_ingest"]
+    assert gaps["upstream"] == ["consolidate"] and repair["upstream"] == ["find_gaps"]
+    assert repair["application"].endswith("spark_jobs/backfill_job.py")
+    assert repair["application_args"] == ["--source", "binance", "--repair", "{{ ti.xcom_pull(task_ids='find_gaps') }}"]
+    assert audit["application"].endswith("spark_jobs/quality_job.py") and audit["upstream"] == ["consolidate"]
+    assert audit["application_args"] == ["--audit-ingest", *consolidate["application_args"]]
 
 
 def test_retrain_dag_shape(parsed):
@@ -694,7 +705,9 @@ def test_consolidation_dag_run_writes_the_hour(sandbox):
     result, output = sandbox.dag_test("btc_hourly_consolidation", "2026-01-05T11:00:00+00:00")
     assert result["state"] == "success", output[-8000:]
     # the hour is long closed: the sensor does not wait (no stream status, past its maximum wait)
-    assert result["tasks"] == {"wait_for_minutes": "success", "consolidate": "success", "data_quality": "success"}, output[-8000:]
+    assert result["tasks"] == {"wait_for_minutes": "success", "consolidate": "success", "find_gaps": "skipped",
+                               "repair_gaps": "skipped", "data_quality": "success",
+                               "audit_ingest": "success"}, output[-8000:]  # no stream ran: nothing to audit
     assert result["interval"][0].startswith("2026-01-05 10:00:00")
 
     hourly = _read_dataset(sandbox.storage / datasets.HOURLY_METRICS)

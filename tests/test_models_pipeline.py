@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from btc_platform.lakehouse import datasets
 from btc_platform.testing.models_testdata import (
     candles_from_close,
     periodic_close,
@@ -258,6 +259,37 @@ def test_training_records_the_table_version_and_retrains_on_it(settings_env):
     assert cli["as_of_version"] == version_a
     with pytest.raises(ValueError, match=">= 0"):
         pipeline.train_candidate(dict(params, as_of_version=-1))
+
+
+def test_a_models_training_rows_outlive_the_vacuum_of_its_table_version(settings_env):
+    """Version A is trained on; version B rewrites every row and VACUUM deletes A's files: reading A
+    fails naming the version and the retention setting, while the model's evaluation and a retrain
+    as of A read the rows kept with the model."""
+    from deltalake import DeltaTable
+
+    from btc_platform.lakehouse import lake
+    from models import pipeline
+    from models.data import VersionGoneDataError, load_series
+    from models.registry import Registry
+
+    s = settings_env()
+    uri = s.path("hourly_metrics")
+    rows = to_hourly_metrics(candles_from_close(periodic_close(600)))
+    version_a = write_hourly_metrics(rows, uri)
+    params = {"epochs": 1, "test_hours": 72, "min_train_windows": 200, "lstm_units": [4, 4]}
+    first = pipeline.train_candidate(params)
+    assert Registry(s).exists(first["version"], pipeline.TRAINING_SNAPSHOT)
+
+    schema = lake.arrow_schema(datasets.HOURLY_METRICS_COLUMNS)
+    lake.write_at(uri, rows[schema.names], schema=schema, replace_on=["symbol", "hour_start"])  # version B
+    DeltaTable(uri.removeprefix("file://")).vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+    with pytest.raises(VersionGoneDataError,
+                       match=f"version {version_a} is no longer readable.*BTC_MAINTENANCE_VACUUM_RETENTION_HOURS"):
+        load_series(uri, "BTCUSDT", version=version_a)
+
+    assert "RMSE persist" in pipeline.evaluate_candidate(first["version"], params)["table"]
+    again = pipeline.train_candidate(dict(params, as_of_version=version_a))
+    assert again["version"] == first["version"] and again["reused"] is True
 
 
 def test_persistence_and_the_best_band_are_served_when_no_lstm_is_promoted(settings_env):

@@ -5,13 +5,14 @@ malformed records; the outputs are read back with Spark through the file sinks' 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import uuid
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -135,9 +136,31 @@ def test_raw_holds_valid_unique_messages_and_quarantine_the_rest(kafka_service, 
     assert set(status["queries"]) == {"ingest", "minute_metrics"}
     seen = status["queries"]["ingest"]
     assert (seen["valid_total"], seen["quarantined_total"]) == (len(values) - len(bad), len(bad))
+    assert (seen["stored_total"], seen["duplicates_total"]) == (len(valid), len(duplicates))
     assert sum(status["end_offset"][topic].values()) == len(values)
     # when rows were last written (the monitor's raw-data-stale rule): a batch's time, not after the last one
     assert seen["last_rows_at"] is not None and seen["last_rows_at"] <= seen["timestamp"]
+
+    # the hourly audit of the range: every Kafka record in raw_data once or in quarantine ...
+    from delta.tables import DeltaTable
+
+    from btc_platform.settings import load_settings
+    from spark_jobs import audit
+
+    settings = load_settings(data_dir=tmp_path / "data", storage_root=storage, kafka_topic=topic,
+                             kafka_bootstrap_servers=kafka_service.bootstrap_servers)  # fmt: skip
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    start, end = hour - timedelta(hours=1), hour + timedelta(hours=1)
+    rows = audit.run(spark, settings, start, end)
+    assert {r.symbol for r in rows} == {SYMBOL} and {r.status for r in rows} == {"pass"}
+    assert sum(int(re.search(r"(\d+) message\(s\)", r.detail).group(1)) for r in rows) == len(valid)
+    # ... and red, naming the message, when raw_data lost one
+    lost = valid[7]["message_id"]
+    DeltaTable.forPath(spark, f"{storage}/{datasets.RAW_DATA}").delete(f"message_id = '{lost}'")
+    with pytest.raises(audit.IngestIncompleteError, match=f"1 missing.*{lost}"):
+        audit.run(spark, settings, start, end)
+    checks = read(spark, f"{storage}/{datasets.DATA_QUALITY}").where("check = 'ingest_complete'").collect()
+    assert sorted(r.status for r in checks).count("fail") == 1 and len(checks) == len(rows)
 
 
 def wait_for_batches(

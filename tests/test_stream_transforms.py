@@ -138,14 +138,38 @@ def test_raw_data_output_partitions_by_event_time_hour(spark):
     assert tuple(st.raw_data_output(frame).columns) == st.RAW_DATA_COLUMNS
 
 
-def test_duplicates_by_message_id_are_removed(spark):
+def test_stored_ids_are_looked_up_by_the_time_their_id_covers(spark):
+    """raw_data's lookup: rows of the batch whose id a stored row has are left out; a stored row is
+    found through its exchange_time when the message has one (a re-poll of the same observation
+    minutes later: other event_time, same id), else through its event_time, and stored rows
+    outside the batch's ranges are not selected."""
     msg = book(5, "100", "101")
-    again = dict(msg, ingest_time=schema.format_ts(at(9)))  # same observation polled twice
-    values = [schema.encode(msg), schema.encode(again), schema.encode(book(6, "100", "101"))]
-    frame = st.deduplicate(st.valid_records(parsed(spark, values)), "kafka_timestamp", "30 seconds")
-    assert sorted(r.message_id for r in frame.collect()) == sorted(
-        {msg["message_id"], book(6, "100", "101")["message_id"]}
-    )
+    polled = dict(msg, ingest_time=schema.format_ts(at(9)))  # the same message sent again: same id
+    cg = market(10, "8.5e11", "2.5e10", "1.2", lag_s=600)  # exchange_time -590 s
+    cg_later = market(600, "8.5e11", "2.5e10", "1.2", lag_s=1190)  # received 10 min later, same observation
+    assert cg_later["message_id"] == cg["message_id"]
+    new = book(6, "100", "101")
+    batch = st.valid_records(parsed(spark, [schema.encode(m) for m in (polled, new, cg_later)]))
+    stored = st.valid_records(parsed(spark, [schema.encode(m) for m in (msg, cg, book(500, "1", "2"))]))
+    ranges = st.id_time_ranges((r["lo"], r["hi"]) for r in st.id_time_spans(batch).collect())
+    assert ranges == [(naive_utc(-590), naive_utc(-590)), (naive_utc(5), naive_utc(6))]
+    found = stored.where(st.stored_predicate(ranges))
+    assert sorted(r.message_id for r in found.collect()) == sorted([msg["message_id"], cg["message_id"]])
+    assert [r.message_id for r in st.absent_rows(batch, found.select("message_id")).collect()] == [new["message_id"]]
+
+
+def test_message_keys_are_parsed_alone_from_every_record(spark):
+    """What raw_data's writer looks up: id and id_time columns of each record, valid or not."""
+    cg = market(10, "8.5e11", "2.5e10", "1.2", lag_s=600)
+    values = [schema.encode(book(5, "100", "101")), schema.encode(cg), b"not json", tamper(book(6, "1", "2"), ask_price=0.5)]
+    kafka = spark.createDataFrame(kafka_rows(values), KAFKA_DDL)
+    got = [tuple(r) for r in st.message_keys(kafka).collect()]
+    assert got == [
+        (book(5, "100", "101")["message_id"], None, naive_utc(5)),
+        (cg["message_id"], naive_utc(-590), naive_utc(10)),
+        (None, None, None),
+        (book(6, "1", "2")["message_id"], None, naive_utc(6)),  # a bad record's id: looked up too, harmless
+    ]
 
 
 def test_ingest_records_keep_every_bad_record_and_one_copy_of_each_valid_one(spark):
@@ -154,18 +178,17 @@ def test_ingest_records_keep_every_bad_record_and_one_copy_of_each_valid_one(spa
     # the same bad bytes twice (other offsets) and a bad record that carries msg's message_id
     bad_copy = tamper(msg, ask_price=1.0)
     values = [schema.encode(msg), b"not json", schema.encode(again), b"not json", bad_copy]
-    records = st.deduplicate(st.ingest_records(parsed(spark, values)), "kafka_timestamp", "30 seconds",
-                             st.INGEST_DEDUP_KEYS).cache()  # fmt: skip
+    records = st.ingest_records(parsed(spark, values)).cache()
 
     raw = st.raw_data_output(st.with_record_metrics(st.valid_records(records))).collect()
-    assert [r.message_id for r in raw] == [msg["message_id"]]
+    assert [r.message_id for r in raw] == [msg["message_id"]] * 2  # raw_data's writer keeps one
     quarantine = st.quarantine_output(records, records["quarantined_at"]).orderBy("kafka_offset").collect()
     assert [(q.kafka_offset, q.value_text) for q in quarantine] == [
         (1, "not json"), (3, "not json"), (4, bad_copy.decode())
     ]  # fmt: skip
     assert all(q.quarantined_at is not None and q.reason for q in quarantine)
     valid_rows = records.where("reason IS NULL").collect()
-    assert [(r.value, r.value_text, r.key, r.quarantined_at) for r in valid_rows] == [(None, None, None, None)]
+    assert [(r.value, r.value_text, r.key, r.quarantined_at) for r in valid_rows] == [(None, None, None, None)] * 2
 
 
 def test_minute_metrics_against_hand_computed_values(spark):

@@ -259,7 +259,12 @@ class Settings(BaseSettings):
         description="Micro-batch interval of the minute_metrics query (not latency-critical: a "
         "minute window waits for the watermark anyway; fewer batches leave the cores to ingest).",
     )
-    stream_watermark_delay: str = "30 seconds"
+    stream_watermark_delay: str = Field(
+        default="30 seconds",
+        description="How long minute_metrics waits for late rows of a minute before writing it. Rows later "
+        "than that stay in raw_data (which has no time window: a message_id is stored once however late), "
+        "are counted as dropped_late in the stream's status and windowed by the hourly consolidation.",
+    )
     stream_starting_offsets: str = "earliest"
     stream_max_offsets_per_trigger: NonNegativeInt = Field(
         default=0, description="0 means unlimited."
@@ -272,8 +277,8 @@ class Settings(BaseSettings):
     )
     stream_driver_memory: str = Field(
         default="3g",
-        description="spark.driver.memory of the streaming job (holds the dedup state: every "
-        "message_id of the last watermark delay).",
+        description="spark.driver.memory of the streaming job (holds minute_metrics' window state and "
+        "each ingest micro-batch, kept once in memory or on disk while raw_data is looked up for its ids).",
     )
     stream_driver_java_options: str = Field(
         default="-XX:+UseParallelGC -XX:MaxNewSize=512m",
@@ -362,6 +367,25 @@ class Settings(BaseSettings):
         description="How long after an hour's end its consolidation waits for the stream's minute_metrics "
         "watermark to pass it (minute H:59 is only written then); after that the hour is consolidated "
         "with the minutes that exist, and its coverage shows what is missing.",
+    )
+
+    hourly_min_stream_coverage: float = Field(
+        default=0.95,
+        ge=0,
+        le=1,
+        description="A stream-consolidated hour replaces a backfilled or repaired candle in hourly_metrics "
+        "only when its coverage (minutes present / 60) is at least this (or above the candle's); a "
+        "candle replaces a stream hour below it. The gap repair fetches candles for hours below it.",
+    )
+    gap_repair_lookback_hours: NonNegativeInt = Field(
+        default=48,
+        description="In live mode the hourly DAG repairs missing or under-covered hours of hourly_metrics "
+        "this far back from 1-hour klines (0 = no repair).",
+    )
+    gap_repair_max_requests: PositiveInt = Field(
+        default=8,
+        description="At most this many klines requests (each one range of hours, one symbol) per gap-repair "
+        "run; the rest waits for the next hour (the requests also share BTC_BINANCE_WEIGHT_SHARE).",
     )
 
     # ---- Table maintenance (btc_maintenance DAG) ----------------------------------------------

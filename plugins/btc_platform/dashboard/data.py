@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from btc_platform.lakehouse import datasets, lake
+from btc_platform.lakehouse.quality import INGEST_COMPLETE
 from btc_platform.settings import Settings
 
 if TYPE_CHECKING:
@@ -527,7 +528,8 @@ def stream_state(settings: Settings, now: datetime) -> dict:
     if record is None:
         return {"queries": [], "reason": f"no stream status record yet ({settings.stream_status_path})"}
     keep = ("state", "batch_id", "timestamp", "input_rows", "input_rows_per_s", "processed_rows_per_s",
-            "batch_duration_ms", "watermark", "valid_total", "quarantined_total", "input_rows_total")
+            "batch_duration_ms", "watermark", "valid_total", "quarantined_total", "input_rows_total",
+            "stored_total", "duplicates_total", "dropped_late_total")
     queries = [{"name": name, **{k: q.get(k) for k in keep}, "age_s": _age_s(q.get("timestamp"), now)}
                for name, q in (record.get("queries") or {}).items()]
     return {"started_at": record.get("started_at"), "updated_at": record.get("updated_at"),
@@ -639,10 +641,11 @@ def data_quality(settings: Settings, days: float, now: datetime) -> dict:
                filters=[("hour_start", ">=", start)], order_by='"hour_start"',
                empty_reason=f"no data-quality result for the hours since {iso(start)}")
     out: dict[str, Any] = {"from": iso(start), "hours": [], "checks": [], "errors": [], "warnings": [],
-                           "failures": [], "reason": got.reason}
+                           "failures": [], "audit": None, "reason": got.reason}
     if got.empty:
         return out
     frame = got.frame
+    out["audit"] = ingest_audit(frame)
     failed = frame["status"] == "fail"
     severity = frame["severity"] if "severity" in frame.columns else None
     grouped = frame.assign(failed=failed,
@@ -659,6 +662,19 @@ def data_quality(settings: Settings, days: float, now: datetime) -> dict:
     out["failures"] = [{k: (iso(v) if k == "hour_start" else v) for k, v in r.items()}
                        for r in fails[keep].to_dict("records")]
     return out
+
+
+def ingest_audit(frame) -> dict | None:
+    """The hourly ingest audit (``ingest_complete`` rows): the newest hour it checked, how many
+    of the range's (symbol, hour) pairs it failed and the newest failure's detail; None if it never ran."""
+    rows = frame[frame["check"] == INGEST_COMPLETE]
+    if rows.empty:
+        return None
+    failed = rows[rows["status"] == "fail"].sort_values("hour_start")
+    last = failed.iloc[-1] if len(failed) else None
+    return {"last_hour": iso(rows["hour_start"].max()), "checked": int(len(rows)), "failed": int(len(failed)),
+            "last_failure": None if last is None else {"hour_start": iso(last["hour_start"]),
+                                                       "detail": last.get("detail")}}
 
 
 #: Commits that change no data (compaction, clean-up, table properties): a table's data was

@@ -78,6 +78,10 @@ MINUTE_METRICS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("volume", DOUBLE),  # base volume traded in the minute (its closed 1m kline; null if none arrived)
     ("quote_volume", DOUBLE),  # quote volume of the minute's kline
     ("trade_count", LONG),  # trades of the minute's kline
+    # messages of every type the window took (consolidation compares it with raw_data to find
+    # rows that came too late for the stream's window and windows them from raw_data); null in
+    # rows written before it was added
+    ("message_count", LONG),
 )
 
 #: hourly_metrics: one row per symbol per hour (``hour_start``), in partition date=/hour=.
@@ -164,6 +168,21 @@ def changed_condition(
     return " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in columns if c not in (*keys, *ignore))
 
 
+def stream_hour_replaces(min_coverage: float) -> str:
+    """MERGE condition (target ``t``, source ``s`` a stream-consolidated hour): the stream hour
+    replaces the row it matches when that row is a stream hour too (a newer consolidation of the
+    same minutes or more), or when its coverage reaches ``min_coverage`` or the row's own: a
+    partial stream hour never replaces a more complete candle."""
+    return (f"(t.`source` <=> '{HOURLY_SOURCE_STREAM}' OR s.`coverage` >= {float(min_coverage)!r} "
+            "OR s.`coverage` >= t.`coverage`)")
+
+
+def candle_replaces(min_coverage: float) -> str:
+    """MERGE condition (target ``t``, source ``s`` a candle): the candle replaces any row but a
+    stream hour whose coverage reaches ``min_coverage`` (the complete stream hour stays)."""
+    return (f"(NOT (t.`source` <=> '{HOURLY_SOURCE_STREAM}') OR NOT coalesce(t.`coverage` >= {float(min_coverage)!r}, false))")
+
+
 #: Table property of Delta's auto compaction (Delta OSS 3.1+): a write that leaves at least
 #: ``spark.databricks.delta.autoCompact.minNumFiles`` small files in a partition it touched is
 #: followed, in the writer's session, by a compaction of that partition (an OPTIMIZE commit).
@@ -193,8 +212,10 @@ TABLES: dict[str, Table] = {
         Table(RAW_DATA, "every valid message once, with its per-record metrics",
               partition_by=("date",), keys=("message_id",), compact_by="date",
               # file statistics (data skipping) only on the columns reads filter by: statistics
-              # of every column made the stream's appends measurably slower (docs/benchmarks.md)
-              properties={"delta.dataSkippingStatsColumns": "symbol,message_type,event_time,ingest_time",
+              # of every column made the stream's appends measurably slower (docs/benchmarks.md). The
+              # stream's message_id lookup reads the files of a batch's exchange_time/event_time
+              properties={"delta.dataSkippingStatsColumns":
+                          "symbol,message_type,event_time,ingest_time,exchange_time",
                           AUTO_COMPACT: "true"}),
         Table(QUARANTINE, "records that failed parsing or validation, raw bytes and reason",
               keys=("quarantine_key",), properties={AUTO_COMPACT: "true"}),

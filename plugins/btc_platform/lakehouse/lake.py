@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from btc_platform.lakehouse import datasets, lineage
+from btc_platform.lakehouse.conflicts import retry_on_conflict
 from btc_platform.lakehouse.storage import join, open_storage
 from btc_platform.settings import Settings, get_settings
 
@@ -71,6 +72,11 @@ class TableNotFoundError(LookupError):
 
 class VersionNotFoundError(LookupError):
     """The table exists but not at the requested version (time travel past its history)."""
+
+
+class VersionGoneError(VersionNotFoundError):
+    """The version is in the table's history but its files or log entries were cleaned up (VACUUM,
+    log retention); the message names the version and the retention settings."""
 
 
 class LegacyLayoutError(RuntimeError):
@@ -182,8 +188,19 @@ def open_at(uri: str, version: int | None = None) -> DeltaTable:
         if not 0 <= version <= latest:
             raise VersionNotFoundError(f"{uri} has versions 0..{latest}; version {version} does not exist: use one "
                                        "of those (DESCRIBE HISTORY in make sql lists them), or none for the current")
-        table.load_as_version(version)
+        try:
+            table.load_as_version(version)
+        except Exception as exc:  # delta-rs: the log entries of the version were cleaned up
+            raise VersionGoneError(gone_message(uri, version, exc)) from exc
     return table
+
+
+def gone_message(uri: str, version: int, exc: BaseException) -> str:
+    """Why version ``version`` of ``uri`` cannot be read any more, and the settings that decide it."""
+    return (f"{uri} version {version} is no longer readable: its files or log entries were removed "
+            "(VACUUM deletes files a version stopped referencing BTC_MAINTENANCE_VACUUM_RETENTION_HOURS "
+            "after; the log keeps entries for the table's delta.logRetentionDuration). A registered model "
+            f"keeps its own training snapshot (training_data.parquet). Cause: {type(exc).__name__}: {exc}")
 
 
 def open_table(name: str, settings: Settings | None = None, version: int | None = None) -> DeltaTable:
@@ -222,6 +239,12 @@ def _condition(column: str, op: str, value: Any) -> str:
     return f"{_identifier(column)} {sql_op} {_literal(value)}"
 
 
+def _is_missing_file(exc: BaseException) -> bool:
+    """A read that failed on a data file the log names but storage no longer holds (vacuumed)."""
+    text = str(exc).lower()
+    return isinstance(exc, FileNotFoundError) or "not found" in text or "no such file" in text
+
+
 def select_sql(columns: Sequence[str] | None = None, filters: Filters | None = None, table: str = "t") -> str:
     """``SELECT columns FROM table WHERE filters`` (all filters AND-ed)."""
     select = ", ".join(_identifier(c) for c in columns) if columns else "*"
@@ -236,7 +259,12 @@ def to_frame(table: DeltaTable, *, columns: Sequence[str] | None = None, filters
     from deltalake import QueryBuilder
 
     sql = select_sql(columns, filters)
-    frame = pa.table(QueryBuilder().register("t", table).execute(sql).read_all()).to_pandas()
+    try:
+        frame = pa.table(QueryBuilder().register("t", table).execute(sql).read_all()).to_pandas()
+    except Exception as exc:
+        if not _is_missing_file(exc):
+            raise
+        raise VersionGoneError(gone_message(table.table_uri, int(table.version()), exc)) from exc
     log.info("read %d row(s) of %s version %s: %s", len(frame), table.table_uri, table.version(), sql)
     return frame
 
@@ -316,21 +344,25 @@ def write_at(
     untyped = [f.name for f in data.schema if pa.types.is_null(f.type)]
     if untyped:
         raise ValueError(f"columns {untyped} have no type (all null): give them a dtype or pass a schema")
-    try:
-        table = open_at(uri)
-    except TableNotFoundError:
-        log.info("creating Delta table at %s", uri)
-        write_deltalake(
-            _local(uri), data, mode="append", partition_by=list(partition_by) or None,
-            configuration=dict(properties) if properties else None, commit_properties=commit,
-        )
-        table = open_at(uri)
-    else:
-        predicate = replace_predicate(frame, replace_on) if replace_on and len(frame) else None
+    predicate = replace_predicate(frame, replace_on) if replace_on and len(frame) else None
+
+    def write() -> DeltaTable:
+        try:
+            table = open_at(uri)
+        except TableNotFoundError:
+            log.info("creating Delta table at %s", uri)
+            write_deltalake(
+                _local(uri), data, mode="append", partition_by=list(partition_by) or None,
+                configuration=dict(properties) if properties else None, commit_properties=commit,
+            )
+            return open_at(uri)
         write_deltalake(table, data, mode="overwrite" if predicate else "append", predicate=predicate,
                         schema_mode="merge" if add_columns else None, commit_properties=commit)
         if predicate:
             log.info("replaced the rows of %s where %s", uri, predicate)
+        return table
+
+    table = retry_on_conflict(write, f"write to {uri}")
     version = int(table.version())
     log.info("wrote %d row(s) to %s version %d", len(frame), uri, version)
     return version

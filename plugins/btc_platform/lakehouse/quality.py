@@ -20,6 +20,15 @@ check                         severity  fails when
                                         1m klines (``volume_minutes < 60`` or null)
 ============================  ========  ==================================================
 
+The hourly ingest audit (``spark_jobs/audit_transforms.py``, its own task of the consolidation
+DAG) writes one more check to the same table, per symbol and hour of Kafka arrival:
+
+============================  ========  ==================================================
+``ingest_complete``           error     a valid message of the hour in Kafka is not in raw_data,
+                                        a bad one not in quarantine, or raw_data holds one of
+                                        the hour's message_ids more than once
+============================  ========  ==================================================
+
 A failing ``error`` check makes the run fail (:func:`raise_on_errors` raises
 :class:`DataQualityError` naming the check and the hours); failing warnings are only logged.
 """
@@ -43,6 +52,8 @@ NEGATIVE_SPREAD = "negative_spread"
 DUPLICATE = "duplicate_symbol_hour"
 HOUR_GAP = "hour_gap"
 VOLUME_INCOMPLETE = "volume_incomplete"
+#: The ingest audit's check (not among :data:`CHECKS`: it looks at Kafka and raw_data, not at hourly rows).
+INGEST_COMPLETE = "ingest_complete"
 
 #: check name -> (severity, what a failure means); order = report order.
 CHECKS: dict[str, tuple[str, str]] = {

@@ -35,9 +35,12 @@ KAFKA_CONN_ID = "kafka_default"
 #: Name (and URI path under the storage root) of the Asset marking fresh hourly metrics.
 HOURLY_METRICS_ASSET = "hourly_metrics"
 
-#: Airflow pool of every task that writes ``hourly_metrics`` or ``data_quality`` (consolidation,
-#: backfill, their data-quality checks, maintenance's OPTIMIZE/VACUUM). One slot: two such writes
-#: never run at once (concurrent MERGEs into one Delta table would conflict and fail). The local
+#: Airflow pool of every task that writes a Delta table (consolidation, backfill, gap repair,
+#: their data-quality checks, the ingest audit, maintenance's OPTIMIZE/VACUUM, the retrain's
+#: delta-rs writes of predictions, prediction_metrics, future_predictions and forecast_actuals).
+#: One slot: two such writes never run at once (concurrent MERGEs into one Delta table would
+#: conflict; a conflict that still happens, with a writer outside Airflow, is retried with backoff
+#: by ``btc_platform.lakehouse.conflicts``). The stream is not in it: it only appends blindly. The local
 #: platform creates it when Airflow starts (:func:`ensure_table_writers_pool`); docker compose
 #: in ``airflow-init``.
 TABLE_WRITERS_POOL = "btc_table_writers"
@@ -46,7 +49,7 @@ TABLE_WRITERS_POOL_DESCRIPTION = "tasks writing hourly_metrics / data_quality: o
 
 
 def table_writer_kwargs() -> dict[str, Any]:
-    """Operator arguments of a task that writes hourly_metrics or data_quality."""
+    """Operator arguments of a task that writes a Delta table (see :data:`TABLE_WRITERS_POOL`)."""
     return {"pool": TABLE_WRITERS_POOL, "pool_slots": 1}
 
 

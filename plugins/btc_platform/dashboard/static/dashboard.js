@@ -274,10 +274,15 @@ async function drawPipeline(d) {
   }
   items.push(["Kafka lag", d.kafka_lag.messages === null ? d.kafka_lag.reason : `${fmt(d.kafka_lag.messages, 0)} messages`,
     d.kafka_lag.messages === null]);
+  const audit = d.data_quality.audit;
+  items.push(["ingest audit", !audit ? "has not run yet (btc_hourly_consolidation, audit_ingest)"
+    : audit.failed ? `${audit.failed} of ${audit.checked} symbol-hours incomplete, last ${audit.last_failure.hour_start}: ${audit.last_failure.detail}`
+      : `Kafka = raw_data for ${audit.checked} symbol-hours, up to ${audit.last_hour}`, !audit || audit.failed > 0]);
   cards("pipeline-state", items);
   table("stream-queries", [["name", "query"], ["state", "state"], ["batch_id", "batch"], ["batch_duration_ms", "batch ms", "num"],
     ["input_rows_per_s", "in rows/s", "num"], ["processed_rows_per_s", "processed rows/s", "num"],
-    ["watermark", "watermark"], [(q) => age(q.age_s), "last batch"]], st.queries || []);
+    ["watermark", "watermark"], ["stored_total", "stored", "num"], ["duplicates_total", "copies left out", "num"],
+    ["dropped_late_total", "too late for minutes", "num"], [(q) => age(q.age_s), "last batch"]], st.queries || []);
   const al = d.alerts;
   reason("alerts", al.reason || (al.undelivered ? `${al.undelivered} alert message(s) could not be delivered (monitor log)` : ""));
   table("alerts", [[(a) => (a.resolved_at ? "resolved" : "OPEN"), "state"], ["key", "alert"], ["summary", "what"],
