@@ -366,7 +366,8 @@ def test_table_writers_share_one_pool(parsed):
         ("btc_hourly_consolidation", "consolidate"), ("btc_hourly_consolidation", "data_quality"),
         ("btc_hourly_consolidation", "repair_gaps"), ("btc_hourly_consolidation", "audit_ingest"),
         ("btc_backfill", "backfill"), ("btc_backfill", "data_quality"), ("btc_maintenance", "optimize_vacuum"),
-        ("btc_retrain", "predict_next_24h"), ("btc_retrain", "score_forecasts"), ("btc_retrain", "write_outputs"),
+        ("btc_retrain", "forecast.predict_next_24h"), ("btc_retrain", "forecast.score_forecasts"),
+        ("btc_retrain", "forecast.write_outputs"),
     }  # fmt: skip
     pooled = {
         (dag_id, task_id)
