@@ -18,7 +18,10 @@ windows only, so fat tails are calibrated without a Gaussian assumption):
   Garman–Klass estimate and the squared close-to-close return (Garman–Klass alone after a gap),
   divided by its hour-of-week factor fitted on the last ``HAR_SEASON_ROWS`` training hours; a
   least-squares HAR on log variance (last hour, day, week, month) per step, times the seasonal
-  factors of the hours ahead.
+  factors of the hours ahead. The first ``HAR_SHORT_STEPS`` steps (the next hour) use a second
+  HAR fitted the same way on a smoother profile: each hour-of-week cell shrunk half-way (in
+  logs) towards its hour-of-day x weekday product (``HAR_SHORT_SHRINK``); a single hour ahead
+  depends on one noisy cell, a day ahead sums 24 of them.
 
 The ``har`` band needs the whole ``models.features.build_features`` matrix (high, low, open and
 the weekday); the others read its returns column, or take a 1-D array of returns.
@@ -47,6 +50,9 @@ RISKMETRICS_LAMBDA = 0.94
 BASELINES = ("constant", "ewma", "garch", "har")
 #: hours (the latest of the training period) the hour-of-week profile of the ``har`` band is fitted on
 HAR_SEASON_ROWS = 365 * 24
+#: steps of the ``har`` band forecast with the shrunk seasonal profile, and its shrink weight
+HAR_SHORT_STEPS = 1
+HAR_SHORT_SHRINK = 0.5
 
 
 def _returns(series: np.ndarray) -> np.ndarray:
@@ -159,6 +165,8 @@ class BandModel:
     extra: dict = field(default_factory=dict)
     har: HarModel | None = None
     season: SeasonalProfile | None = None
+    har_short: HarModel | None = None  # the first steps of ``har``, on ``season_short``
+    season_short: SeasonalProfile | None = None
 
     def scale(self, series: np.ndarray, origins: np.ndarray, horizon: int) -> np.ndarray:
         """(n, horizon) volatility of the k-step return at each origin (data up to the origin only);
@@ -166,9 +174,11 @@ class BandModel:
         origins = np.asarray(origins, dtype=np.int64)
         if self.name == "har":
             proxy, how = har_variance_proxy(series)
-            deseasonalised = proxy / self.season.at(how)
-            log_var = self.har.predict_log(deseasonalised, origins)
-            return np.sqrt(np.exp(log_var) * self.season.ahead(how[origins], horizon))
+            scale = _har_scale(self.har, self.season, proxy, how, origins, horizon)
+            if self.har_short is not None:
+                short = min(horizon, self.har_short.coef.shape[1])
+                scale[:, :short] = _har_scale(self.har_short, self.season_short, proxy, how, origins, short)
+            return scale
         returns = _returns(series)
         k = np.arange(1, horizon + 1)
         if self.name == "constant":
@@ -203,15 +213,27 @@ class BandModel:
             "garch": None if self.garch is None else vars(self.garch),
             "har": None if self.har is None else self.har.to_dict(),
             "season": None if self.season is None else self.season.factor.tolist(),
+            "har_short": None if self.har_short is None else self.har_short.to_dict(),
+            "season_short": None if self.season_short is None else self.season_short.factor.tolist(),
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> BandModel:
         garch = GarchParams(**data["garch"]) if data.get("garch") else None
         har = HarModel.from_dict(data["har"]) if data.get("har") else None
-        season = SeasonalProfile(np.asarray(data["season"], dtype=np.float64)) if data.get("season") else None
+        season, season_short = (SeasonalProfile(np.asarray(data[k], dtype=np.float64)) if data.get(k) else None
+                                for k in ("season", "season_short"))
+        har_short = HarModel.from_dict(data["har_short"]) if data.get("har_short") else None
         return cls(data["name"], float(data["level"]), np.asarray(data["q_low"]), np.asarray(data["q_high"]),
-                   garch=garch, lam=float(data.get("lam", RISKMETRICS_LAMBDA)), har=har, season=season)
+                   garch=garch, lam=float(data.get("lam", RISKMETRICS_LAMBDA)), har=har, season=season,
+                   har_short=har_short, season_short=season_short)
+
+
+def _har_scale(har: HarModel, season: SeasonalProfile, proxy: np.ndarray, how: np.ndarray, origins: np.ndarray,
+               horizon: int) -> np.ndarray:
+    """(n, horizon) k-step volatility of a HAR on the proxy deseasonalised by ``season``."""
+    log_var = har.predict_log(proxy / season.at(how), origins)[:, :horizon]
+    return np.sqrt(np.exp(log_var) * season.ahead(how[origins], horizon))
 
 
 def fit_band(
@@ -240,6 +262,10 @@ def fit_band(
         recent = slice(max(0, end + 1 - HAR_SEASON_ROWS), end + 1)
         model.season = SeasonalProfile.fit(proxy[recent], how[recent])
         model.har = HarModel.fit(proxy / model.season.at(how), train_origins, horizon)
+        if HAR_SHORT_STEPS > 0:
+            model.season_short = SeasonalProfile.fit(proxy[recent], how[recent], shrink=HAR_SHORT_SHRINK)
+            model.har_short = HarModel.fit(proxy / model.season_short.at(how), train_origins,
+                                           min(horizon, HAR_SHORT_STEPS))
     steps = np.arange(1, horizon + 1)
     y = np.log(close[train_origins[:, None] + steps[None, :]] / close[train_origins][:, None])
     z = y / model.scale(returns, train_origins, horizon)

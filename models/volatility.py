@@ -75,10 +75,18 @@ class SeasonalProfile:
     factor: np.ndarray  # (168,), mean 1 over the training rows
 
     @classmethod
-    def fit(cls, variance: np.ndarray, hour_of_week: np.ndarray, statistic: str = "median") -> SeasonalProfile:
+    def fit(cls, variance: np.ndarray, hour_of_week: np.ndarray, statistic: str = "median",
+            shrink: float = 0.0) -> SeasonalProfile:
         """Factor of each cell = its ``statistic`` (median: robust to the jumps of a few hours,
         or mean) of the variance, scaled so that the factors average 1 over the rows given; a
-        cell without rows gets the overall level."""
+        cell without rows gets the overall level.
+
+        ``shrink`` in [0, 1] pulls each cell's log factor towards the product of its hour-of-day
+        and weekday factors (the same statistic over 7 and 24 times as many rows):
+        ``(1 - shrink) log cell + shrink log(hour x weekday)``; a one-year cell holds only 52
+        hours, so its own median is noisy."""
+        if not 0.0 <= shrink <= 1.0:
+            raise ValueError(f"shrink must lie in [0, 1], got {shrink}")
         v = np.asarray(variance, dtype=np.float64)
         how = np.asarray(hour_of_week, dtype=np.int64)
         ok = np.isfinite(v)
@@ -91,8 +99,12 @@ class SeasonalProfile:
         level = agg(v)
         if not level > 0:
             raise ValueError(f"the {statistic} variance is zero: no seasonal profile to fit")
-        factor = np.array([agg(v[how == cell]) if np.any(how == cell) else level
-                           for cell in range(HOURS_PER_WEEK)]) / level
+        week = np.arange(HOURS_PER_WEEK)
+        factor = _cell_factors(v, how, week, HOURS_PER_WEEK, agg, level)
+        if shrink > 0.0:
+            hour = _cell_factors(v, how % 24, week % 24, 24, agg, level)
+            day = _cell_factors(v, how // 24, week // 24, 7, agg, level)
+            factor = np.exp((1.0 - shrink) * np.log(factor) + shrink * np.log(hour * day))
         return cls(factor / np.mean(factor[how]))
 
     @classmethod
@@ -106,6 +118,18 @@ class SeasonalProfile:
         """(n, horizon): sum of the factors of hours t+1..t+k (consecutive hours after the origin)."""
         steps = np.arange(1, horizon + 1)
         return np.cumsum(self.at(np.asarray(origin_how)[:, None] + steps[None, :]), axis=1)
+
+
+def _cell_factors(v: np.ndarray, key: np.ndarray, cell_of_week: np.ndarray, cells: int, agg, level: float) -> np.ndarray:
+    """(168,) ``agg`` of ``v`` in each of ``cells`` cells (``key`` per row) relative to ``level``,
+    read at the cell ``cell_of_week`` of each hour of the week; an empty or non-positive cell
+    gets the overall level."""
+    per_cell = np.full(cells, 1.0)
+    for cell in range(cells):
+        rows = v[key == cell]
+        if len(rows) and agg(rows) > 0:
+            per_cell[cell] = agg(rows) / level
+    return per_cell[cell_of_week]
 
 
 def har_regressors(deseasonalised: np.ndarray, lags: tuple[int, ...] = HAR_LAGS, floor: float = 0.0) -> np.ndarray:

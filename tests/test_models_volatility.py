@@ -80,6 +80,24 @@ def test_seasonal_profile_finds_a_busy_hour():
     assert partial.factor[14] / partial.factor[30] == pytest.approx(4.0 / np.median(v[:24]))
 
 
+def test_seasonal_profile_shrinks_each_cell_towards_its_hour_times_weekday_product():
+    hours = np.arange(24 * 7 * 20)
+    how = hours % 168
+    one_cell = np.where(how == 14, 4.0, 1.0)  # only Monday 14:00 four times the variance
+    # hour 14 and Monday each have median 1 (one busy cell in 7 and 24): the product says 1
+    for shrink, ratio in ((0.0, 4.0), (0.5, 2.0), (1.0, 1.0)):
+        prof = vo.SeasonalProfile.fit(one_cell, how, shrink=shrink)
+        assert prof.factor[14] / prof.factor[13] == pytest.approx(ratio)
+        assert np.mean(prof.at(how)) == pytest.approx(1.0)
+    daily = np.where(hours % 24 == 14, 4.0, 1.0) * np.where(how // 24 == 5, 0.5, 1.0)  # 14:00 busy, Saturday calm
+    for shrink in (0.0, 0.5, 1.0):  # a pure hour x weekday pattern is the product: shrinking changes nothing
+        prof = vo.SeasonalProfile.fit(daily, how, shrink=shrink)
+        assert prof.factor[14] / prof.factor[13] == pytest.approx(4.0)
+        assert prof.factor[5 * 24 + 14] / prof.factor[14] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="shrink"):
+        vo.SeasonalProfile.fit(one_cell, how, shrink=1.5)
+
+
 def test_har_is_the_least_squares_fit_of_log_future_variance_on_log_trailing_means():
     rng = np.random.default_rng(3)
     v = np.exp(rng.standard_normal(60))
@@ -136,6 +154,34 @@ def test_har_band_covers_80_percent_of_unseen_windows_and_beats_the_constant_ban
     restored = bd.BandModel.from_dict(har.to_dict())
     np.testing.assert_allclose(restored.bounds(feats, close, test[:5], horizon), har.bounds(feats, close, test[:5],
                                                                                                horizon))
+
+
+def test_har_band_forecasts_the_next_hour_with_the_shrunk_profile_and_later_hours_without():
+    frame = _simulated_candles(3000)
+    feats = fx.build_features(frame)
+    close = frame["close"].to_numpy()
+    horizon = 6
+    train = np.arange(800, 2500 - horizon)
+    har = bd.fit_band("har", feats, close, train, horizon)
+    proxy, how = bd.har_variance_proxy(feats)
+    seen = slice(0, train[-1] + horizon + 1)  # fewer than HAR_SEASON_ROWS training rows: all of them
+    shrunk = vo.SeasonalProfile.fit(proxy[seen], how[seen], shrink=bd.HAR_SHORT_SHRINK)
+    np.testing.assert_allclose(har.season_short.factor, shrunk.factor)
+    assert har.har_short.coef.shape == (1 + len(vo.HAR_LAGS), bd.HAR_SHORT_STEPS)
+    origins = np.arange(2600, 2650)
+    scale = har.scale(feats, origins, horizon)
+    next_hour = np.sqrt(np.exp(har.har_short.predict_log(proxy / shrunk.at(how), origins)[:, 0])
+                        * shrunk.at(how[origins] + 1))
+    np.testing.assert_allclose(scale[:, 0], next_hour)
+    week = np.sqrt(np.exp(har.har.predict_log(proxy / har.season.at(how), origins))
+                   * har.season.ahead(how[origins], horizon))
+    np.testing.assert_allclose(scale[:, 1:], week[:, 1:])
+    assert np.max(np.abs(scale[:, 0] / week[:, 0] - 1.0)) > 1e-3  # the two profiles do differ
+    restored = bd.BandModel.from_dict(har.to_dict())
+    np.testing.assert_allclose(restored.scale(feats, origins, horizon), scale)
+    older = har.to_dict()  # a band saved before the short-step model: its own HAR at every step
+    del older["har_short"], older["season_short"]
+    np.testing.assert_allclose(bd.BandModel.from_dict(older).scale(feats, origins, horizon), week)
 
 
 def test_har_band_refuses_a_returns_only_series():
