@@ -77,6 +77,7 @@ def minute_metrics(settings: Settings, now: pd.Timestamp, minutes: int, seed: in
         liquidity_quote_mean=rng.uniform(1, 5, minutes) * mid, volatility=rng.uniform(1e-5, 1e-4, minutes),
         mid_range=np.full(minutes, 4.0), tick_count=rng.integers(30, 60, minutes),
         volume=rng.uniform(1, 20, minutes), trade_count=rng.integers(100, 900, minutes),
+        message_count=rng.integers(60, 120, minutes),
         date=starts.strftime("%Y-%m-%d"), hour=starts.hour.astype("int32"),
     )
     frame["quote_volume"] = frame["volume"] * mid
