@@ -19,9 +19,9 @@ from btc_platform.ingest.http import (
 from btc_platform.ingest.schema import (
     SchemaError,
     decode,
-    format_ts,
 )
 from btc_platform.ingest.sources.base import MINUTE_MS, OFFLINE_HINT, Outgoing, SourceContext, out
+from btc_platform.timestamps import epoch_iso
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,8 @@ class LiveSource:
                 retry_at = failing.retry_at if failing.retry_at is not None else self._next_attempt(upstream)
                 ctx.set_waiting(
                     upstream, "exchange_failing", None, kind=failing.kind, failures=failing.failures,
-                    since=_iso_s(failing.since), last_failure=_iso_s(failing.last_at),
-                    next_attempt=_iso_s(retry_at), detail=failing.reason,
+                    since=epoch_iso(failing.since), last_failure=epoch_iso(failing.last_at),
+                    next_attempt=epoch_iso(retry_at), detail=failing.reason,
                 )  # fmt: skip
             else:
                 ctx.set_waiting(upstream, None, None)
@@ -224,11 +224,6 @@ class LiveSource:
             if self.coingecko.seconds_until_due() <= 0:
                 yield from self.poll_coingecko(ctx)
             ctx.set_retried(self._retried())
-
-
-def _iso_s(epoch: float | None) -> str | None:
-    """The status record's time format (``schema.format_ts``, as ``until``) of epoch seconds."""
-    return None if epoch is None else format_ts(datetime.fromtimestamp(epoch, tz=UTC))
 
 
 def _int_or_none(value: Any) -> int | None:
