@@ -26,7 +26,7 @@ simulated messages (``--rate`` per second) goes through the stream's own transfo
 ``--no-auto-compact`` creates both tables without ``delta.autoOptimize.autoCompact`` (the layout
 before it) to compare.
 
-    PYTHONPATH=plugins:. .venv/bin/python bench/bench_small_files.py [--commits 300] [--mode append|merge]
+    .venv/bin/python bench/bench_small_files.py [--commits 300] [--mode append|merge]
         [--day-commits 43200] [--no-auto-compact]
 """
 
@@ -40,8 +40,6 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench_stream's payloads
 
 log = logging.getLogger("bench.small_files")
 
@@ -173,11 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    from bench_stream import payloads  # bench/ is on sys.path (script dir)
     from pyspark.sql import functions as F
 
     from bench.bench_maintenance import kafka_shaped
     from bench.bench_models import log_figures
-    from bench.bench_stream import payloads
     from btc_platform.lakehouse import datasets
     from btc_platform.lakehouse.spark_session import build_session
     from btc_platform.settings import load_settings

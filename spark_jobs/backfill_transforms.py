@@ -175,7 +175,7 @@ def normalise_shared(df: DataFrame) -> DataFrame:
 
 def klines_frame(spark: SparkSession, rows: list[list]) -> DataFrame:
     """A Spark frame (``KLINE_SCHEMA``) of raw API kline arrays (12 values, numbers as strings)."""
-    from btc_platform.ingest.clients.binance import parse_kline
+    from btc_platform.ingest.normalize import parse_kline
 
     parsed = []
     for row in rows:

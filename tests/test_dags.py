@@ -758,7 +758,7 @@ def test_backfill_dag_run_from_a_candle_file(sandbox, tmp_path):
     assert "--last-backfill" in output
     # each table's commit names the task instance that wrote it (spark-submit inherits the task's
     # AIRFLOW_CTX_* environment): the dashboard links the exact run and task log
-    from btc_platform.dashboard.data import dataset_runs
+    from btc_platform.dashboard.data.health import dataset_runs
 
     tables = {d["table"]: d for d in dataset_runs(sandbox.settings)}
     for table, task_id in ((datasets.HOURLY_METRICS, "backfill"), (datasets.DATA_QUALITY, "data_quality")):

@@ -46,7 +46,7 @@ def test_simulated_klines_are_a_gapless_walk_ending_at_the_price_and_repeat_with
 
 
 def test_simulated_klines_parse_as_exchange_klines():
-    from btc_platform.ingest.clients.binance import parse_kline
+    from btc_platform.ingest.normalize import parse_kline
 
     for row in simulated_klines(HOUR - timedelta(hours=3), HOUR, 100.0, seed=1):
         kline = parse_kline(row)

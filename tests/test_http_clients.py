@@ -15,7 +15,7 @@ from decimal import Decimal
 import pytest
 
 from btc_platform.ingest import normalize
-from btc_platform.ingest.clients.binance import BinanceClient, interval_ms, parse_kline
+from btc_platform.ingest.clients.binance import BinanceClient, interval_ms
 from btc_platform.ingest.clients.coingecko import (
     BUDGET_FILE,
     DEMO_KEY_HEADER,
@@ -30,6 +30,7 @@ from btc_platform.ingest.http import (
     IPBanned,
     parse_retry_after,
 )
+from btc_platform.ingest.normalize import parse_kline
 from btc_platform.ingest.schema import SchemaError, decode, format_ts
 from btc_platform.ingest.sources import LiveSource
 from btc_platform.settings import load_settings

@@ -129,7 +129,7 @@ def test_clean_data_never_deletes_the_project_or_home(tmp_path):
 def test_dashboard_shows_the_latest_audit_and_its_failures():
     import pandas as pd
 
-    from btc_platform.dashboard import data
+    from btc_platform.dashboard.data import health
 
     frame = pd.DataFrame({
         "hour_start": pd.to_datetime(["2024-01-01T00:00Z", "2024-01-01T01:00Z", "2024-01-01T01:00Z", "2024-01-01T02:00Z"]),
@@ -138,11 +138,11 @@ def test_dashboard_shows_the_latest_audit_and_its_failures():
         "status": ["pass", "fail", "pass", "fail"],
         "detail": [None, "kafka: 10 record(s), 10 message(s), 0 bad; raw_data: 1 missing", None, "coverage"],
     })  # fmt: skip
-    audit = data.ingest_audit(frame)
+    audit = health.ingest_audit(frame)
     assert (audit["checked"], audit["failed"]) == (3, 1)
     assert audit["last_hour"].startswith("2024-01-01T01:00")
     assert audit["last_failure"]["detail"].endswith("1 missing")
-    assert data.ingest_audit(frame[frame["check"] != "ingest_complete"]) is None
+    assert health.ingest_audit(frame[frame["check"] != "ingest_complete"]) is None
 
 
 def test_status_record_totals_of_queries_with_and_without_writer_counts(tmp_path):

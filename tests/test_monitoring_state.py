@@ -71,7 +71,7 @@ def test_the_state_survives_a_restart_of_the_monitor(settings_env):
 
 
 def test_the_dashboard_lists_open_alerts_before_the_recently_resolved(settings_env):
-    from btc_platform.dashboard import data
+    from btc_platform.dashboard.data import health
 
     settings = settings_env()
     state = alert_state.AlertState()
@@ -79,7 +79,7 @@ def test_the_dashboard_lists_open_alerts_before_the_recently_resolved(settings_e
     alert_state.apply(state, [UP], T0 + 60, [])
     alert_state.apply(state, [Finding("disk_free", "disk_free", True, "5.0% free")], T0 + 120, [])
     alert_state.save(settings, state)
-    shown = data.alerts(settings)
+    shown = health.alerts(settings)
     assert [(a["key"], a["resolved_at"]) for a in shown["open"]] == [("disk_free", None)]
     assert [(a["key"], a["resolution"], a["resolved_at"]) for a in shown["recent"]] == [
         ("process_down:stream", "stream is running (pid 8)", "2027-01-15T08:01:00Z")]

@@ -28,7 +28,7 @@ import pytest
 
 from btc_platform.ops import process, supervisor
 from btc_platform.ops.process import ProcessRecord
-from btc_platform.ops.supervisor import decide, health, launch
+from btc_platform.ops.supervisor import decide, health, launch, table
 from btc_platform.settings import load_settings
 from btc_platform.status import write_status
 from btc_platform.testing.polling import wait_until
@@ -242,7 +242,7 @@ def test_cli_status_of_a_never_started_process_says_so(sup_settings):
 
 def test_cli_stop_kills_the_recorded_process_group(sup_settings):
     """`stop` of a process recorded through btc_platform.ops.process ends it and its group."""
-    record = supervisor._start(sup_settings, _sleep_spec(sup_settings, "producer"))
+    record = table.start_process(sup_settings, _sleep_spec(sup_settings, "producer"))
     child = subprocess.Popen(["sleep", "300"], start_new_session=False)  # not in its group: left alone
     try:
         status = _supervisor_cli(sup_settings, "status", "producer")

@@ -27,7 +27,7 @@ import psutil
 import pytest
 
 from btc_platform.ops import supervisor
-from btc_platform.ops.supervisor import launch
+from btc_platform.ops.supervisor import launch, table
 from btc_platform.ops.supervisor.watch import handle, run_end, watch
 from btc_platform.settings import get_settings, load_settings
 from btc_platform.testing.polling import free_ports, wait_until
@@ -39,7 +39,7 @@ def _stand_in(settings, name: str) -> supervisor.CheckResult:
     real = launch.producer_spec(settings) if name == supervisor.PRODUCER else launch.stream_spec(settings)
     argv = (sys.executable, "-c", "import time; time.sleep(600)")
     spec = supervisor.LaunchSpec(name, argv, real.env, real.fingerprint)
-    record = supervisor._start(settings, spec)
+    record = table.start_process(settings, spec)
     return supervisor.CheckResult(name, "started", "stand-in", record.pid)
 
 

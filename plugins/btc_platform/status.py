@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from btc_platform.ingest.schema import format_ts
+from btc_platform.timestamps import format_utc
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class StatusError(ValueError):
 
 def utc_now_iso() -> str:
     """Current UTC time in the platform's ISO-8601 form (milliseconds, ``Z``)."""
-    return format_ts(datetime.now(UTC))
+    return format_utc(datetime.now(UTC))
 
 
 def write_status(path: str | os.PathLike[str], record: Mapping[str, Any]) -> None:

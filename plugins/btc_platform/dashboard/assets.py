@@ -9,7 +9,7 @@ The version and its integrity hash are pinned in ``infra/js/package.json`` and
 (docs/benchmarks.md); this one has every trace type the page draws.
 
 npm missing: installed with apt-get (Debian's ``npm``) when running as root, otherwise an error
-naming the package, like :mod:`btc_platform.dashboard.browser` does for Chromium.
+naming the package (:func:`btc_platform.ops.debian.ensure_package`, as for Chromium).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from btc_platform.dashboard.browser import BrowserMissingError, apt_install, can_apt
+from btc_platform.ops.command import LOG_FORMAT, run_action
+from btc_platform.ops.debian import ensure_package
 from btc_platform.settings import PROJECT_ROOT, Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -63,22 +64,8 @@ def installed(settings: Settings) -> bool:
 
 
 def _npm() -> str:
-    found = shutil.which("npm")
-    if found:
-        return found
-
-    if not can_apt():
-        raise AssetsMissingError(f"npm not found and it cannot be installed from here (needs root and apt-get): "
-                                 f"run `sudo apt-get install -y {NPM_PACKAGE}`, then `make js`")
-    log.warning("npm is missing: installing the Debian package %s", NPM_PACKAGE)
-    try:
-        apt_install(NPM_PACKAGE)
-    except BrowserMissingError as exc:
-        raise AssetsMissingError(str(exc)) from exc
-    found = shutil.which("npm")
-    if not found:
-        raise AssetsMissingError(f"apt-get installed `{NPM_PACKAGE}` but `npm` is not on PATH")
-    return found
+    return ensure_package(NPM_PACKAGE, lambda: shutil.which("npm"), what="npm", error=AssetsMissingError,
+                          then=", then `make js`")
 
 
 def ensure_bundle(settings: Settings) -> Path:
@@ -102,14 +89,8 @@ def ensure_bundle(settings: Settings) -> Path:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        path = ensure_bundle(get_settings())
-    except AssetsMissingError as exc:
-        log.error("%s", exc)
-        return 1
-    sys.stdout.write(f"plotly.js: {path}\n")
-    return 0
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    return run_action(lambda: sys.stdout.write(f"plotly.js: {ensure_bundle(get_settings())}\n"), AssetsMissingError, log)
 
 
 if __name__ == "__main__":

@@ -170,6 +170,33 @@ def _short_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:200]}"
 
 
+def read_limits(state_path: Path, name: str) -> tuple[float, float, float] | None:
+    """(banned_until, pause_until, min_interval_s) persisted by an earlier run, or None when there are none."""
+    try:
+        record = read_status(state_path)
+    except StatusError as exc:
+        raise ExchangeError(f"{name}: cannot read the persisted rate-limit state: {exc}") from exc
+    if not record:
+        return None
+    try:
+        return (float(record.get("banned_until") or 0.0), float(record.get("pause_until") or 0.0),
+                float(record.get("min_interval_s") or 0.0))  # fmt: skip
+    except (TypeError, ValueError) as exc:
+        raise ExchangeError(f"{state_path}: bad rate-limit state {record!r}: {exc}") from exc
+
+
+def decode_json(response: requests.Response, endpoint: str) -> Any:
+    """The JSON body of ``response`` (numbers as Decimal/int), else :class:`InvalidResponse`."""
+    try:
+        return json.loads(response.text, parse_float=Decimal)
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise InvalidResponse(
+            f"{endpoint}: invalid JSON in HTTP {response.status_code} body: {exc}; "
+            f"body starts {response.text[:120]!r}",
+            endpoint=endpoint, status=response.status_code,
+        ) from exc
+
+
 class HttpClient:
     """A ``requests.Session`` for one exchange with the politeness rules above."""
 
@@ -213,20 +240,6 @@ class HttpClient:
         self.state_path = Path(state_path) if state_path is not None else None
         self._load_state()
 
-    @classmethod
-    def from_settings(cls, base_url: str, settings, *, name: str, **kwargs) -> HttpClient:
-        return cls(
-            base_url,
-            name=name,
-            connect_timeout_s=settings.http_connect_timeout_s,
-            read_timeout_s=settings.http_read_timeout_s,
-            max_retries=settings.http_max_retries,
-            backoff_base_s=settings.http_backoff_base_s,
-            backoff_max_s=settings.http_backoff_max_s,
-            state_path=kwargs.pop("state_path", settings.status_dir / f"http_{name}.json"),
-            **kwargs,
-        )
-
     # ---- limits that survive restarts ------------------------------------------------------
     @property
     def pause_until(self) -> float:
@@ -234,21 +247,10 @@ class HttpClient:
         return self._pause_until
 
     def _load_state(self) -> None:
-        if self.state_path is None:
+        limits = None if self.state_path is None else read_limits(self.state_path, self.name)
+        if limits is None:
             return
-
-        try:
-            record = read_status(self.state_path)
-        except StatusError as exc:
-            raise ExchangeError(f"{self.name}: cannot read the persisted rate-limit state: {exc}") from exc
-        if not record:
-            return
-        try:
-            self.banned_until = float(record.get("banned_until") or 0.0)
-            self._pause_until = float(record.get("pause_until") or 0.0)
-            self.min_interval_s = float(record.get("min_interval_s") or 0.0)
-        except (TypeError, ValueError) as exc:
-            raise ExchangeError(f"{self.state_path}: bad rate-limit state {record!r}: {exc}") from exc
+        self.banned_until, self._pause_until, self.min_interval_s = limits
         now = self.clock()
         if self.banned_until > now:
             log.error(
@@ -373,7 +375,7 @@ class HttpClient:
                     on_response(response)
                 if 200 <= status < 300:
                     try:
-                        payload = self._decode(response, endpoint)
+                        payload = decode_json(response, endpoint)
                     except InvalidResponse as exc:
                         invalid, kind, reason = exc, "invalid_json", f"invalid JSON in HTTP {status} body"
                     else:
@@ -440,17 +442,6 @@ class HttpClient:
             endpoint, self.name, until, wait,
         )
         raise IPBanned(f"{endpoint}: IP banned (418) until {until}", until=self.banned_until, endpoint=path)
-
-    @staticmethod
-    def _decode(response: requests.Response, endpoint: str) -> Any:
-        try:
-            return json.loads(response.text, parse_float=Decimal)
-        except (json.JSONDecodeError, ValueError) as exc:
-            raise InvalidResponse(
-                f"{endpoint}: invalid JSON in HTTP {response.status_code} body: {exc}; "
-                f"body starts {response.text[:120]!r}",
-                endpoint=endpoint, status=response.status_code,
-            ) from exc
 
     def close(self) -> None:
         self.session.close()

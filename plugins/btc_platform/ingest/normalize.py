@@ -14,14 +14,58 @@ time goes to ``exchange_time`` (see ``btc_platform.ingest.schema``).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
-from btc_platform.ingest.clients.binance import parse_kline
 from btc_platform.ingest.schema import SchemaError, format_ts, make_message, ms_to_ts, parse_ts, to_decimal
 
 BINANCE = "binance"
 COINGECKO = "coingecko"
+
+#: Values of one kline array as Binance returns it.
+KLINE_FIELDS = 12
+
+
+@dataclass(frozen=True)
+class Kline:
+    """One parsed kline (candle). Times are epoch milliseconds (UTC), open_time inclusive."""
+
+    open_time_ms: int
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    close_time_ms: int
+    quote_volume: Decimal
+    trades: int
+    taker_buy_base_volume: Decimal
+    taker_buy_quote_volume: Decimal
+
+
+def parse_kline(row: Any) -> Kline:
+    """Parse one raw kline array (12 values as Binance returns them); ``SchemaError`` if malformed."""
+    if not isinstance(row, (list, tuple)) or len(row) < KLINE_FIELDS:
+        raise SchemaError(f"kline: expected a list of {KLINE_FIELDS} values, got {row!r}")
+    try:
+        open_ms, close_ms, trades = int(row[0]), int(row[6]), int(row[8])
+    except (TypeError, ValueError) as exc:
+        raise SchemaError(f"kline: bad integer field in {row!r}") from exc
+    return Kline(
+        open_time_ms=open_ms,
+        open=to_decimal(row[1], "open"),
+        high=to_decimal(row[2], "high"),
+        low=to_decimal(row[3], "low"),
+        close=to_decimal(row[4], "close"),
+        volume=to_decimal(row[5], "volume"),
+        close_time_ms=close_ms,
+        quote_volume=to_decimal(row[7], "quote_volume"),
+        trades=trades,
+        taker_buy_base_volume=to_decimal(row[9], "taker_buy_base_volume"),
+        taker_buy_quote_volume=to_decimal(row[10], "taker_buy_quote_volume"),
+    )
 
 
 def _require(payload: Any, key: str, what: str) -> Any:

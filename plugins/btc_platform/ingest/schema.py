@@ -45,6 +45,8 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from btc_platform.timestamps import format_utc
+
 SCHEMA_VERSION = 2
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2})
 
@@ -126,11 +128,12 @@ def required_fields(message_type: str) -> tuple[str, ...]:
 
 # ---- time helpers ------------------------------------------------------------------------
 def format_ts(value: datetime) -> str:
-    """UTC ISO-8601 with milliseconds and Z, e.g. 2024-01-01T00:00:00.123Z."""
-    if value.tzinfo is None:
-        raise SchemaError("naive datetime: timestamps must be timezone-aware")
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    """UTC ISO-8601 with milliseconds and Z, e.g. 2024-01-01T00:00:00.123Z (``btc_platform.timestamps``);
+    ``SchemaError`` for a naive datetime."""
+    try:
+        return format_utc(value)
+    except ValueError as exc:
+        raise SchemaError(str(exc)) from exc
 
 
 def parse_ts(value: str) -> datetime:

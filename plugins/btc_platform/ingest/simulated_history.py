@@ -16,7 +16,7 @@ import math
 import random
 from datetime import UTC, datetime
 
-from btc_platform.ingest.sources import MINUTE_SIGMA, SIMULATED_TRADES_PER_UNIT
+from btc_platform.ingest.sources.simulate import MINUTE_SIGMA, SIMULATED_TRADES_PER_UNIT
 
 HOUR_MS = 3_600_000
 #: Hourly log-return volatility of the simulated history (the simulator's per-minute one, over 60 minutes).

@@ -13,6 +13,8 @@ import logging
 import shutil
 import sys
 
+from btc_platform.ops.command import LOG_FORMAT, run_action
+from btc_platform.ops.debian import ensure_package
 from btc_platform.settings import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
@@ -36,36 +38,13 @@ def find() -> dict[str, str] | None:
 def ensure_prometheus(install: bool = True) -> dict[str, str]:
     """Paths of ``prometheus`` and ``promtool``; installs the Debian package when missing, if
     ``install`` and running as root with apt-get. Raises :class:`PrometheusMissingError` otherwise."""
-    from btc_platform.dashboard.browser import apt_install, can_apt
-
-    found = find()
-    if found:
-        return found
-    if not install or not can_apt():
-        raise PrometheusMissingError(
-            f"{' and '.join(BINARIES)} not found and not installable from here (needs root and apt-get): "
-            f"run `sudo apt-get install -y {PACKAGE}`"
-        )
-    log.warning("Prometheus is missing: installing the Debian package %s", PACKAGE)
-    try:
-        apt_install(PACKAGE)
-    except RuntimeError as exc:
-        raise PrometheusMissingError(str(exc)) from exc
-    found = find()
-    if not found:
-        raise PrometheusMissingError(f"apt-get installed `{PACKAGE}` but {' / '.join(BINARIES)} are not on PATH")
-    return found
+    return ensure_package(PACKAGE, find, what=" and ".join(BINARIES), error=PrometheusMissingError, install=install)
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        found = ensure_prometheus()
-    except PrometheusMissingError as exc:
-        log.error("%s", exc)
-        return 1
-    sys.stdout.write("".join(f"{name}: {path}\n" for name, path in found.items()))
-    return 0
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    return run_action(lambda: sys.stdout.write("".join(f"{name}: {path}\n" for name, path in ensure_prometheus().items())),
+                      PrometheusMissingError, log)  # fmt: skip
 
 
 if __name__ == "__main__":

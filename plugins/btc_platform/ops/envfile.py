@@ -2,7 +2,7 @@
 
 Each field of ``btc_platform.settings.Settings`` becomes ``BTC_<NAME>=<default>`` preceded by its
 description: the field's ``description=``, else the comment on or directly above its line in
-settings.py, else the section comment it sits under. Paths under the repository are shown
+the settings package (the class of its group), else the section comment it sits under. Paths under the repository are shown
 relative to it. Run after adding a setting::
 
     btc-envfile            # rewrite .env.example
@@ -29,8 +29,8 @@ ROOT = PROJECT_ROOT
 TARGET = ROOT / ".env.example"
 _SECTION = re.compile(r"#\s*-+\s*(.+?)\s*-+\s*$")
 
-#: Descriptions of settings that settings.py declares without one (a ``description=`` or a comment
-#: in settings.py wins over these).
+#: Descriptions of settings that the settings package declares without one (a ``description=`` or a
+#: comment there wins over these).
 FALLBACK_DESCRIPTIONS: dict[str, str] = {
     "kafka_bootstrap_servers": "Kafka bootstrap servers (host:port[,host:port...]) used by producer, Spark and Airflow.",
     "kafka_topic": "Topic the producer writes and the streaming job reads.",
@@ -87,7 +87,8 @@ HEADER = """\
 
 
 def _source_comments(settings_file: Path, class_name: str = "Settings") -> dict[str, tuple[str, str]]:
-    """field name -> (section title, comment text) parsed from the class body of settings.py."""
+    """field name -> (section title, comment text) parsed from the body of class ``class_name`` in
+    ``settings_file``."""
     source = settings_file.read_text()
     lines = source.splitlines()
     tree = ast.parse(source)
@@ -146,9 +147,19 @@ def _default_text(value: object) -> str:
     return str(value)
 
 
+def _settings_comments() -> dict[str, tuple[str, str]]:
+    """:func:`_source_comments` of every class of the settings package that Settings is made of."""
+    comments: dict[str, tuple[str, str]] = {}
+    for cls in settings_mod.Settings.__mro__:
+        module = sys.modules[cls.__module__]
+        if module.__name__.split(".")[:2] == ["btc_platform", "settings"]:
+            comments.update(_source_comments(Path(module.__file__ or ""), cls.__name__))
+    return comments
+
+
 def render() -> tuple[str, list[str]]:
     """The .env.example text, and the fields that have no description anywhere."""
-    comments = _source_comments(Path(settings_mod.__file__))
+    comments = _settings_comments()
     parts = [HEADER]
     undocumented = []
     current_section = None

@@ -43,9 +43,13 @@ class RestClient:
     ) -> Self:
         """The client for ``settings``; ``session``, ``clock``, ``sleep`` and ``http_kwargs`` go to its
         ``HttpClient`` (tests pass a local server's session and a fake clock)."""
-        http = HttpClient.from_settings(
-            getattr(settings, cls.base_url_setting), settings, name=cls.name, headers=cls.headers(settings),
-            session=session, clock=clock, sleep=sleep, **http_kwargs,
+        http = HttpClient(
+            getattr(settings, cls.base_url_setting), name=cls.name,
+            connect_timeout_s=settings.http_connect_timeout_s, read_timeout_s=settings.http_read_timeout_s,
+            max_retries=settings.http_max_retries, backoff_base_s=settings.http_backoff_base_s,
+            backoff_max_s=settings.http_backoff_max_s,
+            state_path=http_kwargs.pop("state_path", settings.status_dir / f"http_{cls.name}.json"),
+            headers=cls.headers(settings), session=session, clock=clock, sleep=sleep, **http_kwargs,
         )  # fmt: skip
         return cls.from_http(http, settings)
 

@@ -13,7 +13,7 @@ Usage::
     client = BinanceClient.from_settings(get_settings())
     client.book_ticker("BTCUSDT")       # {"symbol": ..., "bidPrice": ..., ...}
     for row in client.iter_klines("BTCUSDT", "1h", start_ms, end_ms):
-        kline = parse_kline(row)
+        kline = parse_kline(row)  # btc_platform.ingest.normalize
 """
 
 from __future__ import annotations
@@ -21,15 +21,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 import requests
 
 from btc_platform.ingest.clients.base import RestClient
 from btc_platform.ingest.http import HttpClient, InvalidResponse
-from btc_platform.ingest.schema import SchemaError, to_decimal
+from btc_platform.ingest.normalize import KLINE_FIELDS
 from btc_platform.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,7 +39,6 @@ WEIGHT_BOOK_TICKER = 2
 WEIGHT_TICKER_24HR = 2
 WEIGHT_KLINES = 2
 
-KLINE_FIELDS = 12
 MAX_KLINES_LIMIT = 1000
 
 _INTERVAL_UNITS_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
@@ -53,46 +50,6 @@ def interval_ms(interval: str) -> int:
     if unit not in _INTERVAL_UNITS_MS or not interval[:-1].isdigit():
         raise ValueError(f"unsupported kline interval {interval!r}")
     return int(interval[:-1]) * _INTERVAL_UNITS_MS[unit]
-
-
-@dataclass(frozen=True)
-class Kline:
-    """One parsed kline (candle). Times are epoch milliseconds (UTC), open_time inclusive."""
-
-    open_time_ms: int
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
-    volume: Decimal
-    close_time_ms: int
-    quote_volume: Decimal
-    trades: int
-    taker_buy_base_volume: Decimal
-    taker_buy_quote_volume: Decimal
-
-
-def parse_kline(row: Any) -> Kline:
-    """Parse one raw kline array (12 values as Binance returns them); ``SchemaError`` if malformed."""
-    if not isinstance(row, (list, tuple)) or len(row) < KLINE_FIELDS:
-        raise SchemaError(f"kline: expected a list of {KLINE_FIELDS} values, got {row!r}")
-    try:
-        open_ms, close_ms, trades = int(row[0]), int(row[6]), int(row[8])
-    except (TypeError, ValueError) as exc:
-        raise SchemaError(f"kline: bad integer field in {row!r}") from exc
-    return Kline(
-        open_time_ms=open_ms,
-        open=to_decimal(row[1], "open"),
-        high=to_decimal(row[2], "high"),
-        low=to_decimal(row[3], "low"),
-        close=to_decimal(row[4], "close"),
-        volume=to_decimal(row[5], "volume"),
-        close_time_ms=close_ms,
-        quote_volume=to_decimal(row[7], "quote_volume"),
-        trades=trades,
-        taker_buy_base_volume=to_decimal(row[9], "taker_buy_base_volume"),
-        taker_buy_quote_volume=to_decimal(row[10], "taker_buy_quote_volume"),
-    )
 
 
 def _klines(rows: Any) -> list:

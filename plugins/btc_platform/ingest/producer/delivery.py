@@ -31,9 +31,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from btc_platform.ingest.producer.health import ProducerHealth, iso
+from btc_platform.ingest.producer.health import ProducerHealth
 from btc_platform.ingest.producer.journal import AcceptedLog, Journal, message_id_of
 from btc_platform.ingest.producer.spool import RefusedFile, Spool
+from btc_platform.timestamps import epoch_iso
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +257,7 @@ class Publisher:
             self._on_fatal(Exception(err))
         elif err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
             if err.code() == KafkaError._ALL_BROKERS_DOWN and "kafka" not in waiting:
-                waiting["kafka"] = {"reason": "broker_unreachable", "since": iso(time.time())}
+                waiting["kafka"] = {"reason": "broker_unreachable", "since": epoch_iso(time.time())}
             self._kafka_log.error(
                 "Kafka unreachable at %s (%s): accepted messages stay queued and are retried for up to %.0fs",
                 self.settings.kafka_bootstrap_servers, err.str(), self.settings.producer_message_timeout_s,
@@ -314,7 +315,7 @@ class Publisher:
             log.error("Kafka refused a message (%d so far), kept in %s: %s", self.refused, self.refused_file.path,
                       error)
         try:
-            self.refused_file.append(value, str(error), iso(time.time()))
+            self.refused_file.append(value, str(error), epoch_iso(time.time()))
         except OSError as exc:
             self.failed -= 1  # counted by _unsettled
             self._unsettled(value, f"keeping a refused message failed: {exc}")

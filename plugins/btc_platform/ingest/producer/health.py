@@ -8,22 +8,16 @@ import json
 import logging
 import os
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from btc_platform.ingest.schema import format_ts
 from btc_platform.status import LAST_PUBLISH_KEY
+from btc_platform.timestamps import epoch_iso
 
 log = logging.getLogger(__name__)
 
 REJECTED_FILE = "producer_rejected.jsonl"
 MAX_GAPS = 20  # gaps kept in the status record (the newest)
-
-
-def iso(epoch: float | None) -> str | None:
-    """The status record's time format (``schema.format_ts``) of epoch seconds, or None."""
-    return None if epoch is None else format_ts(datetime.fromtimestamp(epoch, tz=UTC))
 
 
 class UpstreamHealth:
@@ -41,12 +35,12 @@ class UpstreamHealth:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "last_poll_ok_at": iso(self.last_poll_ok),
-            LAST_PUBLISH_KEY: iso(self.last_publish),
+            "last_poll_ok_at": epoch_iso(self.last_poll_ok),
+            LAST_PUBLISH_KEY: epoch_iso(self.last_publish),
             "published": self.published,
             "poll_errors": self.poll_errors,
             "last_error": self.last_error,
-            "last_error_at": iso(self.last_error_at),
+            "last_error_at": epoch_iso(self.last_error_at),
         }
 
 
@@ -84,19 +78,19 @@ class ProducerHealth:
         if reason is None:
             self.waiting.pop(upstream, None)
         else:
-            self.waiting[upstream] = {"reason": reason, "until": iso(until), **details}
+            self.waiting[upstream] = {"reason": reason, "until": epoch_iso(until), **details}
 
     def open_gap(self, reason: str) -> None:
         """The producer stopped polling its source: a gap in the data starts now (also a
         ``waiting`` entry, so the supervisor knows the producer is not stuck)."""
-        now = iso(time.time())
+        now = epoch_iso(time.time())
         self.gaps = [*self.gaps[-(MAX_GAPS - 1):], {"start": now, "end": None, "reason": reason}]
         self.waiting["spool"] = {"reason": "spool_full", "until": None, "since": now, "detail": reason}
 
     def close_gap(self) -> None:
         """Polling resumed (or the producer stopped): the open gap ends now."""
         if self.gaps and self.gaps[-1]["end"] is None:
-            self.gaps[-1]["end"] = iso(time.time())
+            self.gaps[-1]["end"] = epoch_iso(time.time())
         self.waiting.pop("spool", None)
 
     @property
@@ -109,7 +103,7 @@ class ProducerHealth:
         log.warning("rejected %s payload: %s", source, reason)
         if isinstance(payload, bytes):
             payload = payload.decode("utf-8", errors="replace")
-        line = json.dumps({"rejected_at": iso(time.time()), "source": source, "reason": reason,
+        line = json.dumps({"rejected_at": epoch_iso(time.time()), "source": source, "reason": reason,
                            "payload": payload}, default=str)
         self.rejected_path.parent.mkdir(parents=True, exist_ok=True)
         with self.rejected_path.open("a", encoding="utf-8") as handle:
@@ -128,8 +122,8 @@ class ProducerHealth:
             "pid": os.getpid(),
             "source_mode": self.source_mode,
             "state": self.state,
-            "started_at": iso(self.started_at),
-            "updated_at": iso(now),
+            "started_at": epoch_iso(self.started_at),
+            "updated_at": epoch_iso(now),
             "topic": self.settings.kafka_topic,
             "bootstrap_servers": self.settings.kafka_bootstrap_servers,
             "accepted": delivery["accepted"],
@@ -141,8 +135,8 @@ class ProducerHealth:
             "spooled": delivery["spooled"],
             "from_spool": delivery["from_spool"],
             "from_journal": delivery["from_journal"],
-            LAST_PUBLISH_KEY: iso(max(publishes)) if publishes else None,
-            "last_poll_ok_at": iso(max(polls)) if polls else None,
+            LAST_PUBLISH_KEY: epoch_iso(max(publishes)) if publishes else None,
+            "last_poll_ok_at": epoch_iso(max(polls)) if polls else None,
             "sources": {name: h.as_dict() for name, h in sorted(self.upstreams.items())},
             "http_errors": self.http_errors,
             "waiting": dict(self.waiting),

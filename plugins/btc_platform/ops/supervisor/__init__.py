@@ -23,8 +23,9 @@ Modules: ``launch`` (what runs: launch specs, environment, fingerprint, paths), 
 (observations: last publish, stream progress and offsets, Kafka lag, producer problems),
 ``decide`` (pure restart decisions on those observations), ``watch`` (the triggerer's check
 loop and the resumed task's answer, without Airflow), ``trigger`` (the Airflow trigger and the
-deferrable operator around them), ``cli`` (the command line); this module does the
-orchestration (ensure / assess / stop / status / wait_until_supervised).
+deferrable operator around them), ``table`` (the process table: pid records, locks, start/stop
+of one process, status, the event log), ``cli`` (the command line); this module runs the checks
+(ensure / assess / wait_until_supervised) on them.
 
 CLI (operators, ``make stop``)::
 
@@ -35,25 +36,17 @@ CLI (operators, ``make stop``)::
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
 import re
-import signal
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
-from btc_platform.lakehouse import lineage
 from btc_platform.ops import process, services
-from btc_platform.ops.process import FirstSignal, ProcessError, ProcessRecord
+from btc_platform.ops.process import ProcessError, ProcessRecord
 from btc_platform.ops.supervisor import decide
 from btc_platform.ops.supervisor.health import (
     OFFLINE_HINT,
-    START_HEADER,
     SupervisorError,
     kafka_end_offsets,
     last_publish_time,
@@ -67,10 +60,8 @@ from btc_platform.ops.supervisor.launch import (
     NAMES,
     PRODUCER,
     STREAM,
-    STREAM_DRIVER_MARKER,
     LaunchSpec,
     fingerprint,
-    lock_path,
     log_path,
     producer_spec,
     record_path,
@@ -78,10 +69,25 @@ from btc_platform.ops.supervisor.launch import (
     state_dir,
     stream_spec,
 )
+from btc_platform.ops.supervisor.table import (
+    MAX_EVENTS,
+    CheckResult,
+    events_path,
+    locked,
+    log_tail,
+    read_events,
+    read_record,
+    record_event,
+    service_lock,
+    start_process,
+    status,
+    stop,
+    stop_process,
+)
 from btc_platform.settings import PROJECT_ROOT, Settings, get_settings
-from btc_platform.status import utc_now_iso
 
 __all__ = [
+    "MAX_EVENTS",
     "NAMES",
     "OFFLINE_HINT",
     "PRODUCER",
@@ -95,6 +101,7 @@ __all__ = [
     "ensure_producer",
     "ensure_services",
     "ensure_stream",
+    "events_path",
     "fingerprint",
     "kafka_end_offsets",
     "last_publish_time",
@@ -103,7 +110,9 @@ __all__ = [
     "log_tail",
     "producer_problems",
     "producer_spec",
+    "read_events",
     "read_record",
+    "record_event",
     "record_path",
     "service_lock",
     "service_problem",
@@ -121,82 +130,6 @@ log = logging.getLogger(__name__)
 
 #: Observes a running process and returns ``decide.OK`` or why it is stale.
 StaleCheck = Callable[[Settings, ProcessRecord, float], str]
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """Outcome of one supervision check (``action``: ok, starting, started, restarted, stopped)."""
-
-    name: str
-    action: str
-    reason: str
-    pid: int | None = None
-    details: Mapping[str, Any] = field(default_factory=dict)
-
-    def __str__(self) -> str:
-        return f"{self.name}: {self.action} (pid {self.pid}) - {self.reason}"
-
-
-# ---------------------------------------------------------------------------------------------
-# records, lock, start / stop
-# ---------------------------------------------------------------------------------------------
-def read_record(settings: Settings, name: str) -> ProcessRecord | None:
-    """The pid record of a supervised process (None if none, or one that cannot be verified)."""
-    return process.read_record(record_path(settings, name))
-
-
-def log_tail(settings: Settings, name: str, lines: int = 8) -> str:
-    """The last lines of a supervised process's log (to show why it died)."""
-    return process.log_tail(log_path(settings, name), lines, max_bytes=16 * 1024)
-
-
-@contextmanager
-def _locked(settings: Settings, name: str, timeout_s: float = 120.0) -> Iterator[None]:
-    """Exclusive lock per supervised process, so two checks never act at the same time."""
-    path = lock_path(settings, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise SupervisorError(
-                        f"{path} is held by another supervisor check for more than {timeout_s:.0f} s"
-                    ) from None
-                time.sleep(0.2)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def service_lock(settings: Settings, name: str):
-    """The lock the supervisor's check of a local service (``kafka``/``hdfs``) holds: whoever
-    starts the service holds it too, so a check never restarts a service that is starting."""
-    return _locked(settings, name)
-
-
-def _start(settings: Settings, spec: LaunchSpec) -> ProcessRecord:
-    return process.start(
-        spec.name,
-        spec.argv,
-        log_file=log_path(settings, spec.name),
-        record_file=record_path(settings, spec.name),
-        env=spec.env,
-        cwd=PROJECT_ROOT,
-        header=f"{START_HEADER} {spec.name} ({spec.fingerprint})",
-        extra={"fingerprint": spec.fingerprint},
-    )
-
-
-def _stop_record(settings: Settings, record: ProcessRecord, graceful: bool = True) -> str:
-    """SIGTERM to the process (the Python driver of the stream), bounded wait, SIGKILL the group."""
-    marker = STREAM_DRIVER_MARKER if record.name == STREAM else None
-    timeout = settings.supervisor_stop_timeout_s if graceful else 0.0  # leader dead: kill leftovers now
-    return process.stop(record, timeout, FirstSignal(signal.SIGTERM, marker))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,7 +217,7 @@ def ensure_services(settings: Settings | None = None) -> list[CheckResult]:
     s = settings or get_settings()
     results = []
     for name in s.supervisor_services:
-        with _locked(s, name):
+        with locked(s, name):
             problem = _lasting_problem(s, name)
             if problem is None:
                 pids = services.status(name, s).pids
@@ -337,7 +270,7 @@ def assess(settings: Settings | None = None, now: float | None = None) -> dict[s
 def _ensure(
     settings: Settings, spec: LaunchSpec, stale: StaleCheck, now: Callable[[], float] = time.time
 ) -> CheckResult:
-    with _locked(settings, spec.name):
+    with locked(settings, spec.name):
         record = read_record(settings, spec.name)
         reason = decide.lifecycle(record, process.is_alive(record), spec.fingerprint)
         if reason == decide.OK and record is not None:
@@ -354,9 +287,9 @@ def _ensure(
                 log.warning("%s: last lines of %s:\n%s", spec.name, log_path(settings, spec.name), tail)
         action = "started" if record is None else "restarted"
         if record is not None:
-            outcome = _stop_record(settings, record, graceful=not reason.endswith(decide.DIED))
+            outcome = stop_process(settings, record, graceful=not reason.endswith(decide.DIED))
             log.info("%s: old process %s (group %s) %s", spec.name, record.pid, record.pgid, outcome)
-        new = _start(settings, spec)
+        new = start_process(settings, spec)
         result = CheckResult(spec.name, action, reason, new.pid, {"fingerprint": spec.fingerprint, "log": new.log})
         record_event(settings, result)
         if action == "restarted":
@@ -364,53 +297,6 @@ def _ensure(
         else:
             log.info("%s", result)
         return result
-
-
-#: Starts and restarts kept in the event log (older ones are dropped when it is rewritten).
-MAX_EVENTS = 200
-
-
-def events_path(settings: Settings):
-    """JSON lines, one per start or restart of a supervised process, with its reason."""
-    return settings.status_dir / "supervisor_events.jsonl"
-
-
-def record_event(settings: Settings, result: CheckResult) -> None:
-    """Append a start/restart and its reason to the event log (the dashboard shows them), with
-    the Airflow task instance that did it when there is one; the log is cut to the last
-    :data:`MAX_EVENTS` when it has grown to twice that."""
-    path = events_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    event = {"time": utc_now_iso(), "name": result.name, "action": result.action, "reason": result.reason,
-             "pid": result.pid}
-    task = lineage.airflow_task()  # the btc_stream_supervisor task instance that did it (its log says more)
-    if task:
-        event["airflow"] = task
-    line = json.dumps(event, sort_keys=True)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(line + "\n")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    if len(lines) > 2 * MAX_EVENTS:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("\n".join(lines[-MAX_EVENTS:]) + "\n", encoding="utf-8")
-        tmp.replace(path)
-
-
-def read_events(settings: Settings, limit: int = 50) -> list[dict[str, Any]]:
-    """The last ``limit`` events of the event log, oldest first (an unreadable line is skipped
-    with a warning)."""
-    path = events_path(settings)
-    if not path.is_file():
-        return []
-    events = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            log.warning("%s line %d is not JSON (%s): skipped", path, number, exc)
-    return events[-limit:]
 
 
 def ensure_producer(settings: Settings | None = None, source: str | None = None) -> CheckResult:
@@ -445,29 +331,6 @@ def ensure_all(settings: Settings | None = None) -> list[CheckResult]:
     if errors:
         raise SupervisorError("; ".join(errors))
     return results
-
-
-def stop(name: str, settings: Settings | None = None) -> CheckResult:
-    """Stop one supervised process (SIGTERM to its group, SIGKILL after the stop timeout)."""
-    s = settings or get_settings()
-    with _locked(s, name):
-        record = read_record(s, name)
-        outcome = _stop_record(s, record) if record else "not running"
-        record_path(s, name).unlink(missing_ok=True)
-    result = CheckResult(name, "stopped", outcome, record.pid if record else None)
-    log.info("%s", result)
-    return result
-
-
-def status(name: str, settings: Settings | None = None) -> CheckResult:
-    """Report whether a supervised process runs, without acting."""
-    s = settings or get_settings()
-    record = read_record(s, name)
-    if record is None:
-        return CheckResult(name, "absent", "never started")
-    if not process.is_alive(record):
-        return CheckResult(name, "dead", "recorded process is not running", record.pid)
-    return CheckResult(name, "running", f"since {record.started_at}", record.pid, record.to_json())
 
 
 def wait_until_supervised(

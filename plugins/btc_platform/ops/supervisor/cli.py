@@ -14,6 +14,7 @@ import argparse
 import logging
 import sys
 
+from btc_platform.ops.command import TIMED_LOG_FORMAT, run_action
 from btc_platform.ops.process import ProcessError
 from btc_platform.ops.supervisor import NAMES, PRODUCER, ensure_producer, ensure_stream, status, stop
 from btc_platform.settings import get_settings
@@ -33,13 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--source", help="producer source for `check` (default: BTC_PRODUCER_SOURCE)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=TIMED_LOG_FORMAT)
     try:
         settings = get_settings()
     except ValueError as exc:
         parser.exit(2, f"supervisor: {exc}\n")
     names = NAMES if args.target == "all" else (args.target,)
-    try:
+
+    def act() -> None:
         for name in names:
             if args.command == "check":
                 ensure_producer(settings, args.source) if name == PRODUCER else ensure_stream(settings)
@@ -47,10 +49,8 @@ def main(argv: list[str] | None = None) -> int:
                 stop(name, settings)
             else:
                 log.info("%s", status(name, settings))
-    except ProcessError as exc:
-        log.error("%s", exc)
-        return 1
-    return 0
+
+    return run_action(act, ProcessError, log)
 
 
 if __name__ == "__main__":
