@@ -29,9 +29,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-from btc_platform.ops.services.hdfs import _xml
-from btc_platform.settings import get_settings
-
 log = logging.getLogger(__name__)
 
 CONF_ROOT = Path("/tmp/btc-conf")  # noqa: S108  (inside the container, rebuilt at each start)
@@ -51,7 +48,11 @@ _LOG4J1 = (
 )
 
 
+# The health checks (kafka-health, hdfs-health) run every few seconds in each container, next to a
+# JVM starting: they import neither the settings nor the services package (seconds on a busy machine).
 def _classpath(group: str) -> str:
+    from btc_platform.settings import get_settings
+
     return f"{get_settings().jars_dir / group}/*"
 
 
@@ -116,6 +117,7 @@ def kafka_health() -> int:
 def kafka_topic() -> int:
     """Create the topic (idempotent) with the replication and min.insync.replicas of the settings."""
     from btc_platform.ops.services.kafka import ensure_topic
+    from btc_platform.settings import get_settings
 
     settings = get_settings()
     ensure_topic(settings, timeout=60.0, bootstrap=settings.kafka_bootstrap_servers)
@@ -123,6 +125,8 @@ def kafka_topic() -> int:
 
 
 def _hadoop_conf() -> Path:
+    from btc_platform.ops.services.hdfs import _xml
+
     conf = CONF_ROOT / "hadoop"
     conf.mkdir(parents=True, exist_ok=True)
     for name, props in hadoop_properties(dict(os.environ)).items():
