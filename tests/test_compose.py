@@ -104,10 +104,12 @@ def test_persistent_state_is_on_named_volumes(compose):
         name: [v.split(":")[0] for v in service.get("volumes", []) if not v.endswith(":/opt/btc/backfill:ro")]
         for name, service in compose["services"].items()
     }
-    # the one host folder: btc_backfill's candle files, read-only, in the Airflow containers only
+    # the one host folder: btc_backfill's candle files, read-only, where the job's driver (Airflow's
+    # containers) and its executors (the Spark workers) read them
     backfill = {name for name, service in compose["services"].items()
                 if "${COMPOSE_BACKFILL_DIR:-./.data/compose/backfill}:/opt/btc/backfill:ro" in service.get("volumes", [])}
-    assert backfill == {name for name in compose["services"] if name.startswith("airflow-") and name != "airflow-init"}
+    assert backfill == {name for name in compose["services"]
+                        if (name.startswith("airflow-") and name != "airflow-init") or name.startswith("spark-worker")}
     for broker in COMPOSE_SERVICES["kafka"]:
         assert f"{broker}-data" in mounts[broker] and f"{broker}-data" in volumes
     assert "hdfs-name" in mounts["namenode"] and "hdfs-data" in mounts["datanode"]
