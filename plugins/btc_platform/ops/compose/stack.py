@@ -18,9 +18,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
+from btc_platform.ops import airflow_env
 from btc_platform.ops.compose import dockerd
 from btc_platform.ops.compose.dockerd import ComposeError
 from btc_platform.ops.services.base import PortInUseError, check_port_free
@@ -182,15 +182,7 @@ def schedule_start_date(settings: Settings) -> str:
     """``BTC_SCHEDULE_START_DATE`` of the stack: the setting when given, else the UTC hour of the
     stack's first start, remembered next to its secrets (as ``make run`` does in AIRFLOW_HOME), so
     a new stack does not consolidate the empty hours of the day before it started."""
-    if settings.schedule_start_date:
-        return settings.schedule_start_date
-    stamp = secrets_file(settings).with_name("schedule_start_date")
-    if stamp.is_file() and stamp.read_text().strip():
-        return stamp.read_text().strip()
-    first = datetime.now(UTC).replace(minute=0, second=0, microsecond=0).isoformat()
-    stamp.parent.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(first + "\n")
-    return first
+    return airflow_env.schedule_start_date(settings, secrets_file(settings).with_name("schedule_start_date"))
 
 
 def compose_env(settings: Settings) -> dict[str, str]:
