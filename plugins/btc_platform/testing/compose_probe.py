@@ -83,7 +83,7 @@ def drain(settings: Settings, timeout_s: float) -> dict:
             time.sleep(SETTLE_S)
             break
         time.sleep(2.0)
-    return {"producer": stopped.outcome, "lag": lag}
+    return {"producer": stopped.reason, "lag": lag}
 
 
 def main(argv: list[str] | None = None) -> int:
