@@ -44,12 +44,13 @@ FROM base AS jars
 RUN apt-get update \
     && apt-get install -y --no-install-recommends maven \
     && rm -rf /var/lib/apt/lists/*
-COPY pyproject.toml requirements.txt ./
-COPY infra/ infra/
-COPY plugins/ plugins/
-COPY spark_jobs/ spark_jobs/
-COPY models/ models/
-RUN pip install --no-deps -e . && BTC_CACHE_DIR=/opt/btc/.cache btc-jars --group spark --group kafka --group hadoop
+# only what the resolver reads (the pom, the settings and the resolver itself), so that a change
+# of the platform's code does not resolve the jars again
+COPY infra/pom.xml infra/pom.xml
+COPY plugins/btc_platform/__init__.py plugins/btc_platform/settings.py plugins/btc_platform/topology.py \
+     plugins/btc_platform/
+COPY plugins/btc_platform/ops/__init__.py plugins/btc_platform/ops/jars.py plugins/btc_platform/ops/
+RUN cd plugins && BTC_CACHE_DIR=/opt/btc/.cache python -m btc_platform.ops.jars --group spark --group kafka --group hadoop
 
 # ---- js: the dashboard's chart library from the npm registry (pinned by infra/js/package-lock.json)
 FROM base AS js

@@ -104,5 +104,5 @@ compose-up: venv ## the distributed stack with docker-compose (installs docker.i
 compose-down: venv ## stop the compose stack and its dockerd (VOLUMES=1 also deletes its data)
 	$(PY) -m btc_platform.ops.compose.stack down $(if $(VOLUMES),--volumes,)
 
-compose-test: venv compose-schema ## end-to-end test of the compose stack (up, checks, down; not part of make test)
-	COMPOSE_TEST=1 $(PY) -m pytest -m compose tests/test_compose_stack.py
+compose-test: venv compose-schema ## end-to-end test of the compose stack (up, DAGs, kills, down; not part of make test)
+	COMPOSE_TEST=1 $(PY) -m pytest -m compose -o log_cli=true --log-cli-level=INFO tests/test_compose_stack.py

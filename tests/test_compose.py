@@ -90,6 +90,8 @@ def test_depends_on_use_conditions_on_existing_services(compose):
         for dep, spec in deps.items():
             assert dep in services, f"{name} depends on unknown {dep}"
             expected = "service_completed_successfully" if dep in ONE_SHOT else "service_healthy"
+            if (name, dep) == ("airflow-triggerer", "airflow-scheduler"):
+                expected = "service_started"  # it joins the scheduler's pid namespace: running is enough
             assert spec == {"condition": expected}, f"{name} -> {dep}: {spec}"
     scheduler = services["airflow-scheduler"]["depends_on"]
     for dep in ("postgres", "airflow-init", "kafka-init", "namenode", "datanode", "spark-master"):
@@ -102,10 +104,12 @@ def test_persistent_state_is_on_named_volumes(compose):
         name: [v.split(":")[0] for v in service.get("volumes", []) if not v.endswith(":/opt/btc/backfill:ro")]
         for name, service in compose["services"].items()
     }
-    # the one host folder: btc_backfill's candle files, read-only, in the Airflow containers only
+    # the one host folder: btc_backfill's candle files, read-only, where the job's driver (Airflow's
+    # containers) and its executors (the Spark workers) read them
     backfill = {name for name, service in compose["services"].items()
                 if "${COMPOSE_BACKFILL_DIR:-./.data/compose/backfill}:/opt/btc/backfill:ro" in service.get("volumes", [])}
-    assert backfill == {name for name in compose["services"] if name.startswith("airflow-") and name != "airflow-init"}
+    assert backfill == {name for name in compose["services"]
+                        if (name.startswith("airflow-") and name != "airflow-init") or name.startswith("spark-worker")}
     for broker in COMPOSE_SERVICES["kafka"]:
         assert f"{broker}-data" in mounts[broker] and f"{broker}-data" in volumes
     assert "hdfs-name" in mounts["namenode"] and "hdfs-data" in mounts["datanode"]
@@ -151,7 +155,7 @@ def test_dockerfile_builds_the_project_image():
     assert re.search(r"^ARG BASE_IMAGE=python:3\.11", text, re.M) and "FROM ${BASE_IMAGE} AS base" in text
     assert "jre-headless" in text  # Java 17 (bookworm's default JRE) for Spark
     assert "-c constraints.txt" in text
-    assert "btc-jars --group spark" in text
+    assert "python -m btc_platform.ops.jars --group spark" in text
     assert "pip install --no-deps -e /opt/btc" in text  # the project installed, no PYTHONPATH
     assert "PYTHONPATH" not in text
     ignored = (ROOT / ".dockerignore").read_text().split()
@@ -330,6 +334,32 @@ def test_secrets_are_generated_once_private_and_reused(tmp_path):
     again = ensure_secrets(settings)
     assert again["AIRFLOW_JWT_SECRET"] == first["AIRFLOW_JWT_SECRET"]
     assert again["POSTGRES_PASSWORD"] != first["POSTGRES_PASSWORD"]
+
+
+def test_the_stack_is_ready_when_every_container_is_healthy_or_a_finished_one_shot():
+    from btc_platform.ops.compose.stack import not_ready
+
+    states = {"kafka-1": "Up 2 minutes (healthy)", "kafka-2": "Up 1 minute (unhealthy)",
+              "namenode": "Up 5 seconds (health: starting)", "kafka-init": "Exited (0) 1 minute ago",
+              "scheduler": "Exited (137) 3 seconds ago", "worker": "Restarting (1) 2 seconds ago"}  # fmt: skip
+    assert not_ready(states) == ["kafka-2", "namenode", "scheduler", "worker"]
+    assert not_ready({k: v for k, v in states.items() if k in ("kafka-1", "kafka-init")}) == []
+
+
+def test_the_schedule_starts_at_the_hour_of_the_first_start_and_keeps_it(tmp_path):
+    from datetime import datetime
+
+    from btc_platform.ops.compose.stack import schedule_start_date, secrets_file
+
+    settings = load_settings(data_dir=tmp_path)
+    first = schedule_start_date(settings)
+    moment = datetime.fromisoformat(first)
+    assert (moment.minute, moment.second, moment.utcoffset().total_seconds()) == (0, 0, 0)
+    stamp = secrets_file(settings).with_name("schedule_start_date")
+    stamp.write_text("2026-01-05T11:00:00+00:00\n")  # a stack started earlier keeps its start
+    assert schedule_start_date(settings) == "2026-01-05T11:00:00+00:00"
+    explicit = load_settings(data_dir=tmp_path, schedule_start_date="2026-02-01T00:00:00+00:00")
+    assert schedule_start_date(explicit) == "2026-02-01T00:00:00+00:00"
 
 
 def test_missing_packages_without_root_is_one_error_naming_them():

@@ -158,14 +158,14 @@ def orchestration_env(settings: Settings, environ: dict[str, str] | None = None)
     }
 
 
-def schedule_start_date(settings: Settings) -> str:
+def schedule_start_date(settings: Settings, stamp: Path | None = None) -> str:
     """``BTC_SCHEDULE_START_DATE`` for the local Airflow: the setting when given, else the UTC hour
-    of the first start of this installation, remembered in AIRFLOW_HOME. So a fresh install
-    does not consolidate empty hours of the past, and a restart after a pause catches up every
-    hour missed since the install."""
+    of the first start of this installation, remembered in AIRFLOW_HOME (or in ``stamp``: the
+    compose stack keeps it next to its secrets). So a fresh install does not consolidate empty
+    hours of the past, and a restart after a pause catches up every hour missed since the install."""
     if settings.schedule_start_date:
         return settings.schedule_start_date
-    stamp = airflow_home(settings) / "btc_schedule_start_date"
+    stamp = stamp or airflow_home(settings) / "btc_schedule_start_date"
     if stamp.is_file() and stamp.read_text().strip():
         return stamp.read_text().strip()
     first = datetime.now(UTC).replace(minute=0, second=0, microsecond=0).isoformat()

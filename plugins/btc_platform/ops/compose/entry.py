@@ -6,6 +6,7 @@ from the environment variables of docker-compose.yml in the official images' con
     python -m btc_platform.ops.compose.entry kafka | kafka-health | kafka-topic
     python -m btc_platform.ops.compose.entry namenode | datanode | hdfs-init | hdfs-health [--datanode]
     python -m btc_platform.ops.compose.entry postgres
+    python -m btc_platform.ops.compose.entry airflow-job-health TriggererJob | DagProcessorJob
 
 * Kafka: every ``KAFKA_X_Y`` variable becomes ``x.y`` in server.properties (as apache/kafka
   does), ``CLUSTER_ID`` formats the log dir once, ``KAFKA_HEAP_OPTS`` sizes the JVM.
@@ -22,15 +23,13 @@ import getpass
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
-
-from btc_platform.ops.services.hdfs import _xml
-from btc_platform.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,11 @@ _LOG4J1 = (
 )
 
 
+# The health checks (kafka-health, hdfs-health) run every few seconds in each container, next to a
+# JVM starting: they import neither the settings nor the services package (seconds on a busy machine).
 def _classpath(group: str) -> str:
+    from btc_platform.settings import get_settings
+
     return f"{get_settings().jars_dir / group}/*"
 
 
@@ -116,6 +119,7 @@ def kafka_health() -> int:
 def kafka_topic() -> int:
     """Create the topic (idempotent) with the replication and min.insync.replicas of the settings."""
     from btc_platform.ops.services.kafka import ensure_topic
+    from btc_platform.settings import get_settings
 
     settings = get_settings()
     ensure_topic(settings, timeout=60.0, bootstrap=settings.kafka_bootstrap_servers)
@@ -123,6 +127,8 @@ def kafka_topic() -> int:
 
 
 def _hadoop_conf() -> Path:
+    from btc_platform.ops.services.hdfs import _xml
+
     conf = CONF_ROOT / "hadoop"
     conf.mkdir(parents=True, exist_ok=True)
     for name, props in hadoop_properties(dict(os.environ)).items():
@@ -181,6 +187,34 @@ def hdfs_health(datanode: bool) -> int:
     return 0
 
 
+def airflow_job_health(job_type: str, max_age_s: float) -> int:
+    """0 when a running Airflow job of ``job_type`` on this host heartbeated within ``max_age_s``:
+    what ``airflow jobs check --job-type X --hostname H`` answers, read from the metadata database
+    without importing Airflow (its CLI costs seconds of CPU at every check)."""
+    import socket
+
+    import psycopg2
+
+    dsn = re.sub(r"^postgresql\+\w+://", "postgresql://", os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    try:
+        conn = psycopg2.connect(dsn, connect_timeout=5)
+    except psycopg2.Error as exc:
+        log.error("metadata database not answering: %s", exc)
+        return 1
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM job WHERE job_type = %s AND state = 'running' AND hostname = %s"
+                        " AND latest_heartbeat > now() - make_interval(secs => %s)",
+                        (job_type, socket.getfqdn(), max_age_s))  # fmt: skip
+            (alive,) = cur.fetchone()
+    finally:
+        conn.close()
+    if not alive:
+        log.error("no running %s on %s with a heartbeat in the last %.0f s", job_type, socket.getfqdn(), max_age_s)
+        return 1
+    return 0
+
+
 def run_postgres() -> None:
     """Initialise once (into a side directory renamed when complete, so an interrupted first start
     is redone), then run. Network clients need the password; the container's own Unix socket
@@ -224,8 +258,10 @@ def run_postgres() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m btc_platform.ops.compose.entry", description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=["kafka", "kafka-health", "kafka-topic", "namenode", "datanode",
-                                         "hdfs-init", "hdfs-health", "postgres"])  # fmt: skip
+                                         "hdfs-init", "hdfs-health", "postgres", "airflow-job-health"])  # fmt: skip
+    parser.add_argument("job_type", nargs="?", default="", help="airflow-job-health: TriggererJob, DagProcessorJob")
     parser.add_argument("--datanode", action="store_true", help="hdfs-health: also require a live DataNode")
+    parser.add_argument("--max-age", type=float, default=60.0, help="airflow-job-health: heartbeat age limit, s")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     runners = {"kafka": run_kafka, "namenode": run_namenode, "datanode": run_datanode, "postgres": run_postgres}
@@ -238,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         return kafka_topic()
     if args.what == "hdfs-init":
         return hdfs_init()
+    if args.what == "airflow-job-health":
+        return airflow_job_health(args.job_type, args.max_age)
     return hdfs_health(args.datanode)
 
 

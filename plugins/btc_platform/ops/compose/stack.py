@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from btc_platform.ops import airflow_env
 from btc_platform.ops.compose import dockerd
 from btc_platform.ops.compose.dockerd import ComposeError
 from btc_platform.ops.services.base import PortInUseError, check_port_free
@@ -36,6 +37,8 @@ CA_DIR = PROJECT_ROOT / "infra" / "compose" / "ca-certificates"
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
 PULL_TIMEOUT_S = 60
 LOG_LINES = 30
+#: after ``docker-compose up -d`` returned: until the last services (triggerer, dag-processor) are healthy
+HEALTHY_TIMEOUT_S = 600.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,9 +178,17 @@ def backfill_dir(settings: Settings) -> Path:
     return Path(os.environ.get("COMPOSE_BACKFILL_DIR") or settings.data_dir.resolve() / "compose" / "backfill")
 
 
+def schedule_start_date(settings: Settings) -> str:
+    """``BTC_SCHEDULE_START_DATE`` of the stack: the setting when given, else the UTC hour of the
+    stack's first start, remembered next to its secrets (as ``make run`` does in AIRFLOW_HOME), so
+    a new stack does not consolidate the empty hours of the day before it started."""
+    return airflow_env.schedule_start_date(settings, secrets_file(settings).with_name("schedule_start_date"))
+
+
 def compose_env(settings: Settings) -> dict[str, str]:
     return {**os.environ, **ensure_secrets(settings), "DOCKER_HOST": dockerd.docker_host(settings),
-            "COMPOSE_PROJECT_NAME": PROJECT, "COMPOSE_BACKFILL_DIR": str(backfill_dir(settings))}  # fmt: skip
+            "COMPOSE_PROJECT_NAME": PROJECT, "COMPOSE_BACKFILL_DIR": str(backfill_dir(settings)),
+            "BTC_SCHEDULE_START_DATE": schedule_start_date(settings)}  # fmt: skip
 
 
 def compose(settings: Settings, base: str, *args: str, check: bool = True,
@@ -209,14 +220,42 @@ def check_ports(settings: Settings) -> None:
         raise ComposeError(str(exc)) from exc
 
 
-def unhealthy_report(settings: Settings) -> str:
-    """Each container of the stack that is unhealthy or exited non-zero, with its last log lines."""
+def container_states(settings: Settings) -> dict[str, str]:
+    """{container name: docker ps status} of the stack's containers, stopped ones included."""
     proc = dockerd.docker(settings, "ps", "-a", "--filter", f"label=com.docker.compose.project={PROJECT}",
                           "--format", "{{.Names}}\t{{.Status}}", check=False)  # fmt: skip
+    return dict(line.split("\t", 1) for line in (proc.stdout or "").splitlines() if "\t" in line)
+
+
+def not_ready(states: dict[str, str]) -> list[str]:
+    """The containers that are neither healthy nor a one-shot service that exited 0."""
+    return sorted(name for name, status in states.items()
+                  if "(healthy)" not in status and not status.startswith("Exited (0)"))  # fmt: skip
+
+
+def wait_healthy(settings: Settings, timeout_s: float = HEALTHY_TIMEOUT_S) -> None:
+    """Wait until every container is healthy (one-shot ones exited 0); on a failure or at the
+    deadline, raise with the last log lines of each container that is not."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        states = container_states(settings)
+        waiting = not_ready(states)
+        failed = [n for n in waiting if "unhealthy" in states[n] or states[n].startswith(("Exited", "Dead"))]
+        if states and not waiting:
+            return
+        if failed or time.monotonic() > deadline:
+            why = f"not healthy: {', '.join(failed)}" if failed else f"not healthy after {timeout_s:.0f} s"
+            raise ComposeError(f"{why}\n{unhealthy_report(settings, waiting)}")
+        time.sleep(3)
+
+
+def unhealthy_report(settings: Settings, names: list[str] | None = None) -> str:
+    """Each container of the stack that is unhealthy or exited non-zero (or each of ``names``),
+    with its last log lines."""
     parts = []
-    for line in (proc.stdout or "").splitlines():
-        name, _, status = line.partition("\t")
-        if "unhealthy" in status or (status.startswith("Exited") and not status.startswith("Exited (0)")):
+    for name, status in container_states(settings).items():
+        bad = "unhealthy" in status or (status.startswith("Exited") and not status.startswith("Exited (0)"))
+        if bad or (names is not None and name in names):
             logs = dockerd.docker(settings, "logs", "--tail", str(LOG_LINES), name, check=False)
             parts.append(f"--- {name}: {status}; last {LOG_LINES} log lines:\n{(logs.stdout + logs.stderr).rstrip()}")
     return "\n".join(parts)
@@ -234,6 +273,7 @@ def up(settings: Settings, rebuild: bool = True) -> str:
     if proc.returncode != 0:
         report = unhealthy_report(settings)
         raise ComposeError(f"docker-compose up failed (exit {proc.returncode})" + (f":\n{report}" if report else ""))
+    wait_healthy(settings)
     log.info("stack up in %.0f s: Airflow on http://127.0.0.1:%d (user admin, password AIRFLOW_ADMIN_PASSWORD in %s)",
              time.monotonic() - started, settings.airflow_port, secrets_file(settings))  # fmt: skip
     return base
