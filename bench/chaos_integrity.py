@@ -39,24 +39,29 @@ def _producer(platform):
                      "enable.idempotence": True})  # fmt: skip
 
 
-def _old_valid_records(platform, age_s: float, limit: int) -> list[tuple[bytes | None, bytes]]:
-    """Up to ``limit`` (key, value) of valid messages Kafka took more than ``age_s`` ago."""
+def _read_old_valid_records(platform, cutoff_ms: float, limit: int) -> list[tuple[bytes | None, bytes]]:
+    """Up to ``limit`` (key, value) of valid messages Kafka took before ``cutoff_ms``, read from the
+    start of each partition up to its end at the time of the call (never tailing new messages)."""
     from confluent_kafka import Consumer, TopicPartition
 
     topic = platform.settings.kafka_topic
     consumer = Consumer({"bootstrap.servers": platform.settings.kafka_bootstrap_servers,
                          "group.id": f"chaos-resend-{os.getpid()}-{time.time_ns()}", "enable.auto.commit": False})  # fmt: skip
-    cutoff_ms = (time.time() - age_s) * 1000
     try:
         partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in partitions}
+        open_ = {p for p, end in ends.items() if end > 0}
+        consumer.assign([TopicPartition(topic, p, 0) for p in open_])
         found: list[tuple[bytes | None, bytes]] = []
         idle_since = time.time()
-        while len(found) < limit and time.time() - idle_since < 10:
+        while open_ and len(found) < limit and time.time() - idle_since < 10:
             msg = consumer.poll(1.0)
             if msg is None or msg.error():
                 continue
             idle_since = time.time()
+            if msg.offset() >= ends[msg.partition()] - 1 or msg.timestamp()[1] >= cutoff_ms:
+                open_.discard(msg.partition())  # its end, or messages too new from here on
+                consumer.pause([TopicPartition(topic, msg.partition())])
             if msg.timestamp()[1] >= cutoff_ms:
                 continue
             try:
@@ -68,6 +73,20 @@ def _old_valid_records(platform, age_s: float, limit: int) -> list[tuple[bytes |
         return found
     finally:
         consumer.close()
+
+
+def _old_valid_records(platform, age_s: float, limit: int) -> list[tuple[bytes | None, bytes]]:
+    """Up to ``limit`` (key, value) of valid messages Kafka took more than ``age_s`` ago; when the
+    platform has not run that long yet, read again as its first messages age (at most ``age_s`` +
+    2 min)."""
+    deadline = time.time() + age_s + 120.0
+    while True:
+        found = _read_old_valid_records(platform, (time.time() - age_s) * 1000, limit)
+        if len(found) >= limit or time.time() >= deadline:
+            return found
+        log.info("resend_late: %d of %d valid record(s) older than %.0f s so far; reading again in 5 s",
+                 len(found), limit, age_s)
+        time.sleep(5.0)
 
 
 def resend_late(platform) -> tuple[float, str, str]:
