@@ -46,7 +46,7 @@ the producer and the stream. The scheduler is killed, then the producer while no
 runs; the row gives the seconds until a scheduler runs again and is healthy, and until data
 flows again. Airflow is stopped before the drain (and at the end in any case).
 
-Run: ``make chaos`` (full, ~19 min on 2 cores) or ``python -m bench.chaos --only producer_kill,burst
+Run: ``make chaos`` (full; its duration is in docs/fault-injection.md) or ``python -m bench.chaos --only producer_kill,burst
 --pre 10 --post 10``. Exit status 1 when a scenario lost or duplicated messages or failed.
 """
 
