@@ -78,7 +78,7 @@ bench-cluster: venv jars ## the cluster profile end to end: memory at rest, a ba
 	$(PY) bench/bench_cluster.py
 
 chaos: venv jars ## fault-injection suite: kills, bad bursts, exchange faults, disk full, HDFS; loss/duplicate table
-	$(PY) bench/chaos.py $(if $(ONLY),--only $(ONLY),)
+	$(PY) -m bench.chaos $(if $(ONLY),--only $(ONLY),)
 
 DATA ?=
 evaluate: venv ## evaluate the LSTM on a candle file: make evaluate DATA=path/to/btc_usdt_1h.csv

@@ -30,7 +30,12 @@ needs root), so the disk-full scenario can fill it; without root the scenario is
 run. The HDFS scenarios run on a second platform with the storage root on a local HDFS. The
 scenarios beyond the stream's watermark delay (a late re-send, the producer down 5 minutes, the
 stream down 10 minutes while the partitions fill at different rates, kill -9 of everything at
-once) are in ``bench/chaos_integrity.py``.
+once) and the full spool are in ``bench/chaos_integrity.py``.
+
+Time to alert: the platform's monitor runs beside each platform (``bench/chaos_alerts.py``: its
+alert webhook posts to a receiver in the suite); per scenario the table gives the seconds from
+the fault to the first alert (with its incident key) and to the resolution of every incident the
+scenario opened. A process death must be told within 60 s, staleness within 3 minutes.
 
 The Airflow scenario (``scheduler_kill``) runs on a third platform that the suite does not
 supervise: a real Airflow started as ``btc-services run`` starts it (``services.start_airflow``:
@@ -41,7 +46,7 @@ the producer and the stream. The scheduler is killed, then the producer while no
 runs; the row gives the seconds until a scheduler runs again and is healthy, and until data
 flows again. Airflow is stopped before the drain (and at the end in any case).
 
-Run: ``make chaos`` (full, ~19 min on 2 cores) or ``python bench/chaos.py --only producer_kill,burst
+Run: ``make chaos`` (full; its duration is in docs/fault-injection.md) or ``python -m bench.chaos --only producer_kill,burst
 --pre 10 --post 10``. Exit status 1 when a scenario lost or duplicated messages or failed.
 """
 
@@ -65,6 +70,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench import chaos_alerts
 from bench.chaos_integrity import SCENARIOS as INTEGRITY_SCENARIOS
 from bench.chaos_integrity import ScenarioError
 
@@ -73,7 +79,7 @@ log = logging.getLogger("chaos")
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "AVAXUSDT",
            "DOTUSDT", "LINKUSDT")  # fmt: skip
 FILE_SCENARIOS = ("producer_kill", "stream_kill", "broker_kill", "burst", "exchange_faults", "disk_full",
-                  "resend_late", "producer_down", "stream_down", "crash_all")  # fmt: skip
+                  "resend_late", "producer_down", "stream_down", "crash_all", "spool_full")  # fmt: skip
 HDFS_SCENARIOS = ("namenode_kill", "datanode_kill")
 AIRFLOW_SCENARIOS = ("scheduler_kill",)
 TMPFS_SIZE = "512m"
@@ -95,6 +101,7 @@ class Result:
     end_line: int = 0
     side_start: int = 0  # the side publisher's ids (platform.side_ids) published during the scenario
     side_end: int = 0
+    alerts: chaos_alerts.Told | None = None  # None: no monitor ran
 
 
 @dataclass
@@ -116,6 +123,10 @@ class Options:
     stream_down_s: float = 600.0
     side_rate: float = 20.0  # stream_down: partition p takes side_rate * (p + 1) ** 2 msg/s
     crash_down_s: float = 60.0
+    spool_max_mb: float = 0.25  # spool_full: the producer's spool bound (BTC_PRODUCER_SPOOL_MAX_MB)
+    spool_full_down_s: float = 180.0  # ... and the broker's outage at least (the staleness alert needs 120 s)
+    monitor: bool = True  # run the platform's monitor and report time to alert
+    alert_settle_s: float = 60.0  # after a scenario, wait this long at most for its incidents to resolve
 
 
 @dataclass
@@ -137,6 +148,8 @@ class Platform:
     burst: tuple[int, int] | None = None  # (bad records Kafka took, quarantine rows before)
     airflow: bool = False  # supervised by a real Airflow's btc_stream_supervisor DAG, not by ``check``
     side_ids: list[str] = field(default_factory=list)  # valid messages the suite published itself
+    alert_receiver: chaos_alerts.Receiver | None = None  # the monitor's webhook, when it runs
+    fault_at: float | None = None  # when the fault began, if not when the scenario was called
 
     def __post_init__(self):
         self.build_settings()
@@ -518,12 +531,15 @@ def run_scenario(platform: Platform, name: str) -> Result:
     began = time.time()
     log.info("=== scenario %s: %.0f s steady first ===", name, options.pre_s)
     time.sleep(options.pre_s)
+    platform.fault_at = None
+    called = time.time()
     try:
         moment, result.recovered_by, result.note = inject(platform, name)
     except ScenarioError as exc:
         result.ok, result.note = False, str(exc)
         result.end_line, result.side_end = platform.accepted_lines(), len(platform.side_ids)
         return result
+    fault_at = platform.fault_at or called
     recovery = platform.wait_for_data_after(moment, options.recovery_timeout_s)
     result.recovery_s = None if recovery is None else round(recovery, 1)
     if recovery is None:
@@ -535,7 +551,27 @@ def run_scenario(platform: Platform, name: str) -> Result:
     log.info("=== scenario %s: data again after %s s; %.0f s steady ===", name, result.recovery_s, options.post_s)
     time.sleep(options.post_s)
     result.end_line, result.side_end = platform.accepted_lines(), len(platform.side_ids)
+    if platform.alert_receiver is not None:
+        alerts_told(platform, result, name, fault_at)
     return result
+
+
+def alerts_told(platform: Platform, result: Result, name: str, fault_at: float) -> None:
+    """The scenario's alerts (waiting up to ``alert_settle_s`` for its open incidents to resolve);
+    a scenario of :data:`chaos_alerts.EXPECTED` without its alert in time is not ok."""
+    receiver = platform.alert_receiver
+    deadline = time.time() + platform.options.alert_settle_s
+    told = chaos_alerts.told(receiver.since(fault_at), fault_at)
+    # restarts:* stays open until the restarts age out of its hour: not waited for
+    while any(not k.startswith("restarts:") for k in told.still_open) and time.time() < deadline:
+        time.sleep(2.0)
+        told = chaos_alerts.told(receiver.since(fault_at), fault_at)
+    result.alerts = told
+    result.note += f"; {told.note}"
+    short = chaos_alerts.judge(parts(name), receiver.since(fault_at), fault_at)
+    if short is not None:
+        result.ok = False
+        result.note += f"; {short}"
 
 
 def count(platform: Platform, results: list[Result]) -> None:
@@ -653,6 +689,9 @@ def run_group(workdir: Path, kafka, names: list[str], options: Options, *, hdfs=
     platform = Platform(workdir, kafka, storage_root, options, hdfs=hdfs, exchange=server, mount=mount,
                         overrides=overrides, airflow=airflow)  # fmt: skip
     try:
+        if options.monitor:
+            platform.alert_receiver = chaos_alerts.Receiver()
+            chaos_alerts.start_monitor(platform, platform.alert_receiver)
         platform.start()
         warm = platform.wait_for_data_after(0.0, options.warmup_timeout_s)
         if warm is None:
@@ -679,6 +718,9 @@ def run_group(workdir: Path, kafka, names: list[str], options: Options, *, hdfs=
 
         for name in ("producer", "stream"):
             supervisor.stop(name, platform.settings)
+        if platform.alert_receiver is not None:
+            chaos_alerts.stop_monitor(platform)
+            platform.alert_receiver.stop()
         server.stop()
         if mounted:
             umount(mount)
@@ -686,14 +728,18 @@ def run_group(workdir: Path, kafka, names: list[str], options: Options, *, hdfs=
 
 
 def table(results: list[Result]) -> str:
-    header = ("scenario", "accepted", "in raw_data", "lost", "duplicated", "extra", "recovery s", "recovered by",
-              "ok", "what happened")  # fmt: skip
+    header = ("scenario", "accepted", "in raw_data", "lost", "duplicated", "extra", "recovery s", "time to alert",
+              "alert resolved after", "recovered by", "ok", "what happened")  # fmt: skip
     rows = [header]
     for r in results:
         counted = r.recovered_by != "-"
+        told = r.alerts
+        alert = "-" if told is None else ("none" if told.first_s is None else f"{told.first_s:.1f} s {told.first_key}")
+        resolved = "-" if told is None or told.first_s is None else (
+            f"{told.resolved_s:.1f} s" if told.resolved_s is not None else "open: " + ",".join(told.still_open))
         rows.append((r.scenario, *(str(v) if counted else "-" for v in (r.accepted, r.in_raw, r.lost, r.duplicated,
                                                                          r.extra)),
-                     "-" if r.recovery_s is None else f"{r.recovery_s:.1f}", r.recovered_by or "-",
+                     "-" if r.recovery_s is None else f"{r.recovery_s:.1f}", alert, resolved, r.recovered_by or "-",
                      ("yes" if r.ok else "NO") if counted else "-", r.note))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     lines = []
@@ -714,8 +760,15 @@ def run(names: list[str], options: Options, workdir: Path | None = None) -> list
     kafka = start_kafka(workdir)
     try:
         file_names = [n for n in names if set(parts(n)) <= set(FILE_SCENARIOS)]
+        # with disk_full the storage is a small tmpfs: the long integrity scenarios (stream_down's
+        # backlog) would fill it, so they get a platform of their own on the ordinary disk
+        apart = [n for n in file_names if set(parts(n)) <= set(INTEGRITY_SCENARIOS)] \
+            if any("disk_full" in parts(n) for n in file_names) else []
+        file_names = [n for n in file_names if n not in apart]
         if file_names:
             results += run_group(workdir / "file", kafka, file_names, options)
+        if apart:
+            results += run_group(workdir / "integrity", kafka, apart, options)
         hdfs_names = [n for n in names if set(parts(n)) <= set(HDFS_SCENARIOS)]
         if hdfs_names:
             hdfs = start_hdfs(workdir)
@@ -756,6 +809,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="how long the storage root stays full")
     parser.add_argument("--symbols", type=int, default=defaults.symbols,
                         help=f"simulated symbols, one book ticker each a second (at most {len(SYMBOLS)})")
+    parser.add_argument("--no-monitor", action="store_true", help="without the monitor (no time to alert)")
     parser.add_argument("--workdir", type=Path, help="keep everything here (default: a temporary dir, removed)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -765,7 +819,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown scenario(s) {unknown}; choose from {every}")
     options = Options(pre_s=args.pre, post_s=args.post, check_interval_s=args.check_interval,
                       broker_down_s=args.down, fault_phase_s=args.phase, disk_full_s=args.disk_full,
-                      symbols=min(args.symbols, len(SYMBOLS)))  # fmt: skip
+                      symbols=min(args.symbols, len(SYMBOLS)), monitor=not args.no_monitor)  # fmt: skip
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()

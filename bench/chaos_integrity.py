@@ -11,6 +11,11 @@
   default batch cap, partitions far apart in event time.
 * ``crash_all``: kill -9 of the producer, the stream and the broker at once, everything held down
   ``Options.crash_down_s``, then supervision brings it all back, as ``make run`` after a host crash.
+* ``spool_full``: the producer gets a small spool bound (``Options.spool_max_mb``, a restart for
+  the new configuration), then the broker is killed and held down until the producer has held
+  (spool full: it stops polling and records the gap in its status record) and at least
+  ``Options.spool_full_down_s``; the bound stays small for what follows (it matters only while
+  Kafka is unreachable).
 
 A scenario returns ``(moment data must flow after, what recovered it, note)`` like the others; the
 side publisher's message ids go to ``platform.side_ids`` (counted as accepted by ``chaos.count``).
@@ -186,5 +191,35 @@ def crash_all(platform) -> tuple[float, str, str]:
         f"kill -9 {', '.join(killed)} at once, down {down:.0f} s"
 
 
+def _open_gap(platform) -> dict | None:
+    from btc_platform.status import read_status
+
+    gaps = (read_status(platform.settings.producer_status_path) or {}).get("gaps") or []
+    return gaps[-1] if gaps and gaps[-1].get("end") is None else None
+
+
+def spool_full(platform) -> tuple[float, str, str]:
+    options = platform.options
+    platform.build_settings(producer_spool_max_mb=options.spool_max_mb)
+    reconfigured = time.time()
+    platform.check()  # the supervisor restarts the producer for the new configuration
+    if platform.wait_for_data_after(reconfigured, options.recovery_timeout_s) is None:
+        raise ScenarioError(f"no data after the producer's restart with a {options.spool_max_mb} MiB spool bound")
+    _hold_down(platform, ("kafka",), 10 * options.spool_full_down_s)
+    killed = _kill(platform, "kafka")
+    moment = platform.fault_at = time.time()
+    gap, deadline = None, moment + options.spool_full_down_s + 240.0
+    while time.time() < deadline and (gap is None or time.time() - moment < options.spool_full_down_s):
+        gap = gap or _open_gap(platform)
+        time.sleep(2.0)
+    platform.suspended["kafka"] = 0.0  # the next supervision round restarts it
+    if gap is None:
+        raise ScenarioError(f"kill -9 {killed}: the producer did not hold (no open gap in its status record) "
+                            f"{time.time() - moment:.0f} s into the outage with a {options.spool_max_mb} MiB bound")
+    return moment, "supervisor ensure_services after the hold; the producer drains its spool, then polls again", (
+        f"spool bound {options.spool_max_mb} MiB, kill -9 {killed}, down {time.time() - moment:.0f} s; "
+        f"producer held from {gap['start']}: {gap['reason']}")
+
+
 SCENARIOS = {"resend_late": resend_late, "producer_down": producer_down, "stream_down": stream_down,
-             "crash_all": crash_all}  # fmt: skip
+             "crash_all": crash_all, "spool_full": spool_full}  # fmt: skip

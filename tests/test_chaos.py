@@ -4,7 +4,8 @@ checks; kill -9 of the producer, of the stream job and of the broker, a burst of
 and oversized records, and a re-send of stored messages more than the stream's watermark delay
 after they were first sent (in two rounds of simultaneous faults). Every message the producer accepted (its own log of accepted ids) must
 be in raw_data exactly once, nothing else may be there, and the bad records must all be in
-quarantine."""
+quarantine. The platform's monitor runs beside it: each kill must be told by its webhook within
+60 s and resolved."""
 
 from __future__ import annotations
 
@@ -37,4 +38,7 @@ def test_kill_9_and_a_bad_burst_lose_and_duplicate_nothing(tmp_path):
     assert "re-sent 50 valid record(s) more than 35 s old" in results[0].note, table
     assert "supervisor restarted stream: process" in results[1].note, table
     assert "supervisor restarted kafka: not running" in results[1].note, table  # supervision's ensure_services
+    # the monitor told each death (the supervisor restarts within a second: between two of its ticks)
+    for result, key in zip(results, ("process_down:producer", "process_down:stream"), strict=True):
+        assert f"{key} +" in result.note and result.alerts.resolved_s is not None, table
     assert all(r.ok for r in results), table

@@ -142,3 +142,25 @@ def test_evaluate_on_a_healthy_platform_fires_nothing():
     findings = rules.evaluate(obs, rules.remember(History(), obs, RuleConfig()), RuleConfig())
     assert [f.key for f in findings if f.firing] == []
     assert {"process_down:producer", "process_down:stream", "raw_stale", "disk_free", "spool"} <= {f.key for f in findings}
+
+
+def _tick(history: History, at: float, stream: ProcessObs, deaths=()) -> tuple[History, rules.Finding]:
+    obs = Observation(at=at, monitor_started_at=T0 - 3600, processes={"producer": UP, "stream": stream},
+                      deaths={"stream": list(deaths)})  # fmt: skip
+    history = rules.remember(history, obs, RuleConfig())
+    return history, next(f for f in rules.evaluate(obs, history, RuleConfig()) if f.key == "process_down:stream")
+
+
+def test_a_death_the_supervisor_repaired_between_two_observations_is_told_once_and_resolved_once():
+    died = (T0 + 4, "process 100 is not running (died)")  # the supervisor's restart event
+    history, first = _tick(History(), T0, UP)
+    history, seen = _tick(history, T0 + 10, ProcessObs(True, 200, T0 + 4), [died])  # never observed down
+    assert not first.firing and seen.firing and "died (process 100 is not running (died))" in seen.summary
+    history, later = _tick(history, T0 + 20, ProcessObs(True, 200, T0 + 4), [died])
+    assert not later.firing  # the same event again: resolved, not told twice
+    # a death the monitor saw (down at one observation) is not told again when the restart comes
+    history, down = _tick(history, T0 + 30, ProcessObs(False, 200, T0 + 4), [died])
+    history, back = _tick(history, T0 + 40, ProcessObs(True, 300, T0 + 35),
+                          [died, (T0 + 35, "process 200 is not running (died)")])  # fmt: skip
+    assert down.firing and not back.firing
+    assert History.from_json(history.to_json()) == history  # kept across restarts of the monitor

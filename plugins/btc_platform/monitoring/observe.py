@@ -88,15 +88,20 @@ class Observer:
             out[name] = ProcessObs(alive, record.pid if record else None, record.started_epoch if record else None)
         return out
 
-    def _restarts(self) -> dict[str, list[float]]:
+    def _restarts(self) -> tuple[dict[str, list[float]], dict[str, list[tuple[float, str]]]]:
+        """The supervisor's restarts per process, and those of them that followed a death."""
         from btc_platform.ops import supervisor
+        from btc_platform.ops.supervisor.decide import DIED
 
         out: dict[str, list[float]] = {name: [] for name in PROCESSES}
+        deaths: dict[str, list[tuple[float, str]]] = {name: [] for name in PROCESSES}
         for event in supervisor.read_events(self.settings, limit=supervisor.MAX_EVENTS):
             moment = epoch(event.get("time"))
             if event.get("action") == "restarted" and event.get("name") in out and moment is not None:
                 out[event["name"]].append(moment)
-        return out
+                if str(event.get("reason", "")).endswith(DIED):
+                    deaths[event["name"]].append((moment, str(event["reason"])))
+        return out, deaths
 
     def _lag(self) -> dict[int, int] | None:
         """Messages per partition the stream has not processed (None before it reported offsets)."""
@@ -231,6 +236,7 @@ class Observer:
         spool = self._read("spool", lambda: s.producer_spool_path.stat().st_size if s.producer_spool_path.exists()
                            else 0)  # fmt: skip
         disk = self._read("disk space", lambda: shutil.disk_usage(s.data_dir))
+        restarts, deaths = self._read("supervisor events", self._restarts, ({}, {}))
         totals = None
         if ingest.get("valid_total") is not None:
             totals = (str(stream.get("started_at")), int(ingest.get("valid_total") or 0),
@@ -239,7 +245,8 @@ class Observer:
             at=now,
             monitor_started_at=self.started_at,
             processes=self._read("process records", self._processes, {}),
-            restarts=self._read("supervisor events", self._restarts, {}),
+            restarts=restarts,
+            deaths=deaths,
             last_rows_at=epoch(ingest.get("last_rows_at")),
             lag=None if lag is None else sum(lag.values()),
             ingest_totals=totals,

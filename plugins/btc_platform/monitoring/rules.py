@@ -81,6 +81,7 @@ class Observation:
     monitor_started_at: float
     processes: dict[str, ProcessObs] = field(default_factory=dict)
     restarts: dict[str, list[float]] = field(default_factory=dict)
+    deaths: dict[str, list[tuple[float, str]]] = field(default_factory=dict)  # restarts of a dead process: (when, why)
     last_rows_at: float | None = None
     lag: int | None = None
     ingest_totals: tuple[str, int, int] | None = None  # (stream job started_at, valid, quarantined)
@@ -100,16 +101,23 @@ class History:
     lag: list[tuple[float, int]] = field(default_factory=list)
     counts: list[tuple[float, str, int, int]] = field(default_factory=list)
     spool_since: float | None = None
+    at: float | None = None  # the last observation's time
+    down: list[str] = field(default_factory=list)  # processes that observation saw down
+    #: deaths the supervisor repaired between the last two observations, unseen by the monitor
+    missed_deaths: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"lag": self.lag, "counts": self.counts, "spool_since": self.spool_since}
+        return {"lag": self.lag, "counts": self.counts, "spool_since": self.spool_since, "at": self.at,
+                "down": self.down, "missed_deaths": self.missed_deaths}  # fmt: skip
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> History:
         data = data or {}
         return cls(lag=[(float(t), int(v)) for t, v in data.get("lag") or []],
                    counts=[(float(t), str(s), int(v), int(q)) for t, s, v, q in data.get("counts") or []],
-                   spool_since=data.get("spool_since"))  # fmt: skip
+                   spool_since=data.get("spool_since"), at=data.get("at"), down=list(data.get("down") or []),
+                   missed_deaths={name: [(float(t), str(why)) for t, why in deaths]
+                                  for name, deaths in (data.get("missed_deaths") or {}).items()})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -150,11 +158,19 @@ def iso(epoch: float | None) -> str:
 
 
 # ---- the rules ---------------------------------------------------------------------------------
-def process_down(name: str, proc: ProcessObs, now: float, monitor_started_at: float, grace_s: float) -> Finding:
-    """Down: its recorded process is gone, or it was never started ``grace_s`` after the monitor."""
+def process_down(name: str, proc: ProcessObs, now: float, monitor_started_at: float, grace_s: float,
+                 missed: Sequence[tuple[float, str]] = ()) -> Finding:  # fmt: skip
+    """Down: its recorded process is gone, or it was never started ``grace_s`` after the monitor.
+    Also a death the monitor did not see (``missed``: the supervisor restarted the dead process
+    between two observations, :attr:`History.missed_deaths`): firing on that one observation,
+    so the death is told once and its repair once, like one seen down."""
     key = f"process_down:{name}"
     if proc.alive is False:
         return Finding("process_down", key, True, f"{name} is down: process {proc.pid} is not running")
+    if proc.alive and missed:
+        at, why = missed[-1]
+        return Finding("process_down", key, True,
+                       f"{name} died ({why}); the supervisor restarted it at {iso(at)} (pid {proc.pid})")  # fmt: skip
     if proc.alive is None and now - monitor_started_at > grace_s:
         return Finding("process_down", key, True,
                        f"{name} is not running: no supervised process for {now - monitor_started_at:.0f} s")  # fmt: skip
@@ -360,7 +376,12 @@ def remember(history: History, obs: Observation, cfg: RuleConfig) -> History:
         since = history.spool_since
     else:
         since = None if obs.spool_bytes == 0 else (history.spool_since or obs.at)
-    return History(lag=trim(lag, cfg.lag_window_s), counts=trim(counts, cfg.quarantine_window_s), spool_since=since)
+    after = obs.monitor_started_at if history.at is None else history.at
+    missed = {name: [(t, why) for t, why in deaths if after < t <= obs.at]
+              for name, deaths in obs.deaths.items() if name not in history.down}  # fmt: skip
+    return History(lag=trim(lag, cfg.lag_window_s), counts=trim(counts, cfg.quarantine_window_s), spool_since=since,
+                   at=obs.at, down=sorted(name for name, p in obs.processes.items() if p.alive is False),
+                   missed_deaths={name: deaths for name, deaths in missed.items() if deaths})  # fmt: skip
 
 
 def evaluate(obs: Observation, history: History, cfg: RuleConfig) -> list[Finding]:
@@ -369,7 +390,8 @@ def evaluate(obs: Observation, history: History, cfg: RuleConfig) -> list[Findin
     found: list[Finding | None] = []
     for name in PROCESSES:
         proc = obs.processes.get(name, ProcessObs(None))
-        found.append(process_down(name, proc, now, obs.monitor_started_at, cfg.startup_grace_s))
+        found.append(process_down(name, proc, now, obs.monitor_started_at, cfg.startup_grace_s,
+                                  history.missed_deaths.get(name, ())))  # fmt: skip
         found.append(restarts(name, obs.restarts.get(name, []), now, cfg.max_restarts_per_hour))
     found.append(raw_stale(obs.processes.get("producer", ProcessObs(None)), obs.processes.get("stream", ProcessObs(None)),
                            obs.last_rows_at, now, cfg.raw_stale_s))  # fmt: skip
