@@ -22,7 +22,7 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,17 @@ def progress_record(progress: Any) -> dict[str, Any]:
         "dropped_late": sum(op.get("numRowsDroppedByWatermark") or 0 for op in state),
         "source_end_offset": _kafka_end_offsets(data.get("sources") or []),
     }
+
+
+def batch_end(record: dict[str, Any]) -> str | None:
+    """When the batch of ``record`` ended (its rows became readable): the progress's
+    ``timestamp`` is the batch's start, so a long catch-up batch would otherwise look as if its
+    rows were written a batch duration earlier than they were."""
+    start = record.get("timestamp")
+    if start is None:
+        return None
+    begun = datetime.fromisoformat(str(start).replace("Z", "+00:00"))
+    return (begun + timedelta(milliseconds=record.get("batch_duration_ms") or 0)).isoformat()
 
 
 #: Per-batch counts summed into ``<name>_total`` since the job started.
@@ -148,7 +159,7 @@ def make_listener(status_path: Path, job: str, kafka_queries: Sequence[str], bat
                 # when this query last wrote rows (valid ones where it counts them): the monitor's
                 # "raw data stale" rule; a batch without rows keeps the previous time
                 rows = record["valid"] if record.get("valid") is not None else record["input_rows"]
-                record["last_rows_at"] = record["timestamp"] if rows else previous.get("last_rows_at")
+                record["last_rows_at"] = batch_end(record) if rows else previous.get("last_rows_at")
                 self.queries[name] = {**record, "state": "running"}
                 self._write()
 

@@ -92,6 +92,13 @@ def test_status_record_counts_stored_rows_and_left_out_copies():
     assert "duplicates" not in stream_status.with_batch_counts({"valid": 10}, {})
 
 
+def test_rows_count_as_written_when_their_batch_ended():
+    # a 200 s catch-up batch started at 12:00:00: its rows were readable at 12:03:20, not before
+    record = {"timestamp": "2026-01-01T12:00:00.000Z", "batch_duration_ms": 200_000}
+    assert stream_status.batch_end(record) == "2026-01-01T12:03:20+00:00"
+    assert stream_status.batch_end({"timestamp": None}) is None
+
+
 def test_id_time_ranges_merge_close_spans_and_keep_far_ones_apart():
     t = H0
     spans = [(t + timedelta(seconds=70), t + timedelta(seconds=90)), (t, t + timedelta(seconds=30)),

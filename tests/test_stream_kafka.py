@@ -138,8 +138,10 @@ def test_raw_holds_valid_unique_messages_and_quarantine_the_rest(kafka_service, 
     assert (seen["valid_total"], seen["quarantined_total"]) == (len(values) - len(bad), len(bad))
     assert (seen["stored_total"], seen["duplicates_total"]) == (len(valid), len(duplicates))
     assert sum(status["end_offset"][topic].values()) == len(values)
-    # when rows were last written (the monitor's raw-data-stale rule): a batch's time, not after the last one
-    assert seen["last_rows_at"] is not None and seen["last_rows_at"] <= seen["timestamp"]
+    # when rows were last written (the monitor's raw-data-stale rule): a batch's end, not after the last one
+    last_end = datetime.fromisoformat(seen["timestamp"].replace("Z", "+00:00")) + timedelta(
+        milliseconds=seen["batch_duration_ms"])
+    assert seen["last_rows_at"] is not None and datetime.fromisoformat(seen["last_rows_at"]) <= last_end
 
     # the hourly audit of the range: every Kafka record in raw_data once or in quarantine ...
     from delta.tables import DeltaTable
