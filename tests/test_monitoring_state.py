@@ -42,6 +42,24 @@ def test_the_hourly_budget_turns_a_storm_into_digests():
     assert len(alert_state.due(state, "email", T0 + 3602, max_per_hour=1)) == 1
 
 
+def test_a_new_incident_is_told_at_once_after_a_storm_but_a_flapping_one_waits():
+    state = alert_state.AlertState()
+    alert_state.apply(state, [Finding("r", "r:0", True, "problem 0")], T0, ["email"])
+    alert_state.delivered(state, "email", alert_state.due(state, "email", T0, max_per_hour=1), T0)
+    alert_state.apply(state, [Finding("r", "r:0", False, "fine"), DOWN], T0 + 60, ["email"])  # budget used
+    urgent = alert_state.due(state, "email", T0 + 60, max_per_hour=1)
+    assert [(e["message"]["kind"], e["message"]["key"]) for e in urgent] == [("firing", "process_down:stream")]
+    alert_state.delivered(state, "email", urgent, T0 + 61)
+    assert [e["message"]["kind"] for e in state.outbox] == ["resolved"]  # waits for the budget
+    assert alert_state.next_due_at(state, "email", T0 + 62, 1) == T0 + 61 + 3600  # that send counts too
+    alert_state.apply(state, [Finding("r", "r:0", True, "problem 0 again")], T0 + 120, ["email"])  # r:0 flaps
+    assert alert_state.due(state, "email", T0 + 120, max_per_hour=1) == []
+    assert alert_state.next_due_at(state, "email", T0 + 120, 1) == T0 + 61 + 3600
+    state = alert_state.AlertState.from_json(state.to_json())  # the monitor restarts: still held back
+    assert alert_state.due(state, "email", T0 + 121, max_per_hour=1) == []
+    assert len(alert_state.due(state, "email", T0 + 3662, max_per_hour=1)) == 2  # then one digest
+
+
 def test_a_failing_channel_backs_off_and_gives_up_with_a_trace(caplog):
     state = alert_state.AlertState()
     alert_state.apply(state, [DOWN], T0, ["webhook"])

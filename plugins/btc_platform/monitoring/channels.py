@@ -207,8 +207,5 @@ class Deliverer(threading.Thread):
 
     def _next_pause(self, now: float) -> float:
         with self.lock:
-            mine = [e["next_at"] for e in self.state.outbox if e["channel"] == self.channel]
-            if not mine:
-                return IDLE_S
-            free = alert_state.budget_free_at(self.state, self.channel, self.settings.alert_max_per_hour) or now
-        return max(0.2, min(IDLE_S, max(min(mine), free) - now))
+            at = alert_state.next_due_at(self.state, self.channel, now, self.settings.alert_max_per_hour)
+        return IDLE_S if at is None else max(0.2, min(IDLE_S, at - now))

@@ -9,7 +9,9 @@ number of evaluations in between.
 
 Delivery (``btc_platform.monitoring.channels``) takes a channel's due messages with
 :func:`due`: at most ``max_per_hour`` sends per channel and hour (what is due beyond that waits
-and goes out with the next send, several messages in one digest), and reports back with
+and goes out with the next send, several messages in one digest), except the first "firing"
+message of an incident key in the hour, which never waits for the budget (a process death after a
+storm of other alerts is told at once; a flapping key is still held back), and reports back with
 :func:`delivered` or :func:`failed` (next attempt after a doubling pause up to ``retry_max_s``;
 given up after ``give_up_s``, logged as an error and listed in ``undelivered``).
 """
@@ -46,10 +48,13 @@ class AlertState:
     undelivered: list[dict[str, Any]] = field(default_factory=list)
     history: History = field(default_factory=History)
     next_id: int = 1
+    #: per channel, when a "firing" message of each incident key was last delivered
+    fired: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"open": self.open, "recent": self.recent, "outbox": self.outbox, "sent": self.sent,
-                "undelivered": self.undelivered, "history": self.history.to_json(), "next_id": self.next_id}  # fmt: skip
+                "undelivered": self.undelivered, "history": self.history.to_json(), "next_id": self.next_id,
+                "fired": self.fired}  # fmt: skip
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> AlertState:
@@ -57,7 +62,8 @@ class AlertState:
         return cls(open=dict(data.get("open") or {}), recent=list(data.get("recent") or []),
                    outbox=list(data.get("outbox") or []), sent={k: list(v) for k, v in (data.get("sent") or {}).items()},
                    undelivered=list(data.get("undelivered") or []), history=History.from_json(data.get("history")),
-                   next_id=int(data.get("next_id") or 1))  # fmt: skip
+                   next_id=int(data.get("next_id") or 1),
+                   fired={k: dict(v) for k, v in (data.get("fired") or {}).items()})  # fmt: skip
 
 
 def load(settings: Settings) -> AlertState:
@@ -108,15 +114,23 @@ def apply(state: AlertState, findings: Iterable[Finding], now: float, channels: 
 
 
 # ---- delivery bookkeeping -------------------------------------------------------------------------
+def _first_firing(state: AlertState, channel: str, entry: dict[str, Any], now: float) -> bool:
+    """A "firing" message whose key had no firing delivered on ``channel`` in the last hour."""
+    message = entry["message"]
+    told = state.fired.get(channel, {}).get(message["key"])
+    return message["kind"] == "firing" and (told is None or now - told >= HOUR_S)
+
+
 def due(state: AlertState, channel: str, now: float, max_per_hour: int) -> list[dict[str, Any]]:
-    """The channel's entries to send now (one send), or none when its hourly budget is used or
-    nothing is due. An entry that is due takes the others of the channel along (one digest)."""
+    """The channel's entries to send now (one send), or none when nothing is due. An entry that
+    is due takes the others of the channel along (one digest); when the hourly budget is used,
+    only the due first firings of their key in the hour go."""
     mine = [e for e in state.outbox if e["channel"] == channel]
     if not mine or min(e["next_at"] for e in mine) > now:
         return []
     state.sent[channel] = [t for t in state.sent.get(channel, []) if now - t < HOUR_S]
     if len(state.sent[channel]) >= max_per_hour:
-        return []
+        return [e for e in mine if e["next_at"] <= now and _first_firing(state, channel, e, now)]
     return mine
 
 
@@ -126,10 +140,29 @@ def budget_free_at(state: AlertState, channel: str, max_per_hour: int) -> float 
     return sent[-max_per_hour] + HOUR_S if len(sent) >= max_per_hour else None
 
 
+def next_due_at(state: AlertState, channel: str, now: float, max_per_hour: int) -> float | None:
+    """When the channel has something to send next (None: its outbox is empty)."""
+    mine = [e for e in state.outbox if e["channel"] == channel]
+    if not mine:
+        return None
+    earliest = min(e["next_at"] for e in mine)
+    free = budget_free_at(state, channel, max_per_hour)
+    if free is None:
+        return earliest
+    first = [e["next_at"] for e in mine if _first_firing(state, channel, e, now)]
+    return min([max(earliest, free), *first])
+
+
 def delivered(state: AlertState, channel: str, entries: list[dict[str, Any]], now: float) -> None:
     ids = {id(e) for e in entries}
     state.outbox = [e for e in state.outbox if id(e) not in ids]
     state.sent.setdefault(channel, []).append(now)
+    fired = state.fired.setdefault(channel, {})
+    for entry in entries:
+        if entry["message"]["kind"] == "firing":
+            fired[entry["message"]["key"]] = now
+    for key in [k for k, t in fired.items() if now - t >= HOUR_S]:
+        del fired[key]
 
 
 def failed(state: AlertState, channel: str, entries: list[dict[str, Any]], now: float, error: str,
