@@ -7,6 +7,20 @@ import pytest
 
 pytest_plugins = ["tests.fixtures_services"]
 
+#: JVM options of every JVM the tests start (Kafka, HDFS, Spark drivers, the jobs Airflow submits):
+#: the client compiler only. The tests' JVMs live seconds to minutes on small data, where the
+#: server compiler's threads take the two cores from the work itself. ``JDK_JAVA_OPTIONS`` is read
+#: by the ``java`` launcher alone (not by ``javac`` or ``jar``), before each command's own options.
+TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
+
+
+def pytest_configure(config):
+    """Every JVM started from this session (and its subprocesses) gets :data:`TEST_JVM_OPTIONS`."""
+    import os
+
+    current = os.environ.get("JDK_JAVA_OPTIONS", "")
+    if TEST_JVM_OPTIONS not in current:
+        os.environ["JDK_JAVA_OPTIONS"] = f"{current} {TEST_JVM_OPTIONS}".strip()
 
 
 @pytest.fixture

@@ -32,6 +32,8 @@ from tests.fixtures_services import _start_with_free_ports
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
+#: Seconds the three brokers get after SIGTERM at the end of the Kafka test, then SIGKILL.
+KAFKA_CLUSTER_STOP_TIMEOUT_S = 5.0
 
 
 def _group(settings, name: str) -> int:
@@ -68,7 +70,9 @@ def kafka_cluster(tmp_path):
     try:
         yield settings
     finally:
-        services.stop("kafka", settings)
+        # the brokers' data is thrown away: a short grace before SIGKILL (this stop used to wait out
+        # the whole STOP_TIMEOUT_S, a broker still stopping after the test's kill and restart)
+        services.stop("kafka", settings, timeout=KAFKA_CLUSTER_STOP_TIMEOUT_S)
 
 
 def _topic_meta(settings):

@@ -4,10 +4,8 @@ Unit part: the start / keep / restart decisions on a harmless real process (``sl
 config fingerprint and lock (never two starts of one configuration), and the staleness checks
 on status records in the exact formats the producer and the streaming job write.
 
-Integration part (real Kafka, real spark-submit, simulate source): SIGKILL the producer, then
-the streaming job; the supervision checks (called in a loop with a short interval, as the
-Airflow DAG would every minute) bring each back, and every message in the topic is in raw_data
-exactly once. Restart times are logged (``restart times:`` line) - figures, not assertions.
+The kill -9 of the real producer and streaming job, each brought back by these checks with every
+message in raw_data exactly once, is tests/test_chaos.py (``producer_kill``, ``stream_kill``).
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import psutil
@@ -326,114 +323,9 @@ def test_old_format_record_is_not_ours(sup_settings, caplog):
         victim.wait()
 
 
-# ---------------------------------------------------------------------------------------------
-# Real processes: SIGKILL and recovery, exactly once in raw_data
-# ---------------------------------------------------------------------------------------------
-def _topic_message_ids(bootstrap: str, topic: str) -> list[str]:
-    from confluent_kafka import Consumer, TopicPartition
-
-    from btc_platform.ingest.schema import decode
-
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"verify-{uuid.uuid4()}", "enable.auto.commit": False}
-    )
-    try:
-        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-        ids, seen = [], dict.fromkeys(parts, 0)
-        deadline = time.monotonic() + 60
-        while any(seen[p] < ends[p] for p in parts) and time.monotonic() < deadline:
-            msg = consumer.poll(1.0)
-            if msg is None or msg.error():
-                continue
-            seen[msg.partition()] = msg.offset() + 1
-            ids.append(decode(msg.value())["message_id"])
-        assert all(seen[p] >= ends[p] for p in parts), (
-            f"could not read the topic to its end: {seen} vs {ends}"
-        )
-        return ids
-    finally:
-        consumer.close()
-
-
-def _check_both(settings):
-    return supervisor.ensure_producer(settings), supervisor.ensure_stream(settings)
-
-
-@pytest.mark.integration
-@pytest.mark.slow
-@pytest.mark.spark
-def test_sigkill_producer_then_stream_both_come_back_exactly_once(kafka_service, tmp_path, spark):
-    topic = f"sup-{uuid.uuid4().hex[:8]}"
-    kafka_service.create_topic(topic, 2)
-    settings = load_settings(
-        data_dir=tmp_path / "data",
-        kafka_bootstrap_servers=kafka_service.bootstrap_servers,
-        kafka_topic=topic,
-        producer_source="simulate",
-        spark_master="local[2]",
-        stream_trigger_interval="2 seconds",
-        stream_side_trigger_interval="2 seconds",
-        stream_watermark_delay="10 seconds",
-        stream_starting_offsets="earliest",
-        supervisor_stop_timeout_s=20,
-    )
-    interval = 1.0  # supervision interval of this test (the DAG uses BTC_SUPERVISOR_INTERVAL_S)
-    try:
-        # 1. both start and work: producer publishes, stream makes progress
-        producer, stream = _check_both(settings)
-        assert (producer.action, stream.action) == ("started", "started")
-        wait_until(lambda: supervisor.last_publish_time(settings), 60, "first publish")
-        wait_until(lambda: supervisor.stream_offsets(settings), 240, "first stream progress with offsets")
-
-        # 2. SIGKILL the producer: the next checks restart it and it publishes again
-        killed = _sigkill(producer.pid)
-
-        def producer_back():
-            result = supervisor.ensure_producer(settings)
-            if result.action == "restarted":
-                assert result.reason == f"process {producer.pid} is not running (died)"
-            last = supervisor.last_publish_time(settings)
-            return result.pid != producer.pid and last is not None and last > killed and result
-
-        new_producer = wait_until(producer_back, 60, "producer restart", interval)
-        producer_restart_s = time.time() - killed
-
-        # 3. SIGKILL the streaming job (the spark-submit driver JVM): restarted from its checkpoint
-        before = supervisor.stream_offsets(settings)
-        killed = _sigkill(stream.pid)
-
-        def stream_back():
-            result = supervisor.ensure_stream(settings)
-            last = supervisor.last_stream_progress(settings)
-            return result.pid != stream.pid and last is not None and last > killed and result
-
-        new_stream = wait_until(stream_back, 300, "stream restart with fresh progress", interval)
-        stream_restart_s = time.time() - killed
-        assert new_stream.action in ("restarted", "ok")
-        log.info(
-            "restart times: producer %.1f s (pid %s -> %s), stream %.1f s (pid %s -> %s), offsets before kill %s",
-            producer_restart_s, producer.pid, new_producer.pid, stream_restart_s, stream.pid, new_stream.pid, before,
-        )  # fmt: skip
-        print(f"\nrestart times: producer {producer_restart_s:.1f} s, stream {stream_restart_s:.1f} s")
-
-        # 4. stop publishing, let the stream drain the topic, then compare
-        supervisor.stop("producer", settings)
-        wait_until(lambda: supervisor.stream_lag(settings) == 0, 240, "stream to catch up with Kafka", 2.0)
-        supervisor.stop("stream", settings)
-    finally:
-        for name in supervisor.NAMES:
-            supervisor.stop(name, settings)
-
-    kafka_ids = _topic_message_ids(kafka_service.bootstrap_servers, topic)
-    assert len(kafka_ids) > 0
-    raw = spark.read.format("delta").load(settings.path("raw_data")).select("message_id").toPandas()["message_id"].tolist()
-    assert len(raw) == len(set(raw)), "a message is in raw_data more than once"
-    print(f"exactly once: {len(raw)} messages in raw_data, {len(set(kafka_ids))} distinct ids in the topic")
-    assert set(raw) == set(kafka_ids), (
-        f"raw_data vs topic: {len(set(kafka_ids) - set(raw))} missing, {len(set(raw) - set(kafka_ids))} unexpected"
-    )
+# Real processes (kill -9 of the producer and of the stream job, each restarted by the supervisor,
+# every message in raw_data exactly once): tests/test_chaos.py (producer_kill, stream_kill) in make
+# test, bench/chaos.py in make chaos.
 
 
 def test_wait_until_supervised_names_the_offline_option(sup_settings):
