@@ -83,9 +83,9 @@ RUN if [ -n "$PREBUILT_URL" ] && curl -fsS "$PREBUILT_URL/js.tar" -o /tmp/js.tar
 # ---- the repository ---------------------------------------------------------------------------
 COPY --chown=btc:0 . /opt/btc
 # the project as an editable install over the copied tree (console scripts btc-*, packages
-# btc_platform, spark_jobs, models importable by every process; DAGs and jobs run from /opt/btc)
-RUN if [ -n "$PREBUILT_URL" ] && PIP_NO_INDEX=1 PIP_FIND_LINKS="$PREBUILT_URL/wheels/" pip install --no-deps -e /opt/btc; \
-    then :; else pip install --no-deps -e /opt/btc; fi
+# btc_platform, spark_jobs, models importable by every process; DAGs and jobs run from /opt/btc;
+# its build backend, setuptools, comes from pip's index)
+RUN pip install --no-deps -e /opt/btc
 ENV BTC_CACHE_DIR=/opt/btc/.cache \
     BTC_DATA_DIR=/opt/btc/.data \
     AIRFLOW_HOME=/opt/airflow \

@@ -192,6 +192,11 @@ class Api:
                          f"{self.task_log(dag_id, run_id, ti['task_id'], ti.get('map_index', -1))[-3000:]}"
                          for ti in tis if ti["state"] not in ("success", "skipped", None))  # fmt: skip
 
+    def durations(self, dag_id: str, run_id: str) -> dict[str, float]:
+        """{task id: seconds from its start to its end} of a finished run (figures for the docs)."""
+        tis = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        return {ti["task_id"]: round(ti["duration"], 1) for ti in tis if ti.get("duration") is not None}
+
     def run(self, dag_id: str, conf: dict, timeout_s: float, **interval: str) -> str:
         started = time.monotonic()
         run_id = self.trigger(dag_id, conf, **interval)
@@ -313,7 +318,10 @@ def test_backfill_consolidation_and_retrain_through_the_rest_api(running_stack):
     hour = datetime.fromtimestamp(FIGURES["hour"], UTC)
     first = hour - timedelta(hours=HISTORY_HOURS)
 
-    api.run("btc_backfill", {"source": "file", "file_path": f"/opt/btc/backfill/{CANDLE_FILE}"}, 900)
+    backfill = api.run("btc_backfill", {"source": "file", "file_path": f"/opt/btc/backfill/{CANDLE_FILE}"}, 900)
+    log.info("btc_backfill's tasks, s: %s", api.durations("btc_backfill", backfill))
+    log.info("the backfill task's log (Spark's start on the cluster):\n%s",
+             api.task_log("btc_backfill", backfill, "backfill")[-12000:])  # fmt: skip
     rows = _probe(running_stack, "hourly", first.isoformat(), hour.isoformat())
     expected = [line.split(",") for line in _candles(hour).splitlines()[1:]]
     assert [r["source"] for r in rows] == ["backfill"] * HISTORY_HOURS
@@ -331,6 +339,8 @@ def test_backfill_consolidation_and_retrain_through_the_rest_api(running_stack):
         state = api.wait_run(dag_id, run_id, 1200)
         FIGURES[f"{dag_id} (with the other), s"] = time.monotonic() - started
         assert state == "success", api.failures(dag_id, run_id)
+    for dag_id, run_id in (("btc_hourly_consolidation", consolidation), ("btc_retrain", retrain)):
+        log.info("%s's tasks, s: %s", dag_id, api.durations(dag_id, run_id))
     assert "has passed" in api.task_log("btc_hourly_consolidation", consolidation, "wait_for_minutes")
     (row,) = _probe(running_stack, "hourly", previous.isoformat(), hour.isoformat())
     assert row["source"] in ("backfill", "stream")  # stream when the stack ran during that hour

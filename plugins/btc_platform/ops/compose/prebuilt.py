@@ -36,6 +36,8 @@ from btc_platform.settings import Settings
 
 log = logging.getLogger(__name__)
 
+#: bump when :func:`repack` changes: the digest in the build's URL, and so the layer cache, changes with it
+REPACK_FORMAT = "2"
 #: files of an installed distribution's .dist-info that are the installer's, not the wheel's
 _INSTALLER_FILES = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
 #: a script's shebang that points at the host venv's interpreter
@@ -111,7 +113,9 @@ def repack(dist: importlib.metadata.Distribution, site_packages: Path, dest: Pat
             data = path.read_bytes()
             if arcname.startswith(f"{data_dir}/scripts/"):
                 data = _SHEBANG.sub(lambda m: b"#!python" + m.group(1), data, count=1)
-            out.writestr(zipfile.ZipInfo(arcname, date_time=(1980, 1, 1, 0, 0, 0)), data)
+            info = zipfile.ZipInfo(arcname, date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = (path.stat().st_mode & 0xFFFF) << 16  # pip keeps the executable bit
+            out.writestr(info, data)
             record.append((arcname, _hash(data), str(len(data))))
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
@@ -153,12 +157,30 @@ def _tar(source: Path, target: Path, names: list[str]) -> bool:
     return True
 
 
-def stage(settings: Settings) -> Path:
+def digest(root: Path, settings: Settings) -> str:
+    """What the staged folder holds, in 16 hex digits: the wheels' names (a distribution's name,
+    version and tags), the jars' stamp, the JS's lock file and :data:`REPACK_FORMAT`. It is part
+    of the build's URL, so that the layer cache is reused exactly while these stay the same."""
+    h = hashlib.sha256(REPACK_FORMAT.encode())
+    for name in sorted(p.name for p in (root / "wheels").glob("*.whl")):
+        h.update(name.encode() + b"\n")
+    for path in (settings.jars_dir / ".stamp.json", settings.cache_dir / "js" / "package-lock.json"):
+        if (root / ("jars.tar" if path.name == ".stamp.json" else "js.tar")).is_file():
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def stage(settings: Settings) -> tuple[Path, str]:
     """The folder the build reads: ``wheels/``, ``jars.tar`` and ``js.tar`` from the host's venv
-    and cache (what is missing is left out). Returns the folder."""
+    and cache (what is missing is left out). Returns the folder and the path the build reads it
+    at: ``/<digest>`` (a link to the folder itself)."""
     root = prebuilt_dir(settings)
     root.mkdir(parents=True, exist_ok=True)
-    count, skipped = wheelhouse(root / "wheels")
+    wheels = root / "wheels"
+    if (root / "format").is_file() and (root / "format").read_text() != REPACK_FORMAT:
+        shutil.rmtree(wheels, ignore_errors=True)  # repacked by an earlier version
+    (root / "format").write_text(REPACK_FORMAT)
+    count, skipped = wheelhouse(wheels)
     log.info("wheelhouse: %d wheels from the host's venv in %s%s", count, root / "wheels",
              f" (not repacked: {', '.join(skipped)})" if skipped else "")  # fmt: skip
     resolved = (settings.jars_dir / ".stamp.json").is_file()  # a complete `make jars`
@@ -166,7 +188,12 @@ def stage(settings: Settings) -> Path:
     js = _tar(settings.cache_dir / "js", root / "js.tar", ["node_modules"])
     log.info("host's jars: %s; host's js: %s (what is missing comes from Maven Central / npm in the build)",
              "yes" if jars else "no (make jars)", "yes" if js else "no (make js)")  # fmt: skip
-    return root
+    key = digest(root, settings)
+    for link in root.iterdir():
+        if link.is_symlink():
+            link.unlink()
+    (root / key).symlink_to(".")
+    return root, f"/{key}"
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):

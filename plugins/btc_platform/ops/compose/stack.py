@@ -49,7 +49,8 @@ LOG_LINES = 30
 HEALTHY_TIMEOUT_S = 600.0
 #: COMPOSE_BUILD: ``prebuilt`` serves the host's wheels/jars/js to the build, ``network`` takes all from the registries
 BUILD_MODES = ("prebuilt", "network")
-#: where the prebuilt packages are served during the build (fixed: the URL is part of the layer cache's key)
+#: where the prebuilt packages are served during the build (fixed: the URL, with the digest of what
+#: it serves, is the layer cache's key)
 PREBUILT_PORT = 18731
 #: COMPOSE_STACK: the whole stack, or the end-to-end test's smallest one
 STACKS = ("full", "ci")
@@ -204,10 +205,10 @@ def build(settings: Settings) -> str:
     args = ["build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}", "-t", PROJECT_IMAGE]
     with contextlib.ExitStack() as scope:
         if mode == "prebuilt":
-            folder = prebuilt.stage(settings)
+            folder, path = prebuilt.stage(settings)
             log.info("host's packages staged in %.0f s", time.monotonic() - started)
             url = scope.enter_context(prebuilt.serve(folder, prebuilt_port()))
-            args += ["--build-arg", f"PREBUILT_URL={url}"]
+            args += ["--build-arg", f"PREBUILT_URL={url}{path}"]
         proc = dockerd.docker(settings, *args, str(PROJECT_ROOT), check=False, timeout=3600, capture=False)
     if proc.returncode != 0:
         raise ComposeError(f"docker build of {PROJECT_IMAGE} failed (exit {proc.returncode}), see the output above")
@@ -395,6 +396,7 @@ def up(settings: Settings, rebuild: bool = True, timings: dict[str, float] | Non
     ensure_secrets(settings)
     backfill_dir(settings).mkdir(parents=True, exist_ok=True)
     proc = compose(settings, base, "up", "-d", "--no-build", check=False)
+    dockerd.record_bridges(settings)
     if proc.returncode != 0:
         report = unhealthy_report(settings)
         raise ComposeError(f"docker-compose up failed (exit {proc.returncode})" + (f":\n{report}" if report else ""))
