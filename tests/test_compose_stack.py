@@ -221,6 +221,13 @@ def _accepted_lines(settings) -> int:
     return int(out.strip() or 0)
 
 
+def _log_memory(settings, when: str) -> None:
+    """``docker stats`` of every container, one line each (figures for docs/compose.md)."""
+    stats = dockerd.docker(settings, "stats", "--no-stream", "--format", "{{.Name}}\t{{.MemUsage}}\t{{.CPUPerc}}",
+                           check=False).stdout  # fmt: skip
+    log.info("docker stats %s:\n%s", when, stats)
+
+
 def _state(settings, service: str) -> str:
     return stack.container_states(settings).get(f"{stack.PROJECT}_{service}_1", "absent")
 
@@ -307,6 +314,7 @@ def test_the_stream_writes_raw_data_and_minute_metrics_on_hdfs(running_stack):
 
     counts = wait_until(rows, READY_TIMEOUT_S, "rows in raw_data and minute_metrics", interval_s=5.0)
     FIGURES["stack up to raw_data and minute_metrics rows, s"] = time.time() - FIGURES["stack start"]
+    _log_memory(running_stack, "with the stream running, before any batch job")
     assert counts["latest_ingest"] > FIGURES["stack start"] - 600  # written by this stack's stream
 
 
@@ -367,6 +375,7 @@ def test_the_dashboard_answers_behind_login(running_stack):
     assert market.status_code == 200 and market.json()["count"] > 0, market.text[:2000]
     history = requests.get(f"{base}/api/history", params={"days": 30, "symbol": "BTCUSDT"}, headers=auth, timeout=120)
     assert history.status_code == 200 and history.json()["count"] >= 24 * 20, history.text[:2000]
+    _log_memory(running_stack, "at rest after the DAG runs (the stream running)")
 
 
 # ---------------------------------------------------------------------------------------------
