@@ -139,10 +139,10 @@ def _token(settings) -> str:
     while True:
         try:
             resp = requests.post(f"{_api(settings)}/auth/token", json={"username": "admin", "password": password},
-                                 timeout=10)  # fmt: skip
+                                 timeout=60)  # fmt: skip
             if resp.status_code in (200, 201):
                 return resp.json()["access_token"]
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # starting, or slow on a busy machine: again
             pass
         if time.monotonic() > deadline:
             raise AssertionError("no token from the Airflow API")
@@ -278,13 +278,22 @@ def test_a_token_signed_with_any_string_of_the_repository_is_refused(running_sta
     assert "btc_stream_supervisor" in {d["dag_id"] for d in ok.json()["dags"]}
     secret = stack.ensure_secrets(running_stack)["AIRFLOW_JWT_SECRET"]
     resigned = _signed(real, secret)
-    assert requests.get(url, headers={"Authorization": f"Bearer {resigned}"}, timeout=10).status_code == 200
+    assert requests.get(url, headers={"Authorization": f"Bearer {resigned}"}, timeout=60).status_code == 200
 
     def status(candidate: str) -> int:
-        return requests.get(url, headers={"Authorization": f"Bearer {_signed(real, candidate)}"}, timeout=30).status_code
+        """The API's answer to the token signed with ``candidate``; a request that times out (a
+        busy 2-core machine) is neither a refusal nor an acceptance: it is sent again."""
+        for attempt in range(3):
+            try:
+                return requests.get(url, headers={"Authorization": f"Bearer {_signed(real, candidate)}"},
+                                    timeout=60).status_code  # fmt: skip
+            except (requests.Timeout, requests.ConnectionError):
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     candidates = sorted(_repository_strings())
-    with ThreadPoolExecutor(max_workers=8) as pool:  # ~1,400 strings
+    with ThreadPoolExecutor(max_workers=4) as pool:  # ~1,400 strings
         statuses = list(pool.map(status, candidates))
     assert [c for c, code in zip(candidates, statuses, strict=True) if code not in (401, 403)] == []
 

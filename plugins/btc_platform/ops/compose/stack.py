@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from btc_platform.ops import airflow_env
@@ -193,9 +194,10 @@ def prebuilt_port() -> int:
     return int(value)
 
 
-def build(settings: Settings) -> str:
+def build(settings: Settings, staged: tuple[Path, str] | None = None) -> str:
     """Build the project image on the base; returns the base it was built on. With
-    ``COMPOSE_BUILD=prebuilt`` the host's wheels, jars and JS are served to the build."""
+    ``COMPOSE_BUILD=prebuilt`` the host's wheels, jars and JS (``staged``: what
+    :func:`prebuilt.stage` returned, else staged here) are served to the build."""
     base = ensure_base(settings)
     certs = stage_ca_certificates()
     mode = build_mode()
@@ -205,8 +207,10 @@ def build(settings: Settings) -> str:
     args = ["build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}", "-t", PROJECT_IMAGE]
     with contextlib.ExitStack() as scope:
         if mode == "prebuilt":
-            folder, path = prebuilt.stage(settings)
-            log.info("host's packages staged in %.0f s", time.monotonic() - started)
+            if staged is None:
+                staged = prebuilt.stage(settings)
+                log.info("host's packages staged in %.0f s", time.monotonic() - started)
+            folder, path = staged
             url = scope.enter_context(prebuilt.serve(folder, prebuilt_port()))
             args += ["--build-arg", f"PREBUILT_URL={url}{path}"]
         proc = dockerd.docker(settings, *args, str(PROJECT_ROOT), check=False, timeout=3600, capture=False)
@@ -387,9 +391,12 @@ def up(settings: Settings, rebuild: bool = True, timings: dict[str, float] | Non
     step("start dockerd, s")
     check_ports(settings)
     if rebuild or not _image_exists(settings, PROJECT_IMAGE):
-        ensure_base(settings)
-        step("base image, s")
-        base = build(settings)
+        with ThreadPoolExecutor(max_workers=1) as pool:  # the host's packages staged while the base builds
+            staging = pool.submit(prebuilt.stage, settings) if build_mode() == "prebuilt" else None
+            ensure_base(settings)
+            staged = staging.result() if staging else None
+        step("base image (the host's packages staged meanwhile), s")
+        base = build(settings, staged)
         step("project image, s")
     else:
         base = current_base(settings)
