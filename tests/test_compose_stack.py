@@ -57,6 +57,9 @@ pytestmark = [
 
 ROOT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 600
+#: deadline of one DAG run: two or three Spark applications, each with cold JVMs, on a 2-core
+#: machine that other work may load (the backfill took 15 min at load 40-59)
+RUN_TIMEOUT_S = 2400
 #: hours of candles in the backfill file: enough for the small retrain below (test window 72 h)
 HISTORY_HOURS = 500
 CANDLE_FILE = "compose-test-candles.csv"
@@ -335,7 +338,8 @@ def test_backfill_consolidation_and_retrain_through_the_rest_api(running_stack):
     hour = datetime.fromtimestamp(FIGURES["hour"], UTC)
     first = hour - timedelta(hours=HISTORY_HOURS)
 
-    backfill = api.run("btc_backfill", {"source": "file", "file_path": f"/opt/btc/backfill/{CANDLE_FILE}"}, 900)
+    backfill = api.run("btc_backfill", {"source": "file", "file_path": f"/opt/btc/backfill/{CANDLE_FILE}"},
+                        RUN_TIMEOUT_S)  # fmt: skip
     log.info("btc_backfill's tasks, s: %s", api.durations("btc_backfill", backfill))
     log.info("the backfill task's log (Spark's start on the cluster):\n%s",
              api.task_log("btc_backfill", backfill, "backfill")[-12000:])  # fmt: skip
@@ -353,7 +357,7 @@ def test_backfill_consolidation_and_retrain_through_the_rest_api(running_stack):
                                 data_interval_start=previous.isoformat(), data_interval_end=hour.isoformat())  # fmt: skip
     retrain = api.trigger("btc_retrain", RETRAIN_CONF)
     for dag_id, run_id in (("btc_hourly_consolidation", consolidation), ("btc_retrain", retrain)):
-        state = api.wait_run(dag_id, run_id, 1200)
+        state = api.wait_run(dag_id, run_id, RUN_TIMEOUT_S)
         FIGURES[f"{dag_id} (with the other), s"] = time.monotonic() - started
         assert state == "success", api.failures(dag_id, run_id)
     for dag_id, run_id in (("btc_hourly_consolidation", consolidation), ("btc_retrain", retrain)):
