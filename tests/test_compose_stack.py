@@ -57,12 +57,16 @@ pytestmark = [
 
 ROOT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 600
+#: deadline of one DAG run: two or three Spark applications, each with cold JVMs, on a 2-core
+#: machine that other work may load (the backfill took 15 min at load 40-59)
+RUN_TIMEOUT_S = 2400
 #: hours of candles in the backfill file: enough for the small retrain below (test window 72 h)
 HISTORY_HOURS = 500
 CANDLE_FILE = "compose-test-candles.csv"
 #: the producer's log of accepted ids, on the stack's data volume (shared by the Airflow containers)
 ACCEPTED_LOG = "/opt/btc/.data/compose-test/accepted.ids"
-#: the faults, one after another: (scenario, compose service whose container is killed)
+#: the faults, one after another: (scenario, compose service whose container is killed); the ci
+#: stack (COMPOSE_STACK=ci, `.ci/run`) has one broker, kafka-1
 KILLS = (("broker_kill", "kafka-2"), ("spark_worker_kill", "spark-worker-1"), ("stream_kill", "airflow-scheduler"))
 #: where the probes run: a container that shares the data volume and is never killed here
 PROBE = "airflow-dag-processor"
@@ -107,7 +111,7 @@ def running_stack():
     started_here = not (dockerd.daemon_answers(settings) and stack._running(settings))
     started = time.monotonic()
     try:
-        stack.up(settings, rebuild=True)
+        stack.up(settings, rebuild=True, timings=FIGURES)
         FIGURES["make compose-up, s"] = time.monotonic() - started
         FIGURES["stack start"] = time.time()
         FIGURES["hour"] = hour.timestamp()
@@ -138,10 +142,10 @@ def _token(settings) -> str:
     while True:
         try:
             resp = requests.post(f"{_api(settings)}/auth/token", json={"username": "admin", "password": password},
-                                 timeout=10)  # fmt: skip
+                                 timeout=60)  # fmt: skip
             if resp.status_code in (200, 201):
                 return resp.json()["access_token"]
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # starting, or slow on a busy machine: again
             pass
         if time.monotonic() > deadline:
             raise AssertionError("no token from the Airflow API")
@@ -191,6 +195,11 @@ class Api:
                          f"{self.task_log(dag_id, run_id, ti['task_id'], ti.get('map_index', -1))[-3000:]}"
                          for ti in tis if ti["state"] not in ("success", "skipped", None))  # fmt: skip
 
+    def durations(self, dag_id: str, run_id: str) -> dict[str, float]:
+        """{task id: seconds from its start to its end} of a finished run (figures for the docs)."""
+        tis = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        return {ti["task_id"]: round(ti["duration"], 1) for ti in tis if ti.get("duration") is not None}
+
     def run(self, dag_id: str, conf: dict, timeout_s: float, **interval: str) -> str:
         started = time.monotonic()
         run_id = self.trigger(dag_id, conf, **interval)
@@ -213,6 +222,13 @@ def _probe(settings, *args: str, service: str = PROBE, timeout: float = 300):
 def _accepted_lines(settings) -> int:
     out = _exec(settings, PROBE, "sh", "-c", f"cat {ACCEPTED_LOG} 2>/dev/null | wc -l")
     return int(out.strip() or 0)
+
+
+def _log_memory(settings, when: str) -> None:
+    """``docker stats`` of every container, one line each (figures for docs/compose.md)."""
+    stats = dockerd.docker(settings, "stats", "--no-stream", "--format", "{{.Name}}\t{{.MemUsage}}\t{{.CPUPerc}}",
+                           check=False).stdout  # fmt: skip
+    log.info("docker stats %s:\n%s", when, stats)
 
 
 def _state(settings, service: str) -> str:
@@ -265,13 +281,22 @@ def test_a_token_signed_with_any_string_of_the_repository_is_refused(running_sta
     assert "btc_stream_supervisor" in {d["dag_id"] for d in ok.json()["dags"]}
     secret = stack.ensure_secrets(running_stack)["AIRFLOW_JWT_SECRET"]
     resigned = _signed(real, secret)
-    assert requests.get(url, headers={"Authorization": f"Bearer {resigned}"}, timeout=10).status_code == 200
+    assert requests.get(url, headers={"Authorization": f"Bearer {resigned}"}, timeout=60).status_code == 200
 
     def status(candidate: str) -> int:
-        return requests.get(url, headers={"Authorization": f"Bearer {_signed(real, candidate)}"}, timeout=30).status_code
+        """The API's answer to the token signed with ``candidate``; a request that times out (a
+        busy 2-core machine) is neither a refusal nor an acceptance: it is sent again."""
+        for attempt in range(3):
+            try:
+                return requests.get(url, headers={"Authorization": f"Bearer {_signed(real, candidate)}"},
+                                    timeout=60).status_code  # fmt: skip
+            except (requests.Timeout, requests.ConnectionError):
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     candidates = sorted(_repository_strings())
-    with ThreadPoolExecutor(max_workers=8) as pool:  # ~1,400 strings
+    with ThreadPoolExecutor(max_workers=4) as pool:  # ~1,400 strings
         statuses = list(pool.map(status, candidates))
     assert [c for c, code in zip(candidates, statuses, strict=True) if code not in (401, 403)] == []
 
@@ -301,6 +326,7 @@ def test_the_stream_writes_raw_data_and_minute_metrics_on_hdfs(running_stack):
 
     counts = wait_until(rows, READY_TIMEOUT_S, "rows in raw_data and minute_metrics", interval_s=5.0)
     FIGURES["stack up to raw_data and minute_metrics rows, s"] = time.time() - FIGURES["stack start"]
+    _log_memory(running_stack, "with the stream running, before any batch job")
     assert counts["latest_ingest"] > FIGURES["stack start"] - 600  # written by this stack's stream
 
 
@@ -312,7 +338,11 @@ def test_backfill_consolidation_and_retrain_through_the_rest_api(running_stack):
     hour = datetime.fromtimestamp(FIGURES["hour"], UTC)
     first = hour - timedelta(hours=HISTORY_HOURS)
 
-    api.run("btc_backfill", {"source": "file", "file_path": f"/opt/btc/backfill/{CANDLE_FILE}"}, 900)
+    backfill = api.run("btc_backfill", {"source": "file", "file_path": f"/opt/btc/backfill/{CANDLE_FILE}"},
+                        RUN_TIMEOUT_S)  # fmt: skip
+    log.info("btc_backfill's tasks, s: %s", api.durations("btc_backfill", backfill))
+    log.info("the backfill task's log (Spark's start on the cluster):\n%s",
+             api.task_log("btc_backfill", backfill, "backfill")[-12000:])  # fmt: skip
     rows = _probe(running_stack, "hourly", first.isoformat(), hour.isoformat())
     expected = [line.split(",") for line in _candles(hour).splitlines()[1:]]
     assert [r["source"] for r in rows] == ["backfill"] * HISTORY_HOURS
@@ -327,9 +357,11 @@ def test_backfill_consolidation_and_retrain_through_the_rest_api(running_stack):
                                 data_interval_start=previous.isoformat(), data_interval_end=hour.isoformat())  # fmt: skip
     retrain = api.trigger("btc_retrain", RETRAIN_CONF)
     for dag_id, run_id in (("btc_hourly_consolidation", consolidation), ("btc_retrain", retrain)):
-        state = api.wait_run(dag_id, run_id, 1200)
+        state = api.wait_run(dag_id, run_id, RUN_TIMEOUT_S)
         FIGURES[f"{dag_id} (with the other), s"] = time.monotonic() - started
         assert state == "success", api.failures(dag_id, run_id)
+    for dag_id, run_id in (("btc_hourly_consolidation", consolidation), ("btc_retrain", retrain)):
+        log.info("%s's tasks, s: %s", dag_id, api.durations(dag_id, run_id))
     assert "has passed" in api.task_log("btc_hourly_consolidation", consolidation, "wait_for_minutes")
     (row,) = _probe(running_stack, "hourly", previous.isoformat(), hour.isoformat())
     assert row["source"] in ("backfill", "stream")  # stream when the stack ran during that hour
@@ -356,6 +388,7 @@ def test_the_dashboard_answers_behind_login(running_stack):
     assert market.status_code == 200 and market.json()["count"] > 0, market.text[:2000]
     history = requests.get(f"{base}/api/history", params={"days": 30, "symbol": "BTCUSDT"}, headers=auth, timeout=120)
     assert history.status_code == 200 and history.json()["count"] >= 24 * 20, history.text[:2000]
+    _log_memory(running_stack, "at rest after the DAG runs (the stream running)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -406,7 +439,9 @@ class _Stack:
 
 def test_docker_kill_of_a_broker_a_worker_and_the_stream_loses_and_duplicates_nothing(running_stack, tmp_path):
     results = []
+    ci = stack.stack_profile() == "ci"
     for scenario, service in KILLS:
+        service = "kafka-1" if ci and service == "kafka-2" else service
         result = chaos.Result(scenario, start_line=_accepted_lines(running_stack))
         _kill_and_recover(running_stack, service, result)
         result.end_line = _accepted_lines(running_stack)

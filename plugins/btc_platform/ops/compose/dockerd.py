@@ -147,13 +147,29 @@ def _bridges(settings: Settings) -> list[str]:
     return names
 
 
+def _bridges_record(settings: Settings) -> Path:
+    return docker_dir(settings) / "bridges"
+
+
+def record_bridges(settings: Settings) -> None:
+    """Remember the bridges of the daemon's networks, so that :func:`stop` removes them even
+    when the daemon no longer answers (it crashed, or was killed)."""
+    known = set(_bridges_record(settings).read_text().split()) if _bridges_record(settings).is_file() else set()
+    _bridges_record(settings).write_text("".join(f"{name}\n" for name in sorted(known | set(_bridges(settings)))))
+
+
 def stop(settings: Settings) -> None:
-    """Stop our dockerd by its pid and remove the bridges its networks left."""
+    """Stop our dockerd by its pid and remove the bridges its networks left (those it reports,
+    and those recorded by :func:`record_bridges`)."""
+    record = _bridges_record(settings)
+    bridges = sorted(set(_bridges(settings) if daemon_answers(settings) else [])
+                     | set(record.read_text().split() if record.is_file() else []))  # fmt: skip
     pid = _pid(settings)
     if pid is None:
         log.info("dockerd of %s is not running", docker_dir(settings))
+        _remove_bridges(bridges)
+        record.unlink(missing_ok=True)
         return
-    bridges = _bridges(settings) if daemon_answers(settings) else []
     log.info("stopping dockerd (pid %d)", pid)
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_S
@@ -172,7 +188,12 @@ def stop(settings: Settings) -> None:
         if point.startswith(root + "/"):  # e.g. exec/netns/default, left when dockerd was killed
             subprocess.run(["umount", "-l", point], capture_output=True, check=False)
             log.info("unmounted %s", point)
-    for name in bridges:
+    _remove_bridges(bridges)
+    record.unlink(missing_ok=True)
+
+
+def _remove_bridges(names: list[str]) -> None:
+    for name in names:
         if Path("/sys/class/net", name).exists():
             subprocess.run(["ip", "link", "delete", name], capture_output=True, check=False)
             log.info("removed bridge %s", name)

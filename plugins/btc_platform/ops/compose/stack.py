@@ -1,6 +1,12 @@
 """``make compose-up`` / ``compose-down`` / ``compose-test`` on this machine: the base image (the
 stock one when it can be pulled, else Debian bookworm from debootstrap + ``docker import``), the
-project image, the generated secrets, and docker-compose with the local override when needed.
+project image (from the host's venv, jars and JS when it has them: ``prebuilt``), the generated
+secrets, and docker-compose with the local override when needed.
+
+``COMPOSE_STACK=full`` (default) runs the whole stack of docker-compose.yml; ``COMPOSE_STACK=ci``
+the smallest stack the end-to-end test needs on a 2-core CI machine, derived from the same files
+(:func:`ci_config`): one broker (replication 1, ``min.insync.replicas`` 1), one Spark worker, one
+executor per application.
 
 CLI: ``python -m btc_platform.ops.compose.stack up|down [--volumes]|build|secrets|stop-daemon``.
 """
@@ -9,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import copy
 import logging
 import os
 import re
@@ -18,10 +26,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from btc_platform.ops import airflow_env
-from btc_platform.ops.compose import dockerd
+from btc_platform.ops.compose import dockerd, prebuilt
 from btc_platform.ops.compose.dockerd import ComposeError
 from btc_platform.ops.services.base import PortInUseError, check_port_free
 from btc_platform.settings import PROJECT_ROOT, Settings, get_settings
@@ -39,6 +48,26 @@ PULL_TIMEOUT_S = 60
 LOG_LINES = 30
 #: after ``docker-compose up -d`` returned: until the last services (triggerer, dag-processor) are healthy
 HEALTHY_TIMEOUT_S = 600.0
+#: COMPOSE_BUILD: ``prebuilt`` serves the host's wheels/jars/js to the build, ``network`` takes all from the registries
+BUILD_MODES = ("prebuilt", "network")
+#: where the prebuilt packages are served during the build (fixed: the URL, with the digest of what
+#: it serves, is the layer cache's key)
+PREBUILT_PORT = 18731
+#: COMPOSE_STACK: the whole stack, or the end-to-end test's smallest one
+STACKS = ("full", "ci")
+#: services of the full stack that the ci stack leaves out
+CI_LEFT_OUT = ("kafka-2", "kafka-3", "spark-worker-2")
+FULL_BOOTSTRAP = "kafka-1:9092,kafka-2:9092,kafka-3:9092"
+#: the ci stack's values of these environment variables (wherever a service sets them)
+CI_ENV = {
+    "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@kafka-1:9093",
+    **dict.fromkeys(("KAFKA_DEFAULT_REPLICATION_FACTOR", "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+                     "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+                     "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR", "KAFKA_MIN_INSYNC_REPLICAS",
+                     "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR",
+                     "BTC_KAFKA_BROKERS", "BTC_KAFKA_REPLICATION_FACTOR", "BTC_KAFKA_MIN_INSYNC_REPLICAS",
+                     "BTC_SPARK_CORES_MAX", "BTC_STREAM_CORES_MAX"), "1"),  # fmt: skip
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,15 +176,44 @@ def stage_ca_certificates(source: Path | None = None) -> list[str]:
     return copied
 
 
-def build(settings: Settings) -> str:
-    """Build the project image on the base; returns the base it was built on."""
+def _choice(name: str, choices: tuple[str, ...]) -> str:
+    value = os.environ.get(name) or choices[0]
+    if value not in choices:
+        raise ComposeError(f"{name}={value!r}: expected one of {', '.join(choices)}")
+    return value
+
+
+def build_mode() -> str:
+    return _choice("COMPOSE_BUILD", BUILD_MODES)
+
+
+def prebuilt_port() -> int:
+    value = os.environ.get("COMPOSE_PREBUILT_PORT") or str(PREBUILT_PORT)
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise ComposeError(f"COMPOSE_PREBUILT_PORT={value!r}: expected a TCP port")
+    return int(value)
+
+
+def build(settings: Settings, staged: tuple[Path, str] | None = None) -> str:
+    """Build the project image on the base; returns the base it was built on. With
+    ``COMPOSE_BUILD=prebuilt`` the host's wheels, jars and JS (``staged``: what
+    :func:`prebuilt.stage` returned, else staged here) are served to the build."""
     base = ensure_base(settings)
     certs = stage_ca_certificates()
-    log.info("building %s on %s (extra CA certificates: %s)", PROJECT_IMAGE, base, ", ".join(certs) or "none")
+    mode = build_mode()
+    log.info("building %s on %s (%s; extra CA certificates: %s)", PROJECT_IMAGE, base, mode,
+             ", ".join(certs) or "none")  # fmt: skip
     started = time.monotonic()
-    proc = dockerd.docker(settings, "build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}",
-                          "-t", PROJECT_IMAGE, str(PROJECT_ROOT), check=False, timeout=3600,
-                          capture=False)  # fmt: skip
+    args = ["build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}", "-t", PROJECT_IMAGE]
+    with contextlib.ExitStack() as scope:
+        if mode == "prebuilt":
+            if staged is None:
+                staged = prebuilt.stage(settings)
+                log.info("host's packages staged in %.0f s", time.monotonic() - started)
+            folder, path = staged
+            url = scope.enter_context(prebuilt.serve(folder, prebuilt_port()))
+            args += ["--build-arg", f"PREBUILT_URL={url}{path}"]
+        proc = dockerd.docker(settings, *args, str(PROJECT_ROOT), check=False, timeout=3600, capture=False)
     if proc.returncode != 0:
         raise ComposeError(f"docker build of {PROJECT_IMAGE} failed (exit {proc.returncode}), see the output above")
     log.info("built %s in %.0f s", PROJECT_IMAGE, time.monotonic() - started)
@@ -165,11 +223,65 @@ def build(settings: Settings) -> str:
 # ---------------------------------------------------------------------------------------------
 # compose
 # ---------------------------------------------------------------------------------------------
+def stack_profile() -> str:
+    return _choice("COMPOSE_STACK", STACKS)
+
+
+def _ci_value(value):
+    if isinstance(value, str):
+        return value.replace(FULL_BOOTSTRAP, "kafka-1:9092")
+    if isinstance(value, list):
+        return [_ci_value(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _ci_value(item) for key, item in value.items()}
+    return value
+
+
+def ci_config(config: dict) -> dict:
+    """The ci stack of one compose file's content: without :data:`CI_LEFT_OUT` (nor any
+    ``depends_on`` them), the one broker as bootstrap server and controller quorum, replication
+    and ``min.insync.replicas`` 1, one executor (core) per Spark application."""
+    config = _ci_value({k: v for k, v in copy.deepcopy(config).items() if not k.startswith("x-")})  # anchors resolved
+    services = config.get("services") or {}
+    for name in CI_LEFT_OUT:
+        services.pop(name, None)
+    for service in services.values():
+        depends = service.get("depends_on")
+        if isinstance(depends, dict):
+            service["depends_on"] = {k: v for k, v in depends.items() if k not in CI_LEFT_OUT}
+        elif isinstance(depends, list):
+            service["depends_on"] = [k for k in depends if k not in CI_LEFT_OUT]
+        env = service.get("environment")
+        if isinstance(env, dict):
+            service["environment"] = {k: CI_ENV.get(k, v) for k, v in env.items()}
+    config["volumes"] = {k: v for k, v in (config.get("volumes") or {}).items()
+                         if k not in ("kafka-2-data", "kafka-3-data")} or None  # fmt: skip
+    if config["volumes"] is None:
+        del config["volumes"]
+    return config
+
+
+def _ci_files(names: list[str]) -> list[Path]:
+    """The ci stack's compose files, written under the cache (derived again at each call)."""
+    import yaml
+
+    folder = get_settings().cache_dir.resolve() / "compose" / "ci"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in names:
+        path = folder / name
+        content = ci_config(yaml.safe_load((PROJECT_ROOT / name).read_text()))
+        path.write_text(f"# generated from {name} by btc_platform.ops.compose.stack (COMPOSE_STACK=ci)\n"
+                        + yaml.safe_dump(content, sort_keys=False))  # fmt: skip
+        paths.append(path)
+    return paths
+
+
 def compose_files(base: str) -> list[str]:
-    files = ["-f", str(PROJECT_ROOT / "docker-compose.yml")]
-    if base == LOCAL_BASE:
-        files += ["-f", str(PROJECT_ROOT / "docker-compose.local.yml")]
-    return files
+    names = ["docker-compose.yml"] + (["docker-compose.local.yml"] if base == LOCAL_BASE else [])
+    if stack_profile() == "ci":
+        return ["--project-directory", str(PROJECT_ROOT), *(a for p in _ci_files(names) for a in ("-f", str(p)))]
+    return [a for name in names for a in ("-f", str(PROJECT_ROOT / name))]
 
 
 def backfill_dir(settings: Settings) -> Path:
@@ -261,21 +373,44 @@ def unhealthy_report(settings: Settings, names: list[str] | None = None) -> str:
     return "\n".join(parts)
 
 
-def up(settings: Settings, rebuild: bool = True) -> str:
+def up(settings: Settings, rebuild: bool = True, timings: dict[str, float] | None = None) -> str:
+    """Install, start dockerd, build, start the stack and wait until it is healthy; the seconds
+    of each step go into ``timings`` when given."""
+    timings = {} if timings is None else timings
+    clock = time.monotonic()
+
+    def step(name: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        timings[name] = round(now - clock, 1)
+        clock = now
+
     dockerd.ensure_packages()
+    step("install packages, s")
     dockerd.start(settings)
+    step("start dockerd, s")
     check_ports(settings)
-    base = build(settings) if rebuild or not _image_exists(settings, PROJECT_IMAGE) else current_base(settings)
+    if rebuild or not _image_exists(settings, PROJECT_IMAGE):
+        with ThreadPoolExecutor(max_workers=1) as pool:  # the host's packages staged while the base builds
+            staging = pool.submit(prebuilt.stage, settings) if build_mode() == "prebuilt" else None
+            ensure_base(settings)
+            staged = staging.result() if staging else None
+        step("base image (the host's packages staged meanwhile), s")
+        base = build(settings, staged)
+        step("project image, s")
+    else:
+        base = current_base(settings)
     ensure_secrets(settings)
     backfill_dir(settings).mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
     proc = compose(settings, base, "up", "-d", "--no-build", check=False)
+    dockerd.record_bridges(settings)
     if proc.returncode != 0:
         report = unhealthy_report(settings)
         raise ComposeError(f"docker-compose up failed (exit {proc.returncode})" + (f":\n{report}" if report else ""))
     wait_healthy(settings)
-    log.info("stack up in %.0f s: Airflow on http://127.0.0.1:%d (user admin, password AIRFLOW_ADMIN_PASSWORD in %s)",
-             time.monotonic() - started, settings.airflow_port, secrets_file(settings))  # fmt: skip
+    step("up until healthy, s")
+    log.info("stack (%s) up: %s; Airflow on http://127.0.0.1:%d (user admin, password AIRFLOW_ADMIN_PASSWORD in %s)",
+             stack_profile(), timings, settings.airflow_port, secrets_file(settings))  # fmt: skip
     return base
 
 
