@@ -487,7 +487,8 @@ def test_dashboard_in_a_browser(airflow_dashboard, chromium, tmp_path):
                 assert frame.locator(f"#datasets a[href='{href}'], #restarts a[href='{href}']").count() == 1, href
             assert "backfill (try 2) log" in frame.locator("#datasets").inner_text()
             assert "written by the streaming job" in frame.locator("#datasets").inner_text()
-            assert "n/a" not in frame.locator("#forecast-model").inner_text()
+            promoted = frame.locator("#forecast-model .card", has_text="promoted LSTM").locator("b").inner_text()
+            assert promoted.startswith(answers["forecast"]["registry"]["current"]["promoted_at"])
             # the audit card is red only on a failed audit (the seeded data has none)
             assert frame.locator("#pipeline-state .card.bad", has_text="ingest audit").count() == 0
             # the chart library is the finance bundle installed by `make js`, not the full plotly.js
