@@ -62,3 +62,8 @@ def test_the_live_market_quotes_one_moving_price_and_closes_its_hours_into_kline
     assert hour.open_time_ms == int(HOUR.timestamp() * 1000) and hour.close_time_ms == hour.open_time_ms + 3_599_999
     assert float(hour.open) == first and float(hour.close) == price
     assert float(hour.high) == max([first, *mids, price]) and float(hour.low) == min([first, *mids, price])
+
+    # the weight header counts the minute's requests only, as Binance's does (a run lasts hours)
+    clock.sleep(60)
+    binance.book_ticker("BTCUSDT")
+    assert server.used_weight == 2

@@ -137,6 +137,7 @@ class ExchangeServer:
         self.klines: list[list] = fixture("binance_klines_BTCUSDT_1h.json")
         self.clock = time.time  # "now" of the recent 1m klines (tests put a FakeClock here)
         self.used_weight = 0
+        self._weight_minute: int | None = None  # the live market's minute of ``used_weight``
         #: True: the 24 h ticker's openTime/closeTime follow ``clock`` (as the live API's do), so
         #: every poll is a new observation instead of the fixture's fixed one
         self.live_times = False
@@ -268,6 +269,9 @@ class ExchangeServer:
             queue = self.scripts.get(path)
             outage = self._outage if self._outage is not None and self._outage[1] > time.time() else None
             reply = queue.popleft() if queue else (outage[0] if outage else Reply())
+            if self.market is not None and int(self.clock() // 60) != self._weight_minute:
+                # Binance counts the weight per minute: the live market runs for hours
+                self._weight_minute, self.used_weight = int(self.clock() // 60), 0
             if path.startswith("/api/v3/") and path not in (SIMPLE_PRICE, COINS_MARKETS):
                 self.used_weight += 2
             weight = self.used_weight
