@@ -100,12 +100,18 @@ def _memory_component(proc: psutil.Process, marked: str) -> str:
 
 def memory_by_component(settings) -> dict[str, tuple[int, float]]:
     """(processes, RSS MiB) per component of every process of this platform instance: the
-    processes ``btc-services`` marked and their descendants (a process that retitles itself,
-    like Airflow's API server and executor workers, loses the environment that marks it)."""
+    processes ``btc-services`` marked, the supervised producer and stream, and their descendants
+    (a process that retitles itself, like Airflow's API server and executor workers, loses the
+    environment that marks it)."""
+    from btc_platform.ops import process
     from btc_platform.ops.services import COMPONENT_ENV, marked_processes
+    from btc_platform.ops.supervisor import NAMES, read_record
 
+    # the supervised producer and stream by their pid records: the ones ``make run`` starts
+    # before Airflow carry no marker
+    supervised = [r.pid for r in (read_record(settings, name) for name in NAMES) if process.is_alive(r)]
     found: dict[int, tuple[psutil.Process, str]] = {}
-    for pid in marked_processes(settings):
+    for pid in [*marked_processes(settings), *supervised]:
         try:
             proc = psutil.Process(pid)
             marked = proc.environ().get(COMPONENT_ENV, "?")

@@ -343,7 +343,10 @@ def prepare(args: argparse.Namespace, settings: Settings) -> Work:
     if args.source == "file" and not args.file:
         raise ConfigError("--source file needs --file")
     if args.file:
-        file_uri(args.file)
+        uri = urlparse(file_uri(args.file))
+        if uri.scheme == "file" and not os.path.exists(uri.path):
+            raise ConfigError(f"--file: no such file or directory: {uri.path} (the path of an hourly candle CSV or "
+                              "Parquet file, or a directory of them)")  # fmt: skip
     return Work(
         lambda spark: run(spark, settings, source=args.source, file=args.file, start=start, end=end,
                           symbol=args.symbol, overwrite_stream=args.overwrite_stream, price=args.price,

@@ -346,6 +346,10 @@ def test_range_not_on_the_hour_exits_2_and_writes_nothing(spark, settings, tmp_p
         (["--source", "binance", "--start", "2024-01-01T10:15:00Z", "--end", "2024-01-02"],
          "--start must be on a full hour"),
         (["--source", "file", "--file", "s3://bucket/candles.csv"], "--file: unsupported URI scheme"),
+        (["--source", "file", "--file", "/nonexistent/candles.csv"],
+         "--file: no such file or directory: /nonexistent/candles.csv (the path of an hourly candle CSV"),
+        (["--source", "file", "--file", "file:///nonexistent/candles"], "--file: no such file or directory: "
+         "/nonexistent/candles"),
     ],
 )
 def test_cli_config_errors_exit_2_naming_the_reason_and_write_nothing(tmp_path, argv, reason, caplog):

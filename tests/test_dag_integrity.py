@@ -102,3 +102,20 @@ def test_consolidation_run_without_data_interval_fails_at_once_with_the_reason(t
 
     outcome = load_dagbag(DAGS, tmp_path / "airflow", _NO_INTERVAL_HARNESS)
     assert outcome == {"raised": "AirflowFailException", "message": NO_DATA_INTERVAL}
+
+
+_API_RETRY_HARNESS = """
+import json
+from airflow.sdk.api import client
+print("DAGBAG-RESULT " + json.dumps({"retries": client.API_RETRIES, "wait_min": client.API_RETRY_WAIT_MIN,
+                                      "wait_max": client.API_RETRY_WAIT_MAX}))
+"""
+
+
+def test_task_processes_wait_for_a_slow_api_server(tmp_path):
+    """On a first start the scheduler queues tasks before the API server answers: the task
+    processes of the platform's Airflow keep retrying the execution API for at least a minute
+    (what Airflow's task SDK reads from the environment), not Airflow's few seconds."""
+    retry = load_dagbag(DAGS, tmp_path / "airflow", _API_RETRY_HARNESS)
+    assert (retry["retries"] - 1) * retry["wait_min"] >= 60  # tenacity: each wait at least wait_min
+    assert retry["wait_min"] <= retry["wait_max"]

@@ -96,7 +96,7 @@ def test_endpoints_return_the_seeded_rows(seeded, client):
     assert produced["task_log"] == "../dags/btc_backfill/runs/manual__2026-01-01T00%3A00%3A00%2B00%3A00/tasks/backfill?try_number=2"
     assert produced["run"] == "../dags/btc_backfill/runs/manual__2026-01-01T00%3A00%3A00%2B00%3A00"
     assert tables["minute_metrics"]["produced_by"]["airflow"] is None
-    assert "names no Airflow task" in tables["minute_metrics"]["reason"]
+    assert tables["minute_metrics"]["reason"].startswith("written by the streaming job, a process the supervisor")
     restart, start = pipeline["restarts"]
     assert restart["airflow"] == td.SUPERVISOR_TASK and restart["task_log"].endswith(
         "/runs/scheduled__2026-01-01T00%3A01%3A00%2B00%3A00/tasks/ensure_stream?try_number=1")
@@ -486,7 +486,11 @@ def test_dashboard_in_a_browser(airflow_dashboard, chromium, tmp_path):
             for href in (produced["task_log"], produced["run"], pipeline["restarts"][0]["task_log"]):
                 assert frame.locator(f"#datasets a[href='{href}'], #restarts a[href='{href}']").count() == 1, href
             assert "backfill (try 2) log" in frame.locator("#datasets").inner_text()
-            assert "names no Airflow task" in frame.locator("#datasets").inner_text()
+            assert "written by the streaming job" in frame.locator("#datasets").inner_text()
+            promoted = frame.locator("#forecast-model .card", has_text="promoted LSTM").locator("b").inner_text()
+            assert promoted.startswith(answers["forecast"]["registry"]["current"]["promoted_at"])
+            # the audit card is red only on a failed audit (the seeded data has none)
+            assert frame.locator("#pipeline-state .card.bad", has_text="ingest audit").count() == 0
             # the chart library is the finance bundle installed by `make js`, not the full plotly.js
             traces = set(frame.evaluate("() => Object.keys(Plotly.PlotSchema.get().traces)"))
             assert {"scatter", "bar", "candlestick"} <= traces and not {"scatter3d", "scattergl", "sankey"} & traces

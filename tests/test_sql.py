@@ -27,6 +27,7 @@ def test_init_statements_and_command(settings, tmp_path):
     assert sql.init_statements(settings, [datasets.HOURLY_METRICS]) == [
         "CREATE DATABASE IF NOT EXISTS btc",
         f"CREATE TABLE IF NOT EXISTS btc.hourly_metrics USING DELTA LOCATION '{settings.storage_root}/hourly_metrics'",
+        "USE btc",
     ]
     args = sql.command(settings, tmp_path / "init.sql", "SELECT 1")
     assert Path(args[0]).name == "spark-sql" and args[-4:] == ["-i", str(tmp_path / "init.sql"), "-e", "SELECT 1"]
@@ -62,7 +63,48 @@ def test_query_prints_rows_and_catalog_survives_restart(settings):
     assert (settings.data_dir / "metastore").is_dir()
     assert (settings.data_dir / "logs" / "derby.log").is_file()
 
-    # a new shell: the view made by the last one is still in the catalog
-    second = _btc_sql(settings, "SELECT count(*) FROM btc.btc_only")
-    assert second.returncode == 0, second.stderr[-3000:]
+    # a new shell: the view made by the last one is still in the catalog (by its bare name too:
+    # the shell is in the btc database); a name Spark cannot resolve ends with one line
+    second = _btc_sql(settings, "SELECT count(*) FROM btc_only; SELECT * FROM btc.hourly_metric")
+    assert second.returncode == 2, second.stderr[-3000:]
     assert second.stdout.splitlines() == ["2"]
+    last = second.stderr.splitlines()[-1]
+    assert " ERROR " in last and last.endswith(
+        ": no table or view btc.hourly_metric; tables: btc.hourly_metrics (views you created: SHOW VIEWS IN btc)"
+    )
+    assert "UnresolvedRelation" not in second.stderr and "TABLE_OR_VIEW_NOT_FOUND" not in second.stderr
+
+
+@pytest.mark.parametrize(
+    ("query", "missing"),
+    [
+        ("SELECT * FROM btc.data_quality", ["data_quality"]),
+        ("select * from `btc`.`Data_Quality` q join btc.hourly_metrics h using (hour_start)", ["data_quality"]),
+        ("SELECT * FROM data_quality", ["data_quality"]),  # the bare name (the shell uses btc)
+        ("SELECT * FROM hourly_metrics JOIN predictions p ON true", ["predictions"]),
+        ("SELECT * FROM btc.hourly_metrics", []),
+        ("SELECT * FROM btc.my_view", []),  # not a platform table: left to Spark (a view may exist)
+        ("SELECT * FROM range(10) data_quality", []),  # an alias, not a table
+        ("SELECT * FROM other.data_quality", []),  # another database
+        ("WITH x AS (SELECT 1) SELECT * FROM x", []),
+    ],
+)
+def test_missing_platform_tables_are_found_in_the_query(query, missing):
+    from btc_platform.lakehouse import sql
+
+    assert sql.missing_tables(query, [datasets.HOURLY_METRICS]) == missing
+
+
+def test_a_query_on_a_table_not_written_yet_fails_before_spark_with_one_line(settings, settings_env, caplog):
+    import pandas as pd
+    from deltalake import write_deltalake
+
+    from btc_platform.lakehouse import sql
+
+    write_deltalake(settings.path(datasets.HOURLY_METRICS).removeprefix("file://"), pd.DataFrame({"close": [1.0]}))
+    settings_env(data_dir=settings.data_dir, storage_root=settings.storage_root)
+    assert sql.main(["-e", "SELECT * FROM btc.data_quality"]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [f"table btc.data_quality does not exist yet (nothing has written {settings.storage_root}/data_quality); "
+                      "tables: btc.hourly_metrics"]
+    assert not (settings.data_dir / "metastore").exists()  # Spark never started

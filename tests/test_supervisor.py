@@ -303,6 +303,17 @@ def test_decide_stream_lag_idle_and_grace():
     # a fresh job gets the stale limit to start up, whatever the lag
     assert decide.in_grace(now - 60, now, limit)
     assert decide.stream(now - 60, now, None, 50_000, limit, max_lag) == decide.OK
+    # one that has made no progress since its start (the progress before it is its predecessor's)
+    # is still starting for 2.5 stale limits, then it is stale
+    assert decide.stream(now - 290, now, None, 10, limit, max_lag) == decide.OK
+    assert decide.stream(now - 290, now, now - 500, 50_000, limit, max_lag) == decide.OK
+    assert decide.stream(now - 301, now, now - 500, 10, limit, max_lag) == (
+        "no streaming progress since it started 301 s ago (limit 120 s)"
+    )
+    # once it made progress, the stale limit applies again
+    assert decide.stream(now - 200, now, now - 130, 10, limit, max_lag) == (
+        "no streaming progress for 130 s (limit 120 s) with 10 messages waiting"
+    )
 
 
 def test_old_format_record_is_not_ours(sup_settings, caplog):

@@ -35,6 +35,16 @@ def password_file(settings: Settings) -> Path:
     return airflow_home(settings) / "simple_auth_manager_passwords.json.generated"
 
 
+#: How long a task process keeps trying to reach Airflow's execution API before it gives up (the
+#: task then fails with no retry left for tasks that have none). ``airflow standalone`` starts the
+#: scheduler beside the API server, and on a loaded machine the scheduler queues the first tasks
+#: (the retrain's daily run, the supervisor, the first-start backfill) before the API server
+#: answers: with Airflow's defaults (5 attempts, waits from 1 s) those tasks fail within seconds
+#: and the first start shows red runs. Attempts x minimum wait: at least a minute of retries.
+EXECUTION_API_RETRIES = 16
+EXECUTION_API_RETRY_WAIT_MIN_S = 4.0
+EXECUTION_API_RETRY_WAIT_MAX_S = 60.0
+
 #: role and database of Airflow's metadata on the local PostgreSQL server
 DATABASE_USER = "airflow"
 DATABASE_NAME = "airflow"
@@ -121,6 +131,9 @@ def airflow_env(settings: Settings, environ: dict[str, str] | None = None) -> di
             "AIRFLOW__API__BASE_URL": api_url(settings),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url(settings)}/execution/",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+            "AIRFLOW__WORKERS__EXECUTION_API_RETRIES": str(EXECUTION_API_RETRIES),
+            "AIRFLOW__WORKERS__EXECUTION_API_RETRY_WAIT_MIN": str(EXECUTION_API_RETRY_WAIT_MIN_S),
+            "AIRFLOW__WORKERS__EXECUTION_API_RETRY_WAIT_MAX": str(EXECUTION_API_RETRY_WAIT_MAX_S),
             # the web UI of every Spark driver the tasks start (the stream's, the jobs') binds the
             # address of SPARK_LOCAL_IP, all interfaces without it (Spark 4.2 has no setting for it)
             "SPARK_LOCAL_IP": "127.0.0.1",

@@ -27,7 +27,9 @@ class BatchSettings(BaseModel):
         "retrain follows on the hourly_metrics asset event. Off: no automatic history.",
     )
     first_run_backfill_days: PositiveInt = Field(
-        default=30, description="Days of Binance klines the first start backfills in live mode."
+        default=45,
+        description="Days of Binance klines the first start backfills in live mode (the retrain's defaults need "
+        "1004 hours, almost 42 days, to train and evaluate the LSTM; 1,080 hours are two klines requests).",
     )
     first_run_simulate_hours: PositiveInt = Field(
         default=1200,

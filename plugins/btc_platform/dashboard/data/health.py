@@ -197,6 +197,11 @@ def ingest_audit(frame) -> dict | None:
 #: produced by the newest commit of another operation.
 MAINTENANCE_OPERATIONS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES",
                                     "UNSET TBLPROPERTIES", "ADD COLUMNS", "CHANGE COLUMN"})
+#: The tables the streaming job writes. It is a process that ``make run`` starts and the
+#: supervisor keeps running, not an Airflow task: its commits name no task instance.
+STREAM_TABLES = frozenset({datasets.RAW_DATA, datasets.QUARANTINE, datasets.MINUTE_METRICS})
+STREAM_WRITER = ("written by the streaming job, a process the supervisor keeps running (not an Airflow task): "
+                 "its starts are in the table of starts and restarts, its log is logs/stream.log of the data directory")
 #: Commits of a table searched (newest first) for the one that produced its data.
 HISTORY_COMMITS = 25
 
@@ -241,6 +246,8 @@ def dataset_runs(settings: Settings) -> list[dict]:
                      produced_by=produced, reason=None)
         if produced is None:
             entry["reason"] = f"none of the last {HISTORY_COMMITS} commits wrote data (maintenance only)"
+        elif produced["airflow"] is None and name in STREAM_TABLES:
+            entry["reason"] = STREAM_WRITER
         elif produced["airflow"] is None:
             entry["reason"] = ("the commit names no Airflow task: written outside Airflow (by hand, a test) "
                                "or by an older version of the platform")

@@ -179,7 +179,8 @@ async function drawForecast(d) {
     : by.point_reason || by.point_model || (current.version ? `LSTM ${current.version}` : "no forecast served yet");
   cards("forecast-model", [["served point model", point, f.count === 0],
     ["band", by.band_model || "n/a"],
-    ["promoted", current.promoted_at ? `${current.promoted_at}${current.forced ? " (forced)" : ""}` : "n/a"],
+    ["promoted LSTM", current.promoted_at ? `${current.promoted_at}${current.forced ? " (forced)" : ""}`
+      : reg.versions.length ? "none yet (no candidate beat persistence)" : "none yet (no model trained)"],
     ["forecast issued", f.issue_time ? `${f.issue_time} (${age(f.age_s)} ago)` : "n/a", f.covers_now === false],
     ["from hour", f.origin_hour_start || "n/a"],
     ["interval", f.interval_level ? `${Math.round(f.interval_level * 100)} %` : "n/a"]]);
@@ -196,9 +197,18 @@ async function drawForecast(d) {
   reason("forecast-past", [p.reason, p.actual_reason && `actual closes: ${p.actual_reason}`].filter(Boolean).join("; "));
   const past = p.count > 0 ? [line(p.target, p.predicted, "forecast (latest issue before the hour)"),
     line(p.target, p.actual, "actual close", { line: { color: "#1a202c" } })] : null;
+  // a single hour (the first forecast's first target): an hour either side and 1 % of the price
+  // around it, instead of plotly's axes of a few milliseconds and cents
+  const pastLayout = { title: { text: "past forecasts against what happened" } };
+  if (p.count > 0 && new Set(p.target).size === 1) {
+    const t = Date.parse(p.target[0]);
+    pastLayout.xaxis = { type: "date", range: [new Date(t - 3600e3).toISOString(), new Date(t + 3600e3).toISOString()] };
+    const ys = [...p.predicted, ...p.actual].filter((v) => v !== null && v !== undefined);
+    if (ys.length) pastLayout.yaxis = { range: [Math.min(...ys) * 0.99, Math.max(...ys) * 1.01] };
+  }
   await Promise.all([
     draw("chart-forecast", future, { title: { text: `${f.covers_now === false ? "latest served forecast" : "next hours"} of ${d.symbol} by ${by.point_model || f.model_version || "?"}` } }),
-    draw("chart-forecast-past", past, { title: { text: "past forecasts against what happened" } }),
+    draw("chart-forecast-past", past, pastLayout),
   ]);
   const ph = d.per_horizon;
   reason("per-horizon", ph.reason);
@@ -275,9 +285,10 @@ async function drawPipeline(d) {
   items.push(["Kafka lag", d.kafka_lag.messages === null ? d.kafka_lag.reason : `${fmt(d.kafka_lag.messages, 0)} messages`,
     d.kafka_lag.messages === null]);
   const audit = d.data_quality.audit;
-  items.push(["ingest audit", !audit ? "has not run yet (btc_hourly_consolidation, audit_ingest)"
+  // before the first hour has closed nothing is wrong: the audit runs after each hour's consolidation
+  items.push(["ingest audit", !audit ? "first run after the first full hour (btc_hourly_consolidation, audit_ingest)"
     : audit.failed ? `${audit.failed} of ${audit.checked} symbol-hours incomplete, last ${audit.last_failure.hour_start}: ${audit.last_failure.detail}`
-      : `Kafka = raw_data for ${audit.checked} symbol-hours, up to ${audit.last_hour}`, !audit || audit.failed > 0]);
+      : `Kafka = raw_data for ${audit.checked} symbol-hours, up to ${audit.last_hour}`, Boolean(audit && audit.failed > 0)]);
   cards("pipeline-state", items);
   table("stream-queries", [["name", "query"], ["state", "state"], ["batch_id", "batch"], ["batch_duration_ms", "batch ms", "num"],
     ["input_rows_per_s", "in rows/s", "num"], ["processed_rows_per_s", "processed rows/s", "num"],

@@ -29,6 +29,12 @@ def lifecycle(record: ProcessRecord | None, alive: bool, fingerprint: str) -> st
     return OK
 
 
+#: A stream that has made no progress since it started is still starting (JVM, Spark session,
+#: first batch) for this many stale limits: on a loaded machine its start takes longer than the
+#: stale limit, and a restart then only starts it over, again and again.
+STREAM_START_GRACE = 2.5
+
+
 def in_grace(started_epoch: float, now: float, limit_s: float) -> bool:
     """A fresh process gets the stale limit to start up (and the stream to catch up)."""
     return now - started_epoch <= limit_s
@@ -69,8 +75,12 @@ def stream(
 ) -> str:
     """The stream is stale when it is more than ``max_lag`` messages behind Kafka, or when it made
     no progress for ``limit_s`` while Kafka holds data it has not read (``lag`` None: unknown).
-    An idle stream (lag 0) is healthy however quiet it is."""
+    An idle stream (lag 0) is healthy however quiet it is. One that has made no progress since it
+    started is still starting for :data:`STREAM_START_GRACE` stale limits."""
     if in_grace(started_epoch, now, limit_s):
+        return OK
+    starting = last_progress is None or last_progress < started_epoch
+    if starting and in_grace(started_epoch, now, STREAM_START_GRACE * limit_s):
         return OK
     if lag is not None and lag > max_lag:
         return f"stream is {lag} messages behind Kafka (limit {max_lag})"
