@@ -11,7 +11,7 @@ port (the client's handshake fails with an SSL error).
 Run as a program it stands in for both exchanges while the whole platform runs offline
 (``make run`` with ``BTC_BINANCE_BASE_URL`` / ``BTC_COINGECKO_BASE_URL`` pointed at it)::
 
-    python -m btc_platform.testing.exchange_server --port 18699 [--history-days 45] [--price 67000]
+    btc-exchange-standin --port 18699 [--history-days 45] [--price 67000]
 
 It then serves a moving market (:class:`LiveMarket`): ``--history-days`` of closed hourly klines
 up to the current hour (a random walk ending at ``--price``, the first start's backfill and the
@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from btc_platform.ingest.simulated_history import simulated_klines
 
-    parser = argparse.ArgumentParser(prog="python -m btc_platform.testing.exchange_server",
+    parser = argparse.ArgumentParser(prog="btc-exchange-standin",
                                      description="Local Binance + CoinGecko stand-in with a moving market.")  # fmt: skip
     parser.add_argument("--port", type=int, required=True, help="port on 127.0.0.1")
     parser.add_argument("--history-days", type=int, default=45, help="days of hourly klines before now (45)")
