@@ -13,8 +13,9 @@ Two streaming queries, each with its own checkpoint:
                      commits nothing there). Checkpoint ``checkpoints/raw``. raw_data never
                      holds a ``message_id`` twice, however late a copy comes: each batch is
                      deduplicated and the ids raw_data holds already are left out (a lookup in
-                     the files of the batch's times, ``stream_sinks``); no dedup state, no
-                     window, nothing dropped for being late.
+                     the files of the batch's times when they reach back to what raw_data
+                     holds, ``stream_sinks``); no dedup state, no window, nothing dropped for
+                     being late.
 * ``minute_metrics`` reads raw_data as a Delta streaming source (committed rows only), not
                      Kafka. One row per symbol per 1-minute window of ``window_time`` (the
                      receipt time ``event_time``; a kline's own minute), appended once the
@@ -190,9 +191,9 @@ def _trigger(settings: Settings, available_now: bool, *, side: bool = False) -> 
 
 
 def _ingest_records(source):
-    """Parsed (observed) records of ``source`` that feed raw_data and quarantine. No stateful dedup
-    (no watermark, so no record is ever dropped for being late): repeated ``message_id`` are kept
-    out of raw_data by its writer (``BatchOutput.unique_key``)."""
+    """Parsed records of ``source`` that feed raw_data and quarantine. No stateful dedup (no
+    watermark, so no record is ever dropped for being late): repeated ``message_id`` are kept out
+    of raw_data by its writer (``BatchOutput.unique_key``)."""
     from spark_jobs import stream_transforms as st
 
     return st.ingest_records(st.parse_messages(source))
@@ -219,13 +220,13 @@ BATCH_COUNTS = BatchCounts()
 def start_ingest_query(spark, source, settings: Settings, *, available_now: bool = False):
     """Start the ingest query: ``source`` (Kafka-shaped) -> the raw_data and quarantine tables.
 
-    The query hands each Kafka micro-batch to the writer, which parses it
-    (:func:`_ingest_records`) and looks the ``message_id`` of its records up in raw_data first
-    (``stream_transforms.message_keys``: a second, narrow read); every micro-batch is appended to both tables by
+    The query hands each Kafka micro-batch to the writer, which parses it once
+    (:func:`_ingest_records`), keeps raw_data's rows in memory and leaves out the ``message_id``
+    that the batch repeats or raw_data holds (looked up only when the batch's times reach back to
+    what raw_data holds, ``stream_sinks``); every micro-batch is appended to both tables by
     :func:`stream_sinks.foreach_batch_writer` as Delta transaction (query id, batch id), so a
     replayed batch is skipped by Delta (exactly-once for both).
     """
-    from spark_jobs import stream_transforms as st
     from spark_jobs import tables
 
     checkpoint = checkpoint_paths(settings)[QUERY_INGEST]
@@ -233,7 +234,7 @@ def start_ingest_query(spark, source, settings: Settings, *, available_now: bool
     raw_uri = tables.table_uri(settings, datasets.RAW_DATA)
     quarantine_uri = tables.table_uri(settings, datasets.QUARANTINE)
     write_batch = foreach_batch_writer(spark, checkpoint, [
-        BatchOutput(raw_uri, _raw_rows, unique_key="message_id", keys=st.message_keys),
+        BatchOutput(raw_uri, _raw_rows, unique_key="message_id"),
         BatchOutput(quarantine_uri, _quarantine_rows, only_if="reason IS NOT NULL", count_as="quarantined"),
     ], BATCH_COUNTS, prepare=_ingest_records)  # fmt: skip
     tables.ensure_table(spark, settings, datasets.RAW_DATA, _raw_rows(records).schema)

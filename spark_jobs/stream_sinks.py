@@ -14,7 +14,9 @@ including when the crash came between the two tables' commits. An output with ``
 An output with ``unique_key`` (raw_data: ``message_id``) never holds a key twice, whatever the
 delay between two copies of a message: the batch's rows are deduplicated on the key and those
 whose key the table already holds are left out (``stream_transforms.absent_rows``; the lookup
-reads only the files whose statistics overlap the batch's ``id_time`` ranges). The append is
+reads only the files whose statistics overlap the batch's ``id_time`` ranges, and is not made at
+all when every range starts after the ``id_time`` bound of what the table holds, kept by the
+writer from one batch to the next). The append is
 blind and the stream is the table's only inserter (compaction rewrites files without changing
 rows), so a lookup in the snapshot before the append is as good as a MERGE, without a MERGE's
 conflicts with a concurrent OPTIMIZE. The counts of each batch (rows stored, copies left out)
@@ -27,6 +29,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import NamedTuple
 
 from btc_platform.lakehouse import datasets
@@ -37,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: How long the first batch waits for the query id (it is known as soon as ``start()`` returns).
 _BIND_TIMEOUT_S = 120.0
+#: Added to the ``id_time`` bound read from a table's statistics, which hold milliseconds.
+_BOUND_MARGIN = timedelta(milliseconds=1)
 #: How long the observed counts may trail the write that computed them (they are set when its
 #: query finishes; measured as already set when ``save()`` returns).
 _OBSERVATION_WAIT_S = 2.0
@@ -57,10 +62,6 @@ class BatchOutput(NamedTuple):
     #: column of a table that holds each value once (raw_data: ``message_id``): rows whose value
     #: the table or the batch holds already are left out. ``None``: every row is appended.
     unique_key: str | None = None
-    #: for a ``unique_key`` output, the micro-batch as the source gives it -> its key and
-    #: ``id_time`` columns, computed alone for the lookup (``stream_transforms.message_keys``);
-    #: ``None``: those columns of ``rows``.
-    keys: Callable | None = None
 
 
 class BatchCounts:
@@ -104,8 +105,9 @@ class DeltaBatchWriter:
     """The ``foreachBatch`` callback: append each micro-batch to every output under (query id,
     batch id). :meth:`bind` gives it the query id right after ``start()``.
 
-    The batch is not cached. The outputs written from every batch go first, and while the first
-    of them computes the batch, an observation counts its records and the rows of each
+    The batch is not cached, only a ``unique_key`` output's rows are (while they are checked and
+    appended, :meth:`_insert_absent`). The outputs written from every batch go first, and while
+    the first of them computes the batch, an observation counts its records and the rows of each
     conditional output (``only_if``; recorded in :class:`BatchCounts` as ``count_as``); a
     conditional output is written only when that count is not zero, computing the batch once more
     (Kafka offsets and the batch time are fixed, so it is the same batch). Bad records are rare:
@@ -125,6 +127,8 @@ class DeltaBatchWriter:
         self.prepare = prepare  # source micro-batch -> the frame the outputs' rows are derived from
         self.app_id: str | None = None
         self._bound = threading.Event()
+        #: per ``unique_key`` output: a bound of the ``id_time`` its table holds (None: no row)
+        self._bounds: dict[str, object] = {}
 
     def bind(self, query) -> None:
         self.app_id = str(query.id)
@@ -141,14 +145,15 @@ class DeltaBatchWriter:
         )
         log.info("batch %d: appended to %s in %.2f s", batch_id, uri, time.monotonic() - started)
 
-    def _insert_absent(self, source, rows, output: BatchOutput, batch_id: int) -> None:
-        """Append ``rows`` (of the ``source`` micro-batch) whose ``output.unique_key`` neither the
-        batch (first copy kept) nor the table holds; count them.
+    def _insert_absent(self, rows, output: BatchOutput, batch_id: int) -> None:
+        """Append ``rows`` whose ``output.unique_key`` neither the batch (first copy kept) nor the
+        table holds; count them.
 
-        The lookup runs on a narrow projection of the whole batch (``output.keys``: the key and the
-        ``id_time`` columns of every record, the bad ones too: a few more ids than needed, never
-        fewer), kept while the ids are looked up; the wide rows are computed once, by the append, as
-        without a lookup (caching them cost more than the append itself)."""
+        ``rows`` are computed once (parsed, validated) and kept while this runs: a first pass gives
+        their ``id_time`` ranges and whether the batch repeats a key; the append reads them from
+        memory. The table is looked up (:meth:`_stored_ids`) only when a range reaches back to what
+        the table may hold (:meth:`_may_hold`); a batch with neither a repeated key nor such a
+        range is appended as it is, without a second job."""
         from pyspark import StorageLevel
         from pyspark.sql import Observation
         from pyspark.sql import functions as F
@@ -157,27 +162,64 @@ class DeltaBatchWriter:
 
         key = output.unique_key
         started = time.monotonic()
-        keys = output.keys(source) if output.keys is not None else rows.select(key, *st.ID_TIME_COLUMNS)
-        ids = keys.where(F.col(key).isNotNull()).persist(StorageLevel.MEMORY_AND_DISK)
+        rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            ranges = st.id_time_ranges((r["lo"], r["hi"]) for r in st.id_time_spans(ids).collect())
-            spark = rows.sparkSession
-            stored = spark.read.format("delta").load(output.uri).where(st.stored_predicate(ranges)).select(key)
-            extra = st.extra_copies(ids.select(key), stored, key).collect()
-            fresh = rows
-            if extra:  # usually none: the rows are appended as computed
-                fresh = st.without_extra_copies(rows, spark.createDataFrame(extra, st.extra_copies_schema(key)), key)
+            spans = st.id_time_spans(rows.select(key, *st.ID_TIME_COLUMNS).where(F.col(key).isNotNull()), key).collect()
+            ranges = st.id_time_ranges((r["lo"], r["hi"]) for r in spans)
+            repeated = any(r["rows"] > r["ids"] for r in spans)
+            looked_up = self._may_hold(rows.sparkSession, output, ranges)
+            fresh, extra = rows, []
+            if looked_up or repeated:
+                ids = rows.select(key).where(F.col(key).isNotNull())
+                extra = st.extra_copies(ids, self._stored_ids(rows.sparkSession, output, ranges, looked_up),
+                                        key).collect()  # fmt: skip
+                if extra:  # usually none: the rows are appended as computed
+                    spark = rows.sparkSession
+                    fresh = st.without_extra_copies(rows, spark.createDataFrame(extra, st.extra_copies_schema(key)), key)
             observation = Observation(f"stored-{batch_id}")
-            looked_up = time.monotonic() - started
+            checked = time.monotonic() - started
             self._append(fresh.observe(observation, F.count(F.lit(1)).alias("n")), output.uri, batch_id)
+            if ranges:  # the table holds these now (or held them already: a replayed batch)
+                self._bounds[output.uri] = max(b for b in (self._bounds.get(output.uri), ranges[-1][1]) if b)
             counted = _observed(observation)
             if counted is not None:
                 self.counts.add(batch_id, stored=int(counted["n"]))
-            log.info("batch %d: %s: %s row(s) stored, %d id(s) left out or repeated, lookup in %d id_time "
-                     "range(s) in %.2f s", batch_id, output.uri, "?" if counted is None else counted["n"],
-                     len(extra), len(ranges), looked_up)  # fmt: skip
+            log.info("batch %d: %s: %s row(s) stored, %d id(s) left out or repeated, %s %d id_time range(s) "
+                     "in %.2f s", batch_id, output.uri, "?" if counted is None else counted["n"], len(extra),
+                     "table looked up for" if looked_up else "no lookup: table holds nothing of", len(ranges),
+                     checked)  # fmt: skip
         finally:
-            ids.unpersist()
+            rows.unpersist()
+
+    def _may_hold(self, spark, output: BatchOutput, ranges: list[tuple]) -> bool:
+        """Whether the table may hold an id of ``ranges``: some range starts at or before the
+        bound of the table's ``id_time`` (``stream_transforms.stored_id_time_bound``), read from
+        the table at the first batch and moved on by each append of this writer (the stream is the
+        table's only inserter; compaction rewrites files without adding rows)."""
+        from spark_jobs import stream_transforms as st
+
+        if not ranges:
+            return False
+        if output.uri not in self._bounds:
+            started = time.monotonic()
+            bound = spark.read.format("delta").load(output.uri).agg(st.stored_id_time_bound()).first()["bound"]
+            # statistics of timestamps hold milliseconds: a margin so that a truncated maximum still bounds
+            self._bounds[output.uri] = bound + _BOUND_MARGIN if bound is not None else None
+            log.info("%s: id_time of the stored rows up to %s (read in %.2f s)", output.uri,
+                     self._bounds[output.uri], time.monotonic() - started)  # fmt: skip
+        bound = self._bounds[output.uri]
+        return bound is not None and ranges[0][0] <= bound
+
+    @staticmethod
+    def _stored_ids(spark, output: BatchOutput, ranges: list[tuple], look_up: bool):
+        """The ``unique_key`` of the table's rows in ``ranges`` (``look_up``: read only the files
+        whose statistics overlap them, ``stream_transforms.stored_predicate``), else none."""
+        from spark_jobs import stream_transforms as st
+
+        key = output.unique_key
+        if not look_up:
+            return spark.createDataFrame([], f"`{key}` string")
+        return spark.read.format("delta").load(output.uri).where(st.stored_predicate(ranges)).select(key)
 
     def __call__(self, source, batch_id: int) -> None:
         from pyspark.sql import Observation
@@ -193,7 +235,7 @@ class DeltaBatchWriter:
         ])  # fmt: skip
         for output in self.outputs:
             if output.unique_key:
-                self._insert_absent(source, output.rows(observed), output, batch_id)
+                self._insert_absent(output.rows(observed), output, batch_id)
             else:
                 self._append(output.rows(observed), output.uri, batch_id)
         counts = _observed(observation)

@@ -13,9 +13,10 @@ The codes are the ``REASON_*`` constants below.
 * :func:`valid_records` + :func:`with_record_metrics` + :func:`raw_data_output` -> ``raw_data/``
   (one row per valid message, partitioned by ``date``/``hour`` of ``event_time``).
 * :func:`quarantine_output` -> ``quarantine/`` (raw bytes, Kafka coordinates, reason, time).
-* :func:`id_time`, :func:`id_time_spans`, :func:`id_time_ranges`, :func:`stored_predicate`,
-  :func:`extra_copies` and :func:`without_extra_copies` (:func:`absent_rows`) keep out of raw_data the ``message_id`` it already holds, however long ago
-  it was stored (``stream_sinks``).
+* :func:`id_time`, :func:`id_time_spans`, :func:`id_time_ranges`, :func:`stored_id_time_bound`,
+  :func:`stored_predicate`, :func:`extra_copies` and :func:`without_extra_copies`
+  (:func:`absent_rows`) keep out of raw_data the ``message_id`` it already holds, however long
+  ago it was stored (``stream_sinks``).
 * :func:`with_window_time` + :func:`minute_metrics` -> ``minute_metrics/`` with exactly
   ``datasets.MINUTE_METRICS_COLUMNS``: windows and watermark on ``window_time``, which is the
   receipt time ``event_time`` of every message (an exchange's own, possibly minutes old, time is
@@ -258,22 +259,22 @@ def id_time() -> Column:
     return F.coalesce(*[F.col(c) for c in ID_TIME_COLUMNS])
 
 
-def message_keys(kafka_df: DataFrame) -> DataFrame:
-    """``message_id`` and the :data:`ID_TIME_COLUMNS` of each Kafka record, parsed alone (a JSON
-    schema of those three fields: the parser skips the rest, no validation; null where absent or
-    unparseable). What raw_data's writer looks up, far cheaper than :func:`parse_messages`."""
-    fields = F.from_json(F.col("value").cast("string"), "message_id string, exchange_time string, event_time string")
-    return kafka_df.select(
-        fields["message_id"].alias("message_id"),
-        *[_parse_timestamp(fields[name]).alias(name) for name in ID_TIME_COLUMNS],
-    )
-
-
-def id_time_spans(rows: DataFrame) -> DataFrame:
+def id_time_spans(rows: DataFrame, key: str | None = None) -> DataFrame:
     """Per minute of :func:`id_time` that ``rows`` touch, the first and last ``id_time``
-    (``lo``, ``hi``): a handful of rows that :func:`id_time_ranges` merges into ranges."""
+    (``lo``, ``hi``): a handful of rows that :func:`id_time_ranges` merges into ranges. With
+    ``key``, also the minute's ``rows`` and distinct ``ids``: the copies of one id share its
+    ``id_time``, so ``rows > ids`` in some minute exactly when ``rows`` repeat a key."""
     t = id_time()
-    return rows.groupBy(F.date_trunc("minute", t).alias("minute")).agg(F.min(t).alias("lo"), F.max(t).alias("hi"))
+    counts = [F.count(F.lit(1)).alias("rows"), F.count_distinct(key).alias("ids")] if key else []
+    return rows.groupBy(F.date_trunc("minute", t).alias("minute")).agg(F.min(t).alias("lo"), F.max(t).alias("hi"),
+                                                                       *counts)  # fmt: skip
+
+
+def stored_id_time_bound() -> Column:
+    """Aggregate: an upper bound of the :func:`id_time` of every row (of raw_data), the larger of
+    the maxima of :data:`ID_TIME_COLUMNS`; null over no rows. A batch whose ``id_time`` all lie
+    after it holds no id of those rows."""
+    return F.greatest(*[F.max(c) for c in ID_TIME_COLUMNS]).alias("bound")
 
 
 def id_time_ranges(spans, gap_s: float = 60.0) -> list[tuple]:

@@ -158,20 +158,6 @@ def test_stored_ids_are_looked_up_by_the_time_their_id_covers(spark):
     assert [r.message_id for r in st.absent_rows(batch, found.select("message_id")).collect()] == [new["message_id"]]
 
 
-def test_message_keys_are_parsed_alone_from_every_record(spark):
-    """What raw_data's writer looks up: id and id_time columns of each record, valid or not."""
-    cg = market(10, "8.5e11", "2.5e10", "1.2", lag_s=600)
-    values = [schema.encode(book(5, "100", "101")), schema.encode(cg), b"not json", tamper(book(6, "1", "2"), ask_price=0.5)]
-    kafka = spark.createDataFrame(kafka_rows(values), KAFKA_DDL)
-    got = [tuple(r) for r in st.message_keys(kafka).collect()]
-    assert got == [
-        (book(5, "100", "101")["message_id"], None, naive_utc(5)),
-        (cg["message_id"], naive_utc(-590), naive_utc(10)),
-        (None, None, None),
-        (book(6, "1", "2")["message_id"], None, naive_utc(6)),  # a bad record's id: looked up too, harmless
-    ]
-
-
 def test_ingest_records_keep_every_bad_record_and_one_copy_of_each_valid_one(spark):
     msg = book(5, "100", "101")
     again = dict(msg, ingest_time=schema.format_ts(at(9)))  # same message_id, polled again
@@ -266,3 +252,13 @@ def test_volatility_uses_time_order_not_arrival_order(spark):
     returns = [math.log(b / a) for a, b in zip(mids, mids[1:], strict=False)]
     assert row.volatility == pytest.approx(statistics.stdev(returns), rel=1e-12)
     assert (row.mid_open, row.mid_close) == (100.0, 101.0)
+
+
+def test_id_time_spans_count_the_rows_and_ids_of_each_minute(spark):
+    """The writer's check for copies within a batch: the copies of an id share its id_time, so a
+    minute with more rows than ids holds a repeated id."""
+    ddl = "message_id string, exchange_time timestamp, event_time timestamp"
+    rows = spark.createDataFrame([("a", None, naive_utc(5)), ("a", None, naive_utc(5)), ("b", naive_utc(-590), naive_utc(6)),
+                                  ("c", None, naive_utc(70))], ddl)  # fmt: skip
+    spans = sorted((r.lo, r.hi, r.rows, r.ids) for r in st.id_time_spans(rows, "message_id").collect())
+    assert spans == [(naive_utc(-590), naive_utc(-590), 1, 1), (naive_utc(5), naive_utc(5), 2, 1), (naive_utc(70), naive_utc(70), 1, 1)]

@@ -257,3 +257,42 @@ def test_unique_key_output_holds_a_message_id_once_whatever_the_delay_of_its_cop
     stored = sorted(r.message_id for r in tables.read_table(spark, out).collect())
     assert stored == ["a", "b", "c"]
     assert [counts.take(i).get("stored") for i in range(3)] == [2, 1, 0]
+
+
+def test_unique_key_lookup_is_skipped_only_for_times_after_all_the_table_holds(spark, tmp_path):
+    """The writer looks raw_data up only when a batch's id_time ranges reach back to the bound of
+    what the table holds: a copy of the newest stored message (id_time exactly at the bound), a copy
+    next to new later rows (the batch starts before the bound) and a copy coming to a restarted
+    writer (bound read from the table) are all left out; a batch entirely after the bound is not
+    looked up, and its copies within the batch are still kept once."""
+    from spark_jobs import tables
+
+    out = f"file://{tmp_path}/raw"
+    ddl = "message_id string, exchange_time timestamp, event_time timestamp, date string, n int"
+    spark.createDataFrame([], ddl).write.format("delta").save(out)
+
+    def batch(*rows):
+        return spark.createDataFrame([(i, x, e, str(e.date()), n) for i, x, e, n in rows], ddl)
+
+    def writer():
+        w = stream_sinks.DeltaBatchWriter([output], counts)
+        w.bind(type("Query", (), {"id": "7c2e-raw"})())
+        return w
+
+    counts = stream_sinks.BatchCounts()
+    output = stream_sinks.BatchOutput(out, lambda b: b, unique_key="message_id")
+    t0, t1, t2, t3 = (naive_utc(s) for s in (0, 10, 20, 30))
+    first = writer()
+    assert not first._may_hold(spark, output, [(t0, t0)])  # an empty table holds nothing
+    # a CoinGecko-like message: exchange_time (in its id) minutes before its receipt
+    first(batch(("a", None, t1, 1), ("cg", naive_utc(-600), t0, 2)), 0)
+    assert first._may_hold(spark, output, [(t1, t1)]) and not first._may_hold(spark, output, [(t2, t3)])
+    first(batch(("a", None, t1, 3), ("b", None, t2, 4)), 1)  # a copy of the newest stored id, one new
+    first(batch(("c", None, t3, 5), ("c", None, t3, 6)), 2)  # after the bound: no lookup, one c kept
+    restarted = writer()  # the bound is read from the table again
+    assert restarted._may_hold(spark, output, [(t3, t3)]) and not restarted._may_hold(spark, output, [(naive_utc(31), naive_utc(40))])
+    restarted(batch(("c", None, t3, 7)), 3)
+    restarted(batch(("cg", naive_utc(-600), naive_utc(900), 8), ("d", None, naive_utc(900), 9)), 4)
+    stored = sorted((r.message_id, r.n) for r in tables.read_table(spark, out).collect())
+    assert stored == [("a", 1), ("b", 4), ("c", 5), ("cg", 2), ("d", 9)]
+    assert [counts.take(i).get("stored") for i in range(5)] == [2, 1, 1, 0, 1]
