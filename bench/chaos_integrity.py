@@ -46,9 +46,13 @@ def _producer(platform):
 
 def _read_old_valid_records(platform, cutoff_ms: float, limit: int) -> list[tuple[bytes | None, bytes]]:
     """Up to ``limit`` (key, value) of valid messages Kafka took before ``cutoff_ms``, read from the
-    start of each partition up to its end at the time of the call (never tailing new messages)."""
+    start of each partition up to its end at the time of the call (never tailing new messages).
+    Valid: a message the producer accepted (its id in the accepted log), so a bad burst's record
+    that carries a ``message_id`` (a book ticker with ask below bid) is never taken for one."""
     from confluent_kafka import Consumer, TopicPartition
 
+    log_path = platform.accepted_log
+    accepted = set(log_path.read_text().split()) if log_path.exists() else set()
     topic = platform.settings.kafka_topic
     consumer = Consumer({"bootstrap.servers": platform.settings.kafka_bootstrap_servers,
                          "group.id": f"chaos-resend-{os.getpid()}-{time.time_ns()}", "enable.auto.commit": False})  # fmt: skip
@@ -73,7 +77,7 @@ def _read_old_valid_records(platform, cutoff_ms: float, limit: int) -> list[tupl
                 doc = json.loads(msg.value())
             except ValueError:
                 continue
-            if isinstance(doc, dict) and doc.get("message_id") and "chaos_burst" not in doc:
+            if isinstance(doc, dict) and doc.get("message_id") in accepted:
                 found.append((msg.key(), msg.value()))
         return found
     finally:
