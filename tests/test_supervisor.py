@@ -358,6 +358,24 @@ def test_wait_until_supervised_names_the_offline_option(sup_settings):
     assert "make run SOURCE=simulate" in text and "Nothing is switched to simulated data" in text
 
 
+def test_the_fingerprint_follows_explicit_settings_not_the_code_defaults(tmp_path):
+    """A default edited in the code (old triggerer, new tasks) must not flip the fingerprint at
+    every check; a value the user sets must."""
+    base = load_settings(data_dir=tmp_path, producer_source="simulate")
+    other_default = base.model_copy()
+    object.__setattr__(other_default, "producer_status_interval_s", base.producer_status_interval_s + 7)
+    assert "producer_status_interval_s" not in other_default.model_fields_set
+    first, second = supervisor.producer_spec(base), supervisor.producer_spec(other_default)
+    assert second.env["BTC_PRODUCER_STATUS_INTERVAL_S"] != first.env["BTC_PRODUCER_STATUS_INTERVAL_S"]
+    assert second.fingerprint == first.fingerprint
+
+    explicit = load_settings(data_dir=tmp_path, producer_source="simulate",
+                             producer_status_interval_s=base.producer_status_interval_s + 7)  # fmt: skip
+    assert supervisor.producer_spec(explicit).fingerprint != first.fingerprint
+    moved = load_settings(data_dir=tmp_path / "elsewhere", producer_source="simulate")
+    assert supervisor.producer_spec(moved).fingerprint != first.fingerprint
+
+
 def test_wait_until_supervised_reports_what_did_not_start(sup_settings):
     lines = supervisor.wait_until_supervised(sup_settings, timeout_s=0.1, poll_s=0.05)
     assert lines[0].startswith("producer: NOT running after 0 s (never started)")

@@ -68,7 +68,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 def fingerprint(argv: tuple[str, ...], btc_env: Mapping[str, str]) -> str:
-    """Short hash of the command line and the ``BTC_*`` environment of a launch."""
+    """Short hash of the command line and the explicitly set ``BTC_*`` settings of a launch."""
     payload = json.dumps({"argv": list(argv), "env": dict(sorted(btc_env.items()))}, sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
@@ -87,10 +87,21 @@ def child_env(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
     return env, btc_env
 
 
+def explicit_env(settings: Settings, btc_env: Mapping[str, str]) -> dict[str, str]:
+    """The part of ``btc_env`` that was set explicitly (environment, .env file, arguments).
+
+    The fingerprint is taken over these only: a default's value belongs to the code, and while a
+    code change rolls through a running platform the triggerer (old code) and the tasks (new
+    code) would otherwise compute different fingerprints and restart the processes at every check.
+    """
+    keys = {f"{ENV_PREFIX}{name.upper()}" for name in settings.model_fields_set}
+    return {key: value for key, value in btc_env.items() if key in keys}
+
+
 def spec(settings: Settings, name: str, argv: tuple[str, ...]) -> LaunchSpec:
     """A launch of ``argv`` with the settings' child environment and its fingerprint."""
     env, btc_env = child_env(settings)
-    return LaunchSpec(name, argv, env, fingerprint(argv, btc_env))
+    return LaunchSpec(name, argv, env, fingerprint(argv, explicit_env(settings, btc_env)))
 
 
 def producer_spec(settings: Settings, source: str | None = None) -> LaunchSpec:
