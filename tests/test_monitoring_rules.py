@@ -37,8 +37,14 @@ def test_raw_data_stale_while_the_producer_runs_counted_from_the_last_row_or_a_s
     assert not rules.raw_stale(UP, UP, T0 - 60, T0, 120).firing
     fresh_stream = ProcessObs(True, 300, T0 - 30)  # restarted 30 s ago: its rows may not be there yet,
     assert rules.raw_stale(UP, fresh_stream, T0 - 600, T0, 120) is None  # and a restart resolves nothing
-    assert rules.raw_stale(UP, fresh_stream, T0 - 600, T0 + 91, 120).firing  # still no row 121 s after it
+    # no row since its start: it is still starting for 2.5 limits (the supervisor's start grace)
+    assert rules.raw_stale(UP, fresh_stream, T0 - 600, T0 + 91, 120) is None
+    assert rules.raw_stale(UP, fresh_stream, None, T0 + 269, 120) is None
+    late = rules.raw_stale(UP, fresh_stream, T0 - 600, T0 + 271, 120)
+    assert late.firing and "no new row for 301 s (limit 300 s)" in late.summary
     assert not rules.raw_stale(UP, fresh_stream, T0 + 60, T0 + 91, 120).firing  # a row: resolved
+    # rows since the start, then none: the plain limit again
+    assert rules.raw_stale(UP, fresh_stream, T0 - 10, T0 + 111, 120).firing
     assert not rules.raw_stale(ProcessObs(None), UP, T0 - 600, T0, 120).firing  # no producer: nothing expected
     assert rules.raw_stale(UP, ProcessObs(False, 1), T0 - 600, T0, 120) is None  # process_down's incident
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from btc_platform.ops.supervisor.decide import STREAM_START_GRACE
 from btc_platform.settings import Settings
 
 PROCESSES = ("producer", "stream")
@@ -192,9 +193,10 @@ def restarts(name: str, times: Sequence[float], now: float, limit: int) -> Findi
 def raw_stale(producer: ProcessObs, stream: ProcessObs, last_rows_at: float | None, now: float,
               limit_s: float) -> Finding | None:  # fmt: skip
     """No new raw_data row for ``limit_s`` while the producer runs. A (re)started producer or
-    stream gets ``limit_s`` before it counts as stale: then the rule cannot tell (None), so a
-    restart neither raises nor resolves the incident; only new rows resolve it. A dead stream is
-    ``process_down``'s incident."""
+    stream gets ``limit_s`` before it counts as stale (a stream with no row since its start
+    :data:`STREAM_START_GRACE` times that, the supervisor's own start grace): until then the rule
+    cannot tell (None), so a restart neither raises nor resolves the incident; only new rows
+    resolve it. A dead stream is ``process_down``'s incident."""
     if producer.alive is not True:
         return Finding("raw_stale", "raw_stale", False, "the producer is not running (its own alert says so)")
     if stream.alive is not True:
@@ -203,10 +205,13 @@ def raw_stale(producer: ProcessObs, stream: ProcessObs, last_rows_at: float | No
         return Finding("raw_stale", "raw_stale", False, f"raw_data gets rows again (last at {iso(last_rows_at)})")
     started = max(producer.started_at or 0.0, stream.started_at or 0.0)
     quiet = now - max(last_rows_at or 0.0, started)
-    if quiet <= limit_s:
+    limit = limit_s
+    if stream.started_at is not None and (last_rows_at is None or last_rows_at < stream.started_at):
+        limit = limit_s * STREAM_START_GRACE  # no row since it (re)started: still starting, as the supervisor counts it
+    if quiet <= limit:
         return None
     return Finding("raw_stale", "raw_stale", True,
-                   f"raw_data got no new row for {quiet:.0f} s (limit {limit_s:.0f} s) while the producer runs; "
+                   f"raw_data got no new row for {quiet:.0f} s (limit {limit:.0f} s) while the producer runs; "
                    f"last row at {iso(last_rows_at)}, stream (re)started at {iso(stream.started_at)}")  # fmt: skip
 
 
