@@ -212,10 +212,11 @@ def task_links(url: str, session) -> list[str]:
             continue
         path = "/".join(quote(task[k], safe="") for k in ("dag_id", "run_id", "task_id"))
         dag, run, ti = path.split("/")
-        found = session.get(f"{url}/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/{ti}", timeout=(3, 30))
+        mapped = f"/{task['map_index']}" if task.get("map_index") is not None else ""
+        found = session.get(f"{url}/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/{ti}{mapped}", timeout=(3, 30))
         state = found.json().get("state") if found.ok else f"HTTP {found.status_code}"
-        lines.append(f"  {what}: {task['dag_id']} {task['run_id']} {task['task_id']} try {task.get('try_number')} "
-                     f"-> {state}")
+        lines.append(f"  {what}: {task['dag_id']} {task['run_id']} {task['task_id']}{mapped} "
+                     f"try {task.get('try_number')} -> {state}")
     return lines
 
 

@@ -261,8 +261,9 @@ function producedBy(r) {
   span.append(`v${p.version} ${p.operation} ${p.committed_at}: `);
   if (!p.airflow) { span.append(r.reason); return span; }
   const tries = p.airflow.try_number > 1 ? ` (try ${p.airflow.try_number})` : "";
+  const mapped = p.airflow.map_index !== undefined ? `[${p.airflow.map_index}]` : "";
   span.append(link(p.run, `${p.airflow.dag_id} ${p.airflow.run_id}`), " / ",
-    link(p.task_log, `${p.airflow.task_id}${tries} log`));
+    link(p.task_log, `${p.airflow.task_id}${mapped}${tries} log`));
   return span;
 }
 
