@@ -96,6 +96,11 @@ def test_endpoints_return_the_seeded_rows(seeded, client):
     assert produced["task_log"] == "../dags/btc_backfill/runs/manual__2026-01-01T00%3A00%3A00%2B00%3A00/tasks/backfill?try_number=2"
     assert produced["run"] == "../dags/btc_backfill/runs/manual__2026-01-01T00%3A00%3A00%2B00%3A00"
     assert tables["minute_metrics"]["produced_by"]["airflow"] is None
+    # a mapped task instance (the retrain's, one per symbol): its own page, by map index
+    forecast_writer = tables["future_predictions"]["produced_by"]
+    assert forecast_writer["airflow"] == td.RETRAIN_TASK
+    assert forecast_writer["task_log"] == ("../dags/btc_retrain/runs/scheduled__2026-01-01T00%3A05%3A00%2B00%3A00"
+                                           "/tasks/forecast.predict_next_24h/mapped/0?try_number=1")
     assert tables["minute_metrics"]["reason"].startswith("written by the streaming job, a process the supervisor")
     restart, start = pipeline["restarts"]
     assert restart["airflow"] == td.SUPERVISOR_TASK and restart["task_log"].endswith(
