@@ -290,15 +290,13 @@ def read_table(
 
 # ---- writes -----------------------------------------------------------------------------------
 def _literal(value: Any) -> str:
-    """A value as a SQL literal of a delta-rs predicate (timestamps as UTC ISO strings)."""
-    import numpy as np
-    import pandas as pd
-
-    if isinstance(value, bool | np.bool_):
+    """A value as a SQL literal of a delta-rs predicate (timestamps as UTC ISO strings). Python's
+    own types only (a pandas Timestamp is a datetime, numpy's bool is told by its type's name): a reader
+    without pandas (the monitor) builds its SQL without loading it."""
+    if isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")):
         return "true" if value else "false"
-    if isinstance(value, pd.Timestamp | datetime):
-        ts = pd.Timestamp(value)
-        ts = ts.tz_localize(UTC) if ts.tzinfo is None else ts.tz_convert(UTC)
+    if isinstance(value, datetime):
+        ts = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
         return f"'{ts.isoformat()}'"
     if isinstance(value, numbers.Real):  # Python and numpy numbers
         return repr(value.item() if hasattr(value, "item") else value)
