@@ -245,6 +245,35 @@ def test_cache_reuses_an_answer_within_its_ttl():
     assert cache.get(("a",), lambda: calls.append(1) or len(calls)) == 2
 
 
+def test_kept_tables_see_every_new_commit_and_a_replaced_table(settings_env):
+    """The dashboard keeps its opened tables between requests and brings them up to date: rows
+    written after the first read are in the next one; a table whose directory was replaced (its
+    log starts again at version 0) is opened again instead of being read at its old version."""
+    import shutil
+
+    from btc_platform.dashboard.data import tables
+    from btc_platform.lakehouse import lake
+
+    settings = settings_env()
+    now = pd.Timestamp.now(tz="UTC").floor("min")
+
+    def minutes():
+        got = tables.read("minute_metrics", settings, required=("window_start",), filters=[("symbol", "=", td.SYMBOL)])
+        return 0 if got.empty else len(got.frame)
+
+    assert td.minute_metrics(settings, now, 30) == 30
+    assert minutes() == 30
+    kept = lake.table_uri("minute_metrics", settings)
+    td.minute_metrics(settings, now - pd.Timedelta(hours=1), 10)  # a second commit, after the first read
+    assert minutes() == 40
+    with tables.TABLES.latest("minute_metrics", settings) as table:
+        assert int(table.version()) == 1 and table.table_uri.rstrip("/").endswith(kept.removeprefix("file://").rstrip("/"))
+    shutil.rmtree(kept.removeprefix("file://"))
+    td.minute_metrics(settings, now - pd.Timedelta(hours=3), 5)  # version 0 of a new table at the same place
+    td.minute_metrics(settings, now - pd.Timedelta(hours=4), 5)
+    assert minutes() == 10
+
+
 def test_plugin_app_and_nav_entry(tmp_path):
     """The plugin as Airflow loads it, and the app as the API server builds it: in a subprocess
     with its own AIRFLOW_HOME (importing Airflow configures it)."""

@@ -239,7 +239,7 @@ def _condition(column: str, op: str, value: Any) -> str:
     return f"{_identifier(column)} {sql_op} {_literal(value)}"
 
 
-def _is_missing_file(exc: BaseException) -> bool:
+def is_missing_file(exc: BaseException) -> bool:
     """A read that failed on a data file the log names but storage no longer holds (vacuumed)."""
     text = str(exc).lower()
     return isinstance(exc, FileNotFoundError) or "not found" in text or "no such file" in text
@@ -262,7 +262,7 @@ def to_frame(table: DeltaTable, *, columns: Sequence[str] | None = None, filters
     try:
         frame = pa.table(QueryBuilder().register("t", table).execute(sql).read_all()).to_pandas()
     except Exception as exc:
-        if not _is_missing_file(exc):
+        if not is_missing_file(exc):
             raise
         raise VersionGoneError(gone_message(table.table_uri, int(table.version()), exc)) from exc
     log.info("read %d row(s) of %s version %s: %s", len(frame), table.table_uri, table.version(), sql)
