@@ -245,6 +245,21 @@ def test_cache_reuses_an_answer_within_its_ttl():
     assert cache.get(("a",), lambda: calls.append(1) or len(calls)) == 2
 
 
+def test_the_page_preloads_each_views_first_request(seeded, client):
+    """The page names each view's first data request (its default range, the URL as dashboard.js
+    builds it) as a preload, so the browser fetches it while the scripts load; each is an answer."""
+    import re
+
+    page = client.get("/").text
+    hrefs = re.findall(r'<link rel="preload" as="fetch" crossorigin href="([^"]+)">', page)
+    assert hrefs == ["api/market?hours=6&amp;symbol=BTCUSDT", "api/history?days=30&amp;symbol=BTCUSDT",
+                     "api/forecast?days=3&amp;symbol=BTCUSDT", "api/pipeline?days=1"]
+    config = json.loads(re.search(r'<script id="btc-config" type="application/json">(.*?)</script>', page).group(1))
+    assert config["defaults"] == {"market": 6, "history": 30, "forecast": 3, "pipeline": 1}
+    market = client.get("/" + hrefs[0].replace("&amp;", "&")).json()
+    assert market["hours"] == 6 and market["count"] == seeded[1].minutes
+
+
 def test_kept_tables_see_every_new_commit_and_a_replaced_table(settings_env):
     """The dashboard keeps its opened tables between requests and brings them up to date: rows
     written after the first read are in the next one; a table whose directory was replaced (its

@@ -331,10 +331,10 @@ async function drawPipeline(d) {
 
 // ---- wiring ---------------------------------------------------------------------------------
 const VIEWS = {
-  market: { key: "hours", choices: "market_hours", def: 6, unit: "h", draw: drawMarket },
-  history: { key: "days", choices: "history_days", def: 30, unit: "d", draw: drawHistory },
-  forecast: { key: "days", choices: "forecast_days", def: 3, unit: "d", draw: drawForecast },
-  pipeline: { key: "days", choices: "pipeline_days", def: 1, unit: "d", draw: drawPipeline },
+  market: { key: "hours", choices: "market_hours", unit: "h", draw: drawMarket },
+  history: { key: "days", choices: "history_days", unit: "d", draw: drawHistory },
+  forecast: { key: "days", choices: "forecast_days", unit: "d", draw: drawForecast },
+  pipeline: { key: "days", choices: "pipeline_days", unit: "d", draw: drawPipeline },
 };
 
 async function load(view) {
@@ -370,8 +370,9 @@ async function start() {
   for (const select of document.querySelectorAll("select.range")) {
     const v = VIEWS[select.dataset.view];
     for (const n of state.config[v.choices]) select.append(new Option(`last ${n} ${v.unit}`, n));
-    select.value = String(v.def);
-    state.ranges[select.dataset.view] = v.def;
+    const def = state.config.defaults[select.dataset.view];  // the app preloads each view's data at this range
+    select.value = String(def);
+    state.ranges[select.dataset.view] = def;
     select.addEventListener("change", async () => {
       state.ranges[select.dataset.view] = Number(select.value);
       $("#dashboard").dataset.state = "loading";
