@@ -67,7 +67,7 @@ function table(id, columns, rows) {
 }
 
 // Draw a chart, or hide it when its endpoint returned no rows (the section's reason says why).
-// plotly.js loads deferred, in parallel with the first data requests
+// plotly.js loads async, in parallel with the first data requests (it may have run before this script)
 const plotlyReady = window.Plotly ? Promise.resolve() : new Promise((resolve, reject) => {
   const script = document.getElementById("plotly-js");
   script.addEventListener("load", () => { performance.mark("btc:plotly-ready"); resolve(); });
