@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import socket
 import statistics
 import sys
@@ -227,9 +228,14 @@ def live(url: str, password: str, repeat: int, loads: int, browser_too: bool, sh
                           timeout=(3, 30)).json()["access_token"]
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {token}"
-    lines = [f"dashboard endpoints through Airflow's API server at {url}, {repeat} requests each, every one with "
+    lines = [f"load average at the start: {' / '.join(f'{v:.1f}' for v in os.getloadavg())} (1 / 5 / 15 min, "
+             f"{os.cpu_count()} cores)",
+             f"dashboard endpoints through Airflow's API server at {url}, {repeat} requests each, every one with "
              "a new range (no cache hit) (ms):",
              f"{'endpoint':<32} {'p50':>7} {'p95':>7} {'max':>7} {'cached p95':>11} {'KiB':>7}"]
+    from btc_platform.dashboard import data
+
+    defaults_p95: dict[str, float] = {}
     for name, params in REQUESTS:
         cold, warm, size = [], [], 0
         (key, value), *_ = params.items()
@@ -245,6 +251,10 @@ def live(url: str, password: str, repeat: int, loads: int, browser_too: bool, sh
             warm.append(1000 * (time.perf_counter() - started))
         lines.append(f"{f'/btc/api/{name}?{key}={value}':<32} {statistics.median(cold):7.1f} "
                      f"{percentile(cold, 95):7.1f} {max(cold):7.1f} {percentile(warm, 95):11.1f} {size / 1024:7.0f}")
+        if data.DEFAULT_RANGES[name] == (key, value):
+            defaults_p95[name] = percentile(cold, 95)
+    worst = max(defaults_p95, key=defaults_p95.get)
+    lines.append(f"at the page's default ranges, the slowest p95: {worst} {defaults_p95[worst]:.1f} ms (target <= 200 ms)")
     lines += task_links(url, session)
     if not browser_too:
         return lines
@@ -310,9 +320,11 @@ def live(url: str, password: str, repeat: int, loads: int, browser_too: bool, sh
                           ("/btc/ alone, fresh browser context", direct), ("/btc/ reloaded (repeat visit)", repeat_visit)):
         lines.append(f"page load, {label}, {len(values)} loads: best {min(values):.2f} s, "
                      f"median {statistics.median(values):.2f} s, all " + " ".join(f"{v:.2f}" for v in values))
-    median = {k: statistics.median(p[k] for p in phases if p.get(k) is not None) for k in phases[0]}
+    median = {k: statistics.median(p[k] for p in phases if p.get(k) is not None) for k in phases[0]
+              if any(p.get(k) is not None for p in phases)}
     lines.append("  nav loads, median ms after the frame's navigation start: "
                  + ", ".join(f"{k} {v:.0f}" for k, v in median.items()))
+    lines.append(f"load average at the end: {' / '.join(f'{v:.1f}' for v in os.getloadavg())}")
     return lines
 
 
@@ -356,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
             page = page_load(settings, args.page_loads)
             lines.append(f"page load to all charts drawn (headless Chromium, default ranges), {len(page['loads'])} "
                          f"loads: best {min(page['loads']):.2f} s, median {statistics.median(page['loads']):.2f} s")
-            median = {k: statistics.median(p[k] for p in page["phases"]) for k in page["phases"][0]}
+            median = {k: statistics.median(p[k] for p in page["phases"] if p.get(k) is not None)
+                      for k in page["phases"][0] if any(p.get(k) is not None for p in page["phases"])}
             lines.append("  median ms after navigation start: " + ", ".join(f"{k} {v:.0f}" for k, v in median.items()))
             lines.append(f"redraw after choosing history 365 d: {page['history_365']:.2f} s; "
                          f"market 168 h: {page['market_168']:.2f} s")
