@@ -328,6 +328,12 @@ def live(url: str, password: str, repeat: int, loads: int, browser_too: bool, sh
     return lines
 
 
+def _latency_table(rows: list[dict]) -> list[str]:
+    return [f"{'endpoint':<32} {'p50':>7} {'p95':>7} {'max':>7} {'cached p95':>11} {'KiB':>7}",
+            *(f"{r['endpoint']:<32} {r['p50']:7.1f} {r['p95']:7.1f} {r['max']:7.1f} {r['cached_p95']:11.1f} "
+              f"{r['kb']:7.0f}" for r in rows)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=30, help="requests per endpoint (default 30)")
@@ -335,6 +341,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--browser", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--live", metavar="URL", help="measure the running platform's Airflow at URL instead")
     parser.add_argument("--screenshots", type=Path, help="with --live: save every view, the dashboard in the Airflow UI and a linked task page here")
+    parser.add_argument("--app-on-live-data", action="store_true",
+                        help="the app in this process (no Airflow, no browser) on the running platform's tables "
+                        "(read only, settings from the BTC_* environment): the server's own time per endpoint, "
+                        "to compare two versions of the code on the same data back to back")
     parser.add_argument("--seed-live", action="store_true",
                         help="seed a year of hourly and a week of minute rows into the platform's fresh storage")
     args = parser.parse_args(argv)
@@ -342,6 +352,16 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("btc_platform").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    if args.app_on_live_data:
+        from btc_platform.settings import get_settings
+
+        rows = endpoint_latency(get_settings(), args.repeat)
+        lines = [f"load average at the start: {' / '.join(f'{v:.1f}' for v in os.getloadavg())}",
+                 f"dashboard app in-process on the live platform's tables, {args.repeat} requests each, cache "
+                 "cleared before each (ms):"]
+        lines += _latency_table(rows)
+        sys.stdout.write("\n".join(lines) + "\n")
+        return 0
     if args.seed_live or args.live:
         import json
 
@@ -360,10 +380,8 @@ def main(argv: list[str] | None = None) -> int:
         settings, seeded = seed(Path(tmp))
         rows = endpoint_latency(settings, args.repeat)
         lines = [f"dashboard endpoints, {seeded.hours} hourly rows (a year) and {seeded.minutes} minute rows "
-                 f"(a week), {args.repeat} requests each, cache cleared before each (ms):",
-                 f"{'endpoint':<32} {'p50':>7} {'p95':>7} {'max':>7} {'cached p95':>11} {'KiB':>7}"]
-        lines += [f"{r['endpoint']:<32} {r['p50']:7.1f} {r['p95']:7.1f} {r['max']:7.1f} {r['cached_p95']:11.1f} "
-                  f"{r['kb']:7.0f}" for r in rows]
+                 f"(a week), {args.repeat} requests each, cache cleared before each (ms):"]
+        lines += _latency_table(rows)
         if args.browser:
             page = page_load(settings, args.page_loads)
             lines.append(f"page load to all charts drawn (headless Chromium, default ranges), {len(page['loads'])} "
