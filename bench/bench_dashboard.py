@@ -26,7 +26,9 @@ request with a slightly different range so that none is answered from the app's 
 page in Chromium logged in through Airflow's login page, (a) from a click on the navigation entry
 to every chart drawn in the frame, (b) ``/btc/`` opened alone, both in a fresh browser context
 (nothing cached), and (c) ``/btc/`` reloaded in one context (a repeat visit: plotly.js from the
-browser's cache).
+browser's cache). ``--app-on-live-data`` measures the app in this process on the running platform's
+tables (no Airflow in between): with ``PYTHONPATH`` pointing at another checkout's ``plugins``, two
+versions of the code compare on the same data, back to back.
 """
 
 from __future__ import annotations

@@ -185,19 +185,21 @@ def read(
     reason naming it (the table is of another version of the platform). Optional columns the
     table lacks are left out and listed in ``missing``.
     """
-    for reopen in (False, True):
-        try:
-            with TABLES.latest(name, settings, reopen=reopen) as table:
-                return _read(table, name, required, optional, filters, order_by, limit, empty_reason)
-        except lake.TableNotFoundError:
-            writers = ", ".join(PRODUCERS.get(name, ()))
-            return Read(None, f"table {name} does not exist yet (written by {writers or 'the platform'})")
-        except Exception as exc:
-            if reopen or not lake.is_missing_file(exc):
-                raise
-            # a kept table whose files are gone: its directory was replaced by another table
-            log.warning("dashboard: %s names files that are gone (%s): reading it opened anew", name, exc)
-    raise AssertionError("unreachable: the second attempt returns or raises")
+    args = (name, required, optional, filters, order_by, limit, empty_reason)
+    try:
+        with TABLES.latest(name, settings) as table:
+            try:
+                return _read(table, *args)
+            except Exception as exc:
+                if not lake.is_missing_file(exc):
+                    raise
+                # a kept table whose files are gone: its directory was replaced by another table
+                log.warning("dashboard: %s names files that are gone (%s): reading it opened anew", name, exc)
+        with TABLES.latest(name, settings, reopen=True) as table:
+            return _read(table, *args)
+    except lake.TableNotFoundError:
+        writers = ", ".join(PRODUCERS.get(name, ()))
+        return Read(None, f"table {name} does not exist yet (written by {writers or 'the platform'})")
 
 
 def _read(table, name: str, required: Sequence[str], optional: Sequence[str], filters: lake.Filters,
