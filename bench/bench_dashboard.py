@@ -26,13 +26,16 @@ request with a slightly different range so that none is answered from the app's 
 page in Chromium logged in through Airflow's login page, (a) from a click on the navigation entry
 to every chart drawn in the frame, (b) ``/btc/`` opened alone, both in a fresh browser context
 (nothing cached), and (c) ``/btc/`` reloaded in one context (a repeat visit: plotly.js from the
-browser's cache).
+browser's cache). ``--app-on-live-data`` measures the app in this process on the running platform's
+tables (no Airflow in between): with ``PYTHONPATH`` pointing at another checkout's ``plugins``, two
+versions of the code compare on the same data, back to back.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import socket
 import statistics
 import sys
@@ -212,10 +215,11 @@ def task_links(url: str, session) -> list[str]:
             continue
         path = "/".join(quote(task[k], safe="") for k in ("dag_id", "run_id", "task_id"))
         dag, run, ti = path.split("/")
-        found = session.get(f"{url}/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/{ti}", timeout=(3, 30))
+        mapped = f"/{task['map_index']}" if task.get("map_index") is not None else ""
+        found = session.get(f"{url}/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/{ti}{mapped}", timeout=(3, 30))
         state = found.json().get("state") if found.ok else f"HTTP {found.status_code}"
-        lines.append(f"  {what}: {task['dag_id']} {task['run_id']} {task['task_id']} try {task.get('try_number')} "
-                     f"-> {state}")
+        lines.append(f"  {what}: {task['dag_id']} {task['run_id']} {task['task_id']}{mapped} "
+                     f"try {task.get('try_number')} -> {state}")
     return lines
 
 
@@ -226,9 +230,14 @@ def live(url: str, password: str, repeat: int, loads: int, browser_too: bool, sh
                           timeout=(3, 30)).json()["access_token"]
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {token}"
-    lines = [f"dashboard endpoints through Airflow's API server at {url}, {repeat} requests each, every one with "
+    lines = [f"load average at the start: {' / '.join(f'{v:.1f}' for v in os.getloadavg())} (1 / 5 / 15 min, "
+             f"{os.cpu_count()} cores)",
+             f"dashboard endpoints through Airflow's API server at {url}, {repeat} requests each, every one with "
              "a new range (no cache hit) (ms):",
              f"{'endpoint':<32} {'p50':>7} {'p95':>7} {'max':>7} {'cached p95':>11} {'KiB':>7}"]
+    from btc_platform.dashboard import data
+
+    defaults_p95: dict[str, float] = {}
     for name, params in REQUESTS:
         cold, warm, size = [], [], 0
         (key, value), *_ = params.items()
@@ -244,6 +253,10 @@ def live(url: str, password: str, repeat: int, loads: int, browser_too: bool, sh
             warm.append(1000 * (time.perf_counter() - started))
         lines.append(f"{f'/btc/api/{name}?{key}={value}':<32} {statistics.median(cold):7.1f} "
                      f"{percentile(cold, 95):7.1f} {max(cold):7.1f} {percentile(warm, 95):11.1f} {size / 1024:7.0f}")
+        if data.DEFAULT_RANGES[name] == (key, value):
+            defaults_p95[name] = percentile(cold, 95)
+    worst = max(defaults_p95, key=defaults_p95.get)
+    lines.append(f"at the page's default ranges, the slowest p95: {worst} {defaults_p95[worst]:.1f} ms (target <= 200 ms)")
     lines += task_links(url, session)
     if not browser_too:
         return lines
@@ -309,10 +322,18 @@ def live(url: str, password: str, repeat: int, loads: int, browser_too: bool, sh
                           ("/btc/ alone, fresh browser context", direct), ("/btc/ reloaded (repeat visit)", repeat_visit)):
         lines.append(f"page load, {label}, {len(values)} loads: best {min(values):.2f} s, "
                      f"median {statistics.median(values):.2f} s, all " + " ".join(f"{v:.2f}" for v in values))
-    median = {k: statistics.median(p[k] for p in phases if p.get(k) is not None) for k in phases[0]}
+    median = {k: statistics.median(p[k] for p in phases if p.get(k) is not None) for k in phases[0]
+              if any(p.get(k) is not None for p in phases)}
     lines.append("  nav loads, median ms after the frame's navigation start: "
                  + ", ".join(f"{k} {v:.0f}" for k, v in median.items()))
+    lines.append(f"load average at the end: {' / '.join(f'{v:.1f}' for v in os.getloadavg())}")
     return lines
+
+
+def _latency_table(rows: list[dict]) -> list[str]:
+    return [f"{'endpoint':<32} {'p50':>7} {'p95':>7} {'max':>7} {'cached p95':>11} {'KiB':>7}",
+            *(f"{r['endpoint']:<32} {r['p50']:7.1f} {r['p95']:7.1f} {r['max']:7.1f} {r['cached_p95']:11.1f} "
+              f"{r['kb']:7.0f}" for r in rows)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -322,6 +343,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--browser", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--live", metavar="URL", help="measure the running platform's Airflow at URL instead")
     parser.add_argument("--screenshots", type=Path, help="with --live: save every view, the dashboard in the Airflow UI and a linked task page here")
+    parser.add_argument("--app-on-live-data", action="store_true",
+                        help="the app in this process (no Airflow, no browser) on the running platform's tables "
+                        "(read only, settings from the BTC_* environment): the server's own time per endpoint, "
+                        "to compare two versions of the code on the same data back to back")
     parser.add_argument("--seed-live", action="store_true",
                         help="seed a year of hourly and a week of minute rows into the platform's fresh storage")
     args = parser.parse_args(argv)
@@ -329,6 +354,16 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("btc_platform").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    if args.app_on_live_data:
+        from btc_platform.settings import get_settings
+
+        rows = endpoint_latency(get_settings(), args.repeat)
+        lines = [f"load average at the start: {' / '.join(f'{v:.1f}' for v in os.getloadavg())}",
+                 f"dashboard app in-process on the live platform's tables, {args.repeat} requests each, cache "
+                 "cleared before each (ms):"]
+        lines += _latency_table(rows)
+        sys.stdout.write("\n".join(lines) + "\n")
+        return 0
     if args.seed_live or args.live:
         import json
 
@@ -347,15 +382,14 @@ def main(argv: list[str] | None = None) -> int:
         settings, seeded = seed(Path(tmp))
         rows = endpoint_latency(settings, args.repeat)
         lines = [f"dashboard endpoints, {seeded.hours} hourly rows (a year) and {seeded.minutes} minute rows "
-                 f"(a week), {args.repeat} requests each, cache cleared before each (ms):",
-                 f"{'endpoint':<32} {'p50':>7} {'p95':>7} {'max':>7} {'cached p95':>11} {'KiB':>7}"]
-        lines += [f"{r['endpoint']:<32} {r['p50']:7.1f} {r['p95']:7.1f} {r['max']:7.1f} {r['cached_p95']:11.1f} "
-                  f"{r['kb']:7.0f}" for r in rows]
+                 f"(a week), {args.repeat} requests each, cache cleared before each (ms):"]
+        lines += _latency_table(rows)
         if args.browser:
             page = page_load(settings, args.page_loads)
             lines.append(f"page load to all charts drawn (headless Chromium, default ranges), {len(page['loads'])} "
                          f"loads: best {min(page['loads']):.2f} s, median {statistics.median(page['loads']):.2f} s")
-            median = {k: statistics.median(p[k] for p in page["phases"]) for k in page["phases"][0]}
+            median = {k: statistics.median(p[k] for p in page["phases"] if p.get(k) is not None)
+                      for k in page["phases"][0] if any(p.get(k) is not None for p in page["phases"])}
             lines.append("  median ms after navigation start: " + ", ".join(f"{k} {v:.0f}" for k, v in median.items()))
             lines.append(f"redraw after choosing history 365 d: {page['history_365']:.2f} s; "
                          f"market 168 h: {page['market_168']:.2f} s")

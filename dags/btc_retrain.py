@@ -54,7 +54,7 @@ from airflow.sdk import (
     task_group,
 )
 
-from btc_platform.lakehouse import datasets
+from btc_platform.lakehouse import datasets, lineage
 from btc_platform.ops.orchestration import HOURLY_METRICS_ASSET, table_writer_kwargs
 from btc_platform.settings import get_settings
 from models.config import RetrainParams  # dataclasses only: the Params' defaults, read without building it
@@ -70,8 +70,11 @@ BY_SYMBOL = "{{ symbol }}"
 
 
 def _named(symbol: str) -> str:
-    """``symbol``, after naming this task instance after it (rendered from the context)."""
-    get_current_context()["symbol"] = symbol
+    """``symbol``, after naming this task instance after it (rendered from the context) and
+    exporting its map index, so that the tables it writes link this very instance."""
+    context = get_current_context()
+    context["symbol"] = symbol
+    lineage.export_map_index(context["ti"].map_index)
     return symbol
 
 

@@ -96,6 +96,11 @@ def test_endpoints_return_the_seeded_rows(seeded, client):
     assert produced["task_log"] == "../dags/btc_backfill/runs/manual__2026-01-01T00%3A00%3A00%2B00%3A00/tasks/backfill?try_number=2"
     assert produced["run"] == "../dags/btc_backfill/runs/manual__2026-01-01T00%3A00%3A00%2B00%3A00"
     assert tables["minute_metrics"]["produced_by"]["airflow"] is None
+    # a mapped task instance (the retrain's, one per symbol): its own page, by map index
+    forecast_writer = tables["future_predictions"]["produced_by"]
+    assert forecast_writer["airflow"] == td.RETRAIN_TASK
+    assert forecast_writer["task_log"] == ("../dags/btc_retrain/runs/scheduled__2026-01-01T00%3A05%3A00%2B00%3A00"
+                                           "/tasks/forecast.predict_next_24h/mapped/0?try_number=1")
     assert tables["minute_metrics"]["reason"].startswith("written by the streaming job, a process the supervisor")
     restart, start = pipeline["restarts"]
     assert restart["airflow"] == td.SUPERVISOR_TASK and restart["task_log"].endswith(
@@ -238,6 +243,50 @@ def test_cache_reuses_an_answer_within_its_ttl():
     assert cache.get(("a",), lambda: calls.append(1) or len(calls)) == 1
     now[0] = 10.5
     assert cache.get(("a",), lambda: calls.append(1) or len(calls)) == 2
+
+
+def test_the_page_preloads_each_views_first_request(seeded, client):
+    """The page names each view's first data request (its default range, the URL as dashboard.js
+    builds it) as a preload, so the browser fetches it while the scripts load; each is an answer."""
+    import re
+
+    page = client.get("/").text
+    hrefs = re.findall(r'<link rel="preload" as="fetch" crossorigin href="([^"]+)">', page)
+    assert hrefs == ["api/market?hours=6&amp;symbol=BTCUSDT", "api/history?days=30&amp;symbol=BTCUSDT",
+                     "api/forecast?days=3&amp;symbol=BTCUSDT", "api/pipeline?days=1"]
+    config = json.loads(re.search(r'<script id="btc-config" type="application/json">(.*?)</script>', page).group(1))
+    assert config["defaults"] == {"market": 6, "history": 30, "forecast": 3, "pipeline": 1}
+    market = client.get("/" + hrefs[0].replace("&amp;", "&")).json()
+    assert market["hours"] == 6 and market["count"] == seeded[1].minutes
+
+
+def test_kept_tables_see_every_new_commit_and_a_replaced_table(settings_env):
+    """The dashboard keeps its opened tables between requests and brings them up to date: rows
+    written after the first read are in the next one; a table whose directory was replaced (its
+    log starts again at version 0) is opened again instead of being read at its old version."""
+    import shutil
+
+    from btc_platform.dashboard.data import tables
+    from btc_platform.lakehouse import lake
+
+    settings = settings_env()
+    now = pd.Timestamp.now(tz="UTC").floor("min")
+
+    def minutes():
+        got = tables.read("minute_metrics", settings, required=("window_start",), filters=[("symbol", "=", td.SYMBOL)])
+        return 0 if got.empty else len(got.frame)
+
+    assert td.minute_metrics(settings, now, 30) == 30
+    assert minutes() == 30
+    kept = lake.table_uri("minute_metrics", settings)
+    td.minute_metrics(settings, now - pd.Timedelta(hours=1), 10)  # a second commit, after the first read
+    assert minutes() == 40
+    with tables.TABLES.latest("minute_metrics", settings) as table:
+        assert int(table.version()) == 1 and table.table_uri.rstrip("/").endswith(kept.removeprefix("file://").rstrip("/"))
+    shutil.rmtree(kept.removeprefix("file://"))
+    td.minute_metrics(settings, now - pd.Timedelta(hours=3), 5)  # version 0 of a new table at the same place
+    td.minute_metrics(settings, now - pd.Timedelta(hours=4), 5)
+    assert minutes() == 10
 
 
 def test_plugin_app_and_nav_entry(tmp_path):

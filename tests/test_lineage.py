@@ -56,3 +56,20 @@ def test_the_task_instance_reaches_the_stream_but_not_its_launch_fingerprint(set
     assert first.fingerprint == second.fingerprint
     assert not any("userMetadata" in arg for arg in second.argv)
     assert lineage.airflow_task(second.env)["run_id"] == "scheduled__2026-12-03T15:01:00+00:00"
+
+
+def test_a_mapped_task_instance_links_its_own_page():
+    """The retrain's per-symbol tasks are mapped: Airflow exports no map index, the task does
+    (``export_map_index``), the commit keeps it and the link names it (without it the UI's route
+    is the list of instances, not a task page: the dashboard's link answered 404)."""
+    env = {**ENV, "AIRFLOW_CTX_TASK_ID": "forecast.write_outputs", "AIRFLOW_CTX_TRY_NUMBER": "1"}
+    lineage.export_map_index(-1, env)  # not mapped: nothing exported
+    assert "AIRFLOW_CTX_MAP_INDEX" not in env and "map_index" not in lineage.airflow_task(env)
+    lineage.export_map_index(1, env)
+    task = lineage.from_commit(lineage.commit_info(env))
+    assert task["map_index"] == 1
+    assert lineage.ui_path(task) == ("dags/btc_hourly_consolidation/runs/scheduled__2026-12-03T15%3A00%3A00%2B00%3A00"
+                                     "/tasks/forecast.write_outputs/mapped/1?try_number=1")
+    zero = lineage.task_of({**task, "map_index": 0})
+    assert lineage.ui_path(zero).endswith("/tasks/forecast.write_outputs/mapped/0?try_number=1")
+    assert "map_index" not in lineage.task_of({**task, "map_index": "1"})  # only an index Airflow gave

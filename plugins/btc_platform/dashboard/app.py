@@ -26,8 +26,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from html import escape
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import msgspec
 from fastapi import (
@@ -159,14 +161,27 @@ def create_app(settings_factory: Callable[[], Any] | None = None, *, secured: bo
             "history_days": data.HISTORY_DAYS,
             "forecast_days": data.FORECAST_DAYS,
             "pipeline_days": data.PIPELINE_DAYS,
+            "defaults": {view: value for view, (_, value) in data.DEFAULT_RANGES.items()},
             "refresh_s": REFRESH_S,
         }
+
+    def first_requests() -> str:
+        """``<link rel=preload>`` of the data the page asks for first (each view at its default
+        range, the URL exactly as dashboard.js builds it): the browser fetches it while it still
+        loads the scripts, instead of after dashboard.js has run."""
+        symbol = settings_of().binance_symbols[0]
+        links = []
+        for view, (key, value) in data.DEFAULT_RANGES.items():
+            query = urlencode({key: value, **({} if view == "pipeline" else {"symbol": symbol})})
+            links.append(f'<link rel="preload" as="fetch" crossorigin href="{escape(f"api/{view}?{query}")}">')
+        return "\n".join(links)
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> HTMLResponse:
         # the page's configuration goes in with it (one round trip less before the data requests)
         html = (static_dir() / "index.html").read_text(encoding="utf-8")
         html = html.replace("__BTC_CONFIG__", json.dumps(page_config()).replace("<", "\\u003c"))
+        html = html.replace("<!-- __BTC_PRELOAD__ -->", first_requests())
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
     bundles: dict[tuple, Encoded] = {}

@@ -239,7 +239,7 @@ def _condition(column: str, op: str, value: Any) -> str:
     return f"{_identifier(column)} {sql_op} {_literal(value)}"
 
 
-def _is_missing_file(exc: BaseException) -> bool:
+def is_missing_file(exc: BaseException) -> bool:
     """A read that failed on a data file the log names but storage no longer holds (vacuumed)."""
     text = str(exc).lower()
     return isinstance(exc, FileNotFoundError) or "not found" in text or "no such file" in text
@@ -262,7 +262,7 @@ def to_frame(table: DeltaTable, *, columns: Sequence[str] | None = None, filters
     try:
         frame = pa.table(QueryBuilder().register("t", table).execute(sql).read_all()).to_pandas()
     except Exception as exc:
-        if not _is_missing_file(exc):
+        if not is_missing_file(exc):
             raise
         raise VersionGoneError(gone_message(table.table_uri, int(table.version()), exc)) from exc
     log.info("read %d row(s) of %s version %s: %s", len(frame), table.table_uri, table.version(), sql)
@@ -290,15 +290,13 @@ def read_table(
 
 # ---- writes -----------------------------------------------------------------------------------
 def _literal(value: Any) -> str:
-    """A value as a SQL literal of a delta-rs predicate (timestamps as UTC ISO strings)."""
-    import numpy as np
-    import pandas as pd
-
-    if isinstance(value, bool | np.bool_):
+    """A value as a SQL literal of a delta-rs predicate (timestamps as UTC ISO strings). Python's
+    own types only (a pandas Timestamp is a datetime, numpy's bool is told by its type's name): a reader
+    without pandas (the monitor) builds its SQL without loading it."""
+    if isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")):
         return "true" if value else "false"
-    if isinstance(value, pd.Timestamp | datetime):
-        ts = pd.Timestamp(value)
-        ts = ts.tz_localize(UTC) if ts.tzinfo is None else ts.tz_convert(UTC)
+    if isinstance(value, datetime):
+        ts = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
         return f"'{ts.isoformat()}'"
     if isinstance(value, numbers.Real):  # Python and numpy numbers
         return repr(value.item() if hasattr(value, "item") else value)

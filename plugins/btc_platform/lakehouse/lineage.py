@@ -33,6 +33,7 @@ ENV = {
     "run_id": "AIRFLOW_CTX_DAG_RUN_ID",
     "task_id": "AIRFLOW_CTX_TASK_ID",
     "try_number": "AIRFLOW_CTX_TRY_NUMBER",
+    "map_index": "AIRFLOW_CTX_MAP_INDEX",
 }
 _REQUIRED = ("dag_id", "run_id", "task_id")
 
@@ -46,7 +47,20 @@ def airflow_task(environ: Mapping[str, str] | None = None) -> dict[str, Any] | N
     try_number = task.pop("try_number")
     if try_number and try_number.isdigit():
         task["try_number"] = int(try_number)
+    map_index = task.pop("map_index")
+    if map_index and map_index.isdigit():
+        task["map_index"] = int(map_index)
     return task
+
+
+def export_map_index(map_index: int, environ: dict[str, str] | None = None) -> None:
+    """Put a mapped task instance's map index into this task's environment (``environ``, default
+    ``os.environ``) as :data:`ENV` ``["map_index"]``, next to the ``AIRFLOW_CTX_*`` variables
+    Airflow's task runner exports (it exports no map index): the commits the task makes then name
+    the very instance, whose UI page has the index in its route. -1 (not mapped) exports nothing."""
+    env = os.environ if environ is None else environ
+    if map_index is not None and map_index >= 0:
+        env[ENV["map_index"]] = str(int(map_index))
 
 
 def with_task(metadata: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -84,19 +98,23 @@ def from_commit(commit: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def task_of(task: Any) -> dict[str, Any] | None:
     """A recorded task instance (a commit's or a supervisor event's ``airflow`` entry) checked:
-    dag_id, run_id, task_id and maybe try_number, else None."""
+    dag_id, run_id, task_id and maybe try_number and map_index, else None."""
     if not isinstance(task, dict) or not all(isinstance(task.get(name), str) and task[name] for name in _REQUIRED):
         return None
     out = {name: task[name] for name in _REQUIRED}
-    if isinstance(task.get("try_number"), int):
-        out["try_number"] = task["try_number"]
+    for name in ("try_number", "map_index"):
+        if isinstance(task.get(name), int) and not isinstance(task[name], bool) and task[name] >= 0:
+            out[name] = task[name]
     return out
 
 
 def ui_path(task: Mapping[str, Any]) -> str:
     """The Airflow 3 UI route of a task instance (its log), relative to the UI's base URL:
-    ``dags/{dag_id}/runs/{run_id}/tasks/{task_id}[?try_number=N]``."""
+    ``dags/{dag_id}/runs/{run_id}/tasks/{task_id}[/mapped/{map_index}][?try_number=N]`` (a mapped
+    task's page without its index is the list of its instances, and has no log)."""
     path = "dags/{}/runs/{}/tasks/{}".format(*(quote(str(task[name]), safe="") for name in _REQUIRED))
+    if task.get("map_index") is not None:
+        path += f"/mapped/{int(task['map_index'])}"
     if task.get("try_number"):
         path += f"?try_number={int(task['try_number'])}"
     return path

@@ -45,6 +45,11 @@ def epoch(value: Any) -> float | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
+def _utc(moment: datetime) -> datetime:
+    """A timestamp read from a table (UTC, naive or aware) as an aware UTC datetime."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 class Observer:
     """Gathers observations; keeps a Kafka consumer, an Airflow token and the slow reads."""
 
@@ -164,22 +169,27 @@ class Observer:
                 for r in answer.json().get("dag_runs", []) if str(r.get("dag_id", "")).startswith(DAG_PREFIX)]  # fmt: skip
 
     def _quality(self, now: float) -> QualityObs | None:
-        import pandas as pd
+        """The newest hour's last run of checks, from the results of the last day (a few hundred
+        rows, read as Arrow and turned into Python lists: the monitor loads no pandas)."""
+        from deltalake import QueryBuilder
 
         from btc_platform.lakehouse import datasets, lake
 
-        since = pd.Timestamp(now - DAY_S, unit="s", tz="UTC")
+        columns = ["hour_start", "check", "status", "severity", "checked_at"]
         try:
-            frame = lake.read_table(datasets.DATA_QUALITY, self.settings, filters=[("hour_start", ">=", since)],
-                                    columns=["hour_start", "check", "status", "severity", "checked_at"])  # fmt: skip
+            table = lake.open_table(datasets.DATA_QUALITY, self.settings)
         except lake.TableNotFoundError:
             return None
-        if frame.empty:
+        sql = lake.select_sql(columns, [("hour_start", ">=", datetime.fromtimestamp(now - DAY_S, UTC))])
+        result = QueryBuilder().register("t", table).execute(sql).read_all()
+        rows = list(zip(*(result.column(c).to_pylist() for c in columns), strict=True))
+        if not rows:
             return None
-        newest = frame[frame["hour_start"] == frame["hour_start"].max()]
-        newest = newest[newest["checked_at"] == newest["checked_at"].max()]  # the last run of that hour's checks
-        failed = newest[(newest["status"] == "fail") & (newest["severity"] == "error")]
-        return QualityObs(pd.Timestamp(newest["hour_start"].iloc[0]).timestamp(), tuple(sorted(set(failed["check"]))))
+        hour = max(r[0] for r in rows)
+        newest = [r for r in rows if r[0] == hour]
+        last_run = max(r[4] for r in newest)  # the last run of that hour's checks
+        failed = {r[1] for r in newest if r[4] == last_run and r[2] == "fail" and r[3] == "error"}
+        return QualityObs(_utc(hour).timestamp(), tuple(sorted(failed)))
 
     def _tables(self) -> dict[str, float]:
         from btc_platform.lakehouse import lake

@@ -127,8 +127,10 @@ class ServiceSettings(BaseModel):
     )
     postgres_port: PositiveInt = Field(default=5432, description="Port of the local PostgreSQL server on 127.0.0.1.")
     airflow_parallelism: PositiveInt = Field(
-        default=4,
-        description="Task slots (LocalExecutor worker processes) of the local Airflow; small for 2-core machines.",
+        default=3,
+        description="Task slots (LocalExecutor worker processes, each forked at the scheduler's start and "
+        "resident all day) of the local Airflow; small for 2-core machines. Deferred and rescheduled tasks "
+        "hold none; the table writers share one pool slot anyway.",
     )
 
 

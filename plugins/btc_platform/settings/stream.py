@@ -45,10 +45,10 @@ class StreamSettings(BaseModel):
         "each ingest micro-batch, kept once in memory or on disk while raw_data is looked up for its ids).",
     )
     stream_driver_java_options: str = Field(
-        default="-XX:+UseParallelGC -XX:MaxNewSize=512m",
+        default="-XX:+UseParallelGC -XX:MaxNewSize=256m",
         description="Extra JVM options of the streaming job's driver (the throughput collector "
         "measured faster than G1 here; its young generation capped, else it grows to a third of "
-        "the heap and stays resident when the stream is idle).",
+        "the heap and stays resident when the stream is idle: docs/performance.md).",
     )
     stream_fail_on_data_loss: bool = True
     stream_checkpoint_root: str = Field(

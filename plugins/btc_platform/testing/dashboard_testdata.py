@@ -27,13 +27,20 @@ BACKFILL_TASK = {"dag_id": "btc_backfill", "run_id": "manual__2026-01-01T00:00:0
                  "try_number": 2}
 SUPERVISOR_TASK = {"dag_id": "btc_stream_supervisor", "run_id": "scheduled__2026-01-01T00:01:00+00:00",
                    "task_id": "ensure_stream", "try_number": 1}
+#: The mapped retrain task instance (the symbol's map index) the seeded forecasts claim to come from.
+RETRAIN_TASK = {"dag_id": "btc_retrain", "run_id": "scheduled__2026-01-01T00:05:00+00:00",
+                "task_id": "forecast.predict_next_24h", "try_number": 1, "map_index": 0}
 
 
 @contextmanager
 def airflow_task_env(task: dict) -> Iterator[None]:
     """The environment Airflow's task runner gives a task instance (``AIRFLOW_CTX_*``), for the block."""
     saved = {var: os.environ.get(var) for var in lineage.ENV.values()}
-    os.environ.update({var: str(task[name]) for name, var in lineage.ENV.items()})
+    for name, var in lineage.ENV.items():
+        if name in task:
+            os.environ[var] = str(task[name])
+        else:
+            os.environ.pop(var, None)
     try:
         yield
     finally:
@@ -225,7 +232,8 @@ def seed_all(settings: Settings, now: datetime | None = None, minutes: int = 90,
     with airflow_task_env(BACKFILL_TASK):  # as if written by that task (the other tables: outside Airflow)
         out.hours, out.gap_hours = hourly_metrics(settings, ts, hours)
     raw_tick(settings, ts)
-    forecasts(settings, ts)
+    with airflow_task_env(RETRAIN_TASK):
+        forecasts(settings, ts)
     registry(settings, ts)
     out.quarantined = quarantine(settings, ts)
     status_records(settings, ts)

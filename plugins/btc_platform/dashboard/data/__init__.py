@@ -20,7 +20,7 @@ from btc_platform.dashboard.data.hours import history
 from btc_platform.dashboard.data.minutes import latest_tick, market
 
 __all__ = [
-    "FORECAST_DAYS", "HISTORY_DAYS", "KAFKA_LAG_TTL_S", "MARKET_HOURS", "MAX_DAYS", "MAX_MARKET_HOURS",
+    "DEFAULT_RANGES", "FORECAST_DAYS", "HISTORY_DAYS", "KAFKA_LAG_TTL_S", "MARKET_HOURS", "MAX_DAYS", "MAX_MARKET_HOURS",
     "PIPELINE_DAYS", "forecast", "history", "kafka_lag", "latest_tick", "market", "pipeline",
 ]  # fmt: skip
 
@@ -29,6 +29,8 @@ MARKET_HOURS = (1, 3, 6, 12, 24, 72, 168)
 HISTORY_DAYS = (7, 30, 90, 180, 365)
 FORECAST_DAYS = (1, 3, 7, 14)
 PIPELINE_DAYS = (1, 3, 7, 30)
+#: Each view's range when the page opens: (query parameter, value).
+DEFAULT_RANGES = {"market": ("hours", 6), "history": ("days", 30), "forecast": ("days", 3), "pipeline": ("days", 1)}
 #: Upper bounds of the ranges (hours for market, days for the others).
 MAX_MARKET_HOURS = 24 * 14
 MAX_DAYS = 3 * 366

@@ -8,7 +8,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from btc_platform.dashboard.data.tables import PRODUCERS, age_s, iso, read, utc_now, utc_timestamp
+from btc_platform.dashboard.data.tables import PRODUCERS, TABLES, age_s, iso, read, utc_now, utc_timestamp
 from btc_platform.lakehouse import datasets, lake
 from btc_platform.lakehouse.quality import INGEST_COMPLETE
 from btc_platform.settings import Settings
@@ -233,16 +233,18 @@ def dataset_runs(settings: Settings) -> list[dict]:
     for name, dags in PRODUCERS.items():
         entry: dict[str, Any] = {"table": name, "dags": list(dags), "dag_runs": [f"../dags/{d}/runs" for d in dags]}
         try:
-            table = lake.open_table(name, settings)
+            with TABLES.latest(name, settings) as table:
+                version = int(table.version())
+                history = table.history(HISTORY_COMMITS)
         except lake.TableNotFoundError:
             entry.update(version=None, last_commit=None, produced_by=None, reason="does not exist yet")
             out.append(entry)
             continue
-        commits = [_commit(c) for c in table.history(HISTORY_COMMITS)]
+        commits = [_commit(c) for c in history]
         commits.sort(key=lambda c: -1 if c["version"] is None else c["version"], reverse=True)
         data_commits = [c for c in commits if c["operation"] not in MAINTENANCE_OPERATIONS]
         produced = data_commits[0] if data_commits else None
-        entry.update(version=int(table.version()), last_commit=commits[0] if commits else None,
+        entry.update(version=version, last_commit=commits[0] if commits else None,
                      produced_by=produced, reason=None)
         if produced is None:
             entry["reason"] = f"none of the last {HISTORY_COMMITS} commits wrote data (maintenance only)"

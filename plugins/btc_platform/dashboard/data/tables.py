@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -109,6 +111,50 @@ def utc_timestamp(value: datetime) -> pd.Timestamp:
     return ts.tz_localize(UTC) if ts.tzinfo is None else ts.tz_convert(UTC)
 
 
+class OpenTables:
+    """The Delta tables the dashboard has opened, kept between requests.
+
+    Opening a table replays its log from the last checkpoint: for raw_data, written every few
+    seconds and compacted every few dozen commits, that checkpoint holds the day's removed files
+    too, and reading it was most of a request's time. A kept table is brought up to date with the
+    commits made since (``update_incremental``: a few small JSON files). One lock per table: a
+    request updates and reads it alone. A table that cannot be updated, or whose files are gone
+    when it is read (its directory replaced by another table), is opened again, and that is logged."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[threading.Lock, list]] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def latest(self, name: str, settings: Settings, *, reopen: bool = False) -> Iterator[Any]:
+        """Table ``name`` at its newest version, for the block (``reopen``: opened anew);
+        TableNotFoundError if absent."""
+        uri = lake.table_uri(name, settings)
+        with self._lock:
+            lock, slot = self._entries.setdefault(uri, (threading.Lock(), [None]))
+        with lock:
+            table = None if reopen else slot[0]
+            if table is not None:
+                try:
+                    table.update_incremental()
+                except Exception as exc:  # delta-rs raises its own errors; the table is simply opened again
+                    log.warning("dashboard: table %s could not be brought up to date (%s: %s): opening it again",
+                                name, type(exc).__name__, exc)  # fmt: skip
+                    table = slot[0] = None
+            if table is None:
+                table = lake.open_table(name, settings)
+                slot[0] = table
+            yield table
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+#: The tables of this process (Airflow's API server, or a benchmark's app).
+TABLES = OpenTables()
+
+
 class Read:
     """Rows of one table read for the dashboard, or why there are none."""
 
@@ -139,13 +185,27 @@ def read(
     reason naming it (the table is of another version of the platform). Optional columns the
     table lacks are left out and listed in ``missing``.
     """
-    from deltalake import QueryBuilder
-
+    args = (name, required, optional, filters, order_by, limit, empty_reason)
     try:
-        table = lake.open_table(name, settings)
+        with TABLES.latest(name, settings) as table:
+            try:
+                return _read(table, *args)
+            except Exception as exc:
+                if not lake.is_missing_file(exc):
+                    raise
+                # a kept table whose files are gone: its directory was replaced by another table
+                log.warning("dashboard: %s names files that are gone (%s): reading it opened anew", name, exc)
+        with TABLES.latest(name, settings, reopen=True) as table:
+            return _read(table, *args)
     except lake.TableNotFoundError:
         writers = ", ".join(PRODUCERS.get(name, ()))
         return Read(None, f"table {name} does not exist yet (written by {writers or 'the platform'})")
+
+
+def _read(table, name: str, required: Sequence[str], optional: Sequence[str], filters: lake.Filters,
+          order_by: str | None, limit: int | None, empty_reason: str) -> Read:
+    from deltalake import QueryBuilder
+
     present = set(lake.column_names(table))
     absent = [c for c in required if c not in present]
     if absent:

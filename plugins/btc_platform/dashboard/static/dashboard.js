@@ -67,7 +67,7 @@ function table(id, columns, rows) {
 }
 
 // Draw a chart, or hide it when its endpoint returned no rows (the section's reason says why).
-// plotly.js loads deferred, in parallel with the first data requests
+// plotly.js loads async, in parallel with the first data requests (it may have run before this script)
 const plotlyReady = window.Plotly ? Promise.resolve() : new Promise((resolve, reject) => {
   const script = document.getElementById("plotly-js");
   script.addEventListener("load", () => { performance.mark("btc:plotly-ready"); resolve(); });
@@ -261,8 +261,9 @@ function producedBy(r) {
   span.append(`v${p.version} ${p.operation} ${p.committed_at}: `);
   if (!p.airflow) { span.append(r.reason); return span; }
   const tries = p.airflow.try_number > 1 ? ` (try ${p.airflow.try_number})` : "";
+  const mapped = p.airflow.map_index !== undefined ? `[${p.airflow.map_index}]` : "";
   span.append(link(p.run, `${p.airflow.dag_id} ${p.airflow.run_id}`), " / ",
-    link(p.task_log, `${p.airflow.task_id}${tries} log`));
+    link(p.task_log, `${p.airflow.task_id}${mapped}${tries} log`));
   return span;
 }
 
@@ -330,10 +331,10 @@ async function drawPipeline(d) {
 
 // ---- wiring ---------------------------------------------------------------------------------
 const VIEWS = {
-  market: { key: "hours", choices: "market_hours", def: 6, unit: "h", draw: drawMarket },
-  history: { key: "days", choices: "history_days", def: 30, unit: "d", draw: drawHistory },
-  forecast: { key: "days", choices: "forecast_days", def: 3, unit: "d", draw: drawForecast },
-  pipeline: { key: "days", choices: "pipeline_days", def: 1, unit: "d", draw: drawPipeline },
+  market: { key: "hours", choices: "market_hours", unit: "h", draw: drawMarket },
+  history: { key: "days", choices: "history_days", unit: "d", draw: drawHistory },
+  forecast: { key: "days", choices: "forecast_days", unit: "d", draw: drawForecast },
+  pipeline: { key: "days", choices: "pipeline_days", unit: "d", draw: drawPipeline },
 };
 
 async function load(view) {
@@ -369,8 +370,9 @@ async function start() {
   for (const select of document.querySelectorAll("select.range")) {
     const v = VIEWS[select.dataset.view];
     for (const n of state.config[v.choices]) select.append(new Option(`last ${n} ${v.unit}`, n));
-    select.value = String(v.def);
-    state.ranges[select.dataset.view] = v.def;
+    const def = state.config.defaults[select.dataset.view];  // the app preloads each view's data at this range
+    select.value = String(def);
+    state.ranges[select.dataset.view] = def;
     select.addEventListener("change", async () => {
       state.ranges[select.dataset.view] = Number(select.value);
       $("#dashboard").dataset.state = "loading";
