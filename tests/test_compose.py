@@ -419,6 +419,13 @@ def test_the_ci_stack_is_the_full_one_with_one_broker_and_one_worker(compose, co
     assert scheduler["BTC_KAFKA_BOOTSTRAP_SERVERS"] == "kafka-1:9092"
     assert json.loads(scheduler["AIRFLOW_CONN_KAFKA_DEFAULT"])["extra"]["bootstrap.servers"] == "kafka-1:9092"
     assert _env(ci["services"]["kafka-1"])["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "1@kafka-1:9093"
+    # the batch jobs in local mode (their conn and their mains' default), the stream on the cluster
+    assert json.loads(scheduler["AIRFLOW_CONN_SPARK_DEFAULT"]) == {"conn_type": "spark", "host": "local[2]"}
+    assert scheduler["BTC_SPARK_BATCH_MASTER"] == "local[2]"
+    assert scheduler["BTC_SPARK_MASTER"] == "spark://spark-master:7077"
+    full = _env(compose["services"]["airflow-scheduler"])
+    assert "spark://spark-master:7077" in full["AIRFLOW_CONN_SPARK_DEFAULT"]
+    assert full["BTC_SPARK_BATCH_MASTER"] == "${BTC_SPARK_BATCH_MASTER:-}"
     # the rest is the full stack's: secrets required, one port on loopback, the same commands
     assert ci["services"]["airflow-apiserver"]["ports"] == compose["services"]["airflow-apiserver"]["ports"]
     assert ci["services"]["airflow-scheduler"]["command"] == compose["services"]["airflow-scheduler"]["command"]

@@ -129,6 +129,11 @@ class Settings(MonitoringSettings, BatchSettings, StreamSettings, IngestSettings
         return [(self.kafka_port + i * step, self.kafka_controller_port + i * step) for i in range(self.kafka_brokers)]
 
     @property
+    def batch_spark_master(self) -> str:
+        """The Spark master of Airflow's batch jobs: ``spark_batch_master``, else ``spark_master``."""
+        return self.spark_batch_master or self.spark_master
+
+    @property
     def spark_standalone_url(self) -> str:
         """URL of the local Spark standalone master."""
         return f"spark://127.0.0.1:{self.spark_master_port}"

@@ -58,8 +58,13 @@ STACKS = ("full", "ci")
 #: services of the full stack that the ci stack leaves out
 CI_LEFT_OUT = ("kafka-2", "kafka-3", "spark-worker-2")
 FULL_BOOTSTRAP = "kafka-1:9092,kafka-2:9092,kafka-3:9092"
+#: the ci stack's batch jobs run in local mode in the task that submits them (no executor JVM to
+#: start for each of them); the stream stays on the standalone cluster
+CI_BATCH_MASTER = "local[2]"
 #: the ci stack's values of these environment variables (wherever a service sets them)
 CI_ENV = {
+    "BTC_SPARK_BATCH_MASTER": CI_BATCH_MASTER,
+    "AIRFLOW_CONN_SPARK_DEFAULT": airflow_env.spark_conn(CI_BATCH_MASTER),
     "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@kafka-1:9093",
     **dict.fromkeys(("KAFKA_DEFAULT_REPLICATION_FACTOR", "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
                      "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
@@ -240,7 +245,8 @@ def _ci_value(value):
 def ci_config(config: dict) -> dict:
     """The ci stack of one compose file's content: without :data:`CI_LEFT_OUT` (nor any
     ``depends_on`` them), the one broker as bootstrap server and controller quorum, replication
-    and ``min.insync.replicas`` 1, one executor (core) per Spark application."""
+    and ``min.insync.replicas`` 1, one executor (core) per Spark application, the batch jobs in
+    local mode (:data:`CI_BATCH_MASTER`)."""
     config = _ci_value({k: v for k, v in copy.deepcopy(config).items() if not k.startswith("x-")})  # anchors resolved
     services = config.get("services") or {}
     for name in CI_LEFT_OUT:
