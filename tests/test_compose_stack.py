@@ -66,7 +66,7 @@ CANDLE_FILE = "compose-test-candles.csv"
 #: the producer's log of accepted ids, on the stack's data volume (shared by the Airflow containers)
 ACCEPTED_LOG = "/opt/btc/.data/compose-test/accepted.ids"
 #: the faults, one after another: (scenario, compose service whose container is killed); the ci
-#: stack (COMPOSE_STACK=ci, `.ci/run`) has one broker, kafka-1
+#: stack (BTC_COMPOSE_STACK=ci, `.ci/run`) has one broker, kafka-1
 KILLS = (("broker_kill", "kafka-2"), ("spark_worker_kill", "spark-worker-1"), ("stream_kill", "airflow-scheduler"))
 #: where the probes run: a container that shares the data volume and is never killed here
 PROBE = "airflow-dag-processor"
@@ -439,7 +439,7 @@ class _Stack:
 
 def test_docker_kill_of_a_broker_a_worker_and_the_stream_loses_and_duplicates_nothing(running_stack, tmp_path):
     results = []
-    ci = stack.stack_profile() == "ci"
+    ci = running_stack.compose_stack == "ci"
     for scenario, service in KILLS:
         service = "kafka-1" if ci and service == "kafka-2" else service
         result = chaos.Result(scenario, start_line=_accepted_lines(running_stack))
