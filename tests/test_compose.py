@@ -535,3 +535,18 @@ def test_the_compose_variables_are_settings_and_a_wrong_one_is_named(tmp_path, m
         assert "BTC_COMPOSE_STACK" in caplog.text
     finally:
         get_settings.cache_clear()
+
+
+def test_a_stopped_daemon_that_this_process_started_is_reaped_not_waited_for():
+    import subprocess
+
+    from btc_platform.ops.compose import dockerd
+    from btc_platform.testing.polling import wait_until
+
+    running = subprocess.Popen(["sleep", "30"])
+    try:
+        assert not dockerd._exited(running.pid)
+    finally:
+        running.kill()
+    # our child that ended is a zombie until we wait for it: found gone, not after the stop deadline
+    assert wait_until(lambda: dockerd._exited(running.pid), 10, "the killed child reaped", interval_s=0.1)
