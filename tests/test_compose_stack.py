@@ -450,9 +450,11 @@ def _end_supervision(api: Api) -> None:
 
 
 class _Stack:
-    """What ``chaos.count`` reads of a platform: the accepted ids' log and raw_data's ids."""
+    """What ``chaos.count`` reads of a platform: the accepted ids' log and raw_data's ids (no side
+    publisher here: every id comes from the supervised producer)."""
 
     burst = None
+    side_ids: tuple[str, ...] = ()
 
     def __init__(self, accepted_log: Path, raw: Counter):
         self.accepted_log = accepted_log
