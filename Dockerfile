@@ -14,9 +14,9 @@
 # /usr/local/share/ca-certificates/*.crt there, or those of COMPOSE_CA_CERTS=dir); apt, pip, npm
 # and Maven inside the build then trust them.
 #
-# PREBUILT_URL (`make compose-up` with COMPOSE_BUILD=prebuilt, the default): an HTTP folder on the
+# PREBUILT_URL (`make compose-up` with BTC_COMPOSE_BUILD=prebuilt, the default): an HTTP folder on the
 # host's 127.0.0.1 (the build runs with --network host) that serves what the host already has:
-# wheels/ (the packages of the host's .venv, repacked), jars.tar and js.tar (its `make jars js`).
+# venv.tar (the packages of the host's .venv as installed), jars.tar and js.tar (its `make jars js`).
 # Each piece the folder lacks comes from the registries as without PREBUILT_URL (pip's index,
 # Maven Central, npm). One image, no multi-stage build: the legacy builder would run every stage
 # one after another, Maven's and npm's included, even when their output is not needed.
@@ -50,11 +50,14 @@ RUN update-ca-certificates \
 WORKDIR /opt/btc
 ARG PREBUILT_URL=
 
-# ---- Python packages: the host's wheelhouse (no index), else pip's index ------------------------
+# ---- Python packages: the host's venv as it is installed, else pip's index ----------------------
+# venv.tar: the host venv's site-packages with their bytecode and its scripts (btc_platform.ops.
+# compose.prebuilt.venv_tar), the same minor Python on the same platform: nothing to resolve,
+# unpack or compile here
 COPY requirements.txt constraints.txt ./
-RUN if [ -n "$PREBUILT_URL" ] \
-       && PIP_NO_INDEX=1 PIP_FIND_LINKS="$PREBUILT_URL/wheels/" pip install -r requirements.txt -c constraints.txt; \
-    then echo "Python packages from $PREBUILT_URL/wheels/"; \
+RUN if [ -n "$PREBUILT_URL" ] && curl -fsS "$PREBUILT_URL/venv.tar" | tar -x -C /opt/venv \
+       && python -c "import pyspark, pandas, pyarrow"; \
+    then echo "Python packages from $PREBUILT_URL/venv.tar"; \
     else pip install -r requirements.txt -c constraints.txt; fi
 
 # ---- jars: Spark's Kafka connector, Kafka and Hadoop (infra/pom.xml): the host's, else Maven ----

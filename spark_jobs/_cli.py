@@ -57,7 +57,8 @@ def add_common_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument(
         "--master",
         default=None,
-        help="Spark master (default BTC_SPARK_MASTER; ignored under spark-submit, which sets it).",
+        help="Spark master (default BTC_SPARK_BATCH_MASTER, else BTC_SPARK_MASTER; the batch jobs' master, the "
+        "same that Airflow's spark_default connection passes to spark-submit).",
     )
     parser.add_argument("--log-level", default="INFO", help="Python logging level (default INFO).")
     return parser
@@ -98,7 +99,7 @@ def job_main(
         return EXIT_CONFIG
     if isinstance(work, int):
         return work
-    spark = build_session(app_name, settings, master=args.master)
+    spark = build_session(app_name, settings, master=args.master or settings.batch_spark_master)
     try:
         work.run(spark)
     except CONFIG_ERRORS as exc:  # found in the tables (e.g. no range to check)

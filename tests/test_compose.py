@@ -157,7 +157,7 @@ def test_dockerfile_builds_the_project_image():
     assert "-c constraints.txt" in text
     assert "python -m btc_platform.ops.jars --group spark" in text  # without the host's jars
     # the host's packages when served (COMPOSE_BUILD=prebuilt), each piece falling back to its registry
-    assert 'PIP_NO_INDEX=1 PIP_FIND_LINKS="$PREBUILT_URL/wheels/"' in text
+    assert 'curl -fsS "$PREBUILT_URL/venv.tar" | tar -x -C /opt/venv' in text
     assert '"$PREBUILT_URL/jars.tar"' in text and '"$PREBUILT_URL/js.tar"' in text
     assert "pip install --no-deps -e /opt/btc" in text  # the project installed, no PYTHONPATH
     assert "PYTHONPATH" not in text
@@ -419,6 +419,13 @@ def test_the_ci_stack_is_the_full_one_with_one_broker_and_one_worker(compose, co
     assert scheduler["BTC_KAFKA_BOOTSTRAP_SERVERS"] == "kafka-1:9092"
     assert json.loads(scheduler["AIRFLOW_CONN_KAFKA_DEFAULT"])["extra"]["bootstrap.servers"] == "kafka-1:9092"
     assert _env(ci["services"]["kafka-1"])["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "1@kafka-1:9093"
+    # the batch jobs in local mode (their conn and their mains' default), the stream on the cluster
+    assert json.loads(scheduler["AIRFLOW_CONN_SPARK_DEFAULT"]) == {"conn_type": "spark", "host": "local[2]"}
+    assert scheduler["BTC_SPARK_BATCH_MASTER"] == "local[2]"
+    assert scheduler["BTC_SPARK_MASTER"] == "spark://spark-master:7077"
+    full = _env(compose["services"]["airflow-scheduler"])
+    assert "spark://spark-master:7077" in full["AIRFLOW_CONN_SPARK_DEFAULT"]
+    assert full["BTC_SPARK_BATCH_MASTER"] == "${BTC_SPARK_BATCH_MASTER:-}"
     # the rest is the full stack's: secrets required, one port on loopback, the same commands
     assert ci["services"]["airflow-apiserver"]["ports"] == compose["services"]["airflow-apiserver"]["ports"]
     assert ci["services"]["airflow-scheduler"]["command"] == compose["services"]["airflow-scheduler"]["command"]
@@ -427,51 +434,119 @@ def test_the_ci_stack_is_the_full_one_with_one_broker_and_one_worker(compose, co
     assert _env(override["services"]["kafka-init"])["BTC_KAFKA_BROKERS"] == "1"
 
 
-def test_an_installed_distribution_is_repacked_into_a_wheel_pip_installs(tmp_path):
-    import os
+def _dist(site, name: str, files: list[str], requires: tuple[str, ...] = (), direct_url: str = "") -> None:
+    info = site / f"{name}-1.0.dist-info"
+    info.mkdir(parents=True)
+    meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n" + "".join(f"Requires-Dist: {r}\n" for r in requires)
+    (info / "METADATA").write_text(meta)
+    if direct_url:
+        (info / "direct_url.json").write_text(direct_url)
+    (info / "RECORD").write_text("".join(f"{f},,\n" for f in [*files, f"{name}-1.0.dist-info/METADATA"]))
+    for file in files:
+        path = (site / file).resolve()
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"# {name}\n")
+
+
+def test_the_host_venv_goes_into_the_image_as_installed_without_dev_tools_pip_and_the_project(tmp_path):
+    import io
+    import tarfile
+    import urllib.request
+
+    from btc_platform.ops.compose import prebuilt
+    from btc_platform.testing.polling import free_ports
+
+    venv = tmp_path / "venv"
+    site = venv / "lib" / "python3.11" / "site-packages"
+    _dist(site, "demo", ["demo/__init__.py", "demo/__pycache__/__init__.cpython-311.pyc", "../../../bin/demo-tool"],
+          requires=("dep", "extra-only; extra == 'fast'", "never; python_version < '3'"))  # fmt: skip
+    _dist(site, "dep", ["dep.py"])
+    _dist(site, "extra-only", ["extra_only.py"])
+    _dist(site, "never", ["never.py"])
+    _dist(site, "devtool", ["devtool/__init__.py", "../../../bin/devtool"])
+    _dist(site, "pip", ["pip/__init__.py", "../../../bin/pip"])
+    _dist(site, "project", ["__editable__.project-1.0.pth", "../../../bin/btc-tool"],
+          direct_url='{"url": "file:///src", "dir_info": {"editable": true}}')  # fmt: skip
+    (venv / "bin" / "demo-tool").write_text("#!/host/.venv/bin/python3.11\nprint('tool')\n")
+    (venv / "bin" / "demo-tool").chmod(0o755)
+    (venv / "bin" / "python3.11").symlink_to("/usr/bin/python3")
+    (venv / "bin" / "activate").write_text("# venv\n")
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("# runtime\ndemo[fast]==1.0\n")
+    assert prebuilt.runtime_distributions(site, requirements) == {"demo", "dep", "extra-only"}
+
+    out = io.BytesIO()
+    prebuilt.venv_tar(venv, out, requirements)
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        tool = tar.extractfile(members["bin/demo-tool"]).read()
+    lib = "lib/python3.11/site-packages"
+    assert {n for n in members if n.startswith(lib + "/") and n.count("/") == 3} == {
+        f"{lib}/{n}" for n in ("demo", "demo-1.0.dist-info", "dep.py", "dep-1.0.dist-info", "extra_only.py",
+                               "extra-only-1.0.dist-info")}  # fmt: skip
+    assert f"{lib}/demo/__pycache__/__init__.cpython-311.pyc" in members  # bytecode as installed
+    assert {n for n in members if n.startswith("bin/")} == {"bin/demo-tool"}
+    assert tool == b"#!/opt/venv/bin/python\nprint('tool')\n"
+    assert members["bin/demo-tool"].mode & 0o111 and {m.uid for m in members.values()} == {0}
+
+    # served while the build reads it, next to the staged folder's files
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "js.tar").write_bytes(b"js")
+    port = free_ports(1)[0]
+    with prebuilt.serve(tmp_path / "folder", port, venv) as url:
+        assert urllib.request.urlopen(f"{url}/js.tar", timeout=10).read() == b"js"
+        served = urllib.request.urlopen(f"{url}/0123abcd/venv.tar", timeout=10).read()
+    with tarfile.open(fileobj=io.BytesIO(served)) as tar:
+        assert tar.extractfile("bin/demo-tool").read() == tool
+    assert prebuilt.venv_key(venv).splitlines()[1:] == sorted(f"{n}==1.0" for n in (
+        "demo", "dep", "devtool", "extra-only", "never", "pip", "project"))  # fmt: skip
+
+
+
+
+def test_the_compose_variables_are_settings_and_a_wrong_one_is_named(tmp_path, monkeypatch, caplog):
+    from btc_platform.ops.compose import stack
+    from btc_platform.settings import get_settings
+
+    monkeypatch.setenv("BTC_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("BTC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("BTC_COMPOSE_STACK", "ci")
+    monkeypatch.setenv("BTC_COMPOSE_BACKFILL_DIR", str(tmp_path / "candles"))
+    monkeypatch.setenv("BTC_COMPOSE_CA_CERTS", str(tmp_path / "certs"))
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "proxy-test.crt").write_text("PEM\n")
+    get_settings.cache_clear()
+    try:
+        settings = get_settings()
+        assert settings.compose_stack == "ci" and settings.compose_build == "prebuilt"
+        assert stack.backfill_dir(settings) == tmp_path / "candles"
+        files = stack.compose_files(settings, stack.LOCAL_BASE)
+        assert files[:2] == ["--project-directory", str(ROOT)]
+        assert [Path(f).name for f in files[3::2]] == ["docker-compose.yml", "docker-compose.local.yml"]
+        assert "kafka-2" not in Path(files[3]).read_text()  # the ci stack's files, derived
+        try:
+            assert "proxy-test.crt" in stack.stage_ca_certificates(settings)
+        finally:
+            (stack.CA_DIR / "proxy-test.crt").unlink(missing_ok=True)
+        monkeypatch.setenv("BTC_COMPOSE_STACK", "big")
+        get_settings.cache_clear()
+        assert stack.main(["secrets"]) == 1
+        assert "BTC_COMPOSE_STACK" in caplog.text
+    finally:
+        get_settings.cache_clear()
+
+
+def test_a_stopped_daemon_that_this_process_started_is_reaped_not_waited_for():
     import subprocess
-    import sys
-    import zipfile
-    from importlib.metadata import distributions
 
-    from btc_platform.ops.compose.prebuilt import repack
+    from btc_platform.ops.compose import dockerd
+    from btc_platform.testing.polling import wait_until
 
-    site = tmp_path / "venv" / "lib" / "python3.11" / "site-packages"
-    (site / "demo").mkdir(parents=True)
-    (site / "demo" / "__init__.py").write_text("VALUE = 42\n")
-    (site / "demo" / "__pycache__").mkdir()
-    (site / "demo" / "__pycache__" / "__init__.cpython-311.pyc").write_bytes(b"compiled")
-    bin_dir = tmp_path / "venv" / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "demo-tool").write_text("#!/host/.venv/bin/python3.11\nprint('tool')\n")
-    (bin_dir / "demo-tool").chmod(0o755)
-    (site / "demo" / "run.sh").write_text("#!/bin/sh\n")
-    (site / "demo" / "run.sh").chmod(0o755)
-    (bin_dir / "demo").write_text("#!/host/.venv/bin/python\n# generated by pip from entry_points.txt\n")
-    info = site / "demo_pkg-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: demo-pkg\nVersion: 1.0\n")
-    (info / "WHEEL").write_text("Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py2-none-any\nTag: py3-none-any\n")
-    (info / "entry_points.txt").write_text("[console_scripts]\ndemo = demo:main\n")
-    (info / "INSTALLER").write_text("pip\n")
-    files = ["demo/__init__.py", "demo/run.sh", "demo/__pycache__/__init__.cpython-311.pyc", "../../../bin/demo-tool",
-             "../../../bin/demo", *(f"demo_pkg-1.0.dist-info/{n}" for n in ("METADATA", "WHEEL", "entry_points.txt",
-                                                                            "INSTALLER", "RECORD"))]  # fmt: skip
-    (info / "RECORD").write_text("".join(f"{f},,\n" for f in files))
-    (dist,) = distributions(path=[str(site)])
-
-    wheel = repack(dist, site, tmp_path / "wheels")
-    assert wheel.name == "demo_pkg-1.0-py2.py3-none-any.whl"
-    names = set(zipfile.ZipFile(wheel).namelist())
-    assert names == {"demo/__init__.py", "demo/run.sh", "demo_pkg-1.0.data/scripts/demo-tool", "demo_pkg-1.0.dist-info/METADATA",
-                     "demo_pkg-1.0.dist-info/WHEEL", "demo_pkg-1.0.dist-info/entry_points.txt",
-                     "demo_pkg-1.0.dist-info/RECORD"}  # fmt: skip
-    prefix = tmp_path / "installed"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--prefix", str(prefix),
-                    str(wheel)], check=True, env={"PATH": "/usr/bin:/bin"})  # fmt: skip
-    assert (prefix / "lib" / "python3.11" / "site-packages" / "demo" / "__init__.py").read_text() == "VALUE = 42\n"
-    tool = (prefix / "bin" / "demo-tool").read_text().splitlines()
-    assert tool[0] == f"#!{sys.executable}" and tool[1] == "print('tool')"
-    assert os.access(prefix / "bin" / "demo-tool", os.X_OK)  # pyspark's spark-class, spark-submit
-    assert os.access(prefix / "lib" / "python3.11" / "site-packages" / "demo" / "run.sh", os.X_OK)
-    assert "from demo import main" in (prefix / "bin" / "demo").read_text()  # written again by pip
+    running = subprocess.Popen(["sleep", "30"])
+    try:
+        assert not dockerd._exited(running.pid)
+    finally:
+        running.kill()
+    # our child that ended is a zombie until we wait for it: found gone, not after the stop deadline
+    assert wait_until(lambda: dockerd._exited(running.pid), 10, "the killed child reaped", interval_s=0.1)

@@ -39,3 +39,19 @@ def test_driver_overrides_and_session_only_options(tmp_path):
 def test_spark_session_has_the_platform_options(spark):
     assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
     assert spark.conf.get("spark.sql.sources.partitionOverwriteMode") == "dynamic"
+
+
+def test_the_batch_jobs_master_defaults_to_the_spark_master_and_can_differ(tmp_path):
+    from btc_platform.ops.airflow_env import airflow_env
+
+    cluster = load_settings(data_dir=tmp_path, spark_master="spark://m:7077", spark_cores_max=1)
+    assert cluster.batch_spark_master == "spark://m:7077"
+    assert spark_submit_kwargs(cluster, "x")["conf"]["spark.cores.max"] == "1"
+    split = load_settings(data_dir=tmp_path, spark_master="spark://m:7077", spark_cores_max=1, spark_batch_master="local[2]")
+    assert split.batch_spark_master == "local[2]"
+    # Airflow's jobs: no standalone options, the local master's launch options; the stream keeps the cluster
+    conf = spark_submit_kwargs(split, "x")["conf"]
+    assert "spark.cores.max" not in conf
+    assert conf == spark_conf(split, "local[2]")
+    assert _conf_args(spark_submit_args(split, "x")) == spark_conf(split, "spark://m:7077")
+    assert '"host": "local[2]"' in airflow_env(split, environ={})["AIRFLOW_CONN_SPARK_DEFAULT"]

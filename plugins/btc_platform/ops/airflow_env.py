@@ -85,7 +85,7 @@ def database_url(settings: Settings) -> str:
     return f"sqlite:///{quote(str(airflow_home(settings) / 'airflow.db'))}"
 
 
-def _spark_conn(master: str) -> str:
+def spark_conn(master: str) -> str:
     """``spark_default`` as a JSON connection: host carries the master (local[2], spark://h:p, yarn)."""
     return json.dumps({"conn_type": "spark", "host": master})
 
@@ -137,7 +137,7 @@ def airflow_env(settings: Settings, environ: dict[str, str] | None = None) -> di
             # the web UI of every Spark driver the tasks start (the stream's, the jobs') binds the
             # address of SPARK_LOCAL_IP, all interfaces without it (Spark 4.2 has no setting for it)
             "SPARK_LOCAL_IP": "127.0.0.1",
-            "AIRFLOW_CONN_SPARK_DEFAULT": _spark_conn(settings.spark_master),
+            "AIRFLOW_CONN_SPARK_DEFAULT": spark_conn(settings.batch_spark_master),
             "AIRFLOW_CONN_KAFKA_DEFAULT": _kafka_conn(settings.kafka_bootstrap_servers),
             f"{ENV_PREFIX}DATA_DIR": str(settings.data_dir),
             f"{ENV_PREFIX}CACHE_DIR": str(settings.cache_dir),

@@ -178,7 +178,7 @@ def spark_submit_kwargs(settings: Settings, name: str) -> dict[str, Any]:
     return {
         "conn_id": SPARK_CONN_ID,
         "name": name,
-        "conf": spark_conf(settings, settings.spark_master),
+        "conf": spark_conf(settings, settings.batch_spark_master),
         "env_vars": spark_job_env(settings),
     }
 

@@ -25,6 +25,7 @@ from pydantic import ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from btc_platform.settings.batch import BatchSettings
+from btc_platform.settings.compose import ComposeSettings
 from btc_platform.settings.ingest import IngestSettings
 from btc_platform.settings.monitoring import MonitoringSettings
 from btc_platform.settings.services import PROJECT_ROOT, STORAGE_SCHEMES, ServiceSettings
@@ -42,10 +43,11 @@ class SettingsError(ValueError):
 
 # The groups are listed last-first: pydantic collects fields from the base listed last to the one
 # listed first (like dataclasses), so the fields keep the order services, ingest, stream, batch,
-# monitoring (the order of .env.example).
-class Settings(MonitoringSettings, BatchSettings, StreamSettings, IngestSettings, ServiceSettings, BaseSettings):
+# monitoring, compose (the order of .env.example).
+class Settings(ComposeSettings, MonitoringSettings, BatchSettings, StreamSettings, IngestSettings, ServiceSettings,
+               BaseSettings):  # fmt: skip
     """Typed, validated platform settings (env prefix ``BTC_``); the fields are declared per concern in
-    this package's modules (services, ingest, stream, batch, monitoring)."""
+    this package's modules (services, ingest, stream, batch, monitoring, compose)."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -127,6 +129,11 @@ class Settings(MonitoringSettings, BatchSettings, StreamSettings, IngestSettings
         """(broker port, controller port) of each local broker."""
         step = KAFKA_BROKER_PORT_STEP
         return [(self.kafka_port + i * step, self.kafka_controller_port + i * step) for i in range(self.kafka_brokers)]
+
+    @property
+    def batch_spark_master(self) -> str:
+        """The Spark master of Airflow's batch jobs: ``spark_batch_master``, else ``spark_master``."""
+        return self.spark_batch_master or self.spark_master
 
     @property
     def spark_standalone_url(self) -> str:

@@ -83,6 +83,13 @@ class ServiceSettings(BaseModel):
 
     # ---- Spark ------------------------------------------------------------------------------
     spark_master: str = "local[2]"
+    spark_batch_master: str = Field(
+        default="",
+        description="Spark master of the batch jobs Airflow submits (backfill, consolidation, data quality, "
+        "repairs; Airflow's spark_default connection); empty means BTC_SPARK_MASTER. local[2] runs them inside "
+        "the submitting task (no executor JVM to start) while the stream stays on BTC_SPARK_MASTER: the "
+        "compose CI stack does that.",
+    )
     spark_shuffle_partitions: PositiveInt = 2
     spark_driver_memory: str = "1g"
     spark_master_port: PositiveInt = Field(default=7077, description="Port of the local Spark standalone master.")

@@ -174,9 +174,7 @@ def stop(settings: Settings) -> None:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if _exited(pid):
             break
         time.sleep(0.5)
     else:
@@ -190,6 +188,21 @@ def stop(settings: Settings) -> None:
             log.info("unmounted %s", point)
     _remove_bridges(bridges)
     record.unlink(missing_ok=True)
+
+
+def _exited(pid: int) -> bool:
+    """True once ``pid`` is gone; reaps it when this process started it (make compose-test starts
+    and stops the daemon in one process: an exited child stays a zombie until its parent waits)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+    except ChildProcessError:  # not our child: its parent (or init) reaps it
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 def _remove_bridges(names: list[str]) -> None:

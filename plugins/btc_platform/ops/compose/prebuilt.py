@@ -1,21 +1,19 @@
 """The project image built from what the host already has (``COMPOSE_BUILD=prebuilt``, the
-default of ``make compose-up``): the packages of the host's ``.venv`` repacked as wheels, and the
-jars and the dashboard's JS of ``make jars js``, served over HTTP on 127.0.0.1 while ``docker
-build --network host`` runs (the Dockerfile's ``PREBUILT_URL``). Nothing is downloaded twice:
-after ``make test`` (which builds the venv and resolves the jars) the image's ``pip install`` runs
-with ``--no-index`` from these wheels, and neither Maven nor npm is installed in the image. A
-piece the host lacks is left out, and the Dockerfile takes it from the registries instead.
+default of ``make compose-up``): the packages of the host's ``.venv``, and the jars and the
+dashboard's JS of ``make jars js``, served over HTTP on 127.0.0.1 while ``docker build --network
+host`` runs (the Dockerfile's ``PREBUILT_URL``). Nothing is downloaded or installed twice: after
+``make test`` (which builds the venv and resolves the jars) the image's venv gets the host venv's
+site-packages as they are installed, bytecode included (``venv.tar``, no pip run, nothing
+compiled), and neither Maven nor npm is installed in the image. A piece the host lacks is left
+out, and the Dockerfile takes it from the registries instead.
 
-Wheels are repacked from the installed distributions (their ``RECORD``), not downloaded: pip
-keeps no HTTP cache of them on this kind of machine. The Python of the image must be the same
-minor version (3.11) on the same platform (Linux x86-64, glibc); ``pip install`` checks the tags.
+The Python of the image must be the same minor version (3.11) on the same platform (Linux x86-64,
+glibc): :func:`host_venv` checks it, else the build installs the requirements from pip's index.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import csv
 import hashlib
 import http.server
 import importlib.metadata
@@ -24,46 +22,44 @@ import json
 import logging
 import re
 import shutil
+import sys
 import sysconfig
 import tarfile
 import threading
-import zipfile
+import time
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from btc_platform.ops.compose.dockerd import ComposeError
-from btc_platform.settings import Settings
+from btc_platform.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger(__name__)
 
-#: bump when :func:`repack` changes: the digest in the build's URL, and so the layer cache, changes with it
-REPACK_FORMAT = "2"
-#: files of an installed distribution's .dist-info that are the installer's, not the wheel's
-_INSTALLER_FILES = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
+#: bump when :func:`venv_tar` changes: the digest in the build's URL, and so the layer cache, changes with it
+VENV_FORMAT = "3"
+#: the image's venv (the Dockerfile's ``python3 -m venv /opt/venv``): the scripts' interpreter there
+IMAGE_VENV = "/opt/venv"
+#: the Python the host's venv must run to be copied into the image's (Debian bookworm's 3.11)
+PYTHON = (3, 11)
+#: the runtime requirements: the image takes these (and their dependencies) of the host's venv
+REQUIREMENTS = PROJECT_ROOT / "requirements.txt"
 #: a script's shebang that points at the host venv's interpreter
 _SHEBANG = re.compile(rb"^#!.*python[0-9.]*[ \t]*(\r?\n)")
+#: the venv's own files, which the image's ``python3 -m venv`` made already (pip: the image's own)
+_VENV_OWN = re.compile(r"^(python[0-9.]*|activate.*|Activate\.ps1|pip[0-9.]*|__pycache__)$")
 
 
 def prebuilt_dir(settings: Settings) -> Path:
     return (settings.cache_dir / "compose" / "prebuilt").resolve()
 
 
-def _hash(data: bytes) -> str:
-    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-
-
-def _tags(wheel_metadata: str) -> str:
-    """The compressed tag of a wheel's file name from the ``Tag:`` lines of its WHEEL file
-    (``py2-none-any`` + ``py3-none-any`` -> ``py2.py3-none-any``)."""
-    parts: list[list[str]] = [[], [], []]
-    for line in wheel_metadata.splitlines():
-        if line.startswith("Tag:"):
-            for i, value in enumerate(line.split(":", 1)[1].strip().split("-")):
-                if value not in parts[i]:
-                    parts[i].append(value)
-    if not parts[0]:
-        raise ValueError("no Tag line")
-    return "-".join(".".join(values) for values in parts)
+def host_venv() -> Path | None:
+    """The venv this interpreter runs in (the host's ``.venv``), when the image can take its
+    packages as they are: Python 3.11 on Linux x86-64, a venv (not the system's Python)."""
+    if sys.prefix == sys.base_prefix or sys.version_info[:2] != PYTHON or sysconfig.get_platform() != "linux-x86_64":
+        return None
+    return Path(sys.prefix)
 
 
 def _editable(dist: importlib.metadata.Distribution) -> bool:
@@ -71,77 +67,93 @@ def _editable(dist: importlib.metadata.Distribution) -> bool:
     return bool(text) and bool(json.loads(text).get("dir_info", {}).get("editable"))
 
 
-def repack(dist: importlib.metadata.Distribution, site_packages: Path, dest: Path) -> Path | None:
-    """``dist`` (installed in ``site_packages``) as a wheel in ``dest``; None when it cannot be
-    (an editable install, no WHEEL file). An existing wheel of the same name is kept."""
-    wheel_meta = dist.read_text("WHEEL")
-    if wheel_meta is None or _editable(dist) or not dist.files:
-        return None
-    name = re.sub(r"[-_.]+", "_", dist.metadata["Name"]).lower()
-    version = dist.version
-    target = dest / f"{name}-{version}-{_tags(wheel_meta)}.whl"
-    if target.exists():
-        return target
-    console = {ep.name for ep in dist.entry_points if ep.group in ("console_scripts", "gui_scripts")}
-    dist_info = f"{name}-{version}.dist-info"
-    data_dir = f"{name}-{version}.data"
-    record: list[tuple[str, str, str]] = []
-    dest.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as out:
-        for file in dist.files:
-            posix = PurePosixPath(str(file))
-            if "__pycache__" in posix.parts or posix.suffix == ".pyc":
-                continue
-            if posix.parent.name.endswith(".dist-info"):
-                if posix.name in _INSTALLER_FILES:
-                    continue
-                arcname = f"{dist_info}/{posix.name}"
-            elif posix.parts[0] == "..":  # outside site-packages: lib/python3.11/site-packages/../../../X
-                rel = PurePosixPath(*[p for p in posix.parts if p != ".."])
-                if rel.parts[0] == "bin":
-                    if rel.name in console:
-                        continue  # pip writes it again from entry_points.txt
-                    arcname = f"{data_dir}/scripts/{rel.name}"
-                else:
-                    arcname = f"{data_dir}/data/{rel}"
-            else:
-                arcname = str(posix)
-            path = (site_packages / str(file)).resolve()
-            if not path.is_file():
-                continue
-            data = path.read_bytes()
-            if arcname.startswith(f"{data_dir}/scripts/"):
-                data = _SHEBANG.sub(lambda m: b"#!python" + m.group(1), data, count=1)
-            info = zipfile.ZipInfo(arcname, date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = (path.stat().st_mode & 0xFFFF) << 16  # pip keeps the executable bit
-            out.writestr(info, data)
-            record.append((arcname, _hash(data), str(len(data))))
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerows([*record, (f"{dist_info}/RECORD", "", "")])
-        out.writestr(f"{dist_info}/RECORD", buf.getvalue())
-    tmp.replace(target)
-    return target
+def _name(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def wheelhouse(dest: Path) -> tuple[int, list[str]]:
-    """Every distribution of this interpreter's environment (the host's .venv) as a wheel in
-    ``dest``; returns (wheels, names that could not be repacked)."""
-    site_packages = Path(sysconfig.get_paths()["purelib"])
-    dest.mkdir(parents=True, exist_ok=True)
-    count, skipped = 0, []
+def runtime_distributions(site_packages: Path, requirements: Path) -> set[str] | None:
+    """The (normalized) names of the distributions ``requirements`` needs, with every dependency
+    (extras and environment markers evaluated): requirements.txt, without the development tools
+    of requirements-dev.txt that the host's venv also holds. None when a requirement is missing."""
+    from packaging.requirements import Requirement
+
+    installed = {_name(d.metadata["Name"]): d for d in importlib.metadata.distributions(path=[str(site_packages)])}
+    todo = [Requirement(line.split("#", 1)[0].strip()) for line in requirements.read_text().splitlines()
+            if line.split("#", 1)[0].strip() and not line.startswith("-")]  # fmt: skip
+    needed: set[tuple[str, str]] = set()
+    while todo:
+        req = todo.pop()
+        name = _name(req.name)
+        if name not in installed:
+            log.warning("%s is not installed in the host's venv", req)
+            return None
+        for extra in ("", *sorted(req.extras)):
+            if (name, extra) in needed:
+                continue
+            needed.add((name, extra))
+            for dep in map(Requirement, installed[name].requires or []):
+                if dep.marker is None or dep.marker.evaluate({"extra": extra}):
+                    todo.append(dep)
+    return {name for name, _ in needed}
+
+
+def _left_out(site_packages: Path, requirements: Path) -> tuple[set[str], set[str]]:
+    """Top-level names of site-packages and scripts of bin/ that are not copied: the editable
+    installs (the project: the image installs /opt/btc instead), pip (the image's venv has its
+    own) and what ``requirements`` does not need (:func:`runtime_distributions`)."""
+    needed = runtime_distributions(site_packages, requirements)
+    keep: set[str] = set()
+    drop: set[str] = {"pip"}
+    scripts: set[str] = set()
     for dist in importlib.metadata.distributions(path=[str(site_packages)]):
-        try:
-            wheel = repack(dist, site_packages, dest)
-        except (OSError, ValueError) as exc:
-            log.warning("cannot repack %s: %s", dist.metadata["Name"], exc)
-            wheel = None
-        if wheel is None:
-            skipped.append(dist.metadata["Name"])
+        files = [PurePosixPath(str(f)) for f in dist.files or []]
+        tops = {f.parts[0] for f in files if f.parts[0] != ".."}
+        name = _name(dist.metadata["Name"])
+        if _editable(dist) or name == "pip" or (needed is not None and name not in needed):
+            drop |= tops
+            scripts |= {f.name for f in files if f.parts[0] == ".."}
         else:
-            count += 1
-    return count, sorted(skipped)
+            keep |= tops
+    return (drop - keep) | {p.name for p in site_packages.glob("__editable__*")}, scripts
+
+
+def venv_tar(venv: Path, out: BinaryIO, requirements: Path = REQUIREMENTS) -> int:
+    """Write the packages of ``venv`` as an uncompressed tar stream to ``out``, paths relative to
+    the venv (``lib/python3.11/site-packages/...``, ``bin/...``), for ``tar -x -C /opt/venv``:
+    site-packages as installed (with their bytecode, whose source times the tar keeps), without
+    :func:`_left_out`; the scripts of ``bin/`` with their shebang pointing at the image's
+    interpreter. Returns the number of members."""
+    site = Path(sysconfig.get_paths(vars={"base": str(venv), "platbase": str(venv)})["purelib"])
+    skip, skip_scripts = _left_out(site, requirements)
+    count = 0
+
+    def owner(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        nonlocal count
+        count += 1
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        return info
+
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for entry in sorted(site.iterdir()):
+            if entry.name not in skip:
+                tar.add(entry, arcname=str(entry.relative_to(venv)), filter=owner)
+        for script in sorted((venv / "bin").iterdir()):
+            if _VENV_OWN.match(script.name) or script.name in skip_scripts or script.is_symlink() or not script.is_file():
+                continue
+            data = script.read_bytes()
+            data = _SHEBANG.sub(lambda m: f"#!{IMAGE_VENV}/bin/python".encode() + m.group(1), data, count=1)
+            info = owner(tar.gettarinfo(str(script), arcname=f"bin/{script.name}"))
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return count
+
+
+def venv_key(venv: Path) -> str:
+    """What the venv's copy holds: Python's version and each distribution's name and version."""
+    site = sysconfig.get_paths(vars={"base": str(venv), "platbase": str(venv)})["purelib"]
+    dists = sorted(f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions(path=[site]))
+    return "\n".join([f"python {sys.version_info[0]}.{sys.version_info[1]}", *dists])
 
 
 def _tar(source: Path, target: Path, names: list[str]) -> bool:
@@ -157,13 +169,13 @@ def _tar(source: Path, target: Path, names: list[str]) -> bool:
     return True
 
 
-def digest(root: Path, settings: Settings) -> str:
-    """What the staged folder holds, in 16 hex digits: the wheels' names (a distribution's name,
-    version and tags), the jars' stamp, the JS's lock file and :data:`REPACK_FORMAT`. It is part
-    of the build's URL, so that the layer cache is reused exactly while these stay the same."""
-    h = hashlib.sha256(REPACK_FORMAT.encode())
-    for name in sorted(p.name for p in (root / "wheels").glob("*.whl")):
-        h.update(name.encode() + b"\n")
+def digest(root: Path, settings: Settings, venv: Path | None) -> str:
+    """What the build reads, in 16 hex digits: the venv's :func:`venv_key`, the jars' stamp, the
+    JS's lock file and :data:`VENV_FORMAT`. It is part of the build's URL, so that the layer cache
+    is reused exactly while these stay the same."""
+    h = hashlib.sha256(VENV_FORMAT.encode())
+    if venv is not None:
+        h.update(venv_key(venv).encode())
     for path in (settings.jars_dir / ".stamp.json", settings.cache_dir / "js" / "package-lock.json"):
         if (root / ("jars.tar" if path.name == ".stamp.json" else "js.tar")).is_file():
             h.update(path.read_bytes())
@@ -171,24 +183,22 @@ def digest(root: Path, settings: Settings) -> str:
 
 
 def stage(settings: Settings) -> tuple[Path, str]:
-    """The folder the build reads: ``wheels/``, ``jars.tar`` and ``js.tar`` from the host's venv
-    and cache (what is missing is left out). Returns the folder and the path the build reads it
-    at: ``/<digest>`` (a link to the folder itself)."""
+    """The folder the build reads: ``jars.tar`` and ``js.tar`` from the host's cache (what is
+    missing is left out); ``venv.tar``, the host's venv (:func:`venv_tar`), is written while it is
+    read. Returns the folder and the path the build reads it at: ``/<digest>`` (a link to the
+    folder itself)."""
     root = prebuilt_dir(settings)
     root.mkdir(parents=True, exist_ok=True)
-    wheels = root / "wheels"
-    if (root / "format").is_file() and (root / "format").read_text() != REPACK_FORMAT:
-        shutil.rmtree(wheels, ignore_errors=True)  # repacked by an earlier version
-    (root / "format").write_text(REPACK_FORMAT)
-    count, skipped = wheelhouse(wheels)
-    log.info("wheelhouse: %d wheels from the host's venv in %s%s", count, root / "wheels",
-             f" (not repacked: {', '.join(skipped)})" if skipped else "")  # fmt: skip
+    shutil.rmtree(root / "wheels", ignore_errors=True)  # an earlier version's wheelhouse
+    venv = host_venv()
+    log.info("host's venv: %s", venv or f"no (not a Python {PYTHON[0]}.{PYTHON[1]} venv on Linux x86-64: the "
+             "build installs the requirements from pip's index)")  # fmt: skip
     resolved = (settings.jars_dir / ".stamp.json").is_file()  # a complete `make jars`
     jars = _tar(settings.cache_dir, root / "jars.tar", ["jars"] if resolved else [])
     js = _tar(settings.cache_dir / "js", root / "js.tar", ["node_modules"])
     log.info("host's jars: %s; host's js: %s (what is missing comes from Maven Central / npm in the build)",
              "yes" if jars else "no (make jars)", "yes" if js else "no (make js)")  # fmt: skip
-    key = digest(root, settings)
+    key = digest(root, settings, venv)
     for link in root.iterdir():
         if link.is_symlink():
             link.unlink()
@@ -196,20 +206,37 @@ def stage(settings: Settings) -> tuple[Path, str]:
     return root, f"/{key}"
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """The staged folder, and ``.../venv.tar``: the host's venv as a tar written while it is sent."""
+
+    venv: Path | None = None
+
+    def do_GET(self) -> None:
+        if self.path.rsplit("/", 1)[-1] != "venv.tar" or self.venv is None:
+            super().do_GET()
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-tar")
+        self.end_headers()  # no length: HTTP/1.0, the end of the stream ends the file
+        started = time.monotonic()
+        members = venv_tar(self.venv, self.wfile)
+        log.info("host's venv sent: %d files in %.0f s", members, time.monotonic() - started)
+
     def log_message(self, format: str, *args) -> None:  # noqa: A002 (the base class's name)
         log.debug("prebuilt server: " + format, *args)
 
 
 @contextlib.contextmanager
-def serve(folder: Path, port: int) -> Iterator[str]:
-    """Serve ``folder`` on 127.0.0.1:``port`` while the block runs; yields its URL."""
-    handler = lambda *a, **kw: _Quiet(*a, directory=str(folder), **kw)  # noqa: E731
+def serve(folder: Path, port: int, venv: Path | None = None) -> Iterator[str]:
+    """Serve ``folder`` (and ``venv`` as ``venv.tar``, when given) on 127.0.0.1:``port`` while
+    the block runs; yields its URL."""
+    handler = type("Handler", (_Handler,), {"venv": venv})
     try:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port),
+                                                 lambda *a, **kw: handler(*a, directory=str(folder), **kw))  # fmt: skip
     except OSError as exc:
         raise ComposeError(f"cannot serve the prebuilt packages on 127.0.0.1:{port} ({exc}): "
-                           "set COMPOSE_PREBUILT_PORT to a free port") from exc  # fmt: skip
+                           "set BTC_COMPOSE_PREBUILT_PORT to a free port") from exc  # fmt: skip
     thread = threading.Thread(target=server.serve_forever, name="prebuilt-server", daemon=True)
     thread.start()
     try:

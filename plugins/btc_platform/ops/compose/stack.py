@@ -3,7 +3,7 @@ stock one when it can be pulled, else Debian bookworm from debootstrap + ``docke
 project image (from the host's venv, jars and JS when it has them: ``prebuilt``), the generated
 secrets, and docker-compose with the local override when needed.
 
-``COMPOSE_STACK=full`` (default) runs the whole stack of docker-compose.yml; ``COMPOSE_STACK=ci``
+``BTC_COMPOSE_STACK=full`` (default) runs the whole stack of docker-compose.yml; ``BTC_COMPOSE_STACK=ci``
 the smallest stack the end-to-end test needs on a 2-core CI machine, derived from the same files
 (:func:`ci_config`): one broker (replication 1, ``min.insync.replicas`` 1), one Spark worker, one
 executor per application.
@@ -33,7 +33,7 @@ from btc_platform.ops import airflow_env
 from btc_platform.ops.compose import dockerd, prebuilt
 from btc_platform.ops.compose.dockerd import ComposeError
 from btc_platform.ops.services.base import PortInUseError, check_port_free
-from btc_platform.settings import PROJECT_ROOT, Settings, get_settings
+from btc_platform.settings import PROJECT_ROOT, Settings, SettingsError, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +48,16 @@ PULL_TIMEOUT_S = 60
 LOG_LINES = 30
 #: after ``docker-compose up -d`` returned: until the last services (triggerer, dag-processor) are healthy
 HEALTHY_TIMEOUT_S = 600.0
-#: COMPOSE_BUILD: ``prebuilt`` serves the host's wheels/jars/js to the build, ``network`` takes all from the registries
-BUILD_MODES = ("prebuilt", "network")
-#: where the prebuilt packages are served during the build (fixed: the URL, with the digest of what
-#: it serves, is the layer cache's key)
-PREBUILT_PORT = 18731
-#: COMPOSE_STACK: the whole stack, or the end-to-end test's smallest one
-STACKS = ("full", "ci")
 #: services of the full stack that the ci stack leaves out
 CI_LEFT_OUT = ("kafka-2", "kafka-3", "spark-worker-2")
 FULL_BOOTSTRAP = "kafka-1:9092,kafka-2:9092,kafka-3:9092"
+#: the ci stack's batch jobs run in local mode in the task that submits them (no executor JVM to
+#: start for each of them); the stream stays on the standalone cluster
+CI_BATCH_MASTER = "local[2]"
 #: the ci stack's values of these environment variables (wherever a service sets them)
 CI_ENV = {
+    "BTC_SPARK_BATCH_MASTER": CI_BATCH_MASTER,
+    "AIRFLOW_CONN_SPARK_DEFAULT": airflow_env.spark_conn(CI_BATCH_MASTER),
     "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@kafka-1:9093",
     **dict.fromkeys(("KAFKA_DEFAULT_REPLICATION_FACTOR", "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
                      "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
@@ -131,7 +129,7 @@ def apt_mirror(sources: list[Path] | None = None) -> str:
 
 def ensure_base(settings: Settings) -> str:
     """The base image to build on: the stock one when present or pullable, else the local one."""
-    forced = os.environ.get("COMPOSE_BASE", "auto")
+    forced = settings.compose_base
     for tag in ((STOCK_BASE,) if forced == "stock" else ()) + ((LOCAL_BASE,) if forced != "stock" else ()):
         if _image_exists(settings, tag):
             return tag
@@ -143,7 +141,7 @@ def ensure_base(settings: Settings) -> str:
         except subprocess.TimeoutExpired:
             log.info("no answer from the registry in %d s", PULL_TIMEOUT_S)
         if forced == "stock":
-            raise ComposeError(f"cannot pull {STOCK_BASE}; COMPOSE_BASE=auto builds a Debian base instead")
+            raise ComposeError(f"cannot pull {STOCK_BASE}; BTC_COMPOSE_BASE=auto builds a Debian base instead")
     mirror = apt_mirror()
     log.info("building %s with debootstrap from %s (no registry image)", LOCAL_BASE, mirror)
     with tempfile.TemporaryDirectory(prefix="btc-base-", dir=settings.cache_dir) as tmp:
@@ -164,10 +162,10 @@ def ensure_base(settings: Settings) -> str:
     return LOCAL_BASE
 
 
-def stage_ca_certificates(source: Path | None = None) -> list[str]:
-    """Copy the CA certificates the build must trust (COMPOSE_CA_CERTS=dir, default the host's
+def stage_ca_certificates(settings: Settings) -> list[str]:
+    """Copy the CA certificates the build must trust (BTC_COMPOSE_CA_CERTS=dir, default the host's
     /usr/local/share/ca-certificates) into the build context's infra/compose/ca-certificates/."""
-    folder = source or Path(os.environ.get("COMPOSE_CA_CERTS") or HOST_CA_DIR)
+    folder = Path(settings.compose_ca_certs or HOST_CA_DIR)
     copied = []
     CA_DIR.mkdir(parents=True, exist_ok=True)
     for cert in sorted(folder.glob("*.crt")) if folder.is_dir() else []:
@@ -176,31 +174,13 @@ def stage_ca_certificates(source: Path | None = None) -> list[str]:
     return copied
 
 
-def _choice(name: str, choices: tuple[str, ...]) -> str:
-    value = os.environ.get(name) or choices[0]
-    if value not in choices:
-        raise ComposeError(f"{name}={value!r}: expected one of {', '.join(choices)}")
-    return value
-
-
-def build_mode() -> str:
-    return _choice("COMPOSE_BUILD", BUILD_MODES)
-
-
-def prebuilt_port() -> int:
-    value = os.environ.get("COMPOSE_PREBUILT_PORT") or str(PREBUILT_PORT)
-    if not value.isdigit() or not 0 < int(value) < 65536:
-        raise ComposeError(f"COMPOSE_PREBUILT_PORT={value!r}: expected a TCP port")
-    return int(value)
-
-
 def build(settings: Settings, staged: tuple[Path, str] | None = None) -> str:
     """Build the project image on the base; returns the base it was built on. With
-    ``COMPOSE_BUILD=prebuilt`` the host's wheels, jars and JS (``staged``: what
-    :func:`prebuilt.stage` returned, else staged here) are served to the build."""
+    ``BTC_COMPOSE_BUILD=prebuilt`` the host's venv, jars and JS (``staged``: what
+    :func:`prebuilt.stage` returned, else staged here) and its venv are served to the build."""
     base = ensure_base(settings)
-    certs = stage_ca_certificates()
-    mode = build_mode()
+    certs = stage_ca_certificates(settings)
+    mode = settings.compose_build
     log.info("building %s on %s (%s; extra CA certificates: %s)", PROJECT_IMAGE, base, mode,
              ", ".join(certs) or "none")  # fmt: skip
     started = time.monotonic()
@@ -211,7 +191,7 @@ def build(settings: Settings, staged: tuple[Path, str] | None = None) -> str:
                 staged = prebuilt.stage(settings)
                 log.info("host's packages staged in %.0f s", time.monotonic() - started)
             folder, path = staged
-            url = scope.enter_context(prebuilt.serve(folder, prebuilt_port()))
+            url = scope.enter_context(prebuilt.serve(folder, settings.compose_prebuilt_port, prebuilt.host_venv()))
             args += ["--build-arg", f"PREBUILT_URL={url}{path}"]
         proc = dockerd.docker(settings, *args, str(PROJECT_ROOT), check=False, timeout=3600, capture=False)
     if proc.returncode != 0:
@@ -223,10 +203,6 @@ def build(settings: Settings, staged: tuple[Path, str] | None = None) -> str:
 # ---------------------------------------------------------------------------------------------
 # compose
 # ---------------------------------------------------------------------------------------------
-def stack_profile() -> str:
-    return _choice("COMPOSE_STACK", STACKS)
-
-
 def _ci_value(value):
     if isinstance(value, str):
         return value.replace(FULL_BOOTSTRAP, "kafka-1:9092")
@@ -240,7 +216,8 @@ def _ci_value(value):
 def ci_config(config: dict) -> dict:
     """The ci stack of one compose file's content: without :data:`CI_LEFT_OUT` (nor any
     ``depends_on`` them), the one broker as bootstrap server and controller quorum, replication
-    and ``min.insync.replicas`` 1, one executor (core) per Spark application."""
+    and ``min.insync.replicas`` 1, one executor (core) per Spark application, the batch jobs in
+    local mode (:data:`CI_BATCH_MASTER`)."""
     config = _ci_value({k: v for k, v in copy.deepcopy(config).items() if not k.startswith("x-")})  # anchors resolved
     services = config.get("services") or {}
     for name in CI_LEFT_OUT:
@@ -261,33 +238,34 @@ def ci_config(config: dict) -> dict:
     return config
 
 
-def _ci_files(names: list[str]) -> list[Path]:
+def _ci_files(settings: Settings, names: list[str]) -> list[Path]:
     """The ci stack's compose files, written under the cache (derived again at each call)."""
     import yaml
 
-    folder = get_settings().cache_dir.resolve() / "compose" / "ci"
+    folder = settings.cache_dir.resolve() / "compose" / "ci"
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name in names:
         path = folder / name
         content = ci_config(yaml.safe_load((PROJECT_ROOT / name).read_text()))
-        path.write_text(f"# generated from {name} by btc_platform.ops.compose.stack (COMPOSE_STACK=ci)\n"
+        path.write_text(f"# generated from {name} by btc_platform.ops.compose.stack (BTC_COMPOSE_STACK=ci)\n"
                         + yaml.safe_dump(content, sort_keys=False))  # fmt: skip
         paths.append(path)
     return paths
 
 
-def compose_files(base: str) -> list[str]:
+def compose_files(settings: Settings, base: str) -> list[str]:
     names = ["docker-compose.yml"] + (["docker-compose.local.yml"] if base == LOCAL_BASE else [])
-    if stack_profile() == "ci":
-        return ["--project-directory", str(PROJECT_ROOT), *(a for p in _ci_files(names) for a in ("-f", str(p)))]
+    if settings.compose_stack == "ci":
+        return ["--project-directory", str(PROJECT_ROOT),
+                *(a for p in _ci_files(settings, names) for a in ("-f", str(p)))]  # fmt: skip
     return [a for name in names for a in ("-f", str(PROJECT_ROOT / name))]
 
 
 def backfill_dir(settings: Settings) -> Path:
     """The host folder mounted read-only at /opt/btc/backfill for btc_backfill's candle files
-    (``COMPOSE_BACKFILL_DIR``, default ``<data_dir>/compose/backfill``)."""
-    return Path(os.environ.get("COMPOSE_BACKFILL_DIR") or settings.data_dir.resolve() / "compose" / "backfill")
+    (``BTC_COMPOSE_BACKFILL_DIR``, default ``<data_dir>/compose/backfill``)."""
+    return Path(settings.compose_backfill_dir or settings.data_dir.resolve() / "compose" / "backfill")
 
 
 def schedule_start_date(settings: Settings) -> str:
@@ -305,7 +283,7 @@ def compose_env(settings: Settings) -> dict[str, str]:
 
 def compose(settings: Settings, base: str, *args: str, check: bool = True,
             capture: bool = False) -> subprocess.CompletedProcess:  # fmt: skip
-    cmd = ["docker-compose", *compose_files(base), *args]
+    cmd = ["docker-compose", *compose_files(settings, base), *args]
     proc = subprocess.run(cmd, env=compose_env(settings), cwd=PROJECT_ROOT, capture_output=capture, text=True,
                           timeout=3600, check=False)  # fmt: skip
     if check and proc.returncode != 0:
@@ -392,7 +370,7 @@ def up(settings: Settings, rebuild: bool = True, timings: dict[str, float] | Non
     check_ports(settings)
     if rebuild or not _image_exists(settings, PROJECT_IMAGE):
         with ThreadPoolExecutor(max_workers=1) as pool:  # the host's packages staged while the base builds
-            staging = pool.submit(prebuilt.stage, settings) if build_mode() == "prebuilt" else None
+            staging = pool.submit(prebuilt.stage, settings) if settings.compose_build == "prebuilt" else None
             ensure_base(settings)
             staged = staging.result() if staging else None
         step("base image (the host's packages staged meanwhile), s")
@@ -410,7 +388,7 @@ def up(settings: Settings, rebuild: bool = True, timings: dict[str, float] | Non
     wait_healthy(settings)
     step("up until healthy, s")
     log.info("stack (%s) up: %s; Airflow on http://127.0.0.1:%d (user admin, password AIRFLOW_ADMIN_PASSWORD in %s)",
-             stack_profile(), timings, settings.airflow_port, secrets_file(settings))  # fmt: skip
+             settings.compose_stack, timings, settings.airflow_port, secrets_file(settings))  # fmt: skip
     return base
 
 
@@ -430,8 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-rebuild", action="store_true", help="up: reuse the project image if it exists")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    settings = get_settings()
     try:
+        settings = get_settings()
         if args.action == "up":
             up(settings, rebuild=not args.no_rebuild)
         elif args.action == "down":
@@ -445,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("secrets in %s", secrets_file(settings))
         else:
             dockerd.stop(settings)
-    except ComposeError as exc:
+    except (ComposeError, SettingsError) as exc:
         log.error("%s", exc)
         return 1
     return 0
