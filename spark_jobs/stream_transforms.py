@@ -118,23 +118,6 @@ def _raw_name(name: str) -> str:
     return f"_raw_{name}"
 
 
-def _only_known_keys(value_text: Column) -> Column:
-    """True when the record's keys are certainly all fields of the schema, without parsing it
-    again; false when it cannot tell (then the keys are read). Over :func:`parse_messages`'s inner
-    projection.
-
-    Every key of a JSON object ends with a quote followed, after optional whitespace, by a colon.
-    When no quote in the text is followed by whitespace, the occurrences of ``":`` are at least as
-    many as the keys (more when a string value holds an escaped ``\\":``). Each field of the schema
-    that parsed to a value other than null is a distinct key of the record; so when the ``":`` are
-    no more than those fields, the keys are exactly those fields. A field sent as null, a key sent
-    twice, whitespace after a quote or a record that did not parse make the check say false."""
-    whitespace = reduce(or_, [F.instr(value_text, '"' + c) > 0 for c in (" ", "\t", "\n", "\r")])
-    colons = (F.length(value_text) - F.length(F.replace(value_text, F.lit('":'), F.lit("")))) / 2
-    present = sum(F.col(_raw_name(f) if f in _TIMESTAMP_FIELDS else f).isNotNull().cast("int") for f in schema.FIELD_NAMES)
-    return F.coalesce(~whitespace & (colons <= present), F.lit(False))
-
-
 def _validation_reason(corrupt: Column, value_text: Column) -> Column:
     """First problem of a parsed message as ``"<code>:<detail>"``, or null when it is valid.
 
@@ -147,14 +130,12 @@ def _validation_reason(corrupt: Column, value_text: Column) -> Column:
         F.when(value_text.isNull(), _reason(REASON_EMPTY, "record has no value")),
         F.when(corrupt.isNotNull(), _reason(REASON_UNPARSEABLE, "not a JSON object of the message schema")),
     ]
-    # Keys the schema does not know (from_json would silently ignore them), looked for
-    # (json_object_keys: a second parse of the record) only when :func:`_only_known_keys` cannot
-    # tell without it. sort_array, not array_sort: array_sort's comparator is a lambda, which has no
-    # generated code and would keep this whole projection out of whole-stage code generation.
+    # Keys the schema does not know (from_json would silently ignore them). sort_array, not
+    # array_sort: array_sort's comparator is a lambda, which has no generated code and would keep
+    # this whole projection out of whole-stage code generation.
     unknown = F.array_except(F.json_object_keys(value_text), F.array(*[F.lit(n) for n in schema.FIELD_NAMES]))
     checks.append(
-        F.when(~_only_known_keys(value_text) & (F.size(unknown) > 0),
-               _reason(REASON_UNKNOWN_FIELD, F.array_join(F.sort_array(unknown), ",")))  # fmt: skip
+        F.when(F.size(unknown) > 0, _reason(REASON_UNKNOWN_FIELD, F.array_join(F.sort_array(unknown), ",")))
     )
     checks += [
         F.when(msg("schema_version").isNull(), _reason(REASON_MISSING, "schema_version")),
