@@ -213,26 +213,6 @@ def _quarantine_rows(records):
     return st.quarantine_output(records, F.col("quarantined_at"))
 
 
-def _warm_up_sample(spark, source):
-    """A few records shaped like ``source`` (its schema): a valid book ticker, a ticker with an
-    unknown field and a record that is not JSON, so that both outputs' plans run."""
-    from datetime import UTC, datetime
-
-    from btc_platform.ingest import schema
-
-    now = datetime.now(UTC)
-    message = schema.make_message(message_type="book_ticker", source="simulated", symbol="BTCUSDT",
-                                  event_time=now, ingest_time=now, bid_price="100", ask_price="101",
-                                  bid_qty="1", ask_qty="1")  # fmt: skip
-    valid = schema.encode(message)
-    values = [valid, valid[:-1] + b',"warm_up":1}', b"{not json"]
-    fields = source.schema.fieldNames()
-    row = {"key": b"BTCUSDT", "topic": "warm-up", "partition": 0, "timestamp": now.replace(tzinfo=None),
-           "timestampType": 0}  # fmt: skip
-    rows = [tuple({**row, "value": value, "offset": i}.get(name) for name in fields) for i, value in enumerate(values)]
-    return spark.createDataFrame(rows, source.schema)
-
-
 #: Where the ingest writer leaves the counts of each batch for the status record (one per job).
 BATCH_COUNTS = BatchCounts()
 
@@ -261,7 +241,6 @@ def start_ingest_query(spark, source, settings: Settings, *, available_now: bool
     tables.ensure_table(spark, settings, datasets.RAW_DATA, _raw_rows(records).schema)
     tables.ensure_table(spark, settings, datasets.QUARANTINE, _quarantine_rows(records).schema)
     write_batch.prime(spark)  # raw_data's id_time bound, read before the first batch waits for it
-    write_batch.warm_up(_warm_up_sample(spark, source))  # the first batch then runs as fast as the next
     query = (
         source.writeStream.queryName(QUERY_INGEST)
         .foreachBatch(write_batch)

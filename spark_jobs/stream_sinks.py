@@ -27,7 +27,6 @@ go to :class:`BatchCounts`, which the progress listener adds to the status recor
 from __future__ import annotations
 
 import logging
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -213,30 +212,6 @@ class DeltaBatchWriter:
         for output in self.outputs:
             if output.unique_key:
                 self._read_bound(spark, output)
-
-    def warm_up(self, sample) -> None:
-        """Run a batch's plans once on ``sample`` (a few records shaped like the source) before the
-        query starts: parse, validation and the ``id_time`` pass, and a Delta append of each
-        output's rows with the table's partitioning, into scratch tables in a local temporary
-        directory (nothing is written to the outputs). The first real batch then finds the
-        generated code compiled and Delta's and Parquet's write path loaded."""
-        from delta.tables import DeltaTable
-
-        from spark_jobs import stream_transforms as st
-
-        started = time.monotonic()
-        spark = sample.sparkSession
-        batch = self.prepare(sample) if self.prepare is not None else sample
-        with tempfile.TemporaryDirectory(prefix="stream-warm-up-") as scratch:
-            for i, output in enumerate(self.outputs + self.conditional):
-                rows = output.rows(batch)
-                if output.unique_key:
-                    keyed = rows.select(output.unique_key, *output.id_groups, *st.ID_TIME_COLUMNS)
-                    st.id_time_spans(keyed, output.unique_key, output.id_groups).collect()
-                partitions = DeltaTable.forPath(spark, output.uri).detail().first()["partitionColumns"]
-                rows.write.format("delta").mode("append").partitionBy(*partitions).save(f"file://{scratch}/{i}")
-        log.info("warmed up the batch's plans on %d sample record(s) in %.2f s", sample.count(),
-                 time.monotonic() - started)  # fmt: skip
 
     def _read_bound(self, spark, output: BatchOutput) -> None:
         """The table's ``id_time`` bound (``stream_transforms.stored_id_time_bound``: Delta answers

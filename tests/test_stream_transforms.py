@@ -94,8 +94,8 @@ BAD_RECORDS = [
     (tamper(GOOD, ask_price=99.5), "ask_below_bid:ask_price<bid_price"),
     (tamper(GOOD, bid_price=12345).replace(b"12345", b"1e400"), "non_finite_value:bid_price"),
     (tamper(GOOD, colour="red"), "unknown_field:colour"),
-    # keys that the cheap key count cannot vouch for: a key with whitespace before its colon (not
-    # counted as '":'), one sent as null, one next to a known field sent as null
+    # unknown keys a count of the record's '":' would miss: one with whitespace before its colon,
+    # one sent as null, one next to a known field sent as null; and a known name in another case
     (schema.encode(GOOD)[:-1] + b',"colour" :"red"}', "unknown_field:colour"),
     (schema.encode(GOOD)[:-1] + b',"colour":null}', "unknown_field:colour"),
     (schema.encode(MARKET)[:-1] + b',"bid_price":null,"colour":1}', "unknown_field:colour"),
