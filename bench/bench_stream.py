@@ -369,11 +369,15 @@ def latency(
         sent, total = 0, rate * (warmup + seconds)
         t_start = time.monotonic()
         measure_from = datetime.now(UTC) + timedelta(seconds=warmup)
+        clock = datetime.now(UTC)  # event times 1 ms apart, never behind a message sent before (a producer's)
         while sent < total:
             due = int((time.monotonic() - t_start) * rate) + 1
             now = datetime.now(UTC)
-            for key, value in payloads(min(due - sent, total - sent), now, 1, ingest=now, seed=sent):
+            count = min(due - sent, total - sent)
+            clock = max(clock, now)
+            for key, value in payloads(count, clock, 1, ingest=now, seed=sent):
                 producer.produce(topic, key=key, value=value)
+            clock += timedelta(milliseconds=max(count, 0))
             sent = max(sent, min(due, total))
             producer.poll(0)
             time.sleep(0.01)

@@ -227,6 +227,7 @@ def start_ingest_query(spark, source, settings: Settings, *, available_now: bool
     :func:`stream_sinks.foreach_batch_writer` as Delta transaction (query id, batch id), so a
     replayed batch is skipped by Delta (exactly-once for both).
     """
+    from spark_jobs import stream_transforms as st
     from spark_jobs import tables
 
     checkpoint = checkpoint_paths(settings)[QUERY_INGEST]
@@ -234,11 +235,12 @@ def start_ingest_query(spark, source, settings: Settings, *, available_now: bool
     raw_uri = tables.table_uri(settings, datasets.RAW_DATA)
     quarantine_uri = tables.table_uri(settings, datasets.QUARANTINE)
     write_batch = foreach_batch_writer(spark, checkpoint, [
-        BatchOutput(raw_uri, _raw_rows, unique_key="message_id"),
+        BatchOutput(raw_uri, _raw_rows, unique_key="message_id", id_groups=st.ID_GROUP_COLUMNS),
         BatchOutput(quarantine_uri, _quarantine_rows, only_if="reason IS NOT NULL", count_as="quarantined"),
     ], BATCH_COUNTS, prepare=_ingest_records)  # fmt: skip
     tables.ensure_table(spark, settings, datasets.RAW_DATA, _raw_rows(records).schema)
     tables.ensure_table(spark, settings, datasets.QUARANTINE, _quarantine_rows(records).schema)
+    write_batch.prime(spark)  # raw_data's id_time bound, read before the first batch waits for it
     query = (
         source.writeStream.queryName(QUERY_INGEST)
         .foreachBatch(write_batch)

@@ -16,7 +16,8 @@ delay between two copies of a message: the batch's rows are deduplicated on the 
 whose key the table already holds are left out (``stream_transforms.absent_rows``; the lookup
 reads only the files whose statistics overlap the batch's ``id_time`` ranges, and is not made at
 all when every range starts after the ``id_time`` bound of what the table holds, kept by the
-writer from one batch to the next). The append is
+writer from one batch to the next per id group: ``BatchOutput.id_groups``, the columns a key
+fixes, e.g. a source's messages of one type and symbol). The append is
 blind and the stream is the table's only inserter (compaction rewrites files without changing
 rows), so a lookup in the snapshot before the append is as good as a MERGE, without a MERGE's
 conflicts with a concurrent OPTIMIZE. The counts of each batch (rows stored, copies left out)
@@ -62,6 +63,11 @@ class BatchOutput(NamedTuple):
     #: column of a table that holds each value once (raw_data: ``message_id``): rows whose value
     #: the table or the batch holds already are left out. ``None``: every row is appended.
     unique_key: str | None = None
+    #: columns that the ``unique_key`` fixes (two rows of one key agree on them; raw_data:
+    #: ``stream_transforms.ID_GROUP_COLUMNS``): the writer keeps the ``id_time`` bound of what the
+    #: table holds per value of these, so that one group's late rows do not send the batch of
+    #: every other group to the lookup. ``()``: one bound for the table.
+    id_groups: tuple[str, ...] = ()
 
 
 class BatchCounts:
@@ -127,8 +133,11 @@ class DeltaBatchWriter:
         self.prepare = prepare  # source micro-batch -> the frame the outputs' rows are derived from
         self.app_id: str | None = None
         self._bound = threading.Event()
-        #: per ``unique_key`` output: a bound of the ``id_time`` its table holds (None: no row)
-        self._bounds: dict[str, object] = {}
+        #: per ``unique_key`` output: a bound of the ``id_time`` its table held when this writer
+        #: read it (None: no row), the bound of every group it has not written since
+        self._initial: dict[str, object] = {}
+        #: per ``unique_key`` output: the bound of each group (``id_groups`` values) written since
+        self._bounds: dict[str, dict[tuple, object]] = {}
 
     def bind(self, query) -> None:
         self.app_id = str(query.id)
@@ -152,7 +161,7 @@ class DeltaBatchWriter:
         ``rows`` are computed once (parsed, validated) and kept while this runs: a first pass gives
         their ``id_time`` ranges and whether the batch repeats a key; the append reads them from
         memory. The table is looked up (:meth:`_stored_ids`) only when a range reaches back to what
-        the table may hold (:meth:`_may_hold`); a batch with neither a repeated key nor such a
+        the table may hold (:meth:`_reaching_back`, per id group); a batch with neither a repeated key nor such a
         range is appended as it is, without a second job."""
         from pyspark import StorageLevel
         from pyspark.sql import Observation
@@ -164,10 +173,15 @@ class DeltaBatchWriter:
         started = time.monotonic()
         rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            spans = st.id_time_spans(rows.select(key, *st.ID_TIME_COLUMNS).where(F.col(key).isNotNull()), key).collect()
-            ranges = st.id_time_ranges((r["lo"], r["hi"]) for r in spans)
+            groups = output.id_groups
+            spans = st.id_time_spans(rows.select(key, *groups, *st.ID_TIME_COLUMNS).where(F.col(key).isNotNull()),
+                                     key, groups).collect()  # fmt: skip
             repeated = any(r["rows"] > r["ids"] for r in spans)
-            looked_up = self._may_hold(rows.sparkSession, output, ranges)
+            extent = _group_extent(spans, groups)
+            reaching = self._reaching_back(rows.sparkSession, output, extent)
+            # the lookup reads the times of the groups that reach back to what the table holds
+            ranges = st.id_time_ranges((r["lo"], r["hi"]) for r in spans if tuple(r[c] for c in groups) in reaching)
+            looked_up = bool(ranges)
             fresh, extra = rows, []
             if looked_up or repeated:
                 ids = rows.select(key).where(F.col(key).isNotNull())
@@ -179,36 +193,57 @@ class DeltaBatchWriter:
             observation = Observation(f"stored-{batch_id}")
             checked = time.monotonic() - started
             self._append(fresh.observe(observation, F.count(F.lit(1)).alias("n")), output.uri, batch_id)
-            if ranges:  # the table holds these now (or held them already: a replayed batch)
-                self._bounds[output.uri] = max(b for b in (self._bounds.get(output.uri), ranges[-1][1]) if b)
+            bounds = self._bounds.setdefault(output.uri, {})
+            for group, (_, hi) in extent.items():  # the table holds these now (or did: a replayed batch)
+                bounds[group] = max(b for b in (self._bound_of(output, group), hi) if b is not None)
             counted = _observed(observation)
             if counted is not None:
                 self.counts.add(batch_id, stored=int(counted["n"]))
-            log.info("batch %d: %s: %s row(s) stored, %d id(s) left out or repeated, %s %d id_time range(s) "
-                     "in %.2f s", batch_id, output.uri, "?" if counted is None else counted["n"], len(extra),
-                     "table looked up for" if looked_up else "no lookup: table holds nothing of", len(ranges),
-                     checked)  # fmt: skip
+            lookup = (f"table looked up for {len(ranges)} id_time range(s) of {len(reaching)} of {len(extent)} "
+                      "id group(s)" if looked_up else f"no lookup: table holds nothing of {len(extent)} id group(s)")
+            log.info("batch %d: %s: %s row(s) stored, %d id(s) left out or repeated, %s in %.2f s", batch_id,
+                     output.uri, "?" if counted is None else counted["n"], len(extra), lookup, checked)  # fmt: skip
         finally:
             rows.unpersist()
 
-    def _may_hold(self, spark, output: BatchOutput, ranges: list[tuple]) -> bool:
-        """Whether the table may hold an id of ``ranges``: some range starts at or before the
-        bound of the table's ``id_time`` (``stream_transforms.stored_id_time_bound``), read from
-        the table at the first batch and moved on by each append of this writer (the stream is the
-        table's only inserter; compaction rewrites files without adding rows)."""
+    def prime(self, spark) -> None:
+        """Read the ``id_time`` bound of each ``unique_key`` output's table now (before the query
+        starts), so that the first batch does not wait for it."""
+        for output in self.outputs:
+            if output.unique_key:
+                self._read_bound(spark, output)
+
+    def _read_bound(self, spark, output: BatchOutput) -> None:
+        """The table's ``id_time`` bound (``stream_transforms.stored_id_time_bound``: Delta answers
+        the maxima from its statistics), the bound of every group until this writer writes it."""
         from spark_jobs import stream_transforms as st
 
-        if not ranges:
-            return False
-        if output.uri not in self._bounds:
-            started = time.monotonic()
-            bound = spark.read.format("delta").load(output.uri).agg(st.stored_id_time_bound()).first()["bound"]
-            # statistics of timestamps hold milliseconds: a margin so that a truncated maximum still bounds
-            self._bounds[output.uri] = bound + _BOUND_MARGIN if bound is not None else None
-            log.info("%s: id_time of the stored rows up to %s (read in %.2f s)", output.uri,
-                     self._bounds[output.uri], time.monotonic() - started)  # fmt: skip
-        bound = self._bounds[output.uri]
-        return bound is not None and ranges[0][0] <= bound
+        if output.uri in self._initial:
+            return
+        started = time.monotonic()
+        bound = spark.read.format("delta").load(output.uri).agg(st.stored_id_time_bound()).first()["bound"]
+        # statistics of timestamps hold milliseconds: a margin so that a truncated maximum still bounds
+        self._initial[output.uri] = bound + _BOUND_MARGIN if bound is not None else None
+        log.info("%s: id_time of the stored rows up to %s (read in %.2f s)", output.uri,
+                 self._initial[output.uri], time.monotonic() - started)  # fmt: skip
+
+    def _bound_of(self, output: BatchOutput, group: tuple):
+        """The ``id_time`` bound of the table's rows of ``group`` (None: it holds none)."""
+        bounds = self._bounds.get(output.uri, {})
+        return bounds[group] if group in bounds else self._initial[output.uri]
+
+    def _reaching_back(self, spark, output: BatchOutput, extent: dict[tuple, tuple]) -> set[tuple]:
+        """The groups of a batch whose ``id_time`` spans ``extent`` (group of ``output.id_groups``
+        -> (first, last)) of which the table may hold an id: the group's first ``id_time`` is at
+        or before that group's bound, which is the table's bound read at the first batch (:meth:`prime`) until
+        this writer appends rows of the group, then the last ``id_time`` it appended (the stream
+        is the table's only inserter; compaction rewrites files without adding rows). A copy of
+        an id shares its group and its ``id_time``: one that lies after its group's bound is new."""
+        if not extent:
+            return set()
+        self._read_bound(spark, output)
+        return {group for group, (lo, _) in extent.items()
+                if (bound := self._bound_of(output, group)) is not None and lo <= bound}  # fmt: skip
 
     @staticmethod
     def _stored_ids(spark, output: BatchOutput, ranges: list[tuple], look_up: bool):
@@ -251,6 +286,19 @@ class DeltaBatchWriter:
                 log.debug("batch %d: nothing for %s", batch_id, output.uri)
                 continue
             self._append(rows, output.uri, batch_id)
+
+
+def _group_extent(spans, groups: tuple[str, ...]) -> dict[tuple, tuple]:
+    """Per value of the ``groups`` columns, the first and last ``id_time`` of ``spans`` (rows of
+    ``stream_transforms.id_time_spans``)."""
+    extent: dict[tuple, tuple] = {}
+    for span in spans:
+        if span["lo"] is None:  # no id_time (raw_data's rows all have one): as id_time_ranges
+            continue
+        group = tuple(span[c] for c in groups)
+        lo, hi = extent.get(group, (span["lo"], span["hi"]))
+        extent[group] = (min(lo, span["lo"]), max(hi, span["hi"]))
+    return extent
 
 
 def _observed(observation, wait_s: float = _OBSERVATION_WAIT_S) -> dict | None:

@@ -259,15 +259,23 @@ def id_time() -> Column:
     return F.coalesce(*[F.col(c) for c in ID_TIME_COLUMNS])
 
 
-def id_time_spans(rows: DataFrame, key: str | None = None) -> DataFrame:
-    """Per minute of :func:`id_time` that ``rows`` touch, the first and last ``id_time``
-    (``lo``, ``hi``): a handful of rows that :func:`id_time_ranges` merges into ranges. With
-    ``key``, also the minute's ``rows`` and distinct ``ids``: the copies of one id share its
-    ``id_time``, so ``rows > ids`` in some minute exactly when ``rows`` repeat a key."""
+#: Columns that a ``message_id`` fixes besides its :func:`id_time` (the id is a hash of the
+#: content, these included): two copies of one id always agree on them, so the writer keeps the
+#: ``id_time`` bound of what raw_data holds per value of these (``stream_sinks``). Each is one
+#: producer's ordered sequence: a source's polls of one message type and symbol.
+ID_GROUP_COLUMNS = ("source", "message_type", "symbol")
+
+
+def id_time_spans(rows: DataFrame, key: str | None = None, by: tuple[str, ...] = ()) -> DataFrame:
+    """Per minute of :func:`id_time` that ``rows`` touch (and value of the columns ``by``), the
+    first and last ``id_time`` (``lo``, ``hi``): a handful of rows that :func:`id_time_ranges`
+    merges into ranges. With ``key``, also the minute's ``rows`` and distinct ``ids``: the copies
+    of one id share its ``id_time``, so ``rows > ids`` in some minute exactly when ``rows`` repeat
+    a key."""
     t = id_time()
     counts = [F.count(F.lit(1)).alias("rows"), F.count_distinct(key).alias("ids")] if key else []
-    return rows.groupBy(F.date_trunc("minute", t).alias("minute")).agg(F.min(t).alias("lo"), F.max(t).alias("hi"),
-                                                                       *counts)  # fmt: skip
+    return rows.groupBy(*by, F.date_trunc("minute", t).alias("minute")).agg(F.min(t).alias("lo"), F.max(t).alias("hi"),
+                                                                            *counts)  # fmt: skip
 
 
 def stored_id_time_bound() -> Column:

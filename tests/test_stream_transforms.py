@@ -94,6 +94,12 @@ BAD_RECORDS = [
     (tamper(GOOD, ask_price=99.5), "ask_below_bid:ask_price<bid_price"),
     (tamper(GOOD, bid_price=12345).replace(b"12345", b"1e400"), "non_finite_value:bid_price"),
     (tamper(GOOD, colour="red"), "unknown_field:colour"),
+    # unknown keys a count of the record's '":' would miss: one with whitespace before its colon,
+    # one sent as null, one next to a known field sent as null; and a known name in another case
+    (schema.encode(GOOD)[:-1] + b',"colour" :"red"}', "unknown_field:colour"),
+    (schema.encode(GOOD)[:-1] + b',"colour":null}', "unknown_field:colour"),
+    (schema.encode(MARKET)[:-1] + b',"bid_price":null,"colour":1}', "unknown_field:colour"),
+    (schema.encode(GOOD).replace(b'"symbol":', b'"Symbol":'), "unknown_field:Symbol"),  # names match exactly
     (None, "empty_value:record has no value"),
 ]
 

@@ -283,16 +283,64 @@ def test_unique_key_lookup_is_skipped_only_for_times_after_all_the_table_holds(s
     output = stream_sinks.BatchOutput(out, lambda b: b, unique_key="message_id")
     t0, t1, t2, t3 = (naive_utc(s) for s in (0, 10, 20, 30))
     first = writer()
-    assert not first._may_hold(spark, output, [(t0, t0)])  # an empty table holds nothing
+    assert not first._reaching_back(spark, output, {(): (t0, t0)})  # an empty table holds nothing
     # a CoinGecko-like message: exchange_time (in its id) minutes before its receipt
     first(batch(("a", None, t1, 1), ("cg", naive_utc(-600), t0, 2)), 0)
-    assert first._may_hold(spark, output, [(t1, t1)]) and not first._may_hold(spark, output, [(t2, t3)])
+    assert first._reaching_back(spark, output, {(): (t1, t1)}) == {()}
+    assert not first._reaching_back(spark, output, {(): (t2, t3)})
     first(batch(("a", None, t1, 3), ("b", None, t2, 4)), 1)  # a copy of the newest stored id, one new
     first(batch(("c", None, t3, 5), ("c", None, t3, 6)), 2)  # after the bound: no lookup, one c kept
     restarted = writer()  # the bound is read from the table again
-    assert restarted._may_hold(spark, output, [(t3, t3)]) and not restarted._may_hold(spark, output, [(naive_utc(31), naive_utc(40))])
+    assert restarted._reaching_back(spark, output, {(): (t3, t3)}) == {()}
+    assert not restarted._reaching_back(spark, output, {(): (naive_utc(31), naive_utc(40))})
     restarted(batch(("c", None, t3, 7)), 3)
     restarted(batch(("cg", naive_utc(-600), naive_utc(900), 8), ("d", None, naive_utc(900), 9)), 4)
     stored = sorted((r.message_id, r.n) for r in tables.read_table(spark, out).collect())
     assert stored == [("a", 1), ("b", 4), ("c", 5), ("cg", 2), ("d", 9)]
     assert [counts.take(i).get("stored") for i in range(5)] == [2, 1, 1, 0, 1]
+
+
+def test_unique_key_bound_is_kept_per_id_group_and_copies_are_still_left_out(spark, tmp_path):
+    """With ``id_groups`` (raw_data: source, message_type, symbol) the writer keeps one bound per
+    group: a group's rows after its own bound are not looked up even when another group has
+    stored later times (one symbol's messages a batch behind another's); a copy of any group's
+    newest stored message, a copy among new rows of its group, a copy coming to a restarted writer
+    (every group bounded by the table's maximum until written) and a CoinGecko-like copy whose
+    exchange_time lies before its group's bound are all left out."""
+    from spark_jobs import tables
+
+    out = f"file://{tmp_path}/raw"
+    ddl = "message_id string, symbol string, exchange_time timestamp, event_time timestamp, date string, n int"
+    spark.createDataFrame([], ddl).write.format("delta").save(out)
+
+    def batch(*rows):
+        return spark.createDataFrame([(i, s, x, e, str(e.date()), n) for i, s, x, e, n in rows], ddl)
+
+    def writer():
+        w = stream_sinks.DeltaBatchWriter([output], counts)
+        w.bind(type("Query", (), {"id": "9a4b-raw"})())
+        return w
+
+    counts = stream_sinks.BatchCounts()
+    output = stream_sinks.BatchOutput(out, lambda b: b, unique_key="message_id", id_groups=("symbol",))
+    t = [naive_utc(s) for s in range(0, 100, 10)]
+    first = writer()
+    first.prime(spark)
+    first(batch(("x1", "X", None, t[3], 1), ("y1", "Y", None, t[1], 2), ("cg1", "CG", t[0], t[4], 3)), 0)
+    # Y's next rows lie before X's last but after Y's own: nothing of the table can be a copy
+    assert first._reaching_back(spark, output, {("Y",): (t[2], t[2]), ("X",): (t[4], t[4])}) == set()
+    assert first._reaching_back(spark, output, {("Y",): (t[1], t[2])}) == {("Y",)}
+    assert first._reaching_back(spark, output, {("Z",): (t[0], t[0])}) == set()  # the table was empty
+    first(batch(("y2", "Y", None, t[2], 4), ("x2", "X", None, t[4], 5)), 1)  # no lookup: both new
+    # copies: Y's newest stored (at its bound), X's among new X rows, CG's with exchange_time before its bound
+    first(batch(("y2", "Y", None, t[2], 6), ("x1", "X", None, t[3], 7), ("x3", "X", None, t[5], 8),
+                ("cg1", "CG", t[0], t[6], 9), ("cg2", "CG", t[1], t[6], 10)), 2)  # fmt: skip
+    restarted = writer()  # every group bounded by the table's maximum (t6 + margin) until written
+    assert restarted._reaching_back(spark, output, {("Y",): (t[3], t[3])}) == {("Y",)}
+    assert restarted._reaching_back(spark, output, {("Y",): (t[7], t[7])}) == set()
+    restarted(batch(("y1", "Y", None, t[1], 11), ("y3", "Y", None, t[7], 12)), 3)
+    restarted(batch(("x3", "X", None, t[5], 13), ("y4", "Y", None, t[8], 14), ("y4", "Y", None, t[8], 15)), 4)
+    stored = sorted((r.message_id, r.n) for r in tables.read_table(spark, out).collect())
+    assert stored == [("cg1", 3), ("cg2", 10), ("x1", 1), ("x2", 5), ("x3", 8), ("y1", 2), ("y2", 4),
+                      ("y3", 12), ("y4", 14)]  # fmt: skip
+    assert [counts.take(i).get("stored") for i in range(5)] == [3, 2, 2, 1, 1]
