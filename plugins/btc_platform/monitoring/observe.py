@@ -35,19 +35,18 @@ DAY_S = 86400.0
 
 
 def epoch(value: Any) -> float | None:
-    """Epoch seconds of an ISO-8601 text (``Z`` or offset; naive = UTC), None when empty or unreadable."""
+    """Epoch seconds of a datetime read from a table or an ISO-8601 text (``Z`` or offset; naive =
+    UTC), None when empty or unreadable."""
     if value in (None, ""):
         return None
-    try:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            return None
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
-
-
-def _utc(moment: datetime) -> datetime:
-    """A timestamp read from a table (UTC, naive or aware) as an aware UTC datetime."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 class Observer:
@@ -189,7 +188,7 @@ class Observer:
         newest = [r for r in rows if r[0] == hour]
         last_run = max(r[4] for r in newest)  # the last run of that hour's checks
         failed = {r[1] for r in newest if r[4] == last_run and r[2] == "fail" and r[3] == "error"}
-        return QualityObs(_utc(hour).timestamp(), tuple(sorted(failed)))
+        return QualityObs(epoch(hour), tuple(sorted(failed)))
 
     def _tables(self) -> dict[str, float]:
         from btc_platform.lakehouse import lake
