@@ -36,7 +36,7 @@ class ComposeSettings(BaseModel):
         default=18731,
         gt=0,
         lt=65536,
-        description="Port on 127.0.0.1 that serves the host's packages to the image build (COMPOSE_BUILD=prebuilt); "
+        description="Port on 127.0.0.1 that serves the host's packages to the image build (BTC_COMPOSE_BUILD=prebuilt); "
         "part of the layer cache's key, so keep it fixed.",
     )
     compose_ca_certs: str = Field(
