@@ -156,7 +156,7 @@ def test_dockerfile_builds_the_project_image():
     assert "jre-headless" in text  # Java 17 (bookworm's default JRE) for Spark
     assert "-c constraints.txt" in text
     assert "python -m btc_platform.ops.jars --group spark" in text  # without the host's jars
-    # the host's packages when served (COMPOSE_BUILD=prebuilt), each piece falling back to its registry
+    # the host's packages when served (BTC_COMPOSE_BUILD=prebuilt), each piece falling back to its registry
     assert 'curl -fsS "$PREBUILT_URL/venv.tar" | tar -x -C /opt/venv' in text
     assert '"$PREBUILT_URL/jars.tar"' in text and '"$PREBUILT_URL/js.tar"' in text
     assert "pip install --no-deps -e /opt/btc" in text  # the project installed, no PYTHONPATH
@@ -400,7 +400,7 @@ def test_official_image_variables_become_kafka_and_hadoop_config(compose):
 
 
 # ---------------------------------------------------------------------------------------------
-# the CI's smaller stack (COMPOSE_STACK=ci) and the image from the host's packages
+# the CI's smaller stack (BTC_COMPOSE_STACK=ci) and the image from the host's packages
 # ---------------------------------------------------------------------------------------------
 def test_the_ci_stack_is_the_full_one_with_one_broker_and_one_worker(compose, compose_validator):
     from btc_platform.ops.compose import stack

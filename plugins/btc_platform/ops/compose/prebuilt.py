@@ -1,4 +1,4 @@
-"""The project image built from what the host already has (``COMPOSE_BUILD=prebuilt``, the
+"""The project image built from what the host already has (``BTC_COMPOSE_BUILD=prebuilt``, the
 default of ``make compose-up``): the packages of the host's ``.venv``, and the jars and the
 dashboard's JS of ``make jars js``, served over HTTP on 127.0.0.1 while ``docker build --network
 host`` runs (the Dockerfile's ``PREBUILT_URL``). Nothing is downloaded or installed twice: after
